@@ -1,0 +1,1 @@
+"""The web layer: FastAPI app, REST API, Server-Sent Events, dashboard pages."""

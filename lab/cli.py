@@ -1,0 +1,205 @@
+"""`lab`: the headless front door. Exit 0 on success, 1 on a failed run, 2 on bad arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lab import report
+from lab.clients import client_ids
+from lab.runs import Run, execute
+from lab.scenarios import SCENARIOS, get_scenario
+from lab.spec import FASTZEROMODES, PLUGINS, SOURCE_FORMATS, ZEROMODES, SpecError, build_spec
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with our wording
+        self.print_usage(sys.stderr)
+        self.exit(2, f"lab: error: {message}\n")
+
+
+def _server_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    d = (lambda v: v) if defaults else (lambda _v: None)
+    p.add_argument("--zeromode", default=d("none"), help=f"nbdkit nozero mode: {', '.join(ZEROMODES)} (default none)")
+    p.add_argument("--fastzeromode", default=d("default"),
+                   help=f"nbdkit fast-zero mode: {', '.join(FASTZEROMODES)} (default: default)")
+    p.add_argument("--size", default=d("100M"), help="image size, e.g. 100M (default 100M)")
+    p.add_argument("--pattern", default=d("alternate:1M"),
+                   help="source layout: alternate:DATA[:HOLE], full or empty (default alternate:1M)")
+    p.add_argument("--maxdata", default=d("256k"), help="largest backend write, blocksize filter (default 256k)")
+    p.add_argument("--delay-write", default=d("20ms"), help="delay per backend write (default 20ms)")
+    p.add_argument("--delay-zero", default=d("5ms"), help="delay per backend zero (default 5ms)")
+    p.add_argument("--plugin", default=d("memory"), help=f"nbdkit plugin: {', '.join(PLUGINS)} (default memory)")
+    p.add_argument("--source-format", default=d("qcow2"),
+                   help=f"format of the source image: {', '.join(SOURCE_FORMATS)} (default qcow2)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lab", description="fastzero-lab: re-run the NBD fast-zero case study.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="one copy on a fresh server")
+    r.add_argument("--client", default="qemu-img", help="copy client (default qemu-img); see `lab clients`")
+    _server_args(r)
+    r.add_argument("--queue-depth", type=int, default=1, 
+                   help="requests in flight for the lab's own clients (default 1)")
+    r.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = sub.add_parser("scenario", help="run a named scenario (case-study, reference, acts)")
+    s.add_argument("name", help=f"one of: {', '.join(SCENARIOS)}")
+    s.add_argument("--workers", type=int, default=1, help="rows run at once (default 1: strictly one after another)")
+    s.add_argument("--only", help="comma-separated row keys to run (default all)")
+    s.add_argument("--json", action="store_true", help='print {"name":..., "rows":[run...]}')
+
+    sv = sub.add_parser("serve", help="the web service and dashboard")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+
+    sub.add_parser("clients", help="list the copy clients")
+    sub.add_parser("scenarios", help="list the scenarios")
+    return p
+
+
+def _bad(message: str) -> int:
+    print(f"lab: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _spec_from_args(args: argparse.Namespace) -> Any:
+    raw = {
+        "zeromode": args.zeromode, "fastzeromode": args.fastzeromode, "size": args.size,
+        "pattern": args.pattern, "maxdata": args.maxdata, "delay_write": args.delay_write,
+        "delay_zero": args.delay_zero, "plugin": args.plugin, "source_format": args.source_format,
+    }
+    return build_spec(raw)
+
+
+def _option(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+class _Interrupt:
+    """Ctrl-C / SIGTERM cancels the runs cleanly (servers and clients stopped) instead of dying."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __enter__(self) -> threading.Event:
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self.event
+
+    def _handle(self, _sig: int, _frame: object) -> None:
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.client not in client_ids():
+        return _bad(f"--client: unknown client {args.client!r}; choose one of {', '.join(client_ids())}")
+    if not 1 <= args.queue_depth <= 64:
+        return _bad(f"--queue-depth: must be between 1 and 64 (got {args.queue_depth})")
+    if not 0 < args.timeout <= 86400:
+        return _bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
+    try:
+        spec = _spec_from_args(args)
+    except SpecError as e:
+        return _bad(f"{_option(e.field)}: {e.message}")
+    run = Run(client=args.client, server=spec, queue_depth=args.queue_depth)
+    bar = None if args.json else report.ProgressBar(sys.stderr, spec.size)
+    with _Interrupt() as cancel:
+        execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout)
+    if bar:
+        bar.close()
+    if args.json:
+        print(json.dumps(run.to_dict()))
+    else:
+        print(report.run_table(run))
+    return 0 if run.status == "succeeded" else 1
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    try:
+        scenario = get_scenario(args.name)
+    except KeyError as e:
+        return _bad(str(e.args[0]))
+    if not 1 <= args.workers <= 16:
+        return _bad(f"--workers: must be between 1 and 16 (got {args.workers})")
+    rows = list(scenario.rows)
+    if args.only:
+        keys = [k.strip() for k in args.only.split(",") if k.strip()]
+        unknown = [k for k in keys if k not in {r.key for r in rows}]
+        if unknown:
+            return _bad(f"--only: unknown row {unknown[0]!r}; rows are {', '.join(r.key for r in rows)}")
+        rows = [r for r in rows if r.key in keys]
+    runs = [Run(client=r.client, server=build_spec(r.server), label=r.key, reference=r.reference) for r in rows]
+    done = 0
+    lock = threading.Lock()
+    t0 = time.perf_counter()
+
+    def one(run: Run, cancel: threading.Event) -> Run:
+        nonlocal done
+        execute(run, cancel=cancel)
+        with lock:
+            done += 1
+            if not args.json:
+                print(f"[{done}/{len(runs)}] {run.label}: {run.status} {run.duration_s or 0:.2f} s", file=sys.stderr)
+        return run
+
+    with _Interrupt() as cancel, ThreadPoolExecutor(max_workers=args.workers) as pool:
+        list(pool.map(lambda r: one(r, cancel), runs))
+    wall = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({"name": scenario.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
+    else:
+        print(report.scenario_table(scenario.title, runs))
+        print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
+    return 0 if all(r.status == "succeeded" for r in runs) else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        return _bad(f"--port: must be between 1 and 65535 (got {args.port})")
+    import uvicorn
+
+    # By name, so the core never imports the web layer.
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+                log_level=os.environ.get("LAB_LOG_LEVEL", "info"))
+    return 0
+
+
+def cmd_clients(_args: argparse.Namespace) -> int:
+    from lab.clients import get_client
+
+    for cid in client_ids():
+        c = get_client(cid)
+        print(f"{cid:10} {c.era:22} {c.description}")
+    return 0
+
+
+def cmd_scenarios(_args: argparse.Namespace) -> int:
+    for s in SCENARIOS.values():
+        print(f"{s.name:12} {len(s.rows):3} runs  {s.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve,
+               "clients": cmd_clients, "scenarios": cmd_scenarios}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""What every copy client is given and gives back."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab import procs
+from lab.images import Image
+from lab.servers import ServerFlags
+from lab.trace import WireCounts
+
+
+class Cancelled(Exception):
+    """The run was cancelled (or timed out) while the client was copying."""
+
+
+class ClientError(RuntimeError):
+    pass
+
+
+@dataclass
+class CopyContext:
+    image: Image
+    uri: str
+    flags: ServerFlags
+    source_format: str = "qcow2"
+    queue_depth: int = 1
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # Called by clients that count their own requests, with a partial result dict
+    # (wire counts so far, phase); the run coalesces and streams it.
+    report: Callable[[dict[str, Any]], None] = lambda _info: None
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+
+
+@dataclass
+class ClientResult:
+    # None when the client cannot count its own requests: the server's log is the wire view.
+    wire: WireCounts | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Client:
+    """A copy strategy. Subclasses set the metadata and implement copy()."""
+
+    id: str = ""
+    label: str = ""
+    era: str = ""
+    description: str = ""
+    parallel: bool = False  # many requests in flight: the serial delay sum is an upper bound
+    real_binary: bool = False
+
+    def copy(self, ctx: CopyContext) -> ClientResult:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "era": self.era, "description": self.description,
+                "parallel": self.parallel, "real_binary": self.real_binary}
+
+
+def run_process(argv: Sequence[str], ctx: CopyContext) -> None:
+    """Run a real client binary to completion; cancel kills its whole process group."""
+    proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                if ctx.cancel.is_set():
+                    procs.stop(proc, grace=0.2)
+                    raise Cancelled() from None
+    finally:
+        procs.stop(proc)
+        reader.join(timeout=2)
+    if proc.returncode != 0:
+        text = b"".join(out).decode(errors="replace").strip()
+        raise ClientError(f"{argv[0]} exited with status {proc.returncode}: {text[-500:]}")

@@ -1,0 +1,144 @@
+"""Child-process hygiene: every helper binary the lab starts dies with us.
+
+Three layers, because each covers a hole in the others:
+- PR_SET_PDEATHSIG(SIGKILL) in the child: the kernel kills it if we die, even by SIGKILL.
+  The signal is tied to the *thread* that forked, so every spawn goes through one
+  long-lived spawner thread (a worker thread that exits would take its children with it).
+- Each child gets its own process group, so a kill reaches its helpers too.
+- Private runtime dirs carry our pid; a later start sweeps the dirs of dead owners.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-spawner")
+
+_live_lock = threading.Lock()
+_live: set[subprocess.Popen] = set()
+
+
+def _child_setup() -> None:
+    # Runs in the child between fork and exec: async-signal-safe calls only.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(argv: Sequence[str], **kwargs) -> subprocess.Popen:
+    """Start argv (a list, never a shell string) tied to this process's life."""
+    if isinstance(argv, str):
+        raise TypeError("spawn takes an argv list, not a shell string")
+    argv = [str(a) for a in argv]
+
+    def _start() -> subprocess.Popen:
+        return subprocess.Popen(
+            argv,
+            preexec_fn=_child_setup,
+            start_new_session=True,
+            close_fds=True,
+            **kwargs,
+        )
+
+    proc = _spawner.submit(_start).result()
+    with _live_lock:
+        _live.add(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, grace: float = 2.0) -> int:
+    """TERM the process group, KILL it after `grace` seconds; always reaps."""
+    try:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        else:
+            # The leader is gone; make sure nothing it left in its group lingers.
+            _signal_group(proc, signal.SIGKILL)
+        return proc.returncode
+    finally:
+        with _live_lock:
+            _live.discard(proc)
+
+
+def kill_all() -> None:
+    """Last resort at shutdown: kill every child we still know of."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        stop(proc, grace=0.5)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+
+
+# --- private runtime directories -------------------------------------------------------
+
+_OWNER_FILE = "owner.pid"
+
+
+def runtime_root() -> Path:
+    """Where private per-server dirs live: short, so socket paths stay under 108 bytes."""
+    root = Path(os.environ.get("LAB_RUNTIME_DIR") or Path(tempfile.gettempdir()) / f"fastzero-lab-{os.getuid()}")
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
+def private_dir(prefix: str) -> Path:
+    """A fresh 0700 dir owned by this process (its pid recorded for the sweeper)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=runtime_root()))
+    (path / _OWNER_FILE).write_text(str(os.getpid()))
+    return path
+
+
+def remove_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_stale_dirs() -> int:
+    """Remove private dirs whose owning process is gone (left by a SIGKILLed service)."""
+    removed = 0
+    root = runtime_root()
+    for entry in root.iterdir():
+        if not entry.is_dir():
+            continue
+        try:
+            pid = int((entry / _OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            continue
+        if pid == os.getpid():
+            continue
+        remove_dir(entry)
+        removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,98 @@
+"""Plain-text output for the CLI: a live progress bar and result tables."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TextIO
+
+from lab.runs import Run
+from lab.units import human_bytes
+
+
+class ProgressBar:
+    """Drawn on a terminal only, and only once a run has lasted a second."""
+
+    WIDTH = 32
+
+    def __init__(self, out: TextIO, size: int) -> None:
+        self.out = out
+        self.size = size
+        self.t0 = time.monotonic()
+        self.enabled = out.isatty()
+        self.drawn = False
+
+    def update(self, event: dict[str, Any]) -> None:
+        if not self.enabled or event.get("type") != "progress" or time.monotonic() - self.t0 < 1.0:
+            return
+        frac = float(event.get("fraction") or 0.0)
+        filled = int(frac * self.WIDTH)
+        b = event.get("backend") or {}
+        line = (f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {frac * 100:5.1f}%  "
+                f"{event.get('elapsed_s', 0):6.2f} s  writes {b.get('write_ops', 0):5}  "
+                f"zeroes {b.get('zero_ops', 0):4}")
+        self.out.write(line)
+        self.out.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.out.write("\r" + " " * 80 + "\r")
+            self.out.flush()
+
+
+def _fmt(v: float | None, unit: str = "s") -> str:
+    return "-" if v is None else f"{v:.2f} {unit}"
+
+
+def run_table(run: Run) -> str:
+    s = run.server
+    b = run.backend
+    w = run.wire
+    lines = [
+        f"run {run.id}  client {run.client}  status {run.status.upper()}",
+        f"server   {s.describe()}",
+        "flags    " + (" ".join(f"{k}={int(v)}" for k, v in (run.flags or {}).items() if k.startswith("can_")) or "-"),
+        "",
+        f"{'copy time':16}{_fmt(run.duration_s):>12}   (setup {_fmt(run.setup_s)}, verify {_fmt(run.verify_s)})",
+        f"{'predicted':16}{_fmt(run.predicted_s):>12}   ({run.model} model"
+        + (f", measured/predicted {run.ratio:.3f})" if run.ratio else ")"),
+        f"{'verified':16}{str(run.verified).lower():>12}   {run.verify_detail or ''}",
+    ]
+    if b:
+        lines += [
+            "",
+            f"{'backend':16}{'ops':>8}{'bytes':>14}",
+            f"{'  write':16}{b.write_ops:>8}{human_bytes(b.write_bytes):>14}",
+            f"{'  zero':16}{b.zero_ops:>8}{human_bytes(b.zero_bytes):>14}",
+            f"{'  trim':16}{b.trim_ops:>8}{human_bytes(b.trim_bytes):>14}",
+            f"{'  flush':16}{b.flush_ops:>8}",
+        ]
+    if w:
+        lines += [
+            "",
+            f"wire ({w.source}): write {w.write}  zero {w.zero}  fast_zero {w.fast_zero} "
+            f"(failed {w.fast_zero_failed})  trim {w.trim}  flush {w.flush}",
+        ]
+    if run.error:
+        lines += ["", f"error: {run.error}"]
+    return "\n".join(lines)
+
+
+def scenario_table(title: str, runs: list[Run]) -> str:
+    head = (f"{'row':22}{'client':10}{'zeromode':9}{'fastzero':9}{'time':>8}{'pred':>8}{'ratio':>7}"
+            f"{'ref':>7}{'/ref':>6}{'writes':>7}{'zeroes':>7}{'fz':>4}{'fzf':>4}  ok")
+    out = [title, "", head, "-" * len(head)]
+    for r in runs:
+        ref = (r.reference or {}).get("time_s")
+        b = r.backend
+        w = r.wire
+        vs_ref = f"{r.duration_s / ref:.2f}" if ref and r.duration_s else "-"
+        out.append(
+            f"{(r.label or r.id)[:21]:22}{r.client:10}{r.server.zeromode:9}{r.server.fastzeromode:9}"
+            f"{(r.duration_s or 0):8.2f}{(r.predicted_s or 0):8.2f}{(r.ratio or 0):7.3f}"
+            f"{(f'{ref:.2f}' if ref else '-'):>7}{vs_ref:>6}"
+            f"{(b.write_ops if b else 0):7}{(b.zero_ops if b else 0):7}"
+            f"{(w.fast_zero if w else 0):4}{(w.fast_zero_failed if w else 0):4}  "
+            f"{'yes' if r.verified else 'NO'}{'' if r.status == 'succeeded' else ' ' + r.status}"
+        )
+    return "\n".join(out)

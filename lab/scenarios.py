@@ -1,0 +1,156 @@
+"""Named sets of runs: the case study (with the talk's reference figures) and the acts.
+
+Reference figures: Eric Blake's cover letter 'Add NBD Fast Zero support' (2019-08-23),
+qemu 4.2-dev client, 100 MiB alternating 1 MiB data/hole, delay-write=20ms
+delay-zero=5ms maxdata=256k; counts are what reached the plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SERVER_A = {"zeromode": "plugin"}  # zeroing is fast metadata
+SERVER_B = {"zeromode": "emulate"}  # zeroing falls back to writes
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    client: str
+    server: dict[str, Any]
+    reference: dict[str, Any] | None = None  # time_s, write_ops, zero_ops, fast_seen
+    group: str = ""  # "A" / "B" / "" for charts that pair servers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "client": self.client, "server": dict(self.server),
+                "reference": self.reference, "group": self.group}
+
+
+@dataclass(frozen=True)
+class Act:
+    key: str
+    title: str
+    era: str
+    summary: str
+    rows: tuple[Row, ...]
+    takeaway: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "era": self.era, "summary": self.summary,
+                "takeaway": self.takeaway, "rows": [r.to_dict() for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    description: str
+    rows: tuple[Row, ...]
+    acts: tuple[Act, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "description": self.description,
+                "rows": [r.to_dict() for r in self.rows], "acts": [a.to_dict() for a in self.acts]}
+
+
+def _ref(time_s: float, write_ops: int, zero_ops: int | None, fast_seen: str) -> dict[str, Any]:
+    return {"time_s": time_s, "write_ops": write_ops, "zero_ops": zero_ops, "fast_seen": fast_seen,
+            "source": "Blake 2019, qemu 4.2-dev"}
+
+
+REFERENCE_ROWS = (
+    Row("ref-none", "zeromode=none (no write-zeroes)", "qemu-4.2",
+        {"zeromode": "none"}, _ref(8.54, 400, 0, "-")),
+    Row("ref-plugin-ignore", "A, fastzeromode=ignore (qemu 3.1-like)", "qemu-4.2",
+        {"zeromode": "plugin", "fastzeromode": "ignore"}, _ref(4.30, 200, 4, "4x fast=1"), "A"),
+    Row("ref-emulate-ignore", "B, fastzeromode=ignore (qemu 3.1-like)", "qemu-4.2",
+        {"zeromode": "emulate", "fastzeromode": "ignore"}, _ref(12.51, 600, 0, "4x fast=1"), "B"),
+    Row("ref-emulate-none", "B, fastzeromode=none (qemu 4.0-like)", "qemu-4.2",
+        {"zeromode": "emulate", "fastzeromode": "none"}, _ref(8.32, 400, 0, "50x fast=0"), "B"),
+    Row("ref-plugin-none", "A, fastzeromode=none (qemu 4.0-like)", "qemu-4.2",
+        {"zeromode": "plugin", "fastzeromode": "none"}, _ref(4.54, 200, 50, "50x fast=0"), "A"),
+    Row("ref-emulate-default", "B, fast zero (default)", "qemu-4.2",
+        {"zeromode": "emulate", "fastzeromode": "default"}, _ref(8.41, 400, 0, "50x fast=0, 1x fast=1"), "B"),
+    Row("ref-plugin-default", "A, fast zero (default)", "qemu-4.2",
+        {"zeromode": "plugin", "fastzeromode": "default"}, _ref(4.31, 200, 4, "4x fast=1"), "A"),
+)
+
+OTHER_CLIENTS = ("qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-img", "nbdcopy")
+
+
+def _client_rows() -> tuple[Row, ...]:
+    rows = []
+    for client in OTHER_CLIENTS:
+        for group, server in (("A", SERVER_A), ("B", SERVER_B)):
+            rows.append(Row(f"{client}-{group}", f"{client} on server {group}", client,
+                            {**server, "fastzeromode": "none"}, None, group))
+    return tuple(rows)
+
+
+def _pair(client: str, key: str, a: dict[str, Any], b: dict[str, Any],
+          ref_a: dict[str, Any] | None = None, ref_b: dict[str, Any] | None = None) -> tuple[Row, ...]:
+    return (Row(f"{key}-A", f"{client} on server A", client, a, ref_a, "A"),
+            Row(f"{key}-B", f"{client} on server B", client, b, ref_b, "B"))
+
+
+ACTS = (
+    Act("baseline", "1. Baseline: copy every byte", "qemu 2.7, Sep 2016",
+        "The client knows nothing about zeroes: every hole in the source goes over the wire as a "
+        "megabyte of zero bytes, and the server stores it like any other data.",
+        (Row("act1-baseline", "qemu-2.7, no write-zeroes", "qemu-2.7", {"zeromode": "none"},
+             REFERENCE_ROWS[0].reference),),
+        "400 backend writes of 256 KiB at 20 ms each: about 8 s, half of it spent storing zeroes."),
+    Act("write-zeroes", "2. Writing zeroes: same requests, two servers", "qemu 2.8, Dec 2016",
+        "The client now sends WRITE_ZEROES for each hole. Server A marks the range as zero in "
+        "metadata; server B has no such shortcut and writes zero-filled blocks behind the scenes.",
+        _pair("qemu-2.8", "act2", {"zeromode": "plugin", "fastzeromode": "none"},
+              {"zeromode": "emulate", "fastzeromode": "none"},
+              REFERENCE_ROWS[4].reference, REFERENCE_ROWS[3].reference),
+        "Server A halves the time; server B gains nothing: the request count is the same, the cost is not."),
+    Act("pre-zero", "3. Pre-zeroing: a tale of two servers", "qemu 3.1, Dec 2018",
+        "Zero the whole destination first, then copy only the data and skip the holes. Cheap when "
+        "zeroing is metadata; on server B the pre-zero pass writes the entire disk once before the "
+        "data is written again.",
+        _pair("qemu-3.1", "act3", {"zeromode": "plugin", "fastzeromode": "none"},
+              {"zeromode": "emulate", "fastzeromode": "none"},
+              REFERENCE_ROWS[1].reference, REFERENCE_ROWS[2].reference),
+        "Server A is a little faster; server B is 50% slower than doing nothing clever at all."),
+    Act("no-fallback", "4. No fallback: safe, but slow again", "qemu 4.0, Apr 2019",
+        "qemu asks for a pre-zero that must fail rather than fall back to writes. NBD cannot carry "
+        "that wish, so the client must assume zeroing is slow and never pre-zeroes.",
+        _pair("qemu-4.0", "act4", {"zeromode": "plugin", "fastzeromode": "none"},
+              {"zeromode": "emulate", "fastzeromode": "none"},
+              REFERENCE_ROWS[4].reference, REFERENCE_ROWS[3].reference),
+        "Server B is safe again, but server A is back to one zero request per hole."),
+    Act("fast-zero", "5. The fast-zero flag: both servers win", "qemu 4.2, Dec 2019",
+        "NBD gains NBD_CMD_FLAG_FAST_ZERO. The client pre-zeroes only where the server promises to "
+        "do it fast; a server that cannot answers ENOTSUP at once, and the client zeroes per hole.",
+        _pair("qemu-4.2", "act5", {"zeromode": "plugin", "fastzeromode": "default"},
+              {"zeromode": "emulate", "fastzeromode": "default"},
+              REFERENCE_ROWS[6].reference, REFERENCE_ROWS[5].reference),
+        "Best of both: 4 pre-zero requests on server A, one cheap refusal on server B."),
+)
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("case-study", "The fast-zero case study",
+                 "The seven rows of the 2019 reference table re-enacted with the qemu 4.2 client, "
+                 "then every other client against server A and server B.",
+                 REFERENCE_ROWS + _client_rows()),
+        Scenario("reference", "The reference table only",
+                 "The seven rows of the 2019 reference table, qemu 4.2 client.", REFERENCE_ROWS),
+        Scenario("acts", "The talk, act by act",
+                 "The story in order: baseline, writing zeroes, pre-zeroing, no fallback, fast zero.",
+                 tuple(r for a in ACTS for r in a.rows), ACTS),
+    )
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}") from None

@@ -1,0 +1,140 @@
+"""What a server (and its source image) is made of: the 'server fields' of the contract.
+
+One validated value object shared by the CLI, the API and the core. Limits live in
+`Limits` so the web service can tighten them from its settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from lab.images import parse_pattern
+from lab.units import format_delay, format_size, parse_delay, parse_size
+
+ZEROMODES = ("none", "emulate", "notrim", "plugin")
+FASTZEROMODES = ("default", "none", "slow", "ignore")
+PLUGINS = ("memory", "file")
+SOURCE_FORMATS = ("qcow2", "raw")
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_size: int = 4 << 30
+    max_delay_ms: float = 1000.0
+    min_maxdata: int = 4096
+    max_maxdata: int = 32 * MiB
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class SpecError(ValueError):
+    """A bad server field; `field` names it for CLI and API error messages."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server's knobs plus the source geometry it is paired with (defaults = the talk's)."""
+
+    zeromode: str = "none"
+    fastzeromode: str = "default"
+    size: int = 100 * MiB
+    pattern: str = "alternate:1M"
+    maxdata: int = 256 * 1024
+    delay_write: float = 20.0  # milliseconds, per backend write
+    delay_zero: float = 5.0  # milliseconds, per backend zero
+    plugin: str = "memory"
+    noextents: bool = True
+    source_format: str = "qcow2"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"zeromode={self.zeromode} fastzeromode={self.fastzeromode} size={format_size(self.size)} "
+            f"pattern={self.pattern} maxdata={format_size(self.maxdata)} "
+            f"delay-write={format_delay(self.delay_write)} delay-zero={format_delay(self.delay_zero)}"
+        )
+
+    def with_(self, **changes: Any) -> ServerSpec:
+        return replace(self, **changes)
+
+
+def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS) -> ServerSpec:
+    """Validate user-supplied server fields (CLI strings or JSON values) into a ServerSpec."""
+    raw = dict(raw or {})
+    unknown = set(raw) - set(ServerSpec.__dataclass_fields__)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise SpecError(name, "unknown server field")
+    base = ServerSpec()
+    values: dict[str, Any] = {}
+
+    def choice(name: str, allowed: tuple[str, ...]) -> None:
+        if name in raw and raw[name] is not None:
+            v = raw[name]
+            if not isinstance(v, str) or v not in allowed:
+                raise SpecError(name, f"must be one of {', '.join(allowed)} (got {v!r})")
+            values[name] = v
+
+    choice("zeromode", ZEROMODES)
+    choice("fastzeromode", FASTZEROMODES)
+    choice("plugin", PLUGINS)
+    choice("source_format", SOURCE_FORMATS)
+
+    for name in ("size", "maxdata"):
+        if name in raw and raw[name] is not None:
+            try:
+                values[name] = parse_size(raw[name])
+            except ValueError as e:
+                raise SpecError(name, str(e)) from None
+    for name in ("delay_write", "delay_zero"):
+        if name in raw and raw[name] is not None:
+            try:
+                values[name] = parse_delay(raw[name])
+            except ValueError as e:
+                raise SpecError(name, str(e)) from None
+    if "noextents" in raw and raw["noextents"] is not None:
+        if not isinstance(raw["noextents"], bool):
+            raise SpecError("noextents", "must be true or false")
+        values["noextents"] = raw["noextents"]
+    if "pattern" in raw and raw["pattern"] is not None:
+        if not isinstance(raw["pattern"], str):
+            raise SpecError("pattern", "must be a string such as 'alternate:1M'")
+        values["pattern"] = raw["pattern"].strip()
+
+    spec = replace(base, **values)
+    check_spec(spec, limits)
+    return spec
+
+
+def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
+    if spec.size < 1 * MiB or spec.size % 512:
+        raise SpecError("size", f"must be at least 1M and a multiple of 512 bytes (got {spec.size})")
+    if spec.size > limits.max_size:
+        raise SpecError("size", f"must be at most {format_size(limits.max_size)} (got {format_size(spec.size)})")
+    if not limits.min_maxdata <= spec.maxdata <= limits.max_maxdata or spec.maxdata % 512:
+        raise SpecError(
+            "maxdata",
+            f"must be a multiple of 512 between {format_size(limits.min_maxdata)} and "
+            f"{format_size(limits.max_maxdata)} (got {spec.maxdata})",
+        )
+    for name in ("delay_write", "delay_zero"):
+        v = getattr(spec, name)
+        if v > limits.max_delay_ms:
+            raise SpecError(name, f"must be at most {limits.max_delay_ms:.0f}ms (got {v:.0f}ms)")
+    if spec.zeromode in ("plugin", "notrim") and spec.plugin not in ("memory", "file"):
+        raise SpecError("zeromode", f"{spec.zeromode} needs a plugin with a zero callback")
+    try:
+        parse_pattern(spec.pattern, spec.size)
+    except ValueError as e:
+        raise SpecError("pattern", str(e)) from None

@@ -1,0 +1,180 @@
+"""Reading what nbdkit did, request by request.
+
+Two sources, parsed line by line as nbdkit writes them:
+- the log filter at the top of the stack (`logfile=`): what the client sent, after
+  nbdkit's core (which, since 1.32, turns zeroes on a `zeromode=emulate` server into
+  writes before any filter sees them);
+- nbdkit's datapath debug lines (`-v -D nbdkit.backend.datapath=1` on stderr): every
+  call entering every layer, exact and live. The plugin layer's lines are the
+  *backend* view: what actually reached storage.
+The stats filter at the bottom writes its summary at exit; it cross-checks the counts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+# --- counters -------------------------------------------------------------------------
+
+
+@dataclass
+class BackendCounts:
+    write_ops: int = 0
+    write_bytes: int = 0
+    zero_ops: int = 0
+    zero_bytes: int = 0
+    trim_ops: int = 0
+    trim_bytes: int = 0
+    flush_ops: int = 0
+    read_ops: int = 0
+    read_bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def minus(self, other: BackendCounts) -> BackendCounts:
+        return BackendCounts(**{k: v - getattr(other, k) for k, v in asdict(self).items()})
+
+
+@dataclass
+class WireCounts:
+    """Requests as the client sent them (or as nbdkit's log filter saw them)."""
+
+    write: int = 0
+    write_bytes: int = 0
+    zero: int = 0
+    zero_bytes: int = 0
+    fast_zero: int = 0
+    fast_zero_failed: int = 0
+    trim: int = 0
+    flush: int = 0
+    failed: int = 0
+    source: str = "nbdkit-log"  # or "client": who counted
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["errors"] = d["errors"][:10]
+        return d
+
+
+# --- debug datapath lines (stderr) -----------------------------------------------------
+
+# nbdkit: memory.3: debug: stats: pwrite count=262144 offset=0 fua=0
+# nbdkit: memory.0: debug: memory: zero count=1048576 offset=1048576 may_trim=1 fua=0 fast=0
+_DEBUG_RE = re.compile(
+    r"^nbdkit: [^:]*: debug: (?P<layer>[A-Za-z0-9_-]+): "
+    r"(?P<op>pwrite|pread|zero|trim|flush)\b(?: count=(?P<count>\d+))?(?: offset=(?P<offset>\d+))?"
+)
+
+
+@dataclass
+class DatapathEvent:
+    layer: str
+    op: str
+    count: int
+    offset: int = 0
+
+
+def parse_debug_line(line: str) -> DatapathEvent | None:
+    m = _DEBUG_RE.match(line)
+    if not m:
+        return None
+    return DatapathEvent(m["layer"], m["op"], int(m["count"] or 0), int(m["offset"] or 0))
+
+
+def add_backend(counts: BackendCounts, ev: DatapathEvent) -> None:
+    if ev.op == "pwrite":
+        counts.write_ops += 1
+        counts.write_bytes += ev.count
+    elif ev.op == "zero":
+        counts.zero_ops += 1
+        counts.zero_bytes += ev.count
+    elif ev.op == "trim":
+        counts.trim_ops += 1
+        counts.trim_bytes += ev.count
+    elif ev.op == "flush":
+        counts.flush_ops += 1
+    elif ev.op == "pread":
+        counts.read_ops += 1
+        counts.read_bytes += ev.count
+
+
+# --- log filter lines ------------------------------------------------------------------
+
+# 2026-11-25 17:19:02.922720 connection=1 Zero id=2 offset=0x100000 count=0x100000 trim=1 fua=0 fast=0 ...
+# 2026-11-25 17:19:02.923847 connection=1 ...Zero id=2 return=0
+# 2026-11-25 17:19:02.923847 connection=1 ...Zero id=3 return=-1 (ENOTSUP)
+_LOG_REQ_RE = re.compile(
+    r"connection=(?P<conn>\d+) (?P<op>Write|Zero|Trim|Flush|Read|Cache|Extents) id=(?P<id>\d+)(?P<args>.*?) \.\.\.$"
+)
+_LOG_RET_RE = re.compile(
+    r"connection=(?P<conn>\d+) \.\.\.(?P<op>\w+) id=(?P<id>\d+) return=(?P<ret>-?\d+)(?P<rest>.*)$"
+)
+_ARG_RE = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|\d+)")
+
+
+@dataclass
+class LogRequest:
+    conn: int
+    id: int
+    op: str
+    offset: int
+    count: int
+    fast: bool
+
+
+class LogParser:
+    """Incremental parser of the log filter's file into wire counts."""
+
+    def __init__(self) -> None:
+        self.counts = WireCounts(source="nbdkit-log")
+        self._pending: dict[tuple[int, int], LogRequest] = {}
+        self.ready = False
+
+    def feed(self, line: str) -> LogRequest | None:
+        """Account one line; return the request it opened, if any."""
+        line = line.rstrip("\n")
+        if line.endswith(" Ready") or " Ready " in line:
+            self.ready = True
+        m = _LOG_REQ_RE.search(line)
+        if m:
+            args = {k: int(v, 0) for k, v in _ARG_RE.findall(m["args"])}
+            req = LogRequest(int(m["conn"]), int(m["id"]), m["op"], args.get("offset", 0),
+                             args.get("count", 0), bool(args.get("fast", 0)))
+            self._pending[(req.conn, req.id)] = req
+            c = self.counts
+            if req.op == "Write":
+                c.write += 1
+                c.write_bytes += req.count
+            elif req.op == "Zero":
+                c.zero += 1
+                c.zero_bytes += req.count
+                if req.fast:
+                    c.fast_zero += 1
+            elif req.op == "Trim":
+                c.trim += 1
+            elif req.op == "Flush":
+                c.flush += 1
+            return req
+        m = _LOG_RET_RE.search(line)
+        if m:
+            req = self._pending.pop((int(m["conn"]), int(m["id"])), None)
+            if int(m["ret"]) != 0:
+                self.counts.failed += 1
+                if req is not None and req.op == "Zero" and req.fast:
+                    self.counts.fast_zero_failed += 1
+                if len(self.counts.errors) < 10:
+                    self.counts.errors.append(f"{m['op']} id={m['id']} return={m['ret']}{m['rest']}")
+        return None
+
+
+# --- stats filter summary --------------------------------------------------------------
+
+_STATS_RE = re.compile(r"^(?P<op>write|zero|trim|flush|read|cache|extents): (?P<ops>\d+) ops\b", re.M)
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    """Op counts by type from the stats filter's summary (its byte figures are rounded)."""
+    return {m["op"]: int(m["ops"]) for m in _STATS_RE.finditer(text)}

@@ -1,0 +1,100 @@
+"""Parsing and formatting of sizes and delays, shared by the CLI, the API and the core.
+
+Sizes use binary units (k = KiB, M = MiB, ...), as nbdkit and qemu-img do.
+Delays are kept as milliseconds (float) internally.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+    "tib": 1 << 40,
+}
+_DELAY_UNITS = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 0.001, "ns": 0.000001}
+
+_NUM = r"(\d+(?:\.\d+)?)"
+_SIZE_RE = re.compile(_NUM + r"\s*([a-zA-Z]*)")
+_DELAY_RE = re.compile(_NUM + r"\s*([a-zA-Z]*)")
+
+
+def parse_size(value: int | str) -> int:
+    """Return a size in bytes from an integer or a string such as '256k' or '100M'."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string like '16M', not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative (got {value})")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"a size must be an integer or a string like '16M' (got {type(value).__name__})")
+    m = _SIZE_RE.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a size: use bytes or a unit such as 512k, 16M, 1G")
+    unit = m.group(2).lower()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"{value!r}: unknown size unit {m.group(2)!r} (use k, M, G or T)")
+    number = float(m.group(1))
+    result = number * _SIZE_UNITS[unit]
+    if not math.isfinite(result) or result != int(result):
+        raise ValueError(f"{value!r} is not a whole number of bytes")
+    return int(result)
+
+
+def parse_delay(value: int | float | str) -> float:
+    """Return a delay in milliseconds from a number (ms) or a string such as '20ms' or '0.5s'."""
+    if isinstance(value, bool):
+        raise ValueError("a delay must be a number of milliseconds or a string like '20ms', not a boolean")
+    if isinstance(value, int | float):
+        ms = float(value)
+    elif isinstance(value, str):
+        m = _DELAY_RE.fullmatch(value.strip())
+        if not m:
+            raise ValueError(f"{value!r} is not a delay: use a number with ms or s, such as 20ms or 0.5s")
+        unit = m.group(2).lower()
+        if unit not in _DELAY_UNITS:
+            raise ValueError(f"{value!r}: unknown delay unit {m.group(2)!r} (use ms or s)")
+        ms = float(m.group(1)) * _DELAY_UNITS[unit]
+    else:
+        raise ValueError(f"a delay must be a number or a string like '20ms' (got {type(value).__name__})")
+    if not math.isfinite(ms) or ms < 0:
+        raise ValueError(f"delay must be a finite, non-negative time (got {value!r})")
+    if ms != int(ms):
+        # nbdkit's delay filter counts whole milliseconds.
+        raise ValueError(f"delay must be a whole number of milliseconds (got {value!r})")
+    return float(ms)
+
+
+def format_size(n: int) -> str:
+    """Shortest exact binary-unit spelling: 1048576 -> '1M', 262144 -> '256k', 1000 -> '1000'."""
+    for suffix, mult in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("k", 1 << 10)):
+        if n and n % mult == 0:
+            return f"{n // mult}{suffix}"
+    return str(n)
+
+
+def format_delay(ms: float) -> str:
+    """nbdkit's delay filter takes whole 'NNms'."""
+    return f"{int(ms)}ms"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
