@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="one copy on a fresh server")
     r.add_argument("--client", default="qemu-img", help="copy client (default qemu-img); see `lab clients`")
     _server_args(r)
-    r.add_argument("--queue-depth", type=int, default=1, 
+    r.add_argument("--queue-depth", type=int, default=1,
                    help="requests in flight for the lab's own clients (default 1)")
     r.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
