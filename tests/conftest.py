@@ -1,0 +1,84 @@
+"""Shared test fixtures: every test session gets private data/runtime dirs.
+
+The image cache is shared across sessions (LAB_TEST_IMAGE_DIR) because recipes are
+deterministic and building them is the slow part; everything else is per session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_session_root = Path(tempfile.mkdtemp(prefix="fzl-test-"))
+os.environ["LAB_DATA_DIR"] = str(_session_root / "data")
+os.environ["LAB_RUNTIME_DIR"] = str(_session_root / "run")
+os.environ["LAB_IMAGE_DIR"] = os.environ.get(
+    "LAB_TEST_IMAGE_DIR", str(Path(tempfile.gettempdir()) / f"fastzero-lab-test-images-{os.getuid()}")
+)
+
+FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
+
+
+@pytest.fixture
+def fast_fields() -> dict[str, str]:
+    """Server fields for a quick run: 8 MiB alternating 1 MiB, 1 ms delays."""
+    return dict(FAST)
+
+
+@pytest.fixture
+def runtime_dir() -> Path:
+    from lab import procs
+
+    return procs.runtime_root()
+
+
+def own_children() -> list[int]:
+    """Pids of this test process's live descendants (not the whole machine's)."""
+    me = os.getpid()
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        if rest[0] == "Z":
+            continue
+        parents[int(entry)] = int(rest[1])
+    found = []
+    for pid in parents:
+        p = pid
+        while p in parents and p > 1:
+            p = parents[p]
+            if p == me:
+                found.append(pid)
+                break
+    return found
+
+
+def process_names(pids: list[int]) -> list[str]:
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            pass
+    return names
+
+
+@pytest.fixture
+def no_leftovers(runtime_dir: Path) -> Iterator[None]:
+    """Fail the test if it leaves a helper process or a private dir behind."""
+    before_dirs = set(runtime_dir.iterdir())
+    yield
+    left = [n for n in process_names(own_children()) if n in {"nbdkit", "qemu-img", "qemu-nbd", "nbdcopy"}]
+    assert not left, f"processes left running: {left}"
+    new_dirs = set(runtime_dir.iterdir()) - before_dirs
+    assert not new_dirs, f"private dirs left behind: {sorted(map(str, new_dirs))}"
