@@ -184,7 +184,7 @@ def execute(
                 srv = Server(run.server).start()
             assert srv is not None and srv.flags is not None
             lock = srv.run_lock
-            if not lock.acquire(timeout=timeout or None):
+            if not lock.acquire(timeout=timeout if timeout else -1):
                 raise RuntimeError("the server is busy with another run")
             try:
                 run.flags = srv.flags.to_dict()

@@ -6,6 +6,7 @@ deterministic and building them is the slow part; everything else is per session
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -66,10 +67,8 @@ def own_children() -> list[int]:
 def process_names(pids: list[int]) -> list[str]:
     names = []
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             names.append(Path(f"/proc/{pid}/comm").read_text().strip())
-        except OSError:
-            pass
     return names
 
 

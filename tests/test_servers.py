@@ -1,0 +1,139 @@
+"""nbdkit lifecycle and what it advertises, against the real binary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import nbd
+import pytest
+
+from lab import procs
+from lab.servers import Server, ServerError, build_argv, close_handle
+from lab.spec import build_spec
+
+
+def test_argv_stacks_the_filters_in_order():
+    spec = build_spec({"zeromode": "plugin", "fastzeromode": "none", "maxdata": "64k", "delay_write": "7ms"})
+    argv = build_argv(spec, Path("/s/sock"), Path("/s/log"), Path("/s/stats"))
+    filters = [a.split("=", 1)[1] for a in argv if a.startswith("--filter=")]
+    assert filters == ["log", "nozero", "blocksize", "delay", "stats", "noextents"]
+    assert argv[0] == "nbdkit" and "--exit-with-parent" in argv
+    assert argv[argv.index("-U") + 1] == "/s/sock"
+    plugin_at = argv.index("memory")
+    assert all(not a.startswith("--filter") for a in argv[plugin_at:])
+    params = dict(a.split("=", 1) for a in argv[plugin_at + 1:])
+    assert params == {"size": str(100 << 20), "logfile": "/s/log", "statsfile": "/s/stats", "zeromode": "plugin",
+                      "fastzeromode": "none", "maxdata": "65536", "delay-write": "7ms", "delay-zero": "5ms"}
+    no_ext = build_argv(build_spec({"noextents": False}), Path("s"), Path("l"), Path("t"))
+    assert "--filter=noextents" not in no_ext
+
+
+@pytest.mark.parametrize(("zeromode", "fastzeromode", "can_zero", "can_fast_zero"), [
+    ("none", "default", False, False),
+    ("emulate", "default", True, True),
+    ("emulate", "none", True, False),
+    ("plugin", "default", True, True),
+    ("plugin", "none", True, False),
+    ("plugin", "slow", True, True),
+    ("notrim", "ignore", True, True),
+])
+def test_probe_reports_what_nozero_advertises(zeromode, fastzeromode, can_zero, can_fast_zero, no_leftovers):
+    spec = build_spec({"size": "4M", "zeromode": zeromode, "fastzeromode": fastzeromode})
+    with Server(spec) as srv:
+        f = srv.flags
+        assert (f.can_zero, f.can_fast_zero) == (can_zero, can_fast_zero)
+        assert f.size == 4 << 20 and f.can_flush and not f.is_read_only
+        info = subprocess.run(["nbdinfo", "--json", srv.uri], capture_output=True, text=True, check=True)
+        assert f'"can_zero": {str(can_zero).lower()}' in info.stdout
+        sock = srv.socket
+        assert sock.exists()
+        assert (os.stat(srv.dir).st_mode & 0o777) == 0o700
+    assert not sock.exists() and not srv.dir.exists()
+    assert srv.exit_code is not None
+
+
+def test_live_counts_match_the_stats_filter(no_leftovers):
+    spec = build_spec({"size": "4M", "zeromode": "plugin", "maxdata": "64k", "delay_write": 0, "delay_zero": 0})
+    srv = Server(spec).start()
+    try:
+        h = nbd.NBD()
+        h.connect_uri(srv.uri)
+        h.pwrite(b"\x01" * (1 << 20), 0)  # 16 backend writes of 64k
+        h.zero(1 << 20, 1 << 20)
+        h.trim(4096, 2 << 20)
+        h.flush()
+        close_handle(h)
+        srv.sync()
+        b = srv.backend()
+        assert (b.write_ops, b.write_bytes) == (16, 1 << 20)
+        assert (b.zero_ops, b.zero_bytes) == (1, 1 << 20)
+        assert (b.trim_ops, b.trim_bytes, b.flush_ops) == (1, 4096, 1)
+        w = srv.wire()
+        assert (w.write, w.zero, w.trim, w.flush, w.failed) == (1, 1, 1, 1, 0)
+    finally:
+        srv.stop()
+    assert srv.stats["write"] == 16 and srv.stats["zero"] == 1
+
+
+def test_fast_zero_refused_by_slow_mode_is_logged_as_failed(no_leftovers):
+    with Server(build_spec({"size": "4M", "zeromode": "plugin", "fastzeromode": "slow"})) as srv:
+        h = nbd.NBD()
+        h.connect_uri(srv.uri)
+        with pytest.raises(nbd.Error) as e:
+            h.zero(1 << 20, 0, nbd.CMD_FLAG_FAST_ZERO)
+        assert e.value.errno == "ENOTSUP"
+        close_handle(h)
+        srv.sync()
+        w = srv.wire()
+        assert (w.zero, w.fast_zero, w.fast_zero_failed) == (1, 1, 1)
+        assert srv.backend().zero_ops == 0
+
+
+def test_start_failure_is_reported_and_cleaned_up(runtime_dir, no_leftovers):
+    # Bypass validation to make nbdkit itself refuse its command line.
+    spec = build_spec({"size": "4M"}).with_(fastzeromode="sometimes")
+    with pytest.raises(ServerError) as e:
+        Server(spec).start()
+    assert "fastzeromode" in str(e.value)
+
+
+def test_killed_nbdkit_is_noticed_and_cleaned(no_leftovers):
+    srv = Server(build_spec({"size": "4M"})).start()
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait()
+    assert not srv.running
+    srv.stop()
+    assert not srv.dir.exists()
+
+
+def test_nbdkit_dies_with_its_parent(tmp_path):
+    """Kill -9 a process that started a server: the kernel takes nbdkit down with it."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import sys, time\n"
+        "from lab.servers import Server\nfrom lab.spec import build_spec\n"
+        "s = Server(build_spec({'size': '4M'})).start()\n"
+        "print(s.proc.pid, s.dir, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([os.sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    pid_s, sdir = owner.stdout.readline().split()
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{pid_s}").exists():
+        state = Path(f"/proc/{pid_s}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(
+            f"/proc/{pid_s}/stat").exists() else "Z"
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid_s}").exists() or "Z" in Path(f"/proc/{pid_s}/stat").read_text().rsplit(")", 1)[1][:3]
+    # its private dir is swept by the next start
+    assert Path(sdir).exists()
+    procs.sweep_stale_dirs()
+    assert not Path(sdir).exists()
