@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # One install path for README, CI and the Dockerfile: system packages, then the venv.
-#   scripts/install.sh          runtime (nbdkit, qemu-utils, libnbd, the app)
-#   scripts/install.sh --dev    plus what the tests need (pytest, ruff, chromium, playwright)
+#   scripts/install.sh                 runtime (nbdkit, qemu-utils, libnbd, the app)
+#   scripts/install.sh --dev           plus what the tests need (pytest, ruff, hadolint, docker-compose, chromium, playwright)
+#   scripts/install.sh --system-only   only the Debian packages (the Dockerfile's first, rarely rebuilt layer)
+#   scripts/install.sh --deps-only     only the venv and the third-party packages named in pyproject.toml,
+#                                      not the app (the Dockerfile's second layer: rebuilt only when pyproject.toml changes)
+# Idempotent: apt runs only for missing packages (and only as root), pip only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
+only=""
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --system-only) only=system ;;
+    --deps-only) only=deps ;;
+    -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option: $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
 
-pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv python3-pip)
-[ "$dev" = 1 ] && pkgs+=(chromium fonts-dejavu-core)
+# python3-venv brings the pip wheel the venv needs: Debian's python3-pip is not required.
+pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv)
+[ "$dev" = 1 ] && pkgs+=(chromium fonts-dejavu-core docker-compose)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -24,6 +38,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+[ "$only" = system ] && exit 0
 
 # Debian's libnbd bindings exist only for Debian's python3: build the venv from it, clean,
 # and link just the bindings in (--system-site-packages would drag old requests/urllib3 along).
@@ -38,12 +53,28 @@ for f in /usr/lib/python3/dist-packages/nbd.py /usr/lib/python3/dist-packages/li
 done
 .venv/bin/python -c 'import nbd' || { echo "install.sh: the venv cannot import nbd" >&2; exit 1; }
 
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if [ "$only" = deps ]; then
+  # The requirements straight from pyproject.toml, so the app's code is not needed yet.
+  mapfile -t reqs < <(.venv/bin/python - "$dev" <<'EOF'
+import sys, tomllib
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
+reqs = project["dependencies"] + (project["optional-dependencies"]["dev"] if sys.argv[1] == "1" else [])
+print("\n".join(reqs))
+EOF
+  )
+  "${pip[@]}" --upgrade pip
+  "${pip[@]}" "${reqs[@]}"
+  exit 0
+fi
+
 extra=""
 [ "$dev" = 1 ] && extra="[dev]"
 stamp=".venv/.installed$extra"
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$(sha256sum < pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
+  "${pip[@]}" --upgrade pip
+  "${pip[@]}" -e ".$extra"
   echo "$want" > "$stamp"
 fi
