@@ -1,0 +1,333 @@
+"""qemu-img convert as each era did it, re-enacted over libnbd.
+
+Today's qemu-img (>= 5.1, commit edafc70c0c) no longer pre-zeroes, so the talk's acts
+need these. Each era is a `Strategy` (facts from qemu's qemu-img.c, block/io.c and the
+NBD client of that release, see DESIGN.md section 2); one engine (`_Copy`) carries
+them out:
+
+- data goes in writes of at most 2 MiB (qemu-img's IO_BUF_SIZE), starting at each
+  data run, strictly in order;
+- a hole the client must zero goes as WRITE_ZEROES of at most 32 MiB (the NBD client's
+  max_pwrite_zeroes) when the era knows the command and the server offers it, else as
+  writes of zero bytes of at most 16 MiB (block/io.c's bounce buffer fallback);
+- a pre-zero pass (blk_make_zero) zeroes the whole target in 32 MiB pieces before the
+  copy; when it works the copy skips every hole, when it fails (qemu stops at the first
+  error) every hole is zeroed after all.
+
+Contents never depend on a feature working: any refused zero (ENOTSUP from the server,
+EINVAL from libnbd because it was not advertised) falls back to writing that range.
+
+The source is read from the cached raw file with os.pread, following Image.segments():
+that is the qcow2's allocation map, the block-status view qemu-img's qcow2 driver gives
+its copy loop (a test checks it equals `qemu-img map` of the qcow2), and the raw file
+holds the same bytes. Reading it directly keeps a source-side qemu-nbd, its requests and
+its latency out of the measured copy, which is all about the destination.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.clients import register
+from lab.clients.base import Cancelled, Client, ClientError, ClientResult, CopyContext
+from lab.trace import WireCounts
+from lab.units import format_size
+
+MiB = 1 << 20
+DATA_CHUNK = 2 * MiB  # qemu-img IO_BUF_SIZE
+BOUNCE_MAX = 16 * MiB  # block/io.c MAX_WRITE_ZEROES_BOUNCE_BUFFER (32768 sectors)
+ZERO_MAX = 32 * MiB  # qemu NBD client: max_pwrite_zeroes = NBD_MAX_BUFFER_SIZE
+# Errors that mean "the server (or libnbd on its behalf) will not do this": lose
+# performance, never contents. ENOTSUP and EOPNOTSUPP are one value on Linux.
+REFUSED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL})
+REPORT_INTERVAL = 0.05  # progress reports at most 20 a second
+POLL_MS = 100  # wake up this often while waiting, to notice a cancel
+
+
+@dataclass(frozen=True)
+class Strategy:
+    write_zeroes: bool  # holes as NBD_CMD_WRITE_ZEROES when the server offers it (qemu >= 2.8)
+    may_trim: bool  # those zeroes may punch holes (no NO_HOLE flag): BDRV_REQ_MAY_UNMAP
+    prezero: str  # "none", "blind" (2.12-3.1), "no-fallback" (4.0), "fast" (4.2)
+
+
+def _errnum(e: Exception) -> int | None:
+    return getattr(e, "errnum", None)
+
+
+@dataclass
+class _Pending:
+    cookie: int
+    offset: int
+    length: int
+    kind: str  # "write" or "zero"
+    fast: bool = False
+    payload: bytes | None = None  # kept alive until the write completes
+    on_error: Callable[[Exception], None] | None = None
+
+
+@dataclass
+class _Copy:
+    """One copy over one NBD connection: in-order issue, up to `depth` requests in flight."""
+
+    ctx: CopyContext
+    h: Any
+    strategy: Strategy
+    counts: WireCounts = field(default_factory=lambda: WireCounts(source="client"))
+    notes: list[str] = field(default_factory=list)
+    phase: str = "copy"
+    planned_bytes: int = 0
+    sent_bytes: int = 0
+    _inflight: deque[_Pending] = field(default_factory=deque)
+    _last_report: float = 0.0
+
+    def __post_init__(self) -> None:
+        import nbd
+
+        self.nbd = nbd
+        self.depth = max(1, int(self.ctx.queue_depth or 1))
+        self.can_zero = bool(self.h.can_zero())
+        self.can_fast_zero = bool(self.h.can_fast_zero())
+        self.can_flush = bool(self.h.can_flush())
+        max_block = int(self.h.get_block_size(nbd.SIZE_MAXIMUM)) or ZERO_MAX
+        self.data_chunk = min(DATA_CHUNK, max_block)
+        self.bounce_max = min(BOUNCE_MAX, max_block)
+        self.zero_max = min(ZERO_MAX, max_block)
+        self._zeros = bytes(self.bounce_max)
+
+    # -- the strategy ------------------------------------------------------------------
+    def run(self) -> None:
+        image = self.ctx.image
+        zero_init = self._prezero()
+        self._set_phase("copy")
+        holes = image.size - image.data_bytes
+        self.planned_bytes = self.sent_bytes + image.data_bytes + (0 if zero_init else holes)
+        with open(image.raw, "rb", buffering=0) as src:
+            fd = src.fileno()
+            for off, n, is_data in image.segments():
+                if is_data:
+                    for o in range(off, off + n, self.data_chunk):
+                        m = min(self.data_chunk, off + n - o)
+                        data = os.pread(fd, m, o)
+                        if len(data) != m:
+                            raise ClientError(f"short read from the source at offset {o}")
+                        self._write(o, data)
+                elif not zero_init:
+                    self._zero_hole(off, n)
+        self._drain()
+        if self.can_flush:  # qemu-img flushes the target when it closes it
+            self._check_cancel()
+            self.h.flush()
+            self.counts.flush += 1
+        self._report(force=True)
+
+    def _prezero(self) -> bool:
+        """The pre-zero pass of eras that have one; True if the target is now all zero."""
+        mode = self.strategy.prezero
+        if mode == "none":
+            return False
+        if not self.can_zero:
+            # bdrv_can_write_zeroes_with_unmap() is false without NBD_FLAG_SEND_WRITE_ZEROES.
+            self.notes.append("no pre-zero pass: the server does not offer write-zeroes")
+            return False
+        if mode == "no-fallback":
+            self.notes.append("pre-zero asked with BDRV_REQ_NO_FALLBACK, which NBD cannot carry: "
+                              "refused inside the client, no request sent; zeroes go per hole")
+            return False
+        if mode == "fast" and not self.can_fast_zero:
+            self.notes.append("pre-zero needs the fast-zero flag, which the server does not offer: "
+                              "refused inside the client, no request sent; zeroes go per hole")
+            return False
+        fast = mode == "fast"
+        flags = self.nbd.CMD_FLAG_FAST_ZERO if fast else 0  # may trim: no NO_HOLE flag
+        self._set_phase("pre-zero")
+        size = self.ctx.image.size
+        self.planned_bytes = size + self.ctx.image.data_bytes
+        failed: list[Exception] = []
+        pieces = 0
+        for off in range(0, size, self.zero_max):
+            self._make_room()  # with one in flight, the previous piece's answer is in now
+            if failed:  # qemu's bdrv_make_zero stops at the first error
+                break
+            n = min(self.zero_max, size - off)
+            pieces += 1
+            self._zero(off, n, flags, fast=fast, on_error=failed.append, locally_refused=failed.append)
+        self._drain()
+        what = f"{'fast ' if fast else ''}WRITE_ZEROES of up to {format_size(self.zero_max)}"
+        if failed:
+            e = failed[0]
+            name = errno.errorcode.get(_errnum(e) or 0, "error")
+            self.notes.append(f"pre-zero pass abandoned after {pieces} {what} ({name}); zeroes go per hole")
+            return False
+        self.notes.append(f"pre-zero pass: {pieces} {what}; holes skipped in the copy")
+        return True
+
+    def _zero_hole(self, off: int, n: int) -> None:
+        if self.strategy.write_zeroes and self.can_zero:
+            flags = 0 if self.strategy.may_trim else self.nbd.CMD_FLAG_NO_HOLE
+            for o in range(off, off + n, self.zero_max):
+                m = min(self.zero_max, off + n - o)
+                fallback = self._fallback(o, m)
+                self._zero(o, m, flags, on_error=fallback, locally_refused=fallback)
+        else:
+            self._write_zero_bytes(off, n)
+
+    def _fallback(self, off: int, n: int) -> Callable[[Exception], None]:
+        """What a refused per-hole zero turns into: the same range as zero-filled writes."""
+
+        def fallback(e: Exception) -> None:
+            if _errnum(e) not in REFUSED:
+                raise ClientError(f"write-zeroes at offset {off} failed: {e}") from e
+            if not any("falls back" in note for note in self.notes):
+                self.notes.append("a refused write-zeroes falls back to writing zero bytes")
+            self._write_zero_bytes(off, n)
+
+        return fallback
+
+    def _write_zero_bytes(self, off: int, n: int) -> None:
+        for o in range(off, off + n, self.bounce_max):
+            m = min(self.bounce_max, off + n - o)
+            self._write(o, self._zeros[:m] if m < len(self._zeros) else self._zeros)
+
+    # -- requests ----------------------------------------------------------------------
+    def _write(self, off: int, data: bytes) -> None:
+        self._make_room()
+        cookie = self.h.aio_pwrite(data, off)
+        self.counts.write += 1
+        self.counts.write_bytes += len(data)
+        self._sent(len(data))
+        self._inflight.append(_Pending(cookie, off, len(data), "write", payload=data))
+
+    def _zero(self, off: int, n: int, flags: int, fast: bool = False,
+              on_error: Callable[[Exception], None] | None = None,
+              locally_refused: Callable[[Exception], None] | None = None) -> None:
+        self._make_room()
+        try:
+            cookie = self.h.aio_zero(n, off, flags=flags)
+        except self.nbd.Error as e:
+            # libnbd refused it before sending (not advertised): no wire request.
+            if locally_refused is None or _errnum(e) not in REFUSED:
+                raise
+            locally_refused(e)
+            return
+        self.counts.zero += 1
+        self.counts.zero_bytes += n
+        if fast:
+            self.counts.fast_zero += 1
+        self._sent(n)
+        self._inflight.append(_Pending(cookie, off, n, "zero", fast=fast, on_error=on_error))
+
+    def _make_room(self) -> None:
+        self._check_cancel()
+        while len(self._inflight) >= self.depth:
+            self._retire_oldest()
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._retire_oldest()
+
+    def _retire_oldest(self) -> None:
+        p = self._inflight.popleft()
+        try:
+            while not self.h.aio_command_completed(p.cookie):
+                self._check_cancel()
+                self.h.poll(POLL_MS)
+        except self.nbd.Error as e:
+            self._failed(p, e)
+        self._report()
+
+    def _failed(self, p: _Pending, e: Exception) -> None:
+        c = self.counts
+        c.failed += 1
+        if p.fast:
+            c.fast_zero_failed += 1
+        name = errno.errorcode.get(_errnum(e) or 0, "error")
+        if len(c.errors) < 10:
+            c.errors.append(f"{'fast ' if p.fast else ''}{p.kind} offset={p.offset} count={p.length}: {name}")
+        if p.on_error is None:
+            raise ClientError(f"{p.kind} of {p.length} bytes at offset {p.offset} failed: {e}") from e
+        p.on_error(e)
+
+    # -- progress ----------------------------------------------------------------------
+    def _check_cancel(self) -> None:
+        if self.ctx.cancel.is_set():
+            raise Cancelled()
+
+    def _sent(self, n: int) -> None:
+        self.sent_bytes += n
+        self.planned_bytes = max(self.planned_bytes, self.sent_bytes)
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self._report(force=True)
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < REPORT_INTERVAL:
+            return
+        self._last_report = now
+        self.ctx.report({"phase": self.phase, "wire": self.counts.to_dict(), "planned_bytes": self.planned_bytes,
+                         "sent_bytes": self.sent_bytes, "queue_depth": self.depth})
+
+
+class EraClient(Client):
+    strategy: Strategy
+
+    def copy(self, ctx: CopyContext) -> ClientResult:
+        import nbd
+
+        from lab.servers import close_handle
+
+        if not os.path.exists(ctx.image.raw):
+            raise ClientError(f"source image missing: {ctx.image.raw}")
+        h = nbd.NBD()
+        try:
+            h.connect_uri(ctx.uri)
+            if h.get_size() < ctx.image.size:
+                raise ClientError("output file is smaller than input file")  # qemu-img's own check
+            job = _Copy(ctx, h, self.strategy)
+            job.run()
+        finally:
+            close_handle(h)
+        notes = ["source read from the raw copy along the qcow2's allocation map", *job.notes]
+        if job.depth > 1:
+            notes.append(f"queue depth {job.depth}: up to {job.depth} requests in flight (qemu kept one)")
+        return ClientResult(wire=job.counts, notes=notes)
+
+
+def _era(cid: str, label: str, era: str, description: str, strategy: Strategy) -> EraClient:
+    cls = type(f"Qemu{cid.split('-')[1].replace('.', '_')}", (EraClient,),
+               {"id": cid, "label": label, "era": era, "description": description, "strategy": strategy})
+    return cls()
+
+
+ERAS = (
+    _era("qemu-2.7", "qemu 2.7 (re-enacted)", "Sep 2016",
+         "No write-zeroes in the NBD client: every hole goes over the wire as zero bytes (<=16 MiB writes); "
+         "data in <=2 MiB writes, one request at a time.",
+         Strategy(write_zeroes=False, may_trim=False, prezero="none")),
+    _era("qemu-2.8", "qemu 2.8 (re-enacted)", "Dec 2016",
+         "Holes as WRITE_ZEROES with NO_HOLE (<=32 MiB); zero-byte writes if the server lacks write-zeroes.",
+         Strategy(write_zeroes=True, may_trim=False, prezero="none")),
+    _era("qemu-3.1", "qemu 3.1 (re-enacted)", "2.12-3.1, Dec 2018",
+         "Blind pre-zero pass over the whole target (WRITE_ZEROES, may trim, 32 MiB pieces) when the server "
+         "offers write-zeroes, then data only; if the pass fails, zeroes per hole.",
+         Strategy(write_zeroes=True, may_trim=True, prezero="blind")),
+    _era("qemu-4.0", "qemu 4.0 (re-enacted)", "Apr 2019",
+         "Pre-zero asked with NO_FALLBACK, which NBD cannot express: refused before any request; "
+         "zeroes per hole (may trim).",
+         Strategy(write_zeroes=True, may_trim=True, prezero="no-fallback")),
+    _era("qemu-4.2", "qemu 4.2 (re-enacted)", "Dec 2019",
+         "Pre-zero with FAST_ZERO in 32 MiB pieces when the server offers fast zero; the first refusal "
+         "(ENOTSUP) abandons it and zeroes go per hole (may trim).",
+         Strategy(write_zeroes=True, may_trim=True, prezero="fast")),
+)
+
+for _c in ERAS:
+    register(_c)
