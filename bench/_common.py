@@ -1,0 +1,117 @@
+"""Shared plumbing for the bench scripts: private dirs, tables, verdicts, machine notes.
+
+Every script prints GitHub-style pipe tables (so the output pastes into docs/benchmarks.md)
+with the target and PASS/MISS next to each figure. Scripts take `--quick` (tiny sizes,
+seconds, used by tests/test_bench_smoke.py) and `--json PATH` (raw figures, for run_all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+MiB = 1 << 20
+
+
+def setup_env() -> Path:
+    """Private runtime/data dirs for this process; the image cache is shared (building is slow).
+
+    Call before any lab code spawns a server. LAB_IMAGE_DIR defaults to the project's own
+    cache (var/images), the one `lab run` fills, so a re-run finds its images built.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="fzl-bench-"))
+    os.environ["LAB_RUNTIME_DIR"] = str(tmp / "run")
+    os.environ["LAB_DATA_DIR"] = str(tmp / "data")
+    os.environ.setdefault("LAB_IMAGE_DIR", str(ROOT / "var" / "images"))
+    if ROOT not in map(Path, sys.path):
+        sys.path.insert(0, str(ROOT))
+    return tmp
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="tiny sizes and delays: checks the script works (seconds)")
+    p.add_argument("--json", metavar="PATH", help="also write the raw figures as JSON to PATH")
+    return p
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("PASS" if ok else "MISS")
+
+
+def within(value: float | None, lo: float, hi: float) -> bool | None:
+    return None if value is None else lo <= value <= hi
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def median(xs: Sequence[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def percentile(xs: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    k = max(0, min(len(xs) - 1, int(round(q / 100.0 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> str:
+    """A GitHub pipe table, columns padded so it also reads well in a terminal."""
+    cells = [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    right = [all(_numeric(r[i]) for r in cells) and bool(cells) for i in range(len(headers))]
+
+    def line(vals: Sequence[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(vals, widths, right)) + " |"
+
+    out = []
+    if title:
+        out += [f"### {title}", ""]
+    out.append(line(headers))
+    out.append("|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right)) + "|")
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _numeric(s: str) -> bool:
+    t = s.replace(".", "", 1).replace("-", "", 1).replace("x", "").replace("%", "").replace("+", "").strip()
+    return t.isdigit() or s == "-"
+
+
+def machine_note() -> str:
+    load = os.getloadavg()
+    return (f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+            f"(other engineers' test runs share these cores)")
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2, default=str))
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
