@@ -1,0 +1,316 @@
+// The comparison chart: copy time per scenario row, server A beside server B, drawn as SVG
+// from measured runs, with the 2019 reference times as markers. Self-contained SVG (colours
+// and fonts inline) so the exported file looks the same on a slide.
+
+import { config } from "./api.js";
+import * as f from "./format.js";
+import { FINAL, liveElapsed, store } from "./live.js";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Roboto, sans-serif";
+
+// --- which run belongs to which row -------------------------------------------------
+// A run is a measurement of a row when client and every server field agree, whoever
+// started it (the sweep, a talk act, the lab form, a script).
+const SPEC_FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin", "source_format"];
+
+export function rowSpec(row) {
+  const s = { ...config.spec_defaults, ...(row.server || {}) };
+  s.size = f.parseSize(s.size);
+  s.maxdata = f.parseSize(s.maxdata);
+  s.delay_write = f.parseDelay(s.delay_write);
+  s.delay_zero = f.parseDelay(s.delay_zero);
+  return s;
+}
+
+export function specKey(client, server) {
+  return [client, ...SPEC_FIELDS.map((k) => (server ? server[k] : undefined))].join("|");
+}
+
+// Runs indexed two ways: by client + full server spec, and by label (a sweep labels each
+// run with its row key, also when it overrides the geometry, e.g. a quick 16M sweep).
+export function runsByKey() {
+  const bySpec = new Map();
+  const byLabel = new Map();
+  const add = (map, key, run) => { if (!map.has(key)) map.set(key, []); map.get(key).push(run); };
+  for (const run of store.runs.values()) {
+    if (!run.server) continue;
+    add(bySpec, specKey(run.client, run.server), run);
+    if (run.label) add(byLabel, run.label, run);
+  }
+  return { bySpec, byLabel };
+}
+
+export function runsForRow(row, index) {
+  const spec = rowSpec(row);
+  const labelled = (index.byLabel.get(row.key) || []).filter((r) => r.client === row.client &&
+    r.server.zeromode === spec.zeromode && r.server.fastzeromode === spec.fastzeromode);
+  const seen = new Set();
+  return [...(index.bySpec.get(specKey(row.client, spec)) || []), ...labelled]
+    .filter((r) => !seen.has(r.id) && seen.add(r.id))
+    .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+}
+
+// Reference figures hold for the talk's geometry only.
+export function talkGeometry(server) {
+  const d = config.spec_defaults;
+  return ["size", "pattern", "maxdata", "delay_write", "delay_zero"].every((k) => server[k] === d[k]);
+}
+
+// The run to show for a row: the newest one still going, else the newest result.
+// `since` (epoch s) hides older runs, for a talk act that was reset.
+export function pickRun(list, since = 0) {
+  const fresh = (list || []).filter((r) => (r.created_at || 0) >= since && r.status !== "cancelled");
+  const current = fresh[0] || null;
+  const previous = fresh.find((r) => r.status === "succeeded" || r.status === "failed") || null;
+  return { current, previous };
+}
+
+export function barFor(row, byKey, since = 0) {
+  const { current, previous } = pickRun(runsForRow(row, byKey), since);
+  const bar = { row, group: row.group || f.group(rowSpec(row)), ref: row.reference ? row.reference.time_s : null,
+    run: current, state: "empty", value: null };
+  if (!current) return bar;
+  if (!talkGeometry(current.server)) bar.ref = null;
+  if (current.status === "running") {
+    bar.state = "running";
+    bar.value = liveElapsed(current.id) ?? 0;
+  } else if (current.status === "queued") {
+    bar.state = "queued";
+    if (previous) { bar.value = previous.duration_s; bar.run = previous; bar.stale = true; }
+  } else if (current.status === "succeeded" && current.verified !== false) {
+    bar.state = "done";
+    bar.value = current.duration_s;
+  } else {
+    bar.state = "failed";
+    bar.value = current.duration_s;
+  }
+  return bar;
+}
+
+function stripGroup(label) {
+  return String(label || "").replace(/^[AB],\s*/, "").replace(/\s+on server [AB]$/, "");
+}
+
+// Rows become categories: a row for server A and its twin for server B share one.
+export function buildModel(rows, { since = 0, labelFor = null } = {}) {
+  const byKey = runsByKey();
+  const cats = [];
+  const index = new Map();
+  for (const row of rows) {
+    let key = row.key;
+    if (row.group === "A" || row.group === "B") {
+      const { zeromode: _z, ...rest } = rowSpec(row);
+      key = `${row.client}|${JSON.stringify(rest)}`;
+    }
+    let cat = index.get(key);
+    if (!cat) {
+      const label = stripGroup(row.label) || row.client;
+      const sub = label.includes(row.client) ? `fastzeromode=${rowSpec(row).fastzeromode}` : row.client;
+      cat = { key, label, sub, bars: [] };
+      if (labelFor) Object.assign(cat, labelFor(row) || {});
+      index.set(key, cat);
+      cats.push(cat);
+    }
+    cat.bars.push(barFor(row, byKey, since));
+  }
+  for (const cat of cats) cat.bars.sort((a, b) => (a.group === "B") - (b.group === "B"));
+  const values = cats.flatMap((c) => c.bars.flatMap((b) => [b.value || 0, b.ref || 0]));
+  return { cats, max: Math.max(1, ...values) };
+}
+
+// --- drawing --------------------------------------------------------------------------
+export function palette() {
+  const cs = getComputedStyle(document.documentElement);
+  const v = (name) => cs.getPropertyValue(name).trim();
+  return { bg: v("--surface"), text: v("--text"), muted: v("--muted"), grid: v("--border"), track: v("--track"),
+    A: v("--a"), B: v("--b"), N: v("--n"), bad: v("--bad"), ref: v("--ref"), ok: v("--ok") };
+}
+
+function niceStep(max, target) {
+  const raw = max / target;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 2.5, 5, 10]) if (raw <= m * mag) return m * mag;
+  return 10 * mag;
+}
+
+function node(tag, attrs = {}, text = null) {
+  const n = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) n.setAttribute(k, String(v));
+  if (text !== null) n.textContent = text;
+  return n;
+}
+
+/**
+ * Draw `model` as an SVG element `width` pixels wide.
+ * opts: title (drawn inside, for exports), background (fill it), scale (type size factor).
+ */
+export function drawChart(model, width, opts = {}) {
+  const p = palette();
+  const k = opts.scale || 1;
+  const narrow = width < 620;
+  const fs = 15 * k;
+  const labelW = narrow ? 0 : Math.min(330 * k, width * 0.33);
+  const valueW = 96 * k;
+  const left = labelW + (narrow ? 8 : 16) * k;
+  const right = width - valueW;
+  const barH = (narrow ? 20 : 24) * k;
+  const barGap = 5 * k;
+  const catGap = (narrow ? 14 : 16) * k;
+  const labelH = narrow ? 34 * k : 0;
+  let y = 0;
+  const svg = node("svg", { xmlns: SVGNS, width, viewBox: `0 0 ${width} 100`, "font-family": FONT, "font-size": fs });
+  const defs = node("defs");
+  const pat = node("pattern", { id: "stripes", width: 10, height: 10, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
+  pat.append(node("rect", { width: 10, height: 10, fill: "white", "fill-opacity": 0.0 }),
+    node("rect", { width: 5, height: 10, fill: "white", "fill-opacity": 0.28 }));
+  defs.append(pat);
+  svg.append(defs);
+  const bgRect = opts.background ? node("rect", { x: 0, y: 0, width, height: 100, fill: p.bg }) : null;
+  if (bgRect) svg.append(bgRect);
+
+  const pad = opts.title ? 24 * k : 4 * k;
+  y = pad;
+  if (opts.title) {
+    svg.append(node("text", { x: 24 * k, y: y + 22 * k, fill: p.text, "font-size": 26 * k, "font-weight": 800 }, opts.title));
+    y += 34 * k;
+    if (opts.subtitle) {
+      svg.append(node("text", { x: 24 * k, y: y + 14 * k, fill: p.muted, "font-size": 15 * k }, opts.subtitle));
+      y += 28 * k;
+    }
+  }
+  const x0 = opts.title ? 24 * k : 0;
+
+  // legend
+  const legend = node("g", { transform: `translate(${x0 + (narrow ? 0 : left - x0)},${y})` });
+  let lx = 0;
+  const items = [["A", "Server A · zeromode=plugin"], ["B", "Server B · zeromode=emulate"], ["N", "no write-zeroes"]];
+  const seen = new Set(model.cats.flatMap((c) => c.bars.map((b) => b.group || "N")));
+  for (const [g, text] of items) {
+    if (!seen.has(g) && !(g === "N" && seen.has(""))) continue;
+    legend.append(node("rect", { x: lx, y: 0, width: 14 * k, height: 14 * k, rx: 3 * k, fill: p[g] }));
+    const short = narrow ? text.split(" · ")[0] : text;
+    legend.append(node("text", { x: lx + 20 * k, y: 12 * k, fill: p.text, "font-size": 14 * k }, short));
+    lx += (short.length * 7.6 + 44) * k;
+  }
+  legend.append(node("path", { d: diamond(lx + 7 * k, 7 * k, 7 * k), fill: p.ref, stroke: p.bg, "stroke-width": 1.5 }));
+  legend.append(node("text", { x: lx + 20 * k, y: 12 * k, fill: p.text, "font-size": 14 * k }, narrow ? "2019" : "2019 reference"));
+  svg.append(legend);
+  y += 30 * k;
+
+  const step = niceStep(model.max, narrow ? 4 : 8);
+  const max = Math.ceil((model.max * 1.04) / step) * step;
+  const xs = (v) => left + (Math.max(0, v) / max) * (right - left);
+  const plotTop = y;
+  const grid = node("g");
+  svg.append(grid);
+
+  for (const cat of model.cats) {
+    const g = node("g", { "data-category": cat.key });
+    if (narrow) {
+      g.append(node("text", { x: 0, y: y + 15 * k, fill: p.text, "font-weight": 700 }, cat.label));
+      g.append(node("text", { x: 0, y: y + 30 * k, fill: p.muted, "font-size": 12.5 * k }, cat.sub || ""));
+      y += labelH;
+    } else {
+      const h = cat.bars.length * barH + (cat.bars.length - 1) * barGap;
+      const mid = y + h / 2;
+      g.append(node("text", { x: labelW, y: mid - 1 * k, fill: p.text, "font-weight": 700, "text-anchor": "end" }, cat.label));
+      g.append(node("text", { x: labelW, y: mid + 16 * k, fill: p.muted, "font-size": 12.5 * k, "text-anchor": "end" }, cat.sub || ""));
+    }
+    for (const bar of cat.bars) {
+      const color = bar.state === "failed" ? p.bad : p[bar.group || "N"] || p.N;
+      const w = bar.value ? Math.max(2, xs(bar.value) - left) : 0;
+      const b = node("g", { "data-row": bar.row.key, "data-state": bar.state, class: "bar" });
+      b.append(node("rect", { x: left, y, width: right - left, height: barH, rx: 4 * k, fill: p.track }));
+      if (w) {
+        b.append(node("rect", { x: left, y, width: w, height: barH, rx: 4 * k, fill: color, "fill-opacity": bar.stale ? 0.45 : 1 }));
+        if (bar.state === "running") b.append(node("rect", { x: left, y, width: w, height: barH, rx: 4 * k, fill: "url(#stripes)" }));
+      }
+      let text = "";
+      if (bar.state === "running") text = `${f.seconds(bar.value, 1)}…`;
+      else if (bar.state === "queued") text = bar.value ? `${f.seconds(bar.value)} · queued` : "queued";
+      else if (bar.state === "failed") text = bar.value ? `${f.seconds(bar.value)} ✗` : "failed";
+      else if (bar.state === "done") text = f.seconds(bar.value);
+      const tx = w ? left + w + 6 * k : left + 8 * k;
+      b.append(node("text", { x: Math.min(tx, right + 4 * k), y: y + barH / 2 + 5 * k, fill: bar.state === "failed" ? p.bad : p.text,
+        "font-weight": 700, "font-size": 14 * k }, text));
+      if (bar.ref) {
+        const rx = xs(bar.ref);
+        b.append(node("line", { x1: rx, x2: rx, y1: y - 2 * k, y2: y + barH + 2 * k, stroke: p.ref, "stroke-width": 2 * k }));
+        b.append(node("path", { d: diamond(rx, y + barH / 2, 6.5 * k), fill: p.ref, stroke: p.bg, "stroke-width": 1.5 * k },
+        ));
+        const t = node("title", {}, `${bar.row.label}: 2019 reference ${f.seconds(bar.ref)}`);
+        b.append(t);
+      }
+      g.append(b);
+      y += barH + barGap;
+    }
+    y += catGap - barGap;
+    svg.append(g);
+  }
+
+  // grid and axis, drawn under the bars
+  const plotBottom = y - catGap + 8 * k;
+  for (let v = 0; v <= max + 1e-9; v += step) {
+    const x = xs(v);
+    grid.append(node("line", { x1: x, x2: x, y1: plotTop - 4 * k, y2: plotBottom, stroke: p.grid, "stroke-width": 1 }));
+    grid.append(node("text", { x, y: plotBottom + 18 * k, fill: p.muted, "font-size": 13 * k, "text-anchor": "middle" },
+      `${+v.toFixed(2)}`));
+  }
+  grid.append(node("text", { x: right, y: plotBottom + 36 * k, fill: p.muted, "font-size": 13 * k, "text-anchor": "end" }, "seconds (copy time)"));
+  const height = plotBottom + 46 * k + (opts.title ? 12 * k : 0);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("height", height);
+  if (bgRect) bgRect.setAttribute("height", height);
+  return svg;
+}
+
+function diamond(cx, cy, r) {
+  return `M${cx} ${cy - r}L${cx + r} ${cy}L${cx} ${cy + r}L${cx - r} ${cy}Z`;
+}
+
+// --- export for slides ------------------------------------------------------------------
+function download(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 5000);
+}
+
+export function svgText(svg) {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${new XMLSerializer().serializeToString(svg)}`;
+}
+
+export function exportSvg(svg, name = "fastzero-chart.svg") {
+  download(new Blob([svgText(svg)], { type: "image/svg+xml" }), name);
+}
+
+export function exportPng(svg, name = "fastzero-chart.png", pixelRatio = 2) {
+  return new Promise((resolve, reject) => {
+    const width = Number(svg.getAttribute("width"));
+    const height = Number(svg.getAttribute("height"));
+    const img = new Image();
+    const url = URL.createObjectURL(new Blob([svgText(svg)], { type: "image/svg+xml" }));
+    img.onload = () => {
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.round(width * pixelRatio);
+      canvas.height = Math.round(height * pixelRatio);
+      const ctx = canvas.getContext("2d");
+      ctx.scale(pixelRatio, pixelRatio);
+      ctx.drawImage(img, 0, 0, width, height);
+      URL.revokeObjectURL(url);
+      canvas.toBlob((blob) => {
+        if (!blob) { reject(new Error("PNG export failed")); return; }
+        download(blob, name);
+        resolve(blob);
+      }, "image/png");
+    };
+    img.onerror = () => { URL.revokeObjectURL(url); reject(new Error("PNG export failed")); };
+    img.src = url;
+  });
+}
+
+export { FINAL };

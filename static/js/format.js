@@ -1,0 +1,108 @@
+// Formatting and tiny DOM helpers shared by every page.
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+export function seconds(s, digits = 2) {
+  if (s === null || s === undefined || Number.isNaN(s)) return "–";
+  return `${Number(s).toFixed(digits)} s`;
+}
+
+export function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = Number(n);
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+}
+
+// Shortest exact binary-unit spelling, as lab.units.format_size: 262144 -> "256k".
+export function size(n) {
+  if (n === null || n === undefined) return "–";
+  for (const [suffix, mult] of [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["k", 2 ** 10]]) {
+    if (n && n % mult === 0) return `${n / mult}${suffix}`;
+  }
+  return String(n);
+}
+
+export function delay(ms) {
+  return ms === null || ms === undefined ? "–" : `${Math.round(ms)}ms`;
+}
+
+const SIZE_UNITS = { "": 1, b: 1, k: 2 ** 10, kb: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mb: 2 ** 20, mib: 2 ** 20,
+  g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30, t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40 };
+
+// Mirrors lab.units.parse_size / parse_delay just enough to compare specs in the browser.
+export function parseSize(v) {
+  if (typeof v === "number") return v;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(String(v));
+  if (!m || !(m[2].toLowerCase() in SIZE_UNITS)) return NaN;
+  return Math.round(parseFloat(m[1]) * SIZE_UNITS[m[2].toLowerCase()]);
+}
+
+export function parseDelay(v) {
+  if (typeof v === "number") return v;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|us|ns)?\s*$/i.exec(String(v));
+  if (!m) return NaN;
+  const mult = { ms: 1, s: 1000, us: 0.001, ns: 0.000001 }[(m[2] || "ms").toLowerCase()];
+  return parseFloat(m[1]) * mult;
+}
+
+export function clock(epoch) {
+  if (!epoch) return "–";
+  const d = new Date(epoch * 1000);
+  const today = new Date();
+  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return d.toDateString() === today.toDateString() ? hm : `${d.toLocaleDateString()} ${hm}`;
+}
+
+// "A" for a server whose zeroing is metadata, "B" when it falls back to writes, "N" otherwise.
+export function group(server) {
+  if (!server) return "N";
+  if (server.zeromode === "plugin" || server.zeromode === "notrim") return "A";
+  if (server.zeromode === "emulate") return "B";
+  return "N";
+}
+
+export function groupName(g) {
+  return g === "A" ? "Server A" : g === "B" ? "Server B" : "No zeroes";
+}
+
+export function serverSummary(s) {
+  if (!s) return "";
+  return `zeromode=${s.zeromode} fastzeromode=${s.fastzeromode}`;
+}
+
+export function geometry(s) {
+  if (!s) return "";
+  return `${size(s.size)} ${s.pattern} · maxdata ${size(s.maxdata)} · w ${delay(s.delay_write)} z ${delay(s.delay_zero)}`;
+}
+
+export function plural(n, one, many = `${one}s`) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+// Redraws at most once a frame however many events arrive.
+export function throttleFrame(fn) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; fn(); });
+  };
+}

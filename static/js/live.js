@@ -1,0 +1,187 @@
+// What the page knows about runs, kept current by the REST API and the event stream.
+//
+// History comes from GET /api/runs (again after every reconnect, so a restarted service
+// is re-read), live detail from /api/events. The browser's EventSource resumes with
+// Last-Event-ID by itself; when it gives up (the service answered with an error), we
+// open a new one after a pause and re-read the history instead.
+
+import { api, unwrapList } from "./api.js";
+
+export const FINAL = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
+
+export const store = {
+  runs: new Map(),      // id -> run, as Run.to_dict()
+  progress: new Map(),  // id -> last progress event, plus receivedAt (ms)
+  phase: new Map(),     // id -> "setup" | "copy" | "verify"
+  loaded: false,
+};
+
+const subscribers = new Set();
+export function subscribe(fn) { subscribers.add(fn); return () => subscribers.delete(fn); }
+function notify(kind, id = null) { for (const fn of subscribers) fn(kind, id); }
+
+const connSubscribers = new Set();
+export function onConnection(fn) { connSubscribers.add(fn); fn(conn); }
+let conn = { state: "connecting", since: Date.now(), attempts: 0 };
+function setConn(state) {
+  if (conn.state === state) return;
+  conn = { state, since: Date.now(), attempts: state === "live" ? 0 : conn.attempts + 1 };
+  for (const fn of connSubscribers) fn(conn);
+}
+
+export function runs() {
+  return [...store.runs.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+}
+
+// A run never goes back from a final status: replayed or late events must not undo a result.
+export function upsertRun(run) {
+  if (!run || !run.id) return;
+  const old = store.runs.get(run.id);
+  if (old && FINAL.has(old.status) && !FINAL.has(run.status)) return;
+  store.runs.set(run.id, old ? { ...old, ...run } : run);
+  if (FINAL.has(run.status)) store.progress.delete(run.id);
+  notify(old ? "run" : "new", run.id);
+}
+
+// Elapsed copy time now, extrapolated from the last progress event between events.
+export function liveElapsed(id) {
+  const p = store.progress.get(id);
+  if (!p) return null;
+  const run = store.runs.get(id);
+  if (run && FINAL.has(run.status)) return p.elapsed_s;
+  if (store.phase.get(id) === "verify") return p.elapsed_s;
+  return p.elapsed_s + (performance.now() - p.receivedAt) / 1000;
+}
+
+const fetching = new Map();
+function fetchRun(id) {
+  if (fetching.has(id)) return;
+  const p = api.run(id).then(upsertRun).catch(() => {}).finally(() => fetching.delete(id));
+  fetching.set(id, p);
+}
+
+function handle(ev) {
+  if (!ev || typeof ev !== "object") return;
+  const id = ev.run_id || (ev.run && ev.run.id);
+  switch (ev.type) {
+    case "state": {
+      const run = store.runs.get(id);
+      if (!run) { fetchRun(id); return; }
+      if (ev.phase) store.phase.set(id, ev.phase);
+      if (FINAL.has(ev.status) && !(ev.run && ev.run.client)) fetchRun(id); // the full result
+      if (ev.status && !(FINAL.has(run.status) && !FINAL.has(ev.status))) {
+        run.status = ev.status;
+        if (ev.status === "running" && !run.started_at) run.started_at = Date.now() / 1000;
+      }
+      if (ev.run && typeof ev.run === "object") { upsertRun(ev.run); return; }
+      notify("run", id);
+      return;
+    }
+    case "progress": {
+      const run = store.runs.get(id);
+      if (run && FINAL.has(run.status)) return; // replayed history of a finished run
+      store.progress.set(id, { ...ev, receivedAt: performance.now() });
+      if (!run) fetchRun(id);
+      else {
+        store.phase.set(id, store.phase.get(id) || "copy");
+        notify("progress", id);
+      }
+      return;
+    }
+    case "done": {
+      const result = ev.run && typeof ev.run === "object" ? ev.run : ev.result && typeof ev.result === "object" ? ev.result : ev;
+      if (result.client) upsertRun({ ...result, id: result.id || id });
+      else fetchRun(id);
+      store.progress.delete(id);
+      store.phase.delete(id);
+      notify("done", id);
+      return;
+    }
+    default:
+      // queued / created / sweep events: anything carrying a run is taken as is.
+      if (ev.run && typeof ev.run === "object" && ev.run.client) upsertRun(ev.run);
+      else if (id && !store.runs.has(id)) fetchRun(id);
+      notify(ev.type || "event", id);
+  }
+}
+
+let lastEventId = null; // the newest event this page has applied
+
+export async function resync() {
+  try {
+    const data = await api.runList("?limit=1000");
+    const list = unwrapList(data, "runs");
+    const fresh = new Map(list.map((r) => [r.id, r]));
+    // Keep nothing the service no longer has; keep live detail only for runs still going.
+    for (const id of store.runs.keys()) if (!fresh.has(id)) store.runs.delete(id);
+    for (const run of list) {
+      const old = store.runs.get(run.id);
+      if (old && FINAL.has(old.status) && !FINAL.has(run.status)) continue;
+      store.runs.set(run.id, run);
+      if (FINAL.has(run.status)) { store.progress.delete(run.id); store.phase.delete(run.id); }
+    }
+    if (lastEventId === null && data && Number.isInteger(data.last_event_id)) lastEventId = data.last_event_id;
+    store.loaded = true;
+    notify("sync");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const EVENT_NAMES = ["message", "state", "progress", "done", "sweep", "sweep_done", "server"];
+let source = null;
+let retryTimer = null;
+let everOpened = false;
+let lostSince = null;
+
+// The history read by resync() ends at last_event_id: the stream starts right after it,
+// so nothing falls between the two. The browser resumes by itself with Last-Event-ID.
+export function connect() {
+  if (source) source.close();
+  clearTimeout(retryTimer);
+  const url = lastEventId === null ? "/api/events" : `/api/events?last_event_id=${lastEventId}`;
+  source = new EventSource(url);
+  const onData = (msg) => {
+    let data;
+    try { data = JSON.parse(msg.data); } catch { return; }
+    if (data && !data.type && msg.type !== "message") data.type = msg.type;
+    const id = parseInt(msg.lastEventId, 10);
+    if (Number.isInteger(id)) lastEventId = id;
+    handle(data);
+  };
+  for (const name of EVENT_NAMES) source.addEventListener(name, onData);
+  source.onopen = () => {
+    const wasLost = lostSince !== null;
+    everOpened = true;
+    lostSince = null;
+    setConn("live");
+    // Back after a cut: the service may have restarted (runs it had going are now
+    // "interrupted"), so the history is read again, not only the missed events.
+    if (wasLost) resync();
+  };
+  source.onerror = () => {
+    if (lostSince === null) lostSince = Date.now();
+    setConn(everOpened ? "reconnecting" : "connecting");
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser gave up (an HTTP error rather than a dropped connection): retry ourselves.
+      const wait = Math.min(5000, 1000 * Math.max(1, conn.attempts));
+      retryTimer = setTimeout(connect, wait);
+    }
+  };
+}
+
+export function connection() { return conn; }
+
+export async function start() {
+  // Until the service answers, keep trying: the page may be opened before the lab is up.
+  while (!(await resync())) {
+    setConn("reconnecting");
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  connect();
+  // Between progress events the elapsed clocks still tick.
+  setInterval(() => {
+    for (const [id, run] of store.runs) if (run.status === "running") notify("tick", id);
+  }, 200);
+}

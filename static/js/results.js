@@ -1,0 +1,143 @@
+// The case-study page: the comparison chart filling in live, the rows, exports.
+
+import { api, isPresenter } from "./api.js";
+import { buildModel, drawChart, exportPng, exportSvg } from "./chart.js";
+import { init, onKey, onRoleChange, onThemeChange, showMessage } from "./common.js";
+import * as f from "./format.js";
+import { start, subscribe } from "./live.js";
+import { fastZeroText, failed } from "./runview.js";
+
+const $ = (id) => document.getElementById(id);
+const el = f.el;
+let scenarios = [];
+let current = null;
+
+const TITLES = {
+  "case-study": "Copy time per scenario: server A vs server B",
+  reference: "The 2019 reference table, re-run",
+  acts: "The talk, act by act",
+};
+
+function scenarioName() {
+  return new URLSearchParams(location.search).get("scenario") || "case-study";
+}
+
+function model() {
+  return current ? buildModel(current.rows) : { cats: [], max: 1 };
+}
+
+function redrawChart() {
+  const box = $("chart");
+  if (!current) return;
+  const m = model();
+  const width = Math.max(300, Math.floor(box.clientWidth));
+  box.replaceChildren(drawChart(m, width));
+  // status line: how much of the scenario has been measured
+  const bars = m.cats.flatMap((c) => c.bars);
+  const done = bars.filter((b) => b.state === "done" || b.state === "failed").length;
+  const running = bars.filter((b) => b.state === "running").length;
+  const queued = bars.filter((b) => b.state === "queued").length;
+  const bad = bars.filter((b) => b.state === "failed").length;
+  const parts = [`${done} of ${bars.length} rows measured`];
+  if (running) parts.push(`${running} running`);
+  if (queued) parts.push(`${queued} queued`);
+  if (bad) parts.push(`${bad} failed`);
+  $("sweep-status").textContent = parts.join(" · ");
+  $("sweep-status").classList.toggle("error-text", bad > 0);
+  redrawRows(m);
+}
+
+function redrawRows(m) {
+  const body = $("rows-body");
+  const rows = [];
+  for (const cat of m.cats) {
+    for (const bar of cat.bars) {
+      const run = bar.run;
+      const ref = bar.row.reference;
+      const g = bar.group || "N";
+      const tr = el("tr", { class: run && failed(run) ? "is-failed" : null, dataset: { row: bar.row.key } },
+        el("td", { "data-label": "Row" }, el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g), bar.row.label,
+          run && run.error && failed(run) ? el("span", { class: "err" }, run.error) : null),
+        el("td", { "data-label": "Client" }, bar.row.client),
+        el("td", { "data-label": "Server", class: "mono" }, f.serverSummary({ fastzeromode: "default", ...bar.row.server })),
+        el("td", { "data-label": "Measured", class: "num" },
+          bar.state === "running" ? `${f.seconds(bar.value, 1)}…` : bar.state === "queued" && !bar.value ? "queued" : f.seconds(bar.value)),
+        el("td", { "data-label": "Reference", class: "num" }, ref ? f.seconds(ref.time_s) : "–"),
+        el("td", { "data-label": "Backend W / Z", class: "num" },
+          run && run.backend && bar.state !== "running" ? `${run.backend.write_ops} / ${run.backend.zero_ops}` : "–"),
+        el("td", { "data-label": "Ref W / Z", class: "num" }, ref ? `${ref.write_ops} / ${ref.zero_ops ?? 0}` : "–"),
+        el("td", { "data-label": "Fast zero sent / refused", class: "num" },
+          run && bar.state !== "running" ? fastZeroText(run.wire) : "–"),
+        el("td", { "data-label": "Verified" }, run && run.verified === true ? el("span", { class: "ok" }, "✓")
+          : run && run.verified === false ? el("span", { class: "bad" }, "✗") : "–"),
+      );
+      rows.push(tr);
+    }
+  }
+  body.replaceChildren(...rows);
+}
+
+const redrawSoon = f.throttleFrame(redrawChart);
+
+function exportChart(kind) {
+  if (!current) return;
+  const svg = drawChart(model(), 1280, { title: TITLES[current.name] || current.title, background: true, scale: 1.15,
+    subtitle: "qemu-img convert into nbdkit memory · 100 MiB, 1 MiB data / 1 MiB hole · delay-write 20ms, delay-zero 5ms · measured with fastzero-lab" });
+  const name = `fastzero-${current.name}`;
+  if (kind === "svg") exportSvg(svg, `${name}.svg`);
+  else exportPng(svg, `${name}.png`).catch((e) => showMessage(e.message, "error", 5000));
+}
+
+async function runAll() {
+  if (!current) return;
+  const btn = $("run-case-study");
+  btn.disabled = true;
+  try {
+    const sweep = await api.startScenario(current.name);
+    const n = sweep && (sweep.runs || sweep.run_ids || []).length;
+    showMessage(`${current.title}: ${n ? f.plural(n, "run") : "runs"} queued. The chart fills in as they finish.`, "ok", 6000);
+  } catch (err) {
+    showMessage(err.message, "error");
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function fillPicker() {
+  const pick = $("scenario-pick");
+  pick.replaceChildren(...scenarios.map((s) => el("option", { value: s.name, selected: s.name === current?.name }, s.title)));
+}
+
+async function main() {
+  init();
+  $("export-svg").addEventListener("click", () => exportChart("svg"));
+  $("export-png").addEventListener("click", () => exportChart("png"));
+  $("run-case-study").addEventListener("click", runAll);
+  $("scenario-pick").addEventListener("change", (e) => {
+    current = scenarios.find((s) => s.name === e.target.value) || current;
+    history.replaceState(null, "", `?scenario=${encodeURIComponent(current.name)}`);
+    $("run-case-study").textContent = current.name === "case-study" ? "Run the whole case study" : `Run “${current.title}”`;
+    redrawChart();
+  });
+  onKey((e) => {
+    if (e.key === "c" && isPresenter()) { runAll(); return true; }
+    if (e.key === "s") { exportChart("svg"); return true; }
+    if (e.key === "p") { exportChart("png"); return true; }
+    return false;
+  });
+  onThemeChange(redrawSoon);
+  onRoleChange(redrawSoon);
+  new ResizeObserver(redrawSoon).observe($("chart"));
+  subscribe(redrawSoon);
+  try {
+    scenarios = await api.scenarios();
+  } catch (err) {
+    showMessage(`Cannot read the scenarios: ${err.message}`, "error");
+  }
+  current = scenarios.find((s) => s.name === scenarioName()) || scenarios[0] || null;
+  fillPicker();
+  await start();
+  redrawChart();
+}
+
+main();

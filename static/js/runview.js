@@ -1,0 +1,134 @@
+// How one run looks: a live card while it goes, a table row once it is done.
+
+import { isPresenter } from "./api.js";
+import * as f from "./format.js";
+import { FINAL, liveElapsed, store } from "./live.js";
+
+const el = f.el;
+
+export function statusLabel(run) {
+  if (run.status === "running") {
+    const phase = store.phase.get(run.id);
+    return phase === "copy" ? "copying" : phase === "verify" ? "verifying" : phase === "setup" ? "setting up" : "running";
+  }
+  return run.status;
+}
+
+export function wireOf(run, progress) {
+  // Prefer what the client counted itself (fast-zero attempts and refusals), else the server's log.
+  if (progress) {
+    const cw = progress.client && progress.client.wire;
+    return cw || progress.server_wire || null;
+  }
+  return run.wire || null;
+}
+
+export function fastZeroText(wire) {
+  if (!wire) return "–";
+  const sent = wire.fast_zero ?? 0;
+  const failed = wire.fast_zero_failed ?? 0;
+  return `${sent} / ${failed}`;
+}
+
+export function failed(run) {
+  return run.status === "failed" || run.status === "interrupted" || (FINAL.has(run.status) && run.verified === false);
+}
+
+function stat(k, v) {
+  return el("span", {}, el("span", { class: "k" }, `${k} `), el("b", {}, v));
+}
+
+export function renderCard(run, node = null) {
+  const g = f.group(run.server);
+  const progress = store.progress.get(run.id);
+  const done = FINAL.has(run.status);
+  const card = node || el("article", { class: "run-card", dataset: { runId: run.id }, "aria-label": `Run ${run.id}` });
+  card.className = `run-card grp-${g}${failed(run) ? " is-failed" : ""}`;
+  card.dataset.status = run.status;
+
+  const head = el("div", { class: "run-head" },
+    el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g),
+    el("span", { class: "run-title" }, run.client),
+    el("span", { class: "run-spec" }, f.serverSummary(run.server)),
+    el("span", { class: `status status-${run.status}` }, statusLabel(run)),
+  );
+  if (!done && isPresenter()) {
+    head.append(el("button", { type: "button", class: "btn btn-small btn-danger cancel", dataset: { cancel: run.id } }, "Cancel"));
+  }
+
+  const sizeBytes = run.server ? run.server.size : 0;
+  let fraction = 0;
+  if (done) fraction = run.status === "succeeded" ? 1 : progress ? progress.fraction : 0;
+  else if (progress) fraction = progress.fraction || 0;
+  const fill = el("div", { class: "bar-fill" });
+  fill.style.width = `${Math.round(fraction * 1000) / 10}%`;
+  if (!done && !progress && run.status === "running") fill.classList.add("is-indeterminate");
+  const bar = el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+    "aria-valuenow": Math.round(fraction * 100), "aria-label": "copy progress" }, fill);
+
+  const stats = el("div", { class: "run-stats" });
+  if (done) {
+    stats.append(
+      stat("time", f.seconds(run.duration_s)),
+      stat("predicted", f.seconds(run.predicted_s)),
+      stat("writes", run.backend ? run.backend.write_ops : "–"),
+      stat("zeroes", run.backend ? run.backend.zero_ops : "–"),
+      stat("fast zero sent/refused", fastZeroText(run.wire)),
+      stat("verified", run.verified === true ? "yes" : run.verified === false ? "NO" : "–"),
+    );
+  } else if (progress) {
+    const b = progress.backend || {};
+    const wire = wireOf(run, progress);
+    stats.append(
+      stat("copied", `${f.bytes(progress.bytes_done)} of ${f.bytes(sizeBytes)}`),
+      stat("elapsed", f.seconds(liveElapsed(run.id), 1)),
+      stat("predicted so far", f.seconds(progress.predicted_so_far_s, 1)),
+      stat("writes", b.write_ops ?? 0),
+      stat("zeroes", b.zero_ops ?? 0),
+    );
+    if (wire && (wire.fast_zero || wire.fast_zero_failed)) stats.append(stat("fast zero sent/refused", fastZeroText(wire)));
+  } else {
+    stats.append(el("span", { class: "k" }, run.status === "queued" ? "waiting for a worker" : "starting the server…"),
+      el("span", { class: "k" }, f.geometry(run.server)));
+  }
+
+  const children = [head, bar, stats];
+  if (run.error && failed(run)) children.push(el("p", { class: "run-error" }, run.error));
+  else if (run.status === "cancelled") children.push(el("p", { class: "hint" }, run.error || "cancelled"));
+  card.replaceChildren(...children);
+  return card;
+}
+
+function td(label, content, cls = null) {
+  return el("td", { "data-label": label, class: cls }, content);
+}
+
+function verifiedCell(run) {
+  if (run.status === "succeeded" && run.verified) return el("span", { class: "ok" }, "✓ yes");
+  if (run.verified === false) return el("span", { class: "bad" }, "✗ NO");
+  if (run.status === "failed" || run.status === "interrupted") return el("span", { class: "bad" }, run.status);
+  if (run.status === "cancelled") return el("span", { class: "muted" }, "cancelled");
+  return el("span", { class: "muted" }, run.status);
+}
+
+export function renderRow(run, isNew = false) {
+  const g = f.group(run.server);
+  const tr = el("tr", { dataset: { runId: run.id, status: run.status }, class: [failed(run) ? "is-failed" : "", isNew ? "is-new" : ""].join(" ").trim() || null });
+  const server = el("div", {},
+    el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g),
+    el("span", { class: "mono" }, f.serverSummary(run.server)),
+    el("div", { class: "hint" }, f.geometry(run.server)));
+  if (run.error && run.status !== "succeeded") server.append(el("span", { class: "err" }, run.error));
+  tr.append(
+    td("When", f.clock(run.started_at || run.created_at)),
+    td("Client", [el("b", {}, run.client), run.label ? el("div", { class: "hint" }, run.label) : null]),
+    td("Server", server),
+    td("Time", f.seconds(run.duration_s), "num"),
+    td("Predicted", f.seconds(run.predicted_s), "num"),
+    td("Verified", verifiedCell(run)),
+    td("Backend writes", run.backend ? run.backend.write_ops : "–", "num"),
+    td("Backend zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
+    td("Fast zero sent / refused", fastZeroText(run.wire), "num"),
+  );
+  return tr;
+}
