@@ -19,7 +19,8 @@ WORKDIR /app
 COPY scripts/install.sh scripts/install.sh
 RUN bash scripts/install.sh --system-only \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --user-group --uid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin lab \
+    && groupadd --system --gid 10001 lab \
+    && useradd --system --uid 10001 --gid lab --home-dir /data --no-create-home --shell /usr/sbin/nologin lab \
     && install -d -o lab -g lab -m 0750 /data
 
 # Layer 2, rebuilt only when pyproject.toml changes: the venv with the third-party packages.
