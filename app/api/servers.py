@@ -1,0 +1,43 @@
+"""Long-lived nbdkit servers: create, list, inspect (libnbd-probed flags, nbd+unix URI), delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from app.deps import ManagerDep
+from app.errors import responses, spec_error
+from app.schemas import ManagedServerOut, ServerFields, ServerList
+from lab.spec import SpecError
+
+router = APIRouter(prefix="/api/servers", tags=["servers"])
+
+
+@router.post("", status_code=201, response_model=ManagedServerOut, responses=responses(401, 413, 422, 429, 503))
+def create_server(fields: ServerFields, manager: ManagerDep, response: Response) -> dict[str, Any]:
+    """Start an nbdkit server with these fields; runs may then target it with `server_id`."""
+    raw = fields.raw()
+    try:
+        spec = manager.new_spec(raw)
+    except SpecError as e:
+        raise spec_error(e, ("body",), raw) from None
+    info = manager.create_server(spec)
+    response.headers["Location"] = f"/api/servers/{info['id']}"
+    return info
+
+
+@router.get("", response_model=ServerList)
+def list_servers(manager: ManagerDep) -> dict[str, Any]:
+    return {"servers": manager.list_servers()}
+
+
+@router.get("/{server_id}", response_model=ManagedServerOut, responses=responses(404))
+def get_server(server_id: str, manager: ManagerDep) -> dict[str, Any]:
+    return manager.get_server(server_id)
+
+
+@router.delete("/{server_id}", response_model=ManagedServerOut, responses=responses(401, 404))
+def delete_server(server_id: str, manager: ManagerDep) -> dict[str, Any]:
+    """Stop the server (runs queued or running on it are cancelled first)."""
+    return manager.delete_server(server_id)

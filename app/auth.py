@@ -1,0 +1,43 @@
+"""Bearer-token guard for every mutating request.
+
+Pure ASGI middleware rather than a per-route dependency, so a POST route added later
+(or a mounted sub-app) cannot slip past. GET, HEAD and OPTIONS stay open: an audience
+can watch the dashboard and the event streams without the presenter's token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def token_ok(header: str | None, token: str) -> bool:
+    """Constant-time check of an Authorization header against the token."""
+    given = ""
+    if header and header[:7].lower() == "bearer ":
+        given = header[7:].strip()
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+
+
+class TokenMiddleware:
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] != "http" or scope["method"].upper() in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        auth = next((v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), None)
+        if token_ok(auth.decode("latin-1") if auth is not None else None, self.token):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": "a bearer token is required: Authorization: Bearer <token>"}).encode()
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="fastzero-lab"')]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,123 @@
+"""The FastAPI application: `create_app()` (uvicorn's factory) and its lifespan.
+
+The lifespan owns one Store and one Manager: opening the store marks runs a dead
+predecessor left active as `interrupted`; leaving it interrupts what is still queued or
+running and stops every server, so no nbdkit or client outlives the service.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from app import auth, errors
+from app.api import events, health, results, runs, scenarios, servers
+from app.settings import Settings
+from lab.manager import Manager, ManagerConfig
+from lab.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("app")
+
+DESCRIPTION = """\
+Re-run, live, the NBD fast-zero case study: nbdkit servers with slow writes, qemu-img
+(today's and re-enacted eras) and nbdcopy clients, request counts per layer.
+
+Sizes are bytes or strings with a unit (`"16M"`), delays milliseconds or strings with a
+unit (`"20ms"`); responses echo them normalised (bytes, milliseconds). When `LAB_TOKEN`
+is set, POST and DELETE need `Authorization: Bearer <token>`; reads and event streams
+stay open.
+"""
+
+
+def manager_config(settings: Settings) -> ManagerConfig:
+    return ManagerConfig(workers=settings.workers, queue_size=settings.queue_size,
+                         run_timeout_s=settings.run_timeout_s, image_cache_bytes=settings.image_cache_bytes,
+                         max_servers=settings.max_servers, subscriber_queue=settings.event_queue,
+                         limits=settings.limits)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await run_in_threadpool(Store, settings.data_dir)
+        if store.recovered:
+            log.warning("marked %d runs/sweeps interrupted (left active by a previous service)", len(store.recovered))
+        manager = Manager(store, manager_config(settings)).start()
+        app.state.manager = manager
+        app.state.versions = await run_in_threadpool(health.tool_versions)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(manager.shutdown)
+            store.close()
+
+    app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
+                  max_body_size=settings.max_body_bytes)
+    app.state.settings = settings
+    app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
+    errors.install(app)
+    for module in (health, servers, runs, scenarios, results, events):
+        app.include_router(module.router)
+    _add_pages(app)
+    _document_auth(app)
+    return app
+
+
+def _add_pages(app: FastAPI) -> None:
+    """The dashboard (templates/, static/, app/pages.py) when present; the API works without it."""
+    try:
+        from app import pages
+    except ModuleNotFoundError as e:
+        if e.name != "app.pages":
+            raise
+        pages = None
+    if pages is not None:
+        app.include_router(pages.router)
+    else:
+        @app.get("/", include_in_schema=False)
+        def index() -> JSONResponse:
+            return JSONResponse({"name": "fastzero-lab", "docs": "/docs", "openapi": "/openapi.json"})
+    static = ROOT / "static"
+    if static.is_dir():
+        app.mount("/static", StaticFiles(directory=static), name="static")
+
+
+def _document_auth(app: FastAPI) -> None:
+    """Mark every POST/DELETE operation in OpenAPI as needing the bearer token (enforced by GuardMiddleware)."""
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "only when the service runs with LAB_TOKEN set",
+        }
+        for path in schema.get("paths", {}).values():
+            for method, op in path.items():
+                if method in ("post", "delete", "put", "patch"):
+                    op["security"] = [{"bearer": []}, {}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fastzero-lab")
+    except metadata.PackageNotFoundError:
+        return "0"

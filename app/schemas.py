@@ -1,0 +1,275 @@
+"""Request and response shapes, split by role: what a client may send vs what we answer.
+
+Requests are strict: unknown fields are refused, a boolean is not a size, enumerations
+name the modes and clients. Sizes are an integer of bytes or a string with a unit
+("16M"), delays a string with a unit ("20ms", "0.5s") or a number of milliseconds;
+both are parsed here (so a bad one is a 422 naming its field) and checked against the
+configured limits by lab.spec.build_spec. Responses echo them normalised: bytes and ms.
+
+Response models allow extra fields, so what the core adds to Run.to_dict() reaches
+API clients without a schema change here first.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints, WithJsonSchema
+
+from lab.clients import client_ids
+from lab.runs import STATUSES
+from lab.spec import FASTZEROMODES, PLUGINS, SOURCE_FORMATS, ZEROMODES
+from lab.units import parse_delay, parse_size
+
+ZeroMode = StrEnum("ZeroMode", {m: m for m in ZEROMODES})
+FastZeroMode = StrEnum("FastZeroMode", {m: m for m in FASTZEROMODES})
+Plugin = StrEnum("Plugin", {m: m for m in PLUGINS})
+SourceFormat = StrEnum("SourceFormat", {m: m for m in SOURCE_FORMATS})
+ClientId = StrEnum("ClientId", {c: c for c in client_ids()})
+RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})
+
+MAX_JSON_INT = 1 << 53
+_NUMBER_TEXT = r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"
+
+
+def _size(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ValueError("a size is an integer number of bytes or a string with a unit such as '16M'")
+    if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
+        raise ValueError(f"a size must be between 0 and {MAX_JSON_INT} bytes")
+    if isinstance(v, str) and len(v) > 32:
+        raise ValueError("a size string is at most 32 characters")
+    return parse_size(v)
+
+
+def _delay(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError("a delay is a number of milliseconds or a string with a unit such as '20ms'")
+    if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
+        raise ValueError(f"a delay must be between 0 and {MAX_JSON_INT} milliseconds")
+    if isinstance(v, str) and len(v) > 32:
+        raise ValueError("a delay string is at most 32 characters")
+    return parse_delay(v)
+
+
+Size = Annotated[
+    int,
+    PlainValidator(_size),
+    WithJsonSchema({
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_JSON_INT},
+            {"type": "string", "pattern": _NUMBER_TEXT, "maxLength": 32},
+        ],
+        "description": "bytes, or a number with a binary unit: 512k, 16M, 1G",
+        "examples": ["16M", 262144],
+    }),
+]
+Delay = Annotated[
+    float,
+    PlainValidator(_delay),
+    WithJsonSchema({
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": _NUMBER_TEXT, "maxLength": 32},
+        ],
+        "description": "milliseconds, or a number with a unit: 20ms, 0.5s (whole milliseconds)",
+        "examples": ["20ms", 5],
+    }),
+]
+Pattern = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Label = Annotated[str, StringConstraints(max_length=80)]
+RowKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GeometryFields(_Strict):
+    """Server fields that do not choose a mode: what a sweep may override for every row."""
+
+    size: Size | None = Field(None, description="image size (default 100M)")
+    pattern: Pattern | None = Field(None, description="source layout: alternate:DATA[:HOLE], full or empty")
+    maxdata: Size | None = Field(None, description="largest backend write, blocksize filter (default 256k)")
+    delay_write: Delay | None = Field(None, description="delay per backend write (default 20ms)")
+    delay_zero: Delay | None = Field(None, description="delay per backend zero (default 5ms)")
+    plugin: Plugin | None = Field(None, description="nbdkit plugin (default memory)")
+    noextents: StrictBool | None = Field(None, description="hide block status from clients (default true)")
+    source_format: SourceFormat | None = Field(None, description="format of the source image (default qcow2)")
+
+    def raw(self) -> dict[str, Any]:
+        """The fields that were given, as plain values for lab.spec.build_spec."""
+        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class ServerFields(GeometryFields):
+    """A server's knobs (all optional; defaults = the talk's baseline)."""
+
+    zeromode: ZeroMode | None = Field(None, description="nozero filter zeromode (default none)")
+    fastzeromode: FastZeroMode | None = Field(None, description="nozero filter fastzeromode (default: default)")
+
+
+class RunCreate(_Strict):
+    client: ClientId = Field(ClientId("qemu-img"), description="copy client, see GET /api/clients")
+    server: ServerFields | None = Field(None, description="fields of a fresh server for this run")
+    server_id: ObjectId | None = Field(None, description="run on this long-lived server instead")
+    queue_depth: Annotated[int, Field(strict=True, ge=1, le=64)] = Field(
+        1, description="requests in flight, for the lab's own clients")
+    label: Label | None = None
+
+
+class SweepCreate(_Strict):
+    only: Annotated[list[RowKey], Field(max_length=200)] | None = Field(
+        None, description="row keys of the scenario to run (default: all)")
+    server: GeometryFields | None = Field(
+        None, description="geometry for every row (e.g. a smaller size); reference figures are dropped then")
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ServerOut(_Open):
+    zeromode: str
+    fastzeromode: str
+    size: int
+    pattern: str
+    maxdata: int
+    delay_write: float
+    delay_zero: float
+    plugin: str | None = None
+    noextents: bool | None = None
+    source_format: str | None = None
+
+
+class BackendOut(_Open):
+    write_ops: int
+    write_bytes: int
+    zero_ops: int
+    zero_bytes: int
+    trim_ops: int
+    flush_ops: int
+
+
+class WireOut(_Open):
+    write: int
+    zero: int
+    fast_zero: int
+    fast_zero_failed: int
+    flush: int
+
+
+class FlagsOut(_Open):
+    size: int
+    can_zero: bool
+    can_fast_zero: bool
+    can_trim: bool
+    can_flush: bool
+
+
+class RunOut(_Open):
+    """Run.to_dict(): the same object `lab run --json` prints."""
+
+    id: str
+    status: RunStatus
+    client: str
+    server: ServerOut
+    queue_depth: int | None = None
+    server_id: str | None = None
+    sweep_id: str | None = None
+    label: str | None = None
+    reference: dict[str, Any] | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    setup_s: float | None = None
+    duration_s: float | None = None
+    verify_s: float | None = None
+    predicted_s: float | None = None
+    model: str | None = None
+    verified: bool | None = None
+    verify_detail: str | None = None
+    backend: BackendOut | None = None
+    wire: WireOut | None = None
+    server_log: WireOut | None = None
+    stats_check: dict[str, Any] | None = None
+    flags: FlagsOut | None = None
+    notes: list[str] = []
+    error: str | None = None
+    ratio: float | None = None
+
+
+class RunList(BaseModel):
+    runs: list[RunOut]
+    total: int = Field(description="runs matching the filters, before limit/offset")
+    last_event_id: int = Field(description="subscribe to /api/events?last_event_id=this to miss nothing after")
+
+
+class ManagedServerOut(_Open):
+    id: str
+    uri: str | None = Field(description="nbd+unix:// URI any NBD client (nbdinfo, qemu-img) can open")
+    running: bool
+    server: ServerOut
+    flags: FlagsOut | None
+    started_at: float | None = None
+    created_at: float | None = None
+    busy: bool = False
+    runs: int = 0
+    backend: dict[str, int] | None = Field(None, description="backend requests so far, since the server started")
+
+
+class ServerList(BaseModel):
+    servers: list[ManagedServerOut]
+
+
+class SweepOut(_Open):
+    id: str
+    name: str
+    status: RunStatus
+    total: int
+    finished: int
+    counts: dict[str, int]
+    run_ids: list[str]
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    only: list[str] | None = None
+    overrides: dict[str, Any] | None = None
+    runs: list[RunOut] | None = Field(None, description="the sweep's runs, in scenario order (detail views)")
+
+
+class SweepList(BaseModel):
+    sweeps: list[SweepOut]
+    total: int
+    last_event_id: int
+
+
+class ResultsOut(BaseModel):
+    rows: list[RunOut]
+    count: int
+    columns: list[str] = Field(description="the CSV columns (dotted paths into each row)")
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    versions: dict[str, str]
+    manager: dict[str, Any]
+
+
+class ClientOut(_Open):
+    id: str
+    label: str
+    era: str
+    description: str
+    parallel: bool
+    real_binary: bool
+
+
+class ErrorOut(BaseModel):
+    detail: Any

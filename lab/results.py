@@ -1,0 +1,77 @@
+"""Runs as flat rows: one column per leaf of Run.to_dict(), for CSV and spreadsheets.
+
+Nested objects become dotted columns (`backend.write_ops`, `server.zeromode`). The
+column set is fixed by a prototype run with every nested object present, so a failed
+run (no `backend` yet) still has the same columns, empty. Lists are JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any
+
+from lab.runs import Run
+from lab.servers import ServerFlags
+from lab.spec import ServerSpec
+from lab.trace import BackendCounts, WireCounts
+
+
+def _prototype() -> dict[str, Any]:
+    flags = {f.name: None for f in fields(ServerFlags)}
+    run = Run(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(), server_log=WireCounts(),
+              flags=flags, stats_check={"stats_write_ops": 0, "stats_zero_ops": 0, "agree": None},
+              reference={"time_s": None, "write_ops": None, "zero_ops": None, "fast_seen": None, "source": None})
+    return run.to_dict()
+
+
+PROTOTYPE = _prototype()
+
+
+def _walk(value: Any, proto: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(proto, dict) or isinstance(value, dict):
+        keys = list(proto) if isinstance(proto, dict) else []
+        if isinstance(value, dict):
+            keys += [k for k in value if k not in keys]
+        for k in keys:
+            sub_v = value.get(k) if isinstance(value, dict) else None
+            sub_p = proto.get(k) if isinstance(proto, dict) else None
+            _walk(sub_v, sub_p, f"{prefix}.{k}" if prefix else k, out)
+        return
+    out[prefix] = value
+
+
+def flatten(run: dict[str, Any]) -> dict[str, Any]:
+    """{'backend': {'write_ops': 3}} -> {'backend.write_ops': 3}, with the prototype's columns."""
+    out: dict[str, Any] = {}
+    _walk(run, PROTOTYPE, "", out)
+    return out
+
+
+COLUMNS = tuple(flatten(PROTOTYPE))
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def to_csv(runs: Iterable[dict[str, Any]]) -> str:
+    rows = [flatten(r) for r in runs]
+    columns = list(COLUMNS)
+    for row in rows:  # fields a newer core added: appended, never dropped
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([cell(row.get(c)) for c in columns])
+    return buf.getvalue()
