@@ -174,8 +174,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     # By name, so the core never imports the web layer.
+    # Open event streams never end by themselves: after 3 s of graceful shutdown they are
+    # cut, so the app's lifespan can stop the runs and servers.
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                log_level=os.environ.get("LAB_LOG_LEVEL", "info"))
+                log_level=os.environ.get("LAB_LOG_LEVEL", "info"), timeout_graceful_shutdown=3)
     return 0
 
 
