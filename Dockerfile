@@ -18,7 +18,7 @@ WORKDIR /app
 # Layer 1, rarely rebuilt: Debian packages and the unprivileged user that owns the data dir.
 COPY scripts/install.sh scripts/install.sh
 RUN bash scripts/install.sh --system-only \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 lab \
     && useradd --system --uid 10001 --gid lab --home-dir /data --no-create-home --shell /usr/sbin/nologin lab \
     && install -d -o lab -g lab -m 0750 /data
