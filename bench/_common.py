@@ -71,7 +71,7 @@ def percentile(xs: Sequence[float], q: float) -> float | None:
     xs = sorted(x for x in xs if x is not None)
     if not xs:
         return None
-    k = max(0, min(len(xs) - 1, int(round(q / 100.0 * len(xs) + 0.5)) - 1))
+    k = max(0, min(len(xs) - 1, round(q / 100.0 * len(xs) + 0.5) - 1))
     return xs[k]
 
 
@@ -82,13 +82,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
     right = [all(_numeric(r[i]) for r in cells) and bool(cells) for i in range(len(headers))]
 
     def line(vals: Sequence[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(vals, widths, right)) + " |"
+        padded = (v.rjust(w) if r else v.ljust(w) for v, w, r in zip(vals, widths, right, strict=True))
+        return "| " + " | ".join(padded) + " |"
 
     out = []
     if title:
         out += [f"### {title}", ""]
     out.append(line(headers))
-    out.append("|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right)) + "|")
+    rule = (("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right, strict=True))
+    out.append("|" + "|".join(rule) + "|")
     out += [line(r) for r in cells]
     return "\n".join(out)
 

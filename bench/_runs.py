@@ -1,0 +1,71 @@
+"""One lab run as a flat, JSON-able row: result, model ratio and where the time went.
+
+Shared by fidelity.py and sweep_speed.py (run_all.py hands sweep_speed's serial rows to
+fidelity.py, so the case study runs serially once and serves both tables).
+Import after _common.setup_env().
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import _timeline
+
+from lab.clients import get_client
+from lab.runs import Run, execute
+from lab.scenarios import get_scenario
+from lab.spec import build_spec
+
+TOLERANCE = 0.05
+QUICK_SERVER = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    client: str
+    server: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def case_study(quick: bool = False, keys: tuple[str, ...] | None = None) -> list[Case]:
+    rows = get_scenario("case-study").rows
+    if keys:
+        rows = tuple(r for r in rows if r.key in keys)
+    return [Case(r.key, r.client, {**r.server, **(QUICK_SERVER if quick else {})}) for r in rows]
+
+
+def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
+    """Execute one case (fresh server, as `lab run` does) and flatten the result."""
+    _timeline.keep_lab_logs()
+    spec = build_spec(case.server)
+    t_start = time.perf_counter()
+    run = execute(Run(client=case.client, server=spec, label=case.key), timeout=600)
+    t_end = time.perf_counter()
+    text = _timeline.last_lab_log()
+    tl = _timeline.parse(text) if text else None
+    split = tl.split(run.duration_s) if tl else {}
+    parallel = get_client(case.client).parallel
+    ratio = run.ratio
+    if ratio is None:
+        ok = None
+    elif parallel:
+        ok = ratio <= 1 + TOLERANCE / 5  # an upper bound: overlap can only make it faster
+    else:
+        ok = abs(ratio - 1) <= TOLERANCE
+    b = run.backend
+    origin = t_origin if t_origin is not None else t_start
+    return {
+        "key": case.key, "client": case.client, "note": case.note, "parallel": parallel,
+        "zeromode": spec.zeromode, "fastzeromode": spec.fastzeromode, "size": spec.size, "pattern": spec.pattern,
+        "maxdata": spec.maxdata, "delay_write": spec.delay_write, "delay_zero": spec.delay_zero,
+        "status": run.status, "error": run.error, "verified": run.verified,
+        "setup_s": run.setup_s, "duration_s": run.duration_s, "predicted_s": run.predicted_s, "ratio": ratio,
+        "ok": ok, "write_ops": b.write_ops if b else None, "zero_ops": b.zero_ops if b else None,
+        "write_bytes": b.write_bytes if b else None,
+        "server_extra_s": (split["service_s"] - run.predicted_s) if tl and run.predicted_s is not None else None,
+        "gaps_s": split.get("gaps_s"), "lead_s": split.get("lead_s"), "requests": split.get("requests"),
+        "start_s": t_start - origin, "end_s": t_end - origin,
+    }

@@ -1,0 +1,204 @@
+"""Is the lab faithful? measured / predicted for every case-study row and a geometry sweep.
+
+The model (lab/model.py) says a client with one request in flight pays every backend
+request's delay in series: predicted = writes x delay-write + zeroes x delay-zero. Anything
+above that is time the sleep model does not see. Each row is split, from the log filter's
+timestamps (bench/_timeline.py), into
+- server extra: time inside nbdkit per request beyond the sleeps (splitting, copying, waking up);
+- client gaps:  time between a reply and the client's next request (its own per-request work);
+- lead:         client start to first request plus last reply to exit (process start, handshake).
+So a miss says where the time went, not just that it went.
+
+Runs are sleep-bound, so several go at once (--workers); the sweep's few data-heavy runs
+are CPU-bound and the 2-core machine is shared, which the notes next to them say.
+Parallel clients (nbdcopy) overlap their requests: for them the serial sum is an upper
+bound, and the check is ratio <= 1.
+
+Last, a three-term fit over the in-order rows (extra = a x backend ops + b x MiB stored + c
+per run) shows how much of the misses a per-machine calibration of the model would absorb.
+`--case-study-from FILE` takes the case-study rows from sweep_speed.py's serial pass (run_all
+does this, so the 19 rows run once, one at a time, with no contention from each other).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from _common import machine_note, parser, setup_env, table, verdict, write_json
+
+TMP = setup_env()
+
+from _runs import QUICK_SERVER, TOLERANCE, Case, case_study, run_case  # noqa: E402
+
+from lab.units import format_delay, format_size  # noqa: E402
+
+# Geometries chosen so each run predicts 1-4 s: long enough for a 5% reading, short enough
+# to run the whole sweep in about a minute. Sizes 16 MiB-1 GiB, five patterns, delays
+# 1-20 ms, maxdata 64k-1M; server A (zeroes cheap) and B (zeroes emulated as writes).
+# Last field: the clients (qemu-2.7 sends every hole as zero bytes: minutes on 1 GiB).
+ALL = ("qemu-4.2", "qemu-2.7", "qemu-img")
+NO_27 = ("qemu-4.2", "qemu-img")
+GEOMETRIES: tuple[tuple[str, dict[str, Any], str, tuple[str, ...]], ...] = (
+    ("16M alt:1M 64k 10ms", {"size": "16M", "pattern": "alternate:1M", "maxdata": "64k",
+                             "delay_write": "10ms", "delay_zero": "5ms"}, "small requests", ALL),
+    ("32M full 64k 1ms", {"size": "32M", "pattern": "full", "maxdata": "64k", "delay_write": "1ms",
+                          "delay_zero": "1ms"}, "1 ms delays: per-request cost shows", ALL),
+    ("64M alt:64k 256k 5ms", {"size": "64M", "pattern": "alternate:64k", "maxdata": "256k",
+                              "delay_write": "5ms", "delay_zero": "2ms", "zeromode": "plugin"},
+     "512 small extents, server A", NO_27),
+    ("64M alt:1M:3M 256k 20ms", {"size": "64M", "pattern": "alternate:1M:3M", "maxdata": "256k",
+                                 "delay_write": "20ms", "delay_zero": "5ms", "zeromode": "plugin"}, "server A", NO_27),
+    ("128M alt:1M 1M 20ms B", {"size": "128M", "pattern": "alternate:1M", "maxdata": "1M",
+                               "delay_write": "20ms", "delay_zero": "5ms", "zeromode": "emulate"}, "server B", ALL),
+    ("256M alt:4M:12M 1M 20ms", {"size": "256M", "pattern": "alternate:4M:12M", "maxdata": "1M",
+                                 "delay_write": "20ms", "delay_zero": "5ms", "zeromode": "plugin"}, "server A", NO_27),
+    ("1G alt:1M:31M 1M 20ms", {"size": "1G", "pattern": "alternate:1M:31M", "maxdata": "1M",
+                               "delay_write": "20ms", "delay_zero": "5ms", "zeromode": "plugin"},
+     "1 GiB, 32 MiB data, server A", NO_27),
+    ("1G empty 1M 2/20ms", {"size": "1G", "pattern": "empty", "maxdata": "1M", "delay_write": "2ms",
+                            "delay_zero": "20ms", "zeromode": "plugin", "fastzeromode": "none"},
+     "1 GiB all hole; qemu-2.7 moves 1 GiB of zero bytes", ALL),
+)
+
+
+def sweep_cases(quick: bool) -> list[Case]:
+    out = []
+    for name, server, note, clients in (GEOMETRIES[:2] if quick else GEOMETRIES):
+        for client in clients[:1] if quick else clients:
+            out.append(Case(f"{name} / {client}", client, {**server, **(QUICK_SERVER if quick else {})}, note))
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def _row(r: dict[str, Any], geometry: bool) -> list[Any]:
+    target = "<= 1.01 (bound)" if r["parallel"] else f"1 +- {TOLERANCE:.2f}"
+    head = [r["key"]]
+    if geometry:
+        head += [format_size(r["size"]), r["pattern"], format_size(r["maxdata"]),
+                 f"{format_delay(r['delay_write'])}/{format_delay(r['delay_zero'])}", r["zeromode"]]
+    else:
+        head += [r["client"], r["zeromode"], r["fastzeromode"]]
+    status = "yes" if r["verified"] else f"NO ({r['status']}: {r['error']})"
+    return [*head, r["duration_s"], r["predicted_s"], f"{r['ratio']:.3f}" if r["ratio"] else "-", target,
+            verdict(r["ok"]), _ms(r["server_extra_s"]), _ms(r["gaps_s"]), _ms(r["lead_s"]),
+            r["write_ops"], r["zero_ops"], status]
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """Gaussian elimination for the small normal equations of the fit."""
+    n = len(b)
+    m = [[*row, b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if abs(m[piv][col]) < 1e-12:
+            return None
+        m[col], m[piv] = m[piv], m[col]
+        for r in range(n):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                m[r] = [x - f * y for x, y in zip(m[r], m[col], strict=True)]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
+def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Least-squares fit extra = a*ops + b*MiB + c over in-order rows; ratio after correction."""
+    use = [r for r in rows if not r["parallel"] and r["duration_s"] and r["predicted_s"] is not None]
+    if len(use) < 4:
+        return None
+    xs = [[(r["write_ops"] or 0) + (r["zero_ops"] or 0), (r["write_bytes"] or 0) / (1 << 20), 1.0] for r in use]
+    ys = [r["duration_s"] - r["predicted_s"] for r in use]
+    ata = [[sum(x[i] * x[j] for x in xs) for j in range(3)] for i in range(3)]
+    aty = [sum(x[i] * y for x, y in zip(xs, ys, strict=True)) for i in range(3)]
+    coef = _solve(ata, aty)
+    if coef is None:
+        return None
+    within = 0
+    worst = 0.0
+    for r, x in zip(use, xs, strict=True):
+        cal = r["predicted_s"] + sum(c * v for c, v in zip(coef, x, strict=True))
+        q = r["duration_s"] / cal
+        worst = max(worst, abs(q - 1))
+        within += abs(q - 1) <= TOLERANCE
+    return {"ms_per_op": coef[0] * 1000, "ms_per_mib": coef[1] * 1000, "ms_per_run": coef[2] * 1000,
+            "within": within, "rows": len(use), "worst": worst}
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, default=3, help="runs at once (sleep-bound; default 3)")
+    p.add_argument("--only", choices=("case-study", "sweep"), help="run one part only")
+    p.add_argument("--case-study-from", metavar="FILE", help="sweep_speed.py --json output: reuse its serial rows")
+    args = p.parse_args()
+    print(machine_note(), file=sys.stderr)
+    t0 = time.perf_counter()
+    study_rows: list[dict[str, Any]] = []
+    todo: list[Case] = []
+    source = f"{args.workers} at a time"
+    if args.only != "sweep":
+        if args.case_study_from:
+            study_rows = json.loads(Path(args.case_study_from).read_text())["serial"]
+            source = "serial rows from sweep_speed.py"
+        else:
+            todo += case_study(args.quick, ("ref-none", "ref-plugin-default", "nbdcopy-A") if args.quick else None)
+    if args.only != "case-study":
+        todo += sweep_cases(args.quick)
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        done = list(pool.map(run_case, todo))
+    wall = time.perf_counter() - t0
+    sweep_keys = {c.key for c in sweep_cases(args.quick)}
+    study_rows += [r for r in done if r["key"] not in sweep_keys]
+    sweep_rows = [r for r in done if r["key"] in sweep_keys]
+
+    split_heads = ["server extra ms", "client gaps ms", "lead ms", "writes", "zeroes", "verified"]
+    ratio_heads = ["measured s", "predicted s", "measured/predicted", "target", ""]
+    quick = " (--quick: 8M, 1ms; ratios not meaningful)" if args.quick else ""
+    if study_rows:
+        print(table(["row", "client", "zeromode", "fastzero", *ratio_heads, *split_heads],
+                    [_row(r, False) for r in study_rows],
+                    title=f"Fidelity: case study, 100M alternate:1M, 256k, 20ms/5ms ({source}){quick}"))
+        print()
+    if sweep_rows:
+        print(table(["geometry / client", "size", "pattern", "maxdata", "delay w/z", "zeromode", *ratio_heads,
+                     *split_heads], [_row(r, True) for r in sweep_rows],
+                    title=f"Fidelity: geometry sweep ({args.workers} at a time){quick}"))
+        print()
+    rows = study_rows + sweep_rows
+    serial = [r for r in rows if not r["parallel"] and r["ok"] is not None]
+    bound = [r for r in rows if r["parallel"]]
+    summary = [["case study, in-order clients", *_count([r for r in study_rows if not r["parallel"]])],
+               ["geometry sweep, in-order clients", *_count([r for r in sweep_rows if not r["parallel"]])],
+               ["parallel clients under the serial bound", *_count(bound)]]
+    print(table(["check", "within target", "rows", ""], summary))
+    cal = calibrate(rows)
+    if cal:
+        print()
+        print(table(["fit over in-order rows", "ms per backend op", "ms per MiB stored", "ms per run",
+                     "rows within 5% after correction", "worst deviation after"],
+                    [["extra = a*ops + b*MiB + c", f"{cal['ms_per_op']:.3f}", f"{cal['ms_per_mib']:.3f}",
+                      f"{cal['ms_per_run']:.1f}", f"{cal['within']}/{cal['rows']}", f"{cal['worst']:.3f}"]]))
+    print()
+    print(f"{len(todo)} runs here in {wall:.1f} s wall")
+    print(machine_note())
+    write_json(args.json, {"wall_s": wall, "rows": rows, "calibration": cal, "serial_ok": len(serial)})
+    failed = [r["key"] for r in rows if r["status"] != "succeeded"]
+    if failed:
+        print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _count(rows: list[dict[str, Any]]) -> list[Any]:
+    ok = sum(1 for r in rows if r["ok"])
+    return [f"{ok}/{len(rows)}", len(rows), verdict(ok == len(rows)) if rows else "-"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
