@@ -67,7 +67,7 @@ export function clock(epoch) {
   if (!epoch) return "–";
   const d = new Date(epoch * 1000);
   const today = new Date();
-  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
   return d.toDateString() === today.toDateString() ? hm : `${d.toLocaleDateString()} ${hm}`;
 }
 
@@ -86,6 +86,19 @@ export function groupName(g) {
 export function serverSummary(s) {
   if (!s) return "";
   return `zeromode=${s.zeromode} fastzeromode=${s.fastzeromode}`;
+}
+
+// The geometry in a few characters, or "" when it is the talk's own (100M, 20ms/5ms, ...).
+export function shortGeometry(s, defaults) {
+  if (!s || !defaults) return "";
+  const parts = [];
+  if (s.size !== defaults.size) parts.push(size(s.size));
+  if (s.pattern !== defaults.pattern) parts.push(s.pattern);
+  if (s.maxdata !== defaults.maxdata) parts.push(`maxdata ${size(s.maxdata)}`);
+  if (s.delay_write !== defaults.delay_write || s.delay_zero !== defaults.delay_zero) {
+    parts.push(`w ${delay(s.delay_write)} z ${delay(s.delay_zero)}`);
+  }
+  return parts.join(" · ");
 }
 
 export function geometry(s) {

@@ -46,7 +46,8 @@ function showFormError(text, field = null) {
 
 function describeClient() {
   const c = config.clients.find((x) => x.id === form.elements.client.value);
-  $("client-desc").textContent = c ? `${c.era ? c.era + ". " : ""}${c.description || ""}` : "";
+  $("client-desc").textContent = c ? c.description || "" : "";
+  $("client-desc").title = c ? c.description || "" : "";
 }
 
 function applyPreset(name) {
@@ -72,11 +73,12 @@ function renderFlags(flags, note = null) {
     list.replaceChildren(el("li", { class: "flag flag-unknown" }, note || "probing…"));
     return;
   }
-  const items = Object.entries(flags)
-    .filter(([k, v]) => k.startsWith("can_") && typeof v === "boolean")
+  // The four flags the story turns on; the probe reports more (fua, multi_conn, ...).
+  const items = ["can_zero", "can_fast_zero", "can_trim", "can_flush"]
+    .filter((k) => typeof flags[k] === "boolean")
+    .map((k) => [k, flags[k]])
     .map(([k, v]) => el("li", { class: `flag ${v ? "flag-yes" : "flag-no"}`, title: v ? "advertised" : "not advertised" },
       `${v ? "✓" : "✗"} ${k}`));
-  if (flags.block_size_max) items.push(el("li", { class: "flag flag-unknown" }, `max request ${f.size(flags.block_size_max)}`));
   list.replaceChildren(...items);
 }
 

@@ -1,6 +1,6 @@
 // How one run looks: a live card while it goes, a table row once it is done.
 
-import { isPresenter } from "./api.js";
+import { config, isPresenter } from "./api.js";
 import * as f from "./format.js";
 import { FINAL, liveElapsed, store } from "./live.js";
 
@@ -56,7 +56,6 @@ export function renderCard(run, node = null) {
     head.append(el("button", { type: "button", class: "btn btn-small btn-danger cancel", dataset: { cancel: run.id } }, "Cancel"));
   }
 
-  const sizeBytes = run.server ? run.server.size : 0;
   let fraction = 0;
   if (done) fraction = run.status === "succeeded" ? 1 : progress ? progress.fraction : 0;
   else if (progress) fraction = progress.fraction || 0;
@@ -80,7 +79,8 @@ export function renderCard(run, node = null) {
     const b = progress.backend || {};
     const wire = wireOf(run, progress);
     stats.append(
-      stat("copied", `${f.bytes(progress.bytes_done)} of ${f.bytes(sizeBytes)}`),
+      stat("done", `${Math.round((progress.fraction || 0) * 100)}%`),
+      stat("requests cover", f.bytes(progress.bytes_done)),
       stat("elapsed", f.seconds(liveElapsed(run.id), 1)),
       stat("predicted so far", f.seconds(progress.predicted_so_far_s, 1)),
       stat("writes", b.write_ops ?? 0),
@@ -104,8 +104,8 @@ function td(label, content, cls = null) {
 }
 
 function verifiedCell(run) {
-  if (run.status === "succeeded" && run.verified) return el("span", { class: "ok" }, "✓ yes");
-  if (run.verified === false) return el("span", { class: "bad" }, "✗ NO");
+  if (run.status === "succeeded" && run.verified) return el("span", { class: "ok", title: "the copy matches the source" }, "✓");
+  if (run.verified === false) return el("span", { class: "bad", title: "the copy does NOT match the source" }, "✗ NO");
   if (run.status === "failed" || run.status === "interrupted") return el("span", { class: "bad" }, run.status);
   if (run.status === "cancelled") return el("span", { class: "muted" }, "cancelled");
   return el("span", { class: "muted" }, run.status);
@@ -114,20 +114,21 @@ function verifiedCell(run) {
 export function renderRow(run, isNew = false) {
   const g = f.group(run.server);
   const tr = el("tr", { dataset: { runId: run.id, status: run.status }, class: [failed(run) ? "is-failed" : "", isNew ? "is-new" : ""].join(" ").trim() || null });
+  const geo = f.shortGeometry(run.server, config.spec_defaults);
   const server = el("div", {},
     el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g),
-    el("span", { class: "mono" }, f.serverSummary(run.server)),
-    el("div", { class: "hint" }, f.geometry(run.server)));
+    el("span", { class: "mono nowrap" }, `${run.server.zeromode} / ${run.server.fastzeromode}`),
+    geo ? el("div", { class: "hint" }, geo) : null);
   if (run.error && run.status !== "succeeded") server.append(el("span", { class: "err" }, run.error));
   tr.append(
-    td("When", f.clock(run.started_at || run.created_at)),
-    td("Client", [el("b", {}, run.client), run.label ? el("div", { class: "hint" }, run.label) : null]),
+    td("Run", [el("b", { class: "nowrap" }, run.client),
+      el("div", { class: "hint" }, [f.clock(run.started_at || run.created_at), run.label].filter(Boolean).join(" · "))]),
     td("Server", server),
-    td("Time", f.seconds(run.duration_s), "num"),
-    td("Predicted", f.seconds(run.predicted_s), "num"),
+    td("Time", [el("b", {}, f.seconds(run.duration_s)),
+      run.predicted_s !== null && run.predicted_s !== undefined ? el("div", { class: "hint" }, `${f.seconds(run.predicted_s)} pred.`) : null], "num"),
     td("Verified", verifiedCell(run)),
-    td("Backend writes", run.backend ? run.backend.write_ops : "–", "num"),
-    td("Backend zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
+    td("Writes", run.backend ? run.backend.write_ops : "–", "num"),
+    td("Zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
     td("Fast zero sent / refused", fastZeroText(run.wire), "num"),
   );
   return tr;

@@ -5,7 +5,6 @@ import { barFor, buildModel, drawChart, rowSpec, runsByKey, runsForRow } from ".
 import { init, onKey, onRoleChange, onThemeChange, showMessage } from "./common.js";
 import * as f from "./format.js";
 import { start, store, subscribe } from "./live.js";
-import { fastZeroText } from "./runview.js";
 
 const $ = (id) => document.getElementById(id);
 const el = f.el;
@@ -82,23 +81,22 @@ function outcome(bars) {
   const box = $("outcome");
   const finished = bars.every((b) => b.state === "done" || b.state === "failed") && bars.length > 0;
   if (!finished) { box.hidden = true; return; }
-  const facts = bars.map((b) => {
+  const times = bars.map((b) => {
     const name = laneName(b.row, b.group || f.group(rowSpec(b.row)));
-    if (b.state === "failed") return `${name}: failed`;
-    const bk = b.run.backend || {};
-    return `${name} ${f.seconds(b.value)} (${bk.write_ops} writes, ${bk.zero_ops} zeroes, ${fastZeroText(b.run.wire)} fast zero sent/refused)`;
+    return b.state === "failed" ? `${name} failed` : `${name} took ${f.seconds(b.value)}`;
   });
-  let verdict = "";
+  let verdict = times.join(", ") + ".";
   const [a, b] = bars;
   if (bars.length === 2 && a.state === "done" && b.state === "done" && a.value && b.value) {
     const ratio = b.value / a.value;
-    verdict = ratio > 1.15 ? `Server A was ${ratio.toFixed(1)}× faster.` : ratio < 1 / 1.15 ? `Server B was ${(1 / ratio).toFixed(1)}× faster.` : "Both servers took about the same time.";
+    verdict += ratio > 1.15 ? ` Server A was ${ratio.toFixed(1)}× faster.` : ratio < 1 / 1.15
+      ? ` Server B was ${(1 / ratio).toFixed(1)}× faster.` : " About the same time.";
   } else if (bars.length === 1 && a.state === "done" && a.run.predicted_s) {
-    verdict = `The delay model predicted ${f.seconds(a.run.predicted_s)}: the time is the request count times the delay.`;
+    verdict += ` The delay model predicted ${f.seconds(a.run.predicted_s)}.`;
   }
   box.replaceChildren(
     el("h3", {}, "Outcome"),
-    el("p", { class: "facts" }, facts.join(" · "), verdict ? el("br") : null, verdict),
+    el("p", { class: "verdict" }, verdict),
     act().takeaway ? el("p", { class: "why" }, el("b", {}, "Why: "), act().takeaway) : null,
   );
   box.hidden = false;
