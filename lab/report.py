@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import Any, TextIO
 
@@ -95,4 +96,13 @@ def scenario_table(title: str, runs: list[Run]) -> str:
             f"{(w.fast_zero if w else 0):4}{(w.fast_zero_failed if w else 0):4}  "
             f"{'yes' if r.verified else 'NO'}{'' if r.status == 'succeeded' else ' ' + r.status}"
         )
+    # Rows whose 2019 counts this nbdkit cannot give (see the reference's nbdkit_1_32 note).
+    notes = [(r.label or r.id, (r.reference or {}).get("nbdkit_1_32") or {}) for r in runs]
+    notes = [(label, n) for label, n in notes if "write_ops" in n]
+    if notes:
+        out += ["", "Differs from 2019 on this nbdkit:"]
+        for label, n in notes:
+            expect = f"expect {n['write_ops']} writes, {n['zero_ops']} zeroes, ~{n['predicted_s']:g} s"
+            out += textwrap.wrap(f"{label}: {expect}. {n['why']}", width=110, initial_indent="  ",
+                                 subsequent_indent="    ")
     return "\n".join(out)
