@@ -39,13 +39,14 @@ class EventBus:
         type_: str,
         run_id: str | None = None,
         sweep_id: str | None = None,
-        run: dict[str, Any] | None = None,
-        sweep: dict[str, Any] | None = None,
+        *,
+        save_run: dict[str, Any] | None = None,
+        save_sweep: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Event:
-        """Persist (with `run`/`sweep` rows in the same transaction), then fan out."""
+        """Persist (with the `save_run`/`save_sweep` rows in the same transaction), then fan out."""
         with self._lock:
-            ev = self.store.append_event(type_, run_id, sweep_id, fields, run=run, sweep=sweep)
+            ev = self.store.append_event(type_, run_id, sweep_id, fields, run=save_run, sweep=save_sweep)
             for sub in self._subs:
                 sub._offer(ev)
         return ev

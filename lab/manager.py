@@ -215,7 +215,7 @@ class Manager:
     def _enqueue(self, run: Run) -> dict[str, Any]:
         run.status = "queued"
         row = run.to_dict()
-        self.bus.publish("state", run.id, run.sweep_id, run=row, status="queued", phase="queued")
+        self.bus.publish("state", run.id, run.sweep_id, save_run=row, status="queued", phase="queued")
         self._pending.append(_Job(run))
         self._cond.notify()
         return row
@@ -288,7 +288,7 @@ class Manager:
                 run.sweep_id = sweep.id
             self._sweeps[sweep.id] = sweep
             d = sweep.to_dict()
-            self.bus.publish("sweep", None, sweep.id, sweep=d, **sweep_event_fields(d))
+            self.bus.publish("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
             for run in runs:
                 self._enqueue(run)
             return d
@@ -492,7 +492,7 @@ class Manager:
         fields = {k: v for k, v in ev.items() if k not in ("type", "run_id")}
         type_ = ev.get("type", "progress")
         row = run.to_dict() if type_ == "state" else None
-        self._publish_safe(type_, run.id, run.sweep_id, run=row, **fields)
+        self._publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
         if type_ == "state" and run.sweep_id is not None:
             self._sweep_started(run.sweep_id)
 
@@ -506,15 +506,15 @@ class Manager:
         run = job.run
         row = run.to_dict()
         try:
-            self.bus.publish("state", run.id, run.sweep_id, run=row, status=run.status, phase="finished")
+            self.bus.publish("state", run.id, run.sweep_id, save_run=row, status=run.status, phase="finished")
         except Exception:
             log.exception("saving run %s", run.id)
             with contextlib.suppress(Exception):
                 self.store.save_run(row)
         self._publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
-        job.done.set()
         if run.sweep_id is not None:
             self._sweep_progress(run)
+        job.done.set()
 
     def _sweep_started(self, sweep_id: str) -> None:
         with self._cond:
@@ -523,7 +523,7 @@ class Manager:
                 return
             sweep.status, sweep.started_at = "running", time.time()
             d = sweep.to_dict()
-            self._publish_safe("sweep", None, sweep.id, sweep=d, **sweep_event_fields(d))
+            self._publish_safe("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
 
     def _sweep_progress(self, run: Run) -> None:
         with self._cond:
@@ -538,7 +538,7 @@ class Manager:
             elif sweep.status == "queued":
                 sweep.status, sweep.started_at = "running", sweep.started_at or time.time()
             d = sweep.to_dict()
-            self._publish_safe("sweep", None, sweep.id, sweep=d, last_run_id=run.id, **sweep_event_fields(d))
+            self._publish_safe("sweep", None, sweep.id, save_sweep=d, last_run_id=run.id, **sweep_event_fields(d))
             if done:
                 self._publish_safe("sweep_done", None, sweep.id, status=sweep.status, sweep=d)
 

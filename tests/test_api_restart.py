@@ -1,0 +1,138 @@
+"""Restarts: what was queued or running comes back `interrupted`, finished results intact,
+event ids continue, and a watcher resumes across the restart with Last-Event-ID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from apiutil import FAST, SLOW, client_for, sse_events, start_run, wait_final, wait_for
+
+from lab import procs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_graceful_stop_then_restart(tmp_path):
+    data = tmp_path / "data"
+    with client_for(data, workers=1) as api:
+        done = wait_final(api, start_run(api)["id"])
+        running = start_run(api, **SLOW)
+        queued = start_run(api)
+        wait_for(lambda: api.get(f"/api/runs/{running['id']}").json()["status"] == "running")
+    with client_for(data, workers=1) as api:
+        assert api.get(f"/api/runs/{done['id']}").json() == done
+        for rid in (running["id"], queued["id"]):
+            row = api.get(f"/api/runs/{rid}").json()
+            assert row["status"] == "interrupted" and "shut down" in row["error"]
+
+
+def test_kill_9_during_runs_then_restart(tmp_path):
+    data = tmp_path / "data"
+    port = _free_port()
+    env = {**os.environ, "LAB_DATA_DIR": str(data), "LAB_WORKERS": "2", "LAB_TOKEN": "",
+           "PYTHONPATH": str(REPO)}
+    log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            wait_for(lambda: _up(http), 30)
+            done = wait_final(http, start_run(http)["id"])
+            running = [start_run(http, **SLOW), start_run(http, **SLOW)]
+            queued = start_run(http)
+            for r in running:
+                wait_for(lambda r=r: http.get(f"/api/runs/{r['id']}").json()["status"] == "running")
+            last_seen = http.get("/api/runs").json()["last_event_id"]
+            helpers = [p for p in _descendants(proc.pid) if _alive(p)]
+            assert len(helpers) >= 2, "expected nbdkit and client processes under the service"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        # the kernel takes every helper down with the service (PR_SET_PDEATHSIG)
+        wait_for(lambda: not any(_alive(p) for p in helpers), 5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    stale = [d for d in procs.runtime_root().iterdir() if (d / "owner.pid").exists()
+             and (d / "owner.pid").read_text().strip() == str(proc.pid)]
+    assert stale, "a SIGKILLed service leaves its private dirs for the next start to sweep"
+
+    with client_for(data) as api:
+        assert not any(d.exists() for d in stale), "the next start swept them"
+        assert api.get(f"/api/runs/{done['id']}").json() == done, "a finished result is intact"
+        for rid in [r["id"] for r in running] + [queued["id"]]:
+            row = api.get(f"/api/runs/{rid}").json()
+            assert row["status"] == "interrupted", row
+            assert row["error"] == "the service stopped before this run finished"
+        # a watcher that saw everything up to the kill resumes with nothing missed or repeated
+        events = []
+        with api.stream("GET", "/api/events", headers={"Last-Event-ID": str(last_seen)}) as resp:
+            for ev in sse_events(resp.iter_lines()):
+                if "id" in ev:
+                    events.append(ev)
+                    if ev["event"] == "done" and ev["data"]["run_id"] == queued["id"]:
+                        break
+        ids = [int(e["id"]) for e in events]
+        assert ids[0] > last_seen and ids == sorted(set(ids))
+        interrupted = {e["data"]["run_id"] for e in events if e["event"] == "done"}
+        assert interrupted == {r["id"] for r in running} | {queued["id"]}
+        # a run stream resumed from before the kill ends with the run's done event
+        with api.stream("GET", f"/api/runs/{running[0]['id']}/events",
+                        headers={"Last-Event-ID": str(last_seen)}) as resp:
+            tail = [e for e in sse_events(resp.iter_lines()) if "id" in e]
+        assert [e["event"] for e in tail][-2:] == ["state", "done"]
+        assert tail[-1]["data"]["status"] == "interrupted"
+        # new work gets new, higher ids
+        fresh = start_run(api, **FAST)
+        wait_final(api, fresh["id"])
+        assert api.get("/api/runs").json()["last_event_id"] > max(ids)
+
+
+def _up(http: httpx.Client) -> bool:
+    try:
+        return http.get("/api/health").status_code == 200
+    except httpx.TransportError:
+        time.sleep(0.1)
+        return False
