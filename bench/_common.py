@@ -8,8 +8,10 @@ seconds, used by tests/test_bench_smoke.py) and `--json PATH` (raw figures, for 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -30,12 +32,30 @@ def setup_env() -> Path:
     cache (var/images), the one `lab run` fills, so a re-run finds its images built.
     """
     tmp = Path(tempfile.mkdtemp(prefix="fzl-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
     os.environ["LAB_RUNTIME_DIR"] = str(tmp / "run")
     os.environ["LAB_DATA_DIR"] = str(tmp / "data")
     os.environ.setdefault("LAB_IMAGE_DIR", str(ROOT / "var" / "images"))
     if ROOT not in map(Path, sys.path):
         sys.path.insert(0, str(ROOT))
     return tmp
+
+
+def strip_debug(argv: list[str]) -> list[str]:
+    """The lab's nbdkit argv without its instrumentation (-v and the datapath debug stream)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "-v":
+            continue
+        if a == "-D":
+            skip = True
+            continue
+        out.append(a)
+    return out
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -69,3 +69,8 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         "gaps_s": split.get("gaps_s"), "lead_s": split.get("lead_s"), "requests": split.get("requests"),
         "start_s": t_start - origin, "end_s": t_end - origin,
     }
+
+
+def warm_up() -> None:
+    """One tiny run first, so the first measured row does not pay for imports and cold caches."""
+    run_case(Case("warm-up", "qemu-4.2", dict(QUICK_SERVER)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,8 +79,9 @@ def parse_file(path: Path) -> Timeline | None:
 
 # --- keeping the lab's own log ------------------------------------------------------------
 # execute() starts and stops its own server and removes its private dir, log included.
-# The bench swaps in a Server that reads its log just before stopping; the copy itself runs
-# exactly as before. The log lands in a thread-local, so worker threads do not mix runs up.
+# The bench swaps in a Server that reads its log just before stopping (and clocks its
+# debug-stream reader's CPU); the copy itself runs exactly as before. Both land in a
+# thread-local, so worker threads do not mix runs up.
 
 _kept = threading.local()
 
@@ -94,10 +96,19 @@ def keep_lab_logs() -> None:
     class LogKeepingServer(Server):
         _keeps_log = True
 
+        def _read_stderr(self) -> None:
+            # Runs in the reader thread: its CPU time is the cost of parsing nbdkit's debug stream.
+            t0 = time.thread_time()
+            try:
+                super()._read_stderr()
+            finally:
+                self.reader_cpu_s = time.thread_time() - t0
+
         def stop(self) -> None:
             if self.dir is not None and (self.dir / "wire.log").exists():
                 _kept.text = (self.dir / "wire.log").read_text(errors="replace")
             super().stop()
+            _kept.reader_cpu_s = getattr(self, "reader_cpu_s", None)
 
     lab.runs.Server = LogKeepingServer
 
@@ -107,3 +118,8 @@ def last_lab_log() -> str | None:
     text = getattr(_kept, "text", None)
     _kept.text = None
     return text
+
+
+def last_reader_cpu() -> float | None:
+    """CPU seconds the debug-stream reader thread of the last stopped server used (this thread)."""
+    return getattr(_kept, "reader_cpu_s", None)

@@ -33,7 +33,7 @@ from _common import machine_note, parser, setup_env, table, verdict, write_json
 
 TMP = setup_env()
 
-from _runs import QUICK_SERVER, TOLERANCE, Case, case_study, run_case  # noqa: E402
+from _runs import QUICK_SERVER, TOLERANCE, Case, case_study, run_case, warm_up  # noqa: E402
 
 from lab.units import format_delay, format_size  # noqa: E402
 
@@ -138,6 +138,7 @@ def main() -> int:
     p.add_argument("--case-study-from", metavar="FILE", help="sweep_speed.py --json output: reuse its serial rows")
     args = p.parse_args()
     print(machine_note(), file=sys.stderr)
+    warm_up()
     t0 = time.perf_counter()
     study_rows: list[dict[str, Any]] = []
     todo: list[Case] = []

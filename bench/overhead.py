@@ -32,6 +32,7 @@ from _common import (
     median,
     parser,
     setup_env,
+    strip_debug,
     table,
     verdict,
     within,
@@ -47,23 +48,6 @@ from lab.spec import ServerSpec, build_spec  # noqa: E402
 
 RATIO_LO, RATIO_HI = 0.98, 1.02
 SETUP_TARGET_S = 0.150
-
-
-def strip_debug(argv: list[str]) -> list[str]:
-    """The lab's argv without its instrumentation (-v and the datapath debug stream)."""
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "-v":
-            continue
-        if a == "-D":
-            skip = True
-            continue
-        out.append(a)
-    return out
 
 
 def bare_argv(spec: ServerSpec, workdir: Path, run_cmd: str) -> list[str]:
