@@ -14,7 +14,10 @@ export const store = {
   progress: new Map(),  // id -> last progress event, plus receivedAt (ms)
   phase: new Map(),     // id -> "setup" | "copy" | "verify"
   loaded: false,
+  seen: { state: 0, progress: 0, done: 0, other: 0 }, // events applied, by type
 };
+// For a look from the browser console (and the browser tests).
+window.lab = { store };
 
 const subscribers = new Set();
 export function subscribe(fn) { subscribers.add(fn); return () => subscribers.delete(fn); }
@@ -62,6 +65,7 @@ function fetchRun(id) {
 
 function handle(ev) {
   if (!ev || typeof ev !== "object") return;
+  store.seen[ev.type in store.seen ? ev.type : "other"] += 1;
   const id = ev.run_id || (ev.run && ev.run.id);
   switch (ev.type) {
     case "state": {

@@ -1,0 +1,70 @@
+"""Browser fixtures: a real `lab serve` on a free port (labservice.py) and Debian's Chromium via Playwright."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from labservice import LabService
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator:
+    services: list[LabService] = []
+
+    def make(token: str | None = None) -> LabService:
+        svc = LabService(tmp_path / f"data{len(services)}", token).start()
+        services.append(svc)
+        return svc
+
+    yield make
+    for svc in services:
+        svc.stop()
+
+
+@pytest.fixture
+def service(service_factory) -> LabService:
+    return service_factory()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/install.sh --dev installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Console:
+    """Console errors and uncaught exceptions of one page."""
+
+    def __init__(self, page) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+
+@pytest.fixture
+def new_page(browser) -> Iterator:
+    contexts = []
+
+    def make(width: int = 1280, height: int = 720):
+        ctx = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(30_000)
+        page.console = Console(page)
+        return page
+
+    yield make
+    for ctx in contexts:
+        ctx.close()

@@ -1,0 +1,251 @@
+"""The dashboard in a real browser (Debian's Chromium) against a real `lab serve`.
+
+Small fast runs only (8 MiB, 1 ms delays), except one talk act at the talk's geometry.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+from labservice import SMALL, LabService
+
+pytestmark = pytest.mark.browser
+
+PAGES = ("/", "/results", "/talk")
+
+
+def wait_live(page) -> None:
+    page.wait_for_selector('#conn[data-state="live"]')
+
+
+def test_pages_load_without_console_errors(service: LabService, new_page) -> None:
+    page = new_page()
+    for path in PAGES:
+        page.goto(service.url + path)
+        wait_live(page)
+        page.wait_for_function("window.lab && window.lab.store.loaded")
+        assert page.title().startswith("fastzero-lab")
+    assert page.console.errors == []
+
+
+def test_pages_fit_a_phone(service: LabService, new_page) -> None:
+    page = new_page(390, 844)
+    for path in PAGES:
+        page.goto(service.url + path)
+        wait_live(page)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a 390px phone"
+    assert page.console.errors == []
+
+
+def test_flags_are_probed_before_running(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/")
+    wait_live(page)
+    page.click('[data-preset="A"]')
+    page.wait_for_selector("#flags .flag-yes:text('can_zero')")
+    page.wait_for_selector("#flags .flag-yes:text('can_fast_zero')")
+    page.select_option("#f-zeromode", "none")
+    page.wait_for_selector("#flags .flag-no:text('can_zero')")
+    # each probe's server is deleted again right after
+    deadline = time.monotonic() + 10
+    while service.get("/api/servers").json()["servers"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert service.get("/api/servers").json()["servers"] == []
+
+
+def test_run_from_the_form_shows_live_progress_then_a_history_row(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/")
+    wait_live(page)
+    # Record what the live card shows over time (statuses and bar values), whatever the frame rate.
+    page.evaluate("""() => {
+      window.seenCards = [];
+      new MutationObserver(() => {
+        for (const card of document.querySelectorAll('#live-list .run-card')) {
+          const bar = card.querySelector('[role=progressbar]');
+          window.seenCards.push({status: card.dataset.status, label: card.querySelector('.status').textContent,
+                                 value: bar ? Number(bar.getAttribute('aria-valuenow')) : null});
+        }
+      }).observe(document.getElementById('live-list'), {subtree: true, childList: true, attributes: true});
+    }""")
+    page.select_option("#f-client", "qemu-4.2")
+    page.click('[data-preset="A"]')
+    for name, value in SMALL.items():
+        page.fill(f"#f-{name}", value)
+    page.click("#run-btn")
+    row = page.wait_for_selector('#history-body tr[data-status="succeeded"]')
+    text = row.inner_text()
+    assert "qemu-4.2" in text and "plugin / default" in text and "✓" in text
+    seen = page.evaluate("window.seenCards")
+    statuses = [s["status"] for s in seen]
+    assert any(s in ("queued", "running") for s in statuses), statuses  # shown while it went
+    assert statuses[-1] == "succeeded"
+    assert page.evaluate("window.lab.store.seen.progress") >= 1
+    card = page.locator("#live-list .run-card").first
+    assert card.get_attribute("data-status") == "succeeded"
+    assert "verified" in card.inner_text()
+    # the row agrees with the API
+    run = service.get("/api/runs").json()["runs"][0]
+    assert str(run["backend"]["write_ops"]) in text
+    assert page.console.errors == []
+
+
+def test_bad_field_is_named_and_marked(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/")
+    wait_live(page)
+    page.fill("#f-size", "lots")
+    page.click("#run-btn")
+    page.wait_for_selector("#form-error:not([hidden])")
+    assert "size" in page.inner_text("#form-error")
+    assert page.get_attribute("#f-size", "aria-invalid") == "true"
+
+
+def test_chart_fills_live_and_exports(service: LabService, new_page, tmp_path: Path) -> None:
+    page = new_page()
+    page.goto(service.url + "/results")
+    wait_live(page)
+    page.wait_for_selector('#chart svg g.bar[data-row="ref-plugin-default"]')
+    # A sweep started elsewhere (a script on the API) fills the open chart.
+    r = service.post("/api/scenarios/case-study/runs",
+                     {"only": ["ref-plugin-default", "ref-emulate-default"], "server": SMALL})
+    assert r.status_code == 202, r.text
+    page.wait_for_selector('#chart svg g.bar[data-row="ref-plugin-default"][data-state="done"]')
+    page.wait_for_selector('#chart svg g.bar[data-row="ref-emulate-default"][data-state="done"]')
+    assert "2 of 19 rows measured" in page.inner_text("#sweep-status")
+    assert page.locator('#rows-body tr[data-row="ref-plugin-default"]').inner_text().count("✓") == 1
+
+    with page.expect_download() as dl:
+        page.click("#export-svg")
+    svg = Path(dl.value.path()).read_text()
+    assert svg.startswith("<?xml") and "<svg" in svg and 'data-row="ref-emulate-default"' in svg
+    with page.expect_download() as dl:
+        page.click("#export-png")
+    assert Path(dl.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with page.expect_download() as dl:
+        page.click("#dl-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+    assert {r["label"] for r in rows} == {"ref-plugin-default", "ref-emulate-default"}
+    assert all(r["status"] == "succeeded" for r in rows)
+    with page.expect_download() as dl:
+        page.click("#dl-json")
+    assert '"rows"' in Path(dl.value.path()).read_text()
+    assert page.console.errors == []
+
+
+def test_audience_sees_no_run_controls_and_presenter_signs_in(service_factory, new_page) -> None:
+    service = service_factory(token="s3cret-token")
+    page = new_page()
+    for path, control in (("/results", "#run-case-study"), ("/talk", "#act-run"), ("/", "#run-form")):
+        page.goto(service.url + path)
+        wait_live(page)
+        assert page.is_hidden(control), f"{control} is shown to the audience on {path}"
+    assert "Watching" in page.inner_text("#role")
+    assert "s3cret-token" not in page.content()
+
+    page.click("#role")
+    page.fill("#token-input", "wrong")
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#token-error:not([hidden])")
+    assert page.is_hidden("#run-form")
+    page.fill("#token-input", "s3cret-token")
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#run-form", state="visible")
+    assert "Presenter" in page.inner_text("#role")
+
+    for name, value in SMALL.items():
+        page.fill(f"#f-{name}", value)
+    page.click("#run-btn")  # sends the bearer token
+    page.wait_for_selector('#history-body tr[data-status="succeeded"]')
+
+    # another tab of the audience still watches, read-only
+    other = new_page()
+    other.goto(service.url + "/")
+    wait_live(other)
+    assert other.is_hidden("#run-form")
+    other.wait_for_selector('#history-body tr[data-status="succeeded"]')
+
+
+def test_page_shows_a_dead_service_and_recovers_after_restart(service: LabService, new_page) -> None:
+    run = service.post("/api/runs", {"client": "qemu-img", "server": SMALL}).json()
+    service.wait_run(run["id"])
+    page = new_page()
+    page.goto(service.url + "/")
+    wait_live(page)
+    page.wait_for_selector(f'#history-body tr[data-run-id="{run["id"]}"]')
+
+    service.stop()
+    page.wait_for_selector("#banner-conn", state="visible")
+    assert page.get_attribute("#conn", "data-state") == "reconnecting"
+    assert page.locator("#history-body tr").count() == 1  # what was there stays
+
+    service.start()
+    page.wait_for_selector('#conn[data-state="live"]')
+    page.wait_for_selector("#banner-conn", state="hidden")
+    assert page.locator(f'#history-body tr[data-run-id="{run["id"]}"]').count() == 1
+    # the stream is live again: a run started now appears without a reload
+    again = service.post("/api/runs", {"client": "nbdcopy", "server": SMALL}).json()
+    page.wait_for_selector(f'#history-body tr[data-run-id="{again["id"]}"][data-status="succeeded"]')
+    assert page.locator("#history-body tr").count() == 2
+
+
+def test_talk_keys(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/talk")
+    wait_live(page)
+    page.wait_for_selector("#act-count:text('Act 1 of 5')")
+    page.keyboard.press("ArrowRight")
+    assert page.text_content("#act-count") == "Act 2 of 5"
+    assert page.locator("#lanes .lane").count() == 2
+    page.keyboard.press("ArrowLeft")
+    assert page.text_content("#act-count") == "Act 1 of 5"
+    page.keyboard.press("End")
+    assert page.text_content("#act-count") == "Summary"
+    page.wait_for_selector("#talk-chart svg")
+    page.keyboard.press("?")
+    assert page.is_visible("#help")
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#help")
+    assert page.console.errors == []
+
+
+@pytest.mark.slow
+def test_talk_act_runs_both_servers_side_by_side(service: LabService, new_page) -> None:
+    """Act 2 at the talk's geometry: qemu-2.8 on server A and B at once, then the outcome and why."""
+    page = new_page()
+    page.goto(service.url + "/talk#2")
+    wait_live(page)
+    page.wait_for_selector("#act-count:text('Act 2 of 5')")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('.lane[data-state="running"]')
+    page.wait_for_selector("#outcome:not([hidden])", timeout=90_000)
+    lanes = page.locator("#lanes .lane")
+    assert [lanes.nth(i).get_attribute("data-state") for i in range(2)] == ["done", "done"]
+    outcome = page.inner_text("#outcome")
+    assert "Server A took" in outcome and "Server B took" in outcome and "Why:" in outcome
+    assert page.console.errors == []
+
+
+def test_screenshots(service: LabService, new_page) -> None:
+    """Screenshots at a projector's and a phone's size (test-artifacts/, or LAB_SCREENSHOT_DIR)."""
+    out = Path(os.environ.get("LAB_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "test-artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    run = service.post("/api/runs", {"client": "qemu-4.2", "server": {"zeromode": "plugin", **SMALL}}).json()
+    service.wait_run(run["id"])
+    for width, height in ((1280, 720), (390, 844)):
+        page = new_page(width, height)
+        for path, name in (("/", "lab"), ("/results", "case-study"), ("/talk", "talk")):
+            page.goto(service.url + path)
+            wait_live(page)
+            page.wait_for_timeout(300)  # let the first frame settle
+            target = out / f"{name}-{width}x{height}.png"
+            page.screenshot(path=str(target))
+            assert target.stat().st_size > 10_000
+        assert page.console.errors == []
