@@ -129,40 +129,42 @@ def _pair(client: str, key: str, a: dict[str, Any], b: dict[str, Any],
 
 ACTS = (
     Act("baseline", "1. Baseline: copy every byte", "qemu 2.7, Sep 2016",
-        "The client knows nothing about zeroes: every hole in the source goes over the wire as a "
-        "megabyte of zero bytes, and the server stores it like any other data.",
+        "The client has no way to say 'zeroes here': every 1 MiB hole travels as 1 MiB of zero "
+        "bytes, and the server stores it like any other data.",
         (Row("act1-baseline", "qemu-2.7, no write-zeroes", "qemu-2.7", {"zeromode": "none"},
              plain(REFERENCE_ROWS[0])),),
-        "400 backend writes of 256 KiB at 20 ms each: about 8 s, half of it spent storing zeroes."),
+        "400 writes of 256 KiB at 20 ms each: about 8 s, and half of those writes carry nothing but zeroes."),
     Act("write-zeroes", "2. Writing zeroes: same requests, two servers", "qemu 2.8, Dec 2016",
-        "The client now sends WRITE_ZEROES for each hole. Server A marks the range as zero in "
-        "metadata; server B has no such shortcut and writes zero-filled blocks behind the scenes.",
+        "The client now sends WRITE_ZEROES for each hole: no payload on the wire. Server A notes the "
+        "range as zero in its metadata; server B has no such shortcut and writes zero-filled blocks.",
         _pair("qemu-2.8", "act2", {"zeromode": "plugin", "fastzeromode": "none"},
               {"zeromode": "emulate", "fastzeromode": "none"},
               plain(REFERENCE_ROWS[4]), plain(REFERENCE_ROWS[3])),
-        "Server A halves the time; server B gains nothing: the request count is the same, the cost is not."),
+        "Both get the same 50 zero requests. On A each costs one 5 ms zero, so the time halves; on B "
+        "each turns into four 20 ms writes, so nothing is gained."),
     Act("pre-zero", "3. Pre-zeroing: a tale of two servers", "qemu 3.1, Dec 2018",
-        "Zero the whole destination first, then copy only the data and skip the holes. Cheap when "
-        "zeroing is metadata; on server B the pre-zero pass writes the entire disk once before the "
-        "data is written again.",
+        "Zero the whole disk first, then copy only the data and skip the holes. On server A that "
+        "is nearly free; on server B the pre-zero pass writes all 100 MiB, and then the data is "
+        "written again on top.",
         _pair("qemu-3.1", "act3", {"zeromode": "plugin", "fastzeromode": "none"},
               {"zeromode": "emulate", "fastzeromode": "none"},
               plain(REFERENCE_ROWS[1]), plain(REFERENCE_ROWS[2])),
-        "Server A is a little faster; server B is 50% slower than doing nothing clever at all."),
+        "A needs 4 big zero requests instead of 50. B needs 600 writes: half again as slow as "
+        "the baseline that did nothing clever at all."),
     Act("no-fallback", "4. No fallback: safe, but slow again", "qemu 4.0, Apr 2019",
-        "qemu asks for a pre-zero that must fail rather than fall back to writes. NBD cannot carry "
-        "that wish, so the client must assume zeroing is slow and never pre-zeroes.",
+        "qemu now wants the pre-zero only if it is fast: fail rather than fall back to writes. NBD "
+        "has no way to carry that wish, so over NBD the client never pre-zeroes and zeroes each hole.",
         _pair("qemu-4.0", "act4", {"zeromode": "plugin", "fastzeromode": "none"},
               {"zeromode": "emulate", "fastzeromode": "none"},
               plain(REFERENCE_ROWS[4]), plain(REFERENCE_ROWS[3])),
-        "Server B is safe again, but server A is back to one zero request per hole."),
+        "B is safe again (no pre-zero, 400 writes), but A has lost its shortcut: back to 50 zero requests."),
     Act("fast-zero", "5. The fast-zero flag: both servers win", "qemu 4.2, Dec 2019",
-        "NBD gains NBD_CMD_FLAG_FAST_ZERO. The client pre-zeroes only where the server promises to "
-        "do it fast; a server that cannot answers ENOTSUP at once, and the client zeroes per hole.",
+        "NBD gains a FAST_ZERO flag: 'zero this only if it is cheap, otherwise fail at once'. Server A "
+        "accepts, so the client pre-zeroes; server B refuses with ENOTSUP, so the client zeroes per hole.",
         _pair("qemu-4.2", "act5", {"zeromode": "plugin", "fastzeromode": "default"},
               {"zeromode": "emulate", "fastzeromode": "default"},
               plain(REFERENCE_ROWS[6]), plain(REFERENCE_ROWS[5])),
-        "Best of both: 4 pre-zero requests on server A, one cheap refusal on server B."),
+        "Best of both: A pre-zeroes in 4 requests; B costs one refused request and nothing more."),
 )
 
 SCENARIOS: dict[str, Scenario] = {
