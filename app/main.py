@@ -7,10 +7,16 @@ running and stops every server, so no nbdkit or client outlives the service.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -55,9 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = Manager(store, manager_config(settings)).start()
         app.state.manager = manager
         app.state.versions = await run_in_threadpool(health.tool_versions)
+        restore = _end_streams_on_signal(manager)
         try:
             yield
         finally:
+            restore()
+            manager.bus.close_all()
             await run_in_threadpool(manager.shutdown)
             store.close()
 
@@ -71,6 +80,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_pages(app)
     _document_auth(app)
     return app
+
+
+def _end_streams_on_signal(manager: Manager) -> Callable[[], None]:
+    """On SIGINT/SIGTERM end the event streams at once, then let the server's own handler run.
+
+    Open streams never end by themselves, so the server would otherwise wait for them until
+    its graceful-shutdown timeout. Browsers reconnect (with Last-Event-ID) to the next
+    instance. Only possible in the main thread (uvicorn's), not under a test client.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(manager.bus.close_all)
+        prev = previous.get(sig)
+        if callable(prev):
+            prev(sig, frame)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, prev in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, prev)
+
+    return restore
 
 
 def _add_pages(app: FastAPI) -> None:

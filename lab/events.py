@@ -79,6 +79,13 @@ class EventBus:
             sub._reset_overflow()
             return cutoff
 
+    def close_all(self) -> None:
+        """End every subscription (readers see `closed`): the service is going away."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub._end()
+
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
             self._subs.discard(sub)
@@ -214,11 +221,24 @@ class Subscription:
                         self._async_waiting = False
         return []
 
-    def close(self) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _end(self) -> None:
+        """Wake the reader with `closed` set (it may still drain what it has)."""
         with self._lock:
             self._closed = True
-            self._items.clear()
             self._cond.notify_all()
+            if self._async_waiting and self._loop is not None and self._async_wake is not None:
+                self._async_waiting = False
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._async_wake.set)
+
+    def close(self) -> None:
+        self._end()
+        with self._lock:
+            self._items.clear()
         self.bus._remove(self)
 
     def __enter__(self) -> Subscription:

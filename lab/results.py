@@ -2,7 +2,9 @@
 
 Nested objects become dotted columns (`backend.write_ops`, `server.zeromode`). The
 column set is fixed by a prototype run with every nested object present, so a failed
-run (no `backend` yet) still has the same columns, empty. Lists are JSON text.
+run (no `backend` yet) still has the same columns, empty, and the columns do not depend
+on which rows a filter picked. Lists, and objects nested deeper than the prototype
+(a reference row's notes), are JSON text.
 """
 
 from __future__ import annotations
@@ -20,11 +22,23 @@ from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 
 
+def _reference_keys() -> dict[str, None]:
+    """Every key a scenario row's reference figures use (nested notes become one JSON cell)."""
+    from lab.scenarios import SCENARIOS
+
+    keys: dict[str, None] = {}
+    for scenario in SCENARIOS.values():
+        for row in scenario.rows:
+            for k in row.reference or {}:
+                keys.setdefault(k, None)
+    return keys
+
+
 def _prototype() -> dict[str, Any]:
     flags = {f.name: None for f in fields(ServerFlags)}
     run = Run(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(), server_log=WireCounts(),
               flags=flags, stats_check={"stats_write_ops": 0, "stats_zero_ops": 0, "agree": None},
-              reference={"time_s": None, "write_ops": None, "zero_ops": None, "fast_seen": None, "source": None})
+              reference=_reference_keys())
     return run.to_dict()
 
 
@@ -32,15 +46,15 @@ PROTOTYPE = _prototype()
 
 
 def _walk(value: Any, proto: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(proto, dict) or isinstance(value, dict):
-        keys = list(proto) if isinstance(proto, dict) else []
+    if isinstance(proto, dict):
+        keys = list(proto)
         if isinstance(value, dict):
-            keys += [k for k in value if k not in keys]
+            keys += [k for k in value if k not in proto]
         for k in keys:
-            sub_v = value.get(k) if isinstance(value, dict) else None
-            sub_p = proto.get(k) if isinstance(proto, dict) else None
-            _walk(sub_v, sub_p, f"{prefix}.{k}" if prefix else k, out)
+            _walk(value.get(k) if isinstance(value, dict) else None, proto.get(k), f"{prefix}.{k}" if prefix else k,
+                  out)
         return
+    # A leaf of the prototype; a dict found here is deeper than the prototype describes: one JSON cell.
     out[prefix] = value
 
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +129,42 @@ def test_kill_9_during_runs_then_restart(tmp_path):
         fresh = start_run(api, **FAST)
         wait_final(api, fresh["id"])
         assert api.get("/api/runs").json()["last_event_id"] > max(ids)
+
+
+def test_sigterm_ends_open_streams_at_once(tmp_path):
+    """`lab serve` stopping with watchers connected: their streams end cleanly, no forced cancel."""
+    port = _free_port()
+    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path / "data"), "LAB_TOKEN": ""}
+    lab = str(Path(sys.executable).with_name("lab"))
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([lab, "serve", "--port", str(port)], env=env, cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                wait_for(lambda: _up(http), 30)
+                ended = []
+
+                def watch() -> None:
+                    with http.stream("GET", "/api/events") as resp:
+                        for _ in resp.iter_lines():
+                            pass
+                    ended.append(True)
+
+                watchers = [threading.Thread(target=watch) for _ in range(3)]
+                for t in watchers:
+                    t.start()
+                wait_for(lambda: http.get("/api/health").json()["manager"]["subscribers"] == 3, 10)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+                for t in watchers:
+                    t.join(10)
+                assert ended == [True, True, True]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = (tmp_path / "serve.log").read_text()
+    assert "timeout graceful shutdown exceeded" not in text and "Traceback" not in text, text
 
 
 def _up(http: httpx.Client) -> bool:

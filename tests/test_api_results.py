@@ -65,6 +65,17 @@ def test_csv_is_the_json_flattened_with_filters(api):
     assert api.get("/api/results.json", params={"client": "qemu-99"}).status_code == 422
 
 
+def test_columns_do_not_depend_on_the_rows():
+    """Reference notes nested deeper than the prototype are one JSON cell, for every row alike."""
+    from lab.scenarios import SCENARIOS
+
+    rows = [r for s in SCENARIOS.values() for r in s.rows if r.reference]
+    for row in rows:
+        flat = flatten({"id": "x", "reference": row.reference})
+        assert tuple(k for k in flat if k in COLUMNS) == tuple(flat)[:len(COLUMNS)]
+        assert set(flat) == set(COLUMNS)
+
+
 def test_unfinished_run_keeps_every_column(tmp_path):
     """A run cancelled while queued has no counts: its CSV row has the same columns, empty."""
     with client_for(tmp_path / "data", workers=1) as api:

@@ -103,6 +103,20 @@ def test_filtered_subscription_and_async_reader(store: Store):
     assert asyncio.run(main()) == [2, 4, 6]
 
 
+def test_close_all_ends_waiting_readers(store: Store):
+    bus = EventBus(store)
+
+    async def main() -> bool:
+        sub = bus.subscribe(after=None)
+        reader = asyncio.create_task(sub.aget(timeout=30))
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(bus.close_all)
+        assert await reader == []
+        return sub.closed
+
+    assert asyncio.run(main())
+
+
 # -- runs ------------------------------------------------------------------------------------------
 
 

@@ -50,6 +50,8 @@ async def _stream(sub: Subscription, keepalive_s: float,
         while True:
             batch = await sub.aget(timeout=keepalive_s)
             if not batch:
+                if sub.closed:  # the service is stopping: end now, the client reconnects with its last id
+                    return
                 yield ServerSentEvent(comment="keepalive")
                 continue
             for ev in batch:
