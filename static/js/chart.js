@@ -181,22 +181,25 @@ export function drawChart(model, width, opts = {}) {
   }
   const x0 = opts.title ? 24 * k : 0;
 
-  // legend
-  const legend = node("g", { transform: `translate(${x0 + (narrow ? 0 : left - x0)},${y})` });
-  let lx = 0;
+  // legend, wrapped to the width
+  const lx0 = narrow ? 0 : left - x0;
+  const legend = node("g", { transform: `translate(${x0 + lx0},${y})` });
   const items = [["A", "Server A · zeromode=plugin"], ["B", "Server B · zeromode=emulate"], ["N", "no write-zeroes"]];
   const seen = new Set(model.cats.flatMap((c) => c.bars.map((b) => b.group || "N")));
-  for (const [g, text] of items) {
-    if (!seen.has(g) && !(g === "N" && seen.has(""))) continue;
-    legend.append(node("rect", { x: lx, y: 0, width: 14 * k, height: 14 * k, rx: 3 * k, fill: p[g] }));
-    const short = narrow ? text.split(" · ")[0] : text;
-    legend.append(node("text", { x: lx + 20 * k, y: 12 * k, fill: p.text, "font-size": 14 * k }, short));
-    lx += (short.length * 7.6 + 44) * k;
+  const entries = items.filter(([g]) => seen.has(g)).map(([g, text]) => [g, narrow ? text.split(" · ")[0] : text]);
+  entries.push(["ref", "2019 reference"]);
+  let lx = 0;
+  let ly = 0;
+  for (const [g, text] of entries) {
+    const w = (text.length * 7.4 + 40) * k;
+    if (lx > 0 && x0 + lx0 + lx + w > width) { lx = 0; ly += 22 * k; }
+    if (g === "ref") legend.append(node("path", { d: diamond(lx + 7 * k, ly + 7 * k, 7 * k), fill: p.ref, stroke: p.bg, "stroke-width": 1.5 }));
+    else legend.append(node("rect", { x: lx, y: ly, width: 14 * k, height: 14 * k, rx: 3 * k, fill: p[g] }));
+    legend.append(node("text", { x: lx + 20 * k, y: ly + 12 * k, fill: p.text, "font-size": 14 * k }, text));
+    lx += w;
   }
-  legend.append(node("path", { d: diamond(lx + 7 * k, 7 * k, 7 * k), fill: p.ref, stroke: p.bg, "stroke-width": 1.5 }));
-  legend.append(node("text", { x: lx + 20 * k, y: 12 * k, fill: p.text, "font-size": 14 * k }, narrow ? "2019" : "2019 reference"));
   svg.append(legend);
-  y += 30 * k;
+  y += ly + 30 * k;
 
   const step = niceStep(model.max, narrow ? 4 : 8);
   const max = Math.ceil((model.max * 1.04) / step) * step;
@@ -231,7 +234,9 @@ export function drawChart(model, width, opts = {}) {
       else if (bar.state === "queued") text = bar.value ? `${f.seconds(bar.value)} · queued` : "queued";
       else if (bar.state === "failed") text = bar.value ? `${f.seconds(bar.value)} ✗` : "failed";
       else if (bar.state === "done") text = f.seconds(bar.value);
-      const tx = w ? left + w + 6 * k : left + 8 * k;
+      // the value goes right of the bar, and right of the reference marker when they meet
+      let tx = w ? left + w + 6 * k : left + 8 * k;
+      if (bar.ref && Math.abs(xs(bar.ref) - (left + w)) < 60 * k && xs(bar.ref) + 8 * k > tx - 6 * k) tx = xs(bar.ref) + 10 * k;
       b.append(node("text", { x: Math.min(tx, right + 4 * k), y: y + barH / 2 + 5 * k, fill: bar.state === "failed" ? p.bad : p.text,
         "font-weight": 700, "font-size": 14 * k }, text));
       if (bar.ref) {

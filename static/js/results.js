@@ -56,10 +56,10 @@ function redrawRows(m) {
       const ref = bar.row.reference;
       const g = bar.group || "N";
       const tr = el("tr", { class: run && failed(run) ? "is-failed" : null, dataset: { row: bar.row.key } },
-        el("td", { "data-label": "Row" }, el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g), bar.row.label,
+        el("td", { "data-label": "Row", class: "wide" }, el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g), bar.row.label,
           run && run.error && failed(run) ? el("span", { class: "err" }, run.error) : null),
         el("td", { "data-label": "Client" }, bar.row.client),
-        el("td", { "data-label": "Server", class: "mono" }, f.serverSummary({ fastzeromode: "default", ...bar.row.server })),
+        el("td", { "data-label": "Server", class: "mono wide" }, f.serverSummary({ fastzeromode: "default", ...bar.row.server })),
         el("td", { "data-label": "Measured", class: "num" },
           bar.state === "running" ? `${f.seconds(bar.value, 1)}…` : bar.state === "queued" && !bar.value ? "queued" : f.seconds(bar.value)),
         el("td", { "data-label": "Reference", class: "num" }, ref ? f.seconds(ref.time_s) : "–"),

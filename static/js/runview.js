@@ -121,9 +121,9 @@ export function renderRow(run, isNew = false) {
     geo ? el("div", { class: "hint" }, geo) : null);
   if (run.error && run.status !== "succeeded") server.append(el("span", { class: "err" }, run.error));
   tr.append(
-    td("Run", [el("b", { class: "nowrap" }, run.client),
-      el("div", { class: "hint" }, [f.clock(run.started_at || run.created_at), run.label].filter(Boolean).join(" · "))]),
-    td("Server", server),
+    td("Run", [el("b", { class: "nowrap" }, run.client), " ",
+      el("span", { class: "hint when" }, [f.clock(run.started_at || run.created_at), run.label].filter(Boolean).join(" · "))], "wide"),
+    td("Server", server, "wide"),
     td("Time", [el("b", {}, f.seconds(run.duration_s)),
       run.predicted_s !== null && run.predicted_s !== undefined ? el("div", { class: "hint" }, `${f.seconds(run.predicted_s)} pred.`) : null], "num"),
     td("Verified", verifiedCell(run)),

@@ -55,10 +55,12 @@ function renderLane(bar, scale) {
   const fill = el("div", { class: "lane-fill" });
   fill.style.width = `${bar.value ? Math.min(100, (bar.value / scale) * 100) : 0}%`;
   if (bar.stale) fill.style.opacity = "0.4";
-  const track = el("div", { class: "lane-track" }, fill, el("span", { class: "lane-counts" }, countsText(bar)));
+  const track = el("div", { class: "lane-track" }, fill);
   if (bar.ref) {
     const ref = el("span", { class: "lane-ref", "data-label": `2019: ${f.seconds(bar.ref)}`, title: "2019 reference time" });
-    ref.style.left = `${(bar.ref / scale) * 100}%`;
+    const at = bar.ref / scale;
+    ref.style.left = `${at * 100}%`;
+    if (at > 0.8) ref.classList.add("ref-end"); // keep its label inside the lane
     track.append(ref);
   }
   let status = "ready";
@@ -70,7 +72,7 @@ function renderLane(bar, scale) {
   lane.append(
     el("div", {}, el("div", { class: "lane-name" }, laneName(bar.row, g)),
       el("div", { class: "lane-spec" }, `${bar.row.client} · zeromode=${spec.zeromode} · fastzeromode=${spec.fastzeromode}`)),
-    track,
+    el("div", { class: "lane-mid" }, el("div", { class: "lane-counts" }, countsText(bar) || " "), track),
     el("div", { class: "lane-time" }, time, el("small", {}, status)),
   );
   if (bar.state === "failed" && bar.run.error) lane.append(el("p", { class: "lane-error" }, bar.run.error));
@@ -126,14 +128,16 @@ function render() {
     $("act-count").textContent = "Summary";
     $("act-era").textContent = "all acts, measured here";
     $("act-title").textContent = "Who wins, act by act";
-    $("act-summary").textContent = "Each act's runs as measured in this room, server A beside server B; the diamonds are the 2019 reference times.";
+    $("act-summary").textContent = "Every act as measured in this room; ◆ marks the 2019 time.";
     $("lanes").replaceChildren();
     $("outcome").hidden = true;
     const chart = $("talk-chart");
     chart.hidden = false;
     const rows = acts.flatMap((a) => a.rows.map((r) => ({ ...r, _act: a })));
-    const m = buildModel(rows, { labelFor: (r) => ({ label: r._act.title.replace(/^\d+\.\s*/, ""), sub: `${r.client} · ${r._act.era}` }) });
-    chart.replaceChildren(drawChart(m, Math.max(300, chart.clientWidth || 900), { scale: window.innerWidth > 900 ? 1.2 : 1 }));
+    // "2. Writing zeroes: same requests, two servers" -> "2. Writing zeroes"
+    const short = (t) => t.split(":")[0];
+    const m = buildModel(rows, { labelFor: (r) => ({ label: short(r._act.title), sub: r._act.era }) });
+    chart.replaceChildren(drawChart(m, Math.max(300, chart.clientWidth || 900), { scale: window.innerWidth > 900 && window.innerHeight > 800 ? 1.1 : 1 }));
     $("act-run").textContent = "Run all acts";
     return;
   }
