@@ -123,3 +123,19 @@ def last_lab_log() -> str | None:
 def last_reader_cpu() -> float | None:
     """CPU seconds the debug-stream reader thread of the last stopped server used (this thread)."""
     return getattr(_kept, "reader_cpu_s", None)
+
+
+def completions(text: str, ops: tuple[str, ...] = ("Write", "Zero")) -> dict[int, list[float]]:
+    """Per connection, the times at which its requests of these kinds returned, in order."""
+    pending: dict[tuple[str, str], str] = {}
+    out: dict[int, list[float]] = {}
+    for line in text.splitlines():
+        m = _REQ.match(line)
+        if m:
+            if m["op"] in ops:
+                pending[(m["conn"], m["id"])] = m["op"]
+            continue
+        m = _RET.match(line)
+        if m and pending.pop((m["conn"], m["id"]), None) is not None:
+            out.setdefault(int(m["conn"]), []).append(_t(m["ts"]))
+    return out
