@@ -1,6 +1,6 @@
 // The case-study page: the comparison chart filling in live, the rows, exports.
 
-import { api, isPresenter } from "./api.js";
+import { api, config, isPresenter } from "./api.js";
 import { buildModel, drawChart, exportPng, exportSvg } from "./chart.js";
 import { init, onKey, onRoleChange, onThemeChange, showMessage } from "./common.js";
 import * as f from "./format.js";
@@ -26,6 +26,16 @@ function model() {
   return current ? buildModel(current.rows) : { cats: [], max: 1 };
 }
 
+// What geometry the shown bars were measured at: the talk's, or say which.
+function geometryText(m) {
+  const geos = new Set(m.cats.flatMap((c) => c.bars).filter((b) => b.run && b.run.server)
+    .map((b) => f.shortGeometry(b.run.server, config.spec_defaults)));
+  const other = [...geos].filter(Boolean);
+  const talk = "100 MiB sparse image into nbdkit memory, 20 ms per write, 5 ms per zero";
+  if (!other.length) return talk;
+  return `Measured at ${other.join("; ")}${geos.has("") ? " and at the talk's geometry" : ""} (talk: 100M, 20ms/5ms)`;
+}
+
 function redrawChart() {
   const box = $("chart");
   if (!current) return;
@@ -43,8 +53,25 @@ function redrawChart() {
   if (queued) parts.push(`${queued} queued`);
   if (bad) parts.push(`${bad} failed`);
   $("sweep-status").textContent = parts.join(" · ");
+  $("chart-sub").textContent = `${geometryText(m)}. ◆ = the 2019 reference time.`;
   $("sweep-status").classList.toggle("error-text", bad > 0);
   redrawRows(m);
+}
+
+// Where nbdkit 1.32 cannot match the 2019 figures, say what to expect here and why.
+function note(n) {
+  const expect = [];
+  if (n.write_ops !== undefined) expect.push(`${n.write_ops} writes, ${n.zero_ops ?? 0} zeroes`);
+  if (n.predicted_s !== undefined) expect.push(`about ${f.seconds(n.predicted_s, 1)}`);
+  if (n.fast_seen) expect.push(`log: ${n.fast_seen}`);
+  return el("details", { class: "note" },
+    el("summary", {}, differsText(n)),
+    expect.length ? el("p", {}, el("b", {}, "Here: "), expect.join("; ")) : null,
+    n.why ? el("p", {}, el("b", {}, "Why: "), n.why) : null);
+}
+
+function differsText(n) {
+  return n.write_ops !== undefined ? "† nbdkit 1.32 cannot reproduce this row" : "nbdkit 1.32 logs it differently";
 }
 
 function redrawRows(m) {
@@ -57,8 +84,9 @@ function redrawRows(m) {
       const g = bar.group || "N";
       const tr = el("tr", { class: run && failed(run) ? "is-failed" : null, dataset: { row: bar.row.key } },
         el("td", { "data-label": "Row", class: "wide" }, el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g), bar.row.label,
-          run && run.error && failed(run) ? el("span", { class: "err" }, run.error) : null),
-        el("td", { "data-label": "Client" }, bar.row.client),
+          run && run.error && failed(run) ? el("span", { class: "err" }, run.error) : null,
+          ref && ref.nbdkit_1_32 ? note(ref.nbdkit_1_32) : null),
+        el("td", { "data-label": "Client", class: "nowrap" }, bar.row.client),
         el("td", { "data-label": "Server", class: "mono wide" }, f.serverSummary({ fastzeromode: "default", ...bar.row.server })),
         el("td", { "data-label": "Measured", class: "num" },
           bar.state === "running" ? `${f.seconds(bar.value, 1)}…` : bar.state === "queued" && !bar.value ? "queued" : f.seconds(bar.value)),
@@ -81,8 +109,9 @@ const redrawSoon = f.throttleFrame(redrawChart);
 
 function exportChart(kind) {
   if (!current) return;
-  const svg = drawChart(model(), 1280, { title: TITLES[current.name] || current.title, background: true, scale: 1.15,
-    subtitle: "qemu-img convert into nbdkit memory · 100 MiB, 1 MiB data / 1 MiB hole · delay-write 20ms, delay-zero 5ms · measured with fastzero-lab" });
+  const m = model();
+  const svg = drawChart(m, 1280, { title: TITLES[current.name] || current.title, background: true, scale: 1.15,
+    subtitle: `Measured with fastzero-lab: ${geometryText(m)} · ◆ 2019 reference` });
   const name = `fastzero-${current.name}`;
   if (kind === "svg") exportSvg(svg, `${name}.svg`);
   else exportPng(svg, `${name}.png`).catch((e) => showMessage(e.message, "error", 5000));
