@@ -105,9 +105,9 @@ class _Copy:
     def run(self) -> None:
         image = self.ctx.image
         zero_init = self._prezero()
-        self._set_phase("copy")
         holes = image.size - image.data_bytes
         self.planned_bytes = self.sent_bytes + image.data_bytes + (0 if zero_init else holes)
+        self._set_phase("copy")
         with open(image.raw, "rb", buffering=0) as src:
             fd = src.fileno()
             for off, n, is_data in image.segments():
@@ -146,9 +146,9 @@ class _Copy:
             return False
         fast = mode == "fast"
         flags = self.nbd.CMD_FLAG_FAST_ZERO if fast else 0  # may trim: no NO_HOLE flag
-        self._set_phase("pre-zero")
         size = self.ctx.image.size
         self.planned_bytes = size + self.ctx.image.data_bytes
+        self._set_phase("pre-zero")
         failed: list[Exception] = []
         pieces = 0
         for off in range(0, size, self.zero_max):
