@@ -50,7 +50,8 @@ function detailText(body) {
   return { text: String(d), field: null };
 }
 
-export async function request(method, path, body) {
+// `announce401`: a refused token signs the presenter out (not for the sign-in check itself).
+export async function request(method, path, body, { announce401 = true } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && token()) headers.Authorization = `Bearer ${token()}`;
@@ -70,7 +71,7 @@ export async function request(method, path, body) {
     case 401:
     case 403:
       setToken("");
-      listeners.forEach((fn) => fn());
+      if (announce401) listeners.forEach((fn) => fn());
       message = "The presenter token was refused. Sign in again to start runs.";
       break;
     case 404: message = detail || "Not found."; break;
@@ -102,5 +103,5 @@ export const api = {
   createServer: (fields) => request("POST", "/api/servers", fields),
   deleteServer: (id) => request("DELETE", `/api/servers/${encodeURIComponent(id)}`),
   health: () => request("GET", "/api/health"),
-  checkToken: () => request("POST", "/ui/token-check"),
+  checkToken: () => request("POST", "/ui/token-check", undefined, { announce401: false }),
 };

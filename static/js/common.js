@@ -52,7 +52,8 @@ function applyRole() {
   if (config.auth_required) {
     role.hidden = false;
     role.dataset.role = presenter ? "presenter" : "audience";
-    role.textContent = presenter ? "Presenter" : "Watching · sign in";
+    role.replaceChildren(presenter ? "Presenter" : "Watching", ...(presenter ? [] : [Object.assign(
+      document.createElement("span"), { className: "role-extra", textContent: " · sign in" })]));
     role.title = presenter ? "Signed in as presenter (click to sign out)" : "Read-only view. Presenters: click to sign in.";
   } else {
     role.hidden = true;

@@ -212,7 +212,10 @@ async function main() {
       case "ArrowLeft": case "PageUp": go(index - 1); return true;
       case "Home": go(0); return true;
       case "End": go(acts.length); return true;
-      case "Enter": case " ": runAct(); return true;
+      case "Enter": case " ":
+        if (e.target.closest && e.target.closest("button, a, summary")) return false; // the focused control acts
+        runAct();
+        return true;
       case "r": resetAct(); return true;
       case "c": runScenario("case-study"); return true;
       case "f":

@@ -18,8 +18,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def service_factory(tmp_path: Path) -> Iterator:
     services: list[LabService] = []
 
-    def make(token: str | None = None) -> LabService:
-        svc = LabService(tmp_path / f"data{len(services)}", token).start()
+    def make(token: str | None = None, **env: str) -> LabService:
+        svc = LabService(tmp_path / f"data{len(services)}", token, env).start()
         services.append(svc)
         return svc
 

@@ -30,11 +30,12 @@ def free_port() -> int:
 class LabService:
     """`lab serve` in a subprocess; stop() and start() keep the port and the data dir."""
 
-    def __init__(self, data_dir: Path, token: str | None = None) -> None:
+    def __init__(self, data_dir: Path, token: str | None = None, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.token = token
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"serve-{self.port}.log"
 
@@ -43,6 +44,7 @@ class LabService:
         env.pop("LAB_TOKEN", None)
         if self.token:
             env["LAB_TOKEN"] = self.token
+        env.update(self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lab.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import time
 from pathlib import Path
 
@@ -138,6 +139,53 @@ def test_chart_fills_live_and_exports(service: LabService, new_page, tmp_path: P
         page.click("#dl-json")
     assert '"rows"' in Path(dl.value.path()).read_text()
     assert page.console.errors == []
+
+
+def test_one_click_case_study_fills_the_chart_in_two_browsers(service: LabService, new_page) -> None:
+    """The presenter's click; a second browser (the audience) sees the same bars fill in."""
+    presenter, audience = new_page(), new_page(390, 844)
+    for page in (presenter, audience):
+        page.goto(service.url + "/results")
+        wait_live(page)
+    presenter.select_option("#sweep-geometry", "quick")
+    presenter.click("#run-case-study")
+    # live: some bar is drawn running or queued before the sweep is over, on both screens
+    for page in (presenter, audience):
+        page.wait_for_selector('#chart svg g.bar[data-state="running"], #chart svg g.bar[data-state="queued"]')
+    for page in (presenter, audience):
+        page.wait_for_function("document.querySelector('#sweep-status').textContent.startsWith('19 of 19')",
+                               timeout=120_000)
+        assert page.locator('#chart svg g.bar[data-state="done"]').count() == 19
+    assert "16M" in presenter.inner_text("#chart-sub")
+    assert presenter.console.errors == [] and audience.console.errors == []
+
+
+def test_queue_full_is_said_plainly(service_factory, new_page) -> None:
+    service = service_factory(LAB_QUEUE_SIZE="4")
+    page = new_page()
+    page.goto(service.url + "/results")
+    wait_live(page)
+    page.click("#run-case-study")  # 19 rows do not fit in 4 slots: nothing is queued
+    page.wait_for_selector('#banner-msg[data-kind="error"]:not([hidden])')
+    assert "queue is full" in page.inner_text("#banner-msg")
+    assert service.get("/api/runs").json()["total"] == 0
+
+
+def test_failed_run_is_red_with_its_error(service_factory, new_page) -> None:
+    service = service_factory(LAB_RUN_TIMEOUT_S="1")
+    page = new_page()
+    page.goto(service.url + "/")
+    wait_live(page)
+    run = service.post("/api/runs", {"client": "qemu-img", "server": {"zeromode": "emulate"}}).json()
+    row = page.wait_for_selector(f'#history-body tr.is-failed[data-run-id="{run["id"]}"]', timeout=60_000)
+    assert "timed out" in row.inner_text()
+    card = page.locator(f'#live-list .run-card[data-run-id="{run["id"]}"]')
+    assert "is-failed" in card.get_attribute("class") and "timed out" in card.inner_text()
+    assert page.is_visible('#banner-msg[data-kind="error"]')
+    # the error text is painted red
+    red, green, _ = (int(v) for v in re.findall(r"\d+", row.evaluate(
+        "r => getComputedStyle(r.querySelector('.err')).color"))[:3])
+    assert red > 150 and green < 130
 
 
 def test_audience_sees_no_run_controls_and_presenter_signs_in(service_factory, new_page) -> None:
