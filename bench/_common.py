@@ -131,6 +131,32 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
         Path(path).write_text(json.dumps(data, indent=2, default=str))
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from the first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+class MachineBusy:
+    """How many cores the whole machine kept busy between start and read (everyone's work, ours too).
+
+    A sleep-bound run uses a few percent of a core itself; a high figure means other work
+    (other engineers' tests) competed with the run, which is how to read a MISS next to it.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.b0, _ = _cpu_ticks()
+
+    def cores(self) -> float:
+        b1, _ = _cpu_ticks()
+        wall = max(1e-6, time.monotonic() - self.t0)
+        return (b1 - self.b0) / os.sysconf("SC_CLK_TCK") / wall
+
+
 class Stopwatch:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import _timeline
+from _common import MachineBusy
 
 from lab.clients import get_client
 from lab.runs import Run, execute
@@ -42,6 +43,7 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
     _timeline.keep_lab_logs()
     spec = build_spec(case.server)
     t_start = time.perf_counter()
+    busy = MachineBusy()
     run = execute(Run(client=case.client, server=spec, label=case.key), timeout=600)
     t_end = time.perf_counter()
     text = _timeline.last_lab_log()
@@ -67,7 +69,7 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         "write_bytes": b.write_bytes if b else None,
         "server_extra_s": (split["service_s"] - run.predicted_s) if tl and run.predicted_s is not None else None,
         "gaps_s": split.get("gaps_s"), "lead_s": split.get("lead_s"), "requests": split.get("requests"),
-        "start_s": t_start - origin, "end_s": t_end - origin,
+        "start_s": t_start - origin, "end_s": t_end - origin, "machine_busy_cores": round(busy.cores(), 2),
     }
 
 

@@ -74,6 +74,11 @@ def sweep_cases(quick: bool) -> list[Case]:
     return out
 
 
+def _busy(r: dict[str, Any]) -> str:
+    v = r.get("machine_busy_cores")
+    return "-" if v is None else f"{v:.2f}"
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
 
@@ -89,7 +94,7 @@ def _row(r: dict[str, Any], geometry: bool) -> list[Any]:
     status = "yes" if r["verified"] else f"NO ({r['status']}: {r['error']})"
     return [*head, r["duration_s"], r["predicted_s"], f"{r['ratio']:.3f}" if r["ratio"] else "-", target,
             verdict(r["ok"]), _ms(r["server_extra_s"]), _ms(r["gaps_s"]), _ms(r["lead_s"]),
-            r["write_ops"], r["zero_ops"], status]
+            r["write_ops"], r["zero_ops"], _busy(r), status]
 
 
 def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
@@ -158,7 +163,8 @@ def main() -> int:
     study_rows += [r for r in done if r["key"] not in sweep_keys]
     sweep_rows = [r for r in done if r["key"] in sweep_keys]
 
-    split_heads = ["server extra ms", "client gaps ms", "lead ms", "writes", "zeroes", "verified"]
+    split_heads = ["server extra ms", "client gaps ms", "lead ms", "writes", "zeroes", "machine busy cores",
+                   "verified"]
     ratio_heads = ["measured s", "predicted s", "measured/predicted", "target", ""]
     quick = " (--quick: 8M, 1ms; ratios not meaningful)" if args.quick else ""
     if study_rows:

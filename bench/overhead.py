@@ -28,6 +28,7 @@ from pathlib import Path
 import _timeline
 from _common import (
     BENCH,
+    MachineBusy,
     machine_note,
     median,
     parser,
@@ -124,6 +125,7 @@ def main() -> int:
             for i in range(pairs):
                 order = ("lab", "bare") if i % 2 == 0 else ("bare", "lab")
                 got: dict[str, object] = {}
+                busy = MachineBusy()
                 for which in order:
                     if which == "lab":
                         got["lab"] = run_lab(spec)
@@ -140,7 +142,8 @@ def main() -> int:
                 detail_rows.append([name, f"{i + 1} ({order[0]} first)", lab_run.duration_s, bare["client_s"],
                                     f"{lab_run.duration_s / bare['client_s']:.4f}",
                                     bare["wall_s"] - start_stop, lab_run.setup_s, lab_run.backend.write_ops,
-                                    lab_run.backend.zero_ops, "yes" if lab_run.verified else "NO"])
+                                    lab_run.backend.zero_ops, f"{busy.cores():.2f}",
+                                    "yes" if lab_run.verified else "NO"])
                 print(f"  {name} pair {i + 1}: lab {lab_run.duration_s:.3f} s, bare {bare['client_s']:.3f} s",
                       file=sys.stderr)
         for side in ("lab", "bare"):
@@ -169,7 +172,7 @@ def main() -> int:
                 title="Overhead: where the copy time goes (medians; log filter timestamps, see bench/_timeline.py)"))
     print()
     print(table(["server", "pair", "lab s", "bare s", "lab/bare", "bare wall-start s", "setup s", "writes",
-                 "zeroes", "verified"], detail_rows, title="Overhead: every pair"))
+                 "zeroes", "machine busy cores", "verified"], detail_rows, title="Overhead: every pair"))
     print()
     print(machine_note())
     write_json(args.json, {"summary": results, "setup_s": setups})

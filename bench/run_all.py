@@ -35,6 +35,7 @@ def main() -> int:
         ("fidelity", ["--case-study-from", str(sweep_json)]),
         ("throughput", []),
         ("streaming", []),
+        ("sse_layer", []),
         ("footprint", []),
     ]
     if args.only:

@@ -59,7 +59,7 @@ def main() -> int:
     rows: list[list[Any]] = []
     row_ok: dict[str, list[bool]] = {"all": [], "staged": []}
     for s, q, st in zip(serial, par, staged, strict=True):
-        cells: list[Any] = [s["key"], s["client"], s["duration_s"]]
+        cells: list[Any] = [s["key"], s["client"], s["duration_s"], f"{s['machine_busy_cores']:.2f}"]
         for name, r in (("all", q), ("staged", st)):
             rel = r["duration_s"] / s["duration_s"] if s["duration_s"] and r["duration_s"] else None
             ok = rel is not None and abs(rel - 1) <= ROW_TOLERANCE
@@ -78,8 +78,9 @@ def main() -> int:
     seven_serial = sum(s["duration_s"] for s in serial if s["key"].startswith("ref-"))
 
     quick = " (--quick: 8M, 1ms)" if args.quick else ""
-    print(table(["row", "client", "serial s", "all at once s", "/serial", "+-5%", "staged s", "/serial",
-                 "+-5%", "all: done at s", "staged: start s", "staged: done at s", "verified"], rows,
+    print(table(["row", "client", "serial s", "machine busy cores (serial)", "all at once s", "/serial", "+-5%",
+                 "staged s", "/serial", "+-5%", "all: done at s", "staged: start s", "staged: done at s",
+                 "verified"], rows,
                 title=f"Sweep speed: {len(cases)} case-study rows, serial vs up to {workers} at once{quick}"))
     print()
     print(table(["pass", "wall s", "slowest row copy s", "wall / slowest", "target", "",
