@@ -134,6 +134,8 @@ async function submitRun(e) {
     if (run && run.id) {
       store.runs.set(run.id, { ...run, ...(store.runs.get(run.id) || {}) });
       redraw();
+      // one column: the live list is above the form, out of sight after pressing Run
+      if (matchMedia("(max-width: 900px)").matches) $("live-title").scrollIntoView({ behavior: "smooth" });
     }
   } catch (err) {
     if (err instanceof ApiError && err.status === 422) showFormError(err.message, err.field);

@@ -53,7 +53,8 @@ export function renderCard(run, node = null) {
     el("span", { class: `status status-${run.status}` }, statusLabel(run)),
   );
   if (!done && isPresenter()) {
-    head.append(el("button", { type: "button", class: "btn btn-small btn-danger cancel", dataset: { cancel: run.id } }, "Cancel"));
+    head.append(el("button", { type: "button", class: "btn btn-small btn-danger cancel", dataset: { cancel: run.id },
+      "aria-label": "Cancel this run", title: "Cancel this run" }, "✕", el("span", { class: "cancel-text" }, " Cancel")));
   }
 
   let fraction = 0;

@@ -139,9 +139,11 @@ function render() {
     const m = buildModel(rows, { labelFor: (r) => ({ label: short(r._act.title), sub: r._act.era }) });
     chart.replaceChildren(drawChart(m, Math.max(300, chart.clientWidth || 900), { scale: window.innerWidth > 900 && window.innerHeight > 800 ? 1.1 : 1 }));
     $("act-run").textContent = "Run all acts";
+    $("act-reset").hidden = true;
     return;
   }
   $("talk-chart").hidden = true;
+  $("act-reset").hidden = false;
   const a = act();
   $("act-count").textContent = `Act ${index + 1} of ${acts.length}`;
   $("act-era").textContent = a.era;
@@ -224,6 +226,10 @@ async function main() {
         return true;
       default: return false;
     }
+  });
+  window.addEventListener("hashchange", () => {
+    const n = parseInt(location.hash.slice(1), 10);
+    if (Number.isFinite(n) && n - 1 !== index) go(n - 1);
   });
   onThemeChange(renderSoon);
   onRoleChange(renderSoon);

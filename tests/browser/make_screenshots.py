@@ -1,0 +1,115 @@
+"""Screenshots of the dashboard for docs/screenshots/, at a projector's and a phone's size.
+
+    .venv/bin/python tests/browser/make_screenshots.py [--url http://127.0.0.1:8000] [--out docs/screenshots]
+
+Without --url it starts its own `lab serve` on a temporary data dir. It makes sure the
+case study and the acts have been measured at the talk's geometry (that takes a few
+minutes the first time), then shoots the lab with two runs live, the case-study chart,
+one act with its outcome, and the talk's summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import CHROMIUM, CHROMIUM_ARGS
+from labservice import ROOT, LabService
+
+SIZES = ((1280, 720), (390, 844))
+
+
+def wait_sweep(url: str, sweep_id: str) -> None:
+    while True:
+        sweep = httpx.get(f"{url}/api/sweeps/{sweep_id}", timeout=30).json()
+        print(f"  {sweep['name']}: {sweep['finished']}/{sweep['total']}", file=sys.stderr)
+        if sweep["status"] not in ("queued", "running"):
+            return
+        time.sleep(5)
+
+
+def ensure_measured(url: str, headers: dict[str, str]) -> None:
+    done = {s["name"] for s in httpx.get(f"{url}/api/sweeps?status=succeeded", timeout=30).json()["sweeps"]}
+    for name in ("case-study", "acts"):
+        if name in done:
+            continue
+        print(f"running the {name} sweep", file=sys.stderr)
+        r = httpx.post(f"{url}/api/scenarios/{name}/runs", headers=headers, timeout=30)
+        r.raise_for_status()
+        wait_sweep(url, r.json()["id"])
+
+
+def shoot(url: str, out: Path, headers: dict[str, str], token: str | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        for width, height in SIZES:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            if token:  # the presenter's view
+                page.goto(url + "/")
+                page.evaluate("t => sessionStorage.setItem('lab-token', t)", token)
+            suffix = f"{width}x{height}"
+
+            page.goto(url + "/results")
+            page.wait_for_selector("#chart svg")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out / f"case-study-{suffix}.png"))
+
+            page.goto(url + "/talk#3")
+            page.wait_for_selector("#outcome:not([hidden])")
+            page.screenshot(path=str(out / f"talk-{suffix}.png"))
+
+            page.goto(url + "/talk#6")
+            page.wait_for_selector("#talk-chart svg")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(out / f"talk-summary-{suffix}.png"))
+
+            # last, so the two runs it starts show nowhere else
+            page.goto(url + "/")
+            page.wait_for_selector('#conn[data-state="live"]')
+            ids = []
+            for group, zeromode in (("A", "plugin"), ("B", "emulate")):
+                r = httpx.post(f"{url}/api/runs", headers=headers, timeout=30,
+                               json={"client": "qemu-4.2", "server": {"zeromode": zeromode}, "label": f"act5-{group}"})
+                ids.append(r.json()["id"])
+            page.wait_for_selector('#live-list .run-card[data-status="running"] .run-stats >> text=requests cover')
+            page.wait_for_timeout(2500)
+            page.screenshot(path=str(out / f"lab-{suffix}.png"))
+            for run_id in ids:  # let them finish before the next size
+                while httpx.get(f"{url}/api/runs/{run_id}", timeout=30).json()["status"] in ("queued", "running"):
+                    time.sleep(0.5)
+            page.close()
+        browser.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="a running lab (default: start one on a temporary data dir)")
+    ap.add_argument("--token", help="LAB_TOKEN of that lab, if it has one")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    args = ap.parse_args()
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    service = None
+    url = args.url
+    if url is None:
+        service = LabService(Path(tempfile.mkdtemp(prefix="fzl-shots-")) / "data").start()
+        url = service.url
+    try:
+        ensure_measured(url, headers)
+        shoot(url, args.out, headers, args.token)
+    finally:
+        if service is not None:
+            service.stop()
+    print(f"screenshots in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
