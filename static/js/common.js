@@ -139,7 +139,19 @@ function initKeys() {
   });
 }
 
+// The real tools behind the numbers, for the credits line.
+async function showVersions() {
+  try {
+    const h = await api.health();
+    const v = (text) => (String(text || "").match(/\d+\.\d+(\.\d+)?/) || [""])[0];
+    const names = ["nbdkit", "qemu-img", "libnbd"].filter((k) => h.versions && h.versions[k]);
+    document.getElementById("versions").textContent =
+      names.map((k) => `${k} ${v(h.versions[k])}`).join(" · ") + (h.version ? ` · fastzero-lab ${h.version}` : "");
+  } catch { /* the connection pill already says the service is away */ }
+}
+
 export function init() {
+  showVersions();
   $("theme-toggle").addEventListener("click", toggleTheme);
   $("help-open").addEventListener("click", toggleHelp);
   $("banner-msg").querySelector(".banner-close").addEventListener("click", hideMessage);

@@ -97,6 +97,17 @@ def test_run_from_the_form_shows_live_progress_then_a_history_row(service: LabSe
     assert page.console.errors == []
 
 
+def test_cancel_from_the_live_card(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/")
+    wait_live(page)
+    run = service.post("/api/runs", {"client": "qemu-img", "server": {"zeromode": "emulate"}}).json()  # ~8 s
+    page.click(f'#live-list .run-card[data-run-id="{run["id"]}"] [data-cancel]')
+    page.wait_for_selector(f'#history-body tr[data-run-id="{run["id"]}"][data-status="cancelled"]')
+    assert service.get(f"/api/runs/{run['id']}").json()["status"] == "cancelled"
+    assert page.console.errors == []
+
+
 def test_bad_field_is_named_and_marked(service: LabService, new_page) -> None:
     page = new_page()
     page.goto(service.url + "/")
@@ -278,6 +289,13 @@ def test_talk_act_runs_both_servers_side_by_side(service: LabService, new_page) 
     assert [lanes.nth(i).get_attribute("data-state") for i in range(2)] == ["done", "done"]
     outcome = page.inner_text("#outcome")
     assert "Server A took" in outcome and "Server B took" in outcome and "Why:" in outcome
+    page.keyboard.press("r")  # reset: the act is ready to be shown again
+    page.wait_for_selector("#outcome", state="hidden")
+    assert [lanes.nth(i).get_attribute("data-state") for i in range(2)] == ["empty", "empty"]
+    page.reload()  # the reset holds for this tab
+    wait_live(page)
+    page.wait_for_selector('.lane[data-state="empty"]')
+    assert page.is_hidden("#outcome")
     assert page.console.errors == []
 
 
