@@ -198,6 +198,7 @@ function redraw() {
 }
 
 const redrawSoon = f.throttleFrame(redraw);
+const liveSoon = f.throttleFrame(redrawLive);
 
 function main() {
   init();
@@ -225,7 +226,12 @@ function main() {
     if (e.key === "0") { applyPreset("baseline"); return true; }
     return false;
   });
-  subscribe((kind) => { redrawSoon(); if (kind === "sync" || kind === "done") updateHint(); });
+  // progress and clock ticks touch only the live cards; the history changes with states
+  subscribe((kind) => {
+    if (kind === "progress" || kind === "tick") liveSoon();
+    else redrawSoon();
+    if (kind === "sync" || kind === "done") updateHint();
+  });
   setInterval(redrawSoon, 1000); // retire recent cards
   start();
 }

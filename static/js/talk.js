@@ -235,6 +235,14 @@ async function main() {
   onRoleChange(renderSoon);
   window.addEventListener("resize", renderSoon);
   subscribe(renderSoon);
+  // The audience follows the presenter: a run of an act starting elsewhere brings that act up.
+  subscribe((kind, id) => {
+    if (kind !== "new" || isPresenter() || !store.loaded) return;
+    const run = store.runs.get(id);
+    if (!run || !run.label || !["queued", "running"].includes(run.status)) return;
+    const at = acts.findIndex((a) => a.rows.some((r) => r.key === run.label));
+    if (at >= 0 && at !== index && !(run.sweep_id)) go(at);
+  });
   try {
     const scenarios = await api.scenarios();
     const withActs = scenarios.find((s) => s.acts && s.acts.length);

@@ -232,6 +232,24 @@ def test_audience_sees_no_run_controls_and_presenter_signs_in(service_factory, n
     other.wait_for_selector('#history-body tr[data-status="succeeded"]')
 
 
+def test_audience_talk_follows_the_act_being_run(service_factory, new_page) -> None:
+    service = service_factory(token="s3cret-token")
+    page = new_page(390, 844)
+    page.goto(service.url + "/talk")
+    wait_live(page)
+    page.wait_for_selector("#act-count:text('Act 1 of 5')")
+    assert page.is_hidden("#act-run")
+    # the presenter (here: a script with the token) runs act 3's two rows, quick geometry
+    for key, zeromode in (("act3-A", "plugin"), ("act3-B", "emulate")):
+        r = service.post("/api/runs", {"client": "qemu-3.1", "label": key,
+                                       "server": {"zeromode": zeromode, "fastzeromode": "none", **SMALL}})
+        assert r.status_code == 202, r.text
+    page.wait_for_function("document.querySelector('#act-count').textContent === 'Act 3 of 5'")
+    page.wait_for_selector("#outcome:not([hidden])")
+    assert page.locator('#lanes .lane[data-state="done"]').count() == 2
+    assert page.console.errors == []
+
+
 def test_page_shows_a_dead_service_and_recovers_after_restart(service: LabService, new_page) -> None:
     run = service.post("/api/runs", {"client": "qemu-img", "server": SMALL}).json()
     service.wait_run(run["id"])
