@@ -72,7 +72,6 @@ function handle(ev) {
       const run = store.runs.get(id);
       if (!run) { fetchRun(id); return; }
       if (ev.phase) store.phase.set(id, ev.phase);
-      if (FINAL.has(ev.status) && !(ev.run && ev.run.client)) fetchRun(id); // the full result
       if (ev.status && !(FINAL.has(run.status) && !FINAL.has(ev.status))) {
         run.status = ev.status;
         if (ev.status === "running" && !run.started_at) run.started_at = Date.now() / 1000;
@@ -116,8 +115,14 @@ export async function resync() {
     const data = await api.runList("?limit=1000");
     const list = unwrapList(data, "runs");
     const fresh = new Map(list.map((r) => [r.id, r]));
-    // Keep nothing the service no longer has; keep live detail only for runs still going.
-    for (const id of store.runs.keys()) if (!fresh.has(id)) store.runs.delete(id);
+    // Drop what the service no longer has (a new data dir), but not a run announced by the
+    // stream after this list was read.
+    const newest = Math.max(0, ...list.map((r) => r.created_at || 0));
+    for (const [id, run] of store.runs) {
+      if (!fresh.has(id) && ((run.created_at || 0) <= newest || (!list.length && FINAL.has(run.status)))) {
+        store.runs.delete(id);
+      }
+    }
     for (const run of list) {
       const old = store.runs.get(run.id);
       if (old && FINAL.has(old.status) && !FINAL.has(run.status)) continue;
