@@ -49,7 +49,8 @@ export function renderCard(run, node = null) {
   const head = el("div", { class: "run-head" },
     el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g),
     el("span", { class: "run-title" }, run.client),
-    el("span", { class: "run-spec" }, f.serverSummary(run.server)),
+    el("span", { class: "run-spec", title: `${f.serverSummary(run.server)} · ${f.geometry(run.server)}` },
+      f.serverSummary(run.server)),
     el("span", { class: `status status-${run.status}` }, statusLabel(run)),
   );
   if (!done && isPresenter()) {

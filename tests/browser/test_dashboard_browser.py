@@ -36,11 +36,15 @@ def test_pages_load_without_console_errors(service: LabService, new_page) -> Non
 
 def test_pages_fit_a_phone(service: LabService, new_page) -> None:
     page = new_page(390, 844)
+    run = service.post("/api/runs", {"client": "qemu-4.2", "server": {"zeromode": "emulate"}}).json()  # ~8 s
     for path in PAGES:
         page.goto(service.url + path)
         wait_live(page)
+        if path == "/":
+            page.wait_for_selector('#live-list .run-card[data-status="running"]')
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a 390px phone"
+    service.post(f"/api/runs/{run['id']}/cancel")
     assert page.console.errors == []
 
 
