@@ -9,12 +9,14 @@ timestamps (bench/_timeline.py), into
 - lead:         client start to first request plus last reply to exit (process start, handshake).
 So a miss says where the time went, not just that it went.
 
-Runs are sleep-bound, so several go at once (--workers); the sweep's few data-heavy runs
-are CPU-bound and the 2-core machine is shared, which the notes next to them say.
+The sweep runs one at a time by default (--workers 1): its data-heavy rows are partly
+CPU-bound, and the 2-core machine is shared with other work; the 'machine busy cores'
+column (whole machine, /proc/stat, during the run) says how much else was going on, and
+the summary also counts the rows that ran on a quiet machine (< 0.5 cores busy).
 Parallel clients (nbdcopy) overlap their requests: for them the serial sum is an upper
 bound, and the check is ratio <= 1.
 
-Last, a three-term fit over the in-order rows (extra = a x backend ops + b x MiB stored + c
+Last, a three-term fit over the quiet in-order rows (extra = a x backend ops + b x MiB stored + c
 per run) shows how much of the misses a per-machine calibration of the model would absorb.
 `--case-study-from FILE` takes the case-study rows from sweep_speed.py's serial pass (run_all
 does this, so the 19 rows run once, one at a time, with no contention from each other).
@@ -138,7 +140,7 @@ def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--workers", type=int, default=3, help="runs at once (sleep-bound; default 3)")
+    p.add_argument("--workers", type=int, default=1, help="runs at once (default 1: no self-contention)")
     p.add_argument("--only", choices=("case-study", "sweep"), help="run one part only")
     p.add_argument("--case-study-from", metavar="FILE", help="sweep_speed.py --json output: reuse its serial rows")
     args = p.parse_args()
@@ -183,11 +185,18 @@ def main() -> int:
     summary = [["case study, in-order clients", *_count([r for r in study_rows if not r["parallel"]])],
                ["geometry sweep, in-order clients", *_count([r for r in sweep_rows if not r["parallel"]])],
                ["parallel clients under the serial bound", *_count(bound)]]
+    quiet = [r for r in rows if _quiet(r)]
+    summary += [[f"case study, in-order, quiet machine (< {QUIET_CORES} cores busy)",
+                 *_count([r for r in quiet if r in study_rows and not r["parallel"]])],
+                [f"geometry sweep, in-order, quiet machine (< {QUIET_CORES} cores busy)",
+                 *_count([r for r in quiet if r in sweep_rows and not r["parallel"]])]]
     print(table(["check", "within target", "rows", ""], summary))
-    cal = calibrate(rows)
+    fit_rows = quiet if len([r for r in quiet if not r["parallel"]]) >= 6 else rows
+    cal = calibrate(fit_rows)
     if cal:
         print()
-        print(table(["fit over in-order rows", "ms per backend op", "ms per MiB stored", "ms per run",
+        fit_name = f"fit over {'quiet ' if fit_rows is quiet else ''}in-order rows"
+        print(table([fit_name, "ms per backend op", "ms per MiB stored", "ms per run",
                      "rows within 5% after correction", "worst deviation after"],
                     [["extra = a*ops + b*MiB + c", f"{cal['ms_per_op']:.3f}", f"{cal['ms_per_mib']:.3f}",
                       f"{cal['ms_per_run']:.1f}", f"{cal['within']}/{cal['rows']}", f"{cal['worst']:.3f}"]]))
@@ -200,6 +209,14 @@ def main() -> int:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+QUIET_CORES = 0.5
+
+
+def _quiet(r: dict[str, Any]) -> bool:
+    v = r.get("machine_busy_cores")
+    return v is not None and v < QUIET_CORES
 
 
 def _count(rows: list[dict[str, Any]]) -> list[Any]:

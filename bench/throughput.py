@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import _timeline
-from _common import BENCH, MiB, machine_note, parser, setup_env, strip_debug, table, verdict, write_json
+from _common import BENCH, MachineBusy, MiB, machine_note, parser, setup_env, strip_debug, table, verdict, write_json
 
 TMP = setup_env()
 
@@ -48,6 +48,7 @@ def fields(size: str, maxdata: str) -> dict[str, Any]:
 
 def lab_copy(spec: ServerSpec, client: str, depth: int) -> dict[str, Any]:
     _timeline.keep_lab_logs()
+    busy = MachineBusy()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     run = execute(Run(client=client, server=spec, queue_depth=depth), timeout=600)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -56,7 +57,8 @@ def lab_copy(spec: ServerSpec, client: str, depth: int) -> dict[str, Any]:
         raise RuntimeError(f"{client} failed: {run.error}")
     return {"duration_s": run.duration_s, "verify_s": run.verify_s, "setup_s": run.setup_s,
             "reader_cpu_s": _timeline.last_reader_cpu(), "write_ops": run.backend.write_ops,
-            "lab_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), "verified": run.verified}
+            "lab_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), "verified": run.verified,
+            "machine_busy_cores": busy.cores()}
 
 
 def bare_nbdcopy(spec: ServerSpec, image: images.Image, debug: bool) -> float:
@@ -145,10 +147,11 @@ def main() -> int:
         name = f"{client} (libnbd), queue depth {depth}" if client == "qemu-4.2" else client
         rows.append([name, r["duration_s"], f"{nbytes / MiB / r['duration_s']:.0f}",
             f"{vs:.2f}", target, ok, r["write_ops"], r["reader_cpu_s"], r["verify_s"],
+            f"{r['machine_busy_cores']:.2f}",
             "yes" if r["verified"] else "NO"])
     label = f"{size} all data, memory plugin, maxdata {args.maxdata}, no delays"
     print(table(["client", "copy s (best)", "MiB/s", "x nbdcopy", "target", "", "backend writes",
-                 "debug reader CPU s", "verify s", "verified"], rows,
+                 "debug reader CPU s", "verify s", "machine busy cores", "verified"], rows,
                 title=f"Throughput: {label}, best of {repeat}"))
     print()
 
