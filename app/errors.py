@@ -70,6 +70,7 @@ def install(app: FastAPI) -> None:
 # For OpenAPI: what each error looks like.
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
+        400: "the body could not be read (not UTF-8 text)",
         401: "missing or wrong bearer token (only when LAB_TOKEN is set)",
         404: "unknown id",
         409: "the run or sweep has already finished",

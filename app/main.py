@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from app import auth, errors
+from app import auth, errors, openapi
+from app.allow import AllowMiddleware
 from app.api import events, health, results, runs, scenarios, servers
 from app.settings import Settings
 from lab.manager import Manager, ManagerConfig
@@ -73,12 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
                   max_body_size=settings.max_body_bytes)
     app.state.settings = settings
+    app.add_middleware(AllowMiddleware, paths=lambda: app.openapi().get("paths", {}))
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
     errors.install(app)
     for module in (health, servers, runs, scenarios, results, events):
         app.include_router(module.router)
     _add_pages(app)
-    _document_auth(app)
+    openapi.install(app, settings)
     return app
 
 
@@ -129,28 +131,6 @@ def _add_pages(app: FastAPI) -> None:
     static = ROOT / "static"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
-
-
-def _document_auth(app: FastAPI) -> None:
-    """Mark every POST/DELETE operation in OpenAPI as needing the bearer token (enforced by GuardMiddleware)."""
-    original = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http", "scheme": "bearer",
-            "description": "only when the service runs with LAB_TOKEN set",
-        }
-        for path in schema.get("paths", {}).values():
-            for method, op in path.items():
-                if method in ("post", "delete", "put", "patch"):
-                    op["security"] = [{"bearer": []}, {}]
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _version() -> str:

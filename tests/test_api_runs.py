@@ -160,3 +160,20 @@ def test_health_clients_and_openapi(api):
     client_enum = spec["components"]["schemas"]["ClientId"]["enum"]
     assert set(client_enum) == set(ids)
     assert api.get("/docs").status_code == 200
+
+
+def test_openapi_bounds_follow_the_settings_and_405_lists_every_method(tmp_path):
+    with client_for(tmp_path / "data", max_size=16 << 20, max_delay_ms=50) as api:
+        spec = api.get("/openapi.json").json()
+        props = spec["components"]["schemas"]["ServerFields"]["properties"]
+        ints = [s for s in props["size"]["anyOf"][0]["anyOf"] if s["type"] == "integer"]
+        assert (ints[0]["minimum"], ints[0]["maximum"], ints[0]["multipleOf"]) == (1 << 20, 16 << 20, 512)
+        nums = [s for s in props["delay_write"]["anyOf"][0]["anyOf"] if s["type"] == "number"]
+        assert nums[0]["maximum"] == 50
+        errors = spec["paths"]["/api/runs/{run_id}/events"]["get"]["responses"]["404"]["content"]
+        assert list(errors) == ["application/json"], "errors on stream routes are JSON"
+        r = api.put("/api/runs")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"
+        assert api.patch("/api/servers/abc").headers["allow"] == "DELETE, GET, HEAD"
+        assert api.post("/api/runs", json={"server": {"size": "32M"}}).json()["detail"][0]["loc"] == [
+            "body", "server", "size"]

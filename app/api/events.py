@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.deps import ManagerDep, SettingsDep
-from app.errors import field_error, responses
+from app.errors import responses
 from lab.events import Subscription
 from lab.store import Event
 
@@ -26,17 +26,15 @@ RETRY_MS = 2000
 
 
 def resume_after(
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID",
-                                                description="resume after this event id")] = None,
-    last_event_id_query: Annotated[int | None, Query(alias="last_event_id", ge=0, le=2**62,
+    last_event_id: Annotated[str, Header(alias="Last-Event-ID", pattern=r"^\s*\d{0,18}\s*$",
+                                         description="resume after this event id")] = "",
+    last_event_id_query: Annotated[int | None, Query(alias="last_event_id", ge=0, le=10**18 - 1,
                                                      description="same, for a first connect")] = None,
 ) -> int | None:
     """The id to resume after: the header (a browser's reconnect) wins over the query (its first connect)."""
-    if last_event_id is not None and last_event_id.strip():
+    if last_event_id.strip():
         text = last_event_id.strip()
-        if not text.isdigit() or len(text) > 19:
-            raise field_error(["header", "Last-Event-ID"], "must be an event id (a non-negative integer)", text)
-        return int(text)
+        return int(text)  # the pattern let digits only through
     return last_event_id_query
 
 
@@ -71,14 +69,15 @@ def _finished_before(manager: ManagerDep, kind: str, key: str, after: int | None
 
 
 # Checks run as (sync) dependencies: they must answer 404 before the 200 of a stream is sent.
-def run_stream_done(run_id: str, manager: ManagerDep, after: ResumeDep) -> bool:
+# Each returns (after, done): where to resume, and whether the stream has nothing left to send.
+def run_stream(run_id: str, manager: ManagerDep, after: ResumeDep) -> tuple[int | None, bool]:
     manager.get_run(run_id)
-    return _finished_before(manager, "run", run_id, after)
+    return after, _finished_before(manager, "run", run_id, after)
 
 
-def sweep_stream_done(sweep_id: str, manager: ManagerDep, after: ResumeDep) -> bool:
+def sweep_stream(sweep_id: str, manager: ManagerDep, after: ResumeDep) -> tuple[int | None, bool]:
     manager.get_sweep(sweep_id)
-    return _finished_before(manager, "sweep", sweep_id, after)
+    return after, _finished_before(manager, "sweep", sweep_id, after)
 
 
 def global_start(manager: ManagerDep, after: ResumeDep) -> int:
@@ -86,9 +85,10 @@ def global_start(manager: ManagerDep, after: ResumeDep) -> int:
 
 
 @router.get("/runs/{run_id}/events", response_class=EventSourceResponse, tags=["runs"], responses=responses(404, 422))
-async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep, after: ResumeDep,
-                     done: Annotated[bool, Depends(run_stream_done)]) -> AsyncIterable[ServerSentEvent]:
+async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep,
+                     plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> AsyncIterable[ServerSentEvent]:
     """The run's history so far, then live events; the stream ends after its `done` event."""
+    after, done = plan
     if done:
         return
     sub = manager.subscribe(after=after or 0, run_id=run_id)
@@ -98,9 +98,11 @@ async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep, af
 
 @router.get("/sweeps/{sweep_id}/events", response_class=EventSourceResponse, tags=["sweeps"],
             responses=responses(404, 422))
-async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep, after: ResumeDep,
-                       done: Annotated[bool, Depends(sweep_stream_done)]) -> AsyncIterable[ServerSentEvent]:
+async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep,
+                       plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)],
+                       ) -> AsyncIterable[ServerSentEvent]:
     """Events of the sweep and of its runs, history first; ends after `sweep_done`."""
+    after, done = plan
     if done:
         return
     sub = manager.subscribe(after=after or 0, sweep_id=sweep_id)

@@ -14,7 +14,7 @@ from lab.spec import SpecError
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
-@router.post("", status_code=202, response_model=RunOut, responses=responses(401, 404, 413, 422, 429, 503))
+@router.post("", status_code=202, response_model=RunOut, responses=responses(400, 401, 404, 413, 422, 429, 503))
 def start_run(body: RunCreate, manager: ManagerDep, response: Response) -> dict[str, Any]:
     """Queue a run. It starts when a worker is free; follow it at /api/runs/{id}/events."""
     if body.server is not None and body.server_id is not None:

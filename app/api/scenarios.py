@@ -31,7 +31,7 @@ def get_scenario(name: str) -> dict[str, Any]:
 
 
 @router.post("/scenarios/{name}/runs", status_code=202, response_model=SweepOut,
-             responses=responses(401, 404, 413, 422, 429, 503))
+             responses=responses(400, 401, 404, 413, 422, 429, 503))
 def start_sweep(name: str, manager: ManagerDep, response: Response,
                 body: Annotated[SweepCreate | None, Body()] = None) -> dict[str, Any]:
     """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""

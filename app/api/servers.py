@@ -14,7 +14,7 @@ from lab.spec import SpecError
 router = APIRouter(prefix="/api/servers", tags=["servers"])
 
 
-@router.post("", status_code=201, response_model=ManagedServerOut, responses=responses(401, 413, 422, 429, 503))
+@router.post("", status_code=201, response_model=ManagedServerOut, responses=responses(400, 401, 413, 422, 429, 503))
 def create_server(fields: ServerFields, manager: ManagerDep, response: Response) -> dict[str, Any]:
     """Start an nbdkit server with these fields; runs may then target it with `server_id`."""
     raw = fields.raw()

@@ -1,0 +1,89 @@
+"""The OpenAPI document, made to say exactly what the service does.
+
+FastAPI's generated schema is adjusted in three ways:
+- every POST/DELETE is marked as needing the bearer token (enforced by TokenMiddleware);
+- error answers are documented as application/json even on event-stream routes;
+- server-field bounds come from this instance's settings (max size, max delay), so a
+  client or a fuzzer reading the schema knows what will be accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.settings import Settings
+from lab.spec import DEFAULT_LIMITS
+from lab.units import parse_delay, parse_size
+
+
+def _each(schema: Any, fn: Callable[[dict[str, Any]], None]) -> None:
+    """Apply fn to every sub-schema that has a `type`."""
+    if isinstance(schema, dict):
+        if "type" in schema:
+            fn(schema)
+        for v in schema.values():
+            _each(v, fn)
+    elif isinstance(schema, list):
+        for v in schema:
+            _each(v, fn)
+
+
+def _bounds(prop: dict[str, Any], low: float, high: float, multiple: int, parse: Callable[[Any], float]) -> None:
+    def fix(s: dict[str, Any]) -> None:
+        if s["type"] in ("integer", "number"):
+            s.update(minimum=low, maximum=high, multipleOf=multiple)
+
+    def within(example: Any) -> bool:
+        try:
+            v = parse(example)
+        except ValueError:
+            return False
+        return low <= v <= high and v % multiple == 0
+
+    _each(prop, fix)
+    stack = [prop]
+    while stack:  # examples must be values this instance accepts
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("examples"), list):
+                node["examples"] = [e for e in node["examples"] if within(e)] or [low]
+            stack += list(node.values())
+        elif isinstance(node, list):
+            stack += node
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    original = app.openapi
+    limits = settings.limits
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http", "scheme": "bearer", "description": "only when the service runs with LAB_TOKEN set",
+        }
+        for path in schema.get("paths", {}).values():
+            for method, op in path.items():
+                if method in ("post", "delete", "put", "patch"):
+                    op["security"] = [{"bearer": []}, {}]
+                for code, resp in op.get("responses", {}).items():
+                    content = resp.get("content", {})
+                    if code[:1] in ("4", "5") and "text/event-stream" in content:
+                        content.setdefault("application/json", content.pop("text/event-stream"))
+        for name in ("GeometryFields", "ServerFields"):
+            props = schema["components"]["schemas"].get(name, {}).get("properties", {})
+            if "size" in props:
+                _bounds(props["size"], 1 << 20, limits.max_size, 512, parse_size)
+            if "maxdata" in props:
+                _bounds(props["maxdata"], DEFAULT_LIMITS.min_maxdata, limits.max_maxdata, 512, parse_size)
+            for field in ("delay_write", "delay_zero"):
+                if field in props:
+                    _bounds(props[field], 0, limits.max_delay_ms, 1, parse_delay)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
