@@ -6,13 +6,13 @@ deterministic and building them is the slow part; everything else is per session
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from procutil import own_children, process_names
 
 _session_root = Path(tempfile.mkdtemp(prefix="fzl-test-"))
 os.environ["LAB_DATA_DIR"] = str(_session_root / "data")
@@ -35,41 +35,6 @@ def runtime_dir() -> Path:
     from lab import procs
 
     return procs.runtime_root()
-
-
-def own_children() -> list[int]:
-    """Pids of this test process's live descendants (not the whole machine's)."""
-    me = os.getpid()
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat.rsplit(")", 1)[1].split()
-        if rest[0] == "Z":
-            continue
-        parents[int(entry)] = int(rest[1])
-    found = []
-    for pid in parents:
-        p = pid
-        while p in parents and p > 1:
-            p = parents[p]
-            if p == me:
-                found.append(pid)
-                break
-    return found
-
-
-def process_names(pids: list[int]) -> list[str]:
-    names = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
-    return names
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def test_client_killed_mid_copy(no_leftovers):
     import os
     import signal
 
-    from conftest import own_children, process_names
+    from procutil import own_children, process_names
 
     spec = build_spec({"size": "32M", "delay_write": "10ms"})
     killed: list[int] = []

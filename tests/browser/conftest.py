@@ -33,7 +33,9 @@ def service(service_factory) -> LabService:
     return service_factory()
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync Playwright keeps an event loop running in this thread until it
+# stops, which would break asyncio.run() in the tests collected after this folder.
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (scripts/install.sh --dev installs it)")
