@@ -235,7 +235,6 @@ def execute(
         else:
             run.status = "cancelled"
             run.error = "cancelled"
-        run.verified = run.verified if run.verified is not None else None
     except Exception as e:
         run.status = "failed"
         detail = srv.errors() if srv is not None else []
