@@ -46,7 +46,7 @@ def main() -> int:
     quick = ["--quick"] if args.quick else []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    outputs: list[tuple[str, str, float, int]] = []
+    outputs: list[tuple[str, str, float, int, str]] = []
     for name, extra in plan:
         cmd = [sys.executable, str(HERE / f"{name}.py"), *quick, *extra]
         shown = " ".join([".venv/bin/python", f"bench/{name}.py", *quick, *extra]).replace(str(tmp), "$TMP")
@@ -59,20 +59,20 @@ def main() -> int:
         if proc.returncode != 0:
             print(f"[{name} exited {proc.returncode}; see its messages above]", flush=True)
         print(f"({name}: {secs:.0f} s)", flush=True)
-        outputs.append((name, proc.stdout, secs, proc.returncode))
+        outputs.append((name, proc.stdout, secs, proc.returncode, shown))
     total = time.perf_counter() - t0
     summary = ["| script | seconds | exit |", "|---|---:|---:|"]
-    summary += [f"| {n} | {s:.0f} | {rc} |" for n, _, s, rc in outputs]
+    summary += [f"| {n} | {s:.0f} | {rc} |" for n, _, s, rc, _ in outputs]
     verdict = "PASS" if total < BUDGET_S else "MISS"
     summary.append(f"| **total** | **{total:.0f}** | target < {BUDGET_S:.0f} s: {verdict} |")
     print("\n## Time taken\n\n" + "\n".join(summary))
     if args.save:
-        parts = [f"## {n}\n\n{out.strip()}\n\n({s:.0f} s, exit {rc})" for n, out, s, rc in outputs]
+        parts = [f"## {n}\n\n`{cmd}`\n\n{out.strip()}\n\n({s:.0f} s, exit {rc})" for n, out, s, rc, cmd in outputs]
         Path(args.save).write_text("\n\n".join(parts) + "\n\n## Time taken\n\n" + "\n".join(summary) + "\n")
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()
-    return 0 if all(rc == 0 for *_, rc in outputs) else 1
+    return 0 if all(o[3] == 0 for o in outputs) else 1
 
 
 if __name__ == "__main__":
