@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lab import report
-from lab.clients import client_ids
+from lab.clients import client_ids, get_client
 from lab.runs import Run, execute
 from lab.scenarios import SCENARIOS, get_scenario
 from lab.spec import FASTZEROMODES, PLUGINS, SOURCE_FORMATS, ZEROMODES, SpecError, build_spec
@@ -157,8 +157,11 @@ def cmd_scenario(args: argparse.Namespace) -> int:
                 print(f"[{done}/{len(runs)}] {run.label}: {run.status} {run.duration_s or 0:.2f} s", file=sys.stderr)
         return run
 
+    # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
+    # sleep-bound rows pile up beside them on a small machine.
+    order = sorted(runs, key=lambda r: not get_client(r.client).parallel) if args.workers > 1 else runs
     with _Interrupt() as cancel, ThreadPoolExecutor(max_workers=args.workers) as pool:
-        list(pool.map(lambda r: one(r, cancel), runs))
+        list(pool.map(lambda r: one(r, cancel), order))
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"name": scenario.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
@@ -182,8 +185,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_clients(_args: argparse.Namespace) -> int:
-    from lab.clients import get_client
-
     for cid in client_ids():
         c = get_client(cid)
         print(f"{cid:10} {c.era:22} {c.description}")

@@ -23,7 +23,7 @@ from lab.verify import verify
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
-PROGRESS_INTERVAL = 0.05  # at most 20 progress events a second per run
+PROGRESS_INTERVAL = 0.04  # at most 25 progress events a second per run
 
 EventSink = Callable[[dict[str, Any]], None]
 
@@ -200,6 +200,9 @@ def execute(
                 state("running", phase="copy")
                 result = client.copy(ctx)
                 run.duration_s = round(time.perf_counter() - t0, 4)
+                if result.elapsed_s is not None:
+                    run.duration_s = result.elapsed_s
+                    run.notes.append("copy timed by the client from connect to disconnect")
                 srv.sync()
                 progress.stop()
                 sink(progress.snapshot())

@@ -13,6 +13,8 @@ from lab.images import Image
 from lab.servers import ServerFlags
 from lab.trace import WireCounts
 
+CANCEL_CHECK_S = 0.05  # how soon a cancel reaches a running client process
+
 
 class Cancelled(Exception):
     """The run was cancelled (or timed out) while the client was copying."""
@@ -44,6 +46,9 @@ class ClientResult:
     # None when the client cannot count its own requests: the server's log is the wire view.
     wire: WireCounts | None = None
     notes: list[str] = field(default_factory=list)
+    # Copy time measured by the client itself (connect to disconnect), when it has one:
+    # the re-enacted eras run in a Python child whose start-up is not the era's cost.
+    elapsed_s: float | None = None
 
 
 class Client:
@@ -67,21 +72,27 @@ class Client:
 def run_process(argv: Sequence[str], ctx: CopyContext) -> None:
     """Run a real client binary to completion; cancel kills its whole process group."""
     proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out: list[bytes] = []
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-    reader.start()
+    finished = threading.Event()
+
+    def watch_cancel() -> None:
+        # The copy's own thread waits on the process (no polling in the timed path).
+        while not finished.is_set():
+            if ctx.cancel.wait(CANCEL_CHECK_S):
+                procs.stop(proc, grace=0.2)
+                return
+
+    watcher = threading.Thread(target=watch_cancel, name=f"cancel-{argv[0]}", daemon=True)
+    watcher.start()
     try:
-        while True:
-            try:
-                proc.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                if ctx.cancel.is_set():
-                    procs.stop(proc, grace=0.2)
-                    raise Cancelled() from None
+        assert proc.stdout is not None
+        out = [proc.stdout.read()]
+        proc.wait()
     finally:
+        finished.set()
+        watcher.join(timeout=1)
         procs.stop(proc)
-        reader.join(timeout=2)
+    if ctx.cancel.is_set():
+        raise Cancelled()
     if proc.returncode != 0:
         text = b"".join(out).decode(errors="replace").strip()
         raise ClientError(f"{argv[0]} exited with status {proc.returncode}: {text[-500:]}")

@@ -1,0 +1,105 @@
+"""Era clients run in a child process, as a real qemu-img would.
+
+In the service the copy would otherwise share Python's GIL with the web layer, and an
+audience of hundreds of event-stream subscribers measurably slowed the very copy being
+timed. A child process keeps the measurement clean, and a cancel is a plain kill of its
+process group. Protocol: the job as one JSON object on stdin; JSON lines on stdout:
+{"report": {...}} while copying, then {"result": {...}} or {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from lab import procs
+from lab.clients.base import Cancelled, ClientError, ClientResult, CopyContext
+from lab.images import Image
+from lab.servers import ServerFlags
+from lab.trace import WireCounts
+
+CANCEL_CHECK_S = 0.05
+
+
+def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
+    job = {
+        "client": client_id,
+        "uri": ctx.uri,
+        "queue_depth": ctx.queue_depth,
+        "source_format": ctx.source_format,
+        "flags": ctx.flags.to_dict(),
+        "image": {"size": ctx.image.size, "pattern": ctx.image.pattern, "dir": str(ctx.image.dir),
+                  "extents": [list(e) for e in ctx.image.extents]},
+    }
+    proc = procs.spawn([sys.executable, "-m", "lab.clients.child"], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    finished = threading.Event()
+
+    def watch_cancel() -> None:
+        while not finished.is_set():
+            if ctx.cancel.wait(CANCEL_CHECK_S):
+                procs.stop(proc, grace=0.2)
+                return
+
+    watcher = threading.Thread(target=watch_cancel, name=f"cancel-{client_id}", daemon=True)
+    watcher.start()
+    outcome: dict[str, Any] = {}
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(json.dumps(job))
+        proc.stdin.close()
+        for line in proc.stdout:
+            msg = json.loads(line)
+            if "report" in msg:
+                ctx.report(msg["report"])
+            else:
+                outcome = msg
+        proc.wait()
+        stderr = proc.stderr.read()
+    finally:
+        finished.set()
+        watcher.join(timeout=1)
+        procs.stop(proc)
+    if ctx.cancel.is_set():
+        raise Cancelled()
+    if "error" in outcome:
+        raise ClientError(outcome["error"])
+    if "result" not in outcome:
+        raise ClientError(f"{client_id} client process exited with status {proc.returncode}: {stderr.strip()[-500:]}")
+    r = outcome["result"]
+    wire = WireCounts(**r["wire"])
+    return ClientResult(wire=wire, notes=r["notes"], elapsed_s=r["elapsed_s"])
+
+
+def _main() -> int:
+    from lab.clients import get_client
+
+    job = json.loads(sys.stdin.read())
+    img = job["image"]
+    image = Image(size=img["size"], pattern=img["pattern"], dir=Path(img["dir"]),
+                  extents=tuple((o, n) for o, n in img["extents"]), chunk_hashes=())
+
+    def emit(msg: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    ctx = CopyContext(image=image, uri=job["uri"], flags=ServerFlags(**job["flags"]),
+                      source_format=job["source_format"], queue_depth=job["queue_depth"],
+                      report=lambda info: emit({"report": info}))
+    client = get_client(job["client"])
+    try:
+        result = client.copy_here(ctx)  # type: ignore[attr-defined]
+    except ClientError as e:
+        emit({"error": str(e)})
+        return 1
+    emit({"result": {"wire": result.wire.to_dict() if result.wire else None, "notes": result.notes,
+                     "elapsed_s": result.elapsed_s}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
