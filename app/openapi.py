@@ -4,7 +4,10 @@ FastAPI's generated schema is adjusted in three ways:
 - every POST/DELETE is marked as needing the bearer token (enforced by TokenMiddleware);
 - error answers are documented as application/json even on event-stream routes;
 - server-field bounds come from this instance's settings (max size, max delay), so a
-  client or a fuzzer reading the schema knows what will be accepted.
+  client or a fuzzer reading the schema knows what will be accepted;
+- OpenAPI links say which id a creation answers with and where it leads (run -> get,
+  cancel, events; server -> get, delete, a run on it; sweep -> get, cancel, events), so
+  generated clients and stateful fuzzers (schemathesis) can follow them.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ def install(app: FastAPI, settings: Settings) -> None:
                     content = resp.get("content", {})
                     if code[:1] in ("4", "5") and "text/event-stream" in content:
                         content.setdefault("application/json", content.pop("text/event-stream"))
+                    stream = content.get("text/event-stream")
+                    if stream and "itemSchema" in stream:
+                        stream.pop("schema", None)  # FastAPI's default "string": the events are itemSchema
         for name in ("GeometryFields", "ServerFields"):
             props = schema["components"]["schemas"].get(name, {}).get("properties", {})
             if "size" in props:
@@ -83,7 +89,54 @@ def install(app: FastAPI, settings: Settings) -> None:
             for field in ("delay_write", "delay_zero"):
                 if field in props:
                     _bounds(props[field], 0, limits.max_delay_ms, 1, parse_delay)
+        _add_links(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# (path, method, status) of a creating operation -> {link name: (path, method, parameters, request body)}
+_RUN = {"run_id": "$response.body#/id"}
+_SWEEP = {"sweep_id": "$response.body#/id"}
+_SERVER = {"server_id": "$response.body#/id"}
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str], dict[str, Any] | None]]] = {
+    ("/api/runs", "post", "202"): {
+        "GetRun": ("/api/runs/{run_id}", "get", _RUN, None),
+        "CancelRun": ("/api/runs/{run_id}/cancel", "post", _RUN, None),
+        "RunEvents": ("/api/runs/{run_id}/events", "get", _RUN, None),
+    },
+    ("/api/servers", "post", "201"): {
+        "GetServer": ("/api/servers/{server_id}", "get", _SERVER, None),
+        "DeleteServer": ("/api/servers/{server_id}", "delete", _SERVER, None),
+        "RunOnServer": ("/api/runs", "post", {}, {"server_id": "$response.body#/id"}),
+    },
+    ("/api/scenarios/{name}/runs", "post", "202"): {
+        "GetSweep": ("/api/sweeps/{sweep_id}", "get", _SWEEP, None),
+        "CancelSweep": ("/api/sweeps/{sweep_id}/cancel", "post", _SWEEP, None),
+        "SweepEvents": ("/api/sweeps/{sweep_id}/events", "get", _SWEEP, None),
+    },
+    ("/api/scenarios", "get", "200"): {
+        "GetScenario": ("/api/scenarios/{name}", "get", {"name": "$response.body#/scenarios/0/name"}, None),
+        "StartSweep": ("/api/scenarios/{name}/runs", "post", {"name": "$response.body#/scenarios/0/name"}, None),
+    },
+}
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    paths = schema.get("paths", {})
+    for (path, method, status), links in LINKS.items():
+        resp = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if resp is None:
+            continue
+        out = resp.setdefault("links", {})
+        for name, (target, target_method, params, body) in links.items():
+            op_id = paths.get(target, {}).get(target_method, {}).get("operationId")
+            if op_id is None:
+                continue
+            link: dict[str, Any] = {"operationId": op_id}
+            if params:
+                link["parameters"] = dict(params)
+            if body is not None:
+                link["requestBody"] = dict(body)
+            out[name] = link

@@ -34,7 +34,11 @@ MAX_JSON_INT = 1 << 53
 # Unit spellings lab.units accepts, as case-insensitive character classes (JSON Schema has no flags).
 SIZE_PATTERN = r"^\s*\d{1,15}(\.\d{1,6})?\s*([bB]|[kKmMgGtT]([bB]|[iI][bB])?)?\s*$"
 DELAY_PATTERN = r"^\s*\d{1,12}(\.\d{1,6})?\s*([mMuUnN]?[sS])?\s*$"
+_SIZE_UNIT = r"\d{1,15}(\.\d{1,6})?\s*([bB]|[kKmMgGtT]([bB]|[iI][bB])?)?"
+# The grammar of a source layout; lab.images.parse_pattern then checks alignment and extents.
+PATTERN_PATTERN = rf"^\s*(full|empty|alternate:{_SIZE_UNIT}(:{_SIZE_UNIT})?)\s*$"
 _SIZE_RE = re.compile(SIZE_PATTERN)
+_PATTERN_RE = re.compile(PATTERN_PATTERN)
 _DELAY_RE = re.compile(DELAY_PATTERN)
 
 
@@ -56,6 +60,15 @@ def _delay(v: Any) -> float:
     if isinstance(v, str) and not _DELAY_RE.match(v):
         raise ValueError(f"{v[:40]!r} is not a delay: use milliseconds or a number with ms or s (such as 20ms)")
     return parse_delay(v)
+
+
+def _layout(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("a pattern is a string such as 'alternate:1M', 'full' or 'empty'")
+    if len(v) > 64 or not _PATTERN_RE.match(v):
+        raise ValueError(f"{v[:40]!r} is not a pattern: use alternate:DATA[:HOLE] (such as alternate:1M), "
+                         "full or empty")
+    return v.strip()
 
 
 Size = Annotated[
@@ -82,7 +95,12 @@ Delay = Annotated[
         "examples": ["20ms", 5],
     }),
 ]
-Pattern = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Pattern = Annotated[
+    str,
+    PlainValidator(_layout),
+    WithJsonSchema({"type": "string", "pattern": PATTERN_PATTERN, "maxLength": 64,
+                    "examples": ["alternate:1M", "full"]}),
+]
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Label = Annotated[str, StringConstraints(max_length=80)]
 RowKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]

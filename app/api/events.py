@@ -1,19 +1,29 @@
 """Server-Sent Events: one run, one sweep, or everything; resumable by id across restarts.
 
-Wire format (FastAPI's fastapi.sse): every event has `id:` (global, increasing), `event:`
+Wire format (as fastapi.sse writes it): every event has `id:` (global, increasing), `event:`
 (its type) and `data:` (one JSON object that repeats id and type). Reconnecting with
 `Last-Event-ID` (browsers do it by themselves) or `?last_event_id=` resumes after that
 id with nothing missed or repeated. Idle streams get a comment line every
 LAB_SSE_KEEPALIVE_S seconds so proxies keep them open.
+
+The streams are plain StreamingResponses (SseResponse), not FastAPI's generator endpoints:
+FastAPI's SSE wrapper runs a producer task and a keepalive task per stream, and when a
+client leaves while both hold an event, its task group raises (BrokenResourceError,
+logged as "Exception in ASGI application"; found by scripts/fuzz_api.py). It also leaves
+the generator, and so the subscription, to be closed whenever it is garbage-collected.
+SseResponse closes the generator and the subscription as soon as the response ends, however
+it ends (stream over, client gone, service stopping), and the keepalive is ours already.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import format_sse_event
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app.deps import ManagerDep, SettingsDep
 from app.errors import responses
@@ -41,23 +51,86 @@ def resume_after(
 ResumeDep = Annotated[int | None, Depends(resume_after)]
 
 
-async def _stream(sub: Subscription, keepalive_s: float,
-                  last: Callable[[Event], bool] | None = None) -> AsyncIterable[ServerSentEvent]:
-    try:
-        yield ServerSentEvent(comment="fastzero-lab events", retry=RETRY_MS)
-        while True:
-            batch = await sub.aget(timeout=keepalive_s)
-            if not batch:
-                if sub.closed:  # the service is stopping: end now, the client reconnects with its last id
-                    return
-                yield ServerSentEvent(comment="keepalive")
-                continue
-            for ev in batch:
-                yield ServerSentEvent(id=str(ev.id), event=ev.type, raw_data=ev.json)
-                if last is not None and last(ev):
-                    return
-    finally:
-        sub.close()
+class SseResponse(StreamingResponse):
+    """text/event-stream from a subscription; the subscription is closed when the response ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, sub: Subscription | None, body: AsyncIterator[bytes]) -> None:
+        super().__init__(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.sub = sub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if hasattr(body, "aclose"):
+                await body.aclose()  # type: ignore[union-attr]
+            if self.sub is not None:
+                self.sub.close()
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that ends at once
+
+
+async def _frames(sub: Subscription, keepalive_s: float,
+                  last: Callable[[Event], bool] | None = None) -> AsyncIterator[bytes]:
+    yield format_sse_event(comment="fastzero-lab events", retry=RETRY_MS)
+    while True:
+        batch = await sub.aget(timeout=keepalive_s)
+        if not batch:
+            if sub.closed:  # the service is stopping: end now, the client reconnects with its last id
+                return
+            yield KEEPALIVE
+            continue
+        # One write per batch: a replay page or a burst costs one send, not one per event.
+        out = bytearray()
+        for ev in batch:
+            out += format_sse_event(id=str(ev.id), event=ev.type, data_str=ev.json)
+            if last is not None and last(ev):
+                yield bytes(out)
+                return
+        yield bytes(out)
+
+
+KEEPALIVE = format_sse_event(comment="keepalive")
+EVENT_TYPES = ["state", "progress", "done", "sweep", "sweep_done", "server"]
+# One event on the wire (OpenAPI 3.2 itemSchema, as FastAPI documents its own SSE routes);
+# `data` is the JSON text of the event, described by contentSchema.
+EVENT_DATA = {
+    "type": "object",
+    "required": ["id", "type", "ts", "run_id", "sweep_id"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "type": {"type": "string", "enum": EVENT_TYPES},
+        "ts": {"type": "number"},
+        "run_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "sweep_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "additionalProperties": True,
+}
+STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `id` (global, increasing), `event` (the type), `data` (JSON); "
+                       "comment lines (`: keepalive`) and a `retry` hint in between",
+        "content": {"text/event-stream": {"itemSchema": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "event": {"type": "string", "enum": EVENT_TYPES},
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": EVENT_DATA},
+                "retry": {"type": "integer", "minimum": 0},
+            },
+        }}},
+    },
+}
+
+
+def _stream(sub: Subscription, keepalive_s: float, last: Callable[[Event], bool] | None = None) -> SseResponse:
+    return SseResponse(sub, _frames(sub, keepalive_s, last))
 
 
 def _finished_before(manager: ManagerDep, kind: str, key: str, after: int | None) -> bool:
@@ -84,37 +157,33 @@ def global_start(manager: ManagerDep, after: ResumeDep) -> int:
     return manager.replay_start() if after is None else after
 
 
-@router.get("/runs/{run_id}/events", response_class=EventSourceResponse, tags=["runs"], responses=responses(404, 422))
+@router.get("/runs/{run_id}/events", response_class=SseResponse, status_code=200, tags=["runs"],
+            responses={**STREAM_DOC, **responses(404, 422)})
 async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep,
-                     plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> AsyncIterable[ServerSentEvent]:
+                     plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> SseResponse:
     """The run's history so far, then live events; the stream ends after its `done` event."""
     after, done = plan
     if done:
-        return
+        return SseResponse(None, _nothing())
     sub = manager.subscribe(after=after or 0, run_id=run_id)
-    async for item in _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "done"):
-        yield item
+    return _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "done")
 
 
-@router.get("/sweeps/{sweep_id}/events", response_class=EventSourceResponse, tags=["sweeps"],
-            responses=responses(404, 422))
+@router.get("/sweeps/{sweep_id}/events", response_class=SseResponse, status_code=200, tags=["sweeps"],
+            responses={**STREAM_DOC, **responses(404, 422)})
 async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep,
-                       plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)],
-                       ) -> AsyncIterable[ServerSentEvent]:
+                       plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)]) -> SseResponse:
     """Events of the sweep and of its runs, history first; ends after `sweep_done`."""
     after, done = plan
     if done:
-        return
+        return SseResponse(None, _nothing())
     sub = manager.subscribe(after=after or 0, sweep_id=sweep_id)
-    async for item in _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "sweep_done"):
-        yield item
+    return _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "sweep_done")
 
 
-@router.get("/events", response_class=EventSourceResponse, responses=responses(422))
+@router.get("/events", response_class=SseResponse, status_code=200, responses={**STREAM_DOC, **responses(422)})
 async def all_events(manager: ManagerDep, settings: SettingsDep,
-                     start: Annotated[int, Depends(global_start)]) -> AsyncIterable[ServerSentEvent]:
+                     start: Annotated[int, Depends(global_start)]) -> SseResponse:
     """Everything, live. Without an id it starts with the history of whatever is still queued or
     running (a late watcher sees their progress so far); it never ends by itself."""
-    sub = manager.subscribe(after=start)
-    async for item in _stream(sub, settings.sse_keepalive_s):
-        yield item
+    return _stream(manager.subscribe(after=start), settings.sse_keepalive_s)

@@ -1,0 +1,211 @@
+"""Fuzz the live web API from its own OpenAPI document with schemathesis; fail on any finding.
+
+Starts a real `lab serve` on a free loopback port (private data and runtime dirs, tight
+limits so generated runs are cheap: 1 MiB images, no delays, one worker, a queue of 4,
+two servers), runs `schemathesis run` against /openapi.json with every check except
+`positive_data_acceptance`, all four phases (examples, coverage, fuzzing, stateful), then
+stops the service and checks nothing it started is left.
+
+Why `positive_data_acceptance` is off: that check expects every schema-valid request to be
+accepted, but some rules are not expressible in JSON Schema, and the service answers them
+with a 422 naming the field, as it should:
+- sizes and delays written with a unit ("0", "2G", "0.5ms") are bounded after parsing the
+  unit (the schema bounds only the integer form), sizes must be a multiple of 512 and
+  delays whole milliseconds;
+- `pattern` has a grammar (alternate:DATA[:HOLE] with 4k-aligned lengths);
+- cross-field rules: `server` and `server_id` are exclusive; maxdata within the size.
+Everything else is checked: no 5xx, status codes and content types as documented,
+response bodies and headers valid against the schema, invalid data rejected, 405 with
+a correct Allow header, stateful sequences (create -> get / cancel / delete / events, via
+the OpenAPI links) consistent.
+
+`GET /api/events` is left out: it is an endless stream by design (a request never
+completes). Its parameters are covered by tests/test_reliability_input.py.
+
+    .venv/bin/python scripts/fuzz_api.py [--examples 12] [--seed 7] [--min-cases 1000]
+
+Exit 0 when schemathesis found nothing, generated at least --min-cases cases with the
+stateful phase run, the service logged no traceback, and no process of ours is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lab import procs  # noqa: E402
+
+FUZZ_SETTINGS = {
+    # The defaults (100M, 20ms) must stay valid, or every body that leaves them out is refused
+    # and the stateful phase has nothing to follow; the run timeout keeps each run short.
+    "LAB_MAX_SIZE": "100M",
+    "LAB_MAX_DELAY_MS": "20",
+    "LAB_RUN_TIMEOUT_S": "3",
+    "LAB_IMAGE_CACHE_BYTES": "400M",  # generated geometries build images: a private, bounded cache
+    "LAB_WORKERS": "1",
+    "LAB_QUEUE_SIZE": "4",  # most generated POSTs meet a full queue: 429, documented
+    "LAB_MAX_SERVERS": "2",
+    "LAB_TOKEN": "",
+    "LAB_LOG_LEVEL": "warning",
+}
+SKIPPED = ["/api/events"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            rest = stat.rsplit(")", 1)[1].split()
+            if rest[0] != "Z":
+                parents[int(entry)] = int(rest[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def wait_up(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"lab serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/api/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("lab serve did not answer in time")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=12, help="max examples per operation and phase (default 12)")
+    p.add_argument("--seed", type=int, default=7, help="schemathesis seed (default 7: CI is reproducible)")
+    p.add_argument("--min-cases", type=int, default=1000, help="fail unless at least this many cases ran")
+    p.add_argument("--workers", default="2", help="schemathesis workers (default 2)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (report, service log)")
+    args = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="fzl-fuzz-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **FUZZ_SETTINGS, "LAB_DATA_DIR": str(tmp / "data"), "LAB_RUNTIME_DIR": str(tmp / "run")}
+    env["LAB_IMAGE_DIR"] = str(tmp / "images")
+    lab = str(Path(sys.executable).with_name("lab"))
+    st = str(Path(sys.executable).with_name("schemathesis"))
+    report = tmp / "report.json"
+    problems: list[str] = []
+    log_path = tmp / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = procs.spawn([lab, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp,
+                           stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_up(base, proc)
+        cmd = [st, "run", f"{base}/openapi.json", "--no-color", "--seed", str(args.seed),
+               "--max-examples", str(args.examples), "--workers", args.workers,
+               "--phases", "examples,coverage,fuzzing,stateful",
+               "--exclude-checks", "positive_data_acceptance",
+               *[a for path in SKIPPED for a in ("--exclude-path", path)],
+               "--request-timeout", "30", "--generation-database", "none", "--suppress-health-check", "all",
+               "--report", "json", "--report-json-path", str(report)]
+        shown = " ".join(c.replace(str(tmp), "$TMP").replace(base, "$URL") for c in cmd[1:])
+        print(f"schemathesis {shown}", flush=True)
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, cwd=tmp, env={**os.environ, "NO_COLOR": "1"}, capture_output=True, text=True,
+                             check=False)
+        secs = time.monotonic() - t0
+        helpers = [pid for pid in descendants(proc.pid)]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                problems.append("lab serve did not stop within 30 s of SIGTERM")
+        procs.stop(proc)
+    left = [pid for pid in helpers if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    if left:
+        problems.append(f"processes left after the service stopped: {left}")
+    leftover_dirs = [d.name for d in (tmp / "run").iterdir()] if (tmp / "run").exists() else []
+    if leftover_dirs:
+        problems.append(f"private dirs left after the service stopped: {leftover_dirs}")
+    service_log = log_path.read_text(errors="replace")
+    if re.search(r"Traceback|Exception in ASGI|Internal Server Error", service_log):
+        problems.append("the service logged an exception:\n" + service_log[-3000:])
+
+    if not report.exists():
+        print(out.stdout[-4000:], out.stderr[-4000:], sep="\n")
+        print("FAIL: schemathesis wrote no report")
+        return 1
+    rep = json.loads(report.read_text())
+    cases = rep["test_cases"]
+    phases = {name: ph["status"] for name, ph in rep["phases"].items()}
+    operations = rep.get("operations", {})
+    if rep["failures"]:
+        problems.append(f"schemathesis failures: {json.dumps(rep['failures'])}")
+    if rep["errors"]:
+        problems.append(f"schemathesis errors: {json.dumps(rep['errors'])[:2000]}")
+    if cases["generated"] < args.min_cases:
+        problems.append(f"only {cases['generated']} cases generated (need {args.min_cases})")
+    if phases.get("stateful") not in ("success",):
+        problems.append(f"stateful phase: {phases.get('stateful')}")
+    if rep.get("exit_code") != 0:
+        problems.append(f"schemathesis exit code {rep.get('exit_code')}")
+
+    print()
+    print("| figure | value |")
+    print("|---|---:|")
+    print(f"| operations tested | {operations.get('tested', operations)} of {operations.get('total', '?')} "
+          f"(skipped: {', '.join('GET ' + s for s in SKIPPED)}) |")
+    print(f"| test cases generated | {cases['generated']} |")
+    print(f"| cases with failures | {cases['with_failures']} |")
+    print(f"| errors | {cases['errored']} |")
+    print(f"| phases | {', '.join(f'{k} {v}' for k, v in phases.items())} |")
+    print(f"| schemathesis time | {secs:.1f} s |")
+    print(f"| seed | {rep['seed']} |")
+    logged = "none" if not any("exception" in pr for pr in problems) else "SEE BELOW"
+    print(f"| server exceptions in the service log | {logged} |")
+    print(f"| processes / private dirs left | {len(left)} / {len(leftover_dirs)} |")
+    if problems:
+        print()
+        print(out.stdout[-6000:])
+        for pr in problems:
+            print("FAIL:", pr)
+    if args.keep or problems:
+        print(f"(kept {tmp})")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
