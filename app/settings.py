@@ -12,6 +12,8 @@ LAB_TOKEN         when set, POST/DELETE need "Authorization: Bearer <token>"
 LAB_SSE_KEEPALIVE_S    idle event streams get a comment line this often (proxies cut silent ones)
 LAB_EVENT_QUEUE   events buffered per subscriber before it is resynced from the database
 LAB_MAX_BODY_BYTES     larger request bodies are refused (413)
+LAB_PROGRESS_RETENTION_H  progress events of runs finished longer ago are deleted (0: keep them all)
+LAB_MAX_PROGRESS_EVENTS   at most this many progress events are kept (oldest finished runs' go first; 0: no cap)
 (LAB_RUNTIME_DIR, for private sockets, and LAB_IMAGE_DIR are read by the lab core itself.)
 """
 
@@ -42,6 +44,8 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(15.0, gt=0, le=300)
     event_queue: int = Field(1000, ge=10, le=1_000_000)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    progress_retention_h: float = Field(24.0, ge=0, le=24 * 3650)
+    max_progress_events: int = Field(500_000, ge=0)
 
     @field_validator("max_size", "image_cache_bytes", "max_body_bytes", mode="before")
     @classmethod
@@ -56,6 +60,10 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         return Limits(max_size=self.max_size, max_delay_ms=self.max_delay_ms)
+
+    @property
+    def progress_retention_s(self) -> float | None:
+        return self.progress_retention_h * 3600 if self.progress_retention_h > 0 else None
 
     @property
     def token_value(self) -> str | None:

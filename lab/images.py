@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import procs
 from lab.units import format_size, parse_size
 
 RECIPE_VERSION = 2
@@ -207,11 +208,14 @@ def _build(entry: Path, size: int, pattern: str) -> None:
                 f.seek(o)
                 f.write(data_bytes(o, min(CHUNK, off + n - o)))
     hashes = _hash_file(raw, size)
-    subprocess.run(
-        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(tmp / "source.qcow2")],
-        check=True,
-        capture_output=True,
-    )
+    argv = ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(tmp / "source.qcow2")]
+    proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:  # spawned like every helper: it dies with us, even mid-build
+        out, _ = proc.communicate()
+    finally:
+        procs.stop(proc)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out)
     meta = {"version": RECIPE_VERSION, "size": size, "pattern": pattern, "extents": extents,
             "chunk": CHUNK, "chunk_hashes": hashes}
     (tmp / "meta.json").write_text(json.dumps(meta))

@@ -12,12 +12,22 @@ No web imports: the web service owns one Manager, and a headless tool could too.
   run's final row is committed before (with) the event that announces it.
 - shutdown() interrupts queued and running runs, stops every server, and leaves no
   process behind.
+- Progress events of runs that finished long ago are pruned (state and done events stay
+  forever): at start and then at most every PRUNE_EVERY_S, as runs finish.
+- Fault injection, for the reliability tests and bench only, and only when the environment
+  says so explicitly (LAB_FAULT, logged loudly at start):
+    kill-after-commit   SIGKILL the service right after a run's final row is committed,
+                        before its `done` event (a power cut between result and event);
+    pause-at:PHASE      hold every run at PHASE (setup, copy, verify) until it is cancelled
+                        (at most PAUSE_MAX_S), so a cancel can land in that phase for sure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections import deque
@@ -35,6 +45,10 @@ from lab.store import Store, sweep_event_fields
 log = logging.getLogger("lab.manager")
 
 SHUTDOWN_ERROR = "the service shut down during this run"
+FAULT_ENV = "LAB_FAULT"
+FAULT_PHASES = ("setup", "copy", "verify")
+PAUSE_MAX_S = 120.0
+PRUNE_EVERY_S = 600.0
 
 
 class ManagerError(Exception):
@@ -71,6 +85,23 @@ class ManagerConfig:
     subscriber_queue: int = 1000
     limits: Limits = DEFAULT_LIMITS
     shutdown_grace_s: float = 10.0
+    # Progress events of runs finished longer ago than this are deleted (None: keep all) ...
+    progress_retention_s: float | None = 24 * 3600.0
+    # ... and beyond this many progress rows, the oldest of finished runs go first (None: no cap).
+    max_progress_events: int | None = 500_000
+
+
+def parse_fault(spec: str | None) -> tuple[str, str | None] | None:
+    """LAB_FAULT's value as (kind, argument); None when unset. ValueError for an unknown one."""
+    spec = (spec or "").strip()
+    if not spec:
+        return None
+    if spec == "kill-after-commit":
+        return ("kill-after-commit", None)
+    kind, _, arg = spec.partition(":")
+    if kind == "pause-at" and arg in FAULT_PHASES:
+        return ("pause-at", arg)
+    raise ValueError(f"{FAULT_ENV}={spec!r}: use kill-after-commit or pause-at:{'|'.join(FAULT_PHASES)}")
 
 
 @dataclass
@@ -141,6 +172,11 @@ class Manager:
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self._started = False
+        self._pruned_at = 0.0
+        self.fault = parse_fault(os.environ.get(FAULT_ENV))
+        if self.fault is not None:
+            log.warning("FAULT INJECTION ACTIVE (%s=%s): for reliability tests only", FAULT_ENV,
+                        os.environ.get(FAULT_ENV))
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Manager:
@@ -150,6 +186,7 @@ class Manager:
             self._started = True
         with contextlib.suppress(OSError):
             procs.sweep_stale_dirs()  # dirs a SIGKILLed predecessor left behind
+        self.prune_events()
         for i in range(self.config.workers):
             t = threading.Thread(target=self._worker, name=f"lab-worker-{i}", daemon=True)
             t.start()
@@ -472,7 +509,7 @@ class Manager:
             run.started_at = run.finished_at = time.time()
         else:
             try:
-                execute(run, on_event=lambda ev: self._on_run_event(run, ev), cancel=job.cancel,
+                execute(run, on_event=lambda ev: self._on_run_event(job, ev), cancel=job.cancel,
                         server=managed.server if managed else None, timeout=self.config.run_timeout_s,
                         image_cache_bytes=self.config.image_cache_bytes)
             except Exception as e:  # execute() should not raise; a worker must survive if it does
@@ -487,14 +524,18 @@ class Manager:
             run.status, run.error = "failed", run.error or f"the run ended in state {run.status}"
         self._finish(job)
 
-    def _on_run_event(self, run: Run, ev: dict[str, Any]) -> None:
+    def _on_run_event(self, job: _Job, ev: dict[str, Any]) -> None:
         """execute()'s sink: state changes also save the run (same transaction as the event)."""
+        run = job.run
         fields = {k: v for k, v in ev.items() if k not in ("type", "run_id")}
         type_ = ev.get("type", "progress")
         row = run.to_dict() if type_ == "state" else None
         self._publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
         if type_ == "state" and run.sweep_id is not None:
             self._sweep_started(run.sweep_id)
+        if type_ == "state" and self.fault is not None and self.fault == ("pause-at", fields.get("phase")):
+            log.warning("fault injection: run %s held at %s until cancelled", run.id, fields.get("phase"))
+            job.cancel.wait(PAUSE_MAX_S)
 
     def _finish_unstarted(self, job: _Job, status: str, error: str) -> None:
         run = job.run
@@ -511,10 +552,29 @@ class Manager:
             log.exception("saving run %s", run.id)
             with contextlib.suppress(Exception):
                 self.store.save_run(row)
+        if self.fault == ("kill-after-commit", None):
+            log.warning("fault injection: SIGKILL after committing run %s, before its done event", run.id)
+            os.kill(os.getpid(), signal.SIGKILL)
         self._publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
         if run.sweep_id is not None:
             self._sweep_progress(run)
         job.done.set()
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self.prune_events()
+
+    def prune_events(self) -> int:
+        """Delete progress events of long-finished runs (config retention and cap); returns how many."""
+        cfg = self.config
+        self._pruned_at = time.monotonic()
+        try:
+            older = time.time() - cfg.progress_retention_s if cfg.progress_retention_s is not None else None
+            n = self.store.prune_progress(finished_before=older, keep_at_most=cfg.max_progress_events)
+        except Exception:
+            log.exception("pruning old progress events")
+            return 0
+        if n:
+            log.info("pruned %d progress events of finished runs", n)
+        return n
 
     def _sweep_started(self, sweep_id: str) -> None:
         with self._cond:

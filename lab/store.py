@@ -9,7 +9,11 @@
 - A run's row and the event announcing it can be written in one transaction: nothing
   is announced that a crash could lose.
 - Opening the store turns runs and sweeps left `queued`/`running` by a dead service
-  into `interrupted`, with the events a watcher expects (state, then done).
+  into `interrupted`, with the events a watcher expects (state, then done). A run whose
+  final row was committed but whose `done` event was not (the service died in between)
+  gets its `done` then, carrying the committed row: a run stream always ends.
+- prune_progress() deletes progress events of long-finished runs (state, done and sweep
+  events are kept forever); ids stay unique, a resume past a pruned range just skips it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 INTERRUPTED_ERROR = "the service stopped before this run finished"
 
 _SCHEMA = """
@@ -114,6 +119,7 @@ class Store:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._last_event_id = self._max_event_id()
+        self.announced: list[str] = []  # finished runs whose `done` recover() sent late
         self.recovered: list[str] = self.recover() if recover else []
 
     # -- connections ---------------------------------------------------------------------
@@ -227,7 +233,9 @@ class Store:
                 raise
 
     def recover(self) -> list[str]:
-        """Runs and sweeps a dead service left active become `interrupted` (with events)."""
+        """Runs and sweeps a dead service left active become `interrupted` (with events); ids returned.
+
+        Finished runs missing their `done` event get it (ids in self.announced)."""
         now = time.time()
         changed: list[str] = []
         with self._wlock:
@@ -250,15 +258,29 @@ class Store:
                 srows = self._w.execute(
                     f"SELECT data FROM sweeps WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE
                 ).fetchall()
+                marks = ",".join("?" * len(FINAL))
+                orphans = self._w.execute(
+                    f"""SELECT id, sweep_id, data FROM runs WHERE status IN ({marks}) AND COALESCE(
+                        (SELECT type FROM events WHERE events.run_id = runs.id ORDER BY id DESC LIMIT 1), '')
+                        != 'done' ORDER BY seq""", FINAL).fetchall()  # done is a run's last event
+                for rid, sid, text in orphans:  # committed final, died before announcing done
+                    run = json.loads(text)
+                    ev = self._insert_event("done", rid, sid, {"status": run["status"], "run": run})
+                    self._last_event_id = ev.id
+                    self.announced.append(rid)
                 for (text,) in srows:
                     sweep = json.loads(text)
                     statuses = self._run_statuses(sweep.get("run_ids", []))
-                    sweep.update(status="interrupted", finished_at=sweep.get("finished_at") or now,
-                                 counts=_count(statuses), finished=sum(1 for _ in statuses))
+                    done = [s for s in statuses if s in FINAL]
+                    # Every run had finished: the sweep had too, it only missed its last event.
+                    whole = len(done) == len(sweep.get("run_ids", [])) and "interrupted" not in done
+                    status = _sweep_status(done) if whole else "interrupted"
+                    sweep.update(status=status, finished_at=sweep.get("finished_at") or now,
+                                 counts=_count(statuses), finished=len(done))
                     self._upsert_sweep(sweep)
                     ev = self._insert_event("sweep", None, sweep["id"], sweep_event_fields(sweep))
                     self._last_event_id = ev.id
-                    ev = self._insert_event("sweep_done", None, sweep["id"], {"status": "interrupted", "sweep": sweep})
+                    ev = self._insert_event("sweep_done", None, sweep["id"], {"status": status, "sweep": sweep})
                     self._last_event_id = ev.id
                     changed.append(sweep["id"])
                 self._w.execute("COMMIT")
@@ -267,6 +289,34 @@ class Store:
                 self._last_event_id = self._max_event_id()
                 raise
         return changed
+
+    def prune_progress(self, finished_before: float | None = None, keep_at_most: int | None = None) -> int:
+        """Delete progress events of finished runs: those finished before `finished_before`
+        (epoch s), then the oldest beyond `keep_at_most` progress rows. Returns how many."""
+        marks = ",".join("?" * len(FINAL))
+        deleted = 0
+        with self._wlock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                if finished_before is not None:
+                    deleted += self._w.execute(
+                        f"""DELETE FROM events WHERE type = 'progress' AND run_id IN
+                            (SELECT id FROM runs WHERE status IN ({marks}) AND finished_at < ?)""",
+                        (*FINAL, finished_before)).rowcount
+                if keep_at_most is not None:
+                    total = self._w.execute("SELECT COUNT(*) FROM events WHERE type = 'progress'").fetchone()[0]
+                    if total > keep_at_most:
+                        deleted += self._w.execute(
+                            f"""DELETE FROM events WHERE id IN (SELECT e.id FROM events e JOIN runs r ON r.id = e.run_id
+                                WHERE e.type = 'progress' AND r.status IN ({marks}) ORDER BY e.id LIMIT ?)""",
+                            (*FINAL, total - keep_at_most)).rowcount
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+        return deleted
 
     def _run_statuses(self, run_ids: Sequence[str]) -> list[str]:
         out = []
@@ -376,6 +426,14 @@ def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
             clauses.append(f"{col} = ?")
             args.append(value)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _sweep_status(statuses: Sequence[str]) -> str:
+    """A finished sweep's status from its runs' (the manager's Sweep.final_status rule)."""
+    for status in ("interrupted", "cancelled", "failed"):
+        if status in statuses:
+            return status
+    return "succeeded"
 
 
 def _count(statuses: Iterable[str]) -> dict[str, int]:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import httpx
 from apiutil import FAST, SLOW, client_for, sse_events, start_run, wait_final, wait_for
-
-from lab import procs
+from relutil import Proc, descendants, mentioning, service
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,40 +65,43 @@ def test_graceful_stop_then_restart(tmp_path):
             assert row["status"] == "interrupted" and "shut down" in row["error"]
 
 
-def test_kill_9_during_runs_then_restart(tmp_path):
-    data = tmp_path / "data"
-    port = _free_port()
-    env = {**os.environ, "LAB_DATA_DIR": str(data), "LAB_WORKERS": "2", "LAB_TOKEN": "",
-           "PYTHONPATH": str(REPO)}
-    log = open(tmp_path / "service.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            wait_for(lambda: _up(http), 30)
-            done = wait_final(http, start_run(http)["id"])
-            running = [start_run(http, **SLOW), start_run(http, **SLOW)]
-            queued = start_run(http)
-            for r in running:
-                wait_for(lambda r=r: http.get(f"/api/runs/{r['id']}").json()["status"] == "running")
-            last_seen = http.get("/api/runs").json()["last_event_id"]
-            helpers = [p for p in _descendants(proc.pid) if _alive(p)]
-            assert len(helpers) >= 2, "expected nbdkit and client processes under the service"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        # the kernel takes every helper down with the service (PR_SET_PDEATHSIG)
-        wait_for(lambda: not any(_alive(p) for p in helpers), 5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-    stale = [d for d in procs.runtime_root().iterdir() if (d / "owner.pid").exists()
-             and (d / "owner.pid").read_text().strip() == str(proc.pid)]
-    assert stale, "a SIGKILLed service leaves its private dirs for the next start to sweep"
+# Slow enough that all four are still copying when the service dies (16 s serial; nbdcopy's
+# parallel requests each wait 5 s). The service is started with a matching LAB_MAX_DELAY_MS.
+CRAWL = {"size": "8M", "delay_write": "500ms", "delay_zero": "500ms"}
+CRAWL_PARALLEL = {"size": "8M", "delay_write": "5s", "delay_zero": "5s"}
 
+
+def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch):
+    """kill -9 during four concurrent runs (qemu-img, nbdcopy and two era clients): every process
+    of ours dies with the service; the next start sweeps its dirs, marks the runs interrupted
+    and keeps what had finished."""
+    data, runtime = tmp_path / "data", tmp_path / "run"
+    with service(tmp_path, LAB_WORKERS="4", LAB_MAX_DELAY_MS="5000") as svc, svc.http() as http:
+        done = wait_final(http, start_run(http)["id"])
+        running = [start_run(http, "qemu-img", **CRAWL), start_run(http, "nbdcopy", **CRAWL_PARALLEL),
+                   start_run(http, "qemu-4.2", **CRAWL), start_run(http, "qemu-2.7", **CRAWL)]
+        queued = start_run(http)
+
+        def all_copying() -> list[Proc] | None:
+            tree = descendants(svc.proc.pid)
+            names = [p.name for p in tree]
+            era_children = [p for p in tree if p.name.startswith("python")]
+            ok = (names.count("nbdkit") == 4 and "qemu-img" in names and "nbdcopy" in names
+                  and len(era_children) >= 2)
+            return tree if ok else None
+
+        tree = wait_for(all_copying, 60)
+        assert http.get(f"/api/runs/{queued['id']}").json()["status"] == "queued"
+        last_seen = http.get("/api/runs").json()["last_event_id"]
+        svc.proc.send_signal(signal.SIGKILL)
+        svc.proc.wait(10)
+        # the kernel takes every helper down with the service (PR_SET_PDEATHSIG), within 5 s
+        wait_for(lambda: not any(p.alive() for p in tree) and not mentioning(runtime), 5)
+    stale = [d for d in runtime.iterdir() if (d / "owner.pid").exists()
+             and (d / "owner.pid").read_text().strip() == str(svc.proc.pid)]
+    assert len(stale) == 4, "a SIGKILLed service leaves its private dirs for the next start to sweep"
+
+    monkeypatch.setenv("LAB_RUNTIME_DIR", str(runtime))
     with client_for(data) as api:
         assert not any(d.exists() for d in stale), "the next start swept them"
         assert api.get(f"/api/runs/{done['id']}").json() == done, "a finished result is intact"
@@ -107,6 +109,7 @@ def test_kill_9_during_runs_then_restart(tmp_path):
             row = api.get(f"/api/runs/{rid}").json()
             assert row["status"] == "interrupted", row
             assert row["error"] == "the service stopped before this run finished"
+            assert row["verified"] is not True
         # a watcher that saw everything up to the kill resumes with nothing missed or repeated
         events = []
         with api.stream("GET", "/api/events", headers={"Last-Event-ID": str(last_seen)}) as resp:
