@@ -35,11 +35,21 @@ def _child_setup() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def child_env() -> dict[str, str]:
+    """Our environment minus secrets: nbdkit and the clients have no use for the service's token."""
+    return {k: v for k, v in os.environ.items() if not (k.startswith("LAB_") and "TOKEN" in k)}
+
+
 def spawn(argv: Sequence[str], **kwargs) -> subprocess.Popen:
-    """Start argv (a list, never a shell string) tied to this process's life."""
+    """Start argv (a list, never a shell string) tied to this process's life.
+
+    Without an explicit `env` the child gets child_env(): no LAB_*TOKEN* variable.
+    """
     if isinstance(argv, str):
         raise TypeError("spawn takes an argv list, not a shell string")
     argv = [str(a) for a in argv]
+    if kwargs.get("env") is None:
+        kwargs["env"] = child_env()
 
     def _start() -> subprocess.Popen:
         return subprocess.Popen(

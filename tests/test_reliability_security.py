@@ -1,0 +1,246 @@
+"""Security: argv lists only, no user-supplied paths, private sockets, loopback by default,
+the token on every mutating route (even one added later), and the token in no log."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from apiutil import FAST, client_for, wait_for
+from fastapi import APIRouter
+from relutil import REPO, descendants, service
+
+from lab import images, procs
+from lab.servers import Server
+from lab.spec import build_spec
+
+SCANNED = ["lab", "app", "scripts", "bench"]
+TOKEN = "tok-3f9c2a7e51d84b06-presenter"
+
+
+# -- no shell ---------------------------------------------------------------------------------------
+
+FORBIDDEN_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput"),
+                   ("asyncio", "create_subprocess_shell"), ("os", "execl"), ("os", "execlp"), ("os", "spawnl"),
+                   ("os", "spawnlp"), ("pty", "spawn")}
+PROCESS_CALLS = {"Popen", "run", "call", "check_call", "check_output", "spawn", "create_subprocess_exec"}
+
+
+def _python_files() -> list[Path]:
+    return sorted(p for d in SCANNED for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _dotted(node: ast.AST) -> tuple[str, ...]:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return tuple(reversed(parts))
+
+
+def _stringy(node: ast.AST) -> bool:
+    """A str literal, an f-string, or str concatenation/formatting: a command line, not an argv."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mod):
+        return _stringy(node.left) or _stringy(node.right)
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("format", "join")
+
+
+def test_no_shell_anywhere():
+    problems = []
+    inspected = 0
+    files = _python_files()
+    assert len(files) > 30
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("os", "subprocess", "asyncio", "pty"):
+                bad = [a.name for a in node.names if (node.module, a.name) in FORBIDDEN_CALLS]
+                if bad:
+                    problems.append(f"{path}:{node.lineno}: from {node.module} import {bad}")
+            if not isinstance(node, ast.Call):
+                continue
+            name = _dotted(node.func)
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            if name[-2:] in FORBIDDEN_CALLS:
+                problems.append(f"{where}: {'.'.join(name)}")
+            for kw in node.keywords:
+                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                    problems.append(f"{where}: shell={ast.unparse(kw.value)}")
+            owner = name[-2] if len(name) > 1 else None
+            spawns = bool(name) and name[-1] in PROCESS_CALLS and (
+                owner in ("subprocess", "procs", "asyncio") or (owner is None and name[0] != "run"))
+            inspected += spawns
+            if spawns and node.args and _stringy(node.args[0]):
+                problems.append(f"{where}: {'.'.join(name)} given a command string: {ast.unparse(node.args[0])[:60]}")
+    assert not problems, "\n".join(problems)
+    assert inspected >= 10, "the scan saw the process starts it is meant to check"
+
+
+def test_the_scan_would_catch_a_shell():
+    bad = ast.parse('import os, subprocess\nos.system("x")\nsubprocess.run(f"nbdkit {x}", shell=True)\n')
+    calls = [n for n in ast.walk(bad) if isinstance(n, ast.Call)]
+    assert _dotted(calls[0].func)[-2:] in FORBIDDEN_CALLS
+    assert _stringy(calls[1].args[0]) and calls[1].keywords[0].arg == "shell"
+    with pytest.raises(TypeError):
+        procs.spawn("nbdkit --version")  # type: ignore[arg-type]
+
+
+# -- no user-supplied paths ------------------------------------------------------------------------
+
+PATHY = re.compile(r"path|file|dir|sock|uri|url|cmd|command|argv|exec|script|host|log", re.I)
+
+
+def test_no_request_field_or_parameter_is_a_path(tmp_path):
+    """Nothing a client sends names a file, a directory, a socket or a command."""
+    with client_for(tmp_path / "data") as api:
+        spec = api.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    request_models = {"RunCreate", "SweepCreate", "ServerFields", "GeometryFields"}
+    fields = {f"{m}.{f}" for m in request_models for f in schemas[m]["properties"]}
+    params = {f"{path} {p['name']}" for path, ops in spec["paths"].items() for op in ops.values()
+              for p in op.get("parameters", [])}
+    bodies = {op["requestBody"]["content"]["application/json"]["schema"].get("$ref", "").rsplit("/", 1)[-1]
+              for ops in spec["paths"].values() for op in ops.values() if "requestBody" in op}
+    assert bodies - {""} <= request_models, bodies
+    assert not [f for f in fields | params if PATHY.search(f.rsplit(" ", 1)[-1].split(".")[-1])], fields | params
+    assert schemas["ServerFields"]["properties"]["plugin"]["anyOf"][0]["$ref"].endswith("/Plugin")
+    assert schemas["Plugin"]["enum"] == ["memory", "file"], "a plugin name, never a path"
+
+
+@pytest.mark.parametrize("pattern", ["../../etc/passwd", "/etc/passwd", "alternate:1M/../../x", "..", "a\x00b",
+                                     "%2e%2e%2f", "C:\\Windows"])
+def test_a_pattern_never_becomes_a_path(tmp_path, pattern):
+    key = images._key(4 << 20, pattern)
+    assert "/" not in key and "\\" not in key and "\x00" not in key and key not in (".", "..")
+    assert (tmp_path / key).resolve().parent == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("plugin", ["memory", "file"])
+def test_sockets_and_disks_live_in_private_dirs(tmp_path, monkeypatch, plugin):
+    monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path / "run"))
+    root = procs.runtime_root()
+    srv = Server(build_spec({**FAST, "plugin": plugin})).start()
+    try:
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert srv.dir is not None and srv.dir.parent == root
+        assert stat.S_IMODE(srv.dir.stat().st_mode) == 0o700 and srv.dir.stat().st_uid == os.getuid()
+        assert stat.S_ISSOCK(srv.socket.stat().st_mode)
+        argv = Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"-U") + 1] == str(srv.socket).encode()
+        files = [a for a in argv if a.startswith((b"file=", b"logfile=", b"statsfile="))]
+        assert files and all(Path(a.split(b"=", 1)[1].decode()).parent == srv.dir for a in files)
+        if plugin == "file":  # the disk is a private temp file of the server, never a user's path
+            assert b"file=" + str(srv.dir / "disk.img").encode() in argv
+    finally:
+        srv.stop()
+    assert not srv.dir.exists()
+
+
+def test_default_bind_is_loopback():
+    from lab.cli import _parser
+
+    assert _parser().parse_args(["serve"]).host == "127.0.0.1"
+    assert '"${LAB_HOST:-127.0.0.1}"' in (REPO / "scripts" / "run.sh").read_text()
+
+
+# -- the token --------------------------------------------------------------------------------------
+
+
+def test_a_route_added_later_is_guarded_too(tmp_path):
+    """The guard is middleware, not a per-route dependency: a new POST cannot slip past."""
+    with client_for(tmp_path / "data", token=TOKEN) as api:
+        extra = APIRouter()
+
+        @extra.post("/api/added-later")
+        def added() -> dict[str, bool]:
+            return {"reached": True}
+
+        @extra.api_route("/api/added-later/{x}", methods=["PUT", "PATCH", "DELETE"])
+        def added_more(x: str) -> dict[str, bool]:
+            return {"reached": True}
+
+        api.app.include_router(extra)
+        for method, path in [("POST", "/api/added-later"), ("PUT", "/api/added-later/1"),
+                             ("PATCH", "/api/added-later/1"), ("DELETE", "/api/added-later/1")]:
+            assert api.request(method, path).status_code == 401
+            r = api.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200 and r.json() == {"reached": True}
+
+
+def _raw_get(base: str, target: str) -> tuple[int, bytes]:
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_live_service_keeps_the_token_and_the_files_to_itself(tmp_path):
+    """`lab serve` with LAB_TOKEN and debug logging, exercised on every path that handles the
+    token (401s, accepted writes, health, pages): the token is in no log line, no response, no
+    database row, and in neither the command line nor the environment of any child process.
+    Static files cannot be walked out of."""
+    env = {"LAB_TOKEN": TOKEN, "LAB_LOG_LEVEL": "debug", "LAB_MAX_DELAY_MS": "1000"}
+    seen_children = []
+    with service(tmp_path, **env) as svc, svc.http() as http:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answers = []
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
+                        {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}):
+            r = http.post("/api/runs", json={"server": FAST}, headers=headers)
+            assert r.status_code == 401
+            answers.append(r.text + str(r.headers))
+        run = http.post("/api/runs", json={"client": "qemu-4.2", "server": {**FAST, "delay_write": "300ms"}},
+                        headers=auth)
+        assert run.status_code == 202
+        seen_children = wait_for(lambda: [p for p in descendants(svc.proc.pid)
+                                          if p.name in ("nbdkit", "python")] or None, 30)
+        wait_for(lambda: len({p.name for p in descendants(svc.proc.pid)} & {"nbdkit", "python"}) == 2, 30)
+        children = descendants(svc.proc.pid)
+        for p in children:
+            environ = Path(f"/proc/{p.pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes()
+            assert TOKEN.encode() not in environ + cmdline, p
+        assert TOKEN.encode() not in Path(f"/proc/{svc.proc.pid}/cmdline").read_bytes()
+        assert http.post(f"/api/runs/{run.json()['id']}/cancel", headers=auth).status_code == 200
+        srv = http.post("/api/servers", json=FAST, headers=auth)
+        assert srv.status_code == 201
+        assert http.delete(f"/api/servers/{srv.json()['id']}", headers=auth).status_code == 200
+        for path in ("/api/health", "/openapi.json", "/", "/api/runs", "/api/results.csv", "/api/servers"):
+            r = http.get(path)
+            assert r.status_code == 200, path
+            answers.append(r.text + str(r.headers))
+        for target in ("/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                       "/static/..%2f..%2fpyproject.toml", "/static/js/../../pyproject.toml",
+                       "/static/%2e%2e%2fapp%2fsettings.py", "/static//etc/passwd", "/static/js/%00.js"):
+            code, body = _raw_get(svc.base, target)
+            assert code in (400, 404), (target, code)
+            assert b"root:" not in body and b"[project]" not in body and b"BaseSettings" not in body
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(30) in (0, -signal.SIGTERM)
+    log = svc.log_text()
+    assert '"POST /api/runs HTTP/1.1" 401' in log and '"POST /api/runs HTTP/1.1" 202' in log, "access log on"
+    assert TOKEN not in log and TOKEN[:-1] not in log
+    assert not any(TOKEN in a for a in answers)
+    db = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("lab.sqlite3*"))
+    assert TOKEN.encode() not in db
+    assert seen_children
+    out = subprocess.run([str(Path(sys.executable).with_name("lab")), "serve", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "--token" not in out, "the token never travels on a command line"
