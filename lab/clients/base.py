@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,30 +70,40 @@ class Client:
                 "parallel": self.parallel, "real_binary": self.real_binary}
 
 
-def run_process(argv: Sequence[str], ctx: CopyContext) -> None:
-    """Run a real client binary to completion; cancel kills its whole process group."""
-    proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+@contextlib.contextmanager
+def supervised(proc: subprocess.Popen, ctx: CopyContext) -> Iterator[None]:
+    """While the body waits on `proc`, a cancel kills it; on exit it is always reaped.
+
+    The copy's own thread blocks on the process (no polling in the timed path); a side
+    thread turns a cancel into a kill. Raises Cancelled after a cancel.
+    """
     finished = threading.Event()
 
     def watch_cancel() -> None:
-        # The copy's own thread waits on the process (no polling in the timed path).
         while not finished.is_set():
             if ctx.cancel.wait(CANCEL_CHECK_S):
                 procs.stop(proc, grace=0.2)
                 return
 
-    watcher = threading.Thread(target=watch_cancel, name=f"cancel-{argv[0]}", daemon=True)
+    watcher = threading.Thread(target=watch_cancel, name=f"cancel-{proc.pid}", daemon=True)
     watcher.start()
     try:
-        assert proc.stdout is not None
-        out = [proc.stdout.read()]
-        proc.wait()
+        yield
     finally:
         finished.set()
         watcher.join(timeout=1)
         procs.stop(proc)
     if ctx.cancel.is_set():
         raise Cancelled()
+
+
+def run_process(argv: Sequence[str], ctx: CopyContext) -> None:
+    """Run a real client binary to completion; cancel kills its whole process group."""
+    proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with supervised(proc, ctx):
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        proc.wait()
     if proc.returncode != 0:
-        text = b"".join(out).decode(errors="replace").strip()
+        text = output.decode(errors="replace").strip()
         raise ClientError(f"{argv[0]} exited with status {proc.returncode}: {text[-500:]}")

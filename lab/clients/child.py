@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from lab import procs
-from lab.clients.base import Cancelled, ClientError, ClientResult, CopyContext
+from lab.clients.base import ClientError, ClientResult, CopyContext, supervised
 from lab.images import Image
 from lab.servers import ServerFlags
 from lab.trace import WireCounts
-
-CANCEL_CHECK_S = 0.05
 
 
 def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
@@ -37,18 +34,8 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
     }
     proc = procs.spawn([sys.executable, "-m", "lab.clients.child"], stdin=subprocess.PIPE,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-    finished = threading.Event()
-
-    def watch_cancel() -> None:
-        while not finished.is_set():
-            if ctx.cancel.wait(CANCEL_CHECK_S):
-                procs.stop(proc, grace=0.2)
-                return
-
-    watcher = threading.Thread(target=watch_cancel, name=f"cancel-{client_id}", daemon=True)
-    watcher.start()
     outcome: dict[str, Any] = {}
-    try:
+    with supervised(proc, ctx):
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(json.dumps(job))
         proc.stdin.close()
@@ -60,12 +47,6 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
                 outcome = msg
         proc.wait()
         stderr = proc.stderr.read()
-    finally:
-        finished.set()
-        watcher.join(timeout=1)
-        procs.stop(proc)
-    if ctx.cancel.is_set():
-        raise Cancelled()
     if "error" in outcome:
         raise ClientError(outcome["error"])
     if "result" not in outcome:
