@@ -92,8 +92,7 @@ class EventBus:
 
     @property
     def subscriber_count(self) -> int:
-        with self._lock:
-            return len(self._subs)
+        return len(self._subs)  # no lock: publish() holds it across a database commit
 
 
 class Subscription:

@@ -451,11 +451,12 @@ class Manager:
         return self.bus.last_id
 
     def stats(self) -> dict[str, Any]:
-        with self._cond:
-            return {"workers": self.config.workers, "queued": len(self._pending), "running": len(self._active),
-                    "queue_size": self.config.queue_size, "servers": len(self._servers),
-                    "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
-                    "last_event_id": self.bus.last_id, "stopping": self._stopping}
+        """A snapshot for /api/health. Takes no lock (each len() is atomic): health must answer
+        at once even while a worker holds the manager lock across a database commit."""
+        return {"workers": self.config.workers, "queued": len(self._pending), "running": len(self._active),
+                "queue_size": self.config.queue_size, "servers": len(self._servers),
+                "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
+                "last_event_id": self.bus.last_id, "stopping": self._stopping}
 
     # -- internals -------------------------------------------------------------------------
     def _check_open(self) -> None:

@@ -36,7 +36,8 @@ def tool_versions() -> dict[str, str]:
 
 
 @router.get("/health", response_model=HealthOut)
-def health(request: Request, manager: ManagerDep) -> dict[str, Any]:
+async def health(request: Request, manager: ManagerDep) -> dict[str, Any]:
+    """On the event loop, no thread hop and no lock: it answers while every worker thread is busy."""
     versions = request.app.state.versions
     return {"status": "ok", "version": versions.get("fastzero-lab", "unknown"), "versions": versions,
             "manager": manager.stats()}
