@@ -37,6 +37,7 @@ def main() -> int:
         ("streaming", []),
         ("sse_layer", []),
         ("footprint", []),
+        ("load", []),
     ]
     if args.only:
         wanted = {n.strip() for n in args.only.split(",")}
