@@ -38,6 +38,7 @@ def main() -> int:
         ("sse_layer", []),
         ("footprint", []),
         ("load", []),
+        ("cancel", []),
     ]
     if args.only:
         wanted = {n.strip() for n in args.only.split(",")}
