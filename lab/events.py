@@ -23,6 +23,11 @@ from lab.store import Event, Store
 REPLAY_PAGE = 500
 
 
+def _set_all(flags: list[asyncio.Event]) -> None:
+    for flag in flags:
+        flag.set()
+
+
 class EventBus:
     def __init__(self, store: Store, queue_size: int = 1000) -> None:
         self.store = store
@@ -45,10 +50,18 @@ class EventBus:
         **fields: Any,
     ) -> Event:
         """Persist (with the `save_run`/`save_sweep` rows in the same transaction), then fan out."""
+        wake: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         with self._lock:
             ev = self.store.append_event(type_, run_id, sweep_id, fields, run=save_run, sweep=save_sweep)
             for sub in self._subs:
-                sub._offer(ev)
+                loop = sub._offer(ev)
+                if loop is not None and sub._async_wake is not None:
+                    wake.setdefault(loop, []).append(sub._async_wake)
+        # One cross-thread wake-up per loop for all its waiting readers, not one per reader:
+        # with hundreds of event streams that is most of the fan-out's system calls.
+        for loop, flags in wake.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_set_all, flags)
         return ev
 
     def subscribe(
@@ -125,12 +138,13 @@ class Subscription:
         return not (self.sweep_id is not None and ev.sweep_id != self.sweep_id)
 
     # -- publisher side (under the bus lock; must never block) -----------------------------
-    def _offer(self, ev: Event) -> None:
+    def _offer(self, ev: Event) -> asyncio.AbstractEventLoop | None:
+        """Queue ev; returns the loop of an asyncio reader waiting for it (the bus wakes it)."""
         if not self.matches(ev):
-            return
+            return None
         with self._lock:
             if self._closed or self._overflowed:
-                return
+                return None
             if len(self._items) >= self.maxsize:
                 self._overflowed = True
                 self.overflows += 1
@@ -140,8 +154,8 @@ class Subscription:
             self._cond.notify()
             if self._async_waiting and self._loop is not None and self._async_wake is not None:
                 self._async_waiting = False
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                    self._loop.call_soon_threadsafe(self._async_wake.set)
+                return self._loop
+        return None
 
     def _reset_overflow(self) -> None:
         with self._lock:

@@ -87,9 +87,10 @@ async def _frames(sub: Subscription, keepalive_s: float,
             yield KEEPALIVE
             continue
         # One write per batch: a replay page or a burst costs one send, not one per event.
+        # Each frame is encoded once per event, shared by every live subscriber (Event.frame).
         out = bytearray()
         for ev in batch:
-            out += format_sse_event(id=str(ev.id), event=ev.type, data_str=ev.json)
+            out += ev.frame()
             if last is not None and last(ev):
                 yield bytes(out)
                 return
