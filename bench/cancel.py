@@ -68,14 +68,14 @@ def alive(proc: tuple[int, int, str]) -> bool:
     return rest[0] != "Z" and int(rest[19]) == proc[1]
 
 
-def wait(pred: Any, timeout: float = 60.0, step: float = 0.01) -> Any:
+def wait(pred: Any, timeout: float = 60.0, step: float = 0.01, what: str = "") -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         v = pred()
         if v:
             return v
         time.sleep(step)
-    raise RuntimeError("condition not met in time")
+    raise RuntimeError(f"not within {timeout:g} s: {what or getattr(pred, '__name__', pred)}")
 
 
 def events(svc: Service, rid: str) -> list[dict[str, Any]]:
@@ -100,7 +100,7 @@ def measure(svc: Service, rid: str, before: set[int]) -> dict[str, Any]:
     t0 = time.perf_counter()
     answer = svc.post(f"/api/runs/{rid}/cancel")
     t_api = time.perf_counter() - t0
-    wait(lambda: not any(alive(p) for p in procs), 10, 0.002)
+    wait(lambda: not any(alive(p) for p in procs), 10, 0.002, what=f"processes of {rid} gone: {procs}")
     t_gone = time.perf_counter() - t0
     return {"status": answer["status"], "api_ms": t_api * 1000, "gone_ms": t_gone * 1000,
             "processes": sorted(p[2] for p in procs)}
@@ -118,7 +118,8 @@ def cancel_rounds(repeat: int) -> list[dict[str, Any]]:
         wait(lambda: svc.get("/api/health")["manager"]["running"] == 0)
         for _ in range(repeat):
             blocker = svc.post("/api/runs", {"server": CRAWL})
-            wait(lambda b=blocker: svc.get(f"/api/runs/{b['id']}")["status"] == "running")
+            wait(lambda b=blocker: any(e["type"] == "progress" and e["backend"]["write_ops"] > 0
+                                       for e in events(svc, b["id"])), what="the blocker copying")
             run = svc.post("/api/runs", {"client": "nbdcopy", "server": FAST})
             busy = {p[0] for p in tree(svc.pid)}  # the blocker's: the queued run has none
             rows.append({"phase": "queued", "client": "nbdcopy", **measure(svc, run["id"], busy)})
@@ -133,7 +134,7 @@ def cancel_rounds(repeat: int) -> list[dict[str, Any]]:
                     wrote = any(e["type"] == "progress" and e["backend"]["write_ops"] > 0 for e in events(svc, rid))
                     return any(n.startswith(CLIENT_PROCESS[c]) for n in names) and wrote
 
-                wait(copying)
+                wait(copying, what=f"{client} copying")
                 rows.append({"phase": "copy", "client": client, **measure(svc, run["id"], before)})
     for phase in ("setup", "verify"):
         with Service(LAB_WORKERS="1", LAB_FAULT=f"pause-at:{phase}") as svc:
@@ -160,7 +161,7 @@ def kill_rounds(repeat: int) -> list[dict[str, Any]]:
                       and sum(n.startswith("python") for n in names) >= 2)
                 return t if ok else None
 
-            procs = wait(all_copying)
+            procs = wait(all_copying, what="four runs copying")
             t0 = time.perf_counter()
             assert svc.proc is not None
             svc.proc.send_signal(signal.SIGKILL)
