@@ -67,7 +67,15 @@ def spawn(argv: Sequence[str], **kwargs) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen, grace: float = 2.0) -> int:
-    """TERM the process group, KILL it after `grace` seconds; always reaps."""
+    """TERM the process group, KILL it after `grace` seconds; always reaps.
+
+    A second stop of the same process signals nothing: its group was killed by the first,
+    and its pid (so its group id) may belong to a new process by now.
+    """
+    with _live_lock:
+        stopped_before = proc not in _live
+    if stopped_before and proc.poll() is not None:
+        return proc.returncode
     try:
         if proc.poll() is None:
             _signal_group(proc, signal.SIGTERM)
