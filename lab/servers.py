@@ -163,17 +163,17 @@ class Server:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> Server:
         self.dir = procs.private_dir("srv-")
-        logfile = self.dir / "wire.log"
-        statsfile = self.dir / "stats.txt"
-        disk = None
-        if self.spec.plugin == "file":
-            disk = self.dir / "disk.img"
-            with open(disk, "wb") as f:
-                f.truncate(self.spec.size)
-        logfile.touch()
-        self._log_fp = open(logfile, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in stop()
-        argv = build_argv(self.spec, self.socket, logfile, statsfile, disk)
         try:
+            logfile = self.dir / "wire.log"
+            statsfile = self.dir / "stats.txt"
+            disk = None
+            if self.spec.plugin == "file":
+                disk = self.dir / "disk.img"
+                with open(disk, "wb") as f:
+                    f.truncate(self.spec.size)
+            logfile.touch()
+            self._log_fp = open(logfile, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in stop()
+            argv = build_argv(self.spec, self.socket, logfile, statsfile, disk)
             self.proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
             self._reader = threading.Thread(target=self._read_stderr, name=f"nbdkit-{self.id}", daemon=True)
@@ -197,7 +197,7 @@ class Server:
         if self._log_fp is not None:
             self._log_fp.close()
             self._log_fp = None
-        if self.dir is not None:
+        if self.dir is not None and self.dir.exists():  # a second stop keeps the first's stats
             try:
                 self.stats = parse_stats((self.dir / "stats.txt").read_text())
             except OSError:
