@@ -40,7 +40,7 @@ from lab.runs import FINAL, Run, execute, new_id
 from lab.scenarios import get_scenario
 from lab.servers import Server
 from lab.spec import DEFAULT_LIMITS, Limits, ServerSpec, build_spec
-from lab.store import Store, sweep_event_fields
+from lab.store import Store, count_statuses, sweep_event_fields, sweep_status
 
 log = logging.getLogger("lab.manager")
 
@@ -124,17 +124,10 @@ class Sweep:
         return len(self.run_ids)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.statuses.values():
-            out[s] = out.get(s, 0) + 1
-        return out
+        return count_statuses(self.statuses.values())
 
     def final_status(self) -> str:
-        found = set(self.statuses.values())
-        for status in ("interrupted", "cancelled", "failed"):
-            if status in found:
-                return status
-        return "succeeded"
+        return sweep_status(self.statuses.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "status": self.status, "total": self.total,

@@ -283,9 +283,9 @@ class Store:
                     done = [s for s in statuses if s in FINAL]
                     # Every run had finished: the sweep had too, it only missed its last event.
                     whole = len(done) == len(sweep.get("run_ids", [])) and "interrupted" not in done
-                    status = _sweep_status(done) if whole else "interrupted"
+                    status = sweep_status(done) if whole else "interrupted"
                     sweep.update(status=status, finished_at=sweep.get("finished_at") or now,
-                                 counts=_count(statuses), finished=len(done))
+                                 counts=count_statuses(statuses), finished=len(done))
                     self._upsert_sweep(sweep)
                     ev = self._insert_event("sweep", None, sweep["id"], sweep_event_fields(sweep))
                     self._last_event_id = ev.id
@@ -437,15 +437,16 @@ def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-def _sweep_status(statuses: Sequence[str]) -> str:
-    """A finished sweep's status from its runs' (the manager's Sweep.final_status rule)."""
+def sweep_status(statuses: Iterable[str]) -> str:
+    """A finished sweep's status from its runs': the worst of them (shared with the manager)."""
+    found = set(statuses)
     for status in ("interrupted", "cancelled", "failed"):
-        if status in statuses:
+        if status in found:
             return status
     return "succeeded"
 
 
-def _count(statuses: Iterable[str]) -> dict[str, int]:
+def count_statuses(statuses: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in statuses:
         out[s] = out.get(s, 0) + 1
