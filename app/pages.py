@@ -8,7 +8,6 @@ a token) is rendered into it here, from the same registries the CLI uses.
 
 from __future__ import annotations
 
-import hmac
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
+from app.auth import token_ok
 from lab.clients import client_ids, get_client
 from lab.spec import FASTZEROMODES, ZEROMODES, ServerSpec
 
@@ -84,8 +84,6 @@ def token_check(request: Request) -> JSONResponse:
     token = lab_token(request)
     if token is None:
         return JSONResponse({"ok": True, "auth_required": False})
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else ""
-    if hmac.compare_digest(given.encode(), token.encode()):
+    if token_ok(request.headers.get("authorization"), token):
         return JSONResponse({"ok": True, "auth_required": True})
     return JSONResponse({"ok": False, "auth_required": True, "detail": "wrong token"}, status_code=401)
