@@ -369,6 +369,7 @@ class Manager:
         with self._cond:
             if self._stopping or srv.id not in self._servers:
                 stale = True
+                self._servers.pop(srv.id, None)  # shutdown leaves servers still starting to us
             else:
                 stale = False
                 info = self._server_info(managed)
