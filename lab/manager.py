@@ -144,6 +144,13 @@ class _Job:
     reason: str | None = None  # why it was cancelled, when not by a user: "shutdown", "server-deleted"
 
 
+def _wait_done(jobs: list[_Job], wait: float) -> None:
+    """Wait until every job is done, `wait` seconds at most in all."""
+    deadline = time.monotonic() + wait
+    for job in jobs:
+        job.done.wait(max(0.0, deadline - time.monotonic()))
+
+
 @dataclass
 class _Managed:
     server: Server
@@ -344,9 +351,7 @@ class Manager:
             jobs = [j for j in self._active.values() if j.run.id in ids]
             for job in jobs:
                 job.cancel.set()
-        deadline = time.monotonic() + wait
-        for job in jobs:
-            job.done.wait(max(0.0, deadline - time.monotonic()))
+        _wait_done(jobs, wait)
         return self.get_sweep(sweep_id)
 
     # -- managed servers -------------------------------------------------------------------
@@ -405,9 +410,7 @@ class Manager:
             for job in jobs:
                 job.reason = "server-deleted"
                 job.cancel.set()
-        deadline = time.monotonic() + wait
-        for job in jobs:
-            job.done.wait(max(0.0, deadline - time.monotonic()))
+        _wait_done(jobs, wait)
         info = self._server_info(m)
         self._stop_server(m)
         info["running"] = False
