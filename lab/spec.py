@@ -132,8 +132,6 @@ def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
         v = getattr(spec, name)
         if v > limits.max_delay_ms:
             raise SpecError(name, f"must be at most {limits.max_delay_ms:.0f}ms (got {v:.0f}ms)")
-    if spec.zeromode in ("plugin", "notrim") and spec.plugin not in ("memory", "file"):
-        raise SpecError("zeromode", f"{spec.zeromode} needs a plugin with a zero callback")
     try:
         parse_pattern(spec.pattern, spec.size)
     except ValueError as e:

@@ -184,3 +184,16 @@ def test_talk_geometry_full_size(zeromode, writes, zeroes, talk_s, no_leftovers)
     # Each request sleeps its delay, so the model is a floor; generous ceiling for a busy CI box.
     assert run.predicted_s <= run.duration_s < run.predicted_s * 1.25
     assert abs(run.duration_s - talk_s) / talk_s < 0.25
+
+
+def test_era_child_crash_is_reported_with_its_stderr(no_leftovers):
+    """The era clients' child process dying is a failed copy that says why, not a hang."""
+    from lab.clients.base import ClientError, CopyContext
+    from lab.clients.child import run_in_child
+    from lab.servers import Server
+
+    with Server(build_spec({"size": "4M"})) as srv, images.acquire(4 * MiB, "alternate:1M") as img:
+        ctx = CopyContext(image=img, uri=srv.uri, flags=srv.flags)
+        with pytest.raises(ClientError) as e:
+            run_in_child("qemu-9.9", ctx)  # no such client in the child's registry
+    assert "exited with status 1" in str(e.value) and "unknown client" in str(e.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +33,24 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
         "image": {"size": ctx.image.size, "pattern": ctx.image.pattern, "dir": str(ctx.image.dir),
                   "extents": [list(e) for e in ctx.image.extents]},
     }
-    proc = procs.spawn([sys.executable, "-m", "lab.clients.child"], stdin=subprocess.PIPE,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     outcome: dict[str, Any] = {}
-    with supervised(proc, ctx):
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        proc.stdin.write(json.dumps(job))
-        proc.stdin.close()
-        for line in proc.stdout:
-            msg = json.loads(line)
-            if "report" in msg:
-                ctx.report(msg["report"])
-            else:
-                outcome = msg
-        proc.wait()
-        stderr = proc.stderr.read()
+    # stderr goes to a file, not a pipe: a chatty child can never block on it while we read stdout.
+    with tempfile.TemporaryFile(mode="w+") as errfile:
+        proc = procs.spawn([sys.executable, "-m", "lab.clients.child"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1)
+        with supervised(proc, ctx):
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(job))
+            proc.stdin.close()
+            for line in proc.stdout:
+                msg = json.loads(line)
+                if "report" in msg:
+                    ctx.report(msg["report"])
+                else:
+                    outcome = msg
+            proc.wait()
+        errfile.seek(0)
+        stderr = errfile.read()
     if "error" in outcome:
         raise ClientError(outcome["error"])
     if "result" not in outcome:
