@@ -10,14 +10,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lab import report
 from lab.clients import client_ids, get_client
+from lab.errors import NotFound
+from lab.pool import Job, Stop, WorkerPool
 from lab.runs import Run, execute
 from lab.scenarios import SCENARIOS, get_scenario
 from lab.spec import FASTZEROMODES, PLUGINS, SOURCE_FORMATS, ZEROMODES, SpecError, build_spec
+from lab.sweeps import SweepService
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,43 +132,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    try:
-        scenario = get_scenario(args.name)
-    except KeyError as e:
-        return _bad(str(e.args[0]))
     if not 1 <= args.workers <= 16:
         return _bad(f"--workers: must be between 1 and 16 (got {args.workers})")
-    rows = list(scenario.rows)
-    if args.only:
-        keys = [k.strip() for k in args.only.split(",") if k.strip()]
-        unknown = [k for k in keys if k not in {r.key for r in rows}]
-        if unknown:
-            return _bad(f"--only: unknown row {unknown[0]!r}; rows are {', '.join(r.key for r in rows)}")
-        rows = [r for r in rows if r.key in keys]
-    runs = [Run(client=r.client, server=build_spec(r.server), label=r.key, reference=r.reference) for r in rows]
-    done = 0
+    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
     lock = threading.Lock()
-    t0 = time.perf_counter()
+    done = 0
 
-    def one(run: Run, cancel: threading.Event) -> Run:
+    def finished(job: Job) -> None:
         nonlocal done
-        execute(run, cancel=cancel)
         with lock:
             done += 1
             if not args.json:
-                print(f"[{done}/{len(runs)}] {run.label}: {run.status} {run.duration_s or 0:.2f} s", file=sys.stderr)
-        return run
+                print(f"[{done}/{len(sweep.runs)}] {job.run.label}: {job.run.status} {job.run.duration_s or 0:.2f} s",
+                      file=sys.stderr)
+        sweeps.run_finished(job.run)  # the last one ends the sweep: print before
 
+    pool = WorkerPool(args.workers, queue_size=10_000, work=lambda job: execute(job.run, cancel=job.cancel),
+                      finish=finished, name="lab-scenario")
+    sweeps = SweepService(pool)
     # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
     # sleep-bound rows pile up beside them on a small machine.
-    order = sorted(runs, key=lambda r: not get_client(r.client).parallel) if args.workers > 1 else runs
-    with _Interrupt() as cancel, ThreadPoolExecutor(max_workers=args.workers) as pool:
-        list(pool.map(lambda r: one(r, cancel), order))
+    order = (lambda r: not get_client(r.client).parallel) if args.workers > 1 else None
+    t0 = time.perf_counter()
+    try:
+        sweep = sweeps.start(args.name, only, order=order)  # queued: nothing runs before the pool starts
+    except NotFound as e:
+        return _bad(f"--only: {e}" if e.field == "only" else str(e))
+    pool.start()
+    with _Interrupt() as cancel:
+        while not sweep.done.wait(0.1):
+            if cancel.is_set():
+                sweeps.cancel(sweep.id, wait=0)
+    pool.shutdown(Stop(), grace=5)
+    runs = sweep.runs
     wall = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({"name": scenario.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
+        print(json.dumps({"name": args.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
     else:
-        print(report.scenario_table(scenario.title, runs))
+        print(report.scenario_table(get_scenario(args.name).title, runs))
         print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
     return 0 if all(r.status == "succeeded" for r in runs) else 1
 

@@ -1,0 +1,31 @@
+"""The errors the core raises for a request it refuses; the API maps each to a status code."""
+
+from __future__ import annotations
+
+
+class ManagerError(Exception):
+    """Base of the errors the API maps to status codes. `field` names the input at fault, when one is."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(ManagerError):
+    pass
+
+
+class Conflict(ManagerError):
+    pass
+
+
+class LimitExceeded(ManagerError):
+    """A configured limit (queue size, number of servers) is reached: try again later."""
+
+
+class QueueFull(LimitExceeded):
+    pass
+
+
+class ShuttingDown(ManagerError):
+    pass

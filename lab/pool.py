@@ -1,0 +1,208 @@
+"""The worker pool: a bounded queue of runs, a fixed set of worker threads, one way to stop jobs.
+
+It knows nothing of events, sweeps or servers beyond a run's `server_id`: a run on a managed
+server waits while another run uses that server (workers take runs in order, skipping those).
+What a job does, and what happens when it ends, are the owner's callbacks:
+
+- `work(job)` carries the run out (in a worker thread; it should not raise);
+- `finish(job)` records a run that reached a final status, run or not (a cancelled queued
+  run is finished under the pool's lock, so nothing can start it meanwhile).
+
+`cancel(match, stop)` is the one way to stop jobs, whoever asks (a user, a sweep, a deleted
+server, shutdown): queued ones end at once with `stop`'s status and error, running ones get
+their cancel event set and end with `stop`'s status when execute() reports them cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lab.errors import QueueFull, ShuttingDown
+from lab.runs import FINAL, Run
+
+log = logging.getLogger("lab.pool")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """How stopped jobs end: the final status and error of a queued one, and of a running one."""
+
+    status: str = "cancelled"
+    error: str = "cancelled"
+    error_running: str | None = None  # when a running job's error differs (default: `error`)
+
+
+CANCELLED = Stop()  # a user's cancel: execute() reports the run cancelled itself
+
+
+@dataclass
+class Job:
+    run: Run
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    stop: Stop | None = None  # why it was stopped, when not by a user's plain cancel
+
+    @property
+    def resource(self) -> str | None:
+        """What the job needs to itself while it runs (its managed server)."""
+        return self.run.server_id
+
+
+Admit = Callable[[int], None]  # called under the lock with the free slots; raises to refuse
+
+
+class WorkerPool:
+    def __init__(self, workers: int, queue_size: int, work: Callable[[Job], None],
+                 finish: Callable[[Job], None], queued: Callable[[Job], None] | None = None,
+                 name: str = "lab-worker") -> None:
+        self.workers, self.queue_size, self.name = workers, queue_size, name
+        self._work, self._finish, self._queued = work, finish, queued or (lambda _j: None)
+        self.lock = threading.Condition(threading.RLock())
+        self._pending: deque[Job] = deque()
+        self._active: dict[str, Job] = {}
+        self._busy: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> WorkerPool:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"{self.name}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def shutdown(self, stop: Stop, grace: float) -> list[str] | None:
+        """Stop every job with `stop`, wait `grace` s for the workers; returns the names of
+        workers still busy (None when shutdown had already begun)."""
+        with self.lock:
+            if self._stopping:
+                return None
+            self._stopping = True
+            self.cancel(lambda _j: True, stop)
+            self.lock.notify_all()
+        deadline = time.monotonic() + grace
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in self._threads if t.is_alive()]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def check_open(self) -> None:
+        if self._stopping:
+            raise ShuttingDown("the service is shutting down")
+
+    # -- jobs --------------------------------------------------------------------------------
+    def submit(self, runs: Sequence[Run], admit: Admit | None = None) -> list[Job]:
+        """Queue `runs` in order, all or none. `admit(free)` may refuse (raise) or announce
+        what the runs belong to before they are queued; by default a full queue refuses."""
+        with self.lock:
+            self.check_open()
+            free = self.queue_size - len(self._pending)
+            if admit is not None:
+                admit(free)
+            elif len(runs) > free:
+                raise QueueFull(f"the run queue is full ({self.queue_size} runs waiting)")
+            jobs = [Job(run) for run in runs]
+            for job in jobs:
+                job.run.status = "queued"
+                self._queued(job)
+                self._pending.append(job)
+            self.lock.notify_all()
+            return jobs
+
+    def cancel(self, match: Callable[[Job], bool], stop: Stop = CANCELLED, wait: float = 0.0) -> list[Job]:
+        """Stop every queued or running job `match` picks (see the module doc); wait up to
+        `wait` s in all for the running ones to end. Returns the jobs stopped."""
+        with self.lock:
+            queued = [j for j in self._pending if match(j)]
+            for job in queued:
+                self._pending.remove(job)
+                self._end_unstarted(job, stop)
+            running = [j for j in self._active.values() if match(j)]
+            for job in running:
+                if stop is not CANCELLED:
+                    job.stop = stop
+                job.cancel.set()
+        deadline = time.monotonic() + wait
+        for job in running:
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        return queued + running
+
+    def find(self, run_id: str) -> Job | None:
+        with self.lock:
+            return self._active.get(run_id) or next((j for j in self._pending if j.run.id == run_id), None)
+
+    def busy(self, resource: str) -> bool:
+        """Whether a run is using `resource` now (no lock: a set lookup is atomic)."""
+        return resource in self._busy
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _end_unstarted(self, job: Job, stop: Stop) -> None:
+        run = job.run
+        run.status, run.error, run.finished_at = stop.status, stop.error, time.time()
+        self._end(job)
+
+    def _end(self, job: Job) -> None:
+        try:
+            self._finish(job)
+        finally:
+            job.done.set()
+
+    def _take_next(self) -> Job | None:
+        for job in self._pending:
+            if job.resource is None or job.resource not in self._busy:
+                self._pending.remove(job)
+                return job
+        return None
+
+    def _worker(self) -> None:
+        while True:
+            with self.lock:
+                job = None
+                while job is None:
+                    if self._stopping:
+                        return
+                    job = self._take_next()
+                    if job is None:
+                        self.lock.wait()
+                self._active[job.run.id] = job
+                if job.resource is not None:
+                    self._busy.add(job.resource)
+            try:
+                self._carry_out(job)
+            finally:
+                with self.lock:
+                    self._active.pop(job.run.id, None)
+                    if job.resource is not None:
+                        self._busy.discard(job.resource)
+                    self.lock.notify_all()
+
+    def _carry_out(self, job: Job) -> None:
+        run = job.run
+        try:
+            self._work(job)
+        except Exception as e:  # work() should not raise; a worker must survive if it does
+            log.exception("run %s", run.id)
+            run.status, run.error, run.finished_at = "failed", f"{type(e).__name__}: {e}", time.time()
+        stop = job.stop
+        if run.status == "cancelled" and stop is not None:
+            run.status, run.error = stop.status, stop.error_running or stop.error
+        elif run.status not in FINAL:
+            run.status, run.error = "failed", run.error or f"the run ended in state {run.status}"
+        self._end(job)
