@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lab import procs
+from lab import diskmap, procs
 from lab.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
 from lab.events import EventBus, Subscription
 from lab.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
@@ -240,9 +240,22 @@ class Manager:
                 ("failed", f"server {run.server_id} is gone")
             run.started_at = run.finished_at = time.time()
             return
-        execute(run, on_event=lambda ev: self._on_run_event(job, ev), cancel=job.cancel,
-                server=managed.server if managed else None, timeout=self.config.run_timeout_s,
-                image_cache_bytes=self.config.image_cache_bytes)
+        try:
+            execute(run, on_event=lambda ev: self._on_run_event(job, ev), cancel=job.cancel,
+                    server=managed.server if managed else None, timeout=self.config.run_timeout_s,
+                    image_cache_bytes=self.config.image_cache_bytes)
+        finally:
+            self._save_trace(run)
+
+    def _save_trace(self, run: Run) -> None:
+        """The per-request trace, kept beside the database (GET /api/runs/{id}/trace)."""
+        if run.trace is None:
+            return
+        try:
+            diskmap.save(self.store.dir, run.id, run.trace)
+        except OSError as e:
+            log.warning("run %s: trace not saved: %s", run.id, e)
+        run.trace = None
 
     def _on_run_event(self, job: Job, ev: dict[str, Any]) -> None:
         """execute()'s sink: state changes also save the run (same transaction as the event)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lab import images, model
+from lab import diskmap, images, model
 from lab.clients import Cancelled, CopyContext, get_client
 from lab.servers import Server
 from lab.spec import ServerSpec
@@ -62,6 +62,12 @@ class Run:
     flags: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    # How far the copy got (fraction, bytes, phase): what a cancelled or failed run had reached.
+    reached: dict[str, Any] | None = None
+    # The disk map of the copy: {"cell_size", "size", "cells" (run-length encoded), "requests"}.
+    diskmap: dict[str, Any] | None = None
+    # The per-request trace (lab.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.
+    trace: list[Any] | None = field(default=None, repr=False)
 
     @property
     def ratio(self) -> float | None:
@@ -71,6 +77,7 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("trace", None)
         d["server"] = self.server.to_dict()
         d["backend"] = self.backend.to_dict() if self.backend else None
         d["wire"] = self.wire.to_dict() if self.wire else None
@@ -92,6 +99,8 @@ class _Progress:
         self.base_backend = server.backend()
         self.base_top = server.top()
         self.client_info: dict[str, Any] = {}
+        self.watch = diskmap.Watch(server, run.server.pattern, run.server.size, time.time())
+        self._last_cells: str | None = None
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"progress-{run.id}", daemon=True)
@@ -130,6 +139,13 @@ class _Progress:
         size = self.run.server.size
         planned = self.client_info.get("planned_bytes") or size
         done = top.write_bytes + top.zero_bytes + top.trim_bytes
+        wire = (self.client_info.get("wire") or {}) if isinstance(self.client_info, dict) else {}
+        self.watch.client_errors(wire.get("errors") or [], time.time())
+        cells = self.watch.update()
+        extra: dict[str, Any] = {}
+        if cells != self._last_cells:  # unchanged cells are not sent again: watchers keep the last
+            extra = {"cells": cells, "cell_size": self.watch.cell}
+            self._last_cells = cells
         return {
             "type": "progress",
             "run_id": self.run.id,
@@ -140,7 +156,17 @@ class _Progress:
             "bytes_done": done,
             "fraction": round(min(1.0, done / planned), 4) if planned else 1.0,
             "predicted_so_far_s": model.predict_seconds(self.run.server, backend),
+            **extra,
         }
+
+    def finish(self) -> None:
+        """The run's trace and final map, and how far it got (for a run that stops early)."""
+        snap = self.snapshot()
+        self.run.trace = self.watch.trace()
+        self.run.diskmap = self.watch.summary(self.run.trace)
+        self.run.reached = {"fraction": snap["fraction"], "bytes_done": snap["bytes_done"],
+                            "elapsed_s": snap["elapsed_s"], "backend": snap["backend"],
+                            "phase": (self.client_info or {}).get("phase")}
 
 
 def execute(
@@ -247,6 +273,12 @@ def execute(
             timer.cancel()
         if progress is not None:
             progress.stop()
+            try:
+                progress.finish()
+                if run.backend is None and run.reached:  # stopped during the copy: what it had done
+                    run.backend = BackendCounts(**run.reached["backend"])
+            except Exception as e:  # the map is a view: a failure here must not change the result
+                run.notes.append(f"no disk map: {type(e).__name__}: {e}")
         if own_server and srv is not None:
             srv.stop()
         run.finished_at = time.time()

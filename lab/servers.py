@@ -237,6 +237,18 @@ class Server:
             c = self._log.counts
             return WireCounts(**{**c.to_dict(), "errors": list(c.errors)})
 
+    def trace_len(self) -> int:
+        """How many requests (reads apart) the log filter has recorded so far."""
+        self._drain_log()
+        with self._lock:
+            return len(self._log.rows)
+
+    def trace_rows(self, start: int, upto: int | None = None) -> list[Any]:
+        """The log filter's requests [start:upto] so far (lab.trace.LogRequest, reads apart)."""
+        self._drain_log()
+        with self._lock:
+            return self._log.rows[start:upto]
+
     def sync(self, timeout: float = 5.0) -> None:
         """Return once every request served so far is in the live counters.
 

@@ -13,6 +13,7 @@ The stats filter at the bottom writes its summary at exit; it cross-checks the c
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field
 
 # --- counters -------------------------------------------------------------------------
@@ -115,7 +116,12 @@ _LOG_RET_RE = re.compile(
 _ARG_RE = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|\d+)")
 
 
-@dataclass
+_FLAG_ARGS = ("fast", "trim", "fua", "req_one")
+_FLAG_NAMES = {"trim": "may_trim"}
+MAX_TRACE_ROWS = 2_000_000  # per server: beyond this the trace stops growing (the counts go on)
+
+
+@dataclass(slots=True)
 class LogRequest:
     conn: int
     id: int
@@ -123,15 +129,39 @@ class LogRequest:
     offset: int
     count: int
     fast: bool
+    flags: str = ""  # the request's flags that are set: fast, may_trim, fua, req_one
+    start: float = 0.0  # wall clock, from the log line
+    end: float | None = None
+    result: str | None = None  # "ok", or the error name once answered
+
+
+_stamp_cache: dict[str, float] = {}
+
+
+def log_time(line: str) -> float:
+    """'2026-11-25 17:19:02.922720 ...' -> epoch seconds (nbdkit writes local time)."""
+    head = line[:19]
+    base = _stamp_cache.get(head)
+    if base is None:
+        try:
+            base = time.mktime(time.strptime(head, "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            return time.time()
+        if len(_stamp_cache) > 4096:
+            _stamp_cache.clear()
+        _stamp_cache[head] = base
+    frac = line[19:26]
+    return base + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
 
 
 class LogParser:
-    """Incremental parser of the log filter's file into wire counts."""
+    """Incremental parser of the log filter's file into wire counts and a per-request trace."""
 
     def __init__(self) -> None:
         self.counts = WireCounts(source="nbdkit-log")
         self._pending: dict[tuple[int, int], LogRequest] = {}
         self.ready = False
+        self.rows: list[LogRequest] = []  # every request but reads, in log order (lab.diskmap)
 
     def feed(self, line: str) -> LogRequest | None:
         """Account one line; return the request it opened, if any."""
@@ -141,9 +171,12 @@ class LogParser:
         m = _LOG_REQ_RE.search(line)
         if m:
             args = {k: int(v, 0) for k, v in _ARG_RE.findall(m["args"])}
+            flags = " ".join(_FLAG_NAMES.get(k, k) for k in _FLAG_ARGS if args.get(k))
             req = LogRequest(int(m["conn"]), int(m["id"]), m["op"], args.get("offset", 0),
-                             args.get("count", 0), bool(args.get("fast", 0)))
+                             args.get("count", 0), bool(args.get("fast", 0)), flags, log_time(line))
             self._pending[(req.conn, req.id)] = req
+            if req.op != "Read" and len(self.rows) < MAX_TRACE_ROWS:
+                self.rows.append(req)
             c = self.counts
             if req.op == "Write":
                 c.write += 1
@@ -161,6 +194,10 @@ class LogParser:
         m = _LOG_RET_RE.search(line)
         if m:
             req = self._pending.pop((int(m["conn"]), int(m["id"])), None)
+            if req is not None:
+                req.end = log_time(line)
+                err = re.search(r"\((E[A-Z0-9]+)\)", m["rest"])
+                req.result = "ok" if int(m["ret"]) == 0 else (err.group(1) if err else f"error {m['ret']}")
             if int(m["ret"]) != 0:
                 self.counts.failed += 1
                 if req is not None and req.op == "Zero" and req.fast:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
 
 from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
 from app.schemas import ClientId, RunCreate, RunList, RunOut, RunStatus
+from lab import diskmap
 from lab.spec import SpecError
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -67,3 +69,31 @@ def cancel_run(run_id: str, manager: ManagerDep, response: Response) -> dict[str
     if row["status"] in ("queued", "running"):
         response.status_code = 202
     return row
+
+
+TRACE_DOC = {200: {"description": "one row per request: seq, t0/t1 (s since the copy started), op, kind, offset, "
+                                  "count, flags, result, conn, source",
+                   "content": {"application/x-ndjson": {}, "text/csv": {}}}}
+
+
+@router.get("/{run_id}/trace", response_class=StreamingResponse, responses={**TRACE_DOC, **responses(404, 422)})
+def get_trace(run_id: str, manager: ManagerDep,
+              format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson") -> StreamingResponse:
+    """The run's requests as nbdkit's log filter recorded them (see lab/diskmap.py for the kinds).
+
+    Kept for finished runs that reached the copy; 404 for a run that has none (yet)."""
+    run = manager.get_run(run_id)
+    path = diskmap.trace_path(manager.store.dir, run_id)
+    if not path.exists():
+        raise HTTPException(404, f"run {run_id} has no trace"
+                            + (" yet: it is still going" if run["status"] in ("queued", "running") else ""))
+    if format == "csv":
+        return StreamingResponse(diskmap.to_csv(diskmap.load(manager.store.dir, run_id)), media_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="trace-{run_id}.csv"'})
+    return StreamingResponse(_file_chunks(path), media_type="application/x-ndjson")
+
+
+def _file_chunks(path: Any) -> Any:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            yield chunk

@@ -11,7 +11,11 @@ from app.errors import responses, spec_error
 from app.schemas import RunStatus, SweepCreate, SweepList, SweepOut
 from lab.manager import NotFound
 from lab.scenarios import SCENARIOS
-from lab.spec import SpecError
+from lab.spec import SpecError, build_spec
+
+# A run measures a row when its client and every one of these server fields agree.
+MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
+                "source_format")
 
 router = APIRouter(prefix="/api", tags=["scenarios"])
 
@@ -28,6 +32,45 @@ def get_scenario(name: str) -> dict[str, Any]:
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
     return scenario.to_dict()
+
+
+@router.get("/scenarios/{name}/rows", responses=responses(404, 422))
+def scenario_rows(name: str, manager: ManagerDep,
+                  per_row: Annotated[int, Query(ge=0, le=100)] = 5) -> dict[str, Any]:
+    """Which runs belong to which row of the scenario (and of its acts), newest first.
+
+    Each row carries `match`: its client and full server spec as the runs store it, so a page
+    can tell whether a run it hears about later belongs to the row by comparing fields,
+    without parsing sizes or labels. A run matches when client and every field of `match`
+    agree, or when it carries the row's key as its label (a sweep with other geometry).
+    `total` counts every matching run; `runs` holds the newest `per_row` of them.
+    """
+    scenario = SCENARIOS.get(name)
+    if scenario is None:
+        raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+    rows = {r.key: r for r in scenario.rows}
+    for act in scenario.acts:
+        for r in act.rows:
+            rows.setdefault(r.key, r)
+    last = manager.last_event_id
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    out = []
+    for row in rows.values():
+        if row.client not in by_client:
+            by_client[row.client], _ = manager.store.list_runs(client=row.client, limit=5000)
+        spec = build_spec(row.server).to_dict()
+        match = {k: spec[k] for k in MATCH_FIELDS if k in spec}
+        mine = [run for run in by_client[row.client] if _matches(run, row.key, match)]
+        out.append({**row.to_dict(), "match": {"client": row.client, "server": match}, "total": len(mine),
+                    "runs": mine[:per_row]})
+    return {"name": name, "rows": out, "last_event_id": last}
+
+
+def _matches(run: dict[str, Any], key: str, match: dict[str, Any]) -> bool:
+    server = run.get("server") or {}
+    if all(server.get(k) == v for k, v in match.items()):
+        return True
+    return run.get("label") == key and all(server.get(k) == match[k] for k in ("zeromode", "fastzeromode"))
 
 
 @router.post("/scenarios/{name}/runs", status_code=202, response_model=SweepOut,

@@ -1,0 +1,122 @@
+"""The disk map: per-request trace from nbdkit's log filter, its kinds, cells, and the API that serves it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from apiutil import FAST, serve, start_run, wait_final
+
+from lab import diskmap
+from lab.trace import LogParser
+
+MiB = 1 << 20
+
+
+def test_log_lines_become_rows_with_times_flags_and_results() -> None:
+    p = LogParser()
+    for line in [
+        "2026-11-25 17:19:02.922720 connection=1 Zero id=2 offset=0x100000 count=0x100000 trim=1 fua=0 fast=1 ...",
+        "2026-11-25 17:19:02.923847 connection=1 ...Zero id=2 return=-1 (ENOTSUP)",
+        "2026-11-25 17:19:03.000001 connection=1 Write id=3 offset=0x0 count=0x40000 fua=0 ...",
+        "2026-11-25 17:19:03.020001 connection=1 ...Write id=3 return=0",
+        "2026-11-25 17:19:03.030001 connection=1 Read id=4 offset=0x0 count=0x1000 ...",
+    ]:
+        p.feed(line + "\n")
+    zero, write = p.rows  # reads are not part of the trace
+    assert (zero.op, zero.offset, zero.count, zero.flags, zero.result) == ("Zero", MiB, MiB, "fast may_trim", "ENOTSUP")
+    assert zero.end - zero.start == pytest.approx(0.001127, abs=1e-6)
+    assert (write.result, round(write.end - write.start, 6)) == ("ok", 0.02)
+    assert p.counts.fast_zero_failed == 1
+
+
+def test_kinds_follow_the_request_and_the_source_layout() -> None:
+    layout = diskmap.Layout.of("alternate:1M", 8 * MiB)  # data at 0-1M, 2-3M, ...
+    assert diskmap.classify("Write", 0, MiB, "ok", layout) == "data"
+    assert diskmap.classify("Write", MiB, MiB, "ok", layout) == "zero-write"
+    assert diskmap.classify("Write", 0, 8 * MiB, "ok", layout) == "prezero-write"
+    assert diskmap.classify("Zero", MiB, MiB, "ok", layout) == "zero"
+    assert diskmap.classify("Zero", 0, 8 * MiB, "ok", layout) == "prezero"
+    assert diskmap.classify("Zero", 0, 8 * MiB, "ENOTSUP", layout) == "refused"
+    assert diskmap.classify("Trim", MiB, MiB, "ok", layout) == "trim"
+    assert diskmap.classify("Extents", 0, 8 * MiB, "ok", layout) == "status"
+
+
+def test_cells_paint_in_order_and_round_trip_through_rle() -> None:
+    rows = [{"kind": "prezero-write", "offset": 0, "count": 8 * MiB},
+            {"kind": "data", "offset": 0, "count": MiB},
+            {"kind": "refused", "offset": 0, "count": 8 * MiB}]  # a refusal changes nothing
+    cells = diskmap.paint(rows, 8 * MiB, cell=MiB)
+    assert cells == "DPPPPPPP"
+    assert diskmap.rle(cells) == "D7P"
+    assert diskmap.unrle("D7P") == cells
+    assert diskmap.cell_size_for(100 * MiB) == 256 * 1024  # 400 cells: 1 MiB extents stay whole
+    assert diskmap.cell_size_for(4096) == 4096
+
+
+@pytest.fixture
+def api(tmp_path):
+    yield from serve(tmp_path)
+
+
+def test_prezero_on_server_b_is_writes_over_the_whole_disk_then_the_data(api) -> None:
+    """Act 3 on server B: qemu 3.1's blind pre-zero pass, written out, then the data again."""
+    run = wait_final(api, start_run(api, "qemu-3.1", zeromode="emulate", fastzeromode="none")["id"])
+    assert run["status"] == "succeeded", run["error"]
+    r = api.get(f"/api/runs/{run['id']}/trace")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    prezero = [x for x in rows if x["kind"] == "prezero-write"]
+    assert prezero and prezero[0]["seq"] == 0
+    covered = sum(x["count"] for x in prezero)
+    assert covered == run["server"]["size"], "the pre-zero pass writes the whole disk"
+    data = [x for x in rows if x["kind"] == "data"]
+    assert all(x["t0"] >= prezero[-1]["t1"] for x in data), "the data comes after the pre-zero pass"
+    # The trace is the wire log: its writes are the log filter's writes, byte for byte.
+    writes = [x for x in rows if x["op"] == "Write"]
+    assert len(writes) == run["server_log"]["write"]
+    assert sum(x["count"] for x in writes) == run["server_log"]["write_bytes"]
+    assert all(x["t1"] is not None and x["t1"] >= x["t0"] and x["result"] == "ok" for x in writes)
+    # The map kept with the run is its trace, painted; data cells over pre-zeroed holes.
+    m = run["diskmap"]
+    assert diskmap.unrle(m["cells"]) == diskmap.paint(rows, m["size"], m["cell_size"])
+    assert set(diskmap.unrle(m["cells"])) == {"D", "P"}
+    assert m["requests"] == len(rows)
+
+
+def test_refused_fast_zero_on_server_b_comes_from_the_client_and_csv(api) -> None:
+    run = wait_final(api, start_run(api, "qemu-4.2", zeromode="emulate")["id"])
+    assert run["status"] == "succeeded", run["error"]
+    text = api.get(f"/api/runs/{run['id']}/trace", params={"format": "csv"}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    refused = [x for x in rows if x["kind"] == "refused"]
+    assert len(refused) == 1 and refused[0]["flags"] == "fast" and refused[0]["result"] == "ENOTSUP"
+    assert refused[0]["source"] == "client", "nbdkit's core refuses it above the log filter on server B"
+    assert {x["kind"] for x in rows} >= {"data", "zero-write"}
+
+
+def test_progress_events_carry_cells_and_a_cancelled_run_keeps_how_far_it_got(api) -> None:
+    slow = {**FAST, "delay_write": "40ms"}
+    run = start_run(api, "qemu-2.7", **slow)
+    from apiutil import wait_for
+
+    wait_for(lambda: (api.get(f"/api/runs/{run['id']}").json()["status"] == "running"
+                      and api.get(f"/api/runs/{run['id']}/trace").status_code == 404), timeout=30)
+    import time
+
+    time.sleep(0.8)
+    api.post(f"/api/runs/{run['id']}/cancel")
+    row = wait_final(api, run["id"])
+    assert row["status"] == "cancelled"
+    assert 0 < row["reached"]["fraction"] < 1
+    assert row["backend"]["write_ops"] > 0, "the counts it reached are kept"
+    assert "." in diskmap.unrle(row["diskmap"]["cells"]), "part of the disk was never written"
+    events = api.get(f"/api/runs/{run['id']}/events").text
+    assert '"cells":' in events and '"cell_size":' in events
+
+
+def test_trace_of_an_unknown_run_is_404(api) -> None:
+    assert api.get("/api/runs/nope/trace").status_code == 404
+    assert api.get("/api/runs/nope/trace", params={"format": "xml"}).status_code in (404, 422)
