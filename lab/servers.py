@@ -140,6 +140,7 @@ class Server:
         self._log_fp = None
         self._stderr_tail: list[str] = []
         self._ready = threading.Event()
+        self._listening = False  # the ready marker was seen (not merely EOF)
         self._reader: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
         self._sync_waiters: dict[int, threading.Event] = {}
@@ -178,7 +179,8 @@ class Server:
                                     stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
             self._reader = threading.Thread(target=self._read_stderr, name=f"nbdkit-{self.id}", daemon=True)
             self._reader.start()
-            if not self._ready.wait(self.start_timeout) or not self.running:
+            # EOF also sets _ready: a process that failed may not be reaped yet, so `running` alone can lie.
+            if not self._ready.wait(self.start_timeout) or not self._listening or not self.running:
                 raise ServerError(self._failure_text("nbdkit did not become ready"))
             self.started_at = time.time()
             self.flags = probe(self.uri)
@@ -288,6 +290,7 @@ class Server:
                     with self._lock:
                         self._stderr_tail = [*self._stderr_tail, line.rstrip()][-50:]
                 if ready_marker in line:
+                    self._listening = True
                     self._ready.set()
                 continue
             notify = False
