@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lab import diskmap, images, model
-from lab.clients import Cancelled, CopyContext, get_client
+from lab.clients import Cancelled, Client, CopyContext, get_client
 from lab.servers import Server
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
@@ -169,6 +170,134 @@ class _Progress:
                             "phase": (self.client_info or {}).get("phase")}
 
 
+class Deadline:
+    """A run's time limit: when it passes, the run's cancel event is set (so every phase stops
+    as on a user's cancel) and `expired` tells the two apart. No limit when `seconds` is None."""
+
+    def __init__(self, seconds: float | None, cancel: threading.Event) -> None:
+        self.seconds, self.cancel = seconds, cancel
+        self.expired = False
+        self._timer: threading.Timer | None = None
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.cancel.set()
+
+    def __enter__(self) -> Deadline:
+        if self.seconds:
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def check(cancel: threading.Event) -> None:
+    """The one cancel check between phases: raise Cancelled once the run is cancelled or out of time."""
+    if cancel.is_set():
+        raise Cancelled()
+
+
+@contextmanager
+def _held(lock: threading.Lock, cancel: threading.Event) -> Iterator[None]:
+    """Hold a server's run lock; waiting ends with the run (cancel or deadline), nothing else."""
+    while not lock.acquire(timeout=0.1):
+        check(cancel)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event) -> Iterator[Server]:
+    """The run's server, held for it alone: a fresh one it owns (started, and stopped on exit,
+    once), or the managed `server` it attaches to (left running)."""
+    srv = server or Server(run.server).start()
+    try:
+        with _held(srv.run_lock, cancel):
+            assert srv.flags is not None
+            run.flags = srv.flags.to_dict()
+            run.server_id = None if server is None else srv.id
+            yield srv
+    finally:
+        if server is None:
+            srv.stop()
+
+
+def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: EventSink,
+          cancel: threading.Event, stack: ExitStack, t_setup: float) -> None:
+    """Copy phase: the client copies the image to the server; the counts of this run are the
+    server's counters after minus before."""
+    assert srv.flags is not None
+    base_backend, base_wire = srv.backend(), srv.wire()
+    run.setup_s = round(time.perf_counter() - t_setup, 4)
+    ctx = CopyContext(image=image, uri=srv.uri, flags=srv.flags, source_format=run.server.source_format,
+                      queue_depth=run.queue_depth, cancel=cancel)
+    t0 = time.perf_counter()
+    progress = _Progress(run, srv, sink, t0)
+    ctx.report = progress.client_report
+    progress.start()
+    stack.callback(_end_progress, run, progress)
+    _state(run, sink, "running", phase="copy")
+    result = client.copy(ctx)
+    run.duration_s = round(time.perf_counter() - t0, 4)
+    if result.elapsed_s is not None:
+        run.duration_s = result.elapsed_s
+        run.notes.append("copy timed by the client from connect to disconnect")
+    srv.sync()
+    progress.stop()
+    sink(progress.snapshot())
+    run.backend = srv.backend().minus(base_backend)
+    run.server_log = _wire_minus(srv.wire(), base_wire)
+    run.wire = result.wire or run.server_log
+    run.notes.extend(result.notes)
+    run.predicted_s = model.predict_seconds(run.server, run.backend)
+
+
+def _end_progress(run: Run, progress: _Progress) -> None:
+    """On the way out of the copy, whatever ended it: the run's trace, disk map and how far it
+    got (the backend counts of a run stopped mid-copy)."""
+    progress.stop()
+    try:
+        progress.finish()
+        if run.backend is None and run.reached:  # stopped during the copy: what it had done
+            run.backend = BackendCounts(**run.reached["backend"])
+    except Exception as e:  # the map is a view: a failure here must not change the result
+        run.notes.append(f"no disk map: {type(e).__name__}: {e}")
+
+
+def _verify(run: Run, srv: Server, image: images.Image, sink: EventSink, cancel: threading.Event) -> None:
+    """Verify phase: read the destination back and compare it with the source."""
+    assert srv.flags is not None
+    check(cancel)
+    _state(run, sink, "running", phase="verify")
+    t_v = time.perf_counter()
+    vr = verify(srv.uri, image, cancel, max_request=srv.flags.block_size_max)
+    run.verify_s = round(time.perf_counter() - t_v, 4)
+    check(cancel)
+    run.verified, run.verify_detail = vr.verified, vr.detail
+
+
+def _account(run: Run, srv: Server) -> None:
+    """Account phase, once the server is released: the stats filter's cross-check (an owned
+    server's stats exist once it has stopped) and the final status."""
+    run.stats_check = _stats_check(srv, run.backend)
+    if run.verified:
+        run.status = "succeeded"
+    else:
+        run.status = "failed"
+        run.error = f"the destination does not match the source: {run.verify_detail}"
+
+
+def _state(run: Run, sink: EventSink, status: str, **extra: Any) -> None:
+    run.status = status
+    sink({"type": "state", "run_id": run.id, "status": status, **extra})
+
+
 def execute(
     run: Run,
     on_event: EventSink | None = None,
@@ -177,111 +306,39 @@ def execute(
     timeout: float | None = None,
     image_cache_bytes: int | None = None,
 ) -> Run:
-    """Carry out `run` (mutated in place and returned). Never raises for a failed run."""
+    """Carry out `run` (mutated in place and returned). Never raises for a failed run.
+
+    Phases: acquire the image, start or attach the server, copy, verify, account. One cleanup
+    stack releases what each phase took, in reverse, on every path; one deadline (`timeout`
+    seconds) cancels the run like a user would; `server` (a managed one) is attached to and
+    left running, else the run starts its own and stops it once.
+    """
     sink = on_event or (lambda _e: None)
     cancel = cancel or threading.Event()
     client = get_client(run.client)
-    own_server = server is None
-    timed_out = threading.Event()
-    timer = None
-    if timeout:
-        def _expire() -> None:
-            timed_out.set()
-            cancel.set()
-        timer = threading.Timer(timeout, _expire)
-        timer.daemon = True
-        timer.start()
-
-    def state(status: str, **extra: Any) -> None:
-        run.status = status
-        sink({"type": "state", "run_id": run.id, "status": status, **extra})
-
     run.started_at = time.time()
     run.model = model.model_kind(client.parallel or run.queue_depth > 1)
-    state("running", phase="setup")
-    t_setup = time.perf_counter()
-    srv: Server | None = server
-    progress: _Progress | None = None
-    try:
-        if cancel.is_set():
-            raise Cancelled()
-        with images.acquire(run.server.size, run.server.pattern, image_cache_bytes) as image:
-            if own_server:
-                srv = Server(run.server).start()
-            assert srv is not None and srv.flags is not None
-            lock = srv.run_lock
-            if not lock.acquire(timeout=timeout if timeout else -1):
-                raise RuntimeError("the server is busy with another run")
-            try:
-                run.flags = srv.flags.to_dict()
-                run.server_id = None if own_server else srv.id
-                base_backend, base_wire = srv.backend(), srv.wire()
-                run.setup_s = round(time.perf_counter() - t_setup, 4)
-                ctx = CopyContext(image=image, uri=srv.uri, flags=srv.flags, source_format=run.server.source_format,
-                                  queue_depth=run.queue_depth, cancel=cancel)
-                t0 = time.perf_counter()
-                progress = _Progress(run, srv, sink, t0)
-                ctx.report = progress.client_report
-                progress.start()
-                state("running", phase="copy")
-                result = client.copy(ctx)
-                run.duration_s = round(time.perf_counter() - t0, 4)
-                if result.elapsed_s is not None:
-                    run.duration_s = result.elapsed_s
-                    run.notes.append("copy timed by the client from connect to disconnect")
-                srv.sync()
-                progress.stop()
-                sink(progress.snapshot())
-                run.backend = srv.backend().minus(base_backend)
-                run.server_log = _wire_minus(srv.wire(), base_wire)
-                run.wire = result.wire or run.server_log
-                run.notes.extend(result.notes)
-                run.predicted_s = model.predict_seconds(run.server, run.backend)
-                if cancel.is_set():
-                    raise Cancelled()
-                state("running", phase="verify")
-                t_v = time.perf_counter()
-                vr = verify(srv.uri, image, cancel, max_request=srv.flags.block_size_max)
-                run.verify_s = round(time.perf_counter() - t_v, 4)
-                if cancel.is_set():
-                    raise Cancelled()
-                run.verified = vr.verified
-                run.verify_detail = vr.detail
-            finally:
-                lock.release()
-            if own_server:
-                srv.stop()
-                run.stats_check = _stats_check(srv, run.backend)
-        if not run.verified:
-            run.error = f"the destination does not match the source: {run.verify_detail}"
+    srv: Server | None = None
+    with Deadline(timeout, cancel) as deadline:
+        try:
+            _state(run, sink, "running", phase="setup")
+            t_setup = time.perf_counter()
+            with ExitStack() as stack:
+                check(cancel)
+                image = stack.enter_context(images.acquire(run.server.size, run.server.pattern, image_cache_bytes))
+                srv = stack.enter_context(_start_or_attach(run, server, cancel))
+                _copy(run, srv, image, client, sink, cancel, stack, t_setup)
+                _verify(run, srv, image, sink, cancel)
+            _account(run, srv)
+        except Cancelled:
+            run.status = "failed" if deadline.expired else "cancelled"
+            run.error = f"timed out after {timeout:g} s" if deadline.expired else "cancelled"
+        except Exception as e:
             run.status = "failed"
-        else:
-            run.status = "succeeded"
-    except Cancelled:
-        if timed_out.is_set():
-            run.status = "failed"
-            run.error = f"timed out after {timeout:g} s"
-        else:
-            run.status = "cancelled"
-            run.error = "cancelled"
-    except Exception as e:
-        run.status = "failed"
-        detail = srv.errors() if srv is not None else []
-        run.error = f"{type(e).__name__}: {e}" + (f" ({'; '.join(detail[-2:])})" if detail else "")
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if progress is not None:
-            progress.stop()
-            try:
-                progress.finish()
-                if run.backend is None and run.reached:  # stopped during the copy: what it had done
-                    run.backend = BackendCounts(**run.reached["backend"])
-            except Exception as e:  # the map is a view: a failure here must not change the result
-                run.notes.append(f"no disk map: {type(e).__name__}: {e}")
-        if own_server and srv is not None:
-            srv.stop()
-        run.finished_at = time.time()
+            detail = srv.errors() if srv is not None else []
+            run.error = f"{type(e).__name__}: {e}" + (f" ({'; '.join(detail[-2:])})" if detail else "")
+        finally:
+            run.finished_at = time.time()
     return run
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -134,6 +135,28 @@ def test_timeout_fails_the_run(no_leftovers):
     spec = build_spec({"size": "32M", "delay_write": "20ms"})
     run = execute(Run(client="qemu-img", server=spec), timeout=0.5)
     assert run.status == "failed" and "timed out" in run.error
+
+
+def test_managed_server_busy_waits_for_the_run_deadline_only(no_leftovers):
+    """A run on a managed server another holder has: the wait for its lock ends with the
+    run's deadline (a timeout) or its cancel, and the managed server is left running."""
+    from lab.servers import Server
+
+    spec = build_spec({"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"})
+    with Server(spec) as srv:
+        with srv.run_lock:
+            t0 = time.monotonic()
+            timed = execute(Run(client="qemu-img", server=spec), server=srv, timeout=0.5)
+            assert (timed.status, timed.error) == ("failed", "timed out after 0.5 s")
+            assert time.monotonic() - t0 < 3
+            cancel = threading.Event()
+            threading.Timer(0.3, cancel.set).start()
+            cancelled = execute(Run(client="qemu-img", server=spec), server=srv, cancel=cancel, timeout=60)
+            assert cancelled.status == "cancelled"
+        assert srv.running, "an attached run must not stop a managed server"
+        ok = execute(Run(client="qemu-img", server=spec), server=srv, timeout=60)
+        assert ok.status == "succeeded" and ok.server_id == srv.id and ok.stats_check is None
+        assert not srv.run_lock.locked()
 
 
 def test_client_crash_is_reported(no_leftovers, monkeypatch):

@@ -1,0 +1,95 @@
+"""The manager's parts on their own: the worker pool's one cancel, a server's turn, and the
+sweep service without a store (as `lab scenario` uses it), with real runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from lab.pool import Job, Stop, WorkerPool
+from lab.runs import Run, execute
+from lab.spec import build_spec
+from lab.sweeps import SweepService
+
+FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
+SLOW = {"size": "8M", "delay_write": "60ms", "delay_zero": "1ms"}  # about 2 s
+
+
+def _pool(workers: int, finished: list[Job], started: threading.Event | None = None) -> WorkerPool:
+    def work(job: Job) -> None:
+        if started is not None:
+            started.set()
+        execute(job.run, cancel=job.cancel)
+
+    return WorkerPool(workers, queue_size=8, work=work, finish=finished.append)
+
+
+def test_one_cancel_for_queued_and_running_jobs(no_leftovers):
+    finished: list[Job] = []
+    started = threading.Event()
+    pool = _pool(1, finished, started).start()
+    try:
+        runs = [Run(client="qemu-img", server=build_spec(SLOW)) for _ in range(3)]
+        jobs = pool.submit(runs)
+        assert started.wait(30)
+        time.sleep(0.3)  # the first is copying, the two others wait in the queue
+        gone = Stop("cancelled", "server x was deleted", "server x was deleted during the run")
+        stopped = pool.cancel(lambda j: j.run.id in {runs[0].id, runs[1].id}, gone, wait=10)
+        assert {j.run.id for j in stopped} == {runs[0].id, runs[1].id}
+        assert jobs[0].done.is_set() and jobs[1].done.is_set()
+        assert (runs[1].status, runs[1].error) == ("cancelled", "server x was deleted")  # never started
+        assert (runs[0].status, runs[0].error) == ("cancelled", "server x was deleted during the run")
+        assert jobs[2].done.wait(30) and runs[2].status == "succeeded", "an unmatched job is untouched"
+        assert pool.cancel(lambda j: j.run.id == runs[2].id) == [], "nothing left to cancel"
+    finally:
+        assert pool.shutdown(Stop("interrupted", "shutdown"), grace=10) == []
+    assert [j.run.id for j in finished][:1] == [runs[1].id]
+
+
+def test_jobs_on_one_resource_take_turns(no_leftovers):
+    finished: list[Job] = []
+    spans: dict[str, tuple[float, float]] = {}
+
+    def work(job: Job) -> None:
+        t0 = time.monotonic()
+        time.sleep(0.3)
+        job.run.status = "succeeded"
+        spans[job.run.id] = (t0, time.monotonic())
+
+    pool = WorkerPool(3, queue_size=8, work=work, finish=finished.append).start()
+    try:
+        spec = build_spec(FAST)
+        runs = [Run(client="qemu-img", server=spec, server_id="s1"),
+                Run(client="qemu-img", server=spec, server_id="s1"), Run(client="qemu-img", server=spec)]
+        jobs = pool.submit(runs)
+        assert all(j.done.wait(10) for j in jobs)
+    finally:
+        pool.shutdown(Stop(), grace=5)
+    (a0, a1), (b0, b1), (c0, _) = (spans[r.id] for r in runs)
+    assert b0 >= a1 or a0 >= b1, "two runs on one server overlapped"
+    assert c0 < max(a1, b1) - 0.2, "a run on no managed server did not wait for them"
+
+
+def test_sweep_service_without_a_store_runs_a_scenario(no_leftovers):
+    """`lab scenario`'s path: plan, queue all rows, count, end; the parallel client first."""
+    finished: list[Job] = []
+    events: list[tuple] = []
+
+    def finish(job: Job) -> None:
+        finished.append(job)
+        sweeps.run_finished(job.run)
+
+    pool = WorkerPool(2, queue_size=8, work=lambda j: execute(j.run, cancel=j.cancel), finish=finish)
+    sweeps = SweepService(pool, publish=lambda t, _r, s, **kw: events.append((t, s, kw.get("status"))))
+    only = ["ref-none", "ref-plugin-default"]
+    sweep = sweeps.start("reference", only=only, overrides=FAST, order=lambda r: r.label != "ref-plugin-default")
+    pool.start()
+    try:
+        assert sweep.done.wait(60)
+    finally:
+        pool.shutdown(Stop(), grace=5)
+    assert [r.label for r in sweep.runs] == only, "the sweep keeps scenario order"
+    assert sweep.status == "succeeded" and sweep.counts() == {"succeeded": 2}
+    assert all(r.reference is None for r in sweep.runs), "overrides drop the talk's figures"
+    assert sweeps.live(sweep.id) is None and sweeps.cancel(sweep.id) is False
+    assert events[0][:2] == ("sweep", sweep.id) and events[-1] == ("sweep_done", sweep.id, "succeeded")
