@@ -12,6 +12,8 @@
   into `interrupted`, with the events a watcher expects (state, then done). A run whose
   final row was committed but whose `done` event was not (the service died in between)
   gets its `done` then, carrying the committed row: a run stream always ends.
+- Opening checks the recorded schema version: an older database is migrated (MIGRATIONS,
+  in order, in one transaction), a newer one is refused (StoreError) and left untouched.
 - prune_progress() deletes progress events of long-finished runs (state, done and sweep
   events are kept forever); ids stay unique, a resume past a pruned range just skips it.
 """
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -28,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("lab.store")
+
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 INTERRUPTED_ERROR = "the service stopped before this run finished"
 
-_SCHEMA = """
+# The schema as version 1 created it. Never edit it: change the schema by appending a migration.
+_BASELINE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,6 +76,59 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
 CREATE INDEX IF NOT EXISTS events_sweep ON events(sweep_id, id);
 """
+
+# Ordered migrations: MIGRATIONS[i] takes a database from version i + 1 to i + 2, in one
+# transaction with the version bump. To change the schema, append one entry (SQL statements
+# separated by ';'); never edit or reorder a landed one. Run fields need none: a run's row is
+# its JSON `data`; a column is only for what queries filter or sort on.
+MIGRATIONS: tuple[str, ...] = (
+    # 2: the label and name filters (GET /api/runs?label=, /api/sweeps?name=), and prune's count
+    #    of progress events, without a scan of the whole table.
+    """CREATE INDEX IF NOT EXISTS runs_label ON runs(label);
+       CREATE INDEX IF NOT EXISTS sweeps_name ON sweeps(name);
+       CREATE INDEX IF NOT EXISTS events_type ON events(type, id)""",
+)
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used by this version of the lab."""
+
+
+def _statements(script: str) -> list[str]:
+    return [st.strip() for st in script.split(";") if st.strip()]
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version a database records; None for a new, empty one."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(row[0]) if row else None
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str = "the database") -> tuple[int, int]:
+    """Bring the database to SCHEMA_VERSION; returns (version found, version now). A new
+    database gets the baseline, then every migration. StoreError for a newer version."""
+    conn.execute("BEGIN IMMEDIATE")  # one opener migrates; the others then see the result
+    try:
+        found = _stored_version(conn)
+        if found is not None and found > SCHEMA_VERSION:
+            raise StoreError(f"{path} has schema version {found}, newer than this fastzero-lab knows "
+                             f"({SCHEMA_VERSION}): run a newer lab, or point LAB_DATA_DIR at another directory")
+        if found is None:
+            for st in _statements(_BASELINE):
+                conn.execute(st)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '1')")
+        for version, script in enumerate(MIGRATIONS[(found or 1) - 1:], start=(found or 1) + 1):
+            for st in _statements(script):
+                conn.execute(st)
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return (found or 0), SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +179,13 @@ class Store:
         if str(mode).lower() != "wal":
             raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
         self._w.execute("PRAGMA synchronous=FULL")
-        self._w.executescript(_SCHEMA)
-        self._w.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            found, now = migrate(self._w, self.path)
+        except BaseException:
+            self._w.close()
+            raise
+        if found and found != now:
+            log.warning("migrated %s from schema version %d to %d", self.path, found, now)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lab.runs import Run
 from lab.spec import build_spec
 from lab.store import INTERRUPTED_ERROR, Store
@@ -154,3 +156,100 @@ def test_committed_event_survives_kill_9(tmp_path: Path):
         assert store.last_event_id == int(out.stdout)
     finally:
         store.close()
+
+
+# A database as schema version 1 (fastzero-lab before migrations existed) left it: a fixture,
+# frozen here on purpose, so a change to the lab's own baseline cannot hide a broken migration.
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, status TEXT NOT NULL,
+    client TEXT NOT NULL, sweep_id TEXT, server_id TEXT, label TEXT, created_at REAL, finished_at REAL,
+    data TEXT NOT NULL);
+CREATE INDEX runs_status ON runs(status);
+CREATE INDEX runs_sweep ON runs(sweep_id);
+CREATE INDEX runs_client ON runs(client);
+CREATE TABLE sweeps (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    status TEXT NOT NULL, created_at REAL, finished_at REAL, data TEXT NOT NULL);
+CREATE INDEX sweeps_status ON sweeps(status);
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, type TEXT NOT NULL, run_id TEXT,
+    sweep_id TEXT, data TEXT NOT NULL);
+CREATE INDEX events_run ON events(run_id, id);
+CREATE INDEX events_sweep ON events(sweep_id, id);
+INSERT INTO meta(key, value) VALUES ('schema_version', '1');
+"""
+
+
+def _v1_database(tmp_path: Path) -> dict:
+    row = _run("succeeded", label="ref-none")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(tmp_path / "lab.sqlite3")
+    conn.executescript(V1_SCHEMA)
+    conn.execute("INSERT INTO runs(id, status, client, label, created_at, finished_at, data) VALUES (?,?,?,?,?,?,?)",
+                 (row["id"], "succeeded", "qemu-img", "ref-none", row["created_at"], 1.0, json.dumps(row)))
+    conn.execute("INSERT INTO events(ts, type, run_id, data) VALUES (1.0, 'done', ?, '{}')", (row["id"],))
+    conn.commit()
+    conn.close()
+    return row
+
+
+def _indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    finally:
+        conn.close()
+
+
+def test_an_older_database_is_migrated_on_open(tmp_path: Path):
+    from lab.store import SCHEMA_VERSION
+
+    row = _v1_database(tmp_path)
+    store = Store(tmp_path)
+    try:
+        version = store._w.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert int(version) == SCHEMA_VERSION >= 2
+        assert store.get_run(row["id"]) == row, "the history survives the migration"
+        assert store.list_runs(label="ref-none")[1] == 1
+        plan = store._w.execute("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM events WHERE type = 'progress'").fetchall()
+        assert "events_type" in str(plan), plan
+        assert store.last_event_id == 1
+    finally:
+        store.close()
+    assert {"runs_label", "sweeps_name", "events_type"} <= _indexes(tmp_path / "lab.sqlite3")
+    Store(tmp_path).close()  # a second open finds nothing to do
+
+
+def test_a_new_database_gets_every_migration(tmp_path: Path):
+    Store(tmp_path).close()
+    fresh = _indexes(tmp_path / "lab.sqlite3")
+    _v1_database(tmp_path / "old")
+    Store(tmp_path / "old").close()
+    assert _indexes(tmp_path / "old" / "lab.sqlite3") == fresh, "migrated and new databases have one schema"
+
+
+def test_a_newer_database_is_refused_untouched(tmp_path: Path):
+    from lab.store import SCHEMA_VERSION, StoreError
+
+    _v1_database(tmp_path)
+    conn = sqlite3.connect(tmp_path / "lab.sqlite3")
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    before = _indexes(tmp_path / "lab.sqlite3")
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than .* \({SCHEMA_VERSION}\)"):
+        Store(tmp_path)
+    assert _indexes(tmp_path / "lab.sqlite3") == before
+
+
+def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch):
+    from lab import store as store_mod
+
+    _v1_database(tmp_path)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, "CREATE INDEX x ON no_such_table(a)"))
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1 + len(store_mod.MIGRATIONS))
+    with pytest.raises(sqlite3.OperationalError):
+        Store(tmp_path)
+    conn = sqlite3.connect(tmp_path / "lab.sqlite3")
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    conn.close()
+    assert "runs_label" not in _indexes(tmp_path / "lab.sqlite3"), "no half-applied migration"
