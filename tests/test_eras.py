@@ -3,7 +3,7 @@
 Every destination is dirtied (non-zero bytes everywhere) before a copy, so a client that
 skipped a hole it had not really zeroed cannot pass verification: "lose performance,
 never contents". Expected request counts are derived from each era's strategy
-(DESIGN.md section 2) by `expected()`, written independently of the client code.
+(docs/design.md#era-strategies) by `expected()`, written independently of the client code.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def _version(v: str) -> tuple[int, ...]:
 
 
 # nbdkit >= 1.31.9 (commit 4aabc22f) emulates zeromode=emulate in its core, above every
-# filter, and refuses a fast zero there: fastzeromode=ignore no longer reaches nozero.
+# filter, and refuses a fast zero there: fastzeromode=ignore no longer reaches nozero
+# (docs/design.md#emulation-moved-into-the-core).
 CORE_REFUSES_EMULATED_FAST = _version(nbdkit_version()) >= (1, 31, 9)
 
 

@@ -2,8 +2,8 @@
 
 Today's qemu-img (>= 5.1, commit edafc70c0c) no longer pre-zeroes, so the talk's acts
 need these. Each era is a `Strategy` (facts from qemu's qemu-img.c, block/io.c and the
-NBD client of that release, see DESIGN.md section 2); one engine (`_Copy`) carries
-them out:
+NBD client of that release: docs/design.md#era-strategies, with the commits); one engine
+(`_Copy`) carries them out:
 
 - data goes in writes of at most 2 MiB (qemu-img's IO_BUF_SIZE), starting at each
   data run, strictly in order;
