@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,26 +133,18 @@ def migrate(conn: sqlite3.Connection, path: Path | str = "the database") -> tupl
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One published event. `json` is the exact text sent as SSE data (it includes id and type)."""
+    """One published event. `json` is its data as stored (it includes id and type); how it
+    travels (Server-Sent Events) is the web layer's business (app/api/events.py)."""
 
     id: int
     type: str
     run_id: str | None
     sweep_id: str | None
     json: str
-    _frame: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def data(self) -> dict[str, Any]:
         return json.loads(self.json)
-
-    def frame(self) -> bytes:
-        """The event as one Server-Sent Events frame (event, data, id lines), encoded once per
-        Event: live fan-out hands the same Event to every subscriber (the JSON has no newline)."""
-        if self._frame is None:
-            object.__setattr__(self, "_frame", f"event: {self.type}\ndata: {self.json}\nid: {self.id}\n\n".encode())
-        assert self._frame is not None
-        return self._frame
 
 
 def _dumps(obj: Any) -> str:

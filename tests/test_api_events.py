@@ -118,3 +118,21 @@ def test_idle_stream_gets_keepalive_comments(tmp_path):
                     break
         assert comments[0].get("retry") == "2000"
         assert [c["comment"] for c in comments[1:]] == ["keepalive", "keepalive"]
+
+
+def test_a_frame_is_encoded_once_per_event(tmp_path):
+    """The web layer frames events (storage knows no wire format), once per event: every live
+    subscriber and a replay of the same event get the same bytes object."""
+    from app.api.events import frame
+    from lab.store import Store
+
+    store = Store(tmp_path)
+    try:
+        ev = store.append_event("progress", "r1", None, {"n": 1})
+        first = frame(ev)
+        assert first == f"event: progress\ndata: {ev.json}\nid: {ev.id}\n\n".encode()
+        assert frame(ev) is first
+        (replayed,) = store.events_after(ev.id - 1)
+        assert replayed is not ev and frame(replayed) is first
+    finally:
+        store.close()
