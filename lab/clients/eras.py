@@ -327,8 +327,8 @@ ERAS = (
          Strategy(write_zeroes=True, may_trim=False, prezero="none")),
     _era("qemu-3.1", "qemu 3.1 (re-enacted)", "2.12-3.1, Dec 2018",
          "Blind pre-zero pass over the whole target (WRITE_ZEROES, may trim, 32 MiB pieces) when the server "
-         "offers write-zeroes, then data only; if the pass fails, zeroes per hole.",
-         Strategy(write_zeroes=True, may_trim=True, prezero="blind")),
+         "offers write-zeroes, then data only; if the pass fails, zeroes per hole (NO_HOLE: may-trim came in 4.0).",
+         Strategy(write_zeroes=True, may_trim=False, prezero="blind")),
     _era("qemu-4.0", "qemu 4.0 (re-enacted)", "Apr 2019",
          "Pre-zero asked with NO_FALLBACK, which NBD cannot express: refused before any request; "
          "zeroes per hole (may trim).",
