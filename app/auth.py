@@ -8,9 +8,10 @@ can watch the dashboard and the event streams without the presenter's token.
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.middleware import send_problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -33,11 +34,16 @@ class TokenMiddleware:
             await self.app(scope, receive, send)
             return
         auth = next((v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), None)
-        if token_ok(auth.decode("latin-1") if auth is not None else None, self.token):
+        header = auth.decode("latin-1") if auth is not None else None
+        if token_ok(header, self.token):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": "a bearer token is required: Authorization: Bearer <token>"}).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="fastzero-lab"')]})
-        await send({"type": "http.response.body", "body": body})
+        # RFC 6750 3.1: no error code when no credentials came; invalid_token when they were wrong
+        if header is None or header[:7].lower() != "bearer ":
+            code, detail = "missing-token", "a bearer token is required: Authorization: Bearer <token>"
+            challenge = b'Bearer realm="fastzero-lab"'
+        else:
+            code, detail = "invalid-token", "the bearer token is not the one this service was started with"
+            challenge = b'Bearer realm="fastzero-lab", error="invalid_token", ' \
+                        b'error_description="the token is not valid"'
+        await send_problem(send, code, detail, scope.get("path", ""), [(b"www-authenticate", challenge)])

@@ -25,12 +25,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app import auth, errors, openapi
 from app.allow import AllowMiddleware
-from app.api import events, health, results, runs, scenarios, servers
+from app.api import API_PREFIX, LEGACY_PREFIX, events, health, results, runs, scenarios, servers
+from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.settings import Settings
 from lab.manager import Manager, ManagerConfig
 from lab.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+
 log = logging.getLogger("app")
 
 DESCRIPTION = """\
@@ -73,16 +75,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
 
     app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
-                  max_body_size=settings.max_body_bytes)
+                  generate_unique_id_function=lambda route: route.name)
     app.state.settings = settings
-    app.add_middleware(AllowMiddleware, paths=lambda: app.openapi().get("paths", {}))
+    # outermost last: HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
+    app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
+    app.add_middleware(RequestGuard, max_body=settings.max_body_bytes, origins=settings.origins)
+    app.add_middleware(HeadMiddleware)
+    app.add_middleware(LegacyPrefix, legacy=LEGACY_PREFIX, current=API_PREFIX)
     errors.install(app)
+    # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
+    # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
     for module in (health, servers, runs, scenarios, results, events):
-        app.include_router(module.router)
+        app.include_router(module.router, prefix=API_PREFIX)
+    for module in (health, servers, runs, scenarios, results, events):
+        app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False,
+                           generate_unique_id_function=lambda route: f"legacy_{route.name}")
     _add_pages(app)
     openapi.install(app, settings)
     return app
+
+
+def _with_legacy(paths: dict[str, Any]) -> dict[str, Any]:
+    """The documented paths and their legacy aliases (/api/v1/x and /api/x)."""
+    legacy = {LEGACY_PREFIX + p[len(API_PREFIX):]: ops for p, ops in paths.items() if p.startswith(API_PREFIX)}
+    return {**paths, **legacy}
 
 
 def _end_streams_on_signal(manager: Manager) -> Callable[[], None]:

@@ -17,6 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.api import API_PREFIX
+from app.errors import CODES, PROBLEM_JSON
 from app.settings import Settings
 from lab.spec import DEFAULT_LIMITS
 from lab.units import parse_delay, parse_size
@@ -58,6 +60,17 @@ def _bounds(prop: dict[str, Any], low: float, high: float, multiple: int, parse:
             stack += node
 
 
+RETRY_AFTER_HEADER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
+WWW_AUTHENTICATE_HEADER = {"description": "the bearer challenge (RFC 6750), error=\"invalid_token\" for a wrong token",
+                           "schema": {"type": "string"}}
+ALLOW_HEADER = {"description": "the methods this path supports", "schema": {"type": "string"}}
+
+
+def _describe(status: int) -> str:
+    kinds = [f"`{code}`: {text}" for code, (s, _, text) in CODES.items() if s == status]
+    return "; ".join(kinds) or "error"
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     original = app.openapi
     limits = settings.limits
@@ -69,17 +82,33 @@ def install(app: FastAPI, settings: Settings) -> None:
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
             "type": "http", "scheme": "bearer", "description": "only when the service runs with LAB_TOKEN set",
         }
+        components = schema["components"].setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape: ours is a Problem
+            components.pop(name, None)
         for path in schema.get("paths", {}).values():
             for method, op in path.items():
+                responses = op.setdefault("responses", {})
                 if method in ("post", "delete", "put", "patch"):
                     op["security"] = [{"bearer": []}, {}]
-                for code, resp in op.get("responses", {}).items():
-                    content = resp.get("content", {})
-                    if code[:1] in ("4", "5") and "text/event-stream" in content:
-                        content.setdefault("application/json", content.pop("text/event-stream"))
-                    stream = content.get("text/event-stream")
+                    for status in (401, 403, 415, 413):
+                        responses.setdefault(str(status), {"description": _describe(status)})
+                if op.get("parameters") or op.get("requestBody"):
+                    responses.setdefault("422", {"description": _describe(422)})
+                for code, resp in responses.items():
+                    if code[:1] in ("4", "5"):  # every error is a problem (app/errors.py)
+                        resp["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                        resp["description"] = _describe(int(code))
+                        if code in ("429", "503"):
+                            resp["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+                        if code == "401":
+                            resp["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE_HEADER}
+                        if code == "405":
+                            resp["headers"] = {"Allow": ALLOW_HEADER}
+                    stream = resp.get("content", {}).get("text/event-stream")
                     if stream and "itemSchema" in stream:
-                        stream.pop("schema", None)  # FastAPI's default "string": the events are itemSchema
+                        # itemSchema is OpenAPI 3.2; in this 3.1 document it lives under an extension key
+                        stream["x-itemSchema"] = stream.pop("itemSchema")
+                        stream.pop("schema", None)  # FastAPI's "string": the events are described per item
         for name in ("GeometryFields", "ServerFields"):
             props = schema["components"]["schemas"].get(name, {}).get("properties", {})
             if "size" in props:
@@ -97,28 +126,29 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 # (path, method, status) of a creating operation -> {link name: (path, method, parameters, request body)}
+_P = API_PREFIX
 _RUN = {"run_id": "$response.body#/id"}
 _SWEEP = {"sweep_id": "$response.body#/id"}
 _SERVER = {"server_id": "$response.body#/id"}
 LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str], dict[str, Any] | None]]] = {
-    ("/api/runs", "post", "202"): {
-        "GetRun": ("/api/runs/{run_id}", "get", _RUN, None),
-        "CancelRun": ("/api/runs/{run_id}/cancel", "post", _RUN, None),
-        "RunEvents": ("/api/runs/{run_id}/events", "get", _RUN, None),
+    (_P + "/runs", "post", "202"): {
+        "GetRun": (_P + "/runs/{run_id}", "get", _RUN, None),
+        "CancelRun": (_P + "/runs/{run_id}/cancel", "post", _RUN, None),
+        "RunEvents": (_P + "/runs/{run_id}/events", "get", _RUN, None),
     },
-    ("/api/servers", "post", "201"): {
-        "GetServer": ("/api/servers/{server_id}", "get", _SERVER, None),
-        "DeleteServer": ("/api/servers/{server_id}", "delete", _SERVER, None),
-        "RunOnServer": ("/api/runs", "post", {}, {"server_id": "$response.body#/id"}),
+    (_P + "/servers", "post", "201"): {
+        "GetServer": (_P + "/servers/{server_id}", "get", _SERVER, None),
+        "DeleteServer": (_P + "/servers/{server_id}", "delete", _SERVER, None),
+        "RunOnServer": (_P + "/runs", "post", {}, {"server_id": "$response.body#/id"}),
     },
-    ("/api/scenarios/{name}/runs", "post", "202"): {
-        "GetSweep": ("/api/sweeps/{sweep_id}", "get", _SWEEP, None),
-        "CancelSweep": ("/api/sweeps/{sweep_id}/cancel", "post", _SWEEP, None),
-        "SweepEvents": ("/api/sweeps/{sweep_id}/events", "get", _SWEEP, None),
+    (_P + "/scenarios/{name}/runs", "post", "202"): {
+        "GetSweep": (_P + "/sweeps/{sweep_id}", "get", _SWEEP, None),
+        "CancelSweep": (_P + "/sweeps/{sweep_id}/cancel", "post", _SWEEP, None),
+        "SweepEvents": (_P + "/sweeps/{sweep_id}/events", "get", _SWEEP, None),
     },
-    ("/api/scenarios", "get", "200"): {
-        "GetScenario": ("/api/scenarios/{name}", "get", {"name": "$response.body#/scenarios/0/name"}, None),
-        "StartSweep": ("/api/scenarios/{name}/runs", "post", {"name": "$response.body#/scenarios/0/name"}, None),
+    (_P + "/scenarios", "get", "200"): {
+        "GetScenario": (_P + "/scenarios/{name}", "get", {"name": "$response.body#/scenarios/0/name"}, None),
+        "StartSweep": (_P + "/scenarios/{name}/runs", "post", {"name": "$response.body#/scenarios/0/name"}, None),
     },
 }
 

@@ -16,7 +16,16 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainValidator,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from lab.clients import client_ids
 from lab.runs import STATUSES
@@ -144,8 +153,8 @@ class RunCreate(_Strict):
 
 
 class SweepCreate(_Strict):
-    only: Annotated[list[RowKey], Field(max_length=200)] | None = Field(
-        None, description="row keys of the scenario to run (default: all)")
+    only: Annotated[list[RowKey], Field(min_length=1, max_length=200)] | None = Field(
+        None, description="row keys of the scenario to run (default, or null: all; an empty list is an error)")
     server: GeometryFields | None = Field(
         None, description="geometry for every row (e.g. a smaller size); reference figures are dropped then")
 
@@ -294,5 +303,22 @@ class ClientOut(_Open):
     real_binary: bool
 
 
-class ErrorOut(BaseModel):
-    detail: Any
+class ProblemItem(BaseModel):
+    """One invalid field."""
+
+    loc: list[str | int] = Field(description="where: body/query/header/path, then the field names and indexes")
+    message: str
+    code: str = Field(description="what kind of error (pydantic's type: missing, extra_forbidden, value_error...)")
+    value: JsonValue = Field(None, description="the value exactly as the request sent it; absent when missing")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (application/problem+json), the shape of every error."""
+
+    type: str = Field(description="stable URI of the kind of error: tag:fastzero-lab,2026:CODE")
+    code: str = Field(description="the last part of `type`: not-found, invalid-request, limit-reached...")
+    status: int
+    title: str
+    detail: str = Field(description="what went wrong, for people")
+    instance: str | None = Field(None, description="the request path")
+    errors: list[ProblemItem] = Field(default_factory=list, description="the invalid fields (422)")

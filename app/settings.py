@@ -12,6 +12,8 @@ LAB_TOKEN         when set, POST/DELETE need "Authorization: Bearer <token>"
 LAB_SSE_KEEPALIVE_S    idle event streams get a comment line this often (proxies cut silent ones)
 LAB_EVENT_QUEUE   events buffered per subscriber before it is resynced from the database
 LAB_MAX_BODY_BYTES     larger request bodies are refused (413)
+LAB_ALLOWED_ORIGINS    other origins (comma-separated, such as https://lab.example.org) whose pages may POST/DELETE;
+                       by default only the service's own origin (the Host it is reached at) may
 LAB_PROGRESS_RETENTION_H  progress events of runs finished longer ago are deleted (0: keep them all)
 LAB_MAX_PROGRESS_EVENTS   at most this many progress events are kept (oldest finished runs' go first; 0: no cap)
 (LAB_RUNTIME_DIR, for private sockets, and LAB_IMAGE_DIR are read by the lab core itself.)
@@ -44,6 +46,7 @@ class Settings(BaseSettings):
     sse_keepalive_s: float = Field(15.0, gt=0, le=300)
     event_queue: int = Field(1000, ge=10, le=1_000_000)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    allowed_origins: str = ""
     progress_retention_h: float = Field(24.0, ge=0, le=24 * 3650)
     max_progress_events: int = Field(500_000, ge=0)
 
@@ -56,6 +59,10 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_none(cls, v: Any) -> Any:
         return None if v is None or (isinstance(v, str) and not v.strip()) else v
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def limits(self) -> Limits:

@@ -62,7 +62,7 @@ FUZZ_SETTINGS = {
     "LAB_TOKEN": "",
     "LAB_LOG_LEVEL": "warning",
 }
-SKIPPED = ["/api/events"]
+SKIPPED = ["/api/v1/events"]
 
 
 def free_port() -> int:

@@ -19,15 +19,16 @@ def guarded(tmp_path):
         yield api
 
 
-def _routes(routes) -> list[tuple[str, str]]:
+def _routes(routes, prefix: str = "") -> list[tuple[str, str]]:
     """(method, path) of every route, descending into included routers (FastAPI >= 0.16x keeps them nested)."""
     out = []
     for r in routes:
         inner = getattr(r, "original_router", None)
         if inner is not None:
-            out += _routes(inner.routes)
+            context = getattr(r, "include_context", None)
+            out += _routes(inner.routes, prefix + (getattr(context, "prefix", "") or ""))
         elif isinstance(r, APIRoute | Route):
-            out += [(m, r.path) for m in (r.methods or ())]
+            out += [(m, prefix + r.path) for m in (r.methods or ())]
     return out
 
 
@@ -85,5 +86,5 @@ def test_token_compare():
 def test_openapi_documents_the_bearer_scheme(guarded):
     spec = guarded.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert spec["paths"]["/api/runs"]["post"]["security"][0] == {"bearer": []}
-    assert "security" not in spec["paths"]["/api/runs"]["get"]
+    assert spec["paths"]["/api/v1/runs"]["post"]["security"][0] == {"bearer": []}
+    assert "security" not in spec["paths"]["/api/v1/runs"]["get"]

@@ -22,7 +22,7 @@ def test_run_on_a_fresh_server_echoes_normalised_fields(api):
                                                "delay_zero": 1, "zeromode": "plugin"}})
     assert r.status_code == 202, r.text
     run = r.json()
-    assert r.headers["location"] == f"/api/runs/{run['id']}"
+    assert r.headers["location"] == f"/api/v1/runs/{run['id']}"
     assert run["status"] == "queued"
     assert run["server"] == {"zeromode": "plugin", "fastzeromode": "default", "size": 8 * MiB,
                              "pattern": "alternate:1M", "maxdata": 262144, "delay_write": 1.0, "delay_zero": 1.0,
@@ -81,9 +81,12 @@ def test_same_result_as_the_cli(api):
 def test_bad_fields_are_422_naming_the_field(api, body, loc):
     r = api.post("/api/runs", json=body)
     assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    assert detail[0]["loc"] == loc, detail
-    assert detail[0]["msg"]
+    problem = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert problem["code"] == "invalid-request" and problem["status"] == 422, problem
+    assert problem["errors"][0]["loc"] == loc, problem
+    assert problem["errors"][0]["message"] and not problem["errors"][0]["message"].startswith("Value error")
+    assert set(problem["errors"][0]) <= {"loc", "message", "code", "value"}, "no ctx, no input"
 
 
 def test_nan_and_broken_json_are_422_not_500(api):
@@ -153,10 +156,11 @@ def test_health_clients_and_openapi(api):
     ids = [c["id"] for c in api.get("/api/clients").json()]
     assert {"qemu-img", "nbdcopy"} <= set(ids)
     spec = api.get("/openapi.json").json()
-    for path in ("/api/health", "/api/servers", "/api/servers/{server_id}", "/api/runs", "/api/runs/{run_id}",
-                 "/api/runs/{run_id}/cancel", "/api/runs/{run_id}/events", "/api/events", "/api/scenarios",
-                 "/api/scenarios/{name}/runs", "/api/results.csv", "/api/results.json"):
-        assert path in spec["paths"], path
+    for path in ("/health", "/servers", "/servers/{server_id}", "/runs", "/runs/{run_id}",
+                 "/runs/{run_id}/cancel", "/runs/{run_id}/events", "/events", "/scenarios",
+                 "/scenarios/{name}/runs", "/results.csv", "/results.json"):
+        assert "/api/v1" + path in spec["paths"], path
+        assert "/api" + path not in spec["paths"], "the legacy alias is not documented"
     client_enum = spec["components"]["schemas"]["ClientId"]["enum"]
     assert set(client_enum) == set(ids)
     assert api.get("/docs").status_code == 200
@@ -170,10 +174,11 @@ def test_openapi_bounds_follow_the_settings_and_405_lists_every_method(tmp_path)
         assert (ints[0]["minimum"], ints[0]["maximum"], ints[0]["multipleOf"]) == (1 << 20, 16 << 20, 512)
         nums = [s for s in props["delay_write"]["anyOf"][0]["anyOf"] if s["type"] == "number"]
         assert nums[0]["maximum"] == 50
-        errors = spec["paths"]["/api/runs/{run_id}/events"]["get"]["responses"]["404"]["content"]
-        assert list(errors) == ["application/json"], "errors on stream routes are JSON"
+        errors = spec["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]["404"]["content"]
+        assert list(errors) == ["application/problem+json"], "errors on stream routes are problems"
         r = api.put("/api/runs")
         assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"
         assert api.patch("/api/servers/abc").headers["allow"] == "DELETE, GET, HEAD"
-        assert api.post("/api/runs", json={"server": {"size": "32M"}}).json()["detail"][0]["loc"] == [
+        assert api.patch("/api/v1/servers/abc").headers["allow"] == "DELETE, GET, HEAD"
+        assert api.post("/api/runs", json={"server": {"size": "32M"}}).json()["errors"][0]["loc"] == [
             "body", "server", "size"]

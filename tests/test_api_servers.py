@@ -26,7 +26,7 @@ def test_nbdinfo_agrees_with_reported_flags(api, fields, can_zero, can_fast_zero
     srv = r.json()
     assert srv["uri"].startswith("nbd+unix:///?socket=") and srv["running"] is True
     assert srv["server"]["size"] == 8 << 20
-    assert r.headers["location"] == f"/api/servers/{srv['id']}"
+    assert r.headers["location"] == f"/api/v1/servers/{srv['id']}"
     out = subprocess.run(["nbdinfo", "--json", srv["uri"]], capture_output=True, text=True, timeout=30, check=True)
     export = json.loads(out.stdout)["exports"][0]
     flags = srv["flags"]
@@ -34,14 +34,14 @@ def test_nbdinfo_agrees_with_reported_flags(api, fields, can_zero, can_fast_zero
     for key in ("can_zero", "can_fast_zero", "can_trim", "can_flush", "can_fua", "can_multi_conn", "is_read_only"):
         assert export[key] == flags[key], key
     assert export["export-size"] == flags["size"] == 8 << 20
-    assert api.get(f"/api/servers/{srv['id']}").json()["flags"] == flags
+    assert api.get(f"/api/v1/servers/{srv['id']}").json()["flags"] == flags
     assert [s["id"] for s in api.get("/api/servers").json()["servers"]] == [srv["id"]]
     sock = Path(srv["uri"].split("socket=", 1)[1])
     assert sock.exists() and (sock.parent.stat().st_mode & 0o777) == 0o700
-    r = api.delete(f"/api/servers/{srv['id']}")
+    r = api.delete(f"/api/v1/servers/{srv['id']}")
     assert r.status_code == 200 and r.json()["running"] is False
     assert not sock.exists()
-    assert api.get(f"/api/servers/{srv['id']}").status_code == 404
+    assert api.get(f"/api/v1/servers/{srv['id']}").status_code == 404
 
 
 def test_runs_target_a_server_and_delete_cancels_them(api, no_leftovers):
@@ -57,8 +57,8 @@ def test_runs_target_a_server_and_delete_cancels_them(api, no_leftovers):
 
     slow_run = api.post("/api/runs", json={"client": "qemu-img", "server_id": srv["id"]}).json()
     wait_for(lambda: api.get(f"/api/runs/{slow_run['id']}").json()["status"] == "running")
-    assert api.get(f"/api/servers/{srv['id']}").json()["busy"] is True
-    assert api.delete(f"/api/servers/{srv['id']}").status_code == 200
+    assert api.get(f"/api/v1/servers/{srv['id']}").json()["busy"] is True
+    assert api.delete(f"/api/v1/servers/{srv['id']}").status_code == 200
     row = api.get(f"/api/runs/{slow_run['id']}").json()
     assert row["status"] == "cancelled" and "deleted" in row["error"]
     api.delete(f"/api/servers/{quick['id']}")
@@ -71,7 +71,7 @@ def test_server_limit_is_429_and_bad_fields_422(tmp_path, no_leftovers):
         r = api.post("/api/servers", json=FAST)
         assert r.status_code == 429 and "at most 1" in r.json()["detail"]
         r = api.post("/api/servers", json={"size": "8M", "maxdata": 12})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "maxdata"]
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "maxdata"]
         r = api.post("/api/servers", json={"size": False})
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "size"]
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "size"]
     # leaving the app stops its servers (no_leftovers checks processes and sockets)

@@ -32,7 +32,7 @@ def test_path_tricks_in_ids_are_404(api, trick):
     for method, template in ID_ROUTES:
         r = api.request(method, "http://testserver" + template.format(trick))
         assert r.status_code in (404, 405), (method, template, trick, r.status_code, r.text[:200])
-        assert r.headers["content-type"].startswith("application/json")
+        assert r.headers["content-type"] == "application/problem+json"
         assert "root:" not in r.text
     _nothing_started(api)
 
@@ -58,7 +58,7 @@ def test_bad_server_fields_are_422_everywhere(api, server, field):
                             ("/api/servers", {**FAST, **server}, ["body", field])]:
         r = api.post(path, json=body)
         assert r.status_code == 422, (path, r.text)
-        assert r.json()["detail"][0]["loc"] == loc, r.json()
+        assert r.json()["errors"][0]["loc"] == loc, r.json()
     _nothing_started(api)
 
 
@@ -77,7 +77,13 @@ def test_bad_run_fields_are_422(api, body):
 def test_unknown_ids_anywhere_are_404(api):
     assert api.post("/api/runs", json={"server_id": "../../etc/passwd"}).status_code == 404
     assert api.post("/api/runs", json={"server_id": "nope"}).status_code == 404
-    assert api.post("/api/scenarios/reference/runs", json={"only": ["no-such-row"]}).status_code == 404
+    r = api.post("/api/scenarios/reference/runs", json={"only": ["ref-none", "no-such-row"]})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0] == {"loc": ["body", "only", 1], "message": r.json()["errors"][0]["message"],
+                                     "code": "value_error", "value": "no-such-row"}
+    r = api.post("/api/scenarios/reference/runs", json={"only": []})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "only"], "an empty list is no rows"
+    assert r.json()["errors"][0]["value"] == []
     assert api.post("/api/scenarios/reference/runs", json={"only": ["x"] * 201}).status_code == 422
     assert api.post("/api/scenarios/reference/runs", json={"server": {"zeromode": "plugin"}}).status_code == 422
     _nothing_started(api)
@@ -94,7 +100,7 @@ def test_unknown_ids_anywhere_are_404(api):
 ])
 def test_bad_list_queries_are_422(api, path, query):
     r = api.get(f"{path}?{query}")
-    assert r.status_code == 422 and r.headers["content-type"].startswith("application/json"), r.text
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
 
 
 def test_filters_are_values_not_sql(api):
@@ -109,7 +115,7 @@ def test_filters_are_values_not_sql(api):
                                    "last_event_id=99999999999999999999999", "last_event_id=0x10"])
 def test_bad_resume_query_is_422_before_any_stream(api, path, query):
     r = api.get(f"{path}?{query}")
-    assert r.status_code == 422 and r.headers["content-type"].startswith("application/json")
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
 
 @pytest.mark.parametrize("header", ["abc", "1\x01", "99999999999999999999", "-1", " 5 x", "1.5", "0x10", "\x7f"])
@@ -145,5 +151,5 @@ def test_oversized_and_odd_bodies(api):
     r = api.post("/api/runs", content=b'{"label": "\xff\xfe"}', headers={"content-type": "application/json"})
     assert r.status_code == 400
     r = api.post("/api/runs", content=b'{"client": "qemu-img"}', headers={"content-type": "text/plain"})
-    assert r.status_code == 422
+    assert r.status_code == 415 and r.json()["code"] == "unsupported-media-type"
     _nothing_started(api)

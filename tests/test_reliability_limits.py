@@ -24,7 +24,7 @@ def test_size_and_delay_limits_hold_on_every_entry_point(tmp_path, field, value)
         for path, body, loc in posts:
             r = api.post(path, json=body)
             assert r.status_code == 422, (path, r.text)
-            assert r.json()["detail"][0]["loc"] == loc
+            assert r.json()["errors"][0]["loc"] == loc
         assert api.get("/api/runs").json()["total"] == 0 and api.get("/api/servers").json()["servers"] == []
         assert api.get("/api/sweeps").json()["total"] == 0
 

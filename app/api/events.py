@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import format_sse_event
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.deps import ManagerDep, SettingsDep
@@ -31,7 +31,7 @@ from app.errors import responses
 from lab.events import Subscription
 from lab.store import Event
 
-router = APIRouter(prefix="/api", tags=["events"])
+router = APIRouter(tags=["events"])
 
 RETRY_MS = 2000
 
@@ -70,11 +70,6 @@ class SseResponse(StreamingResponse):
                 await body.aclose()  # type: ignore[union-attr]
             if self.sub is not None:
                 self.sub.close()
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""  # an async generator that ends at once
 
 
 @lru_cache(maxsize=4096)
@@ -122,6 +117,10 @@ EVENT_DATA = {
     },
     "additionalProperties": True,
 }
+FINISHED_DOC: dict[int | str, dict[str, Any]] = {
+    204: {"description": "the stream has nothing left to send (resumed after its closing event): "
+                         "an EventSource stops reconnecting"},
+}
 STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `id` (global, increasing), `event` (the type), `data` (JSON); "
@@ -168,25 +167,25 @@ def global_start(manager: ManagerDep, after: ResumeDep) -> int:
 
 
 @router.get("/runs/{run_id}/events", response_class=SseResponse, status_code=200, tags=["runs"],
-            responses={**STREAM_DOC, **responses(404, 422)})
+            responses={**STREAM_DOC, **FINISHED_DOC, **responses(404, 422)})
 async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep,
-                     plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> SseResponse:
+                     plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> Response:
     """The run's history so far, then live events; the stream ends after its `done` event."""
     after, done = plan
     if done:
-        return SseResponse(None, _nothing())
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     sub = manager.subscribe(after=after or 0, run_id=run_id)
     return _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "done")
 
 
 @router.get("/sweeps/{sweep_id}/events", response_class=SseResponse, status_code=200, tags=["sweeps"],
-            responses={**STREAM_DOC, **responses(404, 422)})
+            responses={**STREAM_DOC, **FINISHED_DOC, **responses(404, 422)})
 async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep,
-                       plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)]) -> SseResponse:
+                       plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)]) -> Response:
     """Events of the sweep and of its runs, history first; ends after `sweep_done`."""
     after, done = plan
     if done:
-        return SseResponse(None, _nothing())
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
     sub = manager.subscribe(after=after or 0, sweep_id=sweep_id)
     return _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "sweep_done")
 

@@ -12,7 +12,7 @@ from app.deps import ManagerDep
 from app.schemas import ClientOut, HealthOut
 from lab.clients import client_ids, get_client
 
-router = APIRouter(prefix="/api", tags=["health"])
+router = APIRouter(tags=["health"])
 
 
 def tool_versions() -> dict[str, str]:

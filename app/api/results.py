@@ -11,7 +11,7 @@ from app.deps import ManagerDep
 from app.schemas import ClientId, ResultsOut, RunStatus
 from lab.results import COLUMNS, to_csv
 
-router = APIRouter(prefix="/api", tags=["results"])
+router = APIRouter(tags=["results"])
 
 MAX_ROWS = 100_000
 

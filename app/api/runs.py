@@ -7,13 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 
+from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
 from app.schemas import ClientId, RunCreate, RunList, RunOut, RunStatus
 from lab import diskmap
 from lab.spec import SpecError
 
-router = APIRouter(prefix="/api/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=202, response_model=RunOut, responses=responses(400, 401, 404, 413, 422, 429, 503))
@@ -26,9 +27,9 @@ def start_run(body: RunCreate, manager: ManagerDep, response: Response) -> dict[
         run = manager.new_run(body.client.value, raw, server_id=body.server_id, queue_depth=body.queue_depth,
                               label=body.label)
     except SpecError as e:
-        raise spec_error(e, ("body", "server"), raw) from None
+        raise spec_error(e, ("body", "server")) from None
     row = manager.submit(run)
-    response.headers["Location"] = f"/api/runs/{row['id']}"
+    response.headers["Location"] = f"{API_PREFIX}/runs/{row['id']}"
     return row
 
 

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
+from app.api import API_PREFIX
 from app.deps import ManagerDep
-from app.errors import responses, spec_error
+from app.errors import field_error, responses, spec_error
 from app.schemas import RunStatus, SweepCreate, SweepList, SweepOut
 from lab.manager import NotFound
 from lab.scenarios import SCENARIOS
@@ -17,7 +18,7 @@ from lab.spec import SpecError, build_spec
 MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
                 "source_format")
 
-router = APIRouter(prefix="/api", tags=["scenarios"])
+router = APIRouter(tags=["scenarios"])
 
 
 @router.get("/scenarios")
@@ -79,12 +80,19 @@ def start_sweep(name: str, manager: ManagerDep, response: Response,
                 body: Annotated[SweepCreate | None, Body()] = None) -> dict[str, Any]:
     """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""
     body = body or SweepCreate()
+    scenario = SCENARIOS.get(name)
+    if scenario is None:
+        raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+    keys = [r.key for r in scenario.rows]
+    for i, key in enumerate(body.only or ()):
+        if key not in keys:
+            raise field_error(["body", "only", i], f"scenario {name} has no row {key!r}; its rows: {', '.join(keys)}")
     raw = body.server.raw() if body.server is not None else None
     try:
         sweep = manager.start_sweep(name, only=body.only, overrides=raw)
     except SpecError as e:
-        raise spec_error(e, ("body", "server"), raw) from None
-    response.headers["Location"] = f"/api/sweeps/{sweep['id']}"
+        raise spec_error(e, ("body", "server")) from None
+    response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
     return _with_runs(manager, sweep)
 
 

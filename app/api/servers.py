@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import responses, spec_error
 from app.schemas import ManagedServerOut, ServerFields, ServerList
 from lab.spec import SpecError
 
-router = APIRouter(prefix="/api/servers", tags=["servers"])
+router = APIRouter(prefix="/servers", tags=["servers"])
 
 
 @router.post("", status_code=201, response_model=ManagedServerOut, responses=responses(400, 401, 413, 422, 429, 503))
@@ -21,9 +22,9 @@ def create_server(fields: ServerFields, manager: ManagerDep, response: Response)
     try:
         spec = manager.new_spec(raw)
     except SpecError as e:
-        raise spec_error(e, ("body",), raw) from None
+        raise spec_error(e, ("body",)) from None
     info = manager.create_server(spec)
-    response.headers["Location"] = f"/api/servers/{info['id']}"
+    response.headers["Location"] = f"{API_PREFIX}/servers/{info['id']}"
     return info
 
 

@@ -31,23 +31,19 @@ export class ApiError extends Error {
 const listeners = new Set();
 export function onAuthLost(fn) { listeners.add(fn); }
 
+// Errors are RFC 9457 problems: {type, code, status, title, detail, errors: [{loc, message, value}]}.
 function detailText(body) {
-  const d = body && body.detail;
-  if (!d) return { text: null, field: null };
-  if (typeof d === "string") return { text: d, field: null };
-  if (Array.isArray(d) && d.length) {
-    // FastAPI validation errors: [{loc: ["body", "server", "size"], msg: "..."}]
-    const first = d[0];
+  if (!body || typeof body !== "object") return { text: null, field: null };
+  const first = Array.isArray(body.errors) && body.errors.length ? body.errors[0] : null;
+  if (first) {
+    // loc: ["body", "server", "size"]; the last name is the field the form shows the message under
     const loc = (first.loc || []).filter((p) => p !== "body" && typeof p === "string");
     const field = loc.length ? loc[loc.length - 1] : null;
-    return { text: `${loc.join(".") || "request"}: ${first.msg || "invalid"}`, field };
+    return { text: `${loc.join(".") || "request"}: ${first.message || "invalid"}`, field };
   }
-  if (typeof d === "object") {
-    const field = d.field || null;
-    const text = d.message ? (field ? `${field}: ${d.message}` : d.message) : JSON.stringify(d);
-    return { text, field };
-  }
-  return { text: String(d), field: null };
+  const d = body.detail;
+  if (typeof d === "string" && d) return { text: d, field: null };
+  return { text: body.title || null, field: null };
 }
 
 // `announce401`: a refused token signs the presenter out (not for the sign-in check itself).
