@@ -1,9 +1,9 @@
-"""A real `lab serve` subprocess for the web benchmarks, plus a minimal asyncio SSE client.
+"""A real `lab serve` for the web benchmarks (lab.testing.LiveService), plus a minimal asyncio SSE client.
 
 The service runs on a free loopback port with the bench's private LAB_DATA_DIR and
 LAB_RUNTIME_DIR (set by _common.setup_env), so it shares nothing with a running lab.
-Only the standard library is used on the client side (urllib, asyncio streams), so the
-bench needs no test extras and its own overhead per connection stays small.
+The client side is the standard library (urllib, asyncio streams), so its own overhead
+per connection stays small.
 """
 
 from __future__ import annotations
@@ -12,118 +12,22 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import procs
+from lab.testing import LiveService, cpu_s, free_port
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+__all__ = ["Received", "Service", "SseResult", "cpu_s", "free_port", "subscribe"]
 
+class Service(LiveService):
+    """The bench's `lab serve`: the bench's private dirs (from setup_env's environment), warnings only."""
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_rss_kib(pid: int, key: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    rest = stat.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-class Service:
     def __init__(self, **env: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "LAB_LOG_LEVEL": "warning", **env}
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 60.0) -> Service:
-        lab = Path(sys.executable).with_name("lab")
-        argv = [str(lab), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = procs.spawn(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"lab serve exited with {self.proc.returncode}: {err[-800:]}")
-            try:
-                if self.get("/api/health")["status"] == "ok":
-                    return self
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("lab serve did not answer /api/health in time")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # graceful: the lifespan stops runs and servers
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=20)
-        procs.stop(self.proc)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def __enter__(self) -> Service:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- REST ------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {e.read()[:400]!r}") from None
-
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self.request("POST", path, body if body is not None else {})
-
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
-
-    def rss_kib(self) -> int:
-        return proc_rss_kib(self.pid)
-
-    def hwm_kib(self) -> int:
-        return proc_rss_kib(self.pid, "VmHWM")
-
-    def cpu_s(self) -> float:
-        return proc_cpu_s(self.pid)
+        data = Path(os.environ["LAB_DATA_DIR"])
+        super().__init__(data.parent, env=env, data_dir=data, runtime_dir=Path(os.environ["LAB_RUNTIME_DIR"]),
+                         log_level="warning")
 
 
 # -- SSE --------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from _common import machine_note, parser, percentile, setup_env, table, verdict, write_json
@@ -29,43 +28,14 @@ TMP = setup_env()
 
 from _service import Service  # noqa: E402
 
+from lab.testing import descendants  # noqa: E402
+
 CANCEL_TARGET_MS = 1000.0
 KILL_TARGET_MS = 5000.0
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 CRAWL = {"size": "8M", "delay_write": "500ms", "delay_zero": "500ms"}
 CRAWL_PARALLEL = {"size": "8M", "delay_write": "5s", "delay_zero": "5s"}
 CLIENT_PROCESS = {"qemu-img": "qemu-img", "nbdcopy": "nbdcopy", "qemu-4.2": "python", "qemu-2.7": "python"}
-
-
-def tree(pid: int) -> list[tuple[int, int, str]]:
-    """(pid, start time, name) of pid's live descendants."""
-    table_: dict[int, tuple[int, int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if rest[0] == "Z":
-                continue
-            table_[int(entry.name)] = (int(rest[1]), int(rest[19]), (entry / "comm").read_text().strip())
-        except (OSError, IndexError):
-            continue
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        for child, (ppid, start, name) in table_.items():
-            if ppid == p:
-                out.append((child, start, name))
-                frontier.append(child)
-    return out
-
-
-def alive(proc: tuple[int, int, str]) -> bool:
-    try:
-        rest = Path(f"/proc/{proc[0]}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return rest[0] != "Z" and int(rest[19]) == proc[1]
 
 
 def wait(pred: Any, timeout: float = 60.0, step: float = 0.01, what: str = "") -> Any:
@@ -96,14 +66,14 @@ def events(svc: Service, rid: str) -> list[dict[str, Any]]:
 
 
 def measure(svc: Service, rid: str, before: set[int]) -> dict[str, Any]:
-    procs = [p for p in tree(svc.pid) if p[0] not in before]
+    procs = [p for p in descendants(svc.pid) if p.pid not in before]
     t0 = time.perf_counter()
     answer = svc.post(f"/api/runs/{rid}/cancel")
     t_api = time.perf_counter() - t0
-    wait(lambda: not any(alive(p) for p in procs), 10, 0.002, what=f"processes of {rid} gone: {procs}")
+    wait(lambda: not any(p.alive() for p in procs), 10, 0.002, what=f"processes of {rid} gone: {procs}")
     t_gone = time.perf_counter() - t0
     return {"status": answer["status"], "api_ms": t_api * 1000, "gone_ms": t_gone * 1000,
-            "processes": sorted(p[2] for p in procs)}
+            "processes": sorted(p.name for p in procs)}
 
 
 def in_phase(svc: Service, rid: str, phase: str) -> bool:
@@ -121,16 +91,16 @@ def cancel_rounds(repeat: int) -> list[dict[str, Any]]:
             wait(lambda b=blocker: any(e["type"] == "progress" and e["backend"]["write_ops"] > 0
                                        for e in events(svc, b["id"])), what="the blocker copying")
             run = svc.post("/api/runs", {"client": "nbdcopy", "server": FAST})
-            busy = {p[0] for p in tree(svc.pid)}  # the blocker's: the queued run has none
+            busy = {p.pid for p in descendants(svc.pid)}  # the blocker's: the queued run has none
             rows.append({"phase": "queued", "client": "nbdcopy", **measure(svc, run["id"], busy)})
             svc.post(f"/api/runs/{blocker['id']}/cancel")
             for client in ("qemu-img", "nbdcopy", "qemu-4.2"):
-                before = {p[0] for p in tree(svc.pid)}
+                before = {p.pid for p in descendants(svc.pid)}
                 run = svc.post("/api/runs", {"client": client, "server": CRAWL_PARALLEL if client == "nbdcopy"
                                              else CRAWL})
 
                 def copying(rid: str = run["id"], c: str = client, before: set[int] = before) -> bool:
-                    names = [p[2] for p in tree(svc.pid) if p[0] not in before]
+                    names = [p.name for p in descendants(svc.pid) if p.pid not in before]
                     wrote = any(e["type"] == "progress" and e["backend"]["write_ops"] > 0 for e in events(svc, rid))
                     return any(n.startswith(CLIENT_PROCESS[c]) for n in names) and wrote
 
@@ -139,7 +109,7 @@ def cancel_rounds(repeat: int) -> list[dict[str, Any]]:
     for phase in ("setup", "verify"):
         with Service(LAB_WORKERS="1", LAB_FAULT=f"pause-at:{phase}") as svc:
             for _ in range(repeat):
-                before = {p[0] for p in tree(svc.pid)}
+                before = {p.pid for p in descendants(svc.pid)}
                 run = svc.post("/api/runs", {"client": "qemu-img", "server": FAST})
                 wait(lambda rid=run["id"], ph=phase: in_phase(svc, rid, ph))
                 rows.append({"phase": phase, "client": "qemu-img", **measure(svc, run["id"], before)})
@@ -155,8 +125,8 @@ def kill_rounds(repeat: int) -> list[dict[str, Any]]:
                 svc.post("/api/runs", {"client": client, "server": CRAWL_PARALLEL if client == "nbdcopy" else CRAWL})
 
             def all_copying(svc: Service = svc) -> list[tuple[int, int, str]] | None:
-                t = tree(svc.pid)
-                names = [p[2] for p in t]
+                t = descendants(svc.pid)
+                names = [p.name for p in t]
                 ok = (names.count("nbdkit") == 4 and "qemu-img" in names and "nbdcopy" in names
                       and sum(n.startswith("python") for n in names) >= 2)
                 return t if ok else None
@@ -166,8 +136,8 @@ def kill_rounds(repeat: int) -> list[dict[str, Any]]:
             assert svc.proc is not None
             svc.proc.send_signal(signal.SIGKILL)
             svc.proc.wait()
-            wait(lambda p=procs: not any(alive(x) for x in p), 10, 0.002)
-            out.append({"gone_ms": (time.perf_counter() - t0) * 1000, "processes": sorted(p[2] for p in procs)})
+            wait(lambda p=procs: not any(x.alive() for x in p), 10, 0.002)
+            out.append({"gone_ms": (time.perf_counter() - t0) * 1000, "processes": sorted(p.name for p in procs)})
         finally:
             svc.stop()
     return out

@@ -1,7 +1,7 @@
 """The web service's footprint: RSS and CPU of `lab serve`, idle and with 10 live servers.
 
-A real `lab serve` on a free loopback port with a private LAB_DATA_DIR. Measured from
-/proc for the service process only (all its threads); the nbdkit children are separate
+A real `lab serve` on a free loopback port with a private LAB_DATA_DIR. Measured (psutil)
+for the service process only (all its threads); the nbdkit children are separate
 processes and shown apart (the memory plugin holds what clients wrote, by design).
 Steps: idle after start (health, dashboard and OpenAPI served once); 10 managed servers
 started; one small run on each (8M, 1 ms delays, qemu-4.2, verified); servers deleted.
@@ -10,16 +10,19 @@ Target: service RSS under 150 MiB throughout (peak = VmHWM).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import psutil
 from _common import machine_note, parser, setup_env, table, verdict, write_json
 
 TMP = setup_env()
 
-from _service import Service, proc_rss_kib  # noqa: E402
+from _service import Service  # noqa: E402
+
+from lab.testing import children, rss_kib, threads  # noqa: E402
 
 RSS_TARGET_MIB = 150.0
 SMALL = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
@@ -27,19 +30,12 @@ SMALL = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 
 def children_rss_kib(pid: int) -> tuple[int, int]:
     """(count, summed RSS) of the service's direct children (nbdkit servers)."""
-    n = total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) != pid:
-                continue
-            total += proc_rss_kib(int(entry.name))
-            n += 1
-        except (OSError, ValueError, IndexError):
-            continue
-    return n, total
+    kids = children(pid)
+    total = 0
+    for p in kids:
+        with contextlib.suppress(psutil.Error):
+            total += rss_kib(p.pid)
+    return len(kids), total
 
 
 def idle_cpu(svc: Service, seconds: float) -> float:
@@ -61,7 +57,7 @@ def main() -> int:
         kids, kids_kib = children_rss_kib(svc.pid)
         steps.append({"step": name, "rss_mib": svc.rss_kib() / 1024, "hwm_mib": svc.hwm_kib() / 1024,
                       "cpu_cores": cpu, "children": kids, "children_rss_mib": kids_kib / 1024,
-                      "threads": len(list(Path(f"/proc/{svc.pid}/task").iterdir()))})
+                      "threads": threads(svc.pid)})
 
     with Service(LAB_MAX_SERVERS=str(max(16, nservers))) as svc:
         record("started", svc)

@@ -38,7 +38,7 @@ from _common import machine_note, parser, percentile, setup_env, table, verdict,
 
 TMP = setup_env()
 
-from _service import Service, proc_cpu_s  # noqa: E402
+from _service import Service, cpu_s  # noqa: E402
 
 HEALTH_P99_TARGET_MS = 100.0
 RUN = {"size": "32M", "delay_write": "20ms", "delay_zero": "5ms"}
@@ -197,7 +197,7 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
     probe_out = mp.Queue()
     probe = mp.Process(target=health_probe, args=(port, args.seconds, probe_out))
     probe.start()
-    cpu0 = proc_cpu_s(svc.pid)
+    cpu0 = cpu_s(svc.pid)
     t0 = time.monotonic()
     tick = 1.0 / args.rate
     n = 0
@@ -220,7 +220,7 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
         n += 1
         await asyncio.sleep(max(0.0, t0 + n * tick - time.monotonic()))
     load_s = time.monotonic() - t0
-    cpu_s = proc_cpu_s(svc.pid) - cpu0
+    cpu_used = cpu_s(svc.pid) - cpu0
     if pending:
         await asyncio.wait(pending)
     probe.join(timeout=30)
@@ -248,7 +248,7 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return {"subs": subs, "reqs": reqs, "rss": rss, "health": health, "end_id": end_id, "load_s": load_s,
-            "cpu_cores": cpu_s / load_s, "catch_up_s": catch_up_s, "runs": run_ids, "queued": queued_seen}
+            "cpu_cores": cpu_used / load_s, "catch_up_s": catch_up_s, "runs": run_ids, "queued": queued_seen}
 
 
 def stored_events(db: Path, start: int, end: int) -> tuple[list[int], int]:
@@ -294,7 +294,7 @@ def main() -> int:
               file=sys.stderr)
         got = asyncio.run(drive(svc, args, start))
         subscribers_after = svc.get("/api/health")["manager"]["subscribers"]
-        db = Path(svc.env["LAB_DATA_DIR"]) / "lab.sqlite3"
+        db = svc.data_dir / "lab.sqlite3"
         statuses = [svc.get(f"/api/runs/{rid}")["status"] for rid in got["runs"]]
         hwm = svc.hwm_kib() / 1024
     want_ids, want_crc = stored_events(db, start, got["end_id"])

@@ -25,7 +25,7 @@ from _common import machine_note, parser, percentile, setup_env, table, verdict,
 
 TMP = setup_env()
 
-from _service import SseResult, free_port, proc_cpu_s, subscribe  # noqa: E402
+from _service import SseResult, cpu_s, free_port, subscribe  # noqa: E402
 
 APP = '''
 import asyncio, json, time
@@ -100,10 +100,10 @@ async def _round(port: int, pid: int, path: str, subs: int, events: int) -> dict
 
     while (await asyncio.to_thread(get, "/subs"))["n"] < subs:
         await asyncio.sleep(0.02)
-    cpu0, t0 = proc_cpu_s(pid), time.time()
+    cpu0, t0 = cpu_s(pid), time.time()
     await asyncio.to_thread(get, f"/publish?n={events}", "POST")
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
-    cpu1, t1 = proc_cpu_s(pid), time.time()
+    cpu1, t1 = cpu_s(pid), time.time()
     delivered = sum(len(r.events) for r in results)
     lat = [e.t - e.data["ts"] for r in results for e in r.events]
     return {"delivered": delivered, "expected": subs * events, "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0,

@@ -19,6 +19,7 @@ holds the destination's bytes, so the children's peak grows with the image by de
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shlex
 import subprocess
@@ -36,6 +37,7 @@ from lab import images, procs  # noqa: E402
 from lab.runs import Run, execute  # noqa: E402
 from lab.servers import build_argv  # noqa: E402
 from lab.spec import ServerSpec, build_spec  # noqa: E402
+from lab.testing import rss_kib  # noqa: E402
 
 TARGET_VS_NBDCOPY = 0.8
 CLIENTS = (("qemu-4.2", 1), ("qemu-4.2", 16), ("nbdcopy", 1), ("qemu-img", 1))
@@ -95,20 +97,13 @@ def _rss_child_main(size: str, client: str, depth: int) -> int:
     spec = build_spec(fields(size, "256k"))
     with images.acquire(spec.size, spec.pattern):  # built before the clock-free measurement starts
         pass
-    base = _vm_rss_kib()
+    base = rss_kib(os.getpid())
     run = execute(Run(client=client, server=spec, queue_depth=depth), timeout=600)
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"status": run.status, "verified": run.verified, "self_before_kib": base,
                       "self_peak_kib": me, "children_peak_kib": kids}))
     return 0 if run.status == "succeeded" else 1
-
-
-def _vm_rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def main() -> int:

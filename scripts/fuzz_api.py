@@ -36,18 +36,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lab import procs  # noqa: E402
+from lab.testing import LiveService, Proc  # noqa: E402
 
 FUZZ_SETTINGS = {
     # The defaults (100M, 20ms) must stay valid, or every body that leaves them out is refused
@@ -65,46 +63,6 @@ FUZZ_SETTINGS = {
 SKIPPED = ["/api/v1/events"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            rest = stat.rsplit(")", 1)[1].split()
-            if rest[0] != "Z":
-                parents[int(entry)] = int(rest[1])
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        out += kids
-        frontier += kids
-    return out
-
-
-def wait_up(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"lab serve exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/api/health", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("lab serve did not answer in time")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=20, help="max examples per operation and phase (default 20)")
@@ -115,20 +73,14 @@ def main() -> int:
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="fzl-fuzz-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **FUZZ_SETTINGS, "LAB_DATA_DIR": str(tmp / "data"), "LAB_RUNTIME_DIR": str(tmp / "run")}
-    env["LAB_IMAGE_DIR"] = str(tmp / "images")
-    lab = str(Path(sys.executable).with_name("lab"))
+    svc = LiveService(tmp, env={**FUZZ_SETTINGS, "LAB_IMAGE_DIR": str(tmp / "images")}, log_level="warning")
+    base = svc.base
     st = str(Path(sys.executable).with_name("schemathesis"))
     report = tmp / "report.json"
     problems: list[str] = []
-    log_path = tmp / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = procs.spawn([lab, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp,
-                           stdout=log, stderr=subprocess.STDOUT)
+    helpers: list[Proc] = []
     try:
-        wait_up(base, proc)
+        svc.start()
         cmd = [st, "run", f"{base}/openapi.json", "--no-color", "--seed", str(args.seed),
                "--max-examples", str(args.examples), "--workers", args.workers,
                "--phases", "examples,coverage,fuzzing,stateful",
@@ -142,23 +94,22 @@ def main() -> int:
         out = subprocess.run(cmd, cwd=tmp, env={**os.environ, "NO_COLOR": "1"}, capture_output=True, text=True,
                              check=False)
         secs = time.monotonic() - t0
-        helpers = [pid for pid in descendants(proc.pid)]
+        helpers = svc.descendants()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if svc.proc is not None and svc.proc.poll() is None:
+            svc.proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(30)
+                svc.proc.wait(30)
             except subprocess.TimeoutExpired:
                 problems.append("lab serve did not stop within 30 s of SIGTERM")
-        procs.stop(proc)
-    left = [pid for pid in helpers if Path(f"/proc/{pid}").exists()
-            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        svc.stop()
+    left = [p.pid for p in helpers if p.alive()]
     if left:
         problems.append(f"processes left after the service stopped: {left}")
     leftover_dirs = [d.name for d in (tmp / "run").iterdir()] if (tmp / "run").exists() else []
     if leftover_dirs:
         problems.append(f"private dirs left after the service stopped: {leftover_dirs}")
-    service_log = log_path.read_text(errors="replace")
+    service_log = svc.log_text()
     if re.search(r"Traceback|Exception in ASGI|Internal Server Error", service_log):
         problems.append("the service logged an exception:\n" + service_log[-3000:])
 

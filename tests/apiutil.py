@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,10 @@ with warnings.catch_warnings():  # starlette's note about httpx2; the suite pins
 
 from app.main import create_app
 from app.settings import Settings
+from lab.testing import wait_for
+
+__all__ = ["FAST", "SLOW", "client_for", "make_settings", "real_events", "serve", "sse_events", "start_run",
+           "wait_final", "wait_for"]
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 # About 2 s: 32 backend writes of 256k at 60 ms (8 MiB, every byte written on a zeromode=none server).
@@ -37,18 +40,6 @@ def serve(tmp_path: Path, **overrides: Any) -> Iterator[TestClient]:
     """Body of each test module's `api` fixture: the app with its lifespan, on a private data dir."""
     with client_for(tmp_path / "data", **overrides) as client:
         yield client
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05) -> Any:
-    """Poll until predicate() is truthy (returns it); fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def wait_final(client: TestClient, run_id: str, timeout: float = 60.0) -> dict[str, Any]:

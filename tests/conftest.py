@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from procutil import own_children, process_names
+
+from lab.testing import LiveService, own_helpers
 
 _session_root = Path(tempfile.mkdtemp(prefix="fzl-test-"))
 os.environ["LAB_DATA_DIR"] = str(_session_root / "data")
@@ -42,7 +43,23 @@ def no_leftovers(runtime_dir: Path) -> Iterator[None]:
     """Fail the test if it leaves a helper process or a private dir behind."""
     before_dirs = set(runtime_dir.iterdir())
     yield
-    left = [n for n in process_names(own_children()) if n in {"nbdkit", "qemu-img", "qemu-nbd", "nbdcopy"}]
+    left = own_helpers()
     assert not left, f"processes left running: {left}"
     new_dirs = set(runtime_dir.iterdir()) - before_dirs
     assert not new_dirs, f"private dirs left behind: {sorted(map(str, new_dirs))}"
+
+
+@pytest.fixture
+def live_service(tmp_path: Path) -> Iterator[Callable[..., LiveService]]:
+    """Start a real `lab serve` (lab.testing.LiveService) under tmp_path:
+    `live_service(LAB_WORKERS="4", token=...)` returns it started; every one is stopped at teardown."""
+    started: list[LiveService] = []
+
+    def start(token: str | None = None, log_level: str = "info", **env: str) -> LiveService:
+        svc = LiveService(tmp_path, env=env, token=token, log_level=log_level)
+        started.append(svc)
+        return svc.start()
+
+    yield start
+    for svc in started:
+        svc.stop()

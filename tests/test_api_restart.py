@@ -3,34 +3,12 @@ event ids continue, and a watcher resumes across the restart with Last-Event-ID.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
-import httpx
 from apiutil import FAST, SLOW, client_for, sse_events, start_run, wait_final, wait_for
-from relutil import Proc, descendants, mentioning, service
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lab.testing import Proc, descendants, mentioning
 
 
 def test_graceful_stop_then_restart(tmp_path):
@@ -53,12 +31,13 @@ CRAWL = {"size": "8M", "delay_write": "500ms", "delay_zero": "500ms"}
 CRAWL_PARALLEL = {"size": "8M", "delay_write": "5s", "delay_zero": "5s"}
 
 
-def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch):
+def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch, live_service):
     """kill -9 during four concurrent runs (qemu-img, nbdcopy and two era clients): every process
     of ours dies with the service; the next start sweeps its dirs, marks the runs interrupted
     and keeps what had finished."""
     data, runtime = tmp_path / "data", tmp_path / "run"
-    with service(tmp_path, LAB_WORKERS="4", LAB_MAX_DELAY_MS="5000") as svc, svc.http() as http:
+    svc = live_service(LAB_WORKERS="4", LAB_MAX_DELAY_MS="5000")
+    with svc.http() as http:
         done = wait_final(http, start_run(http)["id"])
         running = [start_run(http, "qemu-img", **CRAWL), start_run(http, "nbdcopy", **CRAWL_PARALLEL),
                    start_run(http, "qemu-4.2", **CRAWL), start_run(http, "qemu-2.7", **CRAWL)]
@@ -116,45 +95,26 @@ def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch):
         assert api.get("/api/runs").json()["last_event_id"] > max(ids)
 
 
-def test_sigterm_ends_open_streams_at_once(tmp_path):
+def test_sigterm_ends_open_streams_at_once(live_service):
     """`lab serve` stopping with watchers connected: their streams end cleanly, no forced cancel."""
-    port = _free_port()
-    env = {**os.environ, "LAB_DATA_DIR": str(tmp_path / "data"), "LAB_TOKEN": ""}
-    lab = str(Path(sys.executable).with_name("lab"))
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen([lab, "serve", "--port", str(port)], env=env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                wait_for(lambda: _up(http), 30)
-                ended = []
+    svc = live_service()
+    with svc.http() as http:
+        ended = []
 
-                def watch() -> None:
-                    with http.stream("GET", "/api/events") as resp:
-                        for _ in resp.iter_lines():
-                            pass
-                    ended.append(True)
+        def watch() -> None:
+            with http.stream("GET", "/api/events") as resp:
+                for _ in resp.iter_lines():
+                    pass
+            ended.append(True)
 
-                watchers = [threading.Thread(target=watch) for _ in range(3)]
-                for t in watchers:
-                    t.start()
-                wait_for(lambda: http.get("/api/health").json()["manager"]["subscribers"] == 3, 10)
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
-                for t in watchers:
-                    t.join(10)
-                assert ended == [True, True, True]
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = (tmp_path / "serve.log").read_text()
+        watchers = [threading.Thread(target=watch) for _ in range(3)]
+        for t in watchers:
+            t.start()
+        wait_for(lambda: http.get("/api/health").json()["manager"]["subscribers"] == 3, 10)
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+        for t in watchers:
+            t.join(10)
+        assert ended == [True, True, True]
+    text = svc.log_text()
     assert "timeout graceful shutdown exceeded" not in text and "Traceback" not in text, text
-
-
-def _up(http: httpx.Client) -> bool:
-    try:
-        return http.get("/api/health").status_code == 200
-    except httpx.TransportError:
-        time.sleep(0.1)
-        return False

@@ -15,7 +15,8 @@ import time
 
 import pytest
 from apiutil import FAST, client_for, start_run, wait_for
-from relutil import HELPERS, descendants, mentioning
+
+from lab.testing import HELPERS, descendants, mentioning
 
 CRAWL = {**FAST, "delay_write": "500ms", "delay_zero": "500ms"}
 CLIENT_PROCESS = {"qemu-img": "qemu-img", "nbdcopy": "nbdcopy", "qemu-4.2": "python"}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 from apiutil import FAST, client_for, sse_events, wait_for
-from relutil import descendants, mentioning, service
 
 from lab.manager import Manager, ManagerConfig, parse_fault
 from lab.runs import Run
 from lab.spec import build_spec
 from lab.store import Store
+from lab.testing import descendants, mentioning
 
 
 def _fresh_row(db: Path, run_id: str) -> dict | None:
@@ -62,13 +62,14 @@ def test_result_is_committed_before_it_is_announced(tmp_path):
         assert row["status"] == "succeeded" and row["verified"] is True
 
 
-def test_kill_between_result_and_done_loses_nothing_announced(tmp_path):
+def test_kill_between_result_and_done_loses_nothing_announced(tmp_path, live_service):
     """LAB_FAULT=kill-after-commit: the service dies right after a run's final row (and its
     `state finished` event) is committed, before `done`. Everything a watcher had received is
     in the database after the restart, the run's stream still ends with `done`, and its sweep
     (all of whose runs had finished) is finished too, not `interrupted`."""
     received: list[dict] = []
-    with service(tmp_path, LAB_FAULT="kill-after-commit") as svc, svc.http() as http:
+    svc = live_service(LAB_FAULT="kill-after-commit")
+    with svc.http() as http:
         db = tmp_path / "data" / "lab.sqlite3"
         assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

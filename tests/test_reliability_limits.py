@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from apiutil import FAST, client_for, start_run, wait_final
-from relutil import descendants, mentioning
+
+from lab.testing import descendants, mentioning
 
 MiB = 1 << 20
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from apiutil import FAST, client_for, wait_for
 from fastapi import APIRouter
-from relutil import REPO, descendants, service
 
 from lab import images, procs
 from lab.servers import Server
 from lab.spec import build_spec
+from lab.testing import REPO, cmdline, descendants, environ
 
 SCANNED = ["lab", "app", "scripts", "bench"]
 TOKEN = "tok-3f9c2a7e51d84b06-presenter"
@@ -139,12 +139,12 @@ def test_sockets_and_disks_live_in_private_dirs(tmp_path, monkeypatch, plugin):
         assert srv.dir is not None and srv.dir.parent == root
         assert stat.S_IMODE(srv.dir.stat().st_mode) == 0o700 and srv.dir.stat().st_uid == os.getuid()
         assert stat.S_ISSOCK(srv.socket.stat().st_mode)
-        argv = Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert argv[argv.index(b"-U") + 1] == str(srv.socket).encode()
-        files = [a for a in argv if a.startswith((b"file=", b"logfile=", b"statsfile="))]
-        assert files and all(Path(a.split(b"=", 1)[1].decode()).parent == srv.dir for a in files)
+        argv = cmdline(srv.proc.pid)
+        assert argv[argv.index("-U") + 1] == str(srv.socket)
+        files = [a for a in argv if a.startswith(("file=", "logfile=", "statsfile="))]
+        assert files and all(Path(a.split("=", 1)[1]).parent == srv.dir for a in files)
         if plugin == "file":  # the disk is a private temp file of the server, never a user's path
-            assert b"file=" + str(srv.dir / "disk.img").encode() in argv
+            assert "file=" + str(srv.dir / "disk.img") in argv
     finally:
         srv.stop()
     assert not srv.dir.exists()
@@ -191,14 +191,15 @@ def _raw_get(base: str, target: str) -> tuple[int, bytes]:
     return int(data.split(b" ", 2)[1]), data
 
 
-def test_live_service_keeps_the_token_and_the_files_to_itself(tmp_path):
+def test_live_service_keeps_the_token_and_the_files_to_itself(tmp_path, live_service):
     """`lab serve` with LAB_TOKEN and debug logging, exercised on every path that handles the
     token (401s, accepted writes, health, pages): the token is in no log line, no response, no
     database row, and in neither the command line nor the environment of any child process.
     Static files cannot be walked out of."""
     env = {"LAB_TOKEN": TOKEN, "LAB_LOG_LEVEL": "debug", "LAB_MAX_DELAY_MS": "1000"}
     seen_children = []
-    with service(tmp_path, **env) as svc, svc.http() as http:
+    svc = live_service(**env)
+    with svc.http() as http:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         answers = []
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
@@ -214,10 +215,9 @@ def test_live_service_keeps_the_token_and_the_files_to_itself(tmp_path):
         wait_for(lambda: len({p.name for p in descendants(svc.proc.pid)} & {"nbdkit", "python"}) == 2, 30)
         children = descendants(svc.proc.pid)
         for p in children:
-            environ = Path(f"/proc/{p.pid}/environ").read_bytes()
-            cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes()
-            assert TOKEN.encode() not in environ + cmdline, p
-        assert TOKEN.encode() not in Path(f"/proc/{svc.proc.pid}/cmdline").read_bytes()
+            seen = [*environ(p.pid).values(), *environ(p.pid), *cmdline(p.pid)]
+            assert not any(TOKEN in text for text in seen), p
+        assert not any(TOKEN in arg for arg in cmdline(svc.pid))
         assert http.post(f"/api/runs/{run.json()['id']}/cancel", headers=auth).status_code == 200
         srv = http.post("/api/servers", json=FAST, headers=auth)
         assert srv.status_code == 201

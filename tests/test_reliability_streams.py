@@ -12,21 +12,21 @@ from __future__ import annotations
 import socket
 
 from apiutil import wait_for
-from relutil import service
 
 from lab.runs import Run
 from lab.spec import build_spec
 from lab.store import Store
 
 
-def test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription(tmp_path):
+def test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription(tmp_path, live_service):
     store = Store(tmp_path / "data")
     run = Run(client="qemu-img", server=build_spec({"size": "8M"}), id="r1")
     store.append_event("state", "r1", None, {"status": "running", "phase": "copy"}, run=run.to_dict())
     for i in range(3000):  # a history to replay: every new watcher starts with a burst
         store.append_event("progress", "r1", None, {"n": i, "pad": "x" * 300})
     store.close()
-    with service(tmp_path) as svc, svc.http() as http:
+    svc = live_service()
+    with svc.http() as http:
         host, port = svc.base.removeprefix("http://").split(":")
         for i in range(40):
             with socket.create_connection((host, int(port)), timeout=10) as s:

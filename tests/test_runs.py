@@ -176,17 +176,17 @@ def test_client_killed_mid_copy(no_leftovers):
     import os
     import signal
 
-    from procutil import own_children, process_names
+    from lab.testing import descendants
 
     spec = build_spec({"size": "32M", "delay_write": "10ms"})
     killed: list[int] = []
 
     def on_event(e):
         if e["type"] == "progress" and not killed:
-            for pid in own_children():
-                if process_names([pid]) == ["qemu-img"]:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+            for p in descendants(os.getpid()):
+                if p.name == "qemu-img":
+                    os.kill(p.pid, signal.SIGKILL)
+                    killed.append(p.pid)
 
     run = execute(Run(client="qemu-img", server=spec), on_event=on_event)
     assert killed

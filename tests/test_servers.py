@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import nbd
@@ -14,6 +13,7 @@ import pytest
 from lab import procs
 from lab.servers import Server, ServerError, build_argv, close_handle
 from lab.spec import build_spec
+from lab.testing import alive, wait_for
 
 
 def test_argv_stacks_the_filters_in_order():
@@ -125,14 +125,7 @@ def test_nbdkit_dies_with_its_parent(tmp_path):
     pid_s, sdir = owner.stdout.readline().split()
     owner.kill()
     owner.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and Path(f"/proc/{pid_s}").exists():
-        state = Path(f"/proc/{pid_s}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(
-            f"/proc/{pid_s}/stat").exists() else "Z"
-        if state == "Z":
-            break
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid_s}").exists() or "Z" in Path(f"/proc/{pid_s}/stat").read_text().rsplit(")", 1)[1][:3]
+    wait_for(lambda: not alive(int(pid_s)), 5, what="nbdkit dies with its owner (PR_SET_PDEATHSIG)")
     # its private dir is swept by the next start
     assert Path(sdir).exists()
     procs.sweep_stale_dirs()

@@ -1,77 +1,40 @@
-"""A real `lab serve` for browser tests: this checkout's CLI in a subprocess.
+"""A real `lab serve` for browser tests: lab.testing.LiveService with httpx answers.
 
 It is our own child (we stop it, nothing else), with a private data dir, so a test can
-kill it and start it again on the same port and data to see what the page does meanwhile.
+stop it and start it again on the same port and data to see what the page does meanwhile.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+from lab.testing import REPO, LiveService
+
+ROOT = REPO
 SMALL = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LabService:
-    """`lab serve` in a subprocess; stop() and start() keep the port and the data dir."""
+    """The browser tests' handle on a LiveService; stop() and start() keep the port and the data dir."""
 
     def __init__(self, data_dir: Path, token: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self.token = token
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"serve-{self.port}.log"
+        self.live = LiveService(data_dir.parent, env={"LAB_WORKERS": "2", **(env or {})}, token=token,
+                                data_dir=data_dir, log_level="warning")
+        self.url, self.port, self.data_dir, self.token = self.live.url, self.live.port, data_dir, token
 
     def start(self) -> LabService:
-        env = {**os.environ, "LAB_DATA_DIR": str(self.data_dir), "LAB_LOG_LEVEL": "warning", "LAB_WORKERS": "2"}
-        env.pop("LAB_TOKEN", None)
-        if self.token:
-            env["LAB_TOKEN"] = self.token
-        env.update(self.env)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lab.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"lab serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"lab serve did not answer on {self.url}: {self.log.read_text()[-2000:]}")
+        self.live.start(timeout=30)
+        return self
 
     def stop(self) -> None:
         """SIGTERM (the service interrupts its runs and stops its servers), SIGKILL if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        self.live.stop()
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return self.live.headers()
 
     def post(self, path: str, body: dict | None = None) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json=body, headers=self.headers(), timeout=30)
