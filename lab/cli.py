@@ -18,7 +18,17 @@ from lab.errors import NotFound
 from lab.pool import Job, Stop, WorkerPool
 from lab.runs import Run, execute
 from lab.scenarios import SCENARIOS, get_scenario
-from lab.spec import FASTZEROMODES, PLUGINS, SOURCE_FORMATS, ZEROMODES, SpecError, build_spec
+from lab.spec import (
+    DISK_FORMATS,
+    FASTZEROMODES,
+    KINDS,
+    PLUGINS,
+    SOURCE_FORMATS,
+    STORAGES,
+    ZEROMODES,
+    SpecError,
+    build_spec,
+)
 from lab.sweeps import SweepService
 
 
@@ -42,6 +52,16 @@ def _server_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--plugin", default=d("memory"), help=f"nbdkit plugin: {', '.join(PLUGINS)} (default memory)")
     p.add_argument("--source-format", default=d("qcow2"),
                    help=f"format of the source image: {', '.join(SOURCE_FORMATS)} (default qcow2)")
+    p.add_argument("--kind", default=d("nbdkit"),
+                   help=f"server kind: {', '.join(KINDS)} (default nbdkit; others behind an nbdkit proxy)")
+    p.add_argument("--storage", default=None,
+                   help=f"where a file-backed server's disk lives: {', '.join(STORAGES)} "
+                        "(default: the server's private dir); see `lab kinds`")
+    p.add_argument("--disk-format", default=d("raw"), help=f"disk format for qemu-nbd: {', '.join(DISK_FORMATS)}")
+    p.add_argument("--target", default=None,
+                   help="external only: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS")
+    p.add_argument("--destructive", action="store_true", default=None,
+                   help="external only: allow overwriting the target's contents")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +101,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         "zeromode": args.zeromode, "fastzeromode": args.fastzeromode, "size": args.size,
         "pattern": args.pattern, "maxdata": args.maxdata, "delay_write": args.delay_write,
         "delay_zero": args.delay_zero, "plugin": args.plugin, "source_format": args.source_format,
+        "kind": args.kind, "storage": args.storage, "disk_format": args.disk_format, "target": args.target,
+        "destructive": args.destructive,
     }
     return build_spec(raw)
 

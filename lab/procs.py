@@ -110,7 +110,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 # --- private runtime directories -------------------------------------------------------
 
-_OWNER_FILE = "owner.pid"
+OWNER_FILE = "owner.pid"
 
 
 def runtime_root() -> Path:
@@ -124,7 +124,7 @@ def runtime_root() -> Path:
 def private_dir(prefix: str) -> Path:
     """A fresh 0700 dir owned by this process (its pid recorded for the sweeper)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=runtime_root()))
-    (path / _OWNER_FILE).write_text(str(os.getpid()))
+    (path / OWNER_FILE).write_text(str(os.getpid()))
     return path
 
 
@@ -134,22 +134,25 @@ def remove_dir(path: Path) -> None:
 
 def sweep_stale_dirs() -> int:
     """Remove private dirs whose owning process is gone (left by a SIGKILLed service)."""
-    removed = 0
+    from lab import storage  # storage dirs hold mounts and loop devices: released first
+
+    removed = len(storage.sweep_stale())
     root = runtime_root()
     for entry in root.iterdir():
-        if not entry.is_dir():
-            continue
-        try:
-            pid = int((entry / _OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            pid = 0
-        if pid and pid != os.getpid() and _pid_alive(pid):
-            continue
-        if pid == os.getpid():
+        if not entry.is_dir() or owner_alive(entry):
             continue
         remove_dir(entry)
         removed += 1
     return removed
+
+
+def owner_alive(entry: Path) -> bool:
+    """Is the process that made this private dir still running (and so still its owner)?"""
+    try:
+        pid = int((entry / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        pid = 0
+    return pid == os.getpid() or (pid != 0 and _pid_alive(pid))
 
 
 def _pid_alive(pid: int) -> bool:

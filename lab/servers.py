@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import procs
+from lab import kinds, procs
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, LogParser, WireCounts, add_backend, parse_debug_line, parse_stats
 from lab.units import format_delay
@@ -40,8 +40,14 @@ class ServerError(RuntimeError):
     pass
 
 
-def build_argv(spec: ServerSpec, socket: Path, logfile: Path, statsfile: Path, disk: Path | None = None) -> list[str]:
-    """The nbdkit command line for a spec (an argv list: nothing here goes through a shell)."""
+def build_argv(spec: ServerSpec, socket: Path, logfile: Path, statsfile: Path, disk: Path | None = None,
+               plugin_args: list[str] | None = None, extra_filters: tuple[str, ...] | list[str] = (),
+               extra_params: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The nbdkit command line for a spec (an argv list: nothing here goes through a shell).
+
+    `plugin_args` (from lab.kinds) replace the memory/file plugin: e.g. the `nbd` proxy in
+    front of qemu-nbd; `extra_filters` go just above the plugin.
+    """
     argv = [
         "nbdkit",
         "-v",
@@ -49,9 +55,11 @@ def build_argv(spec: ServerSpec, socket: Path, logfile: Path, statsfile: Path, d
         "--exit-with-parent",
         "-U", str(socket),
     ]
-    filters = list(FILTERS) + (["noextents"] if spec.noextents else [])
+    filters = list(FILTERS) + (["noextents"] if spec.noextents else []) + list(extra_filters)
     argv += [f"--filter={f}" for f in filters]
-    if spec.plugin == "memory":
+    if plugin_args is not None:
+        argv += plugin_args
+    elif spec.plugin == "memory":
         argv += ["memory", f"size={spec.size}"]
     else:
         if disk is None:
@@ -65,6 +73,7 @@ def build_argv(spec: ServerSpec, socket: Path, logfile: Path, statsfile: Path, d
         f"maxdata={spec.maxdata}",
         f"delay-write={format_delay(spec.delay_write)}",
         f"delay-zero={format_delay(spec.delay_zero)}",
+        *extra_params,
     ]
     return argv
 
@@ -145,6 +154,8 @@ class Server:
         self._listeners: list[Callable[[], None]] = []
         self._sync_waiters: dict[int, threading.Event] = {}
         self._sync_seq = 0
+        self.backend_kind = kinds.make_backend(spec)  # what sits under the filter stack
+        self.proxy_cost: dict[str, Any] | None = None
         self.run_lock = threading.Lock()  # one run at a time per server
 
     # -- paths -------------------------------------------------------------------------
@@ -167,14 +178,12 @@ class Server:
         try:
             logfile = self.dir / "wire.log"
             statsfile = self.dir / "stats.txt"
-            disk = None
-            if self.spec.plugin == "file":
-                disk = self.dir / "disk.img"
-                with open(disk, "wb") as f:
-                    f.truncate(self.spec.size)
+            be = self.backend_kind
+            plugin_args = be.start(self.dir)
             logfile.touch()
             self._log_fp = open(logfile, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in stop()
-            argv = build_argv(self.spec, self.socket, logfile, statsfile, disk)
+            argv = build_argv(self.spec, self.socket, logfile, statsfile, plugin_args=plugin_args,
+                              extra_filters=be.extra_filters, extra_params=be.extra_params)
             self.proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
             self._reader = threading.Thread(target=self._read_stderr, name=f"nbdkit-{self.id}", daemon=True)
@@ -184,6 +193,8 @@ class Server:
                 raise ServerError(self._failure_text("nbdkit did not become ready"))
             self.started_at = time.time()
             self.flags = probe(self.uri)
+            if be.direct_uri and self.spec.kind != "nbdkit":
+                self.proxy_cost = measure_proxy_cost(be.direct_uri, self.uri)
         except BaseException:
             self.stop()
             raise
@@ -193,6 +204,7 @@ class Server:
         """Stop nbdkit (TERM, then KILL) and remove its socket and private dir."""
         if self.proc is not None:
             self.exit_code = procs.stop(self.proc)
+        self.backend_kind.stop()  # the real server under the proxy, then its storage
         if self._reader is not None:
             self._reader.join(timeout=5)
         self._drain_log()
@@ -281,7 +293,7 @@ class Server:
     # -- internals ---------------------------------------------------------------------
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
-        plugin = self.spec.plugin
+        plugin = self.backend_kind.layer
         ready_marker = f"debug: {TOP_LAYER}: after_fork"
         for line in self.proc.stderr:
             ev = parse_debug_line(line)
@@ -347,8 +359,36 @@ class Server:
             "flags": self.flags.to_dict() if self.flags else None,
             "started_at": self.started_at,
             "argv": build_argv(self.spec, Path("SOCKET"), Path("wire.log"), Path("stats.txt"),
-                               Path("disk.img") if self.spec.plugin == "file" else None),
+                               Path("disk.img") if self.spec.plugin == "file" else None,
+                               extra_filters=self.backend_kind.extra_filters,
+                               extra_params=self.backend_kind.extra_params),
+            "backend": self.backend_kind.info(),
+            "proxy_cost": self.proxy_cost,
         }
+
+
+PROXY_PROBE_READS = 200
+
+
+def measure_proxy_cost(direct_uri: str, proxied_uri: str, reads: int = PROXY_PROBE_READS) -> dict[str, Any]:
+    """What the nbdkit proxy adds per request: the same 4 KiB reads, direct and through it."""
+    import nbd
+
+    def per_read(uri: str) -> float:
+        h = nbd.NBD()
+        try:
+            h.connect_uri(uri)
+            h.pread(4096, 0)  # warm up
+            t0 = time.perf_counter()
+            for _ in range(reads):
+                h.pread(4096, 0)
+            return (time.perf_counter() - t0) / reads
+        finally:
+            close_handle(h)
+
+    direct, proxied = per_read(direct_uri), per_read(proxied_uri)
+    return {"reads": reads, "direct_us": round(direct * 1e6, 1), "proxied_us": round(proxied * 1e6, 1),
+            "added_us_per_request": round((proxied - direct) * 1e6, 1)}
 
 
 def nbdkit_version() -> str:

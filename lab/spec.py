@@ -16,6 +16,10 @@ ZEROMODES = ("none", "emulate", "notrim", "plugin")
 FASTZEROMODES = ("default", "none", "slow", "ignore")
 PLUGINS = ("memory", "file")
 SOURCE_FORMATS = ("qcow2", "raw")
+KINDS = ("nbdkit", "qemu-nbd", "nbd-server", "external")
+STORAGES = ("tmpfs", "datadir", "ext4", "xfs", "btrfs", "blockdev")
+DISK_FORMATS = ("raw", "qcow2")
+FILE_KINDS = ("qemu-nbd", "nbd-server")  # kinds whose disk is a file (or device) the lab provisions
 
 MiB = 1 << 20
 
@@ -54,12 +58,19 @@ class ServerSpec:
     plugin: str = "memory"
     noextents: bool = True
     source_format: str = "qcow2"
+    kind: str = "nbdkit"  # what sits under the filter stack (lab.kinds)
+    storage: str | None = None  # where a file-backed server's disk lives (lab.storage); None: its private dir
+    disk_format: str = "raw"  # qcow2: qemu-nbd only
+    target: str | None = None  # external only: a socket path or host:port listed in LAB_EXTERNAL_TARGETS
+    destructive: bool = False  # external only: the run may overwrite the target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
-        return (
+        where = "" if self.kind == "nbdkit" and self.plugin == "memory" else \
+            f"kind={self.kind} plugin={self.plugin} storage={self.storage or 'private'} "
+        return where + (
             f"zeromode={self.zeromode} fastzeromode={self.fastzeromode} size={format_size(self.size)} "
             f"pattern={self.pattern} maxdata={format_size(self.maxdata)} "
             f"delay-write={format_delay(self.delay_write)} delay-zero={format_delay(self.delay_zero)}"
@@ -90,6 +101,13 @@ def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMIT
     choice("fastzeromode", FASTZEROMODES)
     choice("plugin", PLUGINS)
     choice("source_format", SOURCE_FORMATS)
+    choice("kind", KINDS)
+    choice("storage", STORAGES)
+    choice("disk_format", DISK_FORMATS)
+    if raw.get("target") is not None:
+        if not isinstance(raw["target"], str) or not 0 < len(raw["target"].strip()) <= 300:
+            raise SpecError("target", "must be a Unix socket path or host:port (at most 300 characters)")
+        values["target"] = raw["target"].strip()
 
     for name in ("size", "maxdata"):
         if name in raw and raw[name] is not None:
@@ -103,10 +121,11 @@ def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMIT
                 values[name] = parse_delay(raw[name])
             except ValueError as e:
                 raise SpecError(name, str(e)) from None
-    if "noextents" in raw and raw["noextents"] is not None:
-        if not isinstance(raw["noextents"], bool):
-            raise SpecError("noextents", "must be true or false")
-        values["noextents"] = raw["noextents"]
+    for name in ("noextents", "destructive"):
+        if name in raw and raw[name] is not None:
+            if not isinstance(raw[name], bool):
+                raise SpecError(name, "must be true or false")
+            values[name] = raw[name]
     if "pattern" in raw and raw["pattern"] is not None:
         if not isinstance(raw["pattern"], str):
             raise SpecError("pattern", "must be a string such as 'alternate:1M'")
@@ -136,3 +155,37 @@ def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
         parse_pattern(spec.pattern, spec.size)
     except ValueError as e:
         raise SpecError("pattern", str(e)) from None
+    check_kind(spec)
+
+
+def check_kind(spec: ServerSpec) -> None:
+    """The kind/storage fields fit together and this machine has them (no connection is made)."""
+    from lab import external, kinds, storage
+
+    if spec.kind == "external":
+        if spec.storage:
+            raise SpecError("storage", "an external server has its own storage")
+        try:
+            external.check_target(spec.target)
+        except external.ExternalError as e:
+            raise SpecError(e.field, e.message) from None
+        if not spec.destructive:
+            raise SpecError("destructive", "a run overwrites the external target: say destructive: true to allow it")
+    elif spec.target is not None or spec.destructive:
+        raise SpecError("target" if spec.target is not None else "destructive", "only for kind external")
+    if spec.storage and spec.kind == "nbdkit" and spec.plugin == "memory":
+        raise SpecError("storage", "the memory plugin keeps its disk in RAM: use plugin file, or kind qemu-nbd "
+                                   "or nbd-server")
+    if spec.disk_format == "qcow2" and spec.kind != "qemu-nbd":
+        raise SpecError("disk_format", "qcow2 is served by kind qemu-nbd only")
+    if spec.disk_format == "qcow2" and spec.storage == "blockdev":
+        raise SpecError("disk_format", "qcow2 needs a filesystem: storage blockdev holds raw only")
+    if spec.kind != "nbdkit" and spec.plugin != "memory":
+        raise SpecError("plugin", "plugin applies to kind nbdkit only")
+    k = kinds.availability()[spec.kind]
+    if not k["available"] and spec.kind != "external":
+        raise SpecError("kind", str(k["reason"]))
+    if spec.storage:
+        st = storage.availability()[spec.storage]
+        if not st["available"]:
+            raise SpecError("storage", f"{spec.storage} is not available here: {st['reason']}")
