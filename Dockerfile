@@ -37,6 +37,12 @@ COPY static/ static/
 RUN bash scripts/install.sh \
     && .venv/bin/python -m compileall -q lab app
 
+# Server kinds and storages: nbdkit (memory, file), qemu-nbd and nbd-server work as this
+# unprivileged user on the private dir and on `datadir` storage (the /data volume). The
+# storages that mount or use loop devices (tmpfs, ext4, xfs, btrfs, blockdev) need root and
+# a privileged container (docker run --privileged, running as root: --user 0); otherwise
+# GET /api/kinds and `lab kinds` list them as unavailable with the reason. External NBD
+# targets are off unless LAB_EXTERNAL_TARGETS lists them.
 # History (SQLite) and the cached source images live in the volume; sockets go to /tmp.
 ENV LAB_DATA_DIR=/data \
     VIRTUAL_ENV=/app/.venv \

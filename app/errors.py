@@ -50,6 +50,7 @@ CODES: dict[str, tuple[int, str, str]] = {
                                "this Idempotency-Key was used with a different request body"),
     "limit-reached": (429, "Limit reached", "the run queue or the server limit is full; retry after Retry-After"),
     "shutting-down": (503, "Shutting down", "the service is stopping; retry after Retry-After"),
+    "probe-failed": (502, "Probe failed", "the probed server could not be started or answered with an error"),
 }
 
 

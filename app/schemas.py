@@ -29,13 +29,16 @@ from pydantic import (
 
 from lab.clients import client_ids
 from lab.runs import STATUSES
-from lab.spec import FASTZEROMODES, PLUGINS, SOURCE_FORMATS, ZEROMODES
+from lab.spec import DISK_FORMATS, FASTZEROMODES, KINDS, PLUGINS, SOURCE_FORMATS, STORAGES, ZEROMODES
 from lab.units import parse_delay, parse_size
 
 ZeroMode = StrEnum("ZeroMode", {m: m for m in ZEROMODES})
 FastZeroMode = StrEnum("FastZeroMode", {m: m for m in FASTZEROMODES})
 Plugin = StrEnum("Plugin", {m: m for m in PLUGINS})
 SourceFormat = StrEnum("SourceFormat", {m: m for m in SOURCE_FORMATS})
+Kind = StrEnum("Kind", {m: m for m in KINDS})
+Storage = StrEnum("Storage", {m: m for m in STORAGES})
+DiskFormat = StrEnum("DiskFormat", {m: m for m in DISK_FORMATS})
 ClientId = StrEnum("ClientId", {c: c for c in client_ids()})
 RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})
 
@@ -141,6 +144,14 @@ class ServerFields(GeometryFields):
 
     zeromode: ZeroMode | None = Field(None, description="nozero filter zeromode (default none)")
     fastzeromode: FastZeroMode | None = Field(None, description="nozero filter fastzeromode (default: default)")
+    kind: Kind | None = Field(None, description="server kind under the filter stack (default nbdkit); "
+                                                "see GET /api/kinds for what this machine has")
+    storage: Storage | None = Field(None, description="where a file-backed server's disk lives (plugin file, "
+                                                      "qemu-nbd, nbd-server); default: its private dir")
+    disk_format: DiskFormat | None = Field(None, description="qemu-nbd's disk format (default raw)")
+    target: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = Field(
+        None, description="kind external: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS")
+    destructive: StrictBool | None = Field(None, description="kind external: allow overwriting the target")
 
 
 class RunCreate(_Strict):
@@ -177,6 +188,11 @@ class ServerOut(_Open):
     plugin: str | None = None
     noextents: bool | None = None
     source_format: str | None = None
+    kind: str | None = None
+    storage: str | None = None
+    disk_format: str | None = None
+    target: str | None = None
+    destructive: bool | None = None
 
 
 class BackendOut(_Open):
@@ -322,3 +338,41 @@ class Problem(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     instance: str | None = Field(None, description="the request path")
     errors: list[ProblemItem] = Field(default_factory=list, description="the invalid fields (422)")
+# -- kinds and probes -----------------------------------------------------------------------
+
+
+class Availability(_Open):
+    available: bool
+    reason: str | None = None
+
+
+class KindsOut(BaseModel):
+    kinds: dict[str, Availability]
+    storages: dict[str, Availability]
+    disk_formats: list[str]
+    external_targets: list[str] = Field(description="what LAB_EXTERNAL_TARGETS lists (off when empty)")
+
+
+class ProbeCreate(_Strict):
+    server: ServerFields | None = Field(None, description="the server to probe (probe defaults: zeromode plugin, "
+                                                          "no delays, maxdata 32M)")
+    length: Size | None = Field(None, description="bytes per probed range, 1M..256M (default 64M; 4 ranges)")
+
+
+class ProbeVerdict(StrEnum):
+    fast = "fast"
+    advertised_but_slow = "advertised-but-slow"
+    refused_but_cheap = "refused-but-cheap"
+    refused_quickly = "refused-quickly"
+    not_advertised = "not-advertised"
+
+
+class ProbeOut(_Open):
+    """What `lab probe --json` prints."""
+
+    server: dict[str, Any]
+    flags: dict[str, Any]
+    results: list[dict[str, Any]]
+    verdict: ProbeVerdict
+    why: str
+    figures: dict[str, Any]

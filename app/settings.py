@@ -16,7 +16,9 @@ LAB_ALLOWED_ORIGINS    other origins (comma-separated, such as https://lab.examp
                        by default only the service's own origin (the Host it is reached at) may
 LAB_PROGRESS_RETENTION_H  progress events of runs finished longer ago are deleted (0: keep them all)
 LAB_MAX_PROGRESS_EVENTS   at most this many progress events are kept (oldest finished runs' go first; 0: no cap)
-(LAB_RUNTIME_DIR, for private sockets, and LAB_IMAGE_DIR are read by the lab core itself.)
+(LAB_RUNTIME_DIR, for private sockets, LAB_IMAGE_DIR, and LAB_EXTERNAL_TARGETS, the NBD targets a server of
+kind external may use (Unix socket paths or host:port, comma-separated; none by default), are read by the
+lab core itself.)
 """
 
 from __future__ import annotations

@@ -86,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
 
+    pr = sub.add_parser("probe", help="the fast-zero probe: what a server advertises, and what zeroing costs",
+                        description="Start a server from the options (defaults for a probe: zeroing passed "
+                                    "through, no delays, maxdata 32M), time write / zero / fast zero / trim "
+                                    "on fresh and written ranges, check they read back as zeroes, give a verdict.")
+    _server_args(pr, defaults=False)
+    pr.add_argument("--length", default="64M", help="bytes per probed range; 4 ranges are used (default 64M)")
+    pr.add_argument("--deadline", type=float, default=120.0, help="give up after this many seconds (default 120)")
+    pr.add_argument("--all", action="store_true",
+                    help="probe every available kind x storage (the README table); server options are ignored")
+    pr.add_argument("--json", action="store_true",
+                    help='print {"server":..., "flags":..., "results":[...], "verdict":...} (a list with --all)')
+
+    sub.add_parser("kinds", help="list the server kinds and storages, and whether this machine has them")
     sub.add_parser("clients", help="list the copy clients")
     sub.add_parser("scenarios", help="list the scenarios")
     return p
@@ -216,6 +229,61 @@ def cmd_clients(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from lab import probe
+    from lab.units import parse_size
+
+    try:
+        length = parse_size(args.length)
+    except ValueError as e:
+        return _bad(f"--length: {e}")
+    if not probe.MIN_LENGTH <= length <= probe.MAX_LENGTH or length % 4096:
+        return _bad(f"--length: must be a multiple of 4K between 1M and 256M (got {args.length})")
+    if not 0 < args.deadline <= 3600:
+        return _bad(f"--deadline: must be between 0 and 3600 seconds (got {args.deadline})")
+    if args.all:
+        targets = probe.matrix()
+    else:
+        fields = {k: getattr(args, k) for k in ("zeromode", "fastzeromode", "size", "pattern", "maxdata",
+                                                  "delay_write", "delay_zero", "plugin", "kind", "storage",
+                                                  "disk_format", "target", "destructive")}
+        try:
+            build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length,
+                        **{k: v for k, v in fields.items() if v is not None}})
+        except SpecError as e:
+            return _bad(f"{_option(e.field)}: {e.message}")
+        targets = [fields]
+    out, failed = [], False
+    for fields in targets:
+        try:
+            out.append(probe.probe_server(fields, length, args.deadline))
+        except Exception as e:  # one server failing does not hide the others' rows
+            failed = True
+            print(f"lab probe: {probe.label(fields)}: {e}", file=sys.stderr)
+            continue
+        if not args.json:
+            p = out[-1]
+            print(f"{probe.label(p['server'])}: {p['verdict']} - {p['why']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out if args.all else (out[0] if out else None)))
+    else:
+        print(probe.table(out))
+        for p in out:
+            for problem in p["problems"]:
+                print(f"problem: {probe.label(p['server'])}: {problem}")
+    return 1 if failed or any(p["problems"] for p in out) else 0
+
+
+def cmd_kinds(_args: argparse.Namespace) -> int:
+    from lab import kinds, storage
+
+    for title, avail in (("kinds", kinds.availability()), ("storages", storage.availability())):
+        print(title + ":")
+        for name, a in avail.items():
+            print(f"  {name:11} {'available' if a['available'] else 'unavailable: ' + str(a['reason'])}")
+    return 0
+
+
 def cmd_scenarios(_args: argparse.Namespace) -> int:
     for s in SCENARIOS.values():
         print(f"{s.name:12} {len(s.rows):3} runs  {s.description}")
@@ -225,7 +293,7 @@ def cmd_scenarios(_args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve,
-               "clients": cmd_clients, "scenarios": cmd_scenarios}[args.command]
+               "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios}[args.command]
     return handler(args)
 
 

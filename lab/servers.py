@@ -362,7 +362,7 @@ class Server:
                                Path("disk.img") if self.spec.plugin == "file" else None,
                                extra_filters=self.backend_kind.extra_filters,
                                extra_params=self.backend_kind.extra_params),
-            "backend": self.backend_kind.info(),
+            "real_server": self.backend_kind.info(),
             "proxy_cost": self.proxy_cost,
         }
 

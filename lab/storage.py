@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ FILESYSTEMS = {"ext4": ["mkfs.ext4", "-q", "-F", "-E", "nodiscard"],
 XFS_MIN = 320 << 20  # mkfs.xfs refuses filesystems under 300 MiB
 PREFIX = "sto-"
 TOOL_TIMEOUT = 120.0
+BUSY_WAIT_S = 5.0  # how long a release waits for a dying server to let go of its files
 
 
 class StorageError(RuntimeError):
@@ -249,13 +251,23 @@ def release_dir(d: Path) -> list[str]:
         raise ValueError(f"refusing to release {d}: not a lab storage dir")
     done: list[str] = []
     for mp in _mounts_under(d):
-        r = subprocess.run(["umount", str(mp)], capture_output=True, text=True, timeout=60, check=False)
-        if r.returncode != 0:  # busy (a process still has a file open): detach it lazily
-            subprocess.run(["umount", "-l", str(mp)], capture_output=True, timeout=60, check=False)
+        # Busy while a server that was just killed still closes its files: retry a moment,
+        # then detach lazily (the kernel frees it when the last file is closed).
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while subprocess.run(["umount", str(mp)], capture_output=True, timeout=60, check=False).returncode:
+            if time.monotonic() > deadline:
+                subprocess.run(["umount", "-l", str(mp)], capture_output=True, timeout=60, check=False)
+                break
+            time.sleep(0.05)
         done.append(f"umount {mp}")
-    for dev in _loops_backed_by(d):
+    loops = _loops_backed_by(d)
+    for dev in loops:
+        # On a device still in use this sets autoclear: it detaches when its last user goes.
         subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=60, check=False)
         done.append(f"losetup -d {dev}")
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while loops and _loops_backed_by(d) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if not _mounts_under(d):  # never rmtree through a mount that would not go
         procs.remove_dir(d)
     return done

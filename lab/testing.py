@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-HELPERS = frozenset({"nbdkit", "qemu-img", "qemu-nbd", "nbdcopy"})
+HELPERS = frozenset({"nbdkit", "qemu-img", "qemu-nbd", "nbdcopy", "nbd-server"})
 
 
 def free_port() -> int:

@@ -22,7 +22,8 @@ for arg in "$@"; do
 done
 
 # python3-venv brings the pip wheel the venv needs: Debian's python3-pip is not required.
-pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv)
+# The server kinds and storages (lab kinds): nbd-server, and mkfs for the loop-mounted filesystem images.
+pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv nbd-server e2fsprogs xfsprogs btrfs-progs)
 [ "$dev" = 1 ] && pkgs+=(chromium fonts-dejavu-core docker-compose)
 
 missing=()

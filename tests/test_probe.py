@@ -1,0 +1,92 @@
+"""The fast-zero probe against real nbdkit servers whose behaviour differs clearly.
+
+Each server's zero and write costs are set with nbdkit's delay filter so the verdicts are
+separated by a wide margin (>= 4x) even on a busy machine; no test asserts a duration.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lab import probe
+from lab.probe import Step, decide
+
+LEN = "2M"  # 4 ranges: an 8 MiB memory server
+# 256 KiB writes at 10 ms: a 2 MiB overwrite costs 80 ms of delays.
+BASE = {"maxdata": "256k", "delay_write": "10ms"}
+
+
+@pytest.mark.parametrize(("fields", "verdict"), [
+    ({"zeromode": "plugin", "fastzeromode": "default", "delay_zero": 0}, "fast"),
+    # accepted fast zero that costs a 400 ms sleep: the failure the flag exists to prevent
+    ({"zeromode": "plugin", "fastzeromode": "ignore", "delay_zero": "400ms"}, "advertised-but-slow"),
+    # the nozero filter refuses every fast zero although plain zeroes cost nothing
+    ({"zeromode": "plugin", "fastzeromode": "slow", "delay_zero": 0}, "refused-but-cheap"),
+    # plain zeroes are emulated as writes (as dear as the overwrite); fast zero refused
+    ({"zeromode": "emulate", "fastzeromode": "default"}, "refused-quickly"),
+    ({"zeromode": "plugin", "fastzeromode": "none"}, "not-advertised"),
+    ({"zeromode": "none"}, "not-advertised"),
+])
+def test_verdicts_against_real_servers(fields, verdict, no_leftovers):
+    p = probe.probe_server({**BASE, **fields}, length=2 << 20)
+    assert p["verdict"] == verdict, (p["why"], p["figures"])
+    assert p["verdict"] in probe.VERDICTS
+    assert not p["problems"], p["problems"]
+    assert p["all_zero_ranges_read_zero"]
+    ops = {(s["range"], s["op"]): s for s in p["results"]}
+    assert set(ops) == {(r, o) for r in ("fresh", "written") for o in ("write", "zero", "fast-zero", "trim")}
+    if verdict in ("refused-but-cheap", "refused-quickly"):
+        assert ops["written", "fast-zero"]["outcome"] == "refused"
+        assert ops["written", "fast-zero"]["error"] in ("ENOTSUP", "EOPNOTSUPP")
+    if fields.get("zeromode") == "none":
+        assert ops["written", "zero"]["outcome"] == "not-advertised"  # never sent
+    for s in p["results"]:
+        if s["op"] in ("zero", "fast-zero") and s["outcome"] == "ok":
+            assert s["reads_zero"] is True
+
+
+def _steps(write: float, zero: float | None, fast: float | str | None) -> list[Step]:
+    out = [Step("written", "write", 0, 1, seconds=write)]
+    if zero is not None:
+        out.append(Step("written", "zero", 0, 1, seconds=zero))
+    if fast == "refused":
+        out.append(Step("written", "fast-zero", 0, 1, outcome="refused", seconds=0.0001, error="ENOTSUP"))
+    elif fast is not None:
+        out.append(Step("written", "fast-zero", 0, 1, seconds=float(fast)))
+    return out
+
+
+@pytest.mark.parametrize(("steps", "flags", "verdict"), [
+    (_steps(1.0, 0.01, 0.01), {"can_zero": True, "can_fast_zero": True}, "fast"),
+    (_steps(1.0, 0.9, 0.9), {"can_zero": True, "can_fast_zero": True}, "advertised-but-slow"),
+    (_steps(1.0, 0.01, "refused"), {"can_zero": True, "can_fast_zero": True}, "refused-but-cheap"),
+    (_steps(1.0, 2.0, "refused"), {"can_zero": True, "can_fast_zero": True}, "refused-quickly"),
+    (_steps(1.0, 0.01, None), {"can_zero": True, "can_fast_zero": False}, "not-advertised"),
+    (_steps(1.0, None, None), {"can_zero": False, "can_fast_zero": False}, "not-advertised"),
+])
+def test_decide(steps, flags, verdict):
+    v, why, figures = decide(steps, flags)
+    assert v == verdict and why
+    assert figures["write_ms"] == 1000.0
+
+
+def test_probe_cli_json_contract(no_leftovers):
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "probe", "--length", LEN, "--zeromode", "plugin",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert set(d) >= {"server", "flags", "results", "verdict"}
+    assert d["verdict"] == "fast" and d["server"]["kind"] == "nbdkit"
+    assert d["flags"]["can_fast_zero"] is True and "block_size_max" in d["flags"]
+
+
+def test_probe_cli_bad_options():
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "probe", "--length", "3"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--length" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "probe", "--storage", "zfs"], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "--storage" in out.stderr
