@@ -26,7 +26,9 @@ def test_run_on_a_fresh_server_echoes_normalised_fields(api):
     assert run["status"] == "queued"
     assert run["server"] == {"zeromode": "plugin", "fastzeromode": "default", "size": 8 * MiB,
                              "pattern": "alternate:1M", "maxdata": 262144, "delay_write": 1.0, "delay_zero": 1.0,
-                             "plugin": "memory", "noextents": True, "source_format": "qcow2"}
+                             "plugin": "memory", "noextents": True, "source_format": "qcow2",
+                             "kind": "nbdkit", "storage": None, "disk_format": "raw", "target": None,
+                             "destructive": False}
     row = wait_final(api, run["id"])
     assert row["status"] == "succeeded", row["error"]
     assert row["verified"] is True
