@@ -15,7 +15,7 @@ def api(tmp_path):
 
 
 def test_kinds_lists_availability_with_reasons(api):
-    d = api.get("/api/kinds").json()
+    d = api.get("/api/v1/kinds").json()
     assert set(d["kinds"]) == set(kinds.KINDS) and set(d["storages"]) == set(storage.STORAGES)
     for a in (*d["kinds"].values(), *d["storages"].values()):
         assert a["available"] or a["reason"]
@@ -24,7 +24,7 @@ def test_kinds_lists_availability_with_reasons(api):
 
 
 def test_probe_returns_the_cli_shape(api, no_leftovers):
-    r = api.post("/api/probes", json={"server": {"zeromode": "plugin", "fastzeromode": "slow"}, "length": "2M"})
+    r = api.post("/api/v1/probes", json={"server": {"zeromode": "plugin", "fastzeromode": "slow"}, "length": "2M"})
     assert r.status_code == 200, r.text
     d = r.json()
     assert d["verdict"] == "refused-but-cheap" and d["flags"]["can_fast_zero"] is True
@@ -32,21 +32,22 @@ def test_probe_returns_the_cli_shape(api, no_leftovers):
 
 
 def test_probe_and_server_bad_fields_name_the_field(api):
-    r = api.post("/api/probes", json={"server": {"storage": "tmpfs"}, "length": "2M"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "server", "storage"]
-    r = api.post("/api/probes", json={"length": "3G"})
-    assert r.status_code == 422 and "length" in r.json()["detail"][0]["loc"]
-    r = api.post("/api/servers", json={"kind": "external", "target": "10.0.0.1:10809", "destructive": True})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "target"
+    r = api.post("/api/v1/probes", json={"server": {"storage": "tmpfs"}, "length": "2M"})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "server", "storage"]
+    r = api.post("/api/v1/probes", json={"length": "3G"})
+    assert r.status_code == 422 and "length" in r.json()["errors"][0]["loc"]
+    r = api.post("/api/v1/servers", json={"kind": "external", "target": "10.0.0.1:10809", "destructive": True})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"][-1] == "target"
+    assert "not listed" in r.json()["errors"][0]["message"] or "off" in r.json()["errors"][0]["message"]
 
 
 def test_managed_qemu_nbd_server_on_tmpfs_is_released_on_delete(api, no_leftovers):
     if not AVAIL["tmpfs"]["available"]:
         pytest.skip(f"tmpfs unavailable here: {AVAIL['tmpfs']['reason']}")
-    r = api.post("/api/servers", json={"kind": "qemu-nbd", "storage": "tmpfs", "size": "8M"})
+    r = api.post("/api/v1/servers", json={"kind": "qemu-nbd", "storage": "tmpfs", "size": "8M"})
     assert r.status_code == 201, r.text
     srv = r.json()
     assert srv["server"]["kind"] == "qemu-nbd" and srv["real_server"]["storage"]["storage"] == "tmpfs"
     assert srv["proxy_cost"]["added_us_per_request"] is not None
-    assert api.delete(f"/api/servers/{srv['id']}").status_code == 200
+    assert api.delete(f"/api/v1/servers/{srv['id']}").status_code == 200
     no_storage_left()
