@@ -34,10 +34,13 @@ import bisect
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("lab.diskmap")
 
 MAX_CELLS = 512
 MAX_ROWS = 500_000  # a longer trace is cut (and says so): a 1 GiB run of 4k writes fits
@@ -249,6 +252,18 @@ def save(data_dir: Path, run_id: str, rows: list[TraceRow]) -> Path:
             f.write(json.dumps(r.to_dict(), separators=(",", ":")) + "\n")
     tmp.replace(path)
     return path
+
+
+def keep_trace(data_dir: Path, run: Any) -> None:
+    """A finished run's per-request trace, kept beside the database (GET /api/runs/{id}/trace),
+    then dropped from the run. A failure to write is logged: the result stands without it."""
+    if run.trace is None:
+        return
+    try:
+        save(data_dir, run.id, run.trace)
+    except OSError as e:
+        log.warning("run %s: trace not saved: %s", run.id, e)
+    run.trace = None
 
 
 def load(data_dir: Path, run_id: str) -> Iterator[dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import deque
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from lab.store import Event, Store
 
 REPLAY_PAGE = 500
+
+log = logging.getLogger("lab.events")
 
 
 def _set_all(flags: list[asyncio.Event]) -> None:
@@ -64,6 +67,13 @@ class EventBus:
                 loop.call_soon_threadsafe(_set_all, flags)
         return ev
 
+    def publish_safe(self, type_: str, run_id: str | None = None, sweep_id: str | None = None, **kw: Any) -> None:
+        """publish(), logging a failure instead of raising (for announcements nothing waits on)."""
+        try:
+            self.publish(type_, run_id, sweep_id, **kw)
+        except Exception:
+            log.exception("publishing a %s event", type_)
+
     def subscribe(
         self,
         after: int | None = None,
@@ -85,6 +95,13 @@ class EventBus:
             sub._replay_upto = cutoff if start < cutoff else None
             self._subs.add(sub)
         return sub
+
+    def replay_start(self) -> int:
+        """Where a new global subscriber without Last-Event-ID starts: just before the oldest
+        event of anything still queued or running (so it sees their history), else now."""
+        runs, sweeps = self.store.active_ids()
+        first = self.store.first_event_id(runs, sweeps) if (runs or sweeps) else None
+        return self.last_id if first is None else first - 1
 
     def _resync_point(self, sub: Subscription) -> int:
         with self._lock:

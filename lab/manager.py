@@ -10,8 +10,7 @@ A thin facade over parts with one job each; no web imports:
 What the manager itself adds: every change goes through the event bus, which persists it
 before anyone sees it (a run's final row is committed with the `state` event that announces
 it, before its `done` event); shutdown() interrupts queued and running runs, stops every
-server and leaves no process behind; progress events of runs that finished long ago are
-pruned (state and done events stay forever), at start and then at most every PRUNE_EVERY_S.
+server and leaves no process behind; old progress events are pruned (lab.retention).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from lab.events import EventBus, Subscription
 from lab.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
 from lab.pool import Job, Stop, WorkerPool
 from lab.registry import ServerRegistry
+from lab.retention import Retention
 from lab.runs import Run, execute
 from lab.spec import DEFAULT_LIMITS, Limits, ServerSpec, build_spec
 from lab.store import Store
@@ -39,7 +39,6 @@ __all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "LimitExceede
 log = logging.getLogger("lab.manager")
 
 SHUTDOWN_ERROR = "the service shut down during this run"
-PRUNE_EVERY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,8 @@ class Manager:
                                queued=self._queued)
         self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish)
         self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy)
+        self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
         self._started = False
-        self._pruned_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Manager:
@@ -189,11 +188,7 @@ class Manager:
         return self.bus.subscribe(after=after, run_id=run_id, sweep_id=sweep_id)
 
     def replay_start(self) -> int:
-        """Where a new global subscriber without Last-Event-ID starts: just before the oldest
-        event of anything still queued or running (so it sees their history), else now."""
-        runs, sweeps = self.store.active_ids()
-        first = self.store.first_event_id(runs, sweeps) if (runs or sweeps) else None
-        return self.bus.last_id if first is None else first - 1
+        return self.bus.replay_start()
 
     @property
     def last_event_id(self) -> int:
@@ -209,25 +204,9 @@ class Manager:
 
     def prune_events(self) -> int:
         """Delete progress events of long-finished runs (config retention and cap); returns how many."""
-        cfg = self.config
-        self._pruned_at = time.monotonic()
-        try:
-            older = time.time() - cfg.progress_retention_s if cfg.progress_retention_s is not None else None
-            n = self.store.prune_progress(finished_before=older, keep_at_most=cfg.max_progress_events)
-        except Exception:
-            log.exception("pruning old progress events")
-            return 0
-        if n:
-            log.info("pruned %d progress events of finished runs", n)
-        return n
+        return self.retention.prune()
 
     # -- the pool's callbacks ----------------------------------------------------------------
-    def _publish_safe(self, type_: str, run_id: str | None, sweep_id: str | None, **kw: Any) -> None:
-        try:
-            self.bus.publish(type_, run_id, sweep_id, **kw)
-        except Exception:
-            log.exception("publishing a %s event", type_)
-
     def _queued(self, job: Job) -> None:
         run = job.run
         self.bus.publish("state", run.id, run.sweep_id, save_run=run.to_dict(), status="queued", phase="queued")
@@ -245,17 +224,7 @@ class Manager:
                     server=managed.server if managed else None, timeout=self.config.run_timeout_s,
                     image_cache_bytes=self.config.image_cache_bytes)
         finally:
-            self._save_trace(run)
-
-    def _save_trace(self, run: Run) -> None:
-        """The per-request trace, kept beside the database (GET /api/runs/{id}/trace)."""
-        if run.trace is None:
-            return
-        try:
-            diskmap.save(self.store.dir, run.id, run.trace)
-        except OSError as e:
-            log.warning("run %s: trace not saved: %s", run.id, e)
-        run.trace = None
+            diskmap.keep_trace(self.store.dir, run)
 
     def _on_run_event(self, job: Job, ev: dict[str, Any]) -> None:
         """execute()'s sink: state changes also save the run (same transaction as the event)."""
@@ -263,7 +232,7 @@ class Manager:
         fields = {k: v for k, v in ev.items() if k not in ("type", "run_id")}
         type_ = ev.get("type", "progress")
         row = run.to_dict() if type_ == "state" else None
-        self._publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
+        self.bus.publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
         if type_ == "state":
             if run.sweep_id is not None:
                 self.sweeps.run_started(run.sweep_id)
@@ -280,8 +249,7 @@ class Manager:
             with contextlib.suppress(Exception):
                 self.store.save_run(row)
         self.faults.after_commit(run.id)
-        self._publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
+        self.bus.publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
         if run.sweep_id is not None:
             self.sweeps.run_finished(run)
-        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-            self.prune_events()
+        self.retention.maybe_prune()

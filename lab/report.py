@@ -79,30 +79,33 @@ def run_table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def _scenario_row(r: Run) -> str:
+    ref = (r.reference or {}).get("time_s")
+    b, w = r.backend, r.wire
+    vs_ref = f"{r.duration_s / ref:.2f}" if ref and r.duration_s else "-"
+    writes, zeroes = (b.write_ops, b.zero_ops) if b else (0, 0)
+    fast, fast_failed = (w.fast_zero, w.fast_zero_failed) if w else (0, 0)
+    ok = ("yes" if r.verified else "NO") + ("" if r.status == "succeeded" else " " + r.status)
+    return (f"{(r.label or r.id)[:21]:22}{r.client:10}{r.server.zeromode:9}{r.server.fastzeromode:9}"
+            f"{(r.duration_s or 0):8.2f}{(r.predicted_s or 0):8.2f}{(r.ratio or 0):7.3f}"
+            f"{(f'{ref:.2f}' if ref else '-'):>7}{vs_ref:>6}{writes:7}{zeroes:7}{fast:4}{fast_failed:4}  {ok}")
+
+
+def _nbdkit_notes(runs: list[Run]) -> list[str]:
+    """Rows whose 2019 counts this nbdkit cannot give (see the reference's nbdkit_1_32 note)."""
+    notes = [(r.label or r.id, (r.reference or {}).get("nbdkit_1_32") or {}) for r in runs]
+    notes = [(label, n) for label, n in notes if "write_ops" in n]
+    if not notes:
+        return []
+    out = ["", "Differs from 2019 on this nbdkit:"]
+    for label, n in notes:
+        expect = f"expect {n['write_ops']} writes, {n['zero_ops']} zeroes, ~{n['predicted_s']:g} s"
+        out += textwrap.wrap(f"{label}: {expect}. {n['why']}", width=110, initial_indent="  ",
+                             subsequent_indent="    ")
+    return out
+
+
 def scenario_table(title: str, runs: list[Run]) -> str:
     head = (f"{'row':22}{'client':10}{'zeromode':9}{'fastzero':9}{'time':>8}{'pred':>8}{'ratio':>7}"
             f"{'ref':>7}{'/ref':>6}{'writes':>7}{'zeroes':>7}{'fz':>4}{'fzf':>4}  ok")
-    out = [title, "", head, "-" * len(head)]
-    for r in runs:
-        ref = (r.reference or {}).get("time_s")
-        b = r.backend
-        w = r.wire
-        vs_ref = f"{r.duration_s / ref:.2f}" if ref and r.duration_s else "-"
-        out.append(
-            f"{(r.label or r.id)[:21]:22}{r.client:10}{r.server.zeromode:9}{r.server.fastzeromode:9}"
-            f"{(r.duration_s or 0):8.2f}{(r.predicted_s or 0):8.2f}{(r.ratio or 0):7.3f}"
-            f"{(f'{ref:.2f}' if ref else '-'):>7}{vs_ref:>6}"
-            f"{(b.write_ops if b else 0):7}{(b.zero_ops if b else 0):7}"
-            f"{(w.fast_zero if w else 0):4}{(w.fast_zero_failed if w else 0):4}  "
-            f"{'yes' if r.verified else 'NO'}{'' if r.status == 'succeeded' else ' ' + r.status}"
-        )
-    # Rows whose 2019 counts this nbdkit cannot give (see the reference's nbdkit_1_32 note).
-    notes = [(r.label or r.id, (r.reference or {}).get("nbdkit_1_32") or {}) for r in runs]
-    notes = [(label, n) for label, n in notes if "write_ops" in n]
-    if notes:
-        out += ["", "Differs from 2019 on this nbdkit:"]
-        for label, n in notes:
-            expect = f"expect {n['write_ops']} writes, {n['zero_ops']} zeroes, ~{n['predicted_s']:g} s"
-            out += textwrap.wrap(f"{label}: {expect}. {n['why']}", width=110, initial_indent="  ",
-                                 subsequent_indent="    ")
-    return "\n".join(out)
+    return "\n".join([title, "", head, "-" * len(head), *map(_scenario_row, runs), *_nbdkit_notes(runs)])

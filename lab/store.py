@@ -26,7 +26,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,239 +159,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class Store:
-    """The lab's database. Thread-safe; close() when done."""
+class _Reads:
+    """The store's queries: each on the calling thread's own read-only connection (`_r()`), so a
+    long replay never waits behind a write. Mixed into Store, which provides `_r()`."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], recover: bool = True) -> None:
-        self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "lab.sqlite3"
-        self._wlock = threading.Lock()
-        self._w = _connect(self.path)
-        mode = self._w.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
-        self._w.execute("PRAGMA synchronous=FULL")
-        try:
-            found, now = migrate(self._w, self.path)
-        except BaseException:
-            self._w.close()
-            raise
-        if found and found != now:
-            log.warning("migrated %s from schema version %d to %d", self.path, found, now)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._closed = False
-        self._last_event_id = self._max_event_id()
-        self.announced: list[str] = []  # finished runs whose `done` recover() sent late
-        self.recovered: list[str] = self.recover() if recover else []
-
-    # -- connections ---------------------------------------------------------------------
     def _r(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        raise NotImplementedError
 
-    def close(self) -> None:
-        with self._wlock:
-            if self._closed:
-                return
-            self._closed = True
-            with self._readers_lock:
-                for conn in self._readers:
-                    conn.close()
-                self._readers.clear()
-            self._w.close()
-
-    def _max_event_id(self) -> int:
-        row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-        top = self._w.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-        return max(int(row[0]) if row else 0, int(top))
-
-    @property
-    def last_event_id(self) -> int:
-        return self._last_event_id
-
-    # -- writes ----------------------------------------------------------------------------
-    def _upsert_run(self, run: dict[str, Any]) -> None:
-        self._w.execute(
-            """INSERT INTO runs(id, status, client, sweep_id, server_id, label, created_at, finished_at, data)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(id) DO UPDATE SET status=excluded.status, client=excluded.client,
-                 sweep_id=excluded.sweep_id, server_id=excluded.server_id, label=excluded.label,
-                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
-            (run["id"], run["status"], run["client"], run.get("sweep_id"), run.get("server_id"), run.get("label"),
-             run.get("created_at"), run.get("finished_at"), _dumps(run)),
-        )
-
-    def _upsert_sweep(self, sweep: dict[str, Any]) -> None:
-        self._w.execute(
-            """INSERT INTO sweeps(id, name, status, created_at, finished_at, data) VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT(id) DO UPDATE SET name=excluded.name, status=excluded.status,
-                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
-            (sweep["id"], sweep["name"], sweep["status"], sweep.get("created_at"), sweep.get("finished_at"),
-             _dumps(sweep)),
-        )
-
-    def _insert_event(self, type_: str, run_id: str | None, sweep_id: str | None, fields: dict[str, Any]) -> Event:
-        eid = self._last_event_id + 1
-        ts = time.time()
-        payload = {"id": eid, "type": type_, "ts": round(ts, 6), "run_id": run_id, "sweep_id": sweep_id, **fields}
-        text = _dumps(payload)
-        self._w.execute("INSERT INTO events(id, ts, type, run_id, sweep_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                        (eid, ts, type_, run_id, sweep_id, text))
-        return Event(eid, type_, run_id, sweep_id, text)
-
-    def append_event(
-        self,
-        type_: str,
-        run_id: str | None = None,
-        sweep_id: str | None = None,
-        fields: dict[str, Any] | None = None,
-        run: dict[str, Any] | None = None,
-        sweep: dict[str, Any] | None = None,
-    ) -> Event:
-        """Write an event (and the run/sweep it announces) in one transaction; return it with its id."""
-        with self._wlock:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                if run is not None:
-                    self._upsert_run(run)
-                if sweep is not None:
-                    self._upsert_sweep(sweep)
-                ev = self._insert_event(type_, run_id, sweep_id, fields or {})
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-            self._last_event_id = ev.id
-            return ev
-
-    def save_run(self, run: dict[str, Any]) -> None:
-        with self._wlock:
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                self._upsert_run(run)
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-
-    def save_sweep(self, sweep: dict[str, Any]) -> None:
-        with self._wlock:
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                self._upsert_sweep(sweep)
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-
-    def recover(self) -> list[str]:
-        """Runs and sweeps a dead service left active become `interrupted` (with events); ids returned.
-
-        Finished runs missing their `done` event get it (ids in self.announced)."""
-        now = time.time()
-        changed: list[str] = []
-        with self._wlock:
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._w.execute(
-                    f"SELECT data FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE
-                ).fetchall()
-                for (text,) in rows:
-                    run = json.loads(text)
-                    run.update(status="interrupted", error=run.get("error") or INTERRUPTED_ERROR,
-                               finished_at=run.get("finished_at") or now)
-                    self._upsert_run(run)
-                    rid, sid = run["id"], run.get("sweep_id")
-                    ev = self._insert_event("state", rid, sid, {"status": "interrupted", "phase": "finished"})
-                    self._last_event_id = ev.id
-                    ev = self._insert_event("done", rid, sid, {"status": "interrupted", "run": run})
-                    self._last_event_id = ev.id
-                    changed.append(rid)
-                srows = self._w.execute(
-                    f"SELECT data FROM sweeps WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE
-                ).fetchall()
-                marks = ",".join("?" * len(FINAL))
-                orphans = self._w.execute(
-                    f"""SELECT id, sweep_id, data FROM runs WHERE status IN ({marks}) AND COALESCE(
-                        (SELECT type FROM events WHERE events.run_id = runs.id ORDER BY id DESC LIMIT 1), '')
-                        != 'done' ORDER BY seq""", FINAL).fetchall()  # done is a run's last event
-                for rid, sid, text in orphans:  # committed final, died before announcing done
-                    run = json.loads(text)
-                    ev = self._insert_event("done", rid, sid, {"status": run["status"], "run": run})
-                    self._last_event_id = ev.id
-                    self.announced.append(rid)
-                for (text,) in srows:
-                    sweep = json.loads(text)
-                    statuses = self._run_statuses(sweep.get("run_ids", []))
-                    done = [s for s in statuses if s in FINAL]
-                    # Every run had finished: the sweep had too, it only missed its last event.
-                    whole = len(done) == len(sweep.get("run_ids", [])) and "interrupted" not in done
-                    status = sweep_status(done) if whole else "interrupted"
-                    sweep.update(status=status, finished_at=sweep.get("finished_at") or now,
-                                 counts=count_statuses(statuses), finished=len(done))
-                    self._upsert_sweep(sweep)
-                    ev = self._insert_event("sweep", None, sweep["id"], sweep_event_fields(sweep))
-                    self._last_event_id = ev.id
-                    ev = self._insert_event("sweep_done", None, sweep["id"], {"status": status, "sweep": sweep})
-                    self._last_event_id = ev.id
-                    changed.append(sweep["id"])
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                self._last_event_id = self._max_event_id()
-                raise
-        return changed
-
-    def prune_progress(self, finished_before: float | None = None, keep_at_most: int | None = None) -> int:
-        """Delete progress events of finished runs: those finished before `finished_before`
-        (epoch s), then the oldest beyond `keep_at_most` progress rows. Returns how many."""
-        marks = ",".join("?" * len(FINAL))
-        deleted = 0
-        with self._wlock:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                if finished_before is not None:
-                    deleted += self._w.execute(
-                        f"""DELETE FROM events WHERE type = 'progress' AND run_id IN
-                            (SELECT id FROM runs WHERE status IN ({marks}) AND finished_at < ?)""",
-                        (*FINAL, finished_before)).rowcount
-                if keep_at_most is not None:
-                    total = self._w.execute("SELECT COUNT(*) FROM events WHERE type = 'progress'").fetchone()[0]
-                    if total > keep_at_most:
-                        deleted += self._w.execute(
-                            f"""DELETE FROM events WHERE id IN (SELECT e.id FROM events e JOIN runs r ON r.id = e.run_id
-                                WHERE e.type = 'progress' AND r.status IN ({marks}) ORDER BY e.id LIMIT ?)""",
-                            (*FINAL, total - keep_at_most)).rowcount
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-        return deleted
-
-    def _run_statuses(self, run_ids: Sequence[str]) -> list[str]:
-        out = []
-        for rid in run_ids:
-            row = self._w.execute("SELECT status FROM runs WHERE id=?", (rid,)).fetchone()
-            if row:
-                out.append(row[0])
-        return out
-
-    # -- reads -----------------------------------------------------------------------------
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._r().execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
         return json.loads(row[0]) if row else None
@@ -481,6 +256,240 @@ class Store:
         runs = [r[0] for r in conn.execute(f"SELECT id FROM runs WHERE status IN ({marks})", ACTIVE)]
         sweeps = [r[0] for r in conn.execute(f"SELECT id FROM sweeps WHERE status IN ({marks})", ACTIVE)]
         return runs, sweeps
+
+
+class _Recovery:
+    """Crash recovery at open: what a dead service left queued or running ends `interrupted`,
+    with the events a watcher expects. Mixed into Store (its writer connection and helpers)."""
+
+    _w: sqlite3.Connection
+    _last_event_id: int
+    announced: list[str]
+
+    def recover(self) -> list[str]:
+        """Runs and sweeps a dead service left active become `interrupted` (with events); ids returned.
+
+        Finished runs missing their `done` event get it (ids in self.announced)."""
+        now = time.time()
+        with self._transaction():
+            changed = self._interrupt_runs(now)
+            self.announced += self._announce_orphans()
+            changed += self._close_sweeps(now)
+        return changed
+
+    def _event(self, type_: str, run_id: str | None, sweep_id: str | None, fields: dict[str, Any]) -> None:
+        """An event inside an open transaction (recovery runs alone, at open)."""
+        self._last_event_id = self._insert_event(type_, run_id, sweep_id, fields).id
+
+    def _interrupt_runs(self, now: float) -> list[str]:
+        rows = self._w.execute(
+            f"SELECT data FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE).fetchall()
+        changed = []
+        for (text,) in rows:
+            run = json.loads(text)
+            run.update(status="interrupted", error=run.get("error") or INTERRUPTED_ERROR,
+                       finished_at=run.get("finished_at") or now)
+            self._upsert_run(run)
+            rid, sid = run["id"], run.get("sweep_id")
+            self._event("state", rid, sid, {"status": "interrupted", "phase": "finished"})
+            self._event("done", rid, sid, {"status": "interrupted", "run": run})
+            changed.append(rid)
+        return changed
+
+    def _announce_orphans(self) -> list[str]:
+        """Runs committed final whose service died before announcing `done` (a run's last event)."""
+        marks = ",".join("?" * len(FINAL))
+        orphans = self._w.execute(
+            f"""SELECT id, sweep_id, data FROM runs WHERE status IN ({marks}) AND COALESCE(
+                (SELECT type FROM events WHERE events.run_id = runs.id ORDER BY id DESC LIMIT 1), '')
+                != 'done' ORDER BY seq""", FINAL).fetchall()
+        for rid, sid, text in orphans:
+            run = json.loads(text)
+            self._event("done", rid, sid, {"status": run["status"], "run": run})
+        return [rid for rid, _sid, _text in orphans]
+
+    def _close_sweeps(self, now: float) -> list[str]:
+        rows = self._w.execute(
+            f"SELECT data FROM sweeps WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE).fetchall()
+        changed = []
+        for (text,) in rows:
+            sweep = json.loads(text)
+            statuses = self._run_statuses(sweep.get("run_ids", []))
+            done = [s for s in statuses if s in FINAL]
+            # Every run had finished: the sweep had too, it only missed its last event.
+            whole = len(done) == len(sweep.get("run_ids", [])) and "interrupted" not in done
+            status = sweep_status(done) if whole else "interrupted"
+            sweep.update(status=status, finished_at=sweep.get("finished_at") or now,
+                         counts=count_statuses(statuses), finished=len(done))
+            self._upsert_sweep(sweep)
+            self._event("sweep", None, sweep["id"], sweep_event_fields(sweep))
+            self._event("sweep_done", None, sweep["id"], {"status": status, "sweep": sweep})
+            changed.append(sweep["id"])
+        return changed
+
+    def _run_statuses(self, run_ids: Sequence[str]) -> list[str]:
+        out = []
+        for rid in run_ids:
+            row = self._w.execute("SELECT status FROM runs WHERE id=?", (rid,)).fetchone()
+            if row:
+                out.append(row[0])
+        return out
+
+
+class Store(_Reads, _Recovery):
+    """The lab's database. Thread-safe; close() when done."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], recover: bool = True) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "lab.sqlite3"
+        self._wlock = threading.Lock()
+        self._w = _connect(self.path)
+        mode = self._w.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
+        self._w.execute("PRAGMA synchronous=FULL")
+        try:
+            found, now = migrate(self._w, self.path)
+        except BaseException:
+            self._w.close()
+            raise
+        if found and found != now:
+            log.warning("migrated %s from schema version %d to %d", self.path, found, now)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._last_event_id = self._max_event_id()
+        self.announced: list[str] = []  # finished runs whose `done` recover() sent late
+        self.recovered: list[str] = self.recover() if recover else []
+
+    # -- connections ---------------------------------------------------------------------
+    def _r(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._wlock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._w.close()
+
+    def _max_event_id(self) -> int:
+        row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        top = self._w.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        return max(int(row[0]) if row else 0, int(top))
+
+    @property
+    def last_event_id(self) -> int:
+        return self._last_event_id
+
+    # -- writes ----------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection, under the write lock; rolled back
+        (and the event id counter re-read) if anything in it fails."""
+        with self._wlock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._w
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                self._last_event_id = self._max_event_id()
+                raise
+
+    def _upsert_run(self, run: dict[str, Any]) -> None:
+        self._w.execute(
+            """INSERT INTO runs(id, status, client, sweep_id, server_id, label, created_at, finished_at, data)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET status=excluded.status, client=excluded.client,
+                 sweep_id=excluded.sweep_id, server_id=excluded.server_id, label=excluded.label,
+                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
+            (run["id"], run["status"], run["client"], run.get("sweep_id"), run.get("server_id"), run.get("label"),
+             run.get("created_at"), run.get("finished_at"), _dumps(run)),
+        )
+
+    def _upsert_sweep(self, sweep: dict[str, Any]) -> None:
+        self._w.execute(
+            """INSERT INTO sweeps(id, name, status, created_at, finished_at, data) VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET name=excluded.name, status=excluded.status,
+                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
+            (sweep["id"], sweep["name"], sweep["status"], sweep.get("created_at"), sweep.get("finished_at"),
+             _dumps(sweep)),
+        )
+
+    def _insert_event(self, type_: str, run_id: str | None, sweep_id: str | None, fields: dict[str, Any]) -> Event:
+        eid = self._last_event_id + 1
+        ts = time.time()
+        payload = {"id": eid, "type": type_, "ts": round(ts, 6), "run_id": run_id, "sweep_id": sweep_id, **fields}
+        text = _dumps(payload)
+        self._w.execute("INSERT INTO events(id, ts, type, run_id, sweep_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                        (eid, ts, type_, run_id, sweep_id, text))
+        return Event(eid, type_, run_id, sweep_id, text)
+
+    def append_event(
+        self,
+        type_: str,
+        run_id: str | None = None,
+        sweep_id: str | None = None,
+        fields: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
+        sweep: dict[str, Any] | None = None,
+    ) -> Event:
+        """Write an event (and the run/sweep it announces) in one transaction; return it with its id."""
+        with self._transaction():
+            if run is not None:
+                self._upsert_run(run)
+            if sweep is not None:
+                self._upsert_sweep(sweep)
+            ev = self._insert_event(type_, run_id, sweep_id, fields or {})
+        self._last_event_id = ev.id  # after the commit: a reader's cut-off never runs ahead of the database
+        return ev
+
+    def save_run(self, run: dict[str, Any]) -> None:
+        with self._transaction():
+            self._upsert_run(run)
+
+    def save_sweep(self, sweep: dict[str, Any]) -> None:
+        with self._transaction():
+            self._upsert_sweep(sweep)
+
+    def prune_progress(self, finished_before: float | None = None, keep_at_most: int | None = None) -> int:
+        """Delete progress events of finished runs: those finished before `finished_before`
+        (epoch s), then the oldest beyond `keep_at_most` progress rows. Returns how many."""
+        marks = ",".join("?" * len(FINAL))
+        deleted = 0
+        with self._transaction() as w:
+            if finished_before is not None:
+                deleted += w.execute(
+                    f"""DELETE FROM events WHERE type = 'progress' AND run_id IN
+                        (SELECT id FROM runs WHERE status IN ({marks}) AND finished_at < ?)""",
+                    (*FINAL, finished_before)).rowcount
+            if keep_at_most is not None:
+                total = w.execute("SELECT COUNT(*) FROM events WHERE type = 'progress'").fetchone()[0]
+                if total > keep_at_most:
+                    deleted += w.execute(
+                        f"""DELETE FROM events WHERE id IN (SELECT e.id FROM events e JOIN runs r ON r.id = e.run_id
+                            WHERE e.type = 'progress' AND r.status IN ({marks}) ORDER BY e.id LIMIT ?)""",
+                        (*FINAL, total - keep_at_most)).rowcount
+        return deleted
+
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
