@@ -170,41 +170,48 @@ class LogParser:
             self.ready = True
         m = _LOG_REQ_RE.search(line)
         if m:
-            args = {k: int(v, 0) for k, v in _ARG_RE.findall(m["args"])}
-            flags = " ".join(_FLAG_NAMES.get(k, k) for k in _FLAG_ARGS if args.get(k))
-            req = LogRequest(int(m["conn"]), int(m["id"]), m["op"], args.get("offset", 0),
-                             args.get("count", 0), bool(args.get("fast", 0)), flags, log_time(line))
-            self._pending[(req.conn, req.id)] = req
-            if req.op != "Read" and len(self.rows) < MAX_TRACE_ROWS:
-                self.rows.append(req)
-            c = self.counts
-            if req.op == "Write":
-                c.write += 1
-                c.write_bytes += req.count
-            elif req.op == "Zero":
-                c.zero += 1
-                c.zero_bytes += req.count
-                if req.fast:
-                    c.fast_zero += 1
-            elif req.op == "Trim":
-                c.trim += 1
-            elif req.op == "Flush":
-                c.flush += 1
-            return req
+            return self._request(m, line)
         m = _LOG_RET_RE.search(line)
         if m:
-            req = self._pending.pop((int(m["conn"]), int(m["id"])), None)
-            if req is not None:
-                req.end = log_time(line)
-                err = re.search(r"\((E[A-Z0-9]+)\)", m["rest"])
-                req.result = "ok" if int(m["ret"]) == 0 else (err.group(1) if err else f"error {m['ret']}")
-            if int(m["ret"]) != 0:
-                self.counts.failed += 1
-                if req is not None and req.op == "Zero" and req.fast:
-                    self.counts.fast_zero_failed += 1
-                if len(self.counts.errors) < 10:
-                    self.counts.errors.append(f"{m['op']} id={m['id']} return={m['ret']}{m['rest']}")
+            self._reply(m, line)
         return None
+
+    def _request(self, m: re.Match[str], line: str) -> LogRequest:
+        args = {k: int(v, 0) for k, v in _ARG_RE.findall(m["args"])}
+        flags = " ".join(_FLAG_NAMES.get(k, k) for k in _FLAG_ARGS if args.get(k))
+        req = LogRequest(int(m["conn"]), int(m["id"]), m["op"], args.get("offset", 0),
+                         args.get("count", 0), bool(args.get("fast", 0)), flags, log_time(line))
+        self._pending[(req.conn, req.id)] = req
+        if req.op != "Read" and len(self.rows) < MAX_TRACE_ROWS:
+            self.rows.append(req)
+        c = self.counts
+        if req.op == "Write":
+            c.write += 1
+            c.write_bytes += req.count
+        elif req.op == "Zero":
+            c.zero += 1
+            c.zero_bytes += req.count
+            c.fast_zero += req.fast
+        elif req.op == "Trim":
+            c.trim += 1
+        elif req.op == "Flush":
+            c.flush += 1
+        return req
+
+    def _reply(self, m: re.Match[str], line: str) -> None:
+        req = self._pending.pop((int(m["conn"]), int(m["id"])), None)
+        ret = int(m["ret"])
+        if req is not None:
+            req.end = log_time(line)
+            err = re.search(r"\((E[A-Z0-9]+)\)", m["rest"])
+            req.result = "ok" if ret == 0 else (err.group(1) if err else f"error {ret}")
+        if ret == 0:
+            return
+        self.counts.failed += 1
+        if req is not None and req.op == "Zero" and req.fast:
+            self.counts.fast_zero_failed += 1
+        if len(self.counts.errors) < 10:
+            self.counts.errors.append(f"{m['op']} id={m['id']} return={m['ret']}{m['rest']}")
 
 
 # --- stats filter summary --------------------------------------------------------------
