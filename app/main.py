@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import auth, errors, openapi
 from app.allow import AllowMiddleware
-from app.api import API_PREFIX, LEGACY_PREFIX, events, health, kinds, results, runs, scenarios, servers
+from app.api import API_PREFIX, LEGACY_PREFIX, events, health, kinds, results, runs, scenarios, servers, sweeps
 from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.settings import Settings
 from lab.manager import Manager, ManagerConfig
@@ -86,9 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
-    for module in (health, servers, kinds, runs, scenarios, results, events):
+    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events):
         app.include_router(module.router, prefix=API_PREFIX)
-    for module in (health, servers, kinds, runs, scenarios, results, events):
+    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events):
         app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
     _add_pages(app)

@@ -250,11 +250,13 @@ class RunOut(_Open):
     notes: list[str] = []
     error: str | None = None
     ratio: float | None = None
+    queue_position: int | None = Field(None, description="a queued run's place in the queue (1: starts next)")
 
 
 class RunList(BaseModel):
     runs: list[RunOut]
-    total: int = Field(description="runs matching the filters, before limit/offset")
+    total: int = Field(description="runs matching the filters, on all pages")
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last")
     last_event_id: int = Field(description="subscribe to /api/events?last_event_id=this to miss nothing after")
 
 
@@ -293,13 +295,15 @@ class SweepOut(_Open):
 
 class SweepList(BaseModel):
     sweeps: list[SweepOut]
-    total: int
+    total: int = Field(description="sweeps matching the filters, on all pages")
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last")
     last_event_id: int
 
 
 class ResultsOut(BaseModel):
     rows: list[RunOut]
     count: int
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last")
     columns: list[str] = Field(description="the CSV columns (dotted paths into each row)")
 
 

@@ -140,6 +140,14 @@ class WorkerPool:
         with self.lock:
             return self._active.get(run_id) or next((j for j in self._pending if j.run.id == run_id), None)
 
+    def position(self, run_id: str) -> int | None:
+        """1-based place of a queued run in the queue (1: next to start), None when not queued."""
+        with self.lock:
+            for i, job in enumerate(self._pending):
+                if job.run.id == run_id:
+                    return i + 1
+        return None
+
     def busy(self, resource: str) -> bool:
         """Whether a run is using `resource` now (no lock: a set lookup is atomic)."""
         return resource in self._busy

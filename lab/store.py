@@ -88,6 +88,12 @@ MIGRATIONS: tuple[str, ...] = (
     """CREATE INDEX IF NOT EXISTS runs_label ON runs(label);
        CREATE INDEX IF NOT EXISTS sweeps_name ON sweeps(name);
        CREATE INDEX IF NOT EXISTS events_type ON events(type, id)""",
+    # 3: Idempotency-Key answers of the API's creating POSTs (replayed on a retry), and the
+    #    creation time of runs for cursor pages and since/until.
+    """CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+           created_at REAL NOT NULL, status INTEGER, response TEXT);
+       CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created_at);
+       CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at, seq)""",
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -190,6 +196,57 @@ class _Reads:
         sql = f"SELECT data FROM runs{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
         rows = conn.execute(sql, [*args, -1 if limit is None else limit, offset]).fetchall()
         return [json.loads(r[0]) for r in rows], total
+
+    def page(self, table: str, filters: dict[str, Any], sort: str = "-created_at",
+             after: tuple[Any, int] | None = None, limit: int = 100, since: float | None = None,
+             until: float | None = None) -> tuple[list[dict[str, Any]], int, tuple[Any, int] | None]:
+        """One page of `table` (runs or sweeps) by keyset: rows, total matching (all pages), and
+        the key of the last row when more follow (the next page starts after it).
+
+        `filters`: column or `server.FIELD` (a field of the run's server) -> value; None = any.
+        `sort`: a SORT_KEYS name, `-` first for descending (the default: newest first).
+        `since`/`until`: created_at bounds (epoch seconds, until exclusive)."""
+        if table not in ("runs", "sweeps"):
+            raise ValueError(table)
+        desc = sort.startswith("-")
+        key = SORT_KEYS[sort.lstrip("-")]
+        clauses, args = [], []
+        for name, value in filters.items():
+            if value is None:
+                continue
+            if name.startswith("server."):
+                field = name.split(".", 1)[1]
+                if not field.isidentifier():
+                    raise ValueError(name)
+                clauses.append(f"json_extract(data, '$.server.{field}') = ?")
+                args.append(int(value) if isinstance(value, bool) else value)
+            else:
+                if not name.isidentifier():
+                    raise ValueError(name)
+                clauses.append(f"{name} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("created_at < ?")
+            args.append(until)
+        conn = self._r()
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        total = conn.execute(f"SELECT COUNT(*) FROM {table}{where}", args).fetchone()[0]
+        page_clauses, page_args = list(clauses), list(args)
+        if after is not None:
+            op = "<" if desc else ">"
+            page_clauses.append(f"({key} {op} ? OR ({key} = ? AND seq {op} ?))")
+            page_args += [after[0], after[0], after[1]]
+        where = (" WHERE " + " AND ".join(page_clauses)) if page_clauses else ""
+        order = "DESC" if desc else "ASC"
+        rows = conn.execute(f"SELECT data, {key}, seq FROM {table}{where} ORDER BY {key} {order}, seq {order} "
+                            "LIMIT ?", [*page_args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = (rows[-1][1], rows[-1][2]) if more and rows else None
+        return [json.loads(r[0]) for r in rows], total, last
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any] | None:
         row = self._r().execute("SELECT data FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
@@ -470,6 +527,32 @@ class Store(_Reads, _Recovery):
         with self._transaction():
             self._upsert_sweep(sweep)
 
+    # -- idempotency keys (the API's retried POSTs) -------------------------------------------
+    def idem_claim(self, key: str, fingerprint: str, keep_s: float,
+                   stale_s: float = 120.0) -> tuple[str, int | None, str | None] | None:
+        """Claim `key` for a request: None when claimed now (then idem_complete or idem_release
+        it); else the earlier use's (fingerprint, status, response), status None while that
+        request is still being answered. Keys older than `keep_s` are forgotten; a claim left
+        unanswered for `stale_s` (its service died) is taken over."""
+        now = time.time()
+        with self._transaction() as w:
+            w.execute("DELETE FROM idempotency WHERE created_at < ? OR (status IS NULL AND created_at < ?)",
+                      (now - keep_s, now - stale_s))
+            row = w.execute("SELECT fingerprint, status, response FROM idempotency WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                w.execute("INSERT INTO idempotency(key, fingerprint, created_at) VALUES (?, ?, ?)",
+                          (key, fingerprint, now))
+        return None if row is None else (row[0], row[1], row[2])
+
+    def idem_complete(self, key: str, status: int, response: str) -> None:
+        with self._transaction() as w:
+            w.execute("UPDATE idempotency SET status = ?, response = ? WHERE key = ?", (status, response, key))
+
+    def idem_release(self, key: str) -> None:
+        """Forget a claim whose request was refused: a retry may try again."""
+        with self._transaction() as w:
+            w.execute("DELETE FROM idempotency WHERE key = ? AND status IS NULL", (key,))
+
     def prune_progress(self, finished_before: float | None = None, keep_at_most: int | None = None) -> int:
         """Delete progress events of finished runs: those finished before `finished_before`
         (epoch s), then the oldest beyond `keep_at_most` progress rows. Returns how many."""
@@ -490,6 +573,14 @@ class Store(_Reads, _Recovery):
                         (*FINAL, total - keep_at_most)).rowcount
         return deleted
 
+
+
+# Sort orders of Store.page: name -> SQL (never NULL, so keyset pages are exact).
+SORT_KEYS = {
+    "created_at": "COALESCE(created_at, 0)",
+    "finished_at": "COALESCE(finished_at, 0)",
+    "duration_s": "COALESCE(json_extract(data, '$.duration_s'), -1)",
+}
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:

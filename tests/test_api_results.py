@@ -46,12 +46,12 @@ def test_csv_is_the_json_flattened_with_filters(api):
     sweep = _sweep(api, "reference", only=["ref-none", "ref-plugin-default", "ref-emulate-none"], server=FAST)
     assert sweep["status"] == "succeeded", sweep
     other = wait_final(api, start_run(api, "nbdcopy")["id"])
-    body = api.get("/api/results.json", params={"sweep_id": sweep["id"]}).json()
+    body = api.get("/api/results.json", params={"sweep_id": sweep["id"], "sort": "created_at"}).json()
     assert body["count"] == 3 and body["columns"] == list(COLUMNS)
     rows = body["rows"]
     assert [r["label"] for r in rows] == ["ref-none", "ref-emulate-none", "ref-plugin-default"], "scenario order"
     assert rows == sweep["runs"]
-    csv_rows = _csv(api, sweep_id=sweep["id"])
+    csv_rows = _csv(api, sweep_id=sweep["id"], sort="created_at")
     for row, line in zip(rows, csv_rows, strict=True):
         flat = flatten(row)
         assert line == {c: cell(flat.get(c)) for c in COLUMNS}

@@ -93,7 +93,9 @@ def test_unknown_ids_anywhere_are_404(api):
     *[(p, q) for p in ("/api/runs", "/api/sweeps", "/api/results.json", "/api/results.csv")
       for q in ("limit=nan", "limit=1e400", "limit=-1", "limit=0", "limit=ten", "limit=99999999999999999999",
                 "status=exploded", "status=")],
-    *[("/api/runs", q) for q in ("limit=1001", "offset=-1", "offset=99999999999999999999999", "client=qemu-9.9",
+    *[(p, q) for p in ("/api/runs", "/api/sweeps", "/api/results.json", "/api/results.csv")
+      for q in ("cursor=%%%", "cursor=bm9wZQ", "sort=size", "since=-1", "until=nan", "cursor=" + "A" * 401)],
+    *[("/api/runs", q) for q in ("limit=1001", "zeromode=sometimes", "size=-1", "noextents=maybe", "client=qemu-9.9",
                                  "sweep_id=" + "x" * 65, "server_id=" + "x" * 65, "label=" + "x" * 81)],
     ("/api/sweeps", "name=" + "x" * 65), ("/api/results.csv", "client=nbd"),
     ("/api/results.json", "sweep_id=" + "x" * 65),

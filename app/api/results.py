@@ -1,45 +1,73 @@
-"""Results as JSON and CSV: Run.to_dict() rows (the CLI's JSON), CSV flattened by lab.results."""
+"""Results as JSON and CSV: Run.to_dict() rows (the CLI's JSON), CSV flattened by lab.results.
+
+Both page like /runs (newest first by default, an opaque cursor, since/until, server-field
+filters); the CSV's next page is in its `Link` header (and `X-Next-Cursor`).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app.api.runs import ServerFiltersDep
 from app.deps import ManagerDep
+from app.errors import responses
+from app.headers import LINK_NEXT
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
 from app.schemas import ClientId, ResultsOut, RunStatus
 from lab.results import COLUMNS, to_csv
 
 router = APIRouter(tags=["results"])
 
-MAX_ROWS = 100_000
-
-
-def _rows(manager: Any, sweep_id: str | None, client: ClientId | None, status: RunStatus | None,
-          label: str | None, limit: int | None) -> list[dict[str, Any]]:
-    rows, _ = manager.store.list_runs(status=status.value if status else None, client=client.value if client else None,
-                                      sweep_id=sweep_id, label=label, limit=limit or MAX_ROWS, newest_first=False)
-    return rows
-
+MAX_ROWS = 10_000
 
 SweepQ = Annotated[str | None, Query(max_length=64, description="only this sweep's runs")]
 LabelQ = Annotated[str | None, Query(max_length=80, description="only runs with this label (scenario row key)")]
-LimitQ = Annotated[int | None, Query(ge=1, le=MAX_ROWS)]
+LimitQ = Annotated[int, Query(ge=1, le=MAX_ROWS)]
 
 
-@router.get("/results.json", response_model=ResultsOut)
-def results_json(manager: ManagerDep, sweep_id: SweepQ = None, client: ClientId | None = None,
-                 status: RunStatus | None = None, label: LabelQ = None, limit: LimitQ = None) -> dict[str, Any]:
-    """Runs oldest first (a sweep's rows in scenario order), each exactly as `lab run --json` prints it."""
-    rows = _rows(manager, sweep_id, client, status, label, limit)
-    return {"rows": rows, "count": len(rows), "columns": list(COLUMNS)}
+def _page(manager: Any, filters: dict[str, Any], sort: str, cursor: str | None, limit: int,
+          since: float | None, until: float | None) -> tuple[list[dict[str, Any]], str | None]:
+    rows, _, more = manager.store.page("runs", filters, sort, decode(cursor, sort), limit, since, until)
+    return rows, (encode(sort, more) if more else None)
 
 
-@router.get("/results.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
-def results_csv(manager: ManagerDep, sweep_id: SweepQ = None, client: ClientId | None = None,
-                status: RunStatus | None = None, label: LabelQ = None, limit: LimitQ = None) -> Response:
+def _filters(sweep_id: str | None, client: ClientId | None, status: RunStatus | None, label: str | None,
+             server: dict[str, Any]) -> dict[str, Any]:
+    return {"sweep_id": sweep_id, "client": client.value if client else None,
+            "status": status.value if status else None, "label": label, **server}
+
+
+@router.get("/results.json", response_model=ResultsOut, response_model_exclude_unset=True,
+            responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(422)})
+def results_json(manager: ManagerDep, request: Request, response: Response, server: ServerFiltersDep,
+                 sweep_id: SweepQ = None, client: ClientId | None = None, status: RunStatus | None = None,
+                 label: LabelQ = None, since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST,
+                 cursor: CursorQ = None, limit: LimitQ = 1000) -> dict[str, Any]:
+    """Runs newest first (`sort=created_at`: a sweep's rows in their order), each as `lab run --json` prints it."""
+    rows, nxt = _page(manager, _filters(sweep_id, client, status, label, server), sort.value, cursor, limit,
+                      since, until)
+    link_next(request, response, nxt)
+    return {"rows": rows, "count": len(rows), "columns": list(COLUMNS), "next_cursor": nxt}
+
+
+@router.get("/results.csv", response_class=Response, responses={
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+          "headers": {"Link": LINK_NEXT, "X-Next-Cursor": {"description": "the next page's cursor",
+                                                            "schema": {"type": "string"}}}},
+    **responses(422)})
+def results_csv(manager: ManagerDep, request: Request, server: ServerFiltersDep, sweep_id: SweepQ = None,
+                client: ClientId | None = None, status: RunStatus | None = None, label: LabelQ = None,
+                since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST, cursor: CursorQ = None,
+                limit: LimitQ = 1000) -> Response:
     """The same rows, one column per leaf (`backend.write_ops`, `server.zeromode`, ...)."""
-    rows = _rows(manager, sweep_id, client, status, label, limit)
-    return Response(to_csv(rows), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'inline; filename="fastzero-results.csv"'})
+    rows, nxt = _page(manager, _filters(sweep_id, client, status, label, server), sort.value, cursor, limit,
+                      since, until)
+    out = Response(to_csv(rows), media_type="text/csv; charset=utf-8",
+                   headers={"Content-Disposition": 'inline; filename="fastzero-results.csv"'})
+    link_next(request, out, nxt)
+    if nxt:
+        out.headers["X-Next-Cursor"] = nxt
+    return out

@@ -2,64 +2,145 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
-from app.schemas import ClientId, RunCreate, RunList, RunOut, RunStatus
+from app.headers import ETAG, LINK_NEXT, LOCATION
+from app.idempotency import IdempotencyKey, once
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
+from app.schemas import ClientId, FastZeroMode, Plugin, RunCreate, RunList, RunOut, RunStatus, SourceFormat, ZeroMode
+from app.waiting import WaitQ, wait_for
 from lab import diskmap
+from lab.runs import FINAL
 from lab.spec import SpecError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
-@router.post("", status_code=202, response_model=RunOut, responses=responses(400, 401, 404, 413, 422, 429, 503))
-def start_run(body: RunCreate, manager: ManagerDep, response: Response) -> dict[str, Any]:
-    """Queue a run. It starts when a worker is free; follow it at /api/runs/{id}/events."""
-    if body.server is not None and body.server_id is not None:
-        raise field_error(["body", "server_id"], "give either server fields or server_id, not both")
-    raw = body.server.raw() if body.server is not None else {}
-    try:
-        run = manager.new_run(body.client.value, raw, server_id=body.server_id, queue_depth=body.queue_depth,
-                              label=body.label)
-    except SpecError as e:
-        raise spec_error(e, ("body", "server")) from None
-    row = manager.submit(run)
-    response.headers["Location"] = f"{API_PREFIX}/runs/{row['id']}"
-    return row
+@router.post("", status_code=202, response_model=RunOut, response_model_exclude_unset=True,
+    responses={
+    202: {"description": "queued", "headers": {"Location": LOCATION}},
+    **responses(400, 401, 404, 409, 413, 422, 429, 503)})
+def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: Response,
+              idempotency_key: IdempotencyKey = None) -> Any:
+    """Queue a run. It starts when a worker is free; follow it at /api/v1/runs/{id}/events."""
+    def make() -> dict[str, Any]:
+        if body.server is not None and body.server_id is not None:
+            raise field_error(["body", "server_id"], "give either server fields or server_id, not both")
+        raw = body.server.raw() if body.server is not None else {}
+        try:
+            run = manager.new_run(body.client.value, raw, server_id=body.server_id, queue_depth=body.queue_depth,
+                                  label=body.label)
+        except SpecError as e:
+            raise spec_error(e, ("body", "server")) from None
+        row = with_position(manager, manager.submit(run))
+        response.headers["Location"] = f"{API_PREFIX}/runs/{row['id']}"
+        return row
+
+    return once(manager.store, request, response, idempotency_key, 202, make)
 
 
-@router.get("", response_model=RunList)
+def server_filters(
+    zeromode: ZeroMode | None = None, fastzeromode: FastZeroMode | None = None,
+    size: Annotated[int | None, Query(ge=0, le=1 << 53, description="bytes")] = None,
+    maxdata: Annotated[int | None, Query(ge=0, le=1 << 53, description="bytes")] = None,
+    delay_write: Annotated[float | None, Query(ge=0, le=3_600_000, description="milliseconds")] = None,
+    delay_zero: Annotated[float | None, Query(ge=0, le=3_600_000, description="milliseconds")] = None,
+    pattern: Annotated[str | None, Query(max_length=64)] = None,
+    plugin: Plugin | None = None, noextents: bool | None = None, source_format: SourceFormat | None = None,
+) -> dict[str, Any]:
+    """Filters on the runs' server fields, as the runs echo them (bytes, milliseconds)."""
+    values = {"zeromode": zeromode, "fastzeromode": fastzeromode, "size": size, "maxdata": maxdata,
+              "delay_write": delay_write, "delay_zero": delay_zero, "pattern": pattern, "plugin": plugin,
+              "noextents": noextents, "source_format": source_format}
+    return {f"server.{k}": (v.value if isinstance(v, StrEnum) else v) for k, v in values.items()}
+
+
+ServerFiltersDep = Annotated[dict[str, Any], Depends(server_filters)]
+
+
+@router.get("", response_model=RunList, response_model_exclude_unset=True,
+    responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(422)})
 def list_runs(
     manager: ManagerDep,
+    request: Request,
     response: Response,
+    server: ServerFiltersDep,
     status: RunStatus | None = None,
     client: ClientId | None = None,
     sweep_id: Annotated[str | None, Query(max_length=64)] = None,
     server_id: Annotated[str | None, Query(max_length=64)] = None,
     label: Annotated[str | None, Query(max_length=80)] = None,
+    since: SinceQ = None,
+    until: UntilQ = None,
+    sort: SortQ = NEWEST,
+    cursor: CursorQ = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
-    """Newest first. `last_event_id` lets a watcher subscribe to /api/events from exactly this point."""
+    """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next.
+    `last_event_id` lets a watcher subscribe to /api/v1/events from exactly this point."""
     last = manager.last_event_id  # before the read: events after it may already be in the list, none lost
-    runs, total = manager.store.list_runs(status=status.value if status else None,
-                                          client=client.value if client else None, sweep_id=sweep_id,
-                                          server_id=server_id, label=label, limit=limit, offset=offset)
+    filters = {"status": status.value if status else None, "client": client.value if client else None,
+               "sweep_id": sweep_id, "server_id": server_id, "label": label, **server}
+    runs, total, more = manager.store.page("runs", filters, sort.value, decode(cursor, sort.value), limit,
+                                           since, until)
+    nxt = encode(sort.value, more) if more else None
+    link_next(request, response, nxt)
     response.headers["X-Last-Event-ID"] = str(last)
-    return {"runs": runs, "total": total, "last_event_id": last}
+    return {"runs": [with_position(manager, r) for r in runs], "total": total, "next_cursor": nxt,
+            "last_event_id": last}
 
 
-@router.get("/{run_id}", response_model=RunOut, responses=responses(404))
-def get_run(run_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.get_run(run_id)
+def with_position(manager: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """A queued run says how many runs are ahead of it (1: it starts next)."""
+    if row.get("status") == "queued":
+        pos = manager.pool.position(row["id"])
+        if pos is not None:
+            return {**row, "queue_position": pos}
+    return row
 
 
-@router.post("/{run_id}/cancel", response_model=RunOut, responses={
+def etag_of(row: dict[str, Any]) -> str:
+    return '"' + hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.get("/{run_id}", response_model=RunOut, response_model_exclude_unset=True,
+    responses={
+    200: {"headers": {"ETag": ETAG}},
+    304: {"description": "If-None-Match named the finished run's ETag: it has not changed"},
+    **responses(404, 422)})
+async def get_run(run_id: str, manager: ManagerDep, response: Response,
+                  wait: WaitQ = 0, if_none_match: Annotated[str | None, Header(max_length=1000)] = None) -> Any:
+    """The run. `?wait=S` answers when it finishes or after S seconds, whichever comes first.
+    A finished run has an ETag: If-None-Match with it answers 304."""
+    row = await wait_for(lambda: manager.get_run(run_id), lambda r: r["status"] in FINAL, wait)
+    if row["status"] in FINAL:
+        tag = etag_of(row)
+        if etag_matches(if_none_match, tag):
+            return Response(status_code=304, headers={"ETag": tag})
+        response.headers["ETag"] = tag
+        return row
+    return await run_in_threadpool(with_position, manager, row)
+
+
+@router.post("/{run_id}/cancel", response_model=RunOut, response_model_exclude_unset=True,
+    responses={
     200: {"description": "the run is cancelled (final state in the body)"},
     202: {"description": "cancel requested; the run is still stopping", "model": RunOut},
     **responses(401, 404, 409),

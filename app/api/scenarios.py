@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.api import API_PREFIX
+from app.api.sweeps import with_runs
 from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
-from app.schemas import RunStatus, SweepCreate, SweepList, SweepOut
+from app.headers import LOCATION
+from app.idempotency import IdempotencyKey, once
+from app.schemas import SweepCreate, SweepOut
 from lab.manager import NotFound
 from lab.scenarios import SCENARIOS
 from lab.spec import SpecError, build_spec
@@ -75,11 +78,18 @@ def _matches(run: dict[str, Any], key: str, match: dict[str, Any]) -> bool:
 
 
 @router.post("/scenarios/{name}/runs", status_code=202, response_model=SweepOut,
-             responses=responses(400, 401, 404, 413, 422, 429, 503))
-def start_sweep(name: str, manager: ManagerDep, response: Response,
-                body: Annotated[SweepCreate | None, Body()] = None) -> dict[str, Any]:
+             response_model_exclude_unset=True,
+    responses={
+    202: {"description": "queued", "headers": {"Location": LOCATION}},
+    **responses(400, 401, 404, 409, 413, 422, 429, 503)})
+def start_sweep(name: str, manager: ManagerDep, request: Request, response: Response,
+                body: Annotated[SweepCreate | None, Body()] = None, idempotency_key: IdempotencyKey = None) -> Any:
     """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""
-    body = body or SweepCreate()
+    return once(manager.store, request, response, idempotency_key, 202,
+                lambda: _start_sweep(name, manager, response, body or SweepCreate()))
+
+
+def _start_sweep(name: str, manager: Any, response: Response, body: SweepCreate) -> dict[str, Any]:
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
@@ -93,35 +103,4 @@ def start_sweep(name: str, manager: ManagerDep, response: Response,
     except SpecError as e:
         raise spec_error(e, ("body", "server")) from None
     response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
-    return _with_runs(manager, sweep)
-
-
-@router.get("/sweeps", response_model=SweepList, tags=["sweeps"])
-def list_sweeps(
-    manager: ManagerDep,
-    status: RunStatus | None = None,
-    name: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> dict[str, Any]:
-    last = manager.last_event_id
-    sweeps, total = manager.store.list_sweeps(status=status.value if status else None, name=name, limit=limit,
-                                              offset=offset)
-    return {"sweeps": sweeps, "total": total, "last_event_id": last}
-
-
-@router.get("/sweeps/{sweep_id}", response_model=SweepOut, tags=["sweeps"], responses=responses(404))
-def get_sweep(sweep_id: str, manager: ManagerDep) -> dict[str, Any]:
-    return _with_runs(manager, manager.get_sweep(sweep_id))
-
-
-@router.post("/sweeps/{sweep_id}/cancel", response_model=SweepOut, tags=["sweeps"],
-             responses=responses(401, 404, 409))
-def cancel_sweep(sweep_id: str, manager: ManagerDep) -> dict[str, Any]:
-    """Cancel every run of the sweep that has not finished."""
-    return _with_runs(manager, manager.cancel_sweep(sweep_id))
-
-
-def _with_runs(manager: Any, sweep: dict[str, Any]) -> dict[str, Any]:
-    runs, _ = manager.store.list_runs(sweep_id=sweep["id"], limit=None, newest_first=False)
-    return {**sweep, "runs": runs}
+    return with_runs(manager, sweep)

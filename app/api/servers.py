@@ -4,28 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import responses, spec_error
+from app.headers import LOCATION
+from app.idempotency import IdempotencyKey, once
 from app.schemas import ManagedServerOut, ServerFields, ServerList
 from lab.spec import SpecError
 
 router = APIRouter(prefix="/servers", tags=["servers"])
 
 
-@router.post("", status_code=201, response_model=ManagedServerOut, responses=responses(400, 401, 413, 422, 429, 503))
-def create_server(fields: ServerFields, manager: ManagerDep, response: Response) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=ManagedServerOut, responses={
+    201: {"description": "started", "headers": {"Location": LOCATION}},
+    **responses(400, 401, 409, 413, 422, 429, 503)})
+def create_server(fields: ServerFields, manager: ManagerDep, request: Request, response: Response,
+                  idempotency_key: IdempotencyKey = None) -> Any:
     """Start an nbdkit server with these fields; runs may then target it with `server_id`."""
-    raw = fields.raw()
-    try:
-        spec = manager.new_spec(raw)
-    except SpecError as e:
-        raise spec_error(e, ("body",)) from None
-    info = manager.create_server(spec)
-    response.headers["Location"] = f"{API_PREFIX}/servers/{info['id']}"
-    return info
+    def make() -> dict[str, Any]:
+        raw = fields.raw()
+        try:
+            spec = manager.new_spec(raw)
+        except SpecError as e:
+            raise spec_error(e, ("body",)) from None
+        info = manager.create_server(spec)
+        response.headers["Location"] = f"{API_PREFIX}/servers/{info['id']}"
+        return info
+
+    return once(manager.store, request, response, idempotency_key, 201, make)
 
 
 @router.get("", response_model=ServerList)

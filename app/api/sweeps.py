@@ -1,0 +1,74 @@
+"""Sweeps: groups of runs with their own id (a scenario's rows, or a custom grid); list, get, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.runs import etag_matches, etag_of
+from app.deps import ManagerDep
+from app.errors import responses
+from app.headers import ETAG, LINK_NEXT
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
+from app.schemas import RunStatus, SweepList, SweepOut
+from app.waiting import WaitQ, wait_for
+from lab.runs import FINAL
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+@router.get("", response_model=SweepList, response_model_exclude_unset=True,
+    responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(422)})
+def list_sweeps(
+    manager: ManagerDep,
+    request: Request,
+    response: Response,
+    status: RunStatus | None = None,
+    name: Annotated[str | None, Query(max_length=64)] = None,
+    since: SinceQ = None,
+    until: UntilQ = None,
+    sort: SortQ = NEWEST,
+    cursor: CursorQ = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next."""
+    last = manager.last_event_id
+    filters = {"status": status.value if status else None, "name": name}
+    sweeps, total, more = manager.store.page("sweeps", filters, sort.value, decode(cursor, sort.value), limit,
+                                             since, until)
+    nxt = encode(sort.value, more) if more else None
+    link_next(request, response, nxt)
+    return {"sweeps": sweeps, "total": total, "next_cursor": nxt, "last_event_id": last}
+
+
+@router.get("/{sweep_id}", response_model=SweepOut, response_model_exclude_unset=True,
+    responses={
+    200: {"headers": {"ETag": ETAG}},
+    304: {"description": "If-None-Match named the finished sweep's ETag: it has not changed"},
+    **responses(404, 422)})
+async def get_sweep(sweep_id: str, manager: ManagerDep, response: Response,
+                    wait: WaitQ = 0, if_none_match: Annotated[str | None, Header(max_length=1000)] = None) -> Any:
+    """The sweep with its runs in order. `?wait=S` answers when it finishes or after S seconds.
+    A finished sweep has an ETag: If-None-Match with it answers 304."""
+    sweep = await wait_for(lambda: manager.get_sweep(sweep_id), lambda s: s["status"] in FINAL, wait)
+    row = await run_in_threadpool(with_runs, manager, sweep)
+    if sweep["status"] in FINAL:
+        tag = etag_of(row)
+        if etag_matches(if_none_match, tag):
+            return Response(status_code=304, headers={"ETag": tag})
+        response.headers["ETag"] = tag
+    return row
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepOut, response_model_exclude_unset=True,
+    responses=responses(401, 404, 409))
+def cancel_sweep(sweep_id: str, manager: ManagerDep) -> dict[str, Any]:
+    """Cancel every run of the sweep that has not finished."""
+    return with_runs(manager, manager.cancel_sweep(sweep_id))
+
+
+def with_runs(manager: Any, sweep: dict[str, Any]) -> dict[str, Any]:
+    runs, _ = manager.store.list_runs(sweep_id=sweep["id"], limit=None, newest_first=False)
+    return {**sweep, "runs": runs}

@@ -1,0 +1,57 @@
+"""Cursor pages for the list routes (runs, sweeps, results): opaque, stable while rows are added.
+
+A cursor is the sort order and the key of the last row of the page before (base64url of JSON),
+so the next page starts exactly after it however many runs were created meanwhile; an offset
+would shift. `next_cursor` is null on the last page; the `Link: <...>; rel="next"` header
+carries the same URL for clients that follow links.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import Query, Request, Response
+
+from app.errors import field_error
+
+Sort = StrEnum("Sort", {s: s for s in ("-created_at", "created_at", "-finished_at", "finished_at", "-duration_s",
+                                        "duration_s")})
+NEWEST = Sort("-created_at")
+OLDEST = Sort("created_at")
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,400}$"
+
+CursorQ = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the page before")]
+SortQ = Annotated[Sort, Query(description="order; `-` first for descending (default: newest first)")]
+SinceQ = Annotated[float | None, Query(ge=0, le=1e11, description="created at or after (epoch seconds)")]
+UntilQ = Annotated[float | None, Query(ge=0, le=1e11, description="created before (epoch seconds)")]
+
+
+def encode(sort: str, key: tuple[Any, int]) -> str:
+    raw = json.dumps([sort, key[0], key[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(cursor: str | None, sort: str) -> tuple[Any, int] | None:
+    """The key a cursor carries; a 422 naming `cursor` when it is not one of ours or another sort's."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        s, value, seq = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise field_error(["query", "cursor"], "not a cursor this service made: use next_cursor as given") from None
+    if s != sort or not isinstance(value, int | float) or isinstance(value, bool) or not isinstance(seq, int):
+        raise field_error(["query", "cursor"], f"this cursor is for sort={s!r}, not {sort!r}: keep the same sort")
+    return value, seq
+
+
+def link_next(request: Request, response: Response, cursor: str | None) -> None:
+    if cursor is None:
+        return
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"] + [("cursor", cursor)]
+    response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
