@@ -34,6 +34,7 @@ def main() -> int:
         ("sweep_speed", ["--json", str(sweep_json)]),
         ("fidelity", ["--case-study-from", str(sweep_json)]),
         ("throughput", []),
+        ("chain_hop", []),
         ("streaming", []),
         ("sse_layer", []),
         ("footprint", []),

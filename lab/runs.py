@@ -17,7 +17,7 @@ from typing import Any
 
 from lab import diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
-from lab.servers import Server
+from lab.servers import SINGLE, Server, describe_build
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 from lab.verify import verify
@@ -222,6 +222,8 @@ def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event) -
             assert srv.flags is not None
             run.flags = srv.flags.to_dict()
             run.server_id = None if server is None else srv.id
+            if srv.topology != SINGLE:
+                run.notes.append("server build: " + describe_build(srv.spec, srv.topology)["note"])
             yield srv
     finally:
         if server is None:
@@ -247,7 +249,7 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     run.duration_s = round(time.perf_counter() - t0, 4)
     if result.elapsed_s is not None:
         run.duration_s = result.elapsed_s
-        run.notes.append("copy timed by the client from connect to disconnect")
+        run.notes.append(f"copy timed by the client from {result.clock}")
     srv.sync()
     progress.stop()
     sink(progress.snapshot())

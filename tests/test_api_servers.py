@@ -19,6 +19,7 @@ def api(tmp_path):
     ({"zeromode": "plugin"}, True, True),
     ({"zeromode": "emulate", "fastzeromode": "none"}, True, False),
     ({"zeromode": "none"}, False, False),
+    ({"zeromode": "emulate", "fastzeromode": "ignore"}, True, True),  # the two-process chain
 ])
 def test_nbdinfo_agrees_with_reported_flags(api, fields, can_zero, can_fast_zero, no_leftovers):
     r = api.post("/api/servers", json={**FAST, **fields})
@@ -34,6 +35,9 @@ def test_nbdinfo_agrees_with_reported_flags(api, fields, can_zero, can_fast_zero
     for key in ("can_zero", "can_fast_zero", "can_trim", "can_flush", "can_fua", "can_multi_conn", "is_read_only"):
         assert export[key] == flags[key], key
     assert export["export-size"] == flags["size"] == 8 << 20
+    chain = (fields.get("zeromode"), fields.get("fastzeromode")) == ("emulate", "ignore")
+    assert srv["build"]["topology"] == ("chain" if chain else "single")
+    assert srv["build"]["processes"] == (2 if chain else 1) and ("argv_back" in srv) == chain
     assert api.get(f"/api/v1/servers/{srv['id']}").json()["flags"] == flags
     assert [s["id"] for s in api.get("/api/servers").json()["servers"]] == [srv["id"]]
     sock = Path(srv["uri"].split("socket=", 1)[1])

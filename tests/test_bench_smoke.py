@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-SCRIPTS = ["overhead", "fidelity", "sweep_speed", "throughput", "streaming", "sse_layer", "footprint", "load", "cancel"]
+SCRIPTS = ["overhead", "fidelity", "sweep_speed", "throughput", "chain_hop", "streaming", "sse_layer", "footprint",
+           "load", "cancel"]
 
 
 def _tables(text: str) -> list[str]:

@@ -16,7 +16,7 @@ from lab import model
 from lab.clients import client_ids
 from lab.runs import Run, execute
 from lab.scenarios import ACTS, OTHER_CLIENTS, REFERENCE_ROWS, SCENARIOS, Row, get_scenario
-from lab.servers import nbdkit_version
+from lab.servers import nbdkit_version, topology
 from lab.spec import build_spec
 
 ERAS = ("qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-4.2")
@@ -86,6 +86,10 @@ def test_deviations_are_explained_and_point_somewhere_real() -> None:
             assert "4aabc22f" in note["why"]
             if "reproduced_by" in note:
                 assert note["reproduced_by"] in keys
+            # every 2019 count is reproducible now: no note announces other counts
+            assert "write_ops" not in note and "predicted_s" not in note, r.key
+            # a row whose server is built as a chain says so
+            assert (note.get("build") == "chain") == (topology(build_spec(r.server)) == "chain"), r.key
 
 
 # --- the counts at full geometry -------------------------------------------------------
@@ -162,23 +166,19 @@ def test_era_and_server_emulation_agree(full_runs: dict, a: tuple, b: tuple) -> 
 
 
 def test_blind_pre_zero_on_server_b(full_runs: dict) -> None:
-    """The issue's cross-check: qemu 3.1 on B vs qemu 4.2 on B with fastzeromode=ignore.
+    """The issue-3 cross-check: qemu 3.1 on B vs qemu 4.2 on B with fastzeromode=ignore.
 
-    qemu 3.1 pre-zeroes B blindly: 400 writes of zeroes, then the 200 of data, as in 2019.
-    On nbdkit >= 1.31.9 the fastzeromode=ignore emulation no longer works on an emulating
-    server (nbdkit's core refuses the fast zero first), so qemu 4.2 there behaves as on
-    fastzeromode=default: 400 writes.
+    Both write the whole disk as zeroes and then the data: 600 backend writes, as in 2019.
+    qemu 3.1 pre-zeroes blindly (4 plain zeroes); qemu 4.2 asks for fast zeroes, which the
+    ignore server (a two-process chain on nbdkit >= 1.31.9) accepts and writes out anyway.
     """
     blind = full_runs[("qemu-3.1", "emulate", "none")]
     ignore = full_runs[("qemu-4.2", "emulate", "ignore")]
-    assert _got(blind) == (600, 0)
+    assert _got(blind) == _got(ignore) == (600, 0)
     assert blind.wire.zero == 4 and blind.wire.fast_zero == 0
-    if CORE_REFUSES_EMULATED_FAST:
-        assert _got(ignore) == _got(full_runs[("qemu-4.2", "emulate", "default")]) == (400, 0)
-        assert (ignore.wire.fast_zero, ignore.wire.fast_zero_failed) == (1, 1)
-        assert ignore.server_log.fast_zero == 0  # refused before the log filter: not logged
-    else:
-        assert _got(ignore) == _got(blind)
+    assert (ignore.wire.zero, ignore.wire.fast_zero, ignore.wire.fast_zero_failed, ignore.wire.write) == (4, 4, 0, 50)
+    assert (ignore.server_log.zero, ignore.server_log.fast_zero, ignore.server_log.write) == (4, 4, 50)
+    assert ignore.stats_check["agree"] and ignore.stats_check["stats_write_ops"] == 600
 
 
 def test_fast_zero_wire_view(full_runs: dict) -> None:

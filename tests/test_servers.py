@@ -11,7 +11,7 @@ import nbd
 import pytest
 
 from lab import procs
-from lab.servers import Server, ServerError, build_argv, close_handle
+from lab.servers import Server, ServerError, build_argv, build_chain_argv, close_handle, topology
 from lab.spec import build_spec
 from lab.testing import alive, wait_for
 
@@ -30,6 +30,78 @@ def test_argv_stacks_the_filters_in_order():
                       "fastzeromode": "none", "maxdata": "65536", "delay-write": "7ms", "delay-zero": "5ms"}
     no_ext = build_argv(build_spec({"noextents": False}), Path("s"), Path("l"), Path("t"))
     assert "--filter=noextents" not in no_ext
+
+
+def test_only_emulate_ignore_is_built_as_a_chain():
+    for zm in ("none", "emulate", "notrim", "plugin"):
+        for fzm in ("default", "none", "slow", "ignore"):
+            want = "chain" if (zm, fzm) == ("emulate", "ignore") else "single"
+            assert topology(build_spec({"zeromode": zm, "fastzeromode": fzm})) == want
+
+
+def test_chain_argv_front_forwards_plain_zeroes_to_an_emulating_back():
+    spec = build_spec({"zeromode": "emulate", "fastzeromode": "ignore", "maxdata": "64k", "noextents": True})
+    front, back = build_chain_argv(spec, Path("/s/sock"), Path("/s/back"), Path("/s/log"), Path("/s/stats"))
+    assert [a for a in front if a.startswith("--filter=")] == ["--filter=log", "--filter=nozero"]
+    assert front[front.index("-U") + 1] == "/s/sock" and back[back.index("-U") + 1] == "/s/back"
+    assert front[front.index("nbd") + 1:] == ["socket=/s/back", "logfile=/s/log", "zeromode=plugin",
+                                              "fastzeromode=ignore"]
+    assert [a.split("=", 1)[1] for a in back if a.startswith("--filter=")] == [
+        "nozero", "blocksize", "delay", "stats", "noextents"]
+    params = dict(a.split("=", 1) for a in back[back.index("memory") + 1:])
+    assert params == {"size": str(100 << 20), "statsfile": "/s/stats", "zeromode": "emulate", "maxdata": "65536",
+                      "delay-write": "20ms", "delay-zero": "5ms"}
+    assert "--exit-with-parent" in front and "--exit-with-parent" in back
+
+
+@pytest.mark.parametrize("plugin", ["memory", "file"])
+def test_chain_counts_live_and_leaves_nothing(plugin, no_leftovers):
+    """Both processes up, the same flags as one process would advertise, exact live counts of
+    the back's plugin, the front's log; both gone after stop."""
+    spec = build_spec({"size": "4M", "zeromode": "emulate", "fastzeromode": "ignore", "maxdata": "64k",
+                       "delay_write": 0, "delay_zero": 0, "plugin": plugin})
+    with Server(spec) as srv:
+        pids = [n.proc.pid for n in srv._nbdkits]
+        assert len(pids) == 2 and srv.proc.pid == pids[-1]
+        f = srv.flags
+        assert (f.can_zero, f.can_fast_zero, f.can_flush, f.can_trim, f.is_read_only) == (True, True, True, True,
+                                                                                            False)
+        info = srv.info()
+        assert info["build"]["topology"] == "chain" and info["build"]["processes"] == 2 and "argv_back" in info
+        h = nbd.NBD()
+        h.connect_uri(srv.uri)
+        h.zero(2 << 20, 0, nbd.CMD_FLAG_FAST_ZERO)  # accepted (ignore), written out: 32 writes of 64k
+        h.pwrite(b"\x01" * (1 << 20), 2 << 20)  # 16 writes
+        h.flush()
+        close_handle(h)
+        srv.sync()
+        b = srv.backend()
+        assert (b.write_ops, b.write_bytes, b.zero_ops, b.flush_ops) == (48, 3 << 20, 0, 1)
+        w = srv.wire()
+        assert (w.zero, w.fast_zero, w.fast_zero_failed, w.write, w.flush, w.failed) == (1, 1, 0, 1, 1, 0)
+        reqs = srv.trace_rows(0)  # the per-request trace (lab.diskmap): the front's log, marker reads apart
+        assert srv.trace_len() == len(reqs) == 3 and [r.op for r in reqs] == ["Zero", "Write", "Flush"]
+        z = reqs[0]
+        assert (z.offset, z.count, z.result) == (0, 2 << 20, "ok") and "fast" in z.flags and z.end >= z.start > 0
+    assert srv.stats["write"] == 48 and srv.stats.get("zero", 0) == 0
+    assert not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
+                   for p in pids)
+
+
+def test_chain_back_failure_is_reported(runtime_dir, no_leftovers, monkeypatch):
+    import lab.servers
+
+    real = lab.servers.build_chain_argv
+
+    def bad_back(*args, **kwargs):
+        front, back = real(*args, **kwargs)
+        return front, [*back, "no-such-key=1"]
+
+    monkeypatch.setattr(lab.servers, "build_chain_argv", bad_back)
+    spec = build_spec({"size": "4M", "zeromode": "emulate", "fastzeromode": "ignore"})
+    with pytest.raises(ServerError) as e:
+        Server(spec).start()
+    assert "back of the chain" in str(e.value) and "no-such-key" in str(e.value)
 
 
 @pytest.mark.parametrize(("zeromode", "fastzeromode", "can_zero", "can_fast_zero"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,9 +48,11 @@ class ClientResult:
     # None when the client cannot count its own requests: the server's log is the wire view.
     wire: WireCounts | None = None
     notes: list[str] = field(default_factory=list)
-    # Copy time measured by the client itself (connect to disconnect), when it has one:
-    # the re-enacted eras run in a Python child whose start-up is not the era's cost.
+    # Copy time measured by the client itself, when it has one: the re-enacted eras clock
+    # connect to disconnect (their Python child's start-up is not the era's cost); a real
+    # binary is clocked from its spawn to its exit, as `time qemu-img ...` would.
     elapsed_s: float | None = None
+    clock: str = "connect to disconnect"
 
 
 class Client:
@@ -97,13 +100,19 @@ def supervised(proc: subprocess.Popen, ctx: CopyContext) -> Iterator[None]:
         raise Cancelled()
 
 
-def run_process(argv: Sequence[str], ctx: CopyContext) -> None:
-    """Run a real client binary to completion; cancel kills its whole process group."""
+def run_process(argv: Sequence[str], ctx: CopyContext) -> float:
+    """Run a real client binary to completion; cancel kills its whole process group.
+
+    Returns its wall time from spawn to exit: the lab's clock stops when the process is
+    reaped, before the cancel watcher is joined or anything else is tidied up."""
+    t0 = time.perf_counter()
     proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with supervised(proc, ctx):
         assert proc.stdout is not None
         output = proc.stdout.read()
         proc.wait()
+        elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         text = output.decode(errors="replace").strip()
         raise ClientError(f"{argv[0]} exited with status {proc.returncode}: {text[-500:]}")
+    return elapsed

@@ -17,8 +17,9 @@ class QemuImg(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         src = ctx.image.path(ctx.source_format)
-        run_process(["qemu-img", "convert", "-n", "-f", ctx.source_format, "-O", "raw", str(src), ctx.uri], ctx)
-        return ClientResult()
+        elapsed = run_process(["qemu-img", "convert", "-n", "-f", ctx.source_format, "-O", "raw", str(src), ctx.uri],
+                              ctx)
+        return ClientResult(elapsed_s=round(elapsed, 4), clock="spawn to exit")
 
 
 class NbdCopy(Client):
@@ -32,8 +33,9 @@ class NbdCopy(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         # nbdcopy reads raw only; the raw file holds the same bytes as the qcow2.
-        run_process(["nbdcopy", "--", str(ctx.image.raw), ctx.uri], ctx)
-        return ClientResult(notes=["source read from the raw copy of the image"])
+        elapsed = run_process(["nbdcopy", "--", str(ctx.image.raw), ctx.uri], ctx)
+        return ClientResult(notes=["source read from the raw copy of the image"], elapsed_s=round(elapsed, 4),
+                            clock="spawn to exit")
 
 
 def version(binary: str) -> str:
