@@ -70,44 +70,6 @@ class WireCounts:
 
 # nbdkit: memory.3: debug: stats: pwrite count=262144 offset=0 fua=0
 # nbdkit: memory.0: debug: memory: zero count=1048576 offset=1048576 may_trim=1 fua=0 fast=0
-_DEBUG_RE = re.compile(
-    r"^nbdkit: [^:]*: debug: (?P<layer>[A-Za-z0-9_-]+): "
-    r"(?P<op>pwrite|pread|zero|trim|flush)\b(?: count=(?P<count>\d+))?(?: offset=(?P<offset>\d+))?"
-)
-
-
-@dataclass
-class DatapathEvent:
-    layer: str
-    op: str
-    count: int
-    offset: int = 0
-
-
-def parse_debug_line(line: str) -> DatapathEvent | None:
-    m = _DEBUG_RE.match(line)
-    if not m:
-        return None
-    return DatapathEvent(m["layer"], m["op"], int(m["count"] or 0), int(m["offset"] or 0))
-
-
-def add_backend(counts: BackendCounts, ev: DatapathEvent) -> None:
-    if ev.op == "pwrite":
-        counts.write_ops += 1
-        counts.write_bytes += ev.count
-    elif ev.op == "zero":
-        counts.zero_ops += 1
-        counts.zero_bytes += ev.count
-    elif ev.op == "trim":
-        counts.trim_ops += 1
-        counts.trim_bytes += ev.count
-    elif ev.op == "flush":
-        counts.flush_ops += 1
-    elif ev.op == "pread":
-        counts.read_ops += 1
-        counts.read_bytes += ev.count
-
-
 SYNC_COUNT = 4093  # a read of this odd length at the sync layer marks a point in the stream
 
 

@@ -14,7 +14,7 @@ from lab import procs
 from lab.servers import build_argv, close_handle
 from lab.spec import build_spec
 from lab.testing import wait_for
-from lab.trace import LogParser, parse_debug_line, parse_stats
+from lab.trace import BackendCounts, DatapathScanner, LogParser, parse_stats
 
 MiB = 1 << 20
 
@@ -44,13 +44,27 @@ def test_log_parser_counts_by_type_and_flag():
     assert p.ready
 
 
-def test_debug_line_parser():
-    ev = parse_debug_line("nbdkit: memory.0: debug: memory: pwrite count=262144 offset=524288 fua=0\n")
-    assert (ev.layer, ev.op, ev.count, ev.offset) == ("memory", "pwrite", 262144, 524288)
-    ev = parse_debug_line("nbdkit: memory.3: debug: stats: zero count=1048576 offset=0 may_trim=1 fua=0 fast=0")
-    assert (ev.layer, ev.op, ev.count) == ("stats", "zero", 1048576)
-    assert parse_debug_line("nbdkit: debug: nozero: config key=zeromode, value=plugin") is None
-    assert parse_debug_line("nbdkit: memory[1]: debug: newstyle negotiation: flags: global 0x3") is None
+def test_datapath_scanner_counts_only_its_layers_and_finds_markers():
+    backend, top = BackendCounts(), BackendCounts()
+    sc = DatapathScanner({"memory": backend, "log": top}, sync_layer="memory")
+    chunk = (b"nbdkit: memory.0: debug: log: pwrite count=1048576 offset=0 fua=0\n"
+             b"nbdkit: memory.0: debug: blocksize: pwrite count=1048576 offset=0 fua=0\n"
+             b"nbdkit: memory.0: debug: memory: pwrite count=262144 offset=524288 fua=0\n"
+             b"nbdkit: memory.3: debug: stats: zero count=1048576 offset=0 may_trim=1 fua=0 fast=0\n"
+             b"nbdkit: memory.3: debug: memory: zero count=1048576 offset=0 may_trim=1 fua=0 fast=0\n"
+             b"nbdkit: memory.3: debug: memory: trim count=4096 offset=0 fua=0\n"
+             b"nbdkit: memory.3: debug: memory: flush\n"
+             b"nbdkit: debug: nozero: config key=zeromode, value=plugin\n"
+             b"nbdkit: memory[1]: debug: newstyle negotiation: flags: global 0x3\n"
+             b"nbdkit: memory.1: debug: memory: pread count=65536 offset=0\n"
+             b"nbdkit: memory.1: debug: log: pread count=4093 offset=8192\n"
+             b"nbdkit: memory.1: debug: memory: pread count=4093 offset=8192\n")
+    moved, marks = sc.scan(chunk)
+    assert moved == {"memory", "log"} and marks == [8192]
+    assert (backend.write_ops, backend.write_bytes, backend.zero_ops, backend.zero_bytes) == (1, 262144, 1, 1 << 20)
+    assert (backend.trim_ops, backend.trim_bytes, backend.flush_ops) == (1, 4096, 1)
+    assert (backend.read_ops, backend.read_bytes) == (1, 65536)  # the marker is not a read
+    assert (top.write_ops, top.write_bytes, top.read_ops) == (1, 1 << 20, 1)  # only the sync layer's is a marker
 
 
 def test_stats_parser():
@@ -105,10 +119,11 @@ def test_parsers_read_a_live_nbdkit(tmp_path: Path, no_leftovers):
     assert (c.write, c.write_bytes, c.zero, c.zero_bytes) == (1, MiB, 2, 3 * MiB)
     assert (c.fast_zero, c.fast_zero_failed, c.flush, c.failed) == (1, 0, 1, 0)
 
-    backend = [ev for ev in map(parse_debug_line, err.read_text().splitlines()) if ev and ev.layer == "memory"]
-    writes = [ev.count for ev in backend if ev.op == "pwrite"]
-    assert writes == [256 * 1024] * 4, "the blocksize filter split the 1 MiB write at maxdata"
-    assert sorted(ev.count for ev in backend if ev.op == "zero") == [MiB, 2 * MiB]
+    backend, top = BackendCounts(), BackendCounts()
+    DatapathScanner({"memory": backend, "log": top}, sync_layer="memory").scan(err.read_bytes())
+    assert (backend.write_ops, backend.write_bytes) == (4, MiB), "the blocksize filter split the 1 MiB write at maxdata"
+    assert (backend.zero_ops, backend.zero_bytes, backend.flush_ops) == (2, 3 * MiB, 1)
+    assert (top.write_ops, top.zero_ops, top.flush_ops) == (1, 2, 1)
 
     assert parse_stats(stats.read_text()) == {"write": 4, "zero": 2, "flush": 1}
 
