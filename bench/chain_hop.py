@@ -69,7 +69,7 @@ def main() -> int:
         extra = r["chain_s"] - r["single_s"]
         rows.append([r["name"], r["single_s"], r["chain_s"], f"{r['chain_s'] / r['single_s']:.4f}",
                      f"{1e6 * extra / max(1, r['wire_requests']):.0f}", f"{1e3 * extra / r['mib']:.2f}",
-                     r["wire_requests"], r["backend"], "yes" if r["counts_same"] else "NO", f"{r['busy']:.2f}"])
+                     r["wire_requests"], r["backend"], verdict(r["counts_same"]), f"{r['busy']:.2f}"])
     print(table(["copy", "one process s", "chain s", "chain / one", "hop us per wire request", "hop ms per MiB",
                  "wire requests", "backend W / Z", "same counts", "machine busy cores"], rows,
                 title=f"The chain's hop (median of {pairs} alternating pair(s))"))
