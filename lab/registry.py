@@ -66,7 +66,10 @@ class ServerRegistry:
     def get(self, server_id: str) -> Managed:
         """A started server (NotFound for an unknown one or one still starting)."""
         with self._lock:
-            m = self._servers.get(server_id)
+            return self._started(server_id)
+
+    def _started(self, server_id: str) -> Managed:
+        m = self._servers.get(server_id)
         if m is None or m.server.flags is None:
             raise NotFound(f"server {server_id} not found")
         return m
@@ -90,9 +93,7 @@ class ServerRegistry:
     def remove(self, server_id: str) -> Managed:
         """Take a started server out of the table (no new run can claim it); stop() it after."""
         with self._lock:
-            m = self._servers.get(server_id)
-            if m is None or m.server.flags is None:
-                raise NotFound(f"server {server_id} not found")
+            m = self._started(server_id)
             del self._servers[server_id]
             return m
 
