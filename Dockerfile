@@ -1,6 +1,7 @@
 # fastzero-lab for a classroom: Debian's nbdkit, qemu-img and libnbd, and the lab in a venv.
 # Everything is installed by scripts/install.sh, the same script README and CI use.
-# Build: docker compose build (or docker build -t fastzero-lab .); see docs/classroom.md.
+# Build: docker compose build, docker-compose build or docker build -t fastzero-lab .; see docs/classroom.md.
+# An engine that cannot pull debian:bookworm-slim can have it made by scripts/docker-base.sh.
 FROM debian:bookworm-slim
 
 LABEL org.opencontainers.image.title="fastzero-lab" \
@@ -51,8 +52,10 @@ VOLUME ["/data"]
 USER 10001:10001
 EXPOSE 8000
 
-# The venv's python probes the API, so the image needs no curl.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["/app/.venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4)"]
+# The venv's python probes the API, so the image needs no curl. The first probe comes one
+# interval after the start, hence a short one (compose.yaml says the same).
+HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/app/.venv/bin/python", "-I", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4)"]
 
+# SIGTERM (docker stop) makes the lab interrupt its runs, stop its servers and exit 0.
 CMD ["lab", "serve", "--host", "0.0.0.0", "--port", "8000"]

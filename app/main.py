@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from app import auth, errors, openapi
+from app import apidocs, auth, errors, openapi
 from app.allow import AllowMiddleware
 from app.api import API_PREFIX, LEGACY_PREFIX, events, health, kinds, results, runs, scenarios, servers, sweeps
 from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
 
     app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
-                  generate_unique_id_function=lambda route: route.name)
+                  generate_unique_id_function=lambda route: route.name, docs_url=None, redoc_url=None)
     app.state.settings = settings
     # outermost last: HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
     app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, servers, kinds, runs, sweeps, scenarios, results, events):
         app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
+    apidocs.install(app)
     _add_pages(app)
     openapi.install(app, settings)
     return app

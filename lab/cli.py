@@ -217,8 +217,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # By name, so the core never imports the web layer.
     # Open event streams never end by themselves: after 3 s of graceful shutdown they are
     # cut, so the app's lifespan can stop the runs and servers.
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                log_level=os.environ.get("LAB_LOG_LEVEL", "info"), timeout_graceful_shutdown=3)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # it found installed. A no-op one here makes that a clean exit 0 (`docker stop` shows
+    # "Exited (0)", not 143): the stop was asked for and done. Ctrl-C keeps its default.
+    terms: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, _frame: terms.append(sig))
+    try:
+        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
+                    log_level=os.environ.get("LAB_LOG_LEVEL", "info"), timeout_graceful_shutdown=3)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One install path for README, CI and the Dockerfile: system packages, then the venv.
 #   scripts/install.sh                 runtime (nbdkit, qemu-utils, libnbd, the app)
-#   scripts/install.sh --dev           plus what the tests need (pytest, ruff, hadolint, docker-compose, chromium, playwright)
+#   scripts/install.sh --dev           plus what the tests need (pytest, ruff, hadolint, chromium, playwright,
+#                                      docker.io, docker-compose, debootstrap)
 #   scripts/install.sh --system-only   only the Debian packages (the Dockerfile's first, rarely rebuilt layer)
 #   scripts/install.sh --deps-only     only the venv and the third-party packages named in pyproject.toml,
 #                                      not the app (the Dockerfile's second layer: rebuilt only when pyproject.toml changes)
@@ -16,7 +17,7 @@ for arg in "$@"; do
     --dev) dev=1 ;;
     --system-only) only=system ;;
     --deps-only) only=deps ;;
-    -h|--help) sed -n '2,8s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -24,7 +25,8 @@ done
 # python3-venv brings the pip wheel the venv needs: Debian's python3-pip is not required.
 # The server kinds and storages (lab kinds): nbd-server, and mkfs for the loop-mounted filesystem images.
 pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv nbd-server e2fsprogs xfsprogs btrfs-progs)
-[ "$dev" = 1 ] && pkgs+=(chromium fonts-dejavu-core docker-compose)
+# docker.io + debootstrap: the compose test runs the classroom image on a private dockerd.
+[ "$dev" = 1 ] && pkgs+=(chromium fonts-dejavu-core docker-compose docker.io debootstrap)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -36,8 +38,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Installing docker.io must not start the host's Docker service (the tests start their own
+  # engine): without a policy-rc.d of the machine's own, one denies service starts meanwhile.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 [ "$only" = system ] && exit 0
 

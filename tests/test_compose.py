@@ -1,0 +1,327 @@
+"""The classroom, for real: compose.yaml built and run on a Docker engine, as a teacher would.
+
+A private dockerd (tests/dockerengine.py) gets the base image from scripts/docker-base.sh
+(debootstrap + docker import, no registry), then Debian's docker-compose runs the shipped
+compose.yaml from a copy of the build context with a teacher's `.env` beside it: build, up,
+healthy, then what students and the teacher do. Every command and its wall time are written
+to test-artifacts/compose/ (docs/classroom.md quotes them). Skipped, with the reason, where no
+engine can start (not root, tools missing); LAB_SKIP_COMPOSE=1 skips it on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from dockerengine import COMPOSE, EngineError, PrivateDockerd, unavailable
+
+from lab.scenarios import REFERENCE_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "compose"
+CONTEXT = ["Dockerfile", "compose.yaml", ".dockerignore", "pyproject.toml", "README.md",
+           "scripts", "lab", "app", "templates", "static"]
+TOKEN = "teacher-secret-7"
+FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
+
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+class Classroom:
+    """The teacher's folder (a copy of the build context plus .env) and the commands run in it."""
+
+    def __init__(self, engine: PrivateDockerd, folder: Path) -> None:
+        self.engine = engine
+        self.folder = folder
+        self.port = _free_port()
+        self.port2 = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.url2 = f"http://127.0.0.1:{self.port2}"
+        self.timings: list[dict[str, Any]] = []
+        self.auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def write_env(self, **extra: str) -> None:
+        env = {"LAB_TOKEN": TOKEN, "LAB_PORT": str(self.port), "LAB_GROUP2_PORT": str(self.port2),
+               "LAB_GROUP2_TOKEN": "", **extra}
+        (self.folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+
+    def run(self, argv: list[str], what: str, timeout: float = 300, check: bool = True, record: bool = True,
+            ) -> subprocess.CompletedProcess[str]:
+        t0 = time.monotonic()
+        r = subprocess.run(argv, cwd=self.folder, env=self.engine.env(), capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        took = time.monotonic() - t0
+        shown = " ".join("docker" if a.endswith("/docker") else a for a in argv)
+        if record:
+            self.timings.append({"what": what, "command": shown, "seconds": round(took, 1), "exit": r.returncode})
+        with open(ARTIFACTS / "commands.log", "a") as log:
+            log.write(f"$ {shown}    # {what}: {took:.1f} s, exit {r.returncode}\n")
+            log.write(f"{r.stdout[-3000:]}{r.stderr[-3000:]}\n")
+        if check and r.returncode != 0:
+            raise AssertionError(f"{shown}: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        return r
+
+    def compose(self, *args: str, what: str, timeout: float = 300, check: bool = True, record: bool = True,
+                ) -> subprocess.CompletedProcess[str]:
+        return self.run([COMPOSE, *args], what, timeout=timeout, check=check, record=record)
+
+    def container(self, service: str) -> str:
+        r = self.compose("ps", "-q", service, what=f"container of {service}", record=False)
+        cid = r.stdout.strip()
+        assert cid, f"no container for {service}"
+        return cid
+
+    def inspect(self, cid: str) -> dict[str, Any]:
+        return json.loads(self.engine.docker("inspect", cid).stdout)[0]
+
+    def wait_healthy(self, service: str, what: str, timeout: float = 120) -> float:
+        t0 = time.monotonic()
+        cid = self.container(service)
+        deadline = t0 + timeout
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.inspect(cid)["State"]
+            health = state.get("Health", {}).get("Status")
+            if health == "healthy":
+                took = time.monotonic() - t0
+                self.timings.append({"what": what, "command": f"(docker inspect until healthy: {service})",
+                                     "seconds": round(took, 1), "exit": 0})
+                return took
+            assert state.get("Running"), f"{service} stopped: {state}\n{self.engine.docker('logs', cid).stderr}"
+            time.sleep(0.25)
+        raise AssertionError(f"{service} not healthy after {timeout} s: {state.get('Health')}")
+
+    def processes(self, cid: str) -> list[dict[str, Any]]:
+        """Every process in the container: pid, uid, capability sets, command (read from /proc inside)."""
+        script = (
+            "import json, os\n"
+            "out = []\n"
+            "for p in sorted(int(d) for d in os.listdir('/proc') if d.isdigit()):\n"
+            "    if p == os.getpid():\n"
+            "        continue\n"
+            "    try:\n"
+            "        st = dict(l.split(':', 1) for l in open(f'/proc/{p}/status').read().splitlines() if ':' in l)\n"
+            "        cmd = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode().strip()\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    out.append({'pid': p, 'uid': st['Uid'].split(), 'cap_eff': st['CapEff'].strip(),\n"
+            "                'cap_prm': st['CapPrm'].strip(), 'cap_bnd': st['CapBnd'].strip(),\n"
+            "                'no_new_privs': st.get('NoNewPrivs', '').strip(), 'cmd': cmd})\n"
+            "print(json.dumps(out))\n"
+        )
+        r = self.engine.docker("exec", cid, "/app/.venv/bin/python", "-I", "-c", script)
+        return json.loads(r.stdout)
+
+
+def _wait_run(base: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{base}/api/runs/{run_id}", timeout=10).json()
+        if run["status"] not in ("queued", "running"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still going after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def classroom() -> Iterator[Classroom]:
+    if os.environ.get("LAB_SKIP_COMPOSE") == "1":
+        pytest.skip("LAB_SKIP_COMPOSE=1")
+    why = unavailable()
+    if why:
+        pytest.skip(f"no private Docker engine here: {why}")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    parent = Path(tempfile.mkdtemp(prefix="fzc-"))
+    folder = parent / "fastzero-lab"  # compose's project name comes from the folder, as for a teacher
+    folder.mkdir()
+    for name in CONTEXT:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, folder / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, folder / name)
+    engine = PrivateDockerd()
+    room = Classroom(engine, folder)
+    t_start = time.monotonic()
+    try:
+        try:
+            t0 = time.monotonic()
+            engine.start()
+            room.timings.append({"what": "private dockerd answers", "command": "dockerd --data-root ... "
+                                 "--iptables=false --bridge=none", "seconds": round(time.monotonic() - t0, 1),
+                                 "exit": 0})
+        except EngineError as e:
+            pytest.skip(f"no private Docker engine could start here: {e}")
+        room.run(["bash", str(ROOT / "scripts" / "docker-base.sh"), "--docker", f"/usr/bin/docker -H {engine.host}"],
+                 "base image (debootstrap, cached per day) + docker import", timeout=600)
+        room.write_env()
+        room.compose("build", what="docker-compose build", timeout=900)
+        size = engine.docker("image", "inspect", "-f", "{{.Size}}", "fastzero-lab:latest").stdout.strip()
+        room.timings.append({"what": "image size", "command": "docker image inspect -f {{.Size}} fastzero-lab",
+                             "seconds": 0, "bytes": int(size), "exit": 0})
+        room.compose("up", "-d", what="docker-compose up -d")
+        room.wait_healthy("lab", "up -d -> healthy")
+        yield room
+    finally:
+        with contextlib.suppress(Exception):
+            if engine.proc is not None and engine.proc.poll() is None:
+                room.compose("--profile", "groups", "down", "-v", "--rmi", "all", what="docker-compose down -v",
+                             check=False, timeout=180)
+        forced = engine.close()
+        room.timings.append({"what": "whole flow", "command": "", "seconds": round(time.monotonic() - t_start, 1),
+                             "exit": 0})
+        (ARTIFACTS / "timings.json").write_text(json.dumps(room.timings, indent=1))
+        shutil.rmtree(parent, ignore_errors=True)
+        assert not engine.dir.exists(), f"{engine.dir} left behind"
+        assert not forced, f"cleanup had to force: {forced}"
+
+
+def test_health_pages_and_offline_docs(classroom: Classroom) -> None:
+    health = httpx.get(f"{classroom.url}/api/health", timeout=10).json()
+    assert health["status"] == "ok"
+    assert health["versions"]["nbdkit"].startswith("1.") and "unavailable" not in health["versions"]["libnbd"]
+    for path, marker in (("/", "fastzero-lab"), ("/results", "fastzero-lab"), ("/talk", "fastzero-lab"),
+                         ("/docs", "/static-apidocs/swagger-ui-bundle.js"),
+                         ("/redoc", "/static-apidocs/redoc.standalone.js")):
+        r = httpx.get(f"{classroom.url}{path}", timeout=10)
+        assert r.status_code == 200 and marker in r.text, path
+        assert "cdn." not in r.text and "googleapis" not in r.text, path
+    js = httpx.get(f"{classroom.url}/static-apidocs/swagger-ui-bundle.js", timeout=10)
+    assert js.status_code == 200 and len(js.content) > 100_000
+
+
+def test_token_guards_runs_and_a_run_is_followed_to_done(classroom: Classroom) -> None:
+    body = {"client": "qemu-img", "server": {"zeromode": "plugin", **FAST}}
+    assert httpx.post(f"{classroom.url}/api/runs", json=body, timeout=10).status_code == 401
+    r = httpx.post(f"{classroom.url}/api/runs", json=body, headers=classroom.auth, timeout=10)
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    events: list[str] = []
+    with httpx.stream("GET", f"{classroom.url}/api/runs/{run_id}/events", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                events.append(line.split(":", 1)[1].strip())
+    assert events and events[-1] == "done", events
+    run = httpx.get(f"{classroom.url}/api/runs/{run_id}", timeout=10).json()
+    assert run["status"] == "succeeded" and run["verified"] is True, run
+    assert run["backend"]["write_ops"] == 16 and run["backend"]["zero_ops"] == 4, run["backend"]
+
+
+def test_reference_scenario_seven_rows_with_their_counts(classroom: Classroom) -> None:
+    # The talk's geometry (100 MiB, alternating 1 MiB, 256k), 1 ms delays: the counts are the table's.
+    r = httpx.post(f"{classroom.url}/api/scenarios/reference/runs", headers=classroom.auth, timeout=10,
+                   json={"server": {"delay_write": "1ms", "delay_zero": "1ms"}})
+    assert r.status_code == 202, r.text
+    sweep_id = r.json()["id"]
+    t0 = time.monotonic()
+    while True:
+        sweep = httpx.get(f"{classroom.url}/api/sweeps/{sweep_id}", timeout=10).json()
+        if sweep["status"] not in ("queued", "running"):
+            break
+        assert time.monotonic() - t0 < 240, sweep["counts"]
+        time.sleep(0.5)
+    classroom.timings.append({"what": "reference scenario, 7 rows, 100 MiB at 1 ms", "command":
+                              "POST /api/scenarios/reference/runs", "seconds": round(time.monotonic() - t0, 1),
+                              "exit": 0})
+    assert sweep["status"] == "succeeded", sweep["counts"]
+    runs = sweep["runs"]
+    assert len(runs) == 7 == len(REFERENCE_ROWS)
+    for row, run in zip(REFERENCE_ROWS, runs, strict=True):
+        assert run["client"] == row.client and run["verified"] is True, run
+        ref = row.reference or {}
+        here = ref.get("nbdkit_1_32") or {}  # the image has bookworm's nbdkit 1.32
+        want = (here.get("write_ops", ref["write_ops"]), here.get("zero_ops", ref["zero_ops"] or 0))
+        assert (run["backend"]["write_ops"], run["backend"]["zero_ops"]) == want, (row.key, run["backend"])
+
+
+def test_service_runs_as_uid_10001_without_capabilities(classroom: Classroom) -> None:
+    cid = classroom.container("lab")
+    procs = classroom.processes(cid)
+    init = next(p for p in procs if p["pid"] == 1)
+    assert "docker-init" in init["cmd"], procs
+    lab = [p for p in procs if p["pid"] != 1 and "lab serve" in p["cmd"]]
+    assert len(lab) == 1, procs
+    (p,) = lab
+    classroom.timings.append({"what": "PID of the lab in its container", "command": p["cmd"], "seconds": 0,
+                              "pid": p["pid"], "exit": 0})
+    assert set(p["uid"]) == {"10001"}, p
+    assert p["cap_eff"] == p["cap_prm"] == p["cap_bnd"] == "0000000000000000", p
+    assert p["no_new_privs"] == "1", p
+    config = classroom.inspect(cid)["HostConfig"]
+    assert config["CapDrop"] == ["ALL"] and not config["Privileged"]
+
+
+def test_down_and_up_keep_the_history(classroom: Classroom) -> None:
+    before = httpx.get(f"{classroom.url}/api/runs", timeout=10).json()["total"]
+    assert before >= 1
+    classroom.compose("down", what="docker-compose down")
+    classroom.compose("up", "-d", what="docker-compose up -d (again)")
+    classroom.wait_healthy("lab", "up -d -> healthy (again)")
+    assert httpx.get(f"{classroom.url}/api/runs", timeout=10).json()["total"] == before
+
+
+def test_stop_during_a_run_leaves_it_interrupted_and_nothing_running(classroom: Classroom) -> None:
+    # The talk's baseline: 400 writes x 20 ms, about 8 s.
+    r = httpx.post(f"{classroom.url}/api/runs", headers=classroom.auth, timeout=10,
+                   json={"client": "qemu-img", "server": {"zeromode": "none"}})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["id"]
+    cid = classroom.container("lab")
+    deadline = time.monotonic() + 60
+    while True:  # until the copy is under way: nbdkit and qemu-img running inside
+        run = httpx.get(f"{classroom.url}/api/runs/{run_id}", timeout=10).json()
+        names = " ".join(p["cmd"] for p in classroom.processes(cid))
+        if run["status"] == "running" and "nbdkit" in names and "qemu-img" in names:
+            break
+        assert run["status"] in ("queued", "running") and time.monotonic() < deadline, run
+        time.sleep(0.2)
+    classroom.compose("stop", "lab", what="docker-compose stop lab (a run under way)")
+    state = classroom.inspect(cid)["State"]
+    assert not state["Running"] and state["ExitCode"] == 0, state  # a clean stop, not 143 or 137
+    logs = classroom.engine.docker("logs", cid)
+    assert "Shutting down" in logs.stdout + logs.stderr, logs.stderr[-2000:]
+    classroom.compose("up", "-d", what="docker-compose up -d (after stop)")
+    classroom.wait_healthy("lab", "up -d -> healthy (after stop)")
+    run = httpx.get(f"{classroom.url}/api/runs/{run_id}", timeout=10).json()
+    assert run["status"] == "interrupted", run
+    health = httpx.get(f"{classroom.url}/api/health", timeout=10).json()
+    assert (health["manager"]["running"], health["manager"]["queued"]) == (0, 0)
+    left = [p["cmd"] for p in classroom.processes(classroom.container("lab"))
+            if any(t in p["cmd"] for t in ("nbdkit", "qemu-img", "nbdcopy"))]
+    assert not left, left
+
+
+def test_groups_profile_second_instance_and_env_reaches_both(classroom: Classroom) -> None:
+    # As the docs say: COMPOSE_PROFILES=groups in .env, then every command covers both instances.
+    classroom.write_env(COMPOSE_PROFILES="groups", LAB_WORKERS="3")
+    classroom.compose("up", "-d", what="docker-compose up -d (COMPOSE_PROFILES=groups, LAB_WORKERS=3)")
+    classroom.wait_healthy("lab-group2", "group 2 up -> healthy")
+    classroom.wait_healthy("lab", "group 1 recreated -> healthy")
+    for url in (classroom.url, classroom.url2):
+        assert httpx.get(f"{url}/api/health", timeout=10).json()["manager"]["workers"] == 3, url
+    # Its own history and its own (empty) token: group 2 runs things itself.
+    assert httpx.get(f"{classroom.url2}/api/runs", timeout=10).json()["total"] == 0
+    r = httpx.post(f"{classroom.url2}/api/runs", json={"client": "qemu-img", "server": FAST}, timeout=10)
+    assert r.status_code == 202, r.text
+    assert _wait_run(classroom.url2, r.json()["id"])["status"] == "succeeded"
+    assert httpx.post(f"{classroom.url}/api/runs", json={"server": FAST}, timeout=10).status_code == 401
+    volumes = classroom.engine.ids("volumes")
+    assert {"fastzero-lab_lab-data", "fastzero-lab_lab-group2-data"} <= set(volumes), volumes
