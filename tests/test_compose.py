@@ -133,7 +133,7 @@ class Classroom:
 def _wait_run(base: str, run_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = httpx.get(f"{base}/api/runs/{run_id}", timeout=10).json()
+        run = httpx.get(f"{base}/api/v1/runs/{run_id}", timeout=10).json()
         if run["status"] not in ("queued", "running"):
             return run
         time.sleep(0.2)
@@ -195,7 +195,7 @@ def classroom() -> Iterator[Classroom]:
 
 
 def test_health_pages_and_offline_docs(classroom: Classroom) -> None:
-    health = httpx.get(f"{classroom.url}/api/health", timeout=10).json()
+    health = httpx.get(f"{classroom.url}/api/v1/health", timeout=10).json()
     assert health["status"] == "ok"
     assert health["versions"]["nbdkit"].startswith("1.") and "unavailable" not in health["versions"]["libnbd"]
     for path, marker in (("/", "fastzero-lab"), ("/results", "fastzero-lab"), ("/talk", "fastzero-lab"),
@@ -210,36 +210,36 @@ def test_health_pages_and_offline_docs(classroom: Classroom) -> None:
 
 def test_token_guards_runs_and_a_run_is_followed_to_done(classroom: Classroom) -> None:
     body = {"client": "qemu-img", "server": {"zeromode": "plugin", **FAST}}
-    assert httpx.post(f"{classroom.url}/api/runs", json=body, timeout=10).status_code == 401
-    r = httpx.post(f"{classroom.url}/api/runs", json=body, headers=classroom.auth, timeout=10)
+    assert httpx.post(f"{classroom.url}/api/v1/runs", json=body, timeout=10).status_code == 401
+    r = httpx.post(f"{classroom.url}/api/v1/runs", json=body, headers=classroom.auth, timeout=10)
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
     events: list[str] = []
-    with httpx.stream("GET", f"{classroom.url}/api/runs/{run_id}/events", timeout=60) as stream:
+    with httpx.stream("GET", f"{classroom.url}/api/v1/runs/{run_id}/events", timeout=60) as stream:
         for line in stream.iter_lines():
             if line.startswith("event:"):
                 events.append(line.split(":", 1)[1].strip())
     assert events and events[-1] == "done", events
-    run = httpx.get(f"{classroom.url}/api/runs/{run_id}", timeout=10).json()
+    run = httpx.get(f"{classroom.url}/api/v1/runs/{run_id}", timeout=10).json()
     assert run["status"] == "succeeded" and run["verified"] is True, run
     assert run["backend"]["write_ops"] == 16 and run["backend"]["zero_ops"] == 4, run["backend"]
 
 
 def test_reference_scenario_seven_rows_with_their_counts(classroom: Classroom) -> None:
     # The talk's geometry (100 MiB, alternating 1 MiB, 256k), 1 ms delays: the counts are the table's.
-    r = httpx.post(f"{classroom.url}/api/scenarios/reference/runs", headers=classroom.auth, timeout=10,
+    r = httpx.post(f"{classroom.url}/api/v1/scenarios/reference/runs", headers=classroom.auth, timeout=10,
                    json={"server": {"delay_write": "1ms", "delay_zero": "1ms"}})
     assert r.status_code == 202, r.text
     sweep_id = r.json()["id"]
     t0 = time.monotonic()
     while True:
-        sweep = httpx.get(f"{classroom.url}/api/sweeps/{sweep_id}", timeout=10).json()
+        sweep = httpx.get(f"{classroom.url}/api/v1/sweeps/{sweep_id}", timeout=10).json()
         if sweep["status"] not in ("queued", "running"):
             break
         assert time.monotonic() - t0 < 240, sweep["counts"]
         time.sleep(0.5)
     classroom.timings.append({"what": "reference scenario, 7 rows, 100 MiB at 1 ms", "command":
-                              "POST /api/scenarios/reference/runs", "seconds": round(time.monotonic() - t0, 1),
+                              "POST /api/v1/scenarios/reference/runs", "seconds": round(time.monotonic() - t0, 1),
                               "exit": 0})
     assert sweep["status"] == "succeeded", sweep["counts"]
     runs = sweep["runs"]
@@ -270,24 +270,24 @@ def test_service_runs_as_uid_10001_without_capabilities(classroom: Classroom) ->
 
 
 def test_down_and_up_keep_the_history(classroom: Classroom) -> None:
-    before = httpx.get(f"{classroom.url}/api/runs", timeout=10).json()["total"]
+    before = httpx.get(f"{classroom.url}/api/v1/runs", timeout=10).json()["total"]
     assert before >= 1
     classroom.compose("down", what="docker-compose down")
     classroom.compose("up", "-d", what="docker-compose up -d (again)")
     classroom.wait_healthy("lab", "up -d -> healthy (again)")
-    assert httpx.get(f"{classroom.url}/api/runs", timeout=10).json()["total"] == before
+    assert httpx.get(f"{classroom.url}/api/v1/runs", timeout=10).json()["total"] == before
 
 
 def test_stop_during_a_run_leaves_it_interrupted_and_nothing_running(classroom: Classroom) -> None:
     # The talk's baseline: 400 writes x 20 ms, about 8 s.
-    r = httpx.post(f"{classroom.url}/api/runs", headers=classroom.auth, timeout=10,
+    r = httpx.post(f"{classroom.url}/api/v1/runs", headers=classroom.auth, timeout=10,
                    json={"client": "qemu-img", "server": {"zeromode": "none"}})
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
     cid = classroom.container("lab")
     deadline = time.monotonic() + 60
     while True:  # until the copy is under way: nbdkit and qemu-img running inside
-        run = httpx.get(f"{classroom.url}/api/runs/{run_id}", timeout=10).json()
+        run = httpx.get(f"{classroom.url}/api/v1/runs/{run_id}", timeout=10).json()
         names = " ".join(p["cmd"] for p in classroom.processes(cid))
         if run["status"] == "running" and "nbdkit" in names and "qemu-img" in names:
             break
@@ -300,9 +300,9 @@ def test_stop_during_a_run_leaves_it_interrupted_and_nothing_running(classroom: 
     assert "Shutting down" in logs.stdout + logs.stderr, logs.stderr[-2000:]
     classroom.compose("up", "-d", what="docker-compose up -d (after stop)")
     classroom.wait_healthy("lab", "up -d -> healthy (after stop)")
-    run = httpx.get(f"{classroom.url}/api/runs/{run_id}", timeout=10).json()
+    run = httpx.get(f"{classroom.url}/api/v1/runs/{run_id}", timeout=10).json()
     assert run["status"] == "interrupted", run
-    health = httpx.get(f"{classroom.url}/api/health", timeout=10).json()
+    health = httpx.get(f"{classroom.url}/api/v1/health", timeout=10).json()
     assert (health["manager"]["running"], health["manager"]["queued"]) == (0, 0)
     left = [p["cmd"] for p in classroom.processes(classroom.container("lab"))
             if any(t in p["cmd"] for t in ("nbdkit", "qemu-img", "nbdcopy"))]
@@ -316,12 +316,25 @@ def test_groups_profile_second_instance_and_env_reaches_both(classroom: Classroo
     classroom.wait_healthy("lab-group2", "group 2 up -> healthy")
     classroom.wait_healthy("lab", "group 1 recreated -> healthy")
     for url in (classroom.url, classroom.url2):
-        assert httpx.get(f"{url}/api/health", timeout=10).json()["manager"]["workers"] == 3, url
+        assert httpx.get(f"{url}/api/v1/health", timeout=10).json()["manager"]["workers"] == 3, url
     # Its own history and its own (empty) token: group 2 runs things itself.
-    assert httpx.get(f"{classroom.url2}/api/runs", timeout=10).json()["total"] == 0
-    r = httpx.post(f"{classroom.url2}/api/runs", json={"client": "qemu-img", "server": FAST}, timeout=10)
+    assert httpx.get(f"{classroom.url2}/api/v1/runs", timeout=10).json()["total"] == 0
+    r = httpx.post(f"{classroom.url2}/api/v1/runs", json={"client": "qemu-img", "server": FAST}, timeout=10)
     assert r.status_code == 202, r.text
     assert _wait_run(classroom.url2, r.json()["id"])["status"] == "succeeded"
-    assert httpx.post(f"{classroom.url}/api/runs", json={"server": FAST}, timeout=10).status_code == 401
+    assert httpx.post(f"{classroom.url}/api/v1/runs", json={"server": FAST}, timeout=10).status_code == 401
     volumes = classroom.engine.ids("volumes")
     assert {"fastzero-lab_lab-data", "fastzero-lab_lab-group2-data"} <= set(volumes), volumes
+
+
+def test_what_an_unprivileged_container_can_and_cannot_do(classroom: Classroom) -> None:
+    """Storage that needs mounts or loop devices is refused with the reason; the rest works."""
+    info = httpx.get(f"{classroom.url}/api/v1/kinds", timeout=10).json()
+    storages = info["storages"]
+    (ARTIFACTS / "kinds.json").write_text(json.dumps(info, indent=1))
+    assert storages["datadir"]["available"] is True, storages
+    for name in ("tmpfs", "ext4", "xfs", "btrfs", "blockdev"):
+        if name in storages:
+            assert storages[name]["available"] is False and storages[name]["reason"], (name, storages[name])
+    for kind, state in info["kinds"].items():  # every server program is in the image
+        assert state.get("available", True) is True or "external" in kind, (kind, state)

@@ -103,7 +103,7 @@ def test_compose_validates_with_sensible_defaults(tmp_path: Path) -> None:
     assert set(SETTINGS) <= set(lab["environment"])
     assert lab["environment"]["LAB_TOKEN"] == "", "no token by default: the room may start runs"
     assert lab["init"] is True
-    assert " ".join(lab["healthcheck"]["test"]).count("/api/health") == 1
+    assert " ".join(lab["healthcheck"]["test"]).count("/api/v1/health") == 1
 
 
 def test_compose_defaults_are_settings_the_app_accepts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
