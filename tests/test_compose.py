@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dockerengine import COMPOSE, EngineError, PrivateDockerd, unavailable
+from dockerengine import COMPOSE, DOCKER, EngineError, PrivateDockerd, unavailable
 
 from lab.scenarios import REFERENCE_ROWS
 
@@ -338,3 +338,15 @@ def test_what_an_unprivileged_container_can_and_cannot_do(classroom: Classroom) 
             assert storages[name]["available"] is False and storages[name]["reason"], (name, storages[name])
     for kind, state in info["kinds"].items():  # every server program is in the image
         assert state.get("available", True) is True or "external" in kind, (kind, state)
+
+
+def test_reset_one_instance_keeps_the_other(classroom: Classroom) -> None:
+    """docs/classroom.md's one-instance reset (what to do instead of v1's all-volumes `down -v`)."""
+    kept = httpx.get(f"{classroom.url2}/api/v1/runs", timeout=10).json()["total"]
+    assert kept >= 1
+    classroom.compose("rm", "-sf", "lab", what="docker-compose rm -sf lab (reset group 1 only)")
+    classroom.run([DOCKER, "volume", "rm", "fastzero-lab_lab-data"], "docker volume rm fastzero-lab_lab-data")
+    classroom.compose("up", "-d", what="docker-compose up -d (after the reset)")
+    classroom.wait_healthy("lab", "group 1 reset -> healthy")
+    assert httpx.get(f"{classroom.url}/api/v1/runs", timeout=10).json()["total"] == 0
+    assert httpx.get(f"{classroom.url2}/api/v1/runs", timeout=10).json()["total"] == kept
