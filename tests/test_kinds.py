@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from lab import kinds, procs, storage
 from lab.runs import Run, execute
 from lab.servers import Server
 from lab.spec import SpecError, build_spec
+from lab.testing import children, wait_for
 
 AVAIL = storage.availability()
 SMALL = {"size": "8M", "delay_write": 0, "delay_zero": 0, "zeromode": "plugin"}
@@ -154,24 +154,16 @@ def test_kill_9_leaves_what_the_startup_sweep_releases():
         dirs = [Path(p) for p in line.split()]
         assert len(dirs) == 2, line
         assert storage._mounts_under(dirs[0]) and storage._loops_backed_by(dirs[1])
-        helpers = _children_of(proc.pid)
+        helpers = children(proc.pid)
         assert len(helpers) >= 3, helpers  # nbdkit x2, qemu-nbd
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in helpers):
-        time.sleep(0.05)
-    assert not any(Path(f"/proc/{p}").exists() for p in helpers), "servers outlived the killed service"
+    wait_for(lambda: not any(p.alive() for p in helpers), 10, what="servers die with the killed service")
     assert storage._loops_backed_by(dirs[0]), "nothing released the loop device yet: the sweep must"
     procs.sweep_stale_dirs()  # what Manager.start() runs
     for d in dirs:
         assert not storage._mounts_under(d) and not storage._loops_backed_by(d) and not d.exists()
-
-
-def _children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
-    return [int(a) for a, b in (ln.split() for ln in out.splitlines()) if b == str(pid)]
 
 
 def test_spec_rules_for_kinds():

@@ -84,8 +84,7 @@ def test_chain_counts_live_and_leaves_nothing(plugin, no_leftovers):
         z = reqs[0]
         assert (z.offset, z.count, z.result) == (0, 2 << 20, "ok") and "fast" in z.flags and z.end >= z.start > 0
     assert srv.stats["write"] == 48 and srv.stats.get("zero", 0) == 0
-    assert not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
-                   for p in pids)
+    assert not any(alive(p) for p in pids)
 
 
 def test_chain_back_failure_is_reported(runtime_dir, no_leftovers, monkeypatch):
