@@ -6,10 +6,13 @@ and qemu-img. Each client runs twice (alternating); the better run counts (the 2
 machine is shared, so the better run is the one less disturbed). Target: depth-16 client
 at least 0.8x nbdcopy.
 
-Part 2: is the lab's debug-stream parsing (lab/servers.py reads `-D nbdkit.backend.datapath=1`
-line by line) a bottleneck at high op rates? The same nbdcopy copy run bare with
-`nbdkit --run` (no debug stream; and with it, to /dev/null), against the lab; plus the CPU
-the lab's reader thread spent parsing (thread CPU time, clocked in the reader itself).
+Part 2: what does observing cost at full speed? The lab (live counts from nbdkit's datapath
+debug stream, read by lab/servers.py in batches) against the same stack bare, without `-v`:
+nbdcopy inside `nbdkit --run` (clocked by bench/_timed.py, spawn to exit, as the lab clocks
+it), and the qemu-4.2 re-enactment at queue depth 16 in its own child process against a
+bare nbdkit (its own connect-to-disconnect clock, as in the lab). Alternating pairs, medians;
+target lab / bare <= 1.05. Also nbdcopy bare with the debug stream to /dev/null (what
+nbdkit's own debug lines cost) and the CPU the lab's reader threads spent.
 
 Part 3: peak RSS of one run in a fresh subprocess (the lab process: orchestration, the
 in-process libnbd client, streaming verify) at 256 MiB and 1 GiB. nbdkit's memory plugin
@@ -29,7 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import _timeline
-from _common import BENCH, MachineBusy, MiB, machine_note, parser, setup_env, strip_debug, table, verdict, write_json
+from _common import (
+    BENCH,
+    MachineBusy,
+    MiB,
+    machine_note,
+    median,
+    parser,
+    setup_env,
+    strip_debug,
+    table,
+    verdict,
+    write_json,
+)
 
 TMP = setup_env()
 
@@ -40,6 +55,7 @@ from lab.spec import ServerSpec, build_spec  # noqa: E402
 from lab.testing import rss_kib  # noqa: E402
 
 TARGET_VS_NBDCOPY = 0.8
+TARGET_OBSERVER = 1.05
 CLIENTS = (("qemu-4.2", 1), ("qemu-4.2", 16), ("nbdcopy", 1), ("qemu-img", 1))
 
 
@@ -84,6 +100,62 @@ def bare_nbdcopy(spec: ServerSpec, image: images.Image, debug: bool) -> float:
         procs.remove_dir(workdir)
 
 
+def bare_era(spec: ServerSpec, image: images.Image, client: str, depth: int) -> float:
+    """An era client (its own child process, as in the lab) against the bare stack: no -v."""
+    import nbd
+
+    from lab.clients import CopyContext
+    from lab.clients.child import run_in_child
+    from lab.servers import probe
+
+    workdir = procs.private_dir("bare-")
+    sock = workdir / "nbd.sock"
+    p = procs.spawn(strip_debug(build_argv(spec, sock, workdir / "wire.log", workdir / "stats.txt")),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        uri = f"nbd+unix:///?socket={sock}"
+        deadline = time.monotonic() + 10
+        while True:  # bench only: the lab itself waits on nbdkit's ready line
+            try:
+                flags = probe(uri)
+                break
+            except nbd.Error:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        result = run_in_child(client, CopyContext(image=image, uri=uri, flags=flags, queue_depth=depth))
+        assert result.elapsed_s is not None
+        return result.elapsed_s
+    finally:
+        procs.stop(p)
+        procs.remove_dir(workdir)
+
+
+def observer_cost(spec: ServerSpec, pairs: int) -> dict[str, dict[str, Any]]:
+    """lab vs bare, alternating, for nbdcopy and qemu-4.2 at depth 16: medians."""
+    out: dict[str, dict[str, Any]] = {}
+    with images.acquire(spec.size, spec.pattern) as image:
+        for name, client, depth in (("nbdcopy", "nbdcopy", 1), ("qemu-4.2 depth 16", "qemu-4.2", 16)):
+            lab, bare, dbg, cpu = [], [], [], []
+            busy = MachineBusy()
+            for i in range(pairs):
+                for side in (("lab", "bare") if i % 2 == 0 else ("bare", "lab")):
+                    if side == "lab":
+                        r = lab_copy(spec, client, depth)
+                        lab.append(r["duration_s"])
+                        cpu.append(r["reader_cpu_s"])
+                    elif client == "nbdcopy":
+                        bare.append(bare_nbdcopy(spec, image, False))
+                        dbg.append(bare_nbdcopy(spec, image, True))
+                    else:
+                        bare.append(bare_era(spec, image, client, depth))
+                print(f"  observer {name} pair {i + 1}: lab {lab[-1]:.3f} s, bare {bare[-1]:.3f} s", file=sys.stderr)
+            out[name] = {"lab": median(lab), "bare": median(bare), "lab_all": lab, "bare_all": bare,
+                         "reader_cpu": median(cpu), "busy": busy.cores(),
+                         **({"debug_null": median(dbg)} if dbg else {})}
+    return out
+
+
 def rss_child(size: str, client: str, depth: int) -> dict[str, Any]:
     """Run in a fresh interpreter: one run, then this process's and its children's peak RSS."""
     out = subprocess.run([sys.executable, str(Path(__file__)), "--rss-child", size, client, str(depth)],
@@ -112,6 +184,7 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--maxdata", default="256k", help="backend request size (blocksize filter; default 256k)")
     p.add_argument("--repeat", type=int, default=2, help="runs per client, best counts (default 2)")
+    p.add_argument("--pairs", type=int, default=3, help="lab/bare pairs per client for the observer cost")
     args = p.parse_args()
     size = "16M" if args.quick else "1G"
     repeat = 1 if args.quick else max(1, args.repeat)
@@ -120,16 +193,13 @@ def main() -> int:
     print(machine_note(), file=sys.stderr)
 
     results: dict[str, list[dict[str, Any]]] = {}
-    bare: dict[str, list[float]] = {"no debug": [], "debug to /dev/null": []}
-    with images.acquire(spec.size, spec.pattern) as image:
+    with images.acquire(spec.size, spec.pattern):
         for i in range(repeat):
             order = CLIENTS if i % 2 == 0 else tuple(reversed(CLIENTS))
             for client, depth in order:
                 r = lab_copy(spec, client, depth)
                 results.setdefault(f"{client} depth {depth}", []).append(r)
                 print(f"  {client} depth {depth}: {r['duration_s']:.3f} s", file=sys.stderr)
-            bare["no debug"].append(bare_nbdcopy(spec, image, False))
-            bare["debug to /dev/null"].append(bare_nbdcopy(spec, image, True))
 
     best = {k: min(v, key=lambda r: r["duration_s"]) for k, v in results.items()}
     nbdcopy_s = best["nbdcopy depth 1"]["duration_s"]
@@ -150,21 +220,18 @@ def main() -> int:
                 title=f"Throughput: {label}, best of {repeat}"))
     print()
 
-    lab_nbd = best["nbdcopy depth 1"]
-    bare_best = {k: min(v) for k, v in bare.items()}
-    lines_est = lab_nbd["write_ops"]
-    print(table(["nbdcopy copy", "copy s (best)", "lab / this"],
-                [["bare nbdkit --run, no debug stream", bare_best["no debug"],
-                  f"{lab_nbd['duration_s'] / bare_best['no debug']:.3f}"],
-                 ["bare nbdkit --run, -v -D datapath to /dev/null", bare_best["debug to /dev/null"],
-                  f"{lab_nbd['duration_s'] / bare_best['debug to /dev/null']:.3f}"],
-                 ["lab (debug stream parsed live)", lab_nbd["duration_s"], "1.000"]],
-                title="Throughput: is the debug stream the bottleneck? (nbdcopy, same stack)"))
-    reader = lab_nbd["reader_cpu_s"]
-    if reader is not None:
-        print(f"\nlab reader thread: {reader:.2f} s CPU for {lines_est} backend writes "
-              f"({1e6 * reader / max(1, lines_est):.0f} us per backend write, all layers' lines) during a "
-              f"{lab_nbd['duration_s']:.2f} s copy")
+    pairs = 1 if args.quick else max(3, args.pairs)
+    observed = observer_cost(spec, pairs)
+    obs_rows = []
+    for name, o in observed.items():
+        ratio = o["lab"] / o["bare"]
+        obs_rows.append([name, o["lab"], o["bare"], f"{ratio:.3f}", f"<= {TARGET_OBSERVER}",
+                         verdict(ratio <= TARGET_OBSERVER), o.get("debug_null", "-"), o["reader_cpu"],
+                         f"{o['busy']:.2f}"])
+    print(table(["copy (same stack, 1 GiB no delays)" if not args.quick else "copy (same stack, quick)",
+                 "lab s (median)", "bare s (median)", "lab / bare", "target", "",
+                 "bare, -v debug to /dev/null s", "lab reader threads CPU s (copy+verify)", "machine busy cores"],
+                obs_rows, title=f"Observer cost at full speed: lab vs bare nbdkit, {pairs} alternating pair(s)"))
     print()
 
     rss_rows = []
@@ -185,7 +252,7 @@ def main() -> int:
                 title="Memory per run (qemu-4.2 depth 16, one run per fresh process, ru_maxrss)"))
     print()
     print(machine_note())
-    write_json(args.json, {"runs": results, "bare_nbdcopy": bare, "rss": rss, "size": nbytes,
+    write_json(args.json, {"runs": results, "observer": observed, "rss": rss, "size": nbytes,
                            "maxdata": args.maxdata})
     return 0
 
