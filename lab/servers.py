@@ -207,13 +207,18 @@ def close_handle(h: Any) -> None:
 
 
 class _Nbdkit:
-    """One nbdkit process of a server and the thread that reads its debug stream."""
+    """One nbdkit process of a server and the thread that reads its debug stream in batches.
 
-    def __init__(self, name: str, argv: list[str], top_filter: str, scanner: DatapathScanner) -> None:
+    Every complete chunk of lines goes to `on_chunk` (the server's counters); before the ready
+    marker, and for error lines, the text goes to `on_text` (the server's stderr tail)."""
+
+    def __init__(self, name: str, argv: list[str], top_filter: str, scanner: DatapathScanner,
+                 on_chunk: Callable[[_Nbdkit, bytes], None], on_text: Callable[[list[str]], None]) -> None:
         self.name = name
         self.argv = argv
         self.ready_marker = f"debug: {top_filter}: after_fork".encode()
         self.scanner = scanner
+        self.on_chunk, self.on_text = on_chunk, on_text
         self.proc: subprocess.Popen | None = None
         self.ready = threading.Event()
         self.listening = False  # the ready marker was seen (EOF also sets `ready`)
@@ -225,10 +230,109 @@ class _Nbdkit:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def spawn(self, thread_name: str, timeout: float) -> bool:
+        """Start nbdkit and its reader; True once it listens (False: it failed or timed out)."""
+        self.proc = procs.spawn(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, bufsize=0)
+        self.thread = threading.Thread(target=self._read, name=thread_name, daemon=True)
+        self.thread.start()
+        # EOF also sets `ready`: a process that failed may not be reaped yet, so `running` alone can lie.
+        return self.ready.wait(timeout) and self.listening and self.running
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.exit_code = procs.stop(self.proc)
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def _read(self) -> None:
+        """Read stderr in raw chunks; pass on whole lines only."""
+        assert self.proc is not None and self.proc.stderr is not None
+        t0 = time.thread_time()
+        fd = self.proc.stderr.fileno()
+        with contextlib.suppress(OSError):  # a lower pipe-max-size: 5 ms pauses suit 64 KiB too
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+        rest = b""
+        try:
+            while data := os.read(fd, _CHUNK):
+                if len(data) < _SHORT_READ and self.ready.is_set():
+                    time.sleep(_BATCH_PAUSE_S)  # let a batch gather (live counts lag by <= 5 ms)
+                buf = rest + data if rest else data
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:  # no complete line yet (a very long one is cut, never held forever)
+                    rest = buf if len(buf) < _CHUNK else b""
+                    continue
+                rest = buf[cut:]
+                self._feed(buf[:cut] if rest else buf)
+        except OSError:
+            pass
+        finally:
+            self.reader_cpu_s = time.thread_time() - t0
+            self.ready.set()  # EOF: unblock a waiting start(); it sees the process gone
+
+    def _feed(self, chunk: bytes) -> None:
+        if not self.ready.is_set() or b": error: " in chunk:
+            lines = chunk.decode(errors="replace").splitlines()
+            if self.ready.is_set():
+                lines = [ln for ln in lines if ": error: " in ln]
+            else:
+                lines = [ln for ln in lines if ": debug: " not in ln or ": error: " in ln] or lines[-3:]
+            self.on_text(lines)
+            if self.ready_marker in chunk:
+                self.listening = True
+                self.ready.set()
+        self.on_chunk(self, chunk)
+
+
+class _WireLog:
+    """The top log filter's file, read on demand into wire counts and the per-request trace."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
+        self.parser = LogParser()
+        self.fp: Any = None
+
+    def open(self, path: Path) -> None:
+        path.touch()
+        self.fp = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in close()
+
+    def drain(self) -> None:
+        fp = self.fp
+        if fp is None:
+            return
+        with self.lock:
+            while True:
+                pos = fp.tell()
+                line = fp.readline()
+                if not line:
+                    break
+                if not line.endswith("\n"):  # partial line: read it again when complete
+                    fp.seek(pos)
+                    break
+                self.parser.feed(line)
+
+    def counts(self) -> WireCounts:
+        self.drain()
+        with self.lock:
+            c = self.parser.counts
+            return WireCounts(**{**c.to_dict(), "errors": list(c.errors)})
+
+    def rows(self, start: int, upto: int | None) -> list[Any]:
+        self.drain()
+        with self.lock:
+            return self.parser.rows[start:upto]
+
+    def close(self) -> None:
+        self.drain()
+        if self.fp is not None:
+            self.fp.close()
+            self.fp = None
+
 
 class Server:
-    """One nbdkit server (one process, or the two of a chain). Use as a context manager,
-    or call start() and stop()."""
+    """One nbdkit server (one process, or a chain's two): a context manager, or start()/stop()."""
 
     def __init__(self, spec: ServerSpec, start_timeout: float = 10.0, build: str | None = None) -> None:
         """`build` forces a topology (bench/chain_hop.py measures the hop on specs that need none)."""
@@ -247,8 +351,7 @@ class Server:
         self._lock = threading.Lock()
         self._backend = BackendCounts()
         self._top = BackendCounts()
-        self._log = LogParser()
-        self._log_fp = None
+        self._log = _WireLog(self._lock)
         self._stderr_tail: list[str] = []
         self._nbdkits: list[_Nbdkit] = []  # in start order: the back of a chain first
         self._plugin_layer = spec.plugin  # the bottom layer's name in the debug lines (set by start)
@@ -282,27 +385,15 @@ class Server:
     def start(self) -> Server:
         self.dir = procs.private_dir("srv-")
         try:
-            logfile = self.dir / "wire.log"
-            statsfile = self.dir / "stats.txt"
             be = self.backend_kind
             plugin_args = be.start(self.dir)
-            logfile.touch()
-            self._log_fp = open(logfile, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in stop()
-            plugin = self._plugin_layer = be.layer
-            under = {"plugin_args": plugin_args, "extra_filters": be.extra_filters, "extra_params": be.extra_params}
-            if self.topology == SINGLE:
-                argv = build_argv(self.spec, self.socket, logfile, statsfile, **under)
-                scanner = DatapathScanner({plugin: self._backend, TOP_LAYER: self._top}, sync_layer=plugin)
-                self._nbdkits = [_Nbdkit("nbdkit", argv, TOP_LAYER, scanner)]
-            else:
-                front, back = build_chain_argv(self.spec, self.socket, self.dir / "back.sock", logfile, statsfile,
-                                               **under)
-                self._nbdkits = [
-                    _Nbdkit("back", back, "nozero", DatapathScanner({plugin: self._backend}, sync_layer=plugin)),
-                    _Nbdkit("front", front, TOP_LAYER, DatapathScanner({TOP_LAYER: self._top}, TOP_LAYER)),
-                ]
+            self._log.open(self.dir / "wire.log")
+            self._plugin_layer = be.layer
+            self._nbdkits = self._processes(plugin_args)
             for n in self._nbdkits:  # the back must listen before the front's nbd plugin connects to it
-                self._spawn(n)
+                if not n.spawn(f"nbdkit-{self.id}-{n.name}", self.start_timeout):
+                    chain = "" if self.topology == SINGLE else f" ({n.name} of the chain)"
+                    raise ServerError(self._failure_text(f"nbdkit did not become ready{chain}", n))
             self.proc = self._nbdkits[-1].proc
             self.started_at = time.time()
             try:
@@ -316,39 +407,34 @@ class Server:
             raise
         return self
 
-    def _spawn(self, n: _Nbdkit) -> None:
-        n.proc = procs.spawn(n.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             bufsize=0)
-        n.thread = threading.Thread(target=self._read_stderr, args=(n,), name=f"nbdkit-{self.id}-{n.name}",
-                                    daemon=True)
-        n.thread.start()
-        # EOF also sets `ready`: a process that failed may not be reaped yet, so `running` alone can lie.
-        if not n.ready.wait(self.start_timeout) or not n.listening or not n.running:
-            what = "nbdkit did not become ready" + ("" if self.topology == SINGLE else f" ({n.name} of the chain)")
-            raise ServerError(self._failure_text(what, n))
+    def _processes(self, plugin_args: list[str]) -> list[_Nbdkit]:
+        """The nbdkit(s) of this topology, each with the counters its stream feeds."""
+        assert self.dir is not None
+        be, plugin = self.backend_kind, self._plugin_layer
+        paths = (self.dir / "wire.log", self.dir / "stats.txt")
+        under = {"plugin_args": plugin_args, "extra_filters": be.extra_filters, "extra_params": be.extra_params}
+        sinks = {"on_chunk": self._account, "on_text": self._keep_text}
+        if self.topology == SINGLE:
+            scanner = DatapathScanner({plugin: self._backend, TOP_LAYER: self._top}, sync_layer=plugin)
+            return [_Nbdkit("nbdkit", build_argv(self.spec, self.socket, *paths, **under), TOP_LAYER, scanner,
+                            **sinks)]
+        front, back = build_chain_argv(self.spec, self.socket, self.dir / "back.sock", *paths, **under)
+        return [_Nbdkit("back", back, "nozero", DatapathScanner({plugin: self._backend}, plugin), **sinks),
+                _Nbdkit("front", front, TOP_LAYER, DatapathScanner({TOP_LAYER: self._top}, TOP_LAYER), **sinks)]
 
     def stop(self) -> None:
         """Stop nbdkit (TERM, then KILL; a chain's front first) and remove its socket and private dir."""
         for n in reversed(self._nbdkits):
-            if n.proc is not None:
-                n.exit_code = procs.stop(n.proc)
+            n.stop()
         self.backend_kind.stop()  # the real server under the proxy, then its storage
         for n in self._nbdkits:
-            if n.thread is not None:
-                n.thread.join(timeout=5)
-        if self._nbdkits and self._nbdkits[-1].proc is not None:
-            codes = [n.exit_code for n in self._nbdkits if n.proc is not None]
-            # the front's code, unless a back failed where the front did not
-            self.exit_code = next((c for c in reversed(codes) if c not in (0, None)), codes[-1] if codes else None)
-        self._drain_log()
-        if self._log_fp is not None:
-            self._log_fp.close()
-            self._log_fp = None
+            n.join()
+        codes = [n.exit_code for n in self._nbdkits if n.proc is not None]
+        if codes:  # the front's code, unless a back failed where the front did not
+            self.exit_code = next((c for c in reversed(codes) if c not in (0, None)), codes[-1])
+        self._log.close()
         if self.dir is not None and self.dir.exists():  # a second stop keeps the first's stats
-            try:
-                self.stats = parse_stats((self.dir / "stats.txt").read_text())
-            except OSError:
-                self.stats = None
+            self.stats = _read_stats(self.dir / "stats.txt")
             procs.remove_dir(self.dir)
 
     def __enter__(self) -> Server:
@@ -379,22 +465,15 @@ class Server:
 
     def wire(self) -> WireCounts:
         """What the log filter has recorded so far."""
-        self._drain_log()
-        with self._lock:
-            c = self._log.counts
-            return WireCounts(**{**c.to_dict(), "errors": list(c.errors)})
+        return self._log.counts()
 
     def trace_len(self) -> int:
         """How many requests (reads apart) the log filter has recorded so far."""
-        self._drain_log()
-        with self._lock:
-            return len(self._log.rows)
+        return len(self._log.rows(0, None))
 
     def trace_rows(self, start: int, upto: int | None = None) -> list[Any]:
         """The log filter's requests [start:upto] so far (lab.trace.LogRequest, reads apart)."""
-        self._drain_log()
-        with self._lock:
-            return self._log.rows[start:upto]
+        return self._log.rows(start, upto)
 
     def sync(self, timeout: float = 5.0) -> None:
         """Return once every request served so far is in the live counters.
@@ -402,8 +481,6 @@ class Server:
         A client's exit means nbdkit answered it, not that our readers have parsed the
         debug lines yet; a marker read, seen coming out of every process's stream, settles it.
         """
-        import nbd
-
         with self._lock:
             self._sync_seq += 1
             offset = (self._sync_seq * 4096) % max(4096, self.spec.size - SYNC_COUNT)
@@ -412,63 +489,24 @@ class Server:
                 done = threading.Event()
                 self._sync_waiters[(n.name, offset)] = done
                 waits.append(done)
-        h = nbd.NBD()
-        try:
-            h.connect_uri(self.uri)
-            h.pread(SYNC_COUNT, offset)
-        finally:
-            close_handle(h)
+        _marker_read(self.uri, offset)
         deadline = time.monotonic() + timeout
         for done in waits:
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 raise ServerError("nbdkit's debug stream did not catch up")
-        self._drain_log()
+        self._log.drain()
 
     def errors(self) -> list[str]:
         with self._lock:
             return [line for line in self._stderr_tail if ": error: " in line]
 
     # -- internals ---------------------------------------------------------------------
-    def _read_stderr(self, n: _Nbdkit) -> None:
-        """Read one nbdkit's stderr in raw chunks; account whole lines only."""
-        assert n.proc is not None and n.proc.stderr is not None
-        t0 = time.thread_time()
-        fd = n.proc.stderr.fileno()
-        with contextlib.suppress(OSError):  # a lower pipe-max-size: 5 ms pauses suit 64 KiB too
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-        rest = b""
-        try:
-            while True:
-                data = os.read(fd, _CHUNK)
-                if not data:
-                    break
-                if len(data) < _SHORT_READ and n.ready.is_set():
-                    time.sleep(_BATCH_PAUSE_S)  # let a batch gather (live counts lag by <= 5 ms)
-                buf = rest + data if rest else data
-                cut = buf.rfind(b"\n") + 1
-                if cut == 0:  # no complete line yet (a very long one is cut, never held forever)
-                    rest = buf if len(buf) < _CHUNK else b""
-                    continue
-                rest = buf[cut:]
-                self._account(n, buf[:cut] if rest else buf)
-        except OSError:
-            pass
-        finally:
-            n.reader_cpu_s = time.thread_time() - t0
-            n.ready.set()  # EOF: unblock a waiting start(); it sees the process gone
+    def _keep_text(self, lines: list[str]) -> None:
+        with self._lock:
+            self._stderr_tail = [*self._stderr_tail, *lines][-50:]
 
     def _account(self, n: _Nbdkit, chunk: bytes) -> None:
-        if not n.ready.is_set() or b": error: " in chunk:
-            lines = chunk.decode(errors="replace").splitlines()
-            if n.ready.is_set():
-                lines = [ln for ln in lines if ": error: " in ln]
-            else:
-                lines = [ln for ln in lines if ": debug: " not in ln or ": error: " in ln] or lines[-3:]
-            with self._lock:
-                self._stderr_tail = [*self._stderr_tail, *lines][-50:]
-            if n.ready_marker in chunk:
-                n.listening = True
-                n.ready.set()
+        """A reader's chunk of complete lines: counters, sync markers, then listeners."""
         fire: list[threading.Event] = []
         with self._lock:
             moved, marks = n.scanner.scan(chunk)
@@ -486,52 +524,65 @@ class Server:
         for fn in listeners:
             fn()
 
-    def _drain_log(self) -> None:
-        fp = self._log_fp
-        if fp is None:
-            return
-        with self._lock:
-            while True:
-                pos = fp.tell()
-                line = fp.readline()
-                if not line:
-                    break
-                if not line.endswith("\n"):  # partial line: read it again when complete
-                    fp.seek(pos)
-                    break
-                self._log.feed(line)
-
     def _failure_text(self, what: str, n: _Nbdkit | None = None) -> str:
         with self._lock:
-            lines = [ln for ln in self._stderr_tail if "error" in ln] or self._stderr_tail[-3:]
-        proc = n.proc if n is not None else self.proc
-        code = proc.poll() if proc is not None else None
-        detail = "; ".join(ln.replace("nbdkit: error: ", "") for ln in lines)
-        return f"{what} (exit {code}): {detail}" if detail else f"{what} (exit {code})"
+            tail = list(self._stderr_tail)
+        return failure_text(what, tail, n.proc if n is not None else self.proc)
 
     def info(self) -> dict[str, Any]:
-        disk = Path("disk.img") if self.spec.plugin == "file" else None
-        under = {"extra_filters": self.backend_kind.extra_filters, "extra_params": self.backend_kind.extra_params}
-        if self.topology == SINGLE:
-            argv = build_argv(self.spec, Path("SOCKET"), Path("wire.log"), Path("stats.txt"), disk, **under)
-            argv_back = None
-        else:
-            argv, argv_back = build_chain_argv(self.spec, Path("SOCKET"), Path("BACK_SOCKET"), Path("wire.log"),
-                                               Path("stats.txt"), disk, **under)
-        return {
-            "id": self.id,
-            "uri": self.uri if self.dir else None,
-            "running": self.running,
-            "pid": self.proc.pid if self.proc else None,
-            "server": self.spec.to_dict(),
-            "flags": self.flags.to_dict() if self.flags else None,
-            "started_at": self.started_at,
-            "build": describe_build(self.spec, self.topology),
-            "argv": argv,
-            **({"argv_back": argv_back} if argv_back else {}),
-            "real_server": self.backend_kind.info(),
-            "proxy_cost": self.proxy_cost,
-        }
+        return server_info(self)
+
+
+def server_info(srv: Server) -> dict[str, Any]:
+    return {
+        "id": srv.id,
+        "uri": srv.uri if srv.dir else None,
+        "running": srv.running,
+        "pid": srv.proc.pid if srv.proc else None,
+        "server": srv.spec.to_dict(),
+        "flags": srv.flags.to_dict() if srv.flags else None,
+        "started_at": srv.started_at,
+        "build": describe_build(srv.spec, srv.topology),
+        **shown_argv(srv.spec, srv.topology, srv.backend_kind),
+        "real_server": srv.backend_kind.info(),
+        "proxy_cost": srv.proxy_cost,
+    }
+
+
+def shown_argv(spec: ServerSpec, build: str, be: Any) -> dict[str, list[str]]:
+    """The command line(s) of a server, with placeholder paths, for listings."""
+    disk = Path("disk.img") if spec.plugin == "file" else None
+    under = {"extra_filters": be.extra_filters, "extra_params": be.extra_params}
+    if build == SINGLE:
+        return {"argv": build_argv(spec, Path("SOCKET"), Path("wire.log"), Path("stats.txt"), disk, **under)}
+    front, back = build_chain_argv(spec, Path("SOCKET"), Path("BACK_SOCKET"), Path("wire.log"), Path("stats.txt"),
+                                   disk, **under)
+    return {"argv": front, "argv_back": back}
+
+
+def failure_text(what: str, tail: list[str], proc: subprocess.Popen | None) -> str:
+    lines = [ln for ln in tail if "error" in ln] or tail[-3:]
+    code = proc.poll() if proc is not None else None
+    detail = "; ".join(ln.replace("nbdkit: error: ", "") for ln in lines)
+    return f"{what} (exit {code}): {detail}" if detail else f"{what} (exit {code})"
+
+
+def _marker_read(uri: str, offset: int) -> None:
+    import nbd
+
+    h = nbd.NBD()
+    try:
+        h.connect_uri(uri)
+        h.pread(SYNC_COUNT, offset)
+    finally:
+        close_handle(h)
+
+
+def _read_stats(path: Path) -> dict[str, int] | None:
+    try:
+        return parse_stats(path.read_text())
+    except OSError:
+        return None
 
 
 PROXY_PROBE_READS = 200
