@@ -76,7 +76,8 @@ def test_decide(steps, flags, verdict):
 
 def test_probe_cli_json_contract(no_leftovers):
     out = subprocess.run([sys.executable, "-m", "lab.cli", "probe", "--length", LEN, "--zeromode", "plugin",
-                          "--maxdata", "256k", "--delay-write", "10ms", "--delay-zero", "0", "--json"], capture_output=True, text=True, timeout=120)
+                          "--maxdata", "256k", "--delay-write", "10ms", "--delay-zero", "0", "--json"],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert set(d) >= {"server", "flags", "results", "verdict"}
