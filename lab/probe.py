@@ -58,6 +58,7 @@ class Step:
     error: str | None = None
     reads_zero: bool | None = None  # checked after every zero that succeeded
     tries_ms: list[float] = field(default_factory=list)  # written range: every try (the fastest is `seconds`)
+    first_nonzero: int | None = None  # the big zero: where the read-back found data left
 
     @property
     def mib_per_s(self) -> float | None:
@@ -190,16 +191,58 @@ def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAUL
                 if tries[-1].outcome != "ok":
                     break
             r.steps = [st for st in r.steps if st not in tries] + [_best(tries)]
+        if z:
+            r.steps.append(big_zero(r, 4 * length))
         total = time.perf_counter() - t0
     finally:
         close_handle(h)
     verdict, why, figures = decide(r.steps, flags)
-    problems = [f"{s.range} {s.op} at {s.offset} does not read back as zeroes" for s in r.steps
-                if s.reads_zero is False]
+    problems = [f"{s.range} {s.op} of {format_size(s.length)} at {s.offset} answered success but does not read "
+                f"back as zeroes" + (f" (data left from offset {format_size(s.first_nonzero)})"
+                                     if s.first_nonzero is not None else "")
+                for s in r.steps if s.reads_zero is False]
     problems += [f"{s.range} {s.op} failed: {s.error}" for s in r.steps if s.outcome == "error"]
     return {"flags": flags, "length": length, "results": [s.to_dict() for s in r.steps], "verdict": verdict,
             "why": why, "figures": figures, "problems": problems, "all_zero_ranges_read_zero":
             all(s.reads_zero for s in r.steps if s.reads_zero is not None), "seconds": round(total, 3)}
+
+
+def big_zero(r: _Run, n: int) -> Step:
+    """All four ranges filled, then zeroed by ONE request, then read back.
+
+    A correctness check, not a timing: a server may split a large zero internally and get
+    it wrong (nbd-server 3.24 answers success having zeroed only the first 64 MiB)."""
+    import nbd
+
+    saved, r.length = r.length, n
+    try:
+        r.refill(0)
+        s = Step("whole", "zero", 0, n, requests=1)
+        t0 = time.perf_counter()
+        try:
+            r.h.zero(n, 0)
+            if r.can_flush:
+                r.h.flush()
+        except nbd.Error as e:
+            s.outcome = "refused" if e.errnum in (errno.ENOTSUP, errno.EOPNOTSUPP) else "error"
+            s.error = errno.errorcode.get(e.errnum or 0, str(e))
+        s.seconds = time.perf_counter() - t0
+        if s.outcome == "ok":
+            s.first_nonzero = first_nonzero(r, n)
+            s.reads_zero = s.first_nonzero is None
+        return s
+    finally:
+        r.length = saved
+
+
+def first_nonzero(r: _Run, n: int) -> int | None:
+    step = 1 << 20
+    for o in range(0, n, step):
+        r.check_time()
+        m = min(step, n - o)
+        if r.h.pread(m, o) != bytes(m):
+            return o
+    return None
 
 
 def _best(tries: list[Step]) -> Step:
@@ -278,8 +321,9 @@ def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH,
 
 def table(results: list[dict[str, Any]]) -> str:
     """Rows for README and the CLI: one per probed server."""
-    head = ("| server | zero | fast zero | trim | write (written) | zero | fast zero | trim | verdict |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| server | zero | fast zero | trim | write (written) | zero | fast zero | trim | one big zero "
+            "| verdict |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for p in results:
         f = p["flags"]
@@ -296,8 +340,18 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join([
             label(p["server"]), _yn(f["can_zero"]), _yn(f["can_fast_zero"]), _yn(f["can_trim"]),
             cell("written", "write"), cell("written", "zero"), cell("written", "fast-zero"),
-            cell("written", "trim"), f"**{p['verdict']}**"]) + " |")
+            cell("written", "trim"), big(by.get(("whole", "zero"))), f"**{p['verdict']}**"]) + " |")
     return "\n".join(lines)
+
+
+def big(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    if s["outcome"] != "ok":
+        return s["outcome"]
+    if s["reads_zero"]:
+        return f"reads 0 ({format_size(s['length'])})"
+    return f"**WRONG**: data left from {format_size(s['first_nonzero'])}"
 
 
 def label(server: dict[str, Any]) -> str:
