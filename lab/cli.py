@@ -17,7 +17,7 @@ from lab.clients import client_ids, get_client
 from lab.errors import NotFound
 from lab.pool import Job, Stop, WorkerPool
 from lab.runs import Run, execute
-from lab.scenarios import SCENARIOS, get_scenario
+from lab.scenarios import SCENARIOS, get_scenario, runnable
 from lab.spec import (
     DISK_FORMATS,
     FASTZEROMODES,
@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("name", help=f"one of: {', '.join(SCENARIOS)}")
     s.add_argument("--workers", type=int, default=1, help="rows run at once (default 1: strictly one after another)")
     s.add_argument("--only", help="comma-separated row keys to run (default all)")
+    s.add_argument("--size", help="image size for every row, e.g. 256M (drops the 2019 reference figures)")
     s.add_argument("--json", action="store_true", help='print {"name":..., "rows":[run...]}')
 
     sv = sub.add_parser("serve", help="the web service and dashboard")
@@ -190,9 +191,16 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     order = (lambda r: not get_client(r.client).parallel) if args.workers > 1 else None
     t0 = time.perf_counter()
     try:
-        sweep = sweeps.start(args.name, only, order=order)  # queued: nothing runs before the pool starts
+        overrides = {"size": args.size} if args.size else None
+        sweep = sweeps.start(args.name, only, overrides, order=order)  # queued: nothing runs before the pool starts
     except NotFound as e:
         return _bad(f"--only: {e}" if e.field == "only" else str(e))
+    except SpecError as e:
+        return _bad(f"{_option(e.field)}: {e.message}")
+    if not args.json:
+        _, skipped = runnable(list(get_scenario(args.name).rows))
+        for key, why in skipped.items():
+            print(f"skipped {key}: {why}", file=sys.stderr)
     pool.start()
     with _Interrupt() as cancel:
         while not sweep.done.wait(0.1):
@@ -203,6 +211,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"name": args.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
+    elif args.name == "today":
+        print(report.today_table(runs))
     else:
         print(report.scenario_table(get_scenario(args.name).title, runs))
         print(f"\n{len(runs)} runs in {wall:.1f} s wall time")

@@ -109,3 +109,32 @@ def scenario_table(title: str, runs: list[Run]) -> str:
     head = (f"{'row':22}{'client':10}{'zeromode':9}{'fastzero':9}{'time':>8}{'pred':>8}{'ratio':>7}"
             f"{'ref':>7}{'/ref':>6}{'writes':>7}{'zeroes':>7}{'fz':>4}{'fzf':>4}  ok")
     return "\n".join([title, "", head, "-" * len(head), *map(_scenario_row, runs), *_nbdkit_notes(runs)])
+
+
+def today_table(runs: list[Run]) -> str:
+    """Scenario `today` as Markdown: one row per server, one column per client; each cell the
+    copy time, then the zero requests the server got (backend view), a mark if not verified."""
+    servers: dict[str, dict[str, Run]] = {}
+    clients: list[str] = []
+    for r in runs:
+        client, _, server = (r.label or "").partition("@")
+        servers.setdefault(server, {})[client] = r
+        if client not in clients:
+            clients.append(client)
+    from lab.scenarios import TODAY_CLIENTS
+
+    clients.sort(key=lambda c: TODAY_CLIENTS.index(c) if c in TODAY_CLIENTS else len(TODAY_CLIENTS))
+    lines = ["| server | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
+    for server, by in servers.items():
+        cells = []
+        for c in clients:
+            r = by.get(c)
+            if r is None:
+                cells.append("-")
+            elif r.status != "succeeded":
+                cells.append(f"{r.status}" + (" (not verified)" if r.verified is False else ""))
+            else:
+                z = r.backend.zero_ops if r.backend else 0
+                cells.append(f"{r.duration_s:.2f} s / {z} z")
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from typing import Any
 from lab.errors import NotFound, QueueFull
 from lab.pool import WorkerPool
 from lab.runs import Run, new_id
-from lab.scenarios import Row, get_scenario
+from lab.scenarios import Row, get_scenario, runnable
 from lab.spec import DEFAULT_LIMITS, Limits, build_spec
 from lab.store import count_statuses, sweep_event_fields, sweep_status
 
@@ -76,7 +76,7 @@ def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | N
     apply to every row; the talk's reference figures are dropped then, since they hold for
     the talk's geometry only.
     """
-    rows = _rows(name, only)
+    rows, _skipped = runnable(_rows(name, only))
     specs = [build_spec({**r.server, **(overrides or {})}, limits) for r in rows]
     if overrides and specs:  # echo them normalised
         overrides = {k: getattr(specs[0], k) for k in overrides}
