@@ -29,7 +29,7 @@ from pydantic import (
 
 from lab.clients import client_ids
 from lab.runs import STATUSES
-from lab.spec import DISK_FORMATS, FASTZEROMODES, KINDS, PLUGINS, SOURCE_FORMATS, STORAGES, ZEROMODES
+from lab.spec import DISK_FORMATS, DISK_INITS, FASTZEROMODES, KINDS, PLUGINS, SOURCE_FORMATS, STORAGES, ZEROMODES
 from lab.units import parse_delay, parse_size
 
 ZeroMode = StrEnum("ZeroMode", {m: m for m in ZEROMODES})
@@ -39,6 +39,7 @@ SourceFormat = StrEnum("SourceFormat", {m: m for m in SOURCE_FORMATS})
 Kind = StrEnum("Kind", {m: m for m in KINDS})
 Storage = StrEnum("Storage", {m: m for m in STORAGES})
 DiskFormat = StrEnum("DiskFormat", {m: m for m in DISK_FORMATS})
+DiskInit = StrEnum("DiskInit", {m: m for m in DISK_INITS})
 ClientId = StrEnum("ClientId", {c: c for c in client_ids()})
 RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})
 
@@ -152,6 +153,8 @@ class ServerFields(GeometryFields):
     target: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = Field(
         None, description="kind external: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS")
     destructive: StrictBool | None = Field(None, description="kind external: allow overwriting the target")
+    disk_init: DiskInit | None = Field(None, description="what a file-backed disk holds before the copy: sparse "
+                                                         "(default) or data (every byte written: a reused disk)")
 
 
 class RunCreate(_Strict):
@@ -193,6 +196,7 @@ class ServerOut(_Open):
     disk_format: str | None = None
     target: str | None = None
     destructive: bool | None = None
+    disk_init: str | None = None
 
 
 class BackendOut(_Open):

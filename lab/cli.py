@@ -58,6 +58,11 @@ def _server_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                    help=f"where a file-backed server's disk lives: {', '.join(STORAGES)} "
                         "(default: the server's private dir); see `lab kinds`")
     p.add_argument("--disk-format", default=d("raw"), help=f"disk format for qemu-nbd: {', '.join(DISK_FORMATS)}")
+    p.add_argument("--noextents", choices=("true", "false"), default=None,
+                   help="hide block status from clients with nbdkit's noextents filter (default true; "
+                        "a probe's default false)")
+    p.add_argument("--disk-init", default=d("sparse"),
+                   help="what a file-backed disk holds before the copy: sparse (default) or data (a reused disk)")
     p.add_argument("--target", default=None,
                    help="external only: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS")
     p.add_argument("--destructive", action="store_true", default=None,
@@ -116,7 +121,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         "pattern": args.pattern, "maxdata": args.maxdata, "delay_write": args.delay_write,
         "delay_zero": args.delay_zero, "plugin": args.plugin, "source_format": args.source_format,
         "kind": args.kind, "storage": args.storage, "disk_format": args.disk_format, "target": args.target,
-        "destructive": args.destructive,
+        "disk_init": args.disk_init, "destructive": args.destructive,
+        "noextents": None if args.noextents is None else args.noextents == "true",
     }
     return build_spec(raw)
 
@@ -264,7 +270,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     else:
         fields = {k: getattr(args, k) for k in ("zeromode", "fastzeromode", "size", "pattern", "maxdata",
                                                   "delay_write", "delay_zero", "plugin", "kind", "storage",
-                                                  "disk_format", "target", "destructive")}
+                                                  "disk_format", "target", "destructive", "disk_init")}
+        fields["noextents"] = None if args.noextents is None else args.noextents == "true"
         try:
             build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length,
                         **{k: v for k, v in fields.items() if v is not None}})

@@ -19,6 +19,7 @@ SOURCE_FORMATS = ("qcow2", "raw")
 KINDS = ("nbdkit", "qemu-nbd", "nbd-server", "external")
 STORAGES = ("tmpfs", "datadir", "ext4", "xfs", "btrfs", "blockdev")
 DISK_FORMATS = ("raw", "qcow2")
+DISK_INITS = ("sparse", "data")  # what a file-backed disk holds before the copy
 FILE_KINDS = ("qemu-nbd", "nbd-server")  # kinds whose disk is a file (or device) the lab provisions
 
 MiB = 1 << 20
@@ -63,6 +64,7 @@ class ServerSpec:
     disk_format: str = "raw"  # qcow2: qemu-nbd only
     target: str | None = None  # external only: a socket path or host:port listed in LAB_EXTERNAL_TARGETS
     destructive: bool = False  # external only: the run may overwrite the target
+    disk_init: str = "sparse"  # "data": every byte written before the copy, like a reused destination
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +106,7 @@ def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMIT
     choice("kind", KINDS)
     choice("storage", STORAGES)
     choice("disk_format", DISK_FORMATS)
+    choice("disk_init", DISK_INITS)
     if raw.get("target") is not None:
         if not isinstance(raw["target"], str) or not 0 < len(raw["target"].strip()) <= 300:
             raise SpecError("target", "must be a Unix socket path or host:port (at most 300 characters)")
@@ -180,6 +183,10 @@ def check_kind(spec: ServerSpec) -> None:
         raise SpecError("disk_format", "qcow2 is served by kind qemu-nbd only")
     if spec.disk_format == "qcow2" and spec.storage == "blockdev":
         raise SpecError("disk_format", "qcow2 needs a filesystem: storage blockdev holds raw only")
+    if spec.disk_init == "data" and not (spec.plugin == "file" or spec.kind in FILE_KINDS):
+        raise SpecError("disk_init", "data applies to a file-backed disk: plugin file, qemu-nbd or nbd-server")
+    if spec.disk_init == "data" and spec.disk_format == "qcow2":
+        raise SpecError("disk_init", "data needs a raw disk")
     if spec.kind != "nbdkit" and spec.plugin != "memory":
         raise SpecError("plugin", "plugin applies to kind nbdkit only")
     k = kinds.availability()[spec.kind]

@@ -57,6 +57,11 @@ class WireCounts:
     trim: int = 0
     flush: int = 0
     failed: int = 0
+    # The block-status client only: BLOCK_STATUS asked of the destination, the time they took,
+    # and the hole zeroes they let it skip (the destination already read as zero there).
+    block_status: int = 0
+    block_status_s: float = 0.0
+    zero_skipped: int = 0
     source: str = "nbdkit-log"  # or "client": who counted
     errors: list[str] = field(default_factory=list)
 
