@@ -204,25 +204,32 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     except SpecError as e:
         return _bad(f"{_option(e.field)}: {e.message}")
     if not args.json:
-        _, skipped = runnable(list(get_scenario(args.name).rows))
-        for key, why in skipped.items():
-            print(f"skipped {key}: {why}", file=sys.stderr)
+        _print_skipped(args.name)
     pool.start()
     with _Interrupt() as cancel:
         while not sweep.done.wait(0.1):
             if cancel.is_set():
                 sweeps.cancel(sweep.id, wait=0)
     pool.shutdown(Stop(), grace=5)
-    runs = sweep.runs
-    wall = time.perf_counter() - t0
+    _print_scenario(args, sweep.runs, time.perf_counter() - t0)
+    return 0 if all(r.status == "succeeded" for r in sweep.runs) else 1
+
+
+def _print_skipped(name: str) -> None:
+    _, skipped = runnable(list(get_scenario(name).rows))
+    for key, why in skipped.items():
+        print(f"skipped {key}: {why}", file=sys.stderr)
+
+
+def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float) -> None:
     if args.json:
         print(json.dumps({"name": args.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
-    elif args.name == "today":
+        return
+    if args.name == "today":
         print(report.today_table(runs))
     else:
         print(report.scenario_table(get_scenario(args.name).title, runs))
-        print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
-    return 0 if all(r.status == "succeeded" for r in runs) else 1
+    print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -253,31 +260,47 @@ def cmd_clients(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+_PROBE_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
+                 "kind", "storage", "disk_format", "target", "destructive", "disk_init")
+
+
+def _probe_length(args: argparse.Namespace) -> int | str:
+    """The probe's range length in bytes, or the error message for it."""
     from lab import probe
     from lab.units import parse_size
 
     try:
         length = parse_size(args.length)
     except ValueError as e:
-        return _bad(f"--length: {e}")
+        return f"--length: {e}"
     if not probe.MIN_LENGTH <= length <= probe.MAX_LENGTH or length % 4096:
-        return _bad(f"--length: must be a multiple of 4K between 1M and 256M (got {args.length})")
+        return f"--length: must be a multiple of 4K between 1M and 256M (got {args.length})"
+    return length
+
+
+def _probe_fields(args: argparse.Namespace, length: int) -> dict[str, Any]:
+    """The server fields the options give (SpecError if they do not fit)."""
+    from lab import probe
+
+    fields = {k: getattr(args, k) for k in _PROBE_FIELDS}
+    fields["noextents"] = None if args.noextents is None else args.noextents == "true"
+    given = {k: v for k, v in fields.items() if v is not None}
+    build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length, **given})
+    return fields
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from lab import probe
+
+    length = _probe_length(args)
+    if isinstance(length, str):
+        return _bad(length)
     if not 0 < args.deadline <= 3600:
         return _bad(f"--deadline: must be between 0 and 3600 seconds (got {args.deadline})")
-    if args.all:
-        targets = probe.matrix()
-    else:
-        fields = {k: getattr(args, k) for k in ("zeromode", "fastzeromode", "size", "pattern", "maxdata",
-                                                  "delay_write", "delay_zero", "plugin", "kind", "storage",
-                                                  "disk_format", "target", "destructive", "disk_init")}
-        fields["noextents"] = None if args.noextents is None else args.noextents == "true"
-        try:
-            build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length,
-                        **{k: v for k, v in fields.items() if v is not None}})
-        except SpecError as e:
-            return _bad(f"{_option(e.field)}: {e.message}")
-        targets = [fields]
+    try:
+        targets = probe.matrix() if args.all else [_probe_fields(args, length)]
+    except SpecError as e:
+        return _bad(f"{_option(e.field)}: {e.message}")
     out, failed = [], False
     for fields in targets:
         try:
@@ -287,16 +310,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
             print(f"lab probe: {probe.label(fields)}: {e}", file=sys.stderr)
             continue
         if not args.json:
-            p = out[-1]
-            print(f"{probe.label(p['server'])}: {p['verdict']} - {p['why']}", file=sys.stderr)
+            print(f"{probe.label(out[-1]['server'])}: {out[-1]['verdict']} - {out[-1]['why']}", file=sys.stderr)
+    _print_probes(args, out)
+    return 1 if failed or any(p["problems"] for p in out) else 0
+
+
+def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
+    from lab import probe
+
     if args.json:
         print(json.dumps(out if args.all else (out[0] if out else None)))
-    else:
-        print(probe.table(out))
-        for p in out:
-            for problem in p["problems"]:
-                print(f"problem: {probe.label(p['server'])}: {problem}")
-    return 1 if failed or any(p["problems"] for p in out) else 0
+        return
+    print(probe.table(out))
+    for p in out:
+        for problem in p["problems"]:
+            print(f"problem: {probe.label(p['server'])}: {problem}")
 
 
 def cmd_kinds(_args: argparse.Namespace) -> int:

@@ -154,57 +154,75 @@ def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAUL
     h = nbd.NBD()
     try:
         h.connect_uri(uri)
-        size = h.get_size()
-        if size < 4 * length:
-            raise ProbeError(f"the export ({format_size(size)}) is smaller than the probe's 4 ranges of "
-                             f"{format_size(length)}")
-        if h.is_read_only():
-            raise ProbeError("the export is read-only: the probe writes")
-        block_max = int(h.get_block_size(nbd.SIZE_MAXIMUM))
-        flags = {
-            "size": size,
-            "can_zero": bool(h.can_zero()),
-            "can_fast_zero": bool(h.can_fast_zero()),
-            "can_trim": bool(h.can_trim()),
-            "can_flush": bool(h.can_flush()),
-            "block_size_min": int(h.get_block_size(nbd.SIZE_MINIMUM)),
-            "block_size_preferred": int(h.get_block_size(nbd.SIZE_PREFERRED)),
-            "block_size_max": block_max,
-        }
+        flags = read_flags(h, length)
         r = _Run(h, length, time.monotonic() + deadline_s, flags["can_flush"],
-                 min(REQUEST_MAX, block_max or REQUEST_MAX))
-        z, fz, tr = flags["can_zero"], flags["can_zero"] and flags["can_fast_zero"], flags["can_trim"]
+                 min(REQUEST_MAX, flags["block_size_max"] or REQUEST_MAX))
         t0 = time.perf_counter()
-        r.step("fresh", "zero", 0, z)
-        r.step("fresh", "fast-zero", length, fz)
-        r.step("fresh", "trim", 2 * length, tr)
-        w = 3 * length
-        r.step("fresh", "write", w)
-        # The written range decides the verdict: each step REPEATS times (refilled before
-        # each), the fastest kept, so one stall on a busy machine does not make the verdict.
-        for op, advertised in (("write", True), ("zero", z), ("fast-zero", fz), ("trim", tr)):
-            tries = []
-            for _ in range(REPEATS if advertised else 1):
-                if op != "write":
-                    r.refill(w)
-                tries.append(r.step("written", op, w, advertised))
-                if tries[-1].outcome != "ok":
-                    break
-            r.steps = [st for st in r.steps if st not in tries] + [_best(tries)]
-        if z:
-            r.steps.append(big_zero(r, 4 * length))
+        run_steps(r, flags)
         total = time.perf_counter() - t0
     finally:
         close_handle(h)
     verdict, why, figures = decide(r.steps, flags)
-    problems = [f"{s.range} {s.op} of {format_size(s.length)} at {s.offset} answered success but does not read "
-                f"back as zeroes" + (f" (data left from offset {format_size(s.first_nonzero)})"
-                                     if s.first_nonzero is not None else "")
-                for s in r.steps if s.reads_zero is False]
-    problems += [f"{s.range} {s.op} failed: {s.error}" for s in r.steps if s.outcome == "error"]
     return {"flags": flags, "length": length, "results": [s.to_dict() for s in r.steps], "verdict": verdict,
-            "why": why, "figures": figures, "problems": problems, "all_zero_ranges_read_zero":
+            "why": why, "figures": figures, "problems": problems(r.steps), "all_zero_ranges_read_zero":
             all(s.reads_zero for s in r.steps if s.reads_zero is not None), "seconds": round(total, 3)}
+
+
+def read_flags(h: Any, length: int) -> dict[str, Any]:
+    """What the export advertises; ProbeError if the probe cannot write its 4 ranges there."""
+    import nbd
+
+    size = h.get_size()
+    if size < 4 * length:
+        raise ProbeError(f"the export ({format_size(size)}) is smaller than the probe's 4 ranges of "
+                         f"{format_size(length)}")
+    if h.is_read_only():
+        raise ProbeError("the export is read-only: the probe writes")
+    return {
+        "size": size,
+        "can_zero": bool(h.can_zero()),
+        "can_fast_zero": bool(h.can_fast_zero()),
+        "can_trim": bool(h.can_trim()),
+        "can_flush": bool(h.can_flush()),
+        "block_size_min": int(h.get_block_size(nbd.SIZE_MINIMUM)),
+        "block_size_preferred": int(h.get_block_size(nbd.SIZE_PREFERRED)),
+        "block_size_max": int(h.get_block_size(nbd.SIZE_MAXIMUM)),
+    }
+
+
+def run_steps(r: _Run, flags: dict[str, Any]) -> None:
+    z, fz, tr = flags["can_zero"], flags["can_zero"] and flags["can_fast_zero"], flags["can_trim"]
+    length = r.length
+    r.step("fresh", "zero", 0, z)
+    r.step("fresh", "fast-zero", length, fz)
+    r.step("fresh", "trim", 2 * length, tr)
+    w = 3 * length
+    r.step("fresh", "write", w)
+    # The written range decides the verdict: each step REPEATS times (refilled before
+    # each), the fastest kept, so one stall on a busy machine does not make the verdict.
+    for op, advertised in (("write", True), ("zero", z), ("fast-zero", fz), ("trim", tr)):
+        tries = []
+        for _ in range(REPEATS if advertised else 1):
+            if op != "write":
+                r.refill(w)
+            tries.append(r.step("written", op, w, advertised))
+            if tries[-1].outcome != "ok":
+                break
+        r.steps = [st for st in r.steps if st not in tries] + [_best(tries)]
+    if z:
+        r.steps.append(big_zero(r, 4 * length))
+
+
+def problems(steps: list[Step]) -> list[str]:
+    out = []
+    for s in steps:
+        if s.reads_zero is False:
+            where = f" (data left from offset {format_size(s.first_nonzero)})" if s.first_nonzero is not None else ""
+            out.append(f"{s.range} {s.op} of {format_size(s.length)} at {s.offset} answered success but does not "
+                       f"read back as zeroes{where}")
+        if s.outcome == "error":
+            out.append(f"{s.range} {s.op} failed: {s.error}")
+    return out
 
 
 def big_zero(r: _Run, n: int) -> Step:

@@ -163,19 +163,29 @@ def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
 
 def check_kind(spec: ServerSpec) -> None:
     """The kind/storage fields fit together and this machine has them (no connection is made)."""
-    from lab import external, kinds, storage
-
     if spec.kind == "external":
-        if spec.storage:
-            raise SpecError("storage", "an external server has its own storage")
-        try:
-            external.check_target(spec.target)
-        except external.ExternalError as e:
-            raise SpecError(e.field, e.message) from None
-        if not spec.destructive:
-            raise SpecError("destructive", "a run overwrites the external target: say destructive: true to allow it")
+        _check_external(spec)
     elif spec.target is not None or spec.destructive:
         raise SpecError("target" if spec.target is not None else "destructive", "only for kind external")
+    _check_disk(spec)
+    _check_available(spec)
+
+
+def _check_external(spec: ServerSpec) -> None:
+    from lab import external
+
+    if spec.storage:
+        raise SpecError("storage", "an external server has its own storage")
+    try:
+        external.check_target(spec.target)
+    except external.ExternalError as e:
+        raise SpecError(e.field, e.message) from None
+    if not spec.destructive:
+        raise SpecError("destructive", "a run overwrites the external target: say destructive: true to allow it")
+
+
+def _check_disk(spec: ServerSpec) -> None:
+    file_backed = spec.plugin == "file" or spec.kind in FILE_KINDS
     if spec.storage and spec.kind == "nbdkit" and spec.plugin == "memory":
         raise SpecError("storage", "the memory plugin keeps its disk in RAM: use plugin file, or kind qemu-nbd "
                                    "or nbd-server")
@@ -183,12 +193,15 @@ def check_kind(spec: ServerSpec) -> None:
         raise SpecError("disk_format", "qcow2 is served by kind qemu-nbd only")
     if spec.disk_format == "qcow2" and spec.storage == "blockdev":
         raise SpecError("disk_format", "qcow2 needs a filesystem: storage blockdev holds raw only")
-    if spec.disk_init == "data" and not (spec.plugin == "file" or spec.kind in FILE_KINDS):
-        raise SpecError("disk_init", "data applies to a file-backed disk: plugin file, qemu-nbd or nbd-server")
-    if spec.disk_init == "data" and spec.disk_format == "qcow2":
-        raise SpecError("disk_init", "data needs a raw disk")
+    if spec.disk_init == "data" and (not file_backed or spec.disk_format == "qcow2"):
+        raise SpecError("disk_init", "data applies to a raw file-backed disk: plugin file, qemu-nbd raw or nbd-server")
     if spec.kind != "nbdkit" and spec.plugin != "memory":
         raise SpecError("plugin", "plugin applies to kind nbdkit only")
+
+
+def _check_available(spec: ServerSpec) -> None:
+    from lab import kinds, storage
+
     k = kinds.availability()[spec.kind]
     if not k["available"] and spec.kind != "external":
         raise SpecError("kind", str(k["reason"]))

@@ -28,7 +28,7 @@ def test_run_on_a_fresh_server_echoes_normalised_fields(api):
                              "pattern": "alternate:1M", "maxdata": 262144, "delay_write": 1.0, "delay_zero": 1.0,
                              "plugin": "memory", "noextents": True, "source_format": "qcow2",
                              "kind": "nbdkit", "storage": None, "disk_format": "raw", "target": None,
-                             "destructive": False}
+                             "destructive": False, "disk_init": "sparse"}
     row = wait_final(api, run["id"])
     assert row["status"] == "succeeded", row["error"]
     assert row["verified"] is True
