@@ -31,8 +31,9 @@ class AllowMiddleware:
                 methods = {m.upper() for m in ops if m in ("get", "post", "put", "patch", "delete")}
                 if "GET" in methods:
                     methods.add("HEAD")
-                table.append((_compile(template), ", ".join(sorted(methods))))
-            self._table = table
+                table.append((template.count("{"), _compile(template), ", ".join(sorted(methods))))
+            # literal segments first: /runs/cancel is its own path, not /runs/{run_id}
+            self._table = [(pattern, methods) for _, pattern, methods in sorted(table, key=lambda t: t[0])]
         for pattern, methods in self._table:
             if pattern.match(path):
                 return methods

@@ -160,6 +160,12 @@ def _raw_json(request: Request) -> Any:
         return _MISSING
 
 
+def raw_json(request: Request) -> Any:
+    """The request's JSON body exactly as sent (None when it has none or it is not JSON)."""
+    body = _raw_json(request)
+    return None if body is _MISSING else body
+
+
 def _sent_value(request: Request, loc: Sequence[Any], body: Any) -> Any:
     """What the request carried at `loc`, untouched; _MISSING when it carried nothing there."""
     if not loc:

@@ -20,7 +20,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    JsonValue,
     PlainValidator,
     StrictBool,
     StringConstraints,
@@ -157,6 +156,37 @@ class ServerFields(GeometryFields):
                                                          "(default) or data (every byte written: a reused disk)")
 
 
+class ServerCreate(ServerFields):
+    """A long-lived server: its fields, and how long it may live."""
+
+    ttl_s: Annotated[float, Field(gt=0, le=30 * 86_400)] | None = Field(
+        None, description="stop it this many seconds after it starts (default LAB_SERVER_TTL_S)")
+
+    def raw(self) -> dict[str, Any]:
+        out = super().raw()
+        out.pop("ttl_s", None)
+        return out
+
+
+class RunFilter(_Strict):
+    """Which queued or running runs to cancel: every given field must match."""
+
+    status: Annotated[str, StringConstraints(pattern="^(queued|running)$")] | None = Field(
+        None, description="queued or running (default: both)")
+    label: Label | None = None
+    sweep_id: ObjectId | None = None
+    server_id: ObjectId | None = None
+    client: ClientId | None = None
+    student: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
+        None, description="runs started for this student")
+    all: StrictBool = Field(False, description="true to cancel every queued and running run (no other filter)")
+
+
+class CancelledOut(BaseModel):
+    count: int
+    runs: list[RunOut] = Field(description="the cancelled runs (final, or still stopping: status running)")
+
+
 class RunCreate(_Strict):
     client: ClientId = Field(ClientId("qemu-img"), description="copy client, see GET /api/clients")
     server: ServerFields | None = Field(None, description="fields of a fresh server for this run")
@@ -275,6 +305,8 @@ class ManagedServerOut(_Open):
     busy: bool = False
     runs: int = 0
     backend: dict[str, int] | None = Field(None, description="backend requests so far, since the server started")
+    ttl_s: float | None = Field(None, description="its time to live (null: no limit)")
+    expires_at: float | None = Field(None, description="when it is stopped (epoch s; null: never)")
 
 
 class ServerList(BaseModel):
@@ -294,6 +326,12 @@ class SweepOut(_Open):
     finished_at: float | None = None
     only: list[str] | None = None
     overrides: dict[str, Any] | None = None
+    kind: str | None = Field(None, description="scenario (a scenario's rows) or custom (POST /api/v1/sweeps)")
+    definition: dict[str, Any] | None = Field(None, description="a custom sweep's definition, normalised "
+                                              "(POST it again, or /rerun, to repeat it)")
+    repeats: int | None = Field(None, description="runs per row")
+    parallelism: int | None = Field(None, description="at most this many of its runs at once (null: no cap)")
+    priority: int | None = Field(None, description="higher starts first")
     runs: list[RunOut] | None = Field(None, description="the sweep's runs, in scenario order (detail views)")
 
 
@@ -333,7 +371,7 @@ class ProblemItem(BaseModel):
     loc: list[str | int] = Field(description="where: body/query/header/path, then the field names and indexes")
     message: str
     code: str = Field(description="what kind of error (pydantic's type: missing, extra_forbidden, value_error...)")
-    value: JsonValue = Field(None, description="the value exactly as the request sent it; absent when missing")
+    value: Any = Field(None, description="the value exactly as the request sent it (any JSON); absent when missing")
 
 
 class Problem(BaseModel):

@@ -8,6 +8,8 @@ LAB_MAX_DELAY_MS  largest per-request delay a request may ask for
 LAB_RUN_TIMEOUT_S a run still going after this is stopped and marked failed
 LAB_IMAGE_CACHE_BYTES  the source-image cache is trimmed (least recently used) to this
 LAB_MAX_SERVERS   long-lived servers that may run at once
+LAB_SERVER_TTL_S  a long-lived server is stopped this long after it started, unless it asked for its own ttl_s
+                  (0: never)
 LAB_TOKEN         when set, POST/DELETE need "Authorization: Bearer <token>"
 LAB_SSE_KEEPALIVE_S    idle event streams get a comment line this often (proxies cut silent ones)
 LAB_EVENT_QUEUE   events buffered per subscriber before it is resynced from the database
@@ -44,6 +46,7 @@ class Settings(BaseSettings):
     run_timeout_s: float = Field(600.0, gt=0, le=86_400)
     image_cache_bytes: int = Field(4 << 30, ge=0)
     max_servers: int = Field(8, ge=0, le=256)
+    server_ttl_s: float = Field(3600.0, ge=0, le=30 * 86_400)
     token: SecretStr | None = None
     sse_keepalive_s: float = Field(15.0, gt=0, le=300)
     event_queue: int = Field(1000, ge=10, le=1_000_000)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lab import report
+from lab import report, sweep_cli
 from lab.clients import client_ids, get_client
 from lab.errors import NotFound
 from lab.pool import Job, Stop, WorkerPool
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("kinds", help="list the server kinds and storages, and whether this machine has them")
     sub.add_parser("clients", help="list the copy clients")
     sub.add_parser("scenarios", help="list the scenarios")
+    sweep_cli.add_parser(sub)
     return p
 
 
@@ -232,6 +233,10 @@ def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float) -> N
     print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return sweep_cli.cmd_sweep(args, _bad, _Interrupt)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         return _bad(f"--port: must be between 1 and 65535 (got {args.port})")
@@ -345,7 +350,7 @@ def cmd_scenarios(_args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve,
+    handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve, "sweep": cmd_sweep,
                "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios}[args.command]
     return handler(args)
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lab import diskmap, procs
+from lab import diskmap, procs, sweepspec
 from lab.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
 from lab.events import EventBus, Subscription
+from lab.expiry import Reaper
 from lab.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
 from lab.pool import Job, Stop, WorkerPool
 from lab.registry import ServerRegistry
@@ -55,6 +57,7 @@ class ManagerConfig:
     progress_retention_s: float | None = 24 * 3600.0
     # ... and beyond this many progress rows, the oldest of finished runs go first (None: no cap).
     max_progress_events: int | None = 500_000
+    server_ttl_s: float | None = 3600.0  # managed servers are stopped this long after they start (None: never)
 
 
 class Manager:
@@ -68,6 +71,7 @@ class Manager:
         self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish)
         self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
+        self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -79,10 +83,12 @@ class Manager:
             procs.sweep_stale_dirs()  # dirs a SIGKILLed predecessor left behind
         self.prune_events()
         self.pool.start()
+        self.reaper.start()
         return self
 
     def shutdown(self) -> None:
         """Interrupt queued and running runs, stop all servers; nothing of ours survives."""
+        self.reaper.close()
         stuck = self.pool.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s)
         if stuck is None:
             return
@@ -146,6 +152,18 @@ class Manager:
         """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.sweeps."""
         return self.sweeps.start(name, only, overrides).to_dict()
 
+    def start_custom_sweep(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """Queue a custom sweep (rows or a grid, lab.sweepspec); DefinitionError names the place at fault."""
+        self.pool.check_open()
+        return self.sweeps.start_custom(sweepspec.plan(definition, self.config.limits)).to_dict()
+
+    def rerun_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Queue a new sweep made like `sweep_id` (its scenario rows or its custom definition)."""
+        old = self.get_sweep(sweep_id)
+        if old.get("definition"):
+            return self.start_custom_sweep(old["definition"])
+        return self.start_sweep(old["name"], only=old.get("only"), overrides=old.get("overrides"))
+
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         row = self.store.get_sweep(sweep_id)
         if row is None:
@@ -159,11 +177,13 @@ class Manager:
         return self.get_sweep(sweep_id)
 
     # -- managed servers -------------------------------------------------------------------
-    def create_server(self, spec: dict[str, Any] | ServerSpec) -> dict[str, Any]:
+    def create_server(self, spec: dict[str, Any] | ServerSpec, ttl_s: float | None = None) -> dict[str, Any]:
+        """Start a managed server, stopped after `ttl_s` (default: config.server_ttl_s; 0: never)."""
         if not isinstance(spec, ServerSpec):
             spec = build_spec(spec, self.config.limits)
         self.pool.check_open()
-        return self.servers.create(spec)
+        ttl = self.config.server_ttl_s if ttl_s is None else ttl_s
+        return self.servers.create(spec, ttl_s=ttl or None)
 
     def list_servers(self) -> list[dict[str, Any]]:
         return self.servers.list()
@@ -171,14 +191,27 @@ class Manager:
     def get_server(self, server_id: str) -> dict[str, Any]:
         return self.servers.info(self.servers.get(server_id))
 
-    def delete_server(self, server_id: str, wait: float = 5.0) -> dict[str, Any]:
+    def delete_servers(self, wait: float = 5.0) -> list[dict[str, Any]]:
+        """Stop every managed server (as delete_server each)."""
+        out = []
+        for server_id in self.servers.ids():
+            with contextlib.suppress(NotFound):  # deleted meanwhile
+                out.append(self.delete_server(server_id, wait))
+        return out
+
+    def cancel_where(self, match: Callable[[Run], bool], wait: float = 5.0) -> list[dict[str, Any]]:
+        """Cancel every queued or running run `match` picks; returns their rows (final, or still stopping)."""
+        jobs = self.pool.cancel(lambda j: match(j.run), wait=wait)
+        return [self.store.get_run(j.run.id) or j.run.to_dict() for j in jobs]
+
+    def delete_server(self, server_id: str, wait: float = 5.0, reason: str = "deleted") -> dict[str, Any]:
         """Stop a managed server; runs queued or running on it are cancelled first."""
         m = self.servers.remove(server_id)
-        gone = f"server {server_id} was deleted"
+        gone = f"server {server_id} was {reason}"
         self.pool.cancel(lambda j: j.run.server_id == server_id, Stop("cancelled", gone, f"{gone} during the run"),
                          wait=wait)
         info = self.servers.info(m)
-        self.servers.stop(m)
+        self.servers.stop(m, reason)
         info["running"] = False
         return info
 

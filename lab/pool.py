@@ -46,6 +46,9 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     stop: Stop | None = None  # why it was stopped, when not by a user's plain cancel
+    priority: int = 0  # higher starts first; equal priorities in queue order
+    group: str | None = None  # a sweep whose runs share `group_limit` (its parallelism)
+    group_limit: int | None = None
 
     @property
     def resource(self) -> str | None:
@@ -100,9 +103,12 @@ class WorkerPool:
             raise ShuttingDown("the service is shutting down")
 
     # -- jobs --------------------------------------------------------------------------------
-    def submit(self, runs: Sequence[Run], admit: Admit | None = None) -> list[Job]:
+    def submit(self, runs: Sequence[Run], admit: Admit | None = None, priority: int = 0,
+               group: str | None = None, group_limit: int | None = None) -> list[Job]:
         """Queue `runs` in order, all or none. `admit(free)` may refuse (raise) or announce
-        what the runs belong to before they are queued; by default a full queue refuses."""
+        what the runs belong to before they are queued; by default a full queue refuses.
+        `priority`: higher starts before lower; `group_limit`: at most that many of the
+        runs of `group` run at once (a sweep's parallelism)."""
         with self.lock:
             self.check_open()
             free = self.queue_size - len(self._pending)
@@ -110,7 +116,7 @@ class WorkerPool:
                 admit(free)
             elif len(runs) > free:
                 raise QueueFull(f"the run queue is full ({self.queue_size} runs waiting)")
-            jobs = [Job(run) for run in runs]
+            jobs = [Job(run, priority=priority, group=group, group_limit=group_limit) for run in runs]
             for job in jobs:
                 job.run.status = "queued"
                 self._queued(job)
@@ -141,9 +147,11 @@ class WorkerPool:
             return self._active.get(run_id) or next((j for j in self._pending if j.run.id == run_id), None)
 
     def position(self, run_id: str) -> int | None:
-        """1-based place of a queued run in the queue (1: next to start), None when not queued."""
+        """1-based place of a queued run in the queue (1: next to start), None when not queued:
+        the runs before it by priority, then by queue order."""
         with self.lock:
-            for i, job in enumerate(self._pending):
+            order = sorted(self._pending, key=lambda j: -j.priority)  # stable: queue order within a priority
+            for i, job in enumerate(order):
                 if job.run.id == run_id:
                     return i + 1
         return None
@@ -173,11 +181,23 @@ class WorkerPool:
             job.done.set()
 
     def _take_next(self) -> Job | None:
+        """The first runnable job of the highest priority: its managed server free, its sweep
+        under its parallelism."""
+        best: Job | None = None
+        running_in: dict[str, int] = {}
+        for job in self._active.values():
+            if job.group is not None:
+                running_in[job.group] = running_in.get(job.group, 0) + 1
         for job in self._pending:
-            if job.resource is None or job.resource not in self._busy:
-                self._pending.remove(job)
-                return job
-        return None
+            if job.resource is not None and job.resource in self._busy:
+                continue
+            if job.group_limit is not None and running_in.get(job.group or "", 0) >= job.group_limit:
+                continue
+            if best is None or job.priority > best.priority:
+                best = job
+        if best is not None:
+            self._pending.remove(best)
+        return best
 
     def _worker(self) -> None:
         while True:

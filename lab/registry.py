@@ -25,6 +25,11 @@ class Managed:
     server: Server
     created_at: float = field(default_factory=time.time)
     runs: int = 0
+    ttl_s: float | None = None  # stopped this long after it was created (None: never)
+
+    @property
+    def expires_at(self) -> float | None:
+        return None if self.ttl_s is None else self.created_at + self.ttl_s
 
 
 class ServerRegistry:
@@ -35,14 +40,15 @@ class ServerRegistry:
         self._servers: dict[str, Managed] = {}
         self._closed = False
 
-    def create(self, spec: ServerSpec) -> dict[str, Any]:
-        """Start a server for `spec`; LimitExceeded at max_servers, ShuttingDown once closed."""
+    def create(self, spec: ServerSpec, ttl_s: float | None = None) -> dict[str, Any]:
+        """Start a server for `spec` (stopped `ttl_s` after; see expired()); LimitExceeded at
+        max_servers, ShuttingDown once closed."""
         with self._lock:
             if self._closed:
                 raise ShuttingDown("the service is shutting down")
             if len(self._servers) >= self.max_servers:
                 raise LimitExceeded(f"at most {self.max_servers} servers may run at once")
-            managed = Managed(Server(spec))
+            managed = Managed(Server(spec), ttl_s=ttl_s)
             srv = managed.server
             self._servers[srv.id] = managed  # holds the slot while nbdkit starts
         try:
@@ -74,6 +80,17 @@ class ServerRegistry:
             raise NotFound(f"server {server_id} not found")
         return m
 
+    def expired(self, now: float | None = None) -> list[str]:
+        """Ids of started servers whose time to live is over."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return [sid for sid, m in self._servers.items()
+                    if m.server.flags is not None and m.expires_at is not None and m.expires_at <= now]
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [sid for sid, m in self._servers.items() if m.server.flags is not None]
+
     def has(self, server_id: str) -> bool:
         return server_id in self._servers
 
@@ -97,13 +114,13 @@ class ServerRegistry:
             del self._servers[server_id]
             return m
 
-    def stop(self, m: Managed) -> None:
+    def stop(self, m: Managed, reason: str = "deleted") -> None:
         try:
             m.server.stop()
         except Exception:
             log.exception("stopping server %s", m.server.id)
         try:
-            self._publish("server", None, None, server_id=m.server.id, status="stopped")
+            self._publish("server", None, None, server_id=m.server.id, status="stopped", reason=reason)
         except Exception:
             log.exception("publishing a server event")
 
@@ -115,13 +132,14 @@ class ServerRegistry:
             for m in servers:
                 del self._servers[m.server.id]
         for m in servers:
-            self.stop(m)
+            self.stop(m, "shutdown")
 
     def info(self, m: Managed) -> dict[str, Any]:
         srv = m.server
         info = srv.info()
         info.pop("pid", None)
-        info.update(created_at=m.created_at, runs=m.runs, busy=self._busy(srv.id),
+        info.update(created_at=m.created_at, runs=m.runs, busy=self._busy(srv.id), ttl_s=m.ttl_s,
+                    expires_at=m.expires_at,
                     backend=srv.backend().to_dict() if srv.running else None)
         return info
 

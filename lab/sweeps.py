@@ -20,6 +20,7 @@ from lab.runs import Run, new_id
 from lab.scenarios import Row, get_scenario, runnable
 from lab.spec import DEFAULT_LIMITS, Limits, build_spec
 from lab.store import count_statuses, sweep_event_fields, sweep_status
+from lab.sweepspec import Planned
 
 log = logging.getLogger("lab.sweeps")
 
@@ -44,6 +45,10 @@ class Sweep:
     statuses: dict[str, str] = field(default_factory=dict)  # run id -> final status
     only: list[str] | None = None
     overrides: dict[str, Any] | None = None
+    definition: dict[str, Any] | None = None  # a custom sweep's definition (lab.sweepspec), normalised
+    repeats: int = 1
+    parallelism: int | None = None
+    priority: int = 0
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -64,7 +69,9 @@ class Sweep:
         return {"id": self.id, "name": self.name, "status": self.status, "total": self.total,
                 "finished": len(self.statuses), "counts": self.counts(), "run_ids": self.run_ids,
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-                "only": self.only, "overrides": self.overrides}
+                "only": self.only, "overrides": self.overrides, "kind": "custom" if self.definition else "scenario",
+                "definition": self.definition, "repeats": self.repeats, "parallelism": self.parallelism,
+                "priority": self.priority}
 
 
 def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
@@ -112,6 +119,17 @@ class SweepService:
         order the runs are queued in (not the sweep's own order)."""
         runs, overrides = plan(name, only, overrides, self.limits)
         sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides)
+        return self._queue(sweep, sorted(runs, key=order) if order else runs)
+
+    def start_custom(self, planned: Planned) -> Sweep:
+        """Queue a custom sweep (lab.sweepspec.plan()), all or nothing, with its priority and parallelism."""
+        runs = planned.runs()
+        sweep = Sweep(name=planned.name, runs=runs, definition=planned.definition, repeats=planned.repeats,
+                      parallelism=planned.parallelism, priority=planned.priority)
+        return self._queue(sweep, runs)
+
+    def _queue(self, sweep: Sweep, queue_order: list[Run]) -> Sweep:
+        runs = sweep.runs
         for run in runs:
             run.sweep_id = sweep.id
 
@@ -123,7 +141,8 @@ class SweepService:
             d = sweep.to_dict()
             self._publish("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
 
-        self.pool.submit(sorted(runs, key=order) if order else runs, admit=admit)
+        self.pool.submit(queue_order, admit=admit, priority=sweep.priority, group=sweep.id,
+                         group_limit=sweep.parallelism)
         if not runs:
             self._end(sweep, None)
         return sweep

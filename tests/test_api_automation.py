@@ -123,3 +123,95 @@ def test_cursor_pages_newest_first_with_filters(api):
                                                    "cursor": r.headers["x-next-cursor"]}).json()
     assert rest["count"] == 2 and rest["next_cursor"] is None
     wait_final(api, extra["id"])
+
+
+def test_custom_grid_sweep_with_repeats_grouped_per_row(api):
+    body = {"name": "grid", "grid": {"zeromode": ["plugin", "none"], "client": ["qemu-img", "qemu-4.2"]},
+            "server": FAST, "repeats": 2, "parallelism": 1, "priority": 3}
+    r = api.post("/api/v1/sweeps", json=body)
+    assert r.status_code == 202, r.text
+    sweep = r.json()
+    assert sweep["kind"] == "custom" and sweep["total"] == 8 and sweep["repeats"] == 2
+    assert [run["label"] for run in sweep["runs"][:4]] == ["plugin/qemu-img", "plugin/qemu-4.2", "none/qemu-img",
+                                                           "none/qemu-4.2"], "axes in the order given"
+    done = api.get(f"/api/v1/sweeps/{sweep['id']}", params={"wait": 60}).json()
+    assert done["status"] == "succeeded", done
+    res = api.get(f"/api/v1/sweeps/{sweep['id']}/results").json()
+    assert [row["key"] for row in res["rows"]] == ["plugin/qemu-img", "plugin/qemu-4.2", "none/qemu-img",
+                                                  "none/qemu-4.2"]
+    for row in res["rows"]:
+        assert row["runs"] == row["succeeded"] == 2
+        st = row["stats"]["duration_s"]
+        assert st["n"] == 2 and st["min"] <= st["median"] <= st["max"] and st["spread"] == st["max"] - st["min"]
+        assert row["stats"]["backend.write_ops"]["spread"] == 0, "the same row writes the same"
+    none_img = next(r for r in res["rows"] if r["key"] == "none/qemu-img")
+    assert none_img["stats"]["backend.write_ops"]["median"] == 32
+    # re-run: a new sweep made the same way
+    again = api.post(f"/api/v1/sweeps/{sweep['id']}/rerun")
+    assert again.status_code == 202 and again.json()["definition"] == sweep["definition"]
+    assert again.json()["id"] != sweep["id"]
+    api.post(f"/api/v1/sweeps/{again.json()['id']}/cancel")
+
+
+def test_custom_sweep_errors_name_the_place(api):
+    cases = [
+        ({"grid": {"size": ["8M", "0"]}}, ["body", "grid", "size", 1], "0"),
+        ({"grid": {"delay_write": ["1ms", "9s"]}, "server": {"size": "8M"}}, ["body", "grid", "delay_write", 1], "9s"),
+        ({"rows": [{"client": "qemu-img", "server": FAST}, {"server": {"size": "3k"}}]},
+         ["body", "rows", 1, "server", "size"], "3k"),
+        ({"grid": {"client": ["qemu-9"]}}, ["body", "grid", "client", 0], "qemu-9"),
+        ({"grid": {"colour": ["red"]}}, ["body", "grid", "colour"], ["red"]),
+        ({"rows": [], "grid": {"zeromode": ["none"]}}, ["body", "rows"], []),
+        ({"grid": {"zeromode": ["none"]}, "rows": [{"client": "qemu-img"}]}, None, None),
+        ({}, None, None),
+        ({"grid": {}}, ["body", "grid"], {}),
+        ({"grid": {"zeromode": ["none"]}, "repeats": 21}, ["body", "repeats"], 21),
+    ]
+    for body, loc, value in cases:
+        r = api.post("/api/v1/sweeps", json=body)
+        assert r.status_code == 422, (body, r.text)
+        item = r.json()["errors"][0]
+        if loc is not None:
+            assert item["loc"] == loc and item["value"] == value, (body, item)
+    assert api.get("/api/v1/sweeps").json()["total"] == 0, "nothing queued"
+
+
+def test_an_abandoned_server_is_stopped_at_its_ttl(api, no_leftovers):
+    srv = api.post("/api/v1/servers", json={"size": "8M", "ttl_s": 1.5}).json()
+    assert srv["ttl_s"] == 1.5 and abs(srv["expires_at"] - srv["created_at"] - 1.5) < 1e-6
+    kept = api.post("/api/v1/servers", json={"size": "8M"}).json()
+    assert kept["ttl_s"] == 3600, "LAB_SERVER_TTL_S by default"
+    queued = api.post("/api/v1/runs", json={"server_id": srv["id"]}).json()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    while api.get(f"/api/v1/servers/{srv['id']}").status_code == 200:
+        assert time.monotonic() - t0 < 10, "still running long after its TTL"
+        time.sleep(0.1)
+    assert [s["id"] for s in api.get("/api/v1/servers").json()["servers"]] == [kept["id"]]
+    run = wait_final(api, queued["id"])
+    assert run["status"] in ("succeeded", "cancelled")  # it may have finished before the TTL
+    # recorded: the server's stop is an event with its reason
+    with api.stream("GET", "/api/v1/events", params={"last_event_id": 0}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:") and '"reason":"expired"' in line and srv["id"] in line:
+                break
+    api.delete(f"/api/v1/servers/{kept['id']}")
+
+
+def test_clean_up_after_a_crashed_script(api, no_leftovers):
+    servers = [api.post("/api/v1/servers", json={"size": "8M"}).json() for _ in range(2)]
+    slow = api.post("/api/v1/runs", json={"server": SLOW, "label": "left"}).json()
+    queued = [api.post("/api/v1/runs", json={"server": FAST, "label": "left"}).json() for _ in range(2)]
+    other = api.post("/api/v1/runs", json={"server": FAST, "label": "keep"}).json()
+    assert api.post("/api/v1/runs/cancel", json={}).status_code == 422, "no filter: say so, cancel nothing"
+    r = api.post("/api/v1/runs/cancel", json={"label": "left", "status": "queued"})
+    assert r.status_code == 200 and r.json()["count"] == 2
+    assert {x["id"] for x in r.json()["runs"]} == {q["id"] for q in queued}
+    assert all(x["status"] == "cancelled" for x in r.json()["runs"])
+    r = api.post("/api/v1/runs/cancel", json={"label": "left"})
+    assert [x["id"] for x in r.json()["runs"]] == [slow["id"]]
+    assert wait_final(api, other["id"])["status"] == "succeeded", "the filter spares the rest"
+    gone = api.delete("/api/v1/servers").json()["servers"]
+    assert {s["id"] for s in gone} == {s["id"] for s in servers} and not any(s["running"] for s in gone)
+    assert api.get("/api/v1/servers").json()["servers"] == []
+    wait_final(api, slow["id"])

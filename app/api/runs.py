@@ -17,7 +17,19 @@ from app.errors import field_error, responses, spec_error
 from app.headers import ETAG, LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
 from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
-from app.schemas import ClientId, FastZeroMode, Plugin, RunCreate, RunList, RunOut, RunStatus, SourceFormat, ZeroMode
+from app.schemas import (
+    CancelledOut,
+    ClientId,
+    FastZeroMode,
+    Plugin,
+    RunCreate,
+    RunFilter,
+    RunList,
+    RunOut,
+    RunStatus,
+    SourceFormat,
+    ZeroMode,
+)
 from app.waiting import WaitQ, wait_for
 from lab import diskmap
 from lab.runs import FINAL
@@ -137,6 +149,30 @@ async def get_run(run_id: str, manager: ManagerDep, response: Response,
         response.headers["ETag"] = tag
         return row
     return await run_in_threadpool(with_position, manager, row)
+
+
+@router.post("/cancel", response_model=CancelledOut, response_model_exclude_unset=True,
+             responses=responses(401, 422))
+def cancel_runs(body: RunFilter, manager: ManagerDep) -> dict[str, Any]:
+    """Cancel every queued or running run the filter picks (all its fields must match; `{"all": true}`
+    picks every one). Queued ones end at once, running ones are stopped (waits up to 5 s)."""
+    given = body.model_dump(exclude_none=True, exclude={"all"})
+    if not given and not body.all:
+        raise field_error(["body"], "give at least one filter (status, label, sweep_id, server_id, client, "
+                                    'student), or {"all": true} to cancel every queued and running run')
+    if given and body.all:
+        raise field_error(["body", "all"], "all cancels everything: give it alone, without filters")
+
+    def match(run: Any) -> bool:
+        for name, want in given.items():
+            have = run.status if name == "status" else getattr(run, name, None)
+            if (have.value if isinstance(have, StrEnum) else have) != (want.value if isinstance(want, StrEnum)
+                                                                       else want):
+                return False
+        return True
+
+    rows = manager.cancel_where(match)
+    return {"count": len(rows), "runs": rows}
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut, response_model_exclude_unset=True,

@@ -11,7 +11,7 @@ from app.deps import ManagerDep
 from app.errors import responses, spec_error
 from app.headers import LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.schemas import ManagedServerOut, ServerFields, ServerList
+from app.schemas import ManagedServerOut, ServerCreate, ServerList
 from lab.spec import SpecError
 
 router = APIRouter(prefix="/servers", tags=["servers"])
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/servers", tags=["servers"])
 @router.post("", status_code=201, response_model=ManagedServerOut, responses={
     201: {"description": "started", "headers": {"Location": LOCATION}},
     **responses(400, 401, 409, 413, 422, 429, 503)})
-def create_server(fields: ServerFields, manager: ManagerDep, request: Request, response: Response,
+def create_server(fields: ServerCreate, manager: ManagerDep, request: Request, response: Response,
                   idempotency_key: IdempotencyKey = None) -> Any:
     """Start an nbdkit server with these fields; runs may then target it with `server_id`."""
     def make() -> dict[str, Any]:
@@ -29,11 +29,18 @@ def create_server(fields: ServerFields, manager: ManagerDep, request: Request, r
             spec = manager.new_spec(raw)
         except SpecError as e:
             raise spec_error(e, ("body",)) from None
-        info = manager.create_server(spec)
+        info = manager.create_server(spec, ttl_s=fields.ttl_s)
         response.headers["Location"] = f"{API_PREFIX}/servers/{info['id']}"
         return info
 
     return once(manager.store, request, response, idempotency_key, 201, make)
+
+
+@router.delete("", response_model=ServerList, responses=responses(401, 403))
+def delete_servers(manager: ManagerDep) -> dict[str, Any]:
+    """Stop every long-lived server (the clean-up after a script); their queued and running runs are
+    cancelled first. Answers the servers stopped."""
+    return {"servers": manager.delete_servers()}
 
 
 @router.get("", response_model=ServerList)

@@ -7,16 +7,44 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api import API_PREFIX
 from app.api.runs import etag_matches, etag_of
 from app.deps import ManagerDep
-from app.errors import responses
-from app.headers import ETAG, LINK_NEXT
+from app.errors import field_error, raw_json, responses
+from app.headers import ETAG, LINK_NEXT, LOCATION
+from app.idempotency import IdempotencyKey, once
 from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
 from app.schemas import RunStatus, SweepList, SweepOut
+from app.schemas_sweeps import CustomSweepCreate, SweepRowsOut
 from app.waiting import WaitQ, wait_for
 from lab.runs import FINAL
+from lab.sweepspec import DefinitionError, group_rows
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+@router.post("", status_code=202, response_model=SweepOut, response_model_exclude_unset=True, responses={
+    202: {"description": "queued", "headers": {"Location": LOCATION}},
+    **responses(400, 401, 409, 413, 422, 429, 503)})
+def start_custom_sweep(body: CustomSweepCreate, manager: ManagerDep, request: Request, response: Response,
+                       idempotency_key: IdempotencyKey = None) -> Any:
+    """Queue a custom sweep: `rows`, or a `grid` whose rows are the product of its axes (client,
+    queue_depth, any server field), each run `repeats` times; all runs fit in the queue or none is
+    queued. `parallelism` caps its runs at once, `priority` orders it against other queued runs."""
+    def make() -> dict[str, Any]:
+        definition = body.definition()
+        sent = raw_json(request)
+        if "grid" in definition and isinstance(sent, dict) and isinstance(sent.get("grid"), dict):
+            order = list(sent["grid"])  # the axes in the order given: it orders rows and keys
+            definition["grid"] = {k: definition["grid"][k] for k in order if k in definition["grid"]}
+        try:
+            sweep = manager.start_custom_sweep(definition)
+        except DefinitionError as e:
+            raise field_error(["body", *e.loc], e.message) from None
+        response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
+        return with_runs(manager, sweep)
+
+    return once(manager.store, request, response, idempotency_key, 202, make)
 
 
 @router.get("", response_model=SweepList, response_model_exclude_unset=True,
@@ -60,6 +88,33 @@ async def get_sweep(sweep_id: str, manager: ManagerDep, response: Response,
             return Response(status_code=304, headers={"ETag": tag})
         response.headers["ETag"] = tag
     return row
+
+
+@router.post("/{sweep_id}/rerun", status_code=202, response_model=SweepOut, response_model_exclude_unset=True,
+             responses={202: {"description": "queued", "headers": {"Location": LOCATION}},
+                        **responses(401, 404, 409, 422, 429, 503)})
+def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: Response,
+                idempotency_key: IdempotencyKey = None) -> Any:
+    """Queue a new sweep made like this one: the same scenario rows, or the same custom definition."""
+    def make() -> dict[str, Any]:
+        try:
+            sweep = manager.rerun_sweep(sweep_id)
+        except DefinitionError as e:  # the limits changed since it was saved
+            raise field_error(["path", "sweep_id"], f"this sweep cannot run here any more: {e}") from None
+        response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
+        return with_runs(manager, sweep)
+
+    return once(manager.store, request, response, idempotency_key, 202, make)
+
+
+@router.get("/{sweep_id}/results", response_model=SweepRowsOut, responses=responses(404, 422))
+async def sweep_results(sweep_id: str, manager: ManagerDep, wait: WaitQ = 0) -> dict[str, Any]:
+    """The sweep's runs grouped per row (in order), with the median, min, max and spread of the
+    succeeded runs' time, prediction, ratio and backend counts. `?wait=S` as for the sweep."""
+    sweep = await wait_for(lambda: manager.get_sweep(sweep_id), lambda s: s["status"] in FINAL, wait)
+    runs = (await run_in_threadpool(with_runs, manager, sweep))["runs"]
+    return {"sweep_id": sweep["id"], "name": sweep["name"], "status": sweep["status"],
+            "repeats": sweep.get("repeats") or 1, "rows": group_rows(runs)}
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepOut, response_model_exclude_unset=True,

@@ -1,0 +1,117 @@
+"""Request and response shapes of custom sweeps (POST /api/v1/sweeps) and of results per row.
+
+The grid's axes are built from ServerFields, so every server field (and any added later) can
+be an axis, with the same types, units and patterns as anywhere else.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, create_model
+
+from app.schemas import ClientId, ServerFields
+
+MAX_AXIS = 50
+MAX_ROWS = 1000
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _inner(annotation: Any) -> Any:
+    """X from `X | None`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation
+
+
+Axis = dict[str, Any]
+_axes: dict[str, Any] = {
+    "client": (list[ClientId] | None, Field(None, min_length=1, max_length=MAX_AXIS, description="copy clients")),
+    "queue_depth": (list[Annotated[StrictInt, Field(ge=1, le=64)]] | None,
+                    Field(None, min_length=1, max_length=MAX_AXIS, description="requests in flight")),
+}
+for _name, _field in ServerFields.model_fields.items():
+    _axes[_name] = (list[_inner(_field.annotation)] | None,  # type: ignore[valid-type]
+                    Field(None, min_length=1, max_length=MAX_AXIS, description=_field.description))
+
+SweepGrid = create_model(  # type: ignore[call-overload]
+    "SweepGrid", __config__=ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1}),
+    __doc__="Axes of a grid: each a list of values; the rows are their product, in the order given.", **_axes)
+
+
+class SweepRowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
+        None, description="the row's name in results (default row-N)")
+    client: ClientId = Field(ClientId("qemu-img"), description="copy client")
+    server: ServerFields | None = Field(None, description="this row's server fields (over the sweep's `server`)")
+    queue_depth: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+
+
+class CustomSweepCreate(BaseModel):
+    """A custom sweep: `rows` or `grid` (exactly one), on a base `server`, `repeats` times."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["rows"]}, {"required": ["grid"]}]})
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"\S")] = "custom"
+    rows: Annotated[list[SweepRowIn], Field(min_length=1, max_length=MAX_ROWS)] = Field(
+        None, json_schema_extra=_no_default, description="the rows, each a client and server fields")
+    grid: SweepGrid = Field(None, json_schema_extra=_no_default,  # type: ignore[valid-type]
+                            description="axis -> values: client, queue_depth or any server field")
+    server: ServerFields | None = Field(None, description="server fields every row starts from")
+    repeats: Annotated[StrictInt, Field(ge=1, le=20)] = Field(1, description="runs per row (median and spread)")
+    parallelism: Annotated[StrictInt, Field(ge=1, le=64)] | None = Field(
+        None, description="at most this many of its runs at once (default: as many workers as are free)")
+    priority: Annotated[StrictInt, Field(ge=-10, le=10)] = Field(
+        0, description="higher starts before lower, across all queued runs")
+
+    def definition(self) -> dict[str, Any]:
+        """As lab.sweepspec.plan() takes it (plain values, bytes and ms)."""
+        d = self.model_dump(mode="json", exclude_none=True)
+        if "rows" in d:
+            for row in d["rows"]:
+                row.setdefault("server", {})
+        return d
+
+
+class RowStats(BaseModel):
+    median: float
+    min: float
+    max: float
+    spread: float = Field(description="max - min")
+    rel_spread: float = Field(description="spread / median")
+    n: int = Field(description="succeeded runs measured")
+
+
+class RowStatsSet(BaseModel):
+    duration_s: RowStats | None = None
+    predicted_s: RowStats | None = None
+    ratio: RowStats | None = None
+    backend_write_ops: RowStats | None = Field(None, alias="backend.write_ops")
+    backend_zero_ops: RowStats | None = Field(None, alias="backend.zero_ops")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class RowResult(BaseModel):
+    key: str
+    client: str | None = None
+    server: dict[str, Any] | None = None
+    runs: int
+    succeeded: int
+    run_ids: list[str]
+    statuses: dict[str, int]
+    stats: RowStatsSet
+
+
+class SweepRowsOut(BaseModel):
+    sweep_id: str
+    name: str
+    status: str
+    repeats: int
+    rows: list[RowResult]

@@ -1,0 +1,107 @@
+"""`lab sweep FILE.toml|json`: a custom sweep (lab.sweepspec) run here, one table row per row.
+
+The file holds the same definition POST /api/v1/sweeps takes, for example (TOML):
+
+    name = "pre-zero on A and B"
+    repeats = 3
+    [grid]
+    client = ["qemu-3.1", "qemu-4.2"]
+    zeromode = ["plugin", "emulate"]
+    [server]
+    size = "16M"
+    delay_write = "5ms"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from lab import sweepspec
+from lab.pool import Job, Stop, WorkerPool
+from lab.runs import execute
+from lab.sweeps import SweepService
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("sweep", help="run a custom sweep (rows or a grid) from a TOML or JSON file")
+    s.add_argument("file", help="the sweep definition: FILE.toml or FILE.json (see docs/api.md#custom-sweeps)")
+    s.add_argument("--workers", type=int, default=1, help="runs at once (default 1: timings stay honest)")
+    s.add_argument("--json", action="store_true", help="print the sweep, its runs and the per-row statistics")
+
+
+def load(path: str) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if path.endswith(".toml"):
+        return tomllib.loads(text)
+    return json.loads(text)
+
+
+def _fmt(stats: dict[str, Any] | None, unit: str = "", digits: int = 2) -> str:
+    if not stats:
+        return "-"
+    med = f"{stats['median']:.{digits}f}{unit}"
+    return med if stats["n"] < 2 else f"{med} ±{stats['spread'] / 2:.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("row", "client", "ok", "time (median ± half spread)", "predicted", "writes", "zeroes")
+    lines = [head]
+    for r in rows:
+        st = r["stats"]
+        lines.append((r["key"], str(r["client"]), f"{r['succeeded']}/{r['runs']}", _fmt(st["duration_s"], " s"),
+                      _fmt(st["predicted_s"], " s"), _fmt(st["backend.write_ops"], digits=0),
+                      _fmt(st["backend.zero_ops"], digits=0)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def cmd_sweep(args: argparse.Namespace, bad: Any, interrupt: Any) -> int:
+    if not 1 <= args.workers <= 16:
+        return bad(f"--workers: must be between 1 and 16 (got {args.workers})")
+    try:
+        planned = sweepspec.plan(load(args.file))
+    except OSError as e:
+        return bad(f"{args.file}: {e.strerror or e}")
+    except (ValueError, tomllib.TOMLDecodeError) as e:  # JSON/TOML syntax, or DefinitionError (names the place)
+        return bad(f"{args.file}: {e}")
+    lock = threading.Lock()
+    done = 0
+    total = len(planned.rows) * planned.repeats
+
+    def finished(job: Job) -> None:
+        nonlocal done
+        with lock:
+            done += 1
+            if not args.json:
+                print(f"[{done}/{total}] {job.run.label}: {job.run.status} {job.run.duration_s or 0:.2f} s",
+                      file=sys.stderr)
+        sweeps.run_finished(job.run)
+
+    pool = WorkerPool(args.workers, queue_size=sweepspec.MAX_RUNS, work=lambda job: execute(job.run, cancel=job.cancel),
+                      finish=finished, name="lab-sweep")
+    sweeps = SweepService(pool)
+    t0 = time.perf_counter()
+    sweep = sweeps.start_custom(planned)
+    pool.start()
+    with interrupt() as cancel:
+        while not sweep.done.wait(0.1):
+            if cancel.is_set():
+                sweeps.cancel(sweep.id, wait=0)
+    pool.shutdown(Stop(), grace=5)
+    runs = [r.to_dict() for r in sweep.runs]
+    rows = sweepspec.group_rows(runs)
+    wall = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({"sweep": sweep.to_dict(), "wall_s": round(wall, 3), "rows": rows, "runs": runs}))
+    else:
+        print(f"{planned.name}: {len(planned.rows)} rows x {planned.repeats}")
+        print(table(rows))
+        print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
+    return 0 if all(r["status"] == "succeeded" for r in runs) else 1

@@ -1,0 +1,54 @@
+"""`lab sweep FILE`: a custom sweep from TOML or JSON, run here; errors name the place and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+LAB = str(Path(sys.executable).with_name("lab"))
+
+GRID = """
+name = "grid"
+repeats = 2
+[grid]
+client = ["qemu-img", "qemu-4.2"]
+zeromode = ["plugin", "none"]
+[server]
+size = "8M"
+delay_write = "1ms"
+delay_zero = "1ms"
+"""
+
+
+def test_a_toml_grid_with_repeats(tmp_path, no_leftovers):
+    f = tmp_path / "grid.toml"
+    f.write_text(GRID)
+    out = subprocess.run([LAB, "sweep", str(f), "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert [r["key"] for r in body["rows"]] == ["qemu-img/plugin", "qemu-img/none", "qemu-4.2/plugin",
+                                                "qemu-4.2/none"]
+    assert all(r["succeeded"] == 2 for r in body["rows"]) and len(body["runs"]) == 8
+    none = body["rows"][1]["stats"]["backend.write_ops"]
+    assert none["median"] == 32 and none["spread"] == 0
+    text = subprocess.run([LAB, "sweep", str(f)], capture_output=True, text=True, timeout=300).stdout
+    assert "qemu-4.2/plugin" in text and "±" in text
+
+
+def test_bad_definitions_exit_2_naming_the_place(tmp_path):
+    cases = {
+        "a.json": ('{"rows": [{"client": "qemu-img", "server": {"delay_write": "5parsecs"}}]}',
+                   "rows.0.server.delay_write"),
+        "b.json": ('{"grid": {"zeromode": ["none"]}, "rows": []}', "give either rows or grid"),
+        "c.toml": ("[grid]\nclient = ['qemu-9']", "grid.client.0"),
+        "d.toml": ("[grid\n", "d.toml"),
+    }
+    for name, (text, says) in cases.items():
+        f = tmp_path / name
+        f.write_text(text)
+        out = subprocess.run([LAB, "sweep", str(f)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and says in out.stderr, (name, out.stderr)
+    out = subprocess.run([LAB, "sweep", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "missing.json" in out.stderr
