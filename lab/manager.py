@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lab import diskmap, procs, sweepspec
+from lab import diskmap, procs
+from lab.automation import Automation
 from lab.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
 from lab.events import EventBus, Subscription
 from lab.expiry import Reaper
@@ -60,7 +60,7 @@ class ManagerConfig:
     server_ttl_s: float | None = 3600.0  # managed servers are stopped this long after they start (None: never)
 
 
-class Manager:
+class Manager(Automation):
     def __init__(self, store: Store, config: ManagerConfig | None = None, faults: Faults | None = None) -> None:
         self.store = store
         self.config = config or ManagerConfig()
@@ -152,18 +152,6 @@ class Manager:
         """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.sweeps."""
         return self.sweeps.start(name, only, overrides).to_dict()
 
-    def start_custom_sweep(self, definition: dict[str, Any]) -> dict[str, Any]:
-        """Queue a custom sweep (rows or a grid, lab.sweepspec); DefinitionError names the place at fault."""
-        self.pool.check_open()
-        return self.sweeps.start_custom(sweepspec.plan(definition, self.config.limits)).to_dict()
-
-    def rerun_sweep(self, sweep_id: str) -> dict[str, Any]:
-        """Queue a new sweep made like `sweep_id` (its scenario rows or its custom definition)."""
-        old = self.get_sweep(sweep_id)
-        if old.get("definition"):
-            return self.start_custom_sweep(old["definition"])
-        return self.start_sweep(old["name"], only=old.get("only"), overrides=old.get("overrides"))
-
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         row = self.store.get_sweep(sweep_id)
         if row is None:
@@ -190,30 +178,6 @@ class Manager:
 
     def get_server(self, server_id: str) -> dict[str, Any]:
         return self.servers.info(self.servers.get(server_id))
-
-    def delete_servers(self, wait: float = 5.0) -> list[dict[str, Any]]:
-        """Stop every managed server (as delete_server each)."""
-        out = []
-        for server_id in self.servers.ids():
-            with contextlib.suppress(NotFound):  # deleted meanwhile
-                out.append(self.delete_server(server_id, wait))
-        return out
-
-    def cancel_where(self, match: Callable[[Run], bool], wait: float = 5.0) -> list[dict[str, Any]]:
-        """Cancel every queued or running run `match` picks; returns their rows (final, or still stopping)."""
-        jobs = self.pool.cancel(lambda j: match(j.run), wait=wait)
-        return [self.store.get_run(j.run.id) or j.run.to_dict() for j in jobs]
-
-    def delete_server(self, server_id: str, wait: float = 5.0, reason: str = "deleted") -> dict[str, Any]:
-        """Stop a managed server; runs queued or running on it are cancelled first."""
-        m = self.servers.remove(server_id)
-        gone = f"server {server_id} was {reason}"
-        self.pool.cancel(lambda j: j.run.server_id == server_id, Stop("cancelled", gone, f"{gone} during the run"),
-                         wait=wait)
-        info = self.servers.info(m)
-        self.servers.stop(m, reason)
-        info["running"] = False
-        return info
 
     # -- events ----------------------------------------------------------------------------
     def subscribe(self, after: int | None = None, run_id: str | None = None,

@@ -76,6 +76,22 @@ def _client(v: Any, loc: list[str | int]) -> str:
     return str(v)
 
 
+def _depth(v: Any, loc: list[str | int]) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+        raise DefinitionError(loc, "an integer from 1 to 64")
+    return v
+
+
+def _keys(d: Any, allowed: Sequence[str], loc: list[str | int], what: str) -> dict[str, Any]:
+    """d as a dict whose keys are all in `allowed` (DefinitionError otherwise)."""
+    if not isinstance(d, dict):
+        raise DefinitionError(loc, f"{what} is an object")
+    for k in d:
+        if k not in allowed:
+            raise DefinitionError([*loc, k], f"unknown key; {what} has {', '.join(allowed)}")
+    return d
+
+
 def _spec(fields: dict[str, Any], limits: Limits, loc_of: dict[str, list[str | int]]) -> Any:
     try:
         return build_spec(fields, limits)
@@ -83,97 +99,86 @@ def _spec(fields: dict[str, Any], limits: Limits, loc_of: dict[str, list[str | i
         raise DefinitionError(loc_of.get(e.field, [e.field]), e.message) from None
 
 
-def _show(v: Any) -> str:
-    return str(v).strip()
-
-
 def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Planned:
     """Check a definition and make its rows; DefinitionError names the place at fault."""
-    if not isinstance(definition, dict):
-        raise DefinitionError([], "a sweep definition is an object")
-    allowed = {"name", "rows", "grid", "server", "repeats", "parallelism", "priority"}
-    for k in definition:
-        if k not in allowed:
-            raise DefinitionError([k], f"unknown key; a definition has {', '.join(sorted(allowed))}")
-    name = definition.get("name", "custom")
+    d = _keys(definition, ("name", "rows", "grid", "server", "repeats", "parallelism", "priority"), [],
+              "a sweep definition")
+    name = d.get("name", "custom")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64:
         raise DefinitionError(["name"], "a name is 1 to 64 characters")
-    repeats = _int(definition, "repeats", 1, range(1, MAX_REPEATS + 1)) or 1
-    parallelism = _int(definition, "parallelism", None, range(1, MAX_PARALLELISM + 1))
-    priority = _int(definition, "priority", 0, PRIORITIES) or 0
-    base = definition.get("server") or {}
-    if not isinstance(base, dict):
-        raise DefinitionError(["server"], "server is an object of server fields")
-    for k in base:
-        if k not in FIELDS:
-            raise DefinitionError(["server", k], f"unknown server field; use {', '.join(FIELDS)}")
-    has_rows, has_grid = "rows" in definition, "grid" in definition
-    if has_rows == has_grid:
-        raise DefinitionError(["rows" if has_rows else "grid"], "give either rows or grid (exactly one)")
-    rows = _grid_rows(definition["grid"], base, limits) if has_grid else _list_rows(definition["rows"], base, limits)
+    repeats = _int(d, "repeats", 1, range(1, MAX_REPEATS + 1)) or 1
+    parallelism = _int(d, "parallelism", None, range(1, MAX_PARALLELISM + 1))
+    priority = _int(d, "priority", 0, PRIORITIES) or 0
+    base = _keys(d.get("server") or {}, FIELDS, ["server"], "server")
+    if ("rows" in d) == ("grid" in d):
+        raise DefinitionError(["rows" if "rows" in d else "grid"], "give either rows or grid (exactly one)")
+    which = "grid" if "grid" in d else "rows"
+    rows = _grid_rows(d["grid"], base, limits) if which == "grid" else _list_rows(d["rows"], base, limits)
     if len(rows) * repeats > MAX_RUNS:
-        raise DefinitionError(["grid" if has_grid else "rows"],
-                              f"{len(rows)} rows x {repeats} repeats = {len(rows) * repeats} runs; at most {MAX_RUNS}")
+        raise DefinitionError([which], f"{len(rows)} rows x {repeats} repeats = {len(rows) * repeats} runs; "
+                                       f"at most {MAX_RUNS}")
     keys = [r[0] for r in rows]
     dup = next((k for k in keys if keys.count(k) > 1), None)
     if dup is not None:
-        raise DefinitionError(["rows", keys.index(dup), "key"], f"two rows have the key {dup!r}")
+        raise DefinitionError([which, keys.index(dup), "key"], f"two rows have the key {dup!r}")
     normal = {"name": name.strip(), "server": dict(base), "repeats": repeats, "parallelism": parallelism,
-              "priority": priority}
-    normal["grid" if has_grid else "rows"] = definition["grid" if has_grid else "rows"]
+              "priority": priority, which: d[which]}
     return Planned(name.strip(), rows, repeats, parallelism, priority, normal)
 
 
 def _list_rows(rows: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
     if not isinstance(rows, list) or not rows:
         raise DefinitionError(["rows"], "rows is a non-empty list")
-    out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DefinitionError(["rows", i], "a row is an object: {key, client, server, queue_depth}")
-        for k in row:
-            if k not in ("key", "client", "server", "queue_depth"):
-                raise DefinitionError(["rows", i, k], "unknown key; a row has key, client, server, queue_depth")
-        client = _client(row.get("client", "qemu-img"), ["rows", i, "client"])
-        server = row.get("server") or {}
-        if not isinstance(server, dict):
-            raise DefinitionError(["rows", i, "server"], "server is an object of server fields")
-        fields = {**base, **server}
-        loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
-        loc_of.update({k: ["rows", i, "server", k] for k in server})
-        spec = _spec(fields, limits, loc_of)
-        depth = row.get("queue_depth", 1)
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 64:
-            raise DefinitionError(["rows", i, "queue_depth"], "an integer from 1 to 64")
-        key = row.get("key") or f"row-{i + 1}"
-        if not isinstance(key, str) or len(key) > KEY_MAX:
-            raise DefinitionError(["rows", i, "key"], f"a key is a string of at most {KEY_MAX} characters")
-        out.append((key, client, spec, depth))
-    return out
+    return [_list_row(i, row, base, limits) for i, row in enumerate(rows)]
 
 
-def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
+def _list_row(i: int, row: Any, base: dict[str, Any], limits: Limits) -> tuple[str, str, Any, int]:
+    row = _keys(row, ("key", "client", "server", "queue_depth"), ["rows", i], "a row")
+    client = _client(row.get("client", "qemu-img"), ["rows", i, "client"])
+    server = _keys(row.get("server") or {}, FIELDS, ["rows", i, "server"], "server")
+    loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
+    loc_of.update({k: ["rows", i, "server", k] for k in server})
+    spec = _spec({**base, **server}, limits, loc_of)
+    depth = _depth(row.get("queue_depth", 1), ["rows", i, "queue_depth"])
+    key = row.get("key") or f"row-{i + 1}"
+    if not isinstance(key, str) or len(key) > KEY_MAX:
+        raise DefinitionError(["rows", i, "key"], f"a key is a string of at most {KEY_MAX} characters")
+    return key, client, spec, depth
+
+
+def _axes(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, list[Any]]]:
+    """The grid's axes, each value checked alone first (so an error names its index)."""
     if not isinstance(grid, dict) or not grid:
         raise DefinitionError(["grid"], "grid is an object: axis -> list of values (client, queue_depth or a "
                                         "server field)")
-    axes: list[tuple[str, list[Any]]] = []
+    base_loc: dict[str, list[str | int]] = {k: ["server", k] for k in base}
+    axes = []
     for axis, values in grid.items():
-        if axis not in ("client", "queue_depth") and axis not in FIELDS:
+        if axis not in ("client", "queue_depth", *FIELDS):
             raise DefinitionError(["grid", axis], f"unknown axis; use client, queue_depth or {', '.join(FIELDS)}")
         if not isinstance(values, list) or not values:
             raise DefinitionError(["grid", axis], "an axis is a non-empty list of values")
         if axis in base:
             raise DefinitionError(["grid", axis], "this field is also in server: give it in one place")
-        axes.append((axis, values))
-    for axis, values in axes:  # each value alone first: an error names its index
         for j, v in enumerate(values):
+            loc: list[str | int] = ["grid", axis, j]
             if axis == "client":
-                _client(v, ["grid", "client", j])
+                _client(v, loc)
             elif axis == "queue_depth":
-                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
-                    raise DefinitionError(["grid", "queue_depth", j], "an integer from 1 to 64")
+                _depth(v, loc)
             else:
-                _spec({**base, axis: v}, limits, {axis: ["grid", axis, j], **{k: ["server", k] for k in base}})
+                _spec({**base, axis: v}, limits, {**base_loc, axis: loc})
+        axes.append((axis, values))
+    return axes
+
+
+def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
+    axes = _axes(grid, base, limits)
+    size = 1
+    for _, values in axes:
+        size *= len(values)
+    if size > MAX_RUNS:
+        raise DefinitionError(["grid"], f"the grid has {size} rows; at most {MAX_RUNS}")
     out = []
     for combo in itertools.product(*[values for _, values in axes]):
         chosen = dict(zip([a for a, _ in axes], combo, strict=True))
@@ -182,10 +187,7 @@ def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[st
         loc_of: dict[str, list[str | int]] = {k: ["grid", k] for k in chosen}
         loc_of.update({k: ["server", k] for k in base})
         spec = _spec({**base, **chosen}, limits, loc_of)
-        key = "/".join(_show(v) for v in combo)
-        out.append((key[:KEY_MAX], client, spec, depth))
-    if len(out) > MAX_RUNS:
-        raise DefinitionError(["grid"], f"the grid has {len(out)} rows; at most {MAX_RUNS}")
+        out.append(("/".join(str(v).strip() for v in combo)[:KEY_MAX], client, spec, depth))
     return out
 
 
