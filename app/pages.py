@@ -17,8 +17,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
 from app.auth import token_ok
+from lab import kinds, storage
 from lab.clients import client_ids, get_client
-from lab.spec import FASTZEROMODES, ZEROMODES, ServerSpec
+from lab.spec import DISK_FORMATS, FASTZEROMODES, PLUGINS, ZEROMODES, ServerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -47,6 +48,11 @@ def page_config(request: Request) -> dict[str, Any]:
         "zeromodes": list(ZEROMODES),
         "fastzeromodes": list(FASTZEROMODES),
         "spec_defaults": ServerSpec().to_dict(),
+        # server kinds and storages with their availability here (disabled options say why)
+        "kinds": kinds.availability(),
+        "storages": storage.availability(),
+        "plugins": list(PLUGINS),
+        "disk_formats": list(DISK_FORMATS),
     }
 
 

@@ -9,7 +9,9 @@ import { failed, renderCard, renderRow } from "./runview.js";
 const $ = (id) => document.getElementById(id);
 const el = f.el;
 const form = $("run-form");
-const FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero"];
+const FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero",
+  "kind", "plugin", "storage", "disk_format"];
+const KIND_FIELDS = ["kind", "plugin", "storage", "disk_format"]; // what sits under the filter stack
 const RECENT_MS = 20000; // a finished run stays among the live cards this long
 const HISTORY_PAGE = 25;
 
@@ -64,7 +66,8 @@ let probeTimer = null;
 let probeSeq = 0;
 
 function probeKey(v) {
-  return [v.server.zeromode, v.server.fastzeromode, v.server.maxdata, v.server.size].join("|");
+  return [v.server.zeromode, v.server.fastzeromode, v.server.maxdata, v.server.size,
+    ...KIND_FIELDS.map((k) => v.server[k] || "")].join("|");
 }
 
 function renderFlags(flags, note = null) {
@@ -97,6 +100,7 @@ async function probe(v, key) {
   // The probe server needs no delays or data: only what shapes its flags.
   const fields = { zeromode: v.server.zeromode, fastzeromode: v.server.fastzeromode, size: v.server.size,
     maxdata: v.server.maxdata, delay_write: 0, delay_zero: 0 };
+  for (const k of KIND_FIELDS) if (v.server[k]) fields[k] = v.server[k];
   try {
     const server = await api.createServer(fields);
     if (server && server.id) api.deleteServer(server.id).catch(() => {});
