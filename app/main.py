@@ -25,7 +25,19 @@ from starlette.concurrency import run_in_threadpool
 
 from app import apidocs, auth, errors, openapi
 from app.allow import AllowMiddleware
-from app.api import API_PREFIX, LEGACY_PREFIX, events, health, kinds, results, runs, scenarios, servers, sweeps
+from app.api import (
+    API_PREFIX,
+    LEGACY_PREFIX,
+    classroom,
+    events,
+    health,
+    kinds,
+    results,
+    runs,
+    scenarios,
+    servers,
+    sweeps,
+)
 from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.settings import Settings
 from lab.manager import Manager, ManagerConfig
@@ -52,7 +64,8 @@ def manager_config(settings: Settings) -> ManagerConfig:
                          max_servers=settings.max_servers, server_ttl_s=settings.server_ttl_s or None,
                          subscriber_queue=settings.event_queue,
                          limits=settings.limits, progress_retention_s=settings.progress_retention_s,
-                         max_progress_events=settings.max_progress_events or None)
+                         max_progress_events=settings.max_progress_events or None,
+                         max_queued_per_student=settings.max_queued_per_student or None)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,16 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # outermost last: HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
     app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
-    app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
+    app.add_middleware(auth.TokenMiddleware, token=settings.token_value,
+                       open_posts=frozenset(p + q for p in (API_PREFIX, LEGACY_PREFIX) for q in classroom.OPEN_POSTS))
     app.add_middleware(RequestGuard, max_body=settings.max_body_bytes, origins=settings.origins)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(LegacyPrefix, legacy=LEGACY_PREFIX, current=API_PREFIX)
     errors.install(app)
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
-    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events):
+    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events, classroom):
         app.include_router(module.router, prefix=API_PREFIX)
-    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events):
+    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events, classroom):
         app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
     apidocs.install(app)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,7 @@ from pydantic import (
 from lab.clients import client_ids
 from lab.runs import STATUSES
 from lab.spec import DISK_FORMATS, DISK_INITS, FASTZEROMODES, KINDS, PLUGINS, SOURCE_FORMATS, STORAGES, ZEROMODES
+from lab.students import MAX_DURATION_S, MAX_NAME, MAX_OPS, clean_name, clean_prediction
 from lab.units import parse_delay, parse_size
 
 ZeroMode = StrEnum("ZeroMode", {m: m for m in ZEROMODES})
@@ -116,6 +118,11 @@ Pattern = Annotated[
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Label = Annotated[str, StringConstraints(max_length=80)]
 RowKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# A display name, typed once by a student (no password); stored trimmed, spaces collapsed.
+Student = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME * 2), AfterValidator(clean_name),
+                    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME,
+                                    "examples": ["Ana", "Group 3"]})]
+Ops = Annotated[int, Field(strict=True, ge=0, le=MAX_OPS)]
 
 
 class _Strict(BaseModel):
@@ -187,6 +194,19 @@ class CancelledOut(BaseModel):
     runs: list[RunOut] = Field(description="the cancelled runs (final, or still stopping: status running)")
 
 
+class Prediction(_Strict):
+    """A guess made before the run: any of the copy time and the backend request counts."""
+
+    duration_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)] | None = Field(
+        None, description="the copy's wall time in seconds")
+    write_ops: Ops | None = Field(None, description="write requests that reach the backend")
+    zero_ops: Ops | None = Field(None, description="zero requests that reach the backend")
+
+    def raw(self) -> dict[str, float]:
+        """Normalised by lab.students (one definition of a valid guess); at least one field."""
+        return clean_prediction(self.model_dump(exclude_none=True))
+
+
 class RunCreate(_Strict):
     client: ClientId = Field(ClientId("qemu-img"), description="copy client, see GET /api/clients")
     server: ServerFields | None = Field(None, description="fields of a fresh server for this run")
@@ -194,6 +214,8 @@ class RunCreate(_Strict):
     queue_depth: Annotated[int, Field(strict=True, ge=1, le=64)] = Field(
         1, description="requests in flight, for the lab's own clients")
     label: Label | None = None
+    student: Student | None = Field(None, description="who starts it (a display name): GET /api/v1/runs?student=")
+    prediction: Prediction | None = Field(None, description="the student's guess, returned beside the result")
 
 
 class SweepCreate(_Strict):
@@ -201,6 +223,7 @@ class SweepCreate(_Strict):
         None, description="row keys of the scenario to run (default, or null: all; an empty list is an error)")
     server: GeometryFields | None = Field(
         None, description="geometry for every row (e.g. a smaller size); reference figures are dropped then")
+    student: Student | None = Field(None, description="who starts it; every run of the sweep carries it")
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -265,6 +288,8 @@ class RunOut(_Open):
     server_id: str | None = None
     sweep_id: str | None = None
     label: str | None = None
+    student: str | None = None
+    prediction: dict[str, float] | None = None
     reference: dict[str, Any] | None = None
     created_at: float | None = None
     started_at: float | None = None
@@ -332,6 +357,7 @@ class SweepOut(_Open):
     repeats: int | None = Field(None, description="runs per row")
     parallelism: int | None = Field(None, description="at most this many of its runs at once (null: no cap)")
     priority: int | None = Field(None, description="higher starts first")
+    student: str | None = None
     runs: list[RunOut] | None = Field(None, description="the sweep's runs, in scenario order (detail views)")
 
 

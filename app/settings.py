@@ -10,6 +10,7 @@ LAB_IMAGE_CACHE_BYTES  the source-image cache is trimmed (least recently used) t
 LAB_MAX_SERVERS   long-lived servers that may run at once
 LAB_SERVER_TTL_S  a long-lived server is stopped this long after it started, unless it asked for its own ttl_s
                   (0: never)
+LAB_MAX_QUEUED_PER_STUDENT  runs one student may have queued or running (0: no limit); beyond it 429
 LAB_TOKEN         when set, POST/DELETE need "Authorization: Bearer <token>"
 LAB_SSE_KEEPALIVE_S    idle event streams get a comment line this often (proxies cut silent ones)
 LAB_EVENT_QUEUE   events buffered per subscriber before it is resynced from the database
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     image_cache_bytes: int = Field(4 << 30, ge=0)
     max_servers: int = Field(8, ge=0, le=256)
     server_ttl_s: float = Field(3600.0, ge=0, le=30 * 86_400)
+    max_queued_per_student: int = Field(4, ge=0, le=10_000)
     token: SecretStr | None = None
     sse_keepalive_s: float = Field(15.0, gt=0, le=300)
     event_queue: int = Field(1000, ge=10, le=1_000_000)

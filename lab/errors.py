@@ -27,5 +27,9 @@ class QueueFull(LimitExceeded):
     pass
 
 
+class StudentLimit(LimitExceeded):
+    """One student has as many runs queued or running as the per-student limit allows."""
+
+
 class ShuttingDown(ManagerError):
     pass

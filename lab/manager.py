@@ -33,6 +33,7 @@ from lab.retention import Retention
 from lab.runs import Run, execute
 from lab.spec import DEFAULT_LIMITS, Limits, ServerSpec, build_spec
 from lab.store import Store
+from lab.students import check_limit
 from lab.sweeps import Sweep, SweepService
 
 __all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "LimitExceeded", "Manager", "ManagerConfig",
@@ -58,6 +59,9 @@ class ManagerConfig:
     # ... and beyond this many progress rows, the oldest of finished runs go first (None: no cap).
     max_progress_events: int | None = 500_000
     server_ttl_s: float | None = 3600.0  # managed servers are stopped this long after they start (None: never)
+    # Runs one student may have queued or running at once (None: no limit); runs without a
+    # student (the teacher's, scripts') are not counted.
+    max_queued_per_student: int | None = 4
 
 
 class Manager(Automation):
@@ -115,6 +119,7 @@ class Manager(Automation):
         def admit(free: int) -> None:
             if free < 1:
                 raise QueueFull(f"the run queue is full ({self.config.queue_size} runs waiting)")
+            check_limit(self.pool, run.student, 1, self.config.max_queued_per_student)
             if run.server_id is not None and not self.servers.has(run.server_id):
                 raise NotFound(f"server {run.server_id} not found")
 
@@ -148,9 +153,12 @@ class Manager(Automation):
 
     # -- sweeps ----------------------------------------------------------------------------
     def start_sweep(self, name: str, only: list[str] | None = None,
-                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.sweeps."""
-        return self.sweeps.start(name, only, overrides).to_dict()
+                    overrides: dict[str, Any] | None = None, student: str | None = None) -> dict[str, Any]:
+        """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.sweeps.
+        A student's sweep counts against the per-student limit with all its runs."""
+        limit = self.config.max_queued_per_student
+        check = (lambda n: check_limit(self.pool, student, n, limit)) if student is not None else None
+        return self.sweeps.start(name, only, overrides, student=student, check=check).to_dict()
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         row = self.store.get_sweep(sweep_id)

@@ -156,6 +156,16 @@ class WorkerPool:
                     return i + 1
         return None
 
+    def jobs(self) -> list[Job]:
+        """Queued and running jobs, a snapshot."""
+        with self.lock:
+            return [*self._pending, *self._active.values()]
+
+    def count(self, match: Callable[[Job], bool]) -> int:
+        """Queued and running jobs `match` picks."""
+        with self.lock:
+            return sum(1 for j in self._pending if match(j)) + sum(1 for j in self._active.values() if match(j))
+
     def busy(self, resource: str) -> bool:
         """Whether a run is using `resource` now (no lock: a set lookup is atomic)."""
         return resource in self._busy

@@ -19,6 +19,7 @@ from typing import Any
 from lab.runs import Run
 from lab.servers import ServerFlags
 from lab.spec import ServerSpec
+from lab.students import PREDICTION_FIELDS
 from lab.trace import BackendCounts, WireCounts
 
 
@@ -38,7 +39,7 @@ def _prototype() -> dict[str, Any]:
     flags = {f.name: None for f in fields(ServerFlags)}
     run = Run(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(), server_log=WireCounts(),
               flags=flags, stats_check={"stats_write_ops": 0, "stats_zero_ops": 0, "agree": None},
-              reference=_reference_keys())
+              reference=_reference_keys(), student="", prediction=dict.fromkeys(PREDICTION_FIELDS))
     return run.to_dict()
 
 

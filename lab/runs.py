@@ -45,6 +45,9 @@ class Run:
     server_id: str | None = None
     sweep_id: str | None = None
     label: str | None = None
+    # Who asked for it (a display name, lab.students) and what they expected (lab.students.compare).
+    student: str | None = None
+    prediction: dict[str, float] | None = None
     reference: dict[str, Any] | None = None
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.classbook import ClassBook
+
 log = logging.getLogger("lab.store")
 
 ACTIVE = ("queued", "running")
@@ -94,6 +96,14 @@ MIGRATIONS: tuple[str, ...] = (
            created_at REAL NOT NULL, status INTEGER, response TEXT);
        CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created_at);
        CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at, seq)""",
+    # 4: students (GET /api/runs?student=, the class view) and their guesses before the talk's
+    #    acts (lab.classbook).
+    """ALTER TABLE runs ADD COLUMN student TEXT;
+       UPDATE runs SET student = json_extract(data, '$.student');
+       CREATE INDEX IF NOT EXISTS runs_student ON runs(student, created_at);
+       CREATE TABLE IF NOT EXISTS guesses (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+           student TEXT NOT NULL, target TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL);
+       CREATE INDEX IF NOT EXISTS guesses_target ON guesses(target, created_at)""",
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -393,7 +403,7 @@ class _Recovery:
         return out
 
 
-class Store(_Reads, _Recovery):
+class Store(_Reads, _Recovery, ClassBook):
     """The lab's database. Thread-safe; close() when done."""
 
     def __init__(self, data_dir: str | os.PathLike[str], recover: bool = True) -> None:
@@ -473,13 +483,14 @@ class Store(_Reads, _Recovery):
 
     def _upsert_run(self, run: dict[str, Any]) -> None:
         self._w.execute(
-            """INSERT INTO runs(id, status, client, sweep_id, server_id, label, created_at, finished_at, data)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO runs(id, status, client, sweep_id, server_id, label, student, created_at, finished_at,
+                 data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO UPDATE SET status=excluded.status, client=excluded.client,
                  sweep_id=excluded.sweep_id, server_id=excluded.server_id, label=excluded.label,
-                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
+                 student=excluded.student, created_at=excluded.created_at, finished_at=excluded.finished_at,
+                 data=excluded.data""",
             (run["id"], run["status"], run["client"], run.get("sweep_id"), run.get("server_id"), run.get("label"),
-             run.get("created_at"), run.get("finished_at"), _dumps(run)),
+             run.get("student"), run.get("created_at"), run.get("finished_at"), _dumps(run)),
         )
 
     def _upsert_sweep(self, sweep: dict[str, Any]) -> None:

@@ -49,6 +49,7 @@ class Sweep:
     repeats: int = 1
     parallelism: int | None = None
     priority: int = 0
+    student: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -71,7 +72,7 @@ class Sweep:
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
                 "only": self.only, "overrides": self.overrides, "kind": "custom" if self.definition else "scenario",
                 "definition": self.definition, "repeats": self.repeats, "parallelism": self.parallelism,
-                "priority": self.priority}
+                "priority": self.priority, "student": self.student}
 
 
 def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
@@ -113,13 +114,14 @@ class SweepService:
         self._live: dict[str, Sweep] = {}
 
     def start(self, name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
-              order: Callable[[Run], Any] | None = None) -> Sweep:
+              order: Callable[[Run], Any] | None = None, student: str | None = None,
+              check: Callable[[int], None] | None = None) -> Sweep:
         """Plan scenario `name` (see plan()) and queue it as one sweep, all or nothing
         (QueueFull when the queue has too few free slots). `order`, a sort key, changes the
         order the runs are queued in (not the sweep's own order)."""
         runs, overrides = plan(name, only, overrides, self.limits)
-        sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides)
-        return self._queue(sweep, sorted(runs, key=order) if order else runs)
+        sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides, student=student)
+        return self._queue(sweep, sorted(runs, key=order) if order else runs, check)
 
     def start_custom(self, planned: Planned) -> Sweep:
         """Queue a custom sweep (lab.sweepspec.plan()), all or nothing, with its priority and parallelism."""
@@ -128,14 +130,17 @@ class SweepService:
                       parallelism=planned.parallelism, priority=planned.priority)
         return self._queue(sweep, runs)
 
-    def _queue(self, sweep: Sweep, queue_order: list[Run]) -> Sweep:
+    def _queue(self, sweep: Sweep, queue_order: list[Run], check: Callable[[int], None] | None = None) -> Sweep:
         runs = sweep.runs
         for run in runs:
             run.sweep_id = sweep.id
+            run.student = sweep.student
 
         def admit(free: int) -> None:  # under the pool's lock: no run of it is queued before this
             if len(runs) > free:
                 raise QueueFull(f"the sweep needs {len(runs)} queue slots and {max(free, 0)} are free")
+            if check is not None:
+                check(len(runs))
             with self._lock:
                 self._live[sweep.id] = sweep
             d = sweep.to_dict()

@@ -50,8 +50,12 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
             raise field_error(["body", "server_id"], "give either server fields or server_id, not both")
         raw = body.server.raw() if body.server is not None else {}
         try:
+            prediction = body.prediction.raw() if body.prediction is not None else None
+        except SpecError as e:
+            raise spec_error(e, ("body",)) from None
+        try:
             run = manager.new_run(body.client.value, raw, server_id=body.server_id, queue_depth=body.queue_depth,
-                                  label=body.label)
+                                  label=body.label, student=body.student, prediction=prediction)
         except SpecError as e:
             raise spec_error(e, ("body", "server")) from None
         row = with_position(manager, manager.submit(run))
@@ -92,6 +96,8 @@ def list_runs(
     sweep_id: Annotated[str | None, Query(max_length=64)] = None,
     server_id: Annotated[str | None, Query(max_length=64)] = None,
     label: Annotated[str | None, Query(max_length=80)] = None,
+    student: Annotated[str | None, Query(min_length=1, max_length=80,
+                                         description="only this student's runs (the name as they typed it)")] = None,
     since: SinceQ = None,
     until: UntilQ = None,
     sort: SortQ = NEWEST,
@@ -102,7 +108,8 @@ def list_runs(
     `last_event_id` lets a watcher subscribe to /api/v1/events from exactly this point."""
     last = manager.last_event_id  # before the read: events after it may already be in the list, none lost
     filters = {"status": status.value if status else None, "client": client.value if client else None,
-               "sweep_id": sweep_id, "server_id": server_id, "label": label, **server}
+               "sweep_id": sweep_id, "server_id": server_id, "label": label,
+               "student": " ".join(student.split()) if student else None, **server}
     runs, total, more = manager.store.page("runs", filters, sort.value, decode(cursor, sort.value), limit,
                                            since, until)
     nxt = encode(sort.value, more) if more else None

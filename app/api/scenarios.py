@@ -99,7 +99,7 @@ def _start_sweep(name: str, manager: Any, response: Response, body: SweepCreate)
             raise field_error(["body", "only", i], f"scenario {name} has no row {key!r}; its rows: {', '.join(keys)}")
     raw = body.server.raw() if body.server is not None else None
     try:
-        sweep = manager.start_sweep(name, only=body.only, overrides=raw)
+        sweep = manager.start_sweep(name, only=body.only, overrides=raw, student=body.student)
     except SpecError as e:
         raise spec_error(e, ("body", "server")) from None
     response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"

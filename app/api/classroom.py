@@ -1,0 +1,104 @@
+"""The class: who ran what (per student), and the guesses made before the talk's acts.
+
+POST /guesses is the one write a student may make without the teacher's token (TokenMiddleware
+lets it through): a guess changes nothing that runs; it is a name, a target and numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import Field
+
+from app.deps import ManagerDep, SettingsDep
+from app.errors import field_error, responses, spec_error
+from app.schemas import Prediction, Student, _Strict
+from lab.classbook import guess_rows
+from lab.scenarios import ACTS
+from lab.spec import SpecError
+from lab.students import PREDICTION_FIELDS
+
+router = APIRouter(tags=["class"])
+
+# What a guess may be about: a row of the talk's acts (its label on the runs that act starts).
+ACT_ROWS = {r.key: (a, r) for a in ACTS for r in a.rows}
+OPEN_POSTS = ("/guesses",)  # relative to the API prefix: the token does not guard these
+
+TargetQ = Annotated[str | None, Query(max_length=64, description="an act row key, e.g. act2-A")]
+StudentQ = Annotated[str | None, Query(min_length=1, max_length=80)]
+
+
+class GuessCreate(_Strict):
+    student: Student
+    target: Annotated[str, Field(min_length=1, max_length=64, description="the act row guessed, e.g. act2-A")]
+    prediction: Prediction
+
+
+@router.get("/class")
+def class_view(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
+    """Every student with runs: how many by status, first and last; and the per-student limit."""
+    queued: dict[str, int] = {}
+    for job in manager.pool.jobs():
+        if job.run.student is not None:
+            queued[job.run.student] = queued.get(job.run.student, 0) + 1
+    students = [{**s, "unfinished": queued.get(s["student"], 0)} for s in manager.store.students()]
+    return {"students": students, "max_queued_per_student": settings.max_queued_per_student or None,
+            "total_runs": sum(s["total"] for s in students)}
+
+
+@router.post("/guesses", status_code=201, responses=responses(413, 422))
+def add_guess(body: GuessCreate, manager: ManagerDep) -> dict[str, Any]:
+    """A student's guess before an act of the talk (no token needed: it starts nothing)."""
+    if body.target not in ACT_ROWS:
+        raise field_error(["body", "target"], f"no act row {body.target!r}; use one of {', '.join(ACT_ROWS)}")
+    try:
+        prediction = body.prediction.raw()
+    except SpecError as e:
+        raise spec_error(e, ("body",)) from None
+    return manager.store.add_guess(body.student, body.target, prediction)
+
+
+@router.get("/guesses")
+def list_guesses(manager: ManagerDep, target: TargetQ = None, student: StudentQ = None) -> dict[str, Any]:
+    rows = manager.store.guesses(target, " ".join(student.split()) if student else None)
+    return {"guesses": rows, "count": len(rows)}
+
+
+@router.get("/guesses.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+def guesses_csv(manager: ManagerDep, target: TargetQ = None, student: StudentQ = None) -> Response:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(
+        guess_rows(manager.store.guesses(target, " ".join(student.split()) if student else None)))
+    return Response(buf.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="guesses.csv"'})
+
+
+@router.get("/class/acts")
+def acts_view(manager: ManagerDep) -> dict[str, Any]:
+    """Per act and row: the class's guesses and the latest finished run of that row (measured, model)."""
+    guesses = manager.store.guesses()
+    out = []
+    for act in ACTS:
+        rows = []
+        for row in act.rows:
+            mine = [g for g in guesses if g["target"] == row.key]
+            runs, _, _ = manager.store.page("runs", {"label": row.key, "status": "succeeded"}, "-created_at",
+                                            None, 1)
+            run = runs[0] if runs else None
+            rows.append({
+                "key": row.key, "group": row.group, "client": row.client,
+                "guesses": {k: [g["prediction"][k] for g in mine if k in g["prediction"]] for k in PREDICTION_FIELDS},
+                "students": sorted({g["student"] for g in mine}),
+                "measured": None if run is None else {
+                    "run_id": run["id"], "duration_s": run.get("duration_s"), "predicted_s": run.get("predicted_s"),
+                    "write_ops": (run.get("backend") or {}).get("write_ops"),
+                    "zero_ops": (run.get("backend") or {}).get("zero_ops")},
+                "reference": row.reference,
+            })
+        out.append({"key": act.key, "title": act.title, "rows": rows})
+    return {"acts": out}
