@@ -144,7 +144,7 @@ class Provisioned:
         return self.storage == "blockdev"
 
     def info(self) -> dict[str, object]:
-        return {"storage": self.storage, "disk": str(self.disk) if self.disk else None,
+        return {"storage": self.storage, "dir": str(self.dir), "disk": str(self.disk) if self.disk else None,
                 "filesystem": self.fs_type, "loop_devices": list(self.loops),
                 "mounts": [str(m) for m in self.mounts]}
 

@@ -1,0 +1,57 @@
+"""kill -9 of a real `lab serve` holding servers on mounts and loop devices: its servers die
+with it, and the next service's start-up sweep releases exactly what it had provisioned."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import storage
+from lab.testing import wait_for
+
+
+def _need(*names: str) -> None:
+    for name in names:
+        a = storage.availability()[name]
+        if not a["available"]:
+            pytest.skip(f"storage {name} unavailable here: {a['reason']}")
+
+
+def test_kill_9_of_the_service_then_restart_releases_mounts_and_loops(live_service):
+    _need("ext4", "blockdev", "tmpfs")
+    svc = live_service()
+    made = [svc.post("/api/v1/servers", body) for body in (
+        {"kind": "qemu-nbd", "storage": "ext4", "size": "8M"},
+        {"plugin": "file", "storage": "blockdev", "size": "8M"},
+        {"kind": "nbd-server", "storage": "tmpfs", "size": "8M"},
+    )]
+    # a run in flight too: an era client copying slowly onto a file server on xfs (or ext4)
+    where = "xfs" if storage.availability()["xfs"]["available"] else "ext4"
+    run = svc.post("/api/v1/runs", {"client": "qemu-2.7", "server": {
+        "plugin": "file", "storage": where, "size": "8M", "delay_write": "100ms"}})
+    wait_for(lambda: svc.get(f"/api/v1/runs/{run['id']}")["status"] == "running", 30)
+    dirs = [Path(m["real_server"]["storage"]["dir"]) for m in made]
+    assert all(d.name.startswith(storage.PREFIX) for d in dirs), dirs
+    assert storage._mounts_under(dirs[0]) and storage._loops_backed_by(dirs[0])
+    assert storage._loops_backed_by(dirs[1]) and storage._mounts_under(dirs[2])
+    helpers = svc.descendants()
+    assert {"nbdkit", "qemu-nbd", "nbd-server"} <= {p.name for p in helpers}
+
+    svc.kill()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(p.alive() for p in helpers):
+        time.sleep(0.05)
+    assert not [p.name for p in helpers if p.alive()], "servers outlived the killed service"
+    left = sorted({*[str(d) for d in dirs if d.exists()]})
+    assert left, "what the killed service provisioned is still there (for the sweep to find)"
+    everything = [d for root in (svc.runtime_dir, svc.data_dir / "scratch") if root.exists()
+                  for d in root.glob(storage.PREFIX + "*")]
+    assert len(everything) >= 4  # three servers and the run's
+
+    svc2 = live_service()  # same data and runtime dirs: its start-up sweep cleans up
+    assert svc2.runtime_dir == svc.runtime_dir
+    for d in everything:
+        assert not storage._mounts_under(d) and not storage._loops_backed_by(d) and not d.exists(), d
+    assert svc2.get("/api/v1/runs/" + run["id"])["status"] == "interrupted"
