@@ -35,6 +35,7 @@ def main() -> int:
         ("fidelity", ["--case-study-from", str(sweep_json)]),
         ("throughput", []),
         ("chain_hop", []),
+        ("block_status", []),
         ("streaming", []),
         ("sse_layer", []),
         ("footprint", []),

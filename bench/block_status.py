@@ -1,0 +1,68 @@
+"""The block-status experiment, measured: is this kernel's tmpfs SEEK_HOLE linear (so asking
+the destination before each hole is quadratic)?
+
+For each storage (tmpfs, ext4 and the others available) and a growing disk (64 KiB data,
+64 KiB hole), the qemu-bs client copies onto a *reused* destination (every byte data:
+disk_init=data), asking one BLOCK_STATUS per hole through nbdkit's file plugin with block
+status visible. Printed: the questions, their total time, per question, and the growth
+factor per doubling (2 = linear in the disk, 4 = quadratic). Then the same on a fresh
+(sparse) destination, where every hole zero is skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from _common import machine_note, parser, setup_env, table, write_json
+
+setup_env()
+
+from lab import storage  # noqa: E402
+from lab.runs import Run, execute  # noqa: E402
+from lab.scenarios import BS_BASE  # noqa: E402
+from lab.spec import build_spec  # noqa: E402
+
+
+def one(where: str, size: str, init: str) -> dict[str, Any]:
+    spec = build_spec({**BS_BASE, "storage": where, "size": size, "disk_init": init})
+    run = execute(Run(client="qemu-bs", server=spec))
+    if run.status != "succeeded" or not run.verified:
+        raise SystemExit(f"{where} {size}: {run.status}: {run.error}")
+    w = run.wire
+    return {"storage": where, "size": size, "init": init, "copy_s": run.duration_s, "questions": w.block_status,
+            "bs_s": round(w.block_status_s, 4), "us_each": round(w.block_status_s / w.block_status * 1e6, 1),
+            "skipped": w.zero_skipped}
+
+
+def main() -> int:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    sizes = ("8M", "16M") if args.quick else ("32M", "64M", "128M", "256M")
+    stores = [s for s in ("tmpfs", "ext4", "xfs", "btrfs", "datadir") if storage.availability()[s]["available"]]
+    if args.quick:
+        stores = stores[:2]
+    if not stores:
+        print("no file storage is available here:", storage.availability(), file=sys.stderr)
+        return 0
+    rows: list[dict[str, Any]] = []
+    for where in stores:
+        prev = None
+        for size in sizes:
+            r = one(where, size, "data")
+            r["growth"] = round(r["bs_s"] / prev, 2) if prev else None
+            prev = r["bs_s"]
+            rows.append(r)
+    fresh = [one(where, sizes[-1], "sparse") for where in stores]
+    print(machine_note())
+    print(table(["storage", "disk", "holes", "BLOCK_STATUS total s", "us each", "x per doubling", "copy s"],
+                [[r["storage"], r["size"], r["questions"], r["bs_s"], r["us_each"], r["growth"] or "-", r["copy_s"]]
+                 for r in rows], "Reused destination (every byte data): every question answered 'data'"))
+    print(table(["storage", "disk", "holes", "BLOCK_STATUS total s", "us each", "zeroes skipped", "copy s"],
+                [[r["storage"], r["size"], r["questions"], r["bs_s"], r["us_each"], r["skipped"], r["copy_s"]]
+                 for r in fresh], "Fresh destination (sparse): every hole zero skipped"))
+    write_json(args.json, {"reused": rows, "fresh": fresh})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
