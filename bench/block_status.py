@@ -23,7 +23,6 @@ from lab.runs import Run, execute  # noqa: E402
 from lab.scenarios import BS_BASE  # noqa: E402
 from lab.spec import build_spec  # noqa: E402
 
-
 LINEAR_MAX = 2.8  # growth per doubling of the disk: 2 is linear, 4 quadratic
 
 

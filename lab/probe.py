@@ -15,7 +15,7 @@ to zero on almost any storage; the question is the range that holds data):
     refused-quickly      fast zero refused, and a plain zero is indeed dear: the flag doing its job
     not-advertised       no fast zero (or no zero at all) advertised
 
-"Cheap" is at most CHEAP_RATIO of the overwrite's time. Bounded: at most MAX_LENGTH per
+"Cheap" is at most CHEAP_RATIO (half) of the overwrite's time. Bounded: at most MAX_LENGTH per
 range (four ranges), and a deadline after which the probe stops and says so.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 from lab.units import format_size
 
 VERDICTS = ("fast", "advertised-but-slow", "refused-but-cheap", "refused-quickly", "not-advertised")
-CHEAP_RATIO = 0.25
+CHEAP_RATIO = 0.5  # a zero costing at most half an overwrite is cheap; about as much or more is not
 REPEATS = 3
 DEFAULT_LENGTH = 64 << 20
 MAX_LENGTH = 256 << 20
