@@ -55,3 +55,33 @@ def test_kill_9_of_the_service_then_restart_releases_mounts_and_loops(live_servi
     for d in everything:
         assert not storage._mounts_under(d) and not storage._loops_backed_by(d) and not d.exists(), d
     assert svc2.get("/api/v1/runs/" + run["id"])["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("phase", ["setup", "copy", "verify"])
+def test_cancel_in_each_phase_releases_storage(tmp_path, monkeypatch, phase):
+    """LAB_FAULT=pause-at:PHASE holds the run there for sure; the cancel then leaves no mount,
+    no loop device and no storage dir (setup: nothing provisioned yet; copy and verify: an
+    ext4 image loop-mounted under a qemu-nbd)."""
+    from apiutil import client_for, start_run
+
+    _need("ext4")
+    runtime = tmp_path / "run"
+    monkeypatch.setenv("LAB_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("LAB_FAULT", f"pause-at:{phase}")
+    with client_for(tmp_path / "data") as api:
+        run = start_run(api, "qemu-4.2", kind="qemu-nbd", storage="ext4")
+        manager = api.app.state.manager
+
+        def held() -> bool:
+            return any(e.type == "state" and e.data.get("phase") == phase
+                       for e in manager.store.events_after(0, run_id=run["id"]))
+
+        wait_for(held, 30)
+        dirs = list(runtime.glob(storage.PREFIX + "*"))
+        if phase != "setup":
+            assert dirs and storage._mounts_under(dirs[0]) and storage._loops_backed_by(dirs[0])
+        assert api.post(f"/api/runs/{run['id']}/cancel").status_code == 200
+        assert api.get(f"/api/runs/{run['id']}").json()["status"] == "cancelled"
+        for d in dirs:
+            assert not storage._mounts_under(d) and not storage._loops_backed_by(d) and not d.exists(), d
+        assert not list(runtime.glob(storage.PREFIX + "*"))
