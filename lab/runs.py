@@ -227,6 +227,7 @@ def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event) -
             run.server_id = None if server is None else srv.id
             if srv.topology != SINGLE:
                 run.notes.append("server build: " + describe_build(srv.spec, srv.topology)["note"])
+            run.notes.extend(srv.kind_notes())
             yield srv
     finally:
         if server is None:

@@ -93,6 +93,9 @@ def test_every_kind_copies_and_verifies(fields, no_leftovers):
     assert run.backend is not None and run.backend.write_ops > 0  # the filter stack saw the writes
     if fields.get("kind") == "qemu-nbd":
         assert run.flags["can_fast_zero"] is True  # qemu-nbd 7.2 passes fast zero through the proxy
+        assert any("nbd proxy in front of qemu-nbd" in n for n in run.notes), run.notes  # its cost, on the run
+    if fields.get("storage"):
+        assert any(n.startswith(f"disk on {fields['storage']}") for n in run.notes), run.notes
     no_storage_left()
 
 
