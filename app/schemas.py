@@ -298,6 +298,10 @@ class RunOut(_Open):
     duration_s: float | None = None
     verify_s: float | None = None
     predicted_s: float | None = None
+    expected_s: float | None = Field(None, description="calibrated expectation on this machine (lab calibrate)")
+    breakdown: dict[str, float] | None = Field(
+        None, description="expected_s split: delays_s (the floor), per_request_s, per_byte_s, fixed_s")
+    calibration: str | None = Field(None, description="coefficient set used, e.g. era-q1/single")
     model: str | None = None
     verified: bool | None = None
     verify_detail: str | None = None

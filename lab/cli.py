@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true",
                     help='print {"server":..., "flags":..., "results":[...], "verdict":...} (a list with --all)')
 
+    cal = sub.add_parser("calibrate", help="measure this machine's per-request, per-byte and fixed costs "
+                         "(under a minute; cached in the data dir) for the calibrated expectation")
+    cal.add_argument("--show", action="store_true", help="print the cached calibration, measure nothing")
+    cal.add_argument("--json", action="store_true", help="print the calibration as JSON")
     sub.add_parser("kinds", help="list the server kinds and storages, and whether this machine has them")
     sub.add_parser("clients", help="list the copy clients")
     sub.add_parser("scenarios", help="list the scenarios")
@@ -161,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = _spec_from_args(args)
     except SpecError as e:
         return _bad(f"{_option(e.field)}: {e.message}")
+    _ensure_calibrated()
     run = Run(client=args.client, server=spec, queue_depth=args.queue_depth)
     bar = None if args.json else report.ProgressBar(sys.stderr, spec.size)
     with _Interrupt() as cancel:
@@ -241,6 +246,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         return _bad(f"--port: must be between 1 and 65535 (got {args.port})")
     import uvicorn
+
+    _ensure_calibrated()  # before serving: the first runs then carry an expectation
 
     # By name, so the core never imports the web layer.
     # Open event streams never end by themselves: after 3 s of graceful shutdown they are
@@ -332,6 +339,35 @@ def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
             print(f"problem: {probe.label(p['server'])}: {problem}")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lab import calibrate
+
+    if args.show:
+        cal = calibrate.load()
+        if cal is None:
+            print("lab calibrate: this machine is not calibrated (or its tools changed): run `lab calibrate`",
+                  file=sys.stderr)
+            return 1
+    else:
+        print("calibrating: small copies of every client kind, about 30-60 s", file=sys.stderr)
+        cal = calibrate.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr))
+    print(json.dumps(cal.to_dict()) if args.json else report.calibration_table(cal))
+    return 0
+
+
+def _ensure_calibrated() -> None:
+    """The first run (or `lab serve`) on this machine calibrates it first: on a terminal, or always with
+    LAB_AUTO_CALIBRATE=1; never with LAB_AUTO_CALIBRATE=0."""
+    from lab import calibrate
+
+    mode = os.environ.get("LAB_AUTO_CALIBRATE", "")
+    if mode == "0" or (mode != "1" and not sys.stderr.isatty()) or calibrate.load() is not None:
+        return
+    print("lab: first run on this machine: calibrating it once (about 30-60 s; `lab calibrate` redoes it)",
+          file=sys.stderr)
+    calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr))
+
+
 def cmd_kinds(_args: argparse.Namespace) -> int:
     from lab import kinds, storage
 
@@ -351,7 +387,8 @@ def cmd_scenarios(_args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve, "sweep": cmd_sweep,
-               "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios}[args.command]
+               "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios,
+               "calibrate": cmd_calibrate}[args.command]
     return handler(args)
 
 

@@ -45,6 +45,30 @@ def _fmt(v: float | None, unit: str = "s") -> str:
     return "-" if v is None else f"{v:.2f} {unit}"
 
 
+def expected_line(run: Run) -> str:
+    if run.expected_s is None or not run.breakdown:
+        return f"{'expected':16}{'-':>12}   (this machine is not calibrated: `lab calibrate`)"
+    b = run.breakdown
+    ratio = f", measured/expected {run.duration_s / run.expected_s:.3f}" if run.duration_s and run.expected_s else ""
+    return (f"{'expected':16}{_fmt(run.expected_s):>12}   (delays {b['delays_s']:.3f} + per-request "
+            f"{b['per_request_s']:.3f} + per-byte {b['per_byte_s']:.3f} + fixed {b['fixed_s']:.3f} s, "
+            f"{run.calibration}{ratio})")
+
+
+def calibration_table(cal: Any) -> str:
+    """The coefficients of a lab.calibrate.Calibration, one line per client kind / server build."""
+    out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
+           f"{cal.machine.get('nbdkit')}; took {cal.took_s:.0f} s at load {cal.load_before:.1f})",
+           f"{'kind':18}{'fixed ms':>10}{'wire req us':>12}{'backend req us':>15}{'sleep us':>10}"
+           f"{'ms/MiB':>8}{'delay x':>8}{'worst fit':>10}"]
+    for key, f in cal.fits.items():
+        c = f.coef
+        out.append(f"{key:18}{1e3 * c.get('fixed', 0):10.2f}{1e6 * c.get('wire_requests', 0):12.1f}"
+                   f"{1e6 * c.get('backend_requests', 0):15.1f}{1e6 * c.get('sleeps', 0):10.1f}"
+                   f"{1e3 * c.get('mib', 0):8.3f}{c.get('delays', 0):8.3f}{100 * f.worst:9.1f}%")
+    return "\n".join(out)
+
+
 def run_table(run: Run) -> str:
     s = run.server
     b = run.backend
@@ -57,6 +81,7 @@ def run_table(run: Run) -> str:
         f"{'copy time':16}{_fmt(run.duration_s):>12}   (setup {_fmt(run.setup_s)}, verify {_fmt(run.verify_s)})",
         f"{'predicted':16}{_fmt(run.predicted_s):>12}   ({run.model} model"
         + (f", measured/predicted {run.ratio:.3f})" if run.ratio else ")"),
+        expected_line(run),
         f"{'verified':16}{str(run.verified).lower():>12}   {run.verify_detail or ''}",
     ]
     if b:

@@ -39,7 +39,8 @@ def _prototype() -> dict[str, Any]:
     flags = {f.name: None for f in fields(ServerFlags)}
     run = Run(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(), server_log=WireCounts(),
               flags=flags, stats_check={"stats_write_ops": 0, "stats_zero_ops": 0, "agree": None},
-              reference=_reference_keys(), student="", prediction=dict.fromkeys(PREDICTION_FIELDS))
+              reference=_reference_keys(), student="", prediction=dict.fromkeys(PREDICTION_FIELDS),
+              breakdown={"delays_s": 0.0, "per_request_s": 0.0, "per_byte_s": 0.0, "fixed_s": 0.0})
     return run.to_dict()
 
 

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lab import diskmap, images, model
+from lab import calibrate, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
 from lab.servers import SINGLE, Server, describe_build
 from lab.spec import ServerSpec
@@ -56,6 +56,11 @@ class Run:
     duration_s: float | None = None
     verify_s: float | None = None
     predicted_s: float | None = None
+    # The calibrated expectation (lab.calibrate): the floor plus this machine's measured per-request,
+    # per-byte and fixed costs; `breakdown` splits it (delays_s, per_request_s, per_byte_s, fixed_s).
+    expected_s: float | None = None
+    breakdown: dict[str, float] | None = None
+    calibration: str | None = None  # the coefficient set used, e.g. "era-q1/single"
     model: str | None = None
     verified: bool | None = None
     verify_detail: str | None = None
@@ -88,6 +93,16 @@ class Run:
         d["server_log"] = self.server_log.to_dict() if self.server_log else None
         d["ratio"] = self.ratio
         return d
+
+
+def _expect(run: Run, srv: Server) -> None:
+    """The calibrated expectation, when this machine has been calibrated (`lab calibrate`)."""
+    if getattr(run.server, "kind", "nbdkit") != "nbdkit":  # coefficients are measured on nbdkit's own plugins
+        return
+    exp = calibrate.expectation(run.client, run.queue_depth, srv.topology, run.server, run.backend,
+                                run.server_log, run.predicted_s or 0.0)
+    if exp is not None:
+        run.expected_s, run.breakdown, run.calibration = exp.expected_s, exp.breakdown, exp.calibration
 
 
 def _top_as_wire(top: BackendCounts) -> dict[str, int]:
@@ -262,6 +277,7 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     run.wire = result.wire or run.server_log
     run.notes.extend(result.notes)
     run.predicted_s = model.predict_seconds(run.server, run.backend)
+    _expect(run, srv)
 
 
 def _end_progress(run: Run, progress: _Progress) -> None:

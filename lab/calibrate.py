@@ -1,0 +1,329 @@
+"""A calibrated expectation beside the floor: what a copy should take on *this* machine.
+
+The floor (`lab.model.predict_seconds`) counts only the injected sleeps. Everything else a
+copy costs is, to a good approximation, linear in four things the lab counts exactly:
+
+    expected = d x delays            (the floor; d = 1 for a client with one request in flight)
+             + a_w x wire requests   (a round trip: client, socket, nbdkit's core and filters)
+             + a_b x backend requests (blocksize split, the plugin's work, the debug lines)
+             + a_s x sleeps          (the delay filter's timer overshoot, per sleeping request)
+             + c   x MiB on the wire (reading the source, copying through the socket and plugin)
+             + k                     (connect, handshake, flush, a binary's start and exit)
+
+`calibrate()` measures the coefficients per client kind (qemu-img, nbdcopy, an era client at
+queue depth 1 or deeper) and server build (one process, or the two-process chain) with
+small runs chosen so each term dominates one of them (a least-squares fit on relative error,
+coefficients kept non-negative), and caches them in the data dir under a fingerprint of the
+machine and the tool versions: a different machine or nbdkit means a new calibration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+MiB = 1 << 20
+TERMS = ("fixed", "wire_requests", "backend_requests", "sleeps", "mib", "delays")
+# what each term is called in a breakdown
+GROUPS = {"delays": "delays_s", "wire_requests": "per_request_s", "backend_requests": "per_request_s",
+          "sleeps": "per_request_s", "mib": "per_byte_s", "fixed": "fixed_s"}
+
+# Calibration geometries: (size, pattern, maxdata, delay-write ms, delay-zero ms); each one makes one
+# term large. None of them is a geometry of the case study or of bench/fidelity.py's sweep.
+PLAN_SERIAL = (
+    ("48M", "full", "1M", 0, 0),  # bytes
+    ("8M", "full", "4k", 0, 0),  # backend requests (2048 of 4k)
+    ("12M", "alternate:64k", "64k", 0, 0),  # wire requests (96 writes + 96 zeroes)
+    ("12M", "full", "64k", 1, 1),  # sleeps (192 of 1 ms)
+    ("2M", "full", "256k", 0, 0),  # fixed
+)
+# A parallel client overlaps the sleeps: the delay factor is fitted too, from two delay levels.
+PLAN_PARALLEL = (*PLAN_SERIAL, ("12M", "full", "64k", 5, 5))
+REPEAT = 2  # each plan point twice; the faster (less disturbed) one counts
+
+
+@dataclass(frozen=True)
+class Kind:
+    client: str  # the client the calibration runs use
+    queue_depth: int
+    build: str  # "single" | "chain"
+    parallel: bool
+
+    @property
+    def key(self) -> str:
+        return kind_key(self.client, self.queue_depth, self.build)
+
+
+def client_class(client: str, queue_depth: int) -> str:
+    """qemu-img and nbdcopy are themselves; every era client shares one libnbd engine."""
+    if client in ("qemu-img", "nbdcopy"):
+        return client
+    return "era-q1" if queue_depth <= 1 else "era-qN"
+
+
+def kind_key(client: str, queue_depth: int, build: str) -> str:
+    return f"{client_class(client, queue_depth)}/{build}"
+
+
+KINDS = (
+    Kind("qemu-img", 1, "single", False),
+    Kind("nbdcopy", 1, "single", True),
+    Kind("qemu-2.8", 1, "single", False),
+    Kind("qemu-2.8", 16, "single", True),
+    Kind("qemu-2.8", 1, "chain", False),
+)
+
+
+@dataclass
+class Fit:
+    key: str
+    coef: dict[str, float]
+    points: list[dict[str, Any]] = field(default_factory=list)  # features, measured, fitted
+
+    @property
+    def worst(self) -> float:
+        return max((abs(p["fitted_s"] / p["measured_s"] - 1) for p in self.points), default=0.0)
+
+
+@dataclass
+class Calibration:
+    fingerprint: str
+    machine: dict[str, Any]
+    fits: dict[str, Fit]
+    created_at: float = field(default_factory=time.time)
+    took_s: float = 0.0
+    load_before: float = 0.0
+    version: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, f in self.fits.items():
+            d["fits"][k]["worst"] = round(f.worst, 4)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        fits = {k: Fit(v["key"], v["coef"], v.get("points", [])) for k, v in d["fits"].items()}
+        return cls(d["fingerprint"], d["machine"], fits, d.get("created_at", 0.0), d.get("took_s", 0.0),
+                   d.get("load_before", 0.0), d.get("version", 0))
+
+    def expect(self, client: str, queue_depth: int, build: str, features: dict[str, float]) -> Expectation | None:
+        fit = self.fits.get(kind_key(client, queue_depth, build)) or self.fits.get(kind_key(client, queue_depth,
+                                                                                            "single"))
+        if fit is None:
+            return None
+        parts = {g: 0.0 for g in ("delays_s", "per_request_s", "per_byte_s", "fixed_s")}
+        for term in TERMS:
+            parts[GROUPS[term]] += fit.coef.get(term, 0.0) * features.get(term, 0.0)
+        total = sum(parts.values())
+        return Expectation(round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    expected_s: float
+    breakdown: dict[str, float]  # delays_s, per_request_s, per_byte_s, fixed_s (sum = expected_s)
+    calibration: str  # the coefficient set used, e.g. "era-q1/single"
+    fingerprint: str
+
+
+# --- features of a finished run -----------------------------------------------------------
+
+
+def features(spec: Any, backend: Any, server_log: Any, floor_s: float) -> dict[str, float]:
+    """The model's inputs from a run's exact counts (backend: BackendCounts, server_log: WireCounts)."""
+    wire = server_log.write + server_log.zero + server_log.trim + server_log.flush
+    sleeps = (backend.write_ops if spec.delay_write > 0 else 0) + (backend.zero_ops if spec.delay_zero > 0 else 0)
+    return {"fixed": 1.0, "wire_requests": float(wire),
+            "backend_requests": float(backend.write_ops + backend.zero_ops + backend.trim_ops + backend.flush_ops),
+            "sleeps": float(sleeps), "mib": server_log.write_bytes / MiB, "delays": floor_s}
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting; None if singular."""
+    n = len(b)
+    m = [[*row, b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
+        if abs(m[piv][col]) < 1e-15:
+            return None
+        m[col], m[piv] = m[piv], m[col]
+        for r in range(n):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                for c in range(col, n + 1):
+                    m[r][c] -= f * m[col][c]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
+def _least_squares(points: Sequence[dict[str, Any]], free: list[str], fixed: dict[str, float]) -> list[float]:
+    """The free terms minimising the relative error, by the normal equations."""
+    rows, rhs = [], []
+    for p in points:
+        t = p["measured_s"]
+        rows.append([p["features"].get(k, 0.0) / t for k in free])
+        rhs.append((t - sum(c * p["features"].get(k, 0.0) for k, c in fixed.items())) / t)
+    n = len(free)
+    ata = [[sum(r[i] * r[j] for r in rows) + (1e-9 if i == j else 0.0) for j in range(n)] for i in range(n)]
+    atb = [sum(r[i] * y for r, y in zip(rows, rhs, strict=True)) for i in range(n)]
+    return _solve(ata, atb) or [0.0] * n  # the ridge touch keeps a near-collinear pair finite
+
+
+def fit(points: Sequence[dict[str, Any]], fixed: dict[str, float]) -> dict[str, float]:
+    """Least squares on relative error: minimise sum((model - t) / t)^2 over the free terms,
+    with `fixed` terms held (e.g. delays = 1 for a serial client); negative terms are dropped."""
+    free = [t for t in TERMS if t not in fixed]
+    while True:
+        sol = _least_squares(points, free, fixed) if free else []
+        neg = [k for k, v in zip(free, sol, strict=True) if v < 0]
+        if not neg:
+            return {**fixed, **dict(zip(free, sol, strict=True))}
+        worst = min(neg, key=lambda k: sol[free.index(k)])
+        fixed = {**fixed, worst: 0.0}
+        free.remove(worst)
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    from lab.clients.real import version
+    from lab.servers import nbdkit_version
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        import nbd
+
+        libnbd = str(nbd.NBD().get_version())
+    except Exception:
+        libnbd = "unknown"
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "nbdkit": nbdkit_version(), "qemu-img": version("qemu-img"), "nbdcopy": version("nbdcopy"),
+            "libnbd": libnbd, "calibration_version": VERSION}
+
+
+def fingerprint(m: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("LAB_DATA_DIR", "var")) / "calibration.json"
+
+
+# --- calibrating -------------------------------------------------------------------------------
+
+
+def _measure(kind: Kind, geometry: tuple[str, str, str, int, int]) -> dict[str, Any]:
+    from lab.runs import Run, execute
+    from lab.servers import Server
+    from lab.spec import build_spec
+
+    size, pattern, maxdata, dw, dz = geometry
+    spec = build_spec({"zeromode": "plugin", "fastzeromode": "none", "size": size, "pattern": pattern,
+                       "maxdata": maxdata, "delay_write": f"{dw}ms", "delay_zero": f"{dz}ms"})
+    best: Any = None
+    for _ in range(REPEAT):
+        with Server(spec, build=kind.build) as srv:
+            run = execute(Run(client=kind.client, server=spec, queue_depth=kind.queue_depth), server=srv,
+                          timeout=120)
+        if run.status != "succeeded":
+            raise RuntimeError(f"calibration run {kind.key} {geometry} failed: {run.error}")
+        if best is None or run.duration_s < best.duration_s:
+            best = run
+    return {"geometry": list(geometry), "measured_s": best.duration_s,
+            "features": features(spec, best.backend, best.server_log, best.predicted_s or 0.0)}
+
+
+def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS) -> Calibration:
+    """Measure every kind's coefficients (about 30-50 s on 2 cores) and cache them."""
+    say = progress or (lambda _m: None)
+    m = machine()
+    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    fits: dict[str, Fit] = {}
+    for kind in kinds:
+        plan = PLAN_PARALLEL if kind.parallel else PLAN_SERIAL
+        points = []
+        for g in plan:
+            points.append(_measure(kind, g))
+            say(f"{kind.key}: {g[0]} {g[1]} maxdata {g[2]} delays {g[3]}/{g[4]} ms: {points[-1]['measured_s']:.3f} s")
+        coef = fit(points, {} if kind.parallel else {"delays": 1.0})
+        for p in points:
+            p["fitted_s"] = round(sum(coef.get(t, 0.0) * p["features"].get(t, 0.0) for t in TERMS), 4)
+        fits[kind.key] = Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points)
+    cal = Calibration(fingerprint(m), m, fits, took_s=round(time.perf_counter() - t0, 2), load_before=load)
+    save(cal)
+    return cal
+
+
+def save(cal: Calibration) -> None:
+    path = cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cal.to_dict(), indent=1))
+    os.replace(tmp, path)
+
+
+_lock = threading.Lock()
+_cached: Calibration | None = None
+
+
+def load(fingerprint_now: str | None = None) -> Calibration | None:
+    """The cached calibration if it was made on this machine with these tools, else None."""
+    global _cached
+    with _lock:
+        fp = fingerprint_now or _fingerprint_now()
+        if _cached is not None and _cached.fingerprint == fp:
+            return _cached
+        try:
+            d = json.loads(cache_path().read_text())
+            cal = Calibration.from_dict(d)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if cal.fingerprint != fp or cal.version != VERSION:
+            return None
+        _cached = cal
+        return cal
+
+
+_fp_now: str | None = None
+
+
+def _fingerprint_now() -> str:
+    global _fp_now
+    if _fp_now is None:
+        _fp_now = fingerprint(machine())
+    return _fp_now
+
+
+def forget() -> None:
+    global _cached
+    with _lock:
+        _cached = None
+
+
+def expectation(client: str, queue_depth: int, build: str, spec: Any, backend: Any, server_log: Any,
+                floor_s: float) -> Expectation | None:
+    """The calibrated expectation of a finished run, or None when this machine is not calibrated."""
+    cal = load()
+    if cal is None or backend is None or server_log is None:
+        return None
+    return cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s))

@@ -1,0 +1,132 @@
+"""The calibrated expectation: the fit, the cache and its fingerprint, and a run that carries it.
+
+Timings are not asserted here (bench/fidelity.py measures how close expected_s lands); what is
+tested is that the arithmetic, the cache rules and the plumbing are right.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from lab import calibrate
+from lab.results import COLUMNS, to_csv
+from lab.runs import Run, execute
+from lab.spec import build_spec
+from lab.trace import BackendCounts, WireCounts
+
+TRUE = {"fixed": 0.040, "wire_requests": 80e-6, "backend_requests": 15e-6, "sleeps": 250e-6, "mib": 4.5e-3}
+
+
+def _point(wire: float, backend: float, sleeps: float, mib: float, delays: float, coef=TRUE, d=1.0) -> dict:
+    f = {"fixed": 1.0, "wire_requests": wire, "backend_requests": backend, "sleeps": sleeps, "mib": mib,
+         "delays": delays}
+    t = d * delays + sum(coef[k] * f[k] for k in coef)
+    return {"features": f, "measured_s": t}
+
+
+POINTS = [_point(48, 48, 0, 48, 0), _point(4, 2048, 0, 8, 0), _point(192, 96, 0, 6, 0),
+          _point(12, 192, 192, 12, 0.192), _point(1, 8, 0, 2, 0)]
+
+
+def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
+    coef = calibrate.fit(POINTS, {"delays": 1.0})
+    assert coef["delays"] == 1.0
+    for k, v in TRUE.items():
+        assert coef[k] == pytest.approx(v, rel=1e-3), k
+
+
+def test_fit_of_a_parallel_client_finds_its_delay_factor():
+    pts = [_point(48, 48, 0, 48, 0, d=0.2), _point(4, 2048, 0, 8, 0, d=0.2), _point(192, 96, 0, 6, 0, d=0.2),
+           _point(12, 192, 192, 12, 0.192, d=0.2), _point(1, 8, 0, 2, 0, d=0.2), _point(12, 192, 192, 12, 0.96, d=0.2)]
+    coef = calibrate.fit(pts, {})
+    assert coef["delays"] == pytest.approx(0.2, rel=1e-3)
+
+
+def test_fit_never_returns_a_negative_cost():
+    pts = [dict(p) for p in POINTS]
+    pts[1] = {**pts[1], "measured_s": pts[1]["measured_s"] * 0.5}  # a run faster than its requests allow
+    coef = calibrate.fit(pts, {"delays": 1.0})
+    assert all(v >= 0 for v in coef.values()), coef
+
+
+def test_features_come_from_exact_counts():
+    spec = build_spec({"delay_write": "20ms", "delay_zero": "0ms"})
+    backend = BackendCounts(write_ops=400, write_bytes=100 << 20, zero_ops=4, flush_ops=1)
+    log = WireCounts(write=50, write_bytes=50 << 20, zero=4, flush=1)
+    f = calibrate.features(spec, backend, log, 8.0)
+    assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 50.0,
+                 "delays": 8.0}
+
+
+def _calibration(fp: str) -> calibrate.Calibration:
+    fits = {k: calibrate.Fit(k, {**TRUE, "delays": 1.0}) for k in
+            ("qemu-img/single", "era-q1/single", "era-q1/chain", "nbdcopy/single", "era-qN/single")}
+    return calibrate.Calibration(fp, {"cpu": "test"}, fits)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    calibrate.forget()
+    yield tmp_path
+    calibrate.forget()
+
+
+def test_cache_is_tied_to_the_machine_and_tools(data_dir):
+    assert calibrate.load() is None
+    calibrate.save(_calibration("another-machine"))
+    assert calibrate.load() is None  # made elsewhere (or with other tool versions): not used
+    now = calibrate.fingerprint(calibrate.machine())
+    calibrate.save(_calibration(now))
+    calibrate.forget()
+    cal = calibrate.load()
+    assert cal is not None and cal.fingerprint == now
+    assert json.loads((data_dir / "calibration.json").read_text())["fingerprint"] == now
+
+
+def test_breakdown_sums_to_the_expectation_and_includes_the_floor(data_dir):
+    cal = _calibration("x")
+    f = {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 50.0, "delays": 8.0}
+    e = cal.expect("qemu-4.2", 1, "chain", f)
+    assert e.calibration == "era-q1/chain"
+    assert e.breakdown["delays_s"] == 8.0
+    assert sum(e.breakdown.values()) == pytest.approx(e.expected_s, abs=1e-3)
+    assert e.expected_s >= 8.0
+    assert cal.expect("qemu-img", 1, "chain", f).calibration == "qemu-img/single"  # no chain fit: falls back
+
+
+def test_a_run_carries_expected_and_breakdown_when_calibrated(data_dir, no_leftovers):
+    spec = build_spec({"size": "4M", "zeromode": "plugin", "delay_write": "1ms", "delay_zero": "1ms"})
+    run = execute(Run(client="qemu-2.8", server=spec))
+    assert run.status == "succeeded" and run.expected_s is None and run.breakdown is None  # not calibrated yet
+    calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())))
+    calibrate.forget()
+    run = execute(Run(client="qemu-2.8", server=spec))
+    assert run.status == "succeeded" and run.calibration == "era-q1/single"
+    assert run.breakdown["delays_s"] == pytest.approx(run.predicted_s)
+    assert sum(run.breakdown.values()) == pytest.approx(run.expected_s, abs=1e-3)
+    d = run.to_dict()
+    assert d["expected_s"] == run.expected_s and set(d["breakdown"]) == {"delays_s", "per_request_s", "per_byte_s",
+                                                                        "fixed_s"}
+    assert {"expected_s", "breakdown.delays_s", "breakdown.fixed_s", "calibration"} <= set(COLUMNS)
+    header, row = list(csv.reader(io.StringIO(to_csv([d]))))[:2]
+    assert float(row[header.index("expected_s")]) == run.expected_s
+
+
+def test_api_shows_the_calibration_or_says_there_is_none(data_dir):
+    from apiutil import client_for
+
+    with client_for(data_dir / "data") as api:
+        r = api.get("/api/v1/calibration")
+        assert r.status_code == 404 and "lab calibrate" not in r.json()["detail"]
+        calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())))
+        calibrate.forget()
+        r = api.get("/api/v1/calibration")
+        assert r.status_code == 200
+        body = r.json()
+        assert set(body["fits"]) >= {"qemu-img/single", "era-q1/chain"}
+        assert body["fits"]["qemu-img/single"]["coef"]["delays"] == 1.0
