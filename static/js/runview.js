@@ -71,7 +71,8 @@ export function renderCard(run, node = null) {
   if (done) {
     stats.append(
       stat("time", f.seconds(run.duration_s)),
-      stat("predicted", f.seconds(run.predicted_s)),
+      ...(run.expected_s != null ? [stat("expected", f.seconds(run.expected_s))] : []),
+      stat(run.expected_s != null ? "floor" : "predicted", f.seconds(run.predicted_s)),
       stat("writes", run.backend ? run.backend.write_ops : "–"),
       stat("zeroes", run.backend ? run.backend.zero_ops : "–"),
       stat("fast zero sent/refused", fastZeroText(run.wire)),
@@ -95,10 +96,34 @@ export function renderCard(run, node = null) {
   }
 
   const children = [head, bar, stats];
+  if (done && run.breakdown && run.expected_s) children.push(breakdownBar(run));
   if (run.error && failed(run)) children.push(el("p", { class: "run-error" }, run.error));
   else if (run.status === "cancelled") children.push(el("p", { class: "hint" }, run.error || "cancelled"));
   card.replaceChildren(...children);
   return card;
+}
+
+// Where the expected time goes: the injected delays (the floor), then this machine's measured
+// per-request, per-byte and fixed costs (lab calibrate); a tick marks the measured time.
+const PARTS = [["delays_s", "delays"], ["per_request_s", "per request"], ["per_byte_s", "per byte"], ["fixed_s", "fixed"]];
+
+function breakdownBar(run) {
+  const b = run.breakdown;
+  const span = Math.max(run.expected_s, run.duration_s || 0) || 1;
+  const pct = (v) => `${Math.max(0, Math.min(100, (100 * v) / span)).toFixed(2)}%`;
+  const segs = PARTS.filter(([k]) => b[k] > 0).map(([k, label]) => {
+    const s = el("span", { class: `bd-seg bd-${k.replace("_s", "")}`, title: `${label}: ${f.seconds(b[k])}` });
+    s.style.width = pct(b[k]);
+    return s;
+  });
+  const tick = el("span", { class: "bd-tick", title: `measured ${f.seconds(run.duration_s)}` });
+  tick.style.left = pct(run.duration_s || 0);
+  const legend = el("div", { class: "bd-legend" }, ...PARTS.filter(([k]) => b[k] > 0).map(([k, label]) =>
+    el("span", {}, el("i", { class: `bd-key bd-${k.replace("_s", "")}` }), `${label} ${f.seconds(b[k])}`)),
+    el("span", { class: "k" }, `measured / expected ${(run.duration_s / run.expected_s).toFixed(3)}`));
+  return el("div", { class: "breakdown", role: "img",
+    "aria-label": `expected ${f.seconds(run.expected_s)}: ` + PARTS.map(([k, l]) => `${l} ${f.seconds(b[k])}`).join(", ") },
+  el("div", { class: "bd-bar" }, ...segs, tick), legend);
 }
 
 function td(label, content, cls = null) {
@@ -127,7 +152,9 @@ export function renderRow(run, isNew = false) {
       el("span", { class: "hint when" }, [f.clock(run.started_at || run.created_at), run.label].filter(Boolean).join(" · "))], "wide"),
     td("Server", server, "wide"),
     td("Time", [el("b", {}, f.seconds(run.duration_s)),
-      run.predicted_s !== null && run.predicted_s !== undefined ? el("div", { class: "hint" }, `${f.seconds(run.predicted_s)} pred.`) : null], "num"),
+      run.expected_s != null ? el("div", { class: "hint" }, `${f.seconds(run.expected_s)} exp.`) : null,
+      run.predicted_s !== null && run.predicted_s !== undefined
+        ? el("div", { class: "hint" }, `${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
     td("Verified", verifiedCell(run)),
     td("Writes", run.backend ? run.backend.write_ops : "–", "num"),
     td("Zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
