@@ -36,6 +36,8 @@ def setup_env() -> Path:
     os.environ["LAB_RUNTIME_DIR"] = str(tmp / "run")
     os.environ["LAB_DATA_DIR"] = str(tmp / "data")
     os.environ.setdefault("LAB_IMAGE_DIR", str(ROOT / "var" / "images"))
+    # the machine's calibration (lab calibrate) is shared too: it is per machine, not per script
+    os.environ.setdefault("LAB_CALIBRATION_FILE", str(ROOT / "var" / "calibration.json"))
     if ROOT not in map(Path, sys.path):
         sys.path.insert(0, str(ROOT))
     return tmp

@@ -59,6 +59,7 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         ok = abs(ratio - 1) <= TOLERANCE
     b = run.backend
     origin = t_origin if t_origin is not None else t_start
+    exp_ratio = run.duration_s / run.expected_s if run.duration_s and run.expected_s else None
     return {
         "key": case.key, "client": case.client, "note": case.note, "parallel": parallel,
         "zeromode": spec.zeromode, "fastzeromode": spec.fastzeromode, "size": spec.size, "pattern": spec.pattern,
@@ -70,6 +71,10 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         "server_extra_s": (split["service_s"] - run.predicted_s) if tl and run.predicted_s is not None else None,
         "gaps_s": split.get("gaps_s"), "lead_s": split.get("lead_s"), "requests": split.get("requests"),
         "start_s": t_start - origin, "end_s": t_end - origin, "machine_busy_cores": round(busy.cores(), 2),
+        "expected_s": run.expected_s, "breakdown": run.breakdown, "calibration": run.calibration,
+        "exp_ratio": exp_ratio, "exp_ok": None if exp_ratio is None or parallel else abs(exp_ratio - 1) <= TOLERANCE,
+        "floor_ok": None if parallel or run.predicted_s is None or not run.duration_s
+        else run.predicted_s <= run.duration_s,
     }
 
 

@@ -16,8 +16,11 @@ the summary also counts the rows that ran on a quiet machine (< 0.5 cores busy).
 Parallel clients (nbdcopy) overlap their requests: for them the serial sum is an upper
 bound, and the check is ratio <= 1.
 
-Last, a three-term fit over the quiet in-order rows (extra = a x backend ops + b x MiB stored + c
-per run) shows how much of the misses a per-machine calibration of the model would absorb.
+The floor ignores everything but the sleeps; the lab's calibrated expectation (lab/calibrate.py:
+the floor plus this machine's per-request, per-byte and fixed costs, measured by `lab calibrate`
+on geometries that are none of these) is checked too: every in-order row within 5% of
+expected_s, and the floor never above the measured time. The calibration is made first if this
+machine has none (cached in var/calibration.json).
 `--case-study-from FILE` takes the case-study rows from sweep_speed.py's serial pass (run_all
 does this, so the 19 rows run once, one at a time, with no contention from each other).
 """
@@ -65,6 +68,20 @@ GEOMETRIES: tuple[tuple[str, dict[str, Any], str, tuple[str, ...]], ...] = (
     ("1G empty 1M 2/20ms", {"size": "1G", "pattern": "empty", "maxdata": "1M", "delay_write": "2ms",
                             "delay_zero": "20ms", "zeromode": "plugin", "fastzeromode": "none"},
      "1 GiB all hole; qemu-2.7 moves 1 GiB of zero bytes", ALL),
+    # no delays at all: the floor is 0 and the whole time is the machine's (bytes, requests, start)
+    ("256M full 256k 0ms", {"size": "256M", "pattern": "full", "maxdata": "256k", "delay_write": "0ms",
+                            "delay_zero": "0ms", "zeromode": "plugin"}, "no delays: bytes and requests", NO_27),
+    ("1G full 1M 0ms", {"size": "1G", "pattern": "full", "maxdata": "1M", "delay_write": "0ms",
+                        "delay_zero": "0ms", "zeromode": "plugin"}, "no delays, 1 GiB of data", NO_27),
+    ("96M alt:512k:1536k 128k 3ms B", {"size": "96M", "pattern": "alternate:512k:1536k", "maxdata": "128k",
+                                      "delay_write": "3ms", "delay_zero": "1ms", "zeromode": "emulate"},
+     "server B, short delays", ALL),
+    ("512M alt:2M:6M 512k 0ms", {"size": "512M", "pattern": "alternate:2M:6M", "maxdata": "512k",
+                                 "delay_write": "0ms", "delay_zero": "0ms", "zeromode": "plugin"},
+     "no delays, sparse", NO_27),
+    ("48M alt:256k 64k 2/0ms", {"size": "48M", "pattern": "alternate:256k", "maxdata": "64k",
+                                "delay_write": "2ms", "delay_zero": "0ms", "zeromode": "plugin"},
+     "many extents, free zeroes", ALL),
 )
 
 
@@ -94,48 +111,12 @@ def _row(r: dict[str, Any], geometry: bool) -> list[Any]:
     else:
         head += [r["client"], r["zeromode"], r["fastzeromode"]]
     status = "yes" if r["verified"] else f"NO ({r['status']}: {r['error']})"
+    exp = r.get("expected_s")
     return [*head, r["duration_s"], r["predicted_s"], f"{r['ratio']:.3f}" if r["ratio"] else "-", target,
-            verdict(r["ok"]), _ms(r["server_extra_s"]), _ms(r["gaps_s"]), _ms(r["lead_s"]),
+            verdict(r["ok"]), exp if exp is not None else "-",
+            f"{r['exp_ratio']:.3f}" if r.get("exp_ratio") else "-", verdict(r.get("exp_ok")),
+            verdict(r.get("floor_ok")), _ms(r["server_extra_s"]), _ms(r["gaps_s"]), _ms(r["lead_s"]),
             r["write_ops"], r["zero_ops"], _busy(r), status]
-
-
-def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
-    """Gaussian elimination for the small normal equations of the fit."""
-    n = len(b)
-    m = [[*row, b[i]] for i, row in enumerate(a)]
-    for col in range(n):
-        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
-        if abs(m[piv][col]) < 1e-12:
-            return None
-        m[col], m[piv] = m[piv], m[col]
-        for r in range(n):
-            if r != col:
-                f = m[r][col] / m[col][col]
-                m[r] = [x - f * y for x, y in zip(m[r], m[col], strict=True)]
-    return [m[i][n] / m[i][i] for i in range(n)]
-
-
-def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Least-squares fit extra = a*ops + b*MiB + c over in-order rows; ratio after correction."""
-    use = [r for r in rows if not r["parallel"] and r["duration_s"] and r["predicted_s"] is not None]
-    if len(use) < 4:
-        return None
-    xs = [[(r["write_ops"] or 0) + (r["zero_ops"] or 0), (r["write_bytes"] or 0) / (1 << 20), 1.0] for r in use]
-    ys = [r["duration_s"] - r["predicted_s"] for r in use]
-    ata = [[sum(x[i] * x[j] for x in xs) for j in range(3)] for i in range(3)]
-    aty = [sum(x[i] * y for x, y in zip(xs, ys, strict=True)) for i in range(3)]
-    coef = _solve(ata, aty)
-    if coef is None:
-        return None
-    within = 0
-    worst = 0.0
-    for r, x in zip(use, xs, strict=True):
-        cal = r["predicted_s"] + sum(c * v for c, v in zip(coef, x, strict=True))
-        q = r["duration_s"] / cal
-        worst = max(worst, abs(q - 1))
-        within += abs(q - 1) <= TOLERANCE
-    return {"ms_per_op": coef[0] * 1000, "ms_per_mib": coef[1] * 1000, "ms_per_run": coef[2] * 1000,
-            "within": within, "rows": len(use), "worst": worst}
 
 
 def main() -> int:
@@ -145,6 +126,8 @@ def main() -> int:
     p.add_argument("--case-study-from", metavar="FILE", help="sweep_speed.py --json output: reuse its serial rows")
     args = p.parse_args()
     print(machine_note(), file=sys.stderr)
+    if not args.quick:  # --quick checks the script, in seconds: no calibration run for it
+        ensure_calibrated()
     warm_up()
     t0 = time.perf_counter()
     study_rows: list[dict[str, Any]] = []
@@ -167,7 +150,8 @@ def main() -> int:
 
     split_heads = ["server extra ms", "client gaps ms", "lead ms", "writes", "zeroes", "machine busy cores",
                    "verified"]
-    ratio_heads = ["measured s", "predicted s", "measured/predicted", "target", ""]
+    ratio_heads = ["measured s", "floor s", "measured/floor", "target", "", "expected s", "measured/expected",
+                   "within 5%", "floor <= measured"]
     quick = " (--quick: 8M, 1ms; ratios not meaningful)" if args.quick else ""
     if study_rows:
         print(table(["row", "client", "zeromode", "fastzero", *ratio_heads, *split_heads],
@@ -190,20 +174,19 @@ def main() -> int:
                  *_count([r for r in quiet if r in study_rows and not r["parallel"]])],
                 [f"geometry sweep, in-order, quiet machine (< {QUIET_CORES} cores busy)",
                  *_count([r for r in quiet if r in sweep_rows and not r["parallel"]])]]
+    exp_rows = [r for r in rows if not r["parallel"]]
+    summary += [["case study, in-order: within 5% of expected_s",
+                 *_count_exp([r for r in exp_rows if r in study_rows])],
+                ["geometry sweep, in-order: within 5% of expected_s", *_count_exp([r for r in exp_rows
+                                                                                   if r in sweep_rows])],
+                ["geometry sweep, in-order, quiet: within 5% of expected_s",
+                 *_count_exp([r for r in exp_rows if r in sweep_rows and _quiet(r)])],
+                ["every in-order row: floor <= measured", *_count_floor(exp_rows)]]
     print(table(["check", "within target", "rows", ""], summary))
-    fit_rows = quiet if len([r for r in quiet if not r["parallel"]]) >= 6 else rows
-    cal = calibrate(fit_rows)
-    if cal:
-        print()
-        fit_name = f"fit over {'quiet ' if fit_rows is quiet else ''}in-order rows"
-        print(table([fit_name, "ms per backend op", "ms per MiB stored", "ms per run",
-                     "rows within 5% after correction", "worst deviation after"],
-                    [["extra = a*ops + b*MiB + c", f"{cal['ms_per_op']:.3f}", f"{cal['ms_per_mib']:.3f}",
-                      f"{cal['ms_per_run']:.1f}", f"{cal['within']}/{cal['rows']}", f"{cal['worst']:.3f}"]]))
     print()
     print(f"{len(todo)} runs here in {wall:.1f} s wall")
     print(machine_note())
-    write_json(args.json, {"wall_s": wall, "rows": rows, "calibration": cal, "serial_ok": len(serial)})
+    write_json(args.json, {"wall_s": wall, "rows": rows, "serial_ok": len(serial)})
     failed = [r["key"] for r in rows if r["status"] != "succeeded"]
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
@@ -217,6 +200,24 @@ QUIET_CORES = 0.5
 def _quiet(r: dict[str, Any]) -> bool:
     v = r.get("machine_busy_cores")
     return v is not None and v < QUIET_CORES
+
+
+def ensure_calibrated() -> None:
+    from lab import calibrate
+
+    if calibrate.load() is None:
+        print("calibrating this machine first (lab calibrate; cached in var/calibration.json)", file=sys.stderr)
+        calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr))
+
+
+def _count_exp(rows: list[dict[str, Any]]) -> list[Any]:
+    ok = sum(1 for r in rows if r.get("exp_ok"))
+    return [f"{ok}/{len(rows)}", len(rows), verdict(ok == len(rows)) if rows else "-"]
+
+
+def _count_floor(rows: list[dict[str, Any]]) -> list[Any]:
+    ok = sum(1 for r in rows if r.get("floor_ok"))
+    return [f"{ok}/{len(rows)}", len(rows), verdict(ok == len(rows)) if rows else "-"]
 
 
 def _count(rows: list[dict[str, Any]]) -> list[Any]:

@@ -225,7 +225,9 @@ def fingerprint(m: dict[str, Any]) -> str:
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("LAB_DATA_DIR", "var")) / "calibration.json"
+    """$LAB_CALIBRATION_FILE, else calibration.json in the data dir."""
+    explicit = os.environ.get("LAB_CALIBRATION_FILE")
+    return Path(explicit) if explicit else Path(os.environ.get("LAB_DATA_DIR", "var")) / "calibration.json"
 
 
 # --- calibrating -------------------------------------------------------------------------------
