@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             restore()
+            if getattr(app.state, "calibration", None) is not None:
+                await run_in_threadpool(app.state.calibration.stop)
             manager.bus.close_all()
             await run_in_threadpool(manager.shutdown)
             store.close()

@@ -233,7 +233,11 @@ def cache_path() -> Path:
 # --- calibrating -------------------------------------------------------------------------------
 
 
-def _measure(kind: Kind, geometry: tuple[str, str, str, int, int]) -> dict[str, Any]:
+class Cancelled(Exception):
+    pass
+
+
+def _measure(kind: Kind, geometry: tuple[str, str, str, int, int], cancel: threading.Event) -> dict[str, Any]:
     from lab.runs import Run, execute
     from lab.servers import Server
     from lab.spec import build_spec
@@ -243,9 +247,13 @@ def _measure(kind: Kind, geometry: tuple[str, str, str, int, int]) -> dict[str, 
                        "maxdata": maxdata, "delay_write": f"{dw}ms", "delay_zero": f"{dz}ms"})
     best: Any = None
     for _ in range(REPEAT):
+        if cancel.is_set():
+            raise Cancelled()
         with Server(spec, build=kind.build) as srv:
             run = execute(Run(client=kind.client, server=spec, queue_depth=kind.queue_depth), server=srv,
-                          timeout=120)
+                          cancel=cancel, timeout=120)
+        if cancel.is_set():
+            raise Cancelled()
         if run.status != "succeeded":
             raise RuntimeError(f"calibration run {kind.key} {geometry} failed: {run.error}")
         if best is None or run.duration_s < best.duration_s:
@@ -254,9 +262,12 @@ def _measure(kind: Kind, geometry: tuple[str, str, str, int, int]) -> dict[str, 
             "features": features(spec, best.backend, best.server_log, best.predicted_s or 0.0)}
 
 
-def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS) -> Calibration:
-    """Measure every kind's coefficients (about 30-50 s on 2 cores) and cache them."""
+def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS,
+              cancel: threading.Event | None = None) -> Calibration:
+    """Measure every kind's coefficients (about 30-50 s on 2 cores) and cache them; a set
+    `cancel` stops it between (or inside) runs with Cancelled, the cache untouched."""
     say = progress or (lambda _m: None)
+    cancel = cancel or threading.Event()
     m = machine()
     t0 = time.perf_counter()
     load = os.getloadavg()[0]
@@ -265,7 +276,7 @@ def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kin
         plan = PLAN_PARALLEL if kind.parallel else PLAN_SERIAL
         points = []
         for g in plan:
-            points.append(_measure(kind, g))
+            points.append(_measure(kind, g, cancel))
             say(f"{kind.key}: {g[0]} {g[1]} maxdata {g[2]} delays {g[3]}/{g[4]} ms: {points[-1]['measured_s']:.3f} s")
         coef = fit(points, {} if kind.parallel else {"delays": 1.0})
         for p in points:

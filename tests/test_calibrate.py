@@ -122,11 +122,24 @@ def test_api_shows_the_calibration_or_says_there_is_none(data_dir):
 
     with client_for(data_dir / "data") as api:
         r = api.get("/api/v1/calibration")
-        assert r.status_code == 404 and "lab calibrate" not in r.json()["detail"]
+        assert r.status_code == 200 and r.json()["status"] == "none" and r.json()["calibration"] is None
         calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())))
         calibrate.forget()
         r = api.get("/api/v1/calibration")
-        assert r.status_code == 200
-        body = r.json()
+        assert r.status_code == 200 and r.json()["status"] == "done"
+        body = r.json()["calibration"]
         assert set(body["fits"]) >= {"qemu-img/single", "era-q1/chain"}
         assert body["fits"]["qemu-img/single"]["coef"]["delays"] == 1.0
+
+
+def test_api_calibration_runs_in_the_background_and_stops_with_the_service(data_dir, no_leftovers):
+    """POST starts it (202), a second POST is refused (429); leaving the app cancels it cleanly."""
+    from apiutil import client_for
+
+    with client_for(data_dir / "data") as api:
+        r = api.post("/api/v1/calibration", json={})
+        assert r.status_code == 202 and r.json()["status"] == "running"
+        assert api.post("/api/v1/calibration", json={}).status_code == 429
+        assert api.get("/api/v1/calibration").json()["status"] == "running"
+    # the lifespan cancelled it: no nbdkit or client left (no_leftovers), the cache not written
+    assert calibrate.load() is None
