@@ -12,6 +12,7 @@ FastAPI's generated schema is adjusted in three ways:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -118,11 +119,41 @@ def install(app: FastAPI, settings: Settings) -> None:
             for field in ("delay_write", "delay_zero"):
                 if field in props:
                     _bounds(props[field], 0, limits.max_delay_ms, 1, parse_delay)
+        for name, variants in ONE_OF.items():
+            _split_one_of(schema["components"]["schemas"], name, variants)
         _add_links(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Request bodies whose fields exclude each other: each is validated as one model (so errors name
+# the field), and documented as a oneOf of its variants: name -> {variant: (fields it lacks, fields it needs)}.
+ONE_OF: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "RunCreate": {"RunOnNewServer": (("server_id",), ()), "RunOnServer": (("server",), ("server_id",))},
+    "CustomSweepCreate": {"SweepOfRows": (("grid",), ("rows",)), "SweepOfGrid": (("rows",), ("grid",))},
+}
+
+
+def _split_one_of(components: dict[str, Any], name: str,
+                  variants: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> None:
+    whole = components.get(name)
+    if whole is None or "properties" not in whole:
+        return
+    refs = []
+    for variant, (lacks, needs) in variants.items():
+        v = copy.deepcopy(whole)
+        v["title"] = variant
+        for field in lacks:
+            v["properties"].pop(field, None)
+        required = [f for f in v.get("required", []) if f not in lacks] + list(needs)
+        if required:
+            v["required"] = required
+        v["additionalProperties"] = False
+        components[variant] = v
+        refs.append({"$ref": f"#/components/schemas/{variant}"})
+    components[name] = {"oneOf": refs, "title": name, "description": whole.get("description", "")}
 
 
 # (path, method, status) of a creating operation -> {link name: (path, method, parameters, request body)}

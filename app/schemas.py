@@ -13,6 +13,7 @@ API clients without a schema change here first.
 from __future__ import annotations
 
 import re
+import typing
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -23,8 +24,10 @@ from pydantic import (
     Field,
     PlainValidator,
     StrictBool,
+    StrictInt,
     StringConstraints,
     WithJsonSchema,
+    create_model,
 )
 
 from lab.clients import client_ids
@@ -125,6 +128,10 @@ Student = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME * 2
 Ops = Annotated[int, Field(strict=True, ge=0, le=MAX_OPS)]
 
 
+def no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -208,9 +215,13 @@ class Prediction(_Strict):
 
 
 class RunCreate(_Strict):
-    client: ClientId = Field(ClientId("qemu-img"), description="copy client, see GET /api/clients")
-    server: ServerFields | None = Field(None, description="fields of a fresh server for this run")
-    server_id: ObjectId | None = Field(None, description="run on this long-lived server instead")
+    """A run on a fresh server (`server`, or nothing: the defaults) or on a long-lived one (`server_id`): not both."""
+
+    client: ClientId = Field(ClientId("qemu-img"), description="copy client, see GET /api/v1/clients")
+    server: ServerFields = Field(None, json_schema_extra=no_default,  # type: ignore[assignment]
+                                 description="fields of a fresh server for this run (leave it out for the defaults)")
+    server_id: ObjectId = Field(None, json_schema_extra=no_default,  # type: ignore[assignment]
+                                description="run on this long-lived server instead")
     queue_depth: Annotated[int, Field(strict=True, ge=1, le=64)] = Field(
         1, description="requests in flight, for the lab's own clients")
     label: Label | None = None
@@ -277,6 +288,55 @@ class FlagsOut(_Open):
     can_flush: bool
 
 
+class ReferenceNote(_Open):
+    """Where this lab's nbdkit (1.32) differs from 2019's for a reference row, and why."""
+
+    build: str | None = None
+    fast_seen: str | None = None
+    why: str | None = None
+    reproduced_by: str | None = None
+
+
+class Reference(_Open):
+    """The 2019 figures a row is compared with."""
+
+    time_s: float
+    write_ops: int
+    zero_ops: int | None = None
+    fast_seen: str | None = Field(None, description="the fast-zero requests the 2019 log showed")
+    source: str | None = None
+    row: str | None = Field(None, description="the reference row an act's row re-enacts")
+    nbdkit_1_32: ReferenceNote | None = None
+
+
+class StatsCheck(_Open):
+    """nbdkit's stats filter against the lab's own count of backend requests (they must agree)."""
+
+    stats_write_ops: int
+    stats_zero_ops: int
+    agree: bool
+
+
+class ServerPartial(_Open):
+    """Some server fields (those a scenario row, a sweep's overrides or a filter set), normalised."""
+
+    zeromode: str | None = None
+    fastzeromode: str | None = None
+    size: int | None = None
+    pattern: str | None = None
+    maxdata: int | None = None
+    delay_write: float | None = None
+    delay_zero: float | None = None
+    plugin: str | None = None
+    noextents: bool | None = None
+    source_format: str | None = None
+    kind: str | None = None
+    storage: str | None = None
+    disk_format: str | None = None
+    target: str | None = None
+    destructive: bool | None = None
+
+
 class RunOut(_Open):
     """Run.to_dict(): the same object `lab run --json` prints."""
 
@@ -290,7 +350,7 @@ class RunOut(_Open):
     label: str | None = None
     student: str | None = None
     prediction: dict[str, float] | None = None
-    reference: dict[str, Any] | None = None
+    reference: Reference | None = None
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -308,7 +368,7 @@ class RunOut(_Open):
     backend: BackendOut | None = None
     wire: WireOut | None = None
     server_log: WireOut | None = None
-    stats_check: dict[str, Any] | None = None
+    stats_check: StatsCheck | None = None
     flags: FlagsOut | None = None
     notes: list[str] = []
     error: str | None = None
@@ -354,10 +414,10 @@ class SweepOut(_Open):
     started_at: float | None = None
     finished_at: float | None = None
     only: list[str] | None = None
-    overrides: dict[str, Any] | None = None
+    overrides: ServerPartial | None = None
     kind: str | None = Field(None, description="scenario (a scenario's rows) or custom (POST /api/v1/sweeps)")
-    definition: dict[str, Any] | None = Field(None, description="a custom sweep's definition, normalised "
-                                              "(POST it again, or /rerun, to repeat it)")
+    definition: SweepDefinition | None = Field(None, description="a custom sweep's definition, normalised "
+                                               "(POST it again, or /rerun, to repeat it)")
     repeats: int | None = Field(None, description="runs per row")
     parallelism: int | None = Field(None, description="at most this many of its runs at once (null: no cap)")
     priority: int | None = Field(None, description="higher starts first")
@@ -379,11 +439,23 @@ class ResultsOut(BaseModel):
     columns: list[str] = Field(description="the CSV columns (dotted paths into each row)")
 
 
+class ManagerStats(_Open):
+    workers: int
+    queued: int
+    running: int
+    queue_size: int
+    servers: int
+    max_servers: int
+    subscribers: int
+    last_event_id: int
+    stopping: bool
+
+
 class HealthOut(BaseModel):
     status: str
     version: str
     versions: dict[str, str]
-    manager: dict[str, Any]
+    manager: ManagerStats
 
 
 class ClientOut(_Open):
@@ -443,12 +515,140 @@ class ProbeVerdict(StrEnum):
     not_advertised = "not-advertised"
 
 
+class ProbeServer(ServerOut):
+    real_server: dict[str, str | int | float | bool | None] | None = None
+    proxy_cost: float | int | str | None = None
+
+
+class ProbeFlags(_Open):
+    size: int | None = None
+    can_zero: bool | None = None
+    can_fast_zero: bool | None = None
+    can_trim: bool | None = None
+    can_flush: bool | None = None
+    block_size_max: int | None = None
+
+
+class ProbeStep(_Open):
+    range: str = Field(description="fresh or written")
+    op: str = Field(description="write, zero, fast-zero or trim")
+    offset: int
+    length: int
+    outcome: str = Field(description="ok, refused, not-advertised or error")
+    seconds: float | None = None
+    requests: int = 0
+    error: str | None = None
+    reads_zero: bool | None = None
+    tries_ms: list[float] = []
+    first_nonzero: int | None = None
+    ms: float | None = None
+    mib_per_s: float | None = None
+
+
 class ProbeOut(_Open):
     """What `lab probe --json` prints."""
 
-    server: dict[str, Any]
-    flags: dict[str, Any]
-    results: list[dict[str, Any]]
+    server: ProbeServer
+    flags: ProbeFlags
+    results: list[ProbeStep]
     verdict: ProbeVerdict
     why: str
-    figures: dict[str, Any]
+    figures: dict[str, float | int | str | bool | None]
+
+
+# -- custom sweeps (POST /api/v1/sweeps: app/schemas_sweeps.py; saved in SweepOut.definition) ------
+
+MAX_AXIS = 50
+
+
+def _inner(annotation: Any) -> Any:
+    """X from `X | None`."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 else annotation
+
+
+Axis = dict[str, Any]
+_axes: dict[str, Any] = {
+    "client": (list[ClientId] | None, Field(None, min_length=1, max_length=MAX_AXIS, description="copy clients")),
+    "queue_depth": (list[Annotated[StrictInt, Field(ge=1, le=64)]] | None,
+                    Field(None, min_length=1, max_length=MAX_AXIS, description="requests in flight")),
+}
+for _name, _field in ServerFields.model_fields.items():
+    _axes[_name] = (list[_inner(_field.annotation)] | None,  # type: ignore[valid-type]
+                    Field(None, min_length=1, max_length=MAX_AXIS, description=_field.description))
+
+SweepGrid = create_model(  # type: ignore[call-overload]
+    "SweepGrid", __config__=ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1}),
+    __doc__="Axes of a grid: each a list of values; the rows are their product, in the order given.", **_axes)
+
+
+class SweepRowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
+        None, description="the row's name in results (default row-N)")
+    client: ClientId = Field(ClientId("qemu-img"), description="copy client")
+    server: ServerFields | None = Field(None, description="this row's server fields (over the sweep's `server`)")
+    queue_depth: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+
+
+class SweepDefinition(_Open):
+    """A custom sweep's definition as saved (sizes in bytes, delays in ms): POST it to /api/v1/sweeps again."""
+
+    name: str
+    rows: list[SweepRowIn] | None = None
+    grid: SweepGrid | None = None  # type: ignore[valid-type]
+    server: ServerFields | None = None
+    repeats: int = 1
+    parallelism: int | None = None
+    priority: int = 0
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+class ScenarioRowOut(_Open):
+    key: str
+    label: str
+    client: str
+    server: ServerPartial = Field(description="the fields the row sets (the rest are the defaults)")
+    reference: Reference | None = None
+    group: str = Field("", description="A or B (the server of the case study), or empty")
+
+
+class ActOut(_Open):
+    key: str
+    title: str
+    era: str
+    summary: str
+    takeaway: str = ""
+    rows: list[ScenarioRowOut]
+
+
+class ScenarioOut(_Open):
+    name: str
+    title: str
+    description: str
+    rows: list[ScenarioRowOut]
+    acts: list[ActOut] = []
+
+
+class ScenarioList(BaseModel):
+    scenarios: list[ScenarioOut]
+
+
+class RowMatch(_Open):
+    client: str
+    server: ServerPartial
+
+
+class ScenarioRowRuns(ScenarioRowOut):
+    match: RowMatch = Field(description="a run measures the row when its client and these server fields agree")
+    total: int = Field(description="runs that measure the row")
+    runs: list[RunOut] = Field(description="the newest of them")
+
+
+class ScenarioRowsOut(BaseModel):
+    name: str
+    rows: list[ScenarioRowRuns]
+    last_event_id: int

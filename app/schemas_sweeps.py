@@ -6,62 +6,24 @@ be an axis, with the same types, units and patterns as anywhere else.
 
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from app.schemas import ClientId, ServerFields
+from app.schemas import ServerFields, ServerOut, SweepGrid, SweepRowIn, no_default
 
-MAX_AXIS = 50
 MAX_ROWS = 1000
-
-
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
-def _inner(annotation: Any) -> Any:
-    """X from `X | None`."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if len(args) == 1 else annotation
-
-
-Axis = dict[str, Any]
-_axes: dict[str, Any] = {
-    "client": (list[ClientId] | None, Field(None, min_length=1, max_length=MAX_AXIS, description="copy clients")),
-    "queue_depth": (list[Annotated[StrictInt, Field(ge=1, le=64)]] | None,
-                    Field(None, min_length=1, max_length=MAX_AXIS, description="requests in flight")),
-}
-for _name, _field in ServerFields.model_fields.items():
-    _axes[_name] = (list[_inner(_field.annotation)] | None,  # type: ignore[valid-type]
-                    Field(None, min_length=1, max_length=MAX_AXIS, description=_field.description))
-
-SweepGrid = create_model(  # type: ignore[call-overload]
-    "SweepGrid", __config__=ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1}),
-    __doc__="Axes of a grid: each a list of values; the rows are their product, in the order given.", **_axes)
-
-
-class SweepRowIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
-        None, description="the row's name in results (default row-N)")
-    client: ClientId = Field(ClientId("qemu-img"), description="copy client")
-    server: ServerFields | None = Field(None, description="this row's server fields (over the sweep's `server`)")
-    queue_depth: Annotated[StrictInt, Field(ge=1, le=64)] = 1
 
 
 class CustomSweepCreate(BaseModel):
     """A custom sweep: `rows` or `grid` (exactly one), on a base `server`, `repeats` times."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["rows"]}, {"required": ["grid"]}]})
+    model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"\S")] = "custom"
     rows: Annotated[list[SweepRowIn], Field(min_length=1, max_length=MAX_ROWS)] = Field(
-        None, json_schema_extra=_no_default, description="the rows, each a client and server fields")
-    grid: SweepGrid = Field(None, json_schema_extra=_no_default,  # type: ignore[valid-type]
+        None, json_schema_extra=no_default, description="the rows, each a client and server fields")
+    grid: SweepGrid = Field(None, json_schema_extra=no_default,  # type: ignore[valid-type]
                             description="axis -> values: client, queue_depth or any server field")
     server: ServerFields | None = Field(None, description="server fields every row starts from")
     repeats: Annotated[StrictInt, Field(ge=1, le=20)] = Field(1, description="runs per row (median and spread)")
@@ -101,7 +63,7 @@ class RowStatsSet(BaseModel):
 class RowResult(BaseModel):
     key: str
     client: str | None = None
-    server: dict[str, Any] | None = None
+    server: ServerOut | None = None
     runs: int
     succeeded: int
     run_ids: list[str]

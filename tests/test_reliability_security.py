@@ -129,8 +129,11 @@ def test_no_request_field_or_parameter_is_a_path(tmp_path):
     with client_for(tmp_path / "data") as api:
         spec = api.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    request_models = {"RunCreate", "SweepCreate", "ServerFields", "GeometryFields", "ProbeCreate"}
-    fields = {f"{m}.{f}" for m in request_models for f in schemas[m]["properties"]} - {"ServerFields.target"}
+    request_models = {"RunCreate", "SweepCreate", "ServerFields", "GeometryFields", "ProbeCreate", "ServerCreate",
+                      "RunFilter", "CustomSweepCreate", "SweepGrid", "SweepRowIn"}
+    variants = {m: [r["$ref"].rsplit("/", 1)[-1] for r in schemas[m].get("oneOf", [])] or [m] for m in request_models}
+    fields = {f"{m}.{f}" for m in request_models for v in variants[m] for f in schemas[v]["properties"]} \
+        - {"ServerFields.target", "ServerCreate.target", "SweepGrid.target"}
     params = {f"{path} {p['name']}" for path, ops in spec["paths"].items() for op in ops.values()
               for p in op.get("parameters", [])}
     bodies = {op["requestBody"]["content"]["application/json"]["schema"].get("$ref", "").rsplit("/", 1)[-1]

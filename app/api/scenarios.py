@@ -12,7 +12,7 @@ from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
 from app.headers import LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.schemas import SweepCreate, SweepOut
+from app.schemas import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
 from lab.manager import NotFound
 from lab.scenarios import SCENARIOS
 from lab.spec import SpecError, build_spec
@@ -24,21 +24,35 @@ MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay
 router = APIRouter(tags=["scenarios"])
 
 
-@router.get("/scenarios")
+@router.get("/scenarios", response_model=ScenarioList, response_model_exclude_unset=True)
 def list_scenarios() -> dict[str, Any]:
     """Every scenario with its rows (client, server fields, reference figures) and acts."""
-    return {"scenarios": [s.to_dict() for s in SCENARIOS.values()]}
+    return {"scenarios": [normalised(s.to_dict()) for s in SCENARIOS.values()]}
 
 
-@router.get("/scenarios/{name}", responses=responses(404))
+@router.get("/scenarios/{name}", response_model=ScenarioOut, response_model_exclude_unset=True,
+            responses=responses(404))
 def get_scenario(name: str) -> dict[str, Any]:
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    return scenario.to_dict()
+    return normalised(scenario.to_dict())
 
 
-@router.get("/scenarios/{name}/rows", responses=responses(404, 422))
+def _fields(server: dict[str, Any]) -> dict[str, Any]:
+    """A row's server fields as runs echo them (bytes, milliseconds): only those the row sets."""
+    spec = build_spec(server).to_dict()
+    return {k: spec[k] for k in server if k in spec}
+
+
+def normalised(scenario: dict[str, Any]) -> dict[str, Any]:
+    rows = [{**r, "server": _fields(r["server"])} for r in scenario["rows"]]
+    acts = [{**a, "rows": [{**r, "server": _fields(r["server"])} for r in a["rows"]]} for a in scenario["acts"]]
+    return {**scenario, "rows": rows, "acts": acts}
+
+
+@router.get("/scenarios/{name}/rows", response_model=ScenarioRowsOut, response_model_exclude_unset=True,
+            responses=responses(404, 422))
 def scenario_rows(name: str, manager: ManagerDep,
                   per_row: Annotated[int, Query(ge=0, le=100)] = 5) -> dict[str, Any]:
     """Which runs belong to which row of the scenario (and of its acts), newest first.
@@ -65,7 +79,8 @@ def scenario_rows(name: str, manager: ManagerDep,
         spec = build_spec(row.server).to_dict()
         match = {k: spec[k] for k in MATCH_FIELDS if k in spec}
         mine = [run for run in by_client[row.client] if _matches(run, row.key, match)]
-        out.append({**row.to_dict(), "match": {"client": row.client, "server": match}, "total": len(mine),
+        out.append({**row.to_dict(), "server": _fields(row.server),
+                    "match": {"client": row.client, "server": match}, "total": len(mine),
                     "runs": mine[:per_row]})
     return {"name": name, "rows": out, "last_event_id": last}
 
