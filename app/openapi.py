@@ -95,6 +95,8 @@ def install(app: FastAPI, settings: Settings) -> None:
                         responses.setdefault(str(status), {"description": _describe(status)})
                 if op.get("parameters") or op.get("requestBody"):
                     responses.setdefault("422", {"description": _describe(422)})
+                if op.get("requestBody"):
+                    responses.setdefault("400", {"description": _describe(400)})
                 for code, resp in responses.items():
                     if code[:1] in ("4", "5"):  # every error is a problem (app/errors.py)
                         resp["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -23,7 +23,7 @@ the OpenAPI links) consistent.
 completes); its parameters are covered by tests/test_reliability_input.py. `POST
 /api/v1/probes` too: each probe writes hundreds of MiB at full speed (tests/test_probe.py).
 
-    .venv/bin/python scripts/fuzz_api.py [--examples 20] [--seed 7] [--min-cases 1000]
+    .venv/bin/python scripts/fuzz_api.py [--examples 12] [--seed 7] [--min-cases 1000]
 
 Exit 0 when schemathesis found nothing, generated at least --min-cases cases with the
 stateful phase run, the service logged no traceback, and no process of ours is left.
@@ -71,7 +71,7 @@ SKIPPED = {
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--examples", type=int, default=20, help="max examples per operation and phase (default 20)")
+    p.add_argument("--examples", type=int, default=12, help="max examples per operation and phase (default 12)")
     p.add_argument("--seed", type=int, default=7, help="schemathesis seed (default 7: CI is reproducible)")
     p.add_argument("--min-cases", type=int, default=1000, help="fail unless at least this many cases ran")
     p.add_argument("--workers", default="2", help="schemathesis workers (default 2)")

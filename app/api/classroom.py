@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from app.deps import ManagerDep, SettingsDep
 from app.errors import field_error, responses, spec_error
-from app.schemas import Prediction, Student, _Strict
+from app.schemas import Prediction, Reference, Student, _Strict
 from lab.classbook import guess_rows
 from lab.scenarios import ACTS
 from lab.spec import SpecError
@@ -32,13 +32,69 @@ TargetQ = Annotated[str | None, Query(max_length=64, description="an act row key
 StudentQ = Annotated[str | None, Query(min_length=1, max_length=80)]
 
 
+class StudentSummary(BaseModel):
+    student: str
+    total: int
+    by_status: dict[str, int]
+    first_at: float | None = None
+    last_at: float | None = None
+    unfinished: int = Field(0, description="runs of theirs queued or running now")
+
+
+class ClassOut(BaseModel):
+    students: list[StudentSummary]
+    max_queued_per_student: int | None = None
+    total_runs: int
+
+
+class GuessOut(BaseModel):
+    id: str
+    student: str
+    target: str
+    prediction: dict[str, float]
+    created_at: float
+
+
+class GuessList(BaseModel):
+    guesses: list[GuessOut]
+    count: int
+
+
+class Measured(BaseModel):
+    run_id: str
+    duration_s: float | None = None
+    predicted_s: float | None = None
+    write_ops: int | None = None
+    zero_ops: int | None = None
+
+
+class ActRowView(BaseModel):
+    key: str
+    group: str
+    client: str
+    guesses: dict[str, list[float]] = Field(description="prediction field -> the class's guesses")
+    students: list[str]
+    measured: Measured | None = None
+    reference: Reference | None = None
+
+
+class ActView(BaseModel):
+    key: str
+    title: str
+    rows: list[ActRowView]
+
+
+class ActsOut(BaseModel):
+    acts: list[ActView]
+
+
 class GuessCreate(_Strict):
     student: Student
     target: Annotated[str, Field(min_length=1, max_length=64, description="the act row guessed, e.g. act2-A")]
     prediction: Prediction
 
 
-@router.get("/class")
+@router.get("/class", response_model=ClassOut)
 def class_view(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
     """Every student with runs: how many by status, first and last; and the per-student limit."""
     queued: dict[str, int] = {}
@@ -50,7 +106,7 @@ def class_view(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
             "total_runs": sum(s["total"] for s in students)}
 
 
-@router.post("/guesses", status_code=201, responses=responses(413, 422))
+@router.post("/guesses", status_code=201, response_model=GuessOut, responses=responses(413, 422))
 def add_guess(body: GuessCreate, manager: ManagerDep) -> dict[str, Any]:
     """A student's guess before an act of the talk (no token needed: it starts nothing)."""
     if body.target not in ACT_ROWS:
@@ -62,7 +118,7 @@ def add_guess(body: GuessCreate, manager: ManagerDep) -> dict[str, Any]:
     return manager.store.add_guess(body.student, body.target, prediction)
 
 
-@router.get("/guesses")
+@router.get("/guesses", response_model=GuessList)
 def list_guesses(manager: ManagerDep, target: TargetQ = None, student: StudentQ = None) -> dict[str, Any]:
     rows = manager.store.guesses(target, " ".join(student.split()) if student else None)
     return {"guesses": rows, "count": len(rows)}
@@ -78,7 +134,7 @@ def guesses_csv(manager: ManagerDep, target: TargetQ = None, student: StudentQ =
                     headers={"Content-Disposition": 'attachment; filename="guesses.csv"'})
 
 
-@router.get("/class/acts")
+@router.get("/class/acts", response_model=ActsOut)
 def acts_view(manager: ManagerDep) -> dict[str, Any]:
     """Per act and row: the class's guesses and the latest finished run of that row (measured, model)."""
     guesses = manager.store.guesses()
