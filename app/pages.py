@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 router = APIRouter(include_in_schema=False)
 
-PAGES = (("lab", "/", "Lab"), ("results", "/results", "Case study"), ("talk", "/talk", "Talk"))
+PAGES = (("lab", "/", "Lab"), ("results", "/results", "Case study"), ("talk", "/talk", "Talk"),
+         ("class", "/class", "Class"))
 
 
 def lab_token(request: Request) -> str | None:
@@ -77,6 +78,12 @@ def results_page(request: Request) -> HTMLResponse:
 @router.get("/talk", response_class=HTMLResponse)
 def talk_page(request: Request) -> HTMLResponse:
     return _render(request, "talk.html", "talk")
+
+
+@router.get("/class", response_class=HTMLResponse)
+def class_page(request: Request) -> HTMLResponse:
+    """The teacher's view: who ran what, and the class's guesses per act against the result."""
+    return _render(request, "class.html", "class")
 
 
 @router.get("/ui/config")

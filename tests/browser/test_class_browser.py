@@ -1,0 +1,97 @@
+"""Students in a real browser: a name typed once, a guess before a run shown beside its result
+(page, API, CSV), and the teacher's class view with the guesses per act."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+from labservice import SMALL, LabService
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def press(page, selector: str) -> None:
+    """A real pointer press with a hold, as a person clicks."""
+    target = page.locator(selector)
+    target.evaluate("e => e.scrollIntoView({block: 'center'})")  # clear of the sticky top bar
+    box = target.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(80)
+    page.mouse.up()
+
+
+def type_into(page, selector: str, text: str) -> None:
+    press(page, selector)
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text, delay=20)
+
+
+def test_a_guess_before_a_run_appears_beside_its_result(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/")
+    page.wait_for_selector('#conn[data-state="live"]')
+    type_into(page, "#student-name", "Ana  Lopez")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#student-form[data-named="true"]')
+    assert page.inner_text("#student-shown") == "Ana Lopez"
+    page.select_option("#f-client", "qemu-img")
+    for name, value in SMALL.items():
+        type_into(page, f"#f-{name}", value)
+    type_into(page, "#guess-duration_s", "0.25")
+    type_into(page, "#guess-write_ops", "16")
+    press(page, "#run-btn")
+    row = page.wait_for_selector('#mine-rows tr[data-status="succeeded"]', timeout=60_000)
+    run_id = row.get_attribute("data-run")
+    cells = row.query_selector_all("td")
+    time_cell, writes_cell = cells[3].inner_text(), cells[4].inner_text()
+    run = httpx.get(f"{service.url}/api/v1/runs/{run_id}", timeout=10).json()
+    # API: the guess came back with the result and the student's name
+    assert run["student"] == "Ana Lopez" and run["prediction"] == {"duration_s": 0.25, "write_ops": 16}
+    # page: guess · measured · model, side by side
+    assert time_cell.startswith("0.25") and writes_cell.startswith("16")
+    assert str(run["backend"]["write_ops"]) in writes_cell
+    assert page.input_value("#guess-write_ops") == ""  # a guess belongs to one run
+    # the name and the run survive a reload (the browser remembers the name)
+    page.reload()
+    page.wait_for_selector(f'#mine-rows tr[data-run="{run_id}"]')
+    # CSV export: the same guess beside the measurement
+    text = httpx.get(f"{service.url}/api/v1/results.csv", timeout=10).text
+    (line,) = [r for r in csv.DictReader(io.StringIO(text)) if r["id"] == run_id]
+    assert (line["student"], line["prediction.duration_s"], line["prediction.write_ops"]) == ("Ana Lopez", "0.25", "16")
+    assert line["backend.write_ops"] == str(run["backend"]["write_ops"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("section.mine").screenshot(path=str(ARTIFACTS / "class-guess-beside-result.png"))
+    # "Whole class" lists everyone's named runs
+    press(page, '[data-mine-scope="class"]')
+    page.wait_for_selector('#mine-rows tr td:text("Ana Lopez")')
+    assert page.console.errors == []
+
+
+def test_class_view_shows_who_ran_what_and_guesses_per_act(service: LabService, new_page) -> None:
+    base = service.url
+    for name, secs in (("Cy", 0.2), ("Di", 0.9), ("Ed", 0.5)):
+        r = httpx.post(f"{base}/api/v1/guesses", timeout=10,
+                       json={"student": name, "target": "act1-baseline", "prediction": {"duration_s": secs}})
+        assert r.status_code == 201
+    run = httpx.post(f"{base}/api/v1/runs", timeout=10, json={"client": "qemu-2.7", "server": SMALL,
+                                                               "label": "act1-baseline", "student": "Cy"}).json()
+    httpx.get(f"{base}/api/v1/runs/{run['id']}", params={"wait": 60}, timeout=70)
+    page = new_page()
+    page.goto(base + "/class")
+    page.wait_for_selector('#students-rows tr[data-student="Cy"]')
+    plot = page.locator('[data-act="baseline"] svg.dist')
+    plot.locator("circle.dot").nth(2).wait_for()
+    assert plot.locator("circle.dot").count() == 3
+    assert plot.locator("line.measured").count() == 1 and plot.locator("line.model").count() == 1
+    assert "3 guesses" in page.inner_text('[data-act="baseline"]')
+    assert "Cy" in page.inner_text("#class-runs")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "class-view.png"), full_page=True)
+    assert page.console.errors == []
