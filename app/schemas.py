@@ -362,6 +362,10 @@ class RunOut(_Open):
     breakdown: dict[str, float] | None = Field(
         None, description="expected_s split: delays_s (the floor), per_request_s, per_byte_s, fixed_s")
     calibration: str | None = Field(None, description="coefficient set used, e.g. era-q1/single")
+    contended: bool | None = Field(None, description="others used more CPU during the copy than a clean "
+                                   "measurement allows (contention.others_cores > limit_cores)")
+    contention: dict[str, Any] | None = Field(
+        None, description="machine_cores, own_cores, others_cores, limit_cores during the copy")
     model: str | None = None
     verified: bool | None = None
     verify_detail: str | None = None

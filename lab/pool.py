@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from lab import contention
 from lab.errors import QueueFull, ShuttingDown
 from lab.runs import FINAL, Run
 
@@ -49,11 +50,25 @@ class Job:
     priority: int = 0  # higher starts first; equal priorities in queue order
     group: str | None = None  # a sweep whose runs share `group_limit` (its parallelism)
     group_limit: int | None = None
+    _exclusive: bool | None = field(default=None, repr=False)
 
     @property
     def resource(self) -> str | None:
         """What the job needs to itself while it runs (its managed server)."""
         return self.run.server_id
+
+    @property
+    def exclusive(self) -> bool:
+        """A CPU-bound run (parallel client, queue depth > 1, no delays) gets the machine alone."""
+        if self._exclusive is None:
+            from lab.clients import get_client
+
+            try:
+                parallel = get_client(self.run.client).parallel
+            except KeyError:
+                parallel = False
+            self._exclusive = contention.cpu_bound(parallel, self.run.queue_depth, self.run.server)
+        return self._exclusive
 
 
 Admit = Callable[[int], None]  # called under the lock with the free slots; raises to refuse
@@ -192,22 +207,35 @@ class WorkerPool:
 
     def _take_next(self) -> Job | None:
         """The first runnable job of the highest priority: its managed server free, its sweep
-        under its parallelism."""
+        under its parallelism, and the machine to itself if it is CPU-bound (sleep-bound runs share
+        it; a CPU-bound one waits for the machine to empty and nothing queued after it starts meanwhile)."""
+        if any(j.exclusive for j in self._active.values()):
+            return None  # a CPU-bound run has the machine to itself (lab.contention)
         best: Job | None = None
         running_in: dict[str, int] = {}
         for job in self._active.values():
             if job.group is not None:
                 running_in[job.group] = running_in.get(job.group, 0) + 1
+        barrier: int | None = None  # priority of a CPU-bound job waiting for the machine to empty
         for job in self._pending:
-            if job.resource is not None and job.resource in self._busy:
+            if not self._may_start(job, running_in):
                 continue
-            if job.group_limit is not None and running_in.get(job.group or "", 0) >= job.group_limit:
+            if job.exclusive and self._active:
+                barrier = job.priority if barrier is None else max(barrier, job.priority)
                 continue
+            if barrier is not None and job.priority <= barrier:
+                continue  # queued behind a CPU-bound job: starting it would keep that one waiting
             if best is None or job.priority > best.priority:
                 best = job
         if best is not None:
             self._pending.remove(best)
         return best
+
+    def _may_start(self, job: Job, running_in: dict[str, int]) -> bool:
+        """Its managed server free and its sweep under its parallelism."""
+        if job.resource is not None and job.resource in self._busy:
+            return False
+        return job.group_limit is None or running_in.get(job.group or "", 0) < job.group_limit
 
     def _worker(self) -> None:
         while True:

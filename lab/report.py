@@ -55,6 +55,15 @@ def expected_line(run: Run) -> str:
             f"{run.calibration}{ratio})")
 
 
+def contention_line(run: Run) -> str:
+    c = run.contention
+    if not c:
+        return f"{'machine':16}{'-':>12}"
+    verdict = "CONTENDED: others competed for the CPU" if run.contended else "quiet enough"
+    return (f"{'machine':16}{verdict:>12}   (others {c['others_cores']:.2f} cores, limit {c['limit_cores']:.2f}; "
+            f"this run {c['own_cores']:.2f}, whole machine {c['machine_cores']:.2f})")
+
+
 def calibration_table(cal: Any) -> str:
     """The coefficients of a lab.calibrate.Calibration, one line per client kind / server build."""
     out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
@@ -82,6 +91,7 @@ def run_table(run: Run) -> str:
         f"{'predicted':16}{_fmt(run.predicted_s):>12}   ({run.model} model"
         + (f", measured/predicted {run.ratio:.3f})" if run.ratio else ")"),
         expected_line(run),
+        contention_line(run),
         f"{'verified':16}{str(run.verified).lower():>12}   {run.verify_detail or ''}",
     ]
     if b:

@@ -15,9 +15,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lab import calibrate, diskmap, images, model
+from lab import calibrate, contention, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
-from lab.servers import SINGLE, Server, describe_build
+from lab.servers import SINGLE, Server, describe_build, server_pids
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 from lab.verify import verify
@@ -61,6 +61,9 @@ class Run:
     expected_s: float | None = None
     breakdown: dict[str, float] | None = None
     calibration: str | None = None  # the coefficient set used, e.g. "era-q1/single"
+    # Others' CPU during the copy above lab.contention.CONTENDED_CORES: the time is not a clean measurement.
+    contended: bool | None = None
+    contention: dict[str, Any] | None = None  # machine_cores, own_cores, others_cores, limit_cores
     model: str | None = None
     verified: bool | None = None
     verify_detail: str | None = None
@@ -264,7 +267,10 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     progress.start()
     stack.callback(_end_progress, run, progress)
     _state(run, sink, "running", phase="copy")
+    window = contention.Window().start(server_pids(srv))
     result = client.copy(ctx)
+    run.contention = window.finish(result.cpu_s)
+    run.contended = run.contention["contended"]
     run.duration_s = round(time.perf_counter() - t0, 4)
     if result.elapsed_s is not None:
         run.duration_s = result.elapsed_s

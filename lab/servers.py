@@ -562,6 +562,12 @@ def server_info(srv: Server) -> dict[str, Any]:
     }
 
 
+def server_pids(srv: Server) -> tuple[int, ...]:
+    """Every process serving `srv`: its nbdkit(s) and the real server under a proxy (lab.contention)."""
+    procs_ = [n.proc for n in srv._nbdkits] + [srv.backend_kind.proc]
+    return tuple(p.pid for p in procs_ if p is not None)
+
+
 def shown_argv(spec: ServerSpec, build: str, be: Any) -> dict[str, list[str]]:
     """The command line(s) of a server, with placeholder paths, for listings."""
     disk = Path("disk.img") if spec.plugin == "file" else None

@@ -93,3 +93,43 @@ def test_sweep_service_without_a_store_runs_a_scenario(no_leftovers):
     assert all(r.reference is None for r in sweep.runs), "overrides drop the talk's figures"
     assert sweeps.live(sweep.id) is None and sweeps.cancel(sweep.id) is False
     assert events[0][:2] == ("sweep", sweep.id) and events[-1] == ("sweep_done", sweep.id, "succeeded")
+
+
+def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it():
+    """nbdcopy, queue depth > 1 or no delays: alone; in-order clients on delayed servers: together.
+    A CPU-bound run queued behind sleep-bound ones waits for them, and what is queued after it waits too."""
+    finished: list[Job] = []
+    spans: dict[str, tuple[float, float]] = {}
+
+    def work(job: Job) -> None:
+        t0 = time.monotonic()
+        time.sleep(0.3)
+        job.run.status = "succeeded"
+        spans[job.run.id] = (t0, time.monotonic())
+
+    sleepy = build_spec(FAST)
+    nodelay = build_spec({**FAST, "delay_write": "0ms", "delay_zero": "0ms"})
+    runs = [Run(client="qemu-img", server=sleepy), Run(client="qemu-2.8", server=sleepy),
+            Run(client="nbdcopy", server=sleepy), Run(client="qemu-img", server=sleepy),
+            Run(client="qemu-4.2", server=sleepy, queue_depth=16), Run(client="qemu-img", server=nodelay),
+            Run(client="qemu-2.7", server=sleepy)]
+    jobs = [Job(r) for r in runs]
+    assert [j.exclusive for j in jobs] == [False, False, True, False, True, True, False]
+    pool = WorkerPool(4, queue_size=16, work=work, finish=finished.append).start()
+    try:
+        pool.submit(runs)
+        deadline = time.monotonic() + 30
+        while len(spans) < len(runs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.shutdown(Stop("interrupted", "shutdown"), grace=10)
+    assert len(spans) == len(runs)
+
+    def overlap(a: Run, b: Run) -> bool:
+        (a0, a1), (b0, b1) = spans[a.id], spans[b.id]
+        return a0 < b1 and b0 < a1
+
+    assert overlap(runs[0], runs[1]), "two sleep-bound runs share the machine"
+    for cpu in (runs[2], runs[4], runs[5]):
+        assert not any(overlap(cpu, other) for other in runs if other is not cpu), cpu.client
+    assert spans[runs[3].id][0] >= spans[runs[2].id][1], "queued after a CPU-bound run: starts after it"

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab import procs
+from lab import contention, procs
 from lab.images import Image
 from lab.servers import ServerFlags
 from lab.trace import WireCounts
@@ -53,6 +53,7 @@ class ClientResult:
     # binary is clocked from its spawn to its exit, as `time qemu-img ...` would.
     elapsed_s: float | None = None
     clock: str = "connect to disconnect"
+    cpu_s: float | None = None  # the client process's CPU (rusage at its exit), for lab.contention
 
 
 class Client:
@@ -100,19 +101,19 @@ def supervised(proc: subprocess.Popen, ctx: CopyContext) -> Iterator[None]:
         raise Cancelled()
 
 
-def run_process(argv: Sequence[str], ctx: CopyContext) -> float:
+def run_process(argv: Sequence[str], ctx: CopyContext) -> tuple[float, float | None]:
     """Run a real client binary to completion; cancel kills its whole process group.
 
-    Returns its wall time from spawn to exit: the lab's clock stops when the process is
-    reaped, before the cancel watcher is joined or anything else is tidied up."""
+    Returns its wall time from spawn to exit (the lab's clock stops when the process is
+    reaped, before the cancel watcher is joined or anything else is tidied up) and its CPU."""
     t0 = time.perf_counter()
     proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with supervised(proc, ctx):
         assert proc.stdout is not None
         output = proc.stdout.read()
-        proc.wait()
+        cpu = contention.reap(proc)
         elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         text = output.decode(errors="replace").strip()
         raise ClientError(f"{argv[0]} exited with status {proc.returncode}: {text[-500:]}")
-    return elapsed
+    return elapsed, cpu

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lab import procs
+from lab import contention, procs
 from lab.clients.base import ClientError, ClientResult, CopyContext, supervised
 from lab.images import Image
 from lab.servers import ServerFlags
@@ -48,7 +48,7 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
                     ctx.report(msg["report"])
                 else:
                     outcome = msg
-            proc.wait()
+            cpu = contention.reap(proc)
         errfile.seek(0)
         stderr = errfile.read()
     if "error" in outcome:
@@ -57,7 +57,7 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
         raise ClientError(f"{client_id} client process exited with status {proc.returncode}: {stderr.strip()[-500:]}")
     r = outcome["result"]
     wire = WireCounts(**r["wire"])
-    return ClientResult(wire=wire, notes=r["notes"], elapsed_s=r["elapsed_s"])
+    return ClientResult(wire=wire, notes=r["notes"], elapsed_s=r["elapsed_s"], cpu_s=cpu)
 
 
 def _main() -> int:

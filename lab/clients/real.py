@@ -17,9 +17,9 @@ class QemuImg(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         src = ctx.image.path(ctx.source_format)
-        elapsed = run_process(["qemu-img", "convert", "-n", "-f", ctx.source_format, "-O", "raw", str(src), ctx.uri],
-                              ctx)
-        return ClientResult(elapsed_s=round(elapsed, 4), clock="spawn to exit")
+        elapsed, cpu = run_process(["qemu-img", "convert", "-n", "-f", ctx.source_format, "-O", "raw", str(src),
+                                    ctx.uri], ctx)
+        return ClientResult(elapsed_s=round(elapsed, 4), clock="spawn to exit", cpu_s=cpu)
 
 
 class NbdCopy(Client):
@@ -33,9 +33,9 @@ class NbdCopy(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         # nbdcopy reads raw only; the raw file holds the same bytes as the qcow2.
-        elapsed = run_process(["nbdcopy", "--", str(ctx.image.raw), ctx.uri], ctx)
+        elapsed, cpu = run_process(["nbdcopy", "--", str(ctx.image.raw), ctx.uri], ctx)
         return ClientResult(notes=["source read from the raw copy of the image"], elapsed_s=round(elapsed, 4),
-                            clock="spawn to exit")
+                            clock="spawn to exit", cpu_s=cpu)
 
 
 def version(binary: str) -> str:

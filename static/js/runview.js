@@ -96,11 +96,20 @@ export function renderCard(run, node = null) {
   }
 
   const children = [head, bar, stats];
+  if (done && run.contended) children.push(contendedNote(run));
   if (done && run.breakdown && run.expected_s) children.push(breakdownBar(run));
   if (run.error && failed(run)) children.push(el("p", { class: "run-error" }, run.error));
   else if (run.status === "cancelled") children.push(el("p", { class: "hint" }, run.error || "cancelled"));
   card.replaceChildren(...children);
   return card;
+}
+
+function contendedNote(run) {
+  const c = run.contention || {};
+  return el("p", { class: "contended", title: "whole machine, /proc/stat, minus this run's own processes" },
+    el("b", {}, "contended: "),
+    `other work used ${(c.others_cores ?? 0).toFixed(2)} cores during the copy (limit ${(c.limit_cores ?? 0).toFixed(2)}); `
+    + "this time is not a clean measurement");
 }
 
 // Where the expected time goes: the injected delays (the floor), then this machine's measured
@@ -155,7 +164,8 @@ export function renderRow(run, isNew = false) {
       run.expected_s != null ? el("div", { class: "hint" }, `${f.seconds(run.expected_s)} exp.`) : null,
       run.predicted_s !== null && run.predicted_s !== undefined
         ? el("div", { class: "hint" }, `${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
-    td("Verified", verifiedCell(run)),
+    td("Verified", run.contended ? [verifiedCell(run), el("div", { class: "hint contended",
+      title: "other work competed for the CPU during the copy" }, "contended")] : verifiedCell(run)),
     td("Writes", run.backend ? run.backend.write_ops : "–", "num"),
     td("Zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
     td("Fast zero sent / refused", fastZeroText(run.wire), "num"),

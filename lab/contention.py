@@ -1,0 +1,90 @@
+"""Was the machine quiet enough for this measurement? And which runs need the machine alone?
+
+A copy's time is only comparable with another if nothing else competed for the CPU. Over the
+copy, the whole machine's busy CPU time (/proc/stat) minus what the run's own processes used
+(its nbdkit(s) from /proc/PID/stat, its client from the rusage of its exit) is what *others*
+used. Above CONTENDED_CORES of the copy's wall time, the run is marked `contended`: its time
+says more about the neighbours than about the protocol.
+
+Scheduling: a CPU-bound run (a parallel client, a queue depth above 1, or no injected delays)
+would disturb, and be disturbed by, anything running beside it, so the worker pool gives it the
+machine alone (`cpu_bound`); sleep-bound runs (in-order clients against delayed servers) use a
+few percent of a core each and share it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+CONTENDED_CORES = 0.35  # others' CPU, in cores, above which a run's time is not a clean measurement
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_bound(client_parallel: bool, queue_depth: int, spec: Any) -> bool:
+    return client_parallel or queue_depth > 1 or (spec.delay_write <= 0 and spec.delay_zero <= 0)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every core, everyone)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a live process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(rest[11]) + int(rest[12])) / _TICK
+
+
+def reap(proc: subprocess.Popen) -> float | None:
+    """Wait for a child (setting its returncode) and return its CPU seconds; None when someone
+    else (a cancel's kill) reaped it first."""
+    try:
+        _, status, ru = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        proc.wait()
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_utime + ru.ru_stime
+
+
+@dataclass
+class Window:
+    """Machine and own CPU over one copy. start(), then finish() with the client's CPU seconds."""
+
+    pids: tuple[int, ...] = ()
+    t0: float = 0.0
+    busy0: float = 0.0
+    own0: float = 0.0
+
+    def start(self, pids: tuple[int, ...]) -> Window:
+        self.pids = pids
+        self.t0, self.busy0 = time.monotonic(), machine_busy_s()
+        self.own0 = sum(process_cpu_s(p) for p in pids) + _self_cpu()
+        return self
+
+    def finish(self, client_cpu_s: float | None) -> dict[str, Any]:
+        wall = max(1e-6, time.monotonic() - self.t0)
+        busy = machine_busy_s() - self.busy0
+        own = sum(process_cpu_s(p) for p in self.pids) + _self_cpu() - self.own0 + (client_cpu_s or 0.0)
+        others = max(0.0, busy - own) / wall
+        return {"machine_cores": round(busy / wall, 3), "own_cores": round(own / wall, 3),
+                "others_cores": round(others, 3), "limit_cores": CONTENDED_CORES,
+                "client_cpu_known": client_cpu_s is not None, "contended": others > CONTENDED_CORES}
+
+
+def _self_cpu() -> float:
+    """This process's CPU (the lab's own threads: readers, progress): the run's own work too."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime

@@ -1,0 +1,45 @@
+"""Contention: what the machine did beside a run, from /proc (no timing asserted, only accounting)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import contention, procs
+from lab.runs import Run, execute
+from lab.spec import build_spec
+
+
+def test_a_process_of_the_run_is_its_own_cpu_not_others():
+    busy = procs.spawn([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+    try:
+        w = contention.Window().start((busy.pid,))
+        time.sleep(0.6)
+        c = w.finish(None)
+    finally:
+        procs.stop(busy)
+    assert c["own_cores"] > 0.05  # the spinning child got some CPU, and it is counted as the run's
+    assert c["machine_cores"] >= c["own_cores"] - 0.05
+    if c["others_cores"] > 0:
+        assert c["machine_cores"] - c["own_cores"] == pytest.approx(c["others_cores"], abs=0.02)
+    assert c["contended"] == (c["others_cores"] > contention.CONTENDED_CORES)
+
+
+def test_cpu_bound_is_parallel_deep_or_undelayed():
+    sleepy, free = build_spec({}), build_spec({"delay_write": "0ms", "delay_zero": "0ms"})
+    assert not contention.cpu_bound(False, 1, sleepy)
+    assert contention.cpu_bound(True, 1, sleepy) and contention.cpu_bound(False, 16, sleepy)
+    assert contention.cpu_bound(False, 1, free)
+
+
+@pytest.mark.parametrize("client", ["qemu-img", "qemu-2.8"])
+def test_every_run_says_whether_it_was_contended(client, no_leftovers):
+    run = execute(Run(client=client, server=build_spec({"size": "4M", "delay_write": "1ms", "delay_zero": "1ms"})))
+    assert run.status == "succeeded"
+    c = run.contention
+    assert set(c) == {"machine_cores", "own_cores", "others_cores", "limit_cores", "client_cpu_known", "contended"}
+    assert c["client_cpu_known"] is True  # the client's CPU came from its exit's rusage
+    assert run.contended is c["contended"] and run.to_dict()["contended"] is run.contended
