@@ -17,7 +17,7 @@ from typing import Any
 
 from lab import calibrate, contention, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
-from lab.servers import SINGLE, Server, describe_build, server_pids
+from lab.servers import SINGLE, Server, describe_build, kind_notes, server_pids
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 from lab.verify import verify
@@ -245,7 +245,7 @@ def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event) -
             run.server_id = None if server is None else srv.id
             if srv.topology != SINGLE:
                 run.notes.append("server build: " + describe_build(srv.spec, srv.topology)["note"])
-            run.notes.extend(srv.kind_notes())
+            run.notes.extend(kind_notes(srv))
             yield srv
     finally:
         if server is None:

@@ -532,19 +532,6 @@ class Server:
     def info(self) -> dict[str, Any]:
         return server_info(self)
 
-    def kind_notes(self) -> list[str]:
-        """For a run's notes: what serves the disk, where, and what the proxy in front costs."""
-        be = self.backend_kind
-        notes = list(be.notes)
-        if be.store is not None:
-            notes.append(f"disk on {be.store.storage} ({be.store.fs_type}): {be.disk}")
-        if self.proxy_cost:
-            c = self.proxy_cost
-            notes.append(f"nbdkit nbd proxy in front of {self.spec.kind}: {c['added_us_per_request']:+.0f} us per "
-                         f"request ({c['direct_us']:.0f} us direct, {c['proxied_us']:.0f} us proxied, "
-                         f"{c['reads']} 4 KiB reads)")
-        return notes
-
 
 def server_info(srv: Server) -> dict[str, Any]:
     return {
@@ -560,6 +547,20 @@ def server_info(srv: Server) -> dict[str, Any]:
         "real_server": srv.backend_kind.info(),
         "proxy_cost": srv.proxy_cost,
     }
+
+
+def kind_notes(srv: Server) -> list[str]:
+    """For a run's notes: what serves the disk, where, and what the proxy in front costs."""
+    be = srv.backend_kind
+    notes = list(be.notes)
+    if be.store is not None:
+        notes.append(f"disk on {be.store.storage} ({be.store.fs_type}): {be.disk}")
+    if srv.proxy_cost:
+        c = srv.proxy_cost
+        notes.append(f"nbdkit nbd proxy in front of {srv.spec.kind}: {c['added_us_per_request']:+.0f} us per "
+                     f"request ({c['direct_us']:.0f} us direct, {c['proxied_us']:.0f} us proxied, "
+                     f"{c['reads']} 4 KiB reads)")
+    return notes
 
 
 def server_pids(srv: Server) -> tuple[int, ...]:
