@@ -95,3 +95,24 @@ def test_class_view_shows_who_ran_what_and_guesses_per_act(service: LabService, 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "class-view.png"), full_page=True)
     assert page.console.errors == []
+
+
+def test_a_guess_before_an_act_of_the_talk(service: LabService, new_page) -> None:
+    page = new_page()
+    page.goto(service.url + "/talk")
+    type_into(page, "#student-name", "Flo")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#talk-guess:not([hidden]) input[data-row='act1-baseline']")
+    type_into(page, "#talk-guess-act1-baseline", "0.3")
+    press(page, "#talk-guess-send")
+    page.wait_for_selector("#talk-guess-state:text('you 0.30 s, not run yet')")
+    guesses = httpx.get(f"{service.url}/api/v1/guesses", params={"student": "Flo"}, timeout=10).json()["guesses"]
+    assert [(g["target"], g["prediction"]) for g in guesses] == [("act1-baseline", {"duration_s": 0.3})]
+    run = httpx.post(f"{service.url}/api/v1/runs", timeout=10,
+                     json={"client": "qemu-2.7", "server": SMALL, "label": "act1-baseline"}).json()
+    httpx.get(f"{service.url}/api/v1/runs/{run['id']}", params={"wait": 60}, timeout=70)
+    page.wait_for_selector("#talk-guess-state:text('measured')", timeout=15_000)
+    assert "you 0.30 s, measured" in page.inner_text("#talk-guess-state")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "class-talk-guess.png"))
+    assert page.console.errors == []
