@@ -101,6 +101,12 @@ class Classroom:
             health = state.get("Health", {}).get("Status")
             if health == "healthy":
                 took = time.monotonic() - t0
+                with open(ARTIFACTS / "commands.log", "a") as log:  # each probe with its times and output
+                    log.write(f"# {what}: {took:.1f} s; started {state.get('StartedAt')}; probes:\n")
+                    for probe in state["Health"].get("Log", []):
+                        log.write(f"#   {probe.get('Start')} -> exit {probe.get('ExitCode')}: "
+                                  f"{(probe.get('Output') or '').strip()[-300:]}\n")
+                    log.write("# service log:\n" + self.engine.docker("logs", "-t", cid, check=False).stderr[-3000:])
                 self.timings.append({"what": what, "command": f"(docker inspect until healthy: {service})",
                                      "seconds": round(took, 1), "exit": 0})
                 return took
