@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -54,7 +55,8 @@ class PrivateDockerd:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> PrivateDockerd:
         (self.dir / "daemon.json").write_text("{}")
-        ns = f"fzl-{self.dir.name}"
+        # containerd namespaces allow [A-Za-z0-9] runs joined by single . _ or -: not mkdtemp's names
+        ns = f"fzl-{secrets.token_hex(6)}"
         argv = [DOCKERD, "--data-root", str(self.dir / "root"), "--exec-root", str(self.dir / "exec"),
                 "-H", self.host, "--pidfile", str(self.dir / "dockerd.pid"),
                 "--config-file", str(self.dir / "daemon.json"),
