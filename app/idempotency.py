@@ -3,7 +3,7 @@
 A client that did not hear the answer (a time-out, a dropped connection) retries with the
 same key and gets the first answer again, replayed from SQLite (`Idempotent-Replayed: true`),
 instead of a second run. The key is bound to the request: the same key with another method,
-path or body is a 422 `idempotency-key-reused`; a retry while the first request is still
+path or body is a 409 `idempotency-key-reused`; a retry while the first request is still
 being answered is a 409 `idempotency-conflict`. Only successful answers are kept (a 429 may
 be retried and then succeed); keys are forgotten after KEEP_S.
 """

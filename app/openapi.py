@@ -13,6 +13,7 @@ FastAPI's generated schema is adjusted in three ways:
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from app.api import API_PREFIX
 from app.errors import CODES, PROBLEM_JSON
 from app.settings import Settings
+from app.unitregex import with_units
 from lab.spec import DEFAULT_LIMITS
 from lab.units import parse_delay, parse_size
 
@@ -37,12 +39,25 @@ def _each(schema: Any, fn: Callable[[dict[str, Any]], None]) -> None:
             _each(v, fn)
 
 
-def _bounds(prop: dict[str, Any], low: float, high: float, multiple: int, parse: Callable[[Any], float]) -> None:
+SIZE_UNITS = {"[kK]": 1 << 10, "[mM]": 1 << 20, "[gG]": 1 << 30}
+DELAY_UNITS = {"ms": 1, "s": 1000}
+
+
+def _bounds(prop: dict[str, Any], low: float, high: float, multiple: int, parse: Callable[[Any], float],
+            units: dict[str, float]) -> None:
+    """Bound a size or delay field to this instance's limits: the number form by minimum, maximum
+    and multipleOf, the string form by a pattern that matches exactly the values in bounds."""
+    pattern = with_units(low, high, units)
+
     def fix(s: dict[str, Any]) -> None:
         if s["type"] in ("integer", "number"):
             s.update(minimum=low, maximum=high, multipleOf=multiple)
+        elif s["type"] == "string" and "pattern" in s:
+            s["pattern"] = pattern
 
     def within(example: Any) -> bool:
+        if isinstance(example, str) and not re.match(pattern, example):
+            return False
         try:
             v = parse(example)
         except ValueError:
@@ -59,6 +74,10 @@ def _bounds(prop: dict[str, Any], low: float, high: float, multiple: int, parse:
             stack += list(node.values())
         elif isinstance(node, list):
             stack += node
+
+
+# Request models with server fields (SweepGrid: lists of them), bounded by this instance's limits.
+BOUNDED = ("GeometryFields", "ServerFields", "ServerCreate", "SweepGrid")
 
 
 RETRY_AFTER_HEADER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
@@ -112,15 +131,15 @@ def install(app: FastAPI, settings: Settings) -> None:
                         # itemSchema is OpenAPI 3.2; in this 3.1 document it lives under an extension key
                         stream["x-itemSchema"] = stream.pop("itemSchema")
                         stream.pop("schema", None)  # FastAPI's "string": the events are described per item
-        for name in ("GeometryFields", "ServerFields"):
+        for name in BOUNDED:
             props = schema["components"]["schemas"].get(name, {}).get("properties", {})
             if "size" in props:
-                _bounds(props["size"], 1 << 20, limits.max_size, 512, parse_size)
+                _bounds(props["size"], 1 << 20, limits.max_size, 512, parse_size, SIZE_UNITS)
             if "maxdata" in props:
-                _bounds(props["maxdata"], DEFAULT_LIMITS.min_maxdata, limits.max_maxdata, 512, parse_size)
+                _bounds(props["maxdata"], DEFAULT_LIMITS.min_maxdata, limits.max_maxdata, 512, parse_size, SIZE_UNITS)
             for field in ("delay_write", "delay_zero"):
                 if field in props:
-                    _bounds(props[field], 0, limits.max_delay_ms, 1, parse_delay)
+                    _bounds(props[field], 0, limits.max_delay_ms, 1, parse_delay, DELAY_UNITS)
         for name, variants in ONE_OF.items():
             _split_one_of(schema["components"]["schemas"], name, variants)
         _add_links(schema)

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import Query, Request, Response
 
-from app.errors import field_error
+from app.errors import Problem
 
 Sort = StrEnum("Sort", {s: s for s in ("-created_at", "created_at", "-finished_at", "finished_at", "-duration_s",
                                         "duration_s")})
@@ -44,10 +44,16 @@ def decode(cursor: str | None, sort: str) -> tuple[Any, int] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         s, value, seq = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
-        raise field_error(["query", "cursor"], "not a cursor this service made: use next_cursor as given") from None
+        raise _no_page(cursor, "not a cursor this service made: use next_cursor as given") from None
     if s != sort or not isinstance(value, int | float) or isinstance(value, bool) or not isinstance(seq, int):
-        raise field_error(["query", "cursor"], f"this cursor is for sort={s!r}, not {sort!r}: keep the same sort")
+        raise _no_page(cursor, f"this cursor is for sort={s!r}, not {sort!r}: keep the same sort")
     return value, seq
+
+
+def _no_page(cursor: str, why: str) -> Problem:
+    """An unknown cursor names no page: 404, with the query parameter named."""
+    return Problem("not-found", f"no page for this cursor: {why}",
+                   errors=[{"loc": ["query", "cursor"], "message": why, "code": "not_found", "value": cursor}])
 
 
 def link_next(request: Request, response: Response, cursor: str | None) -> None:

@@ -20,11 +20,11 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
     StrictBool,
-    StrictInt,
     StringConstraints,
     WithJsonSchema,
     create_model,
@@ -49,11 +49,14 @@ RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})
 
 MAX_JSON_INT = 1 << 53
 # Unit spellings lab.units accepts, as case-insensitive character classes (JSON Schema has no flags).
-SIZE_PATTERN = r"^\s*\d{1,15}(\.\d{1,6})?\s*([bB]|[kKmMgGtT]([bB]|[iI][bB])?)?\s*$"
-DELAY_PATTERN = r"^\s*\d{1,12}(\.\d{1,6})?\s*([mMuUnN]?[sS])?\s*$"
-_SIZE_UNIT = r"\d{1,15}(\.\d{1,6})?\s*([bB]|[kKmMgGtT]([bB]|[iI][bB])?)?"
-# The grammar of a source layout; lab.images.parse_pattern then checks alignment and extents.
-PATTERN_PATTERN = rf"^\s*(full|empty|alternate:{_SIZE_UNIT}(:{_SIZE_UNIT})?)\s*$"
+# The API's unit grammar: a whole number with a unit, no spaces (the CLI takes more spellings).
+# Kept this narrow so the OpenAPI document can say exactly which strings are accepted: app/openapi.py
+# narrows these patterns further to this instance's bounds (app/unitregex.py).
+SIZE_PATTERN = r"^[1-9][0-9]{0,14}[kKmMgG]$"
+DELAY_PATTERN = r"^(0|[1-9][0-9]{0,11})(ms|s)$"
+# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.images.parse_pattern needs.
+_LENGTH = r"([1-9][0-9]{0,5}[mMgG]|([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,3}([02468][048]|[13579][26]))[kK])"
+PATTERN_PATTERN = rf"^(full|empty|alternate:{_LENGTH}(:{_LENGTH})?)$"
 _SIZE_RE = re.compile(SIZE_PATTERN)
 _PATTERN_RE = re.compile(PATTERN_PATTERN)
 _DELAY_RE = re.compile(DELAY_PATTERN)
@@ -65,7 +68,8 @@ def _size(v: Any) -> int:
     if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
         raise ValueError(f"a size must be between 0 and {MAX_JSON_INT} bytes")
     if isinstance(v, str) and not _SIZE_RE.match(v):
-        raise ValueError(f"{v[:40]!r} is not a size: use bytes or a number with k, M, G or T (such as 16M)")
+        raise ValueError(f"{v[:40]!r} is not a size: use an integer of bytes, or a whole number with k, M or G "
+                         "(such as 16M)")
     return parse_size(v)
 
 
@@ -75,7 +79,8 @@ def _delay(v: Any) -> float:
     if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
         raise ValueError(f"a delay must be between 0 and {MAX_JSON_INT} milliseconds")
     if isinstance(v, str) and not _DELAY_RE.match(v):
-        raise ValueError(f"{v[:40]!r} is not a delay: use milliseconds or a number with ms or s (such as 20ms)")
+        raise ValueError(f"{v[:40]!r} is not a delay: use a number of milliseconds, or a whole number with ms or s "
+                         "(such as 20ms)")
     return parse_delay(v)
 
 
@@ -83,8 +88,8 @@ def _layout(v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError("a pattern is a string such as 'alternate:1M', 'full' or 'empty'")
     if len(v) > 64 or not _PATTERN_RE.match(v):
-        raise ValueError(f"{v[:40]!r} is not a pattern: use alternate:DATA[:HOLE] (such as alternate:1M), "
-                         "full or empty")
+        raise ValueError(f"{v[:40]!r} is not a pattern: use alternate:DATA[:HOLE] (such as alternate:1M; lengths "
+                         "in M, G or multiples of 4k), full or empty")
     return v.strip()
 
 
@@ -96,7 +101,7 @@ Size = Annotated[
             {"type": "integer", "minimum": 0, "maximum": MAX_JSON_INT},
             {"type": "string", "pattern": SIZE_PATTERN},
         ],
-        "description": "bytes, or a number with a binary unit: 512k, 16M, 1G",
+        "description": "bytes, or a whole number with a binary unit: 512k, 16M, 1G",
         "examples": ["16M", 262144],
     }),
 ]
@@ -108,7 +113,7 @@ Delay = Annotated[
             {"type": "number", "minimum": 0},
             {"type": "string", "pattern": DELAY_PATTERN},
         ],
-        "description": "milliseconds, or a number with a unit: 20ms, 0.5s (whole milliseconds)",
+        "description": "milliseconds (a whole number), or a whole number with a unit: 20ms, 1s",
         "examples": ["20ms", 5],
     }),
 ]
@@ -125,7 +130,22 @@ RowKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Student = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME * 2), AfterValidator(clean_name),
                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME,
                                     "examples": ["Ana", "Group 3"]})]
-Ops = Annotated[int, Field(strict=True, ge=0, le=MAX_OPS)]
+def _whole(v: Any) -> Any:
+    """JSON's integers: 7 or 7.0 (JSON Schema's `integer` takes both), never a boolean or a string."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError("must be a whole number")
+    return v
+
+
+def whole(ge: int, le: int) -> Any:
+    """An integer ge..le that JSON may write as 7 or 7.0 (the constraints first, so the schema shows them)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole)]
+
+
+Ops = whole(0, MAX_OPS)
+QueueDepth = whole(1, 64)
 
 
 def no_default(schema: dict[str, Any]) -> None:
@@ -183,7 +203,7 @@ class ServerCreate(ServerFields):
 
 
 class RunFilter(_Strict):
-    """Which queued or running runs to cancel: every given field must match."""
+    """Which queued or running runs to cancel: every field given must match (`{}`: all of them)."""
 
     status: Annotated[str, StringConstraints(pattern="^(queued|running)$")] | None = Field(
         None, description="queued or running (default: both)")
@@ -193,7 +213,6 @@ class RunFilter(_Strict):
     client: ClientId | None = None
     student: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(
         None, description="runs started for this student")
-    all: StrictBool = Field(False, description="true to cancel every queued and running run (no other filter)")
 
 
 class CancelledOut(BaseModel):
@@ -202,12 +221,17 @@ class CancelledOut(BaseModel):
 
 
 class Prediction(_Strict):
-    """A guess made before the run: any of the copy time and the backend request counts."""
+    """A guess made before the run: any of the copy time and the backend request counts (at least one)."""
 
-    duration_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)] | None = Field(
-        None, description="the copy's wall time in seconds")
-    write_ops: Ops | None = Field(None, description="write requests that reach the backend")
-    zero_ops: Ops | None = Field(None, description="zero requests that reach the backend")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # not nullable: leave a field out rather than send null (so at least one given field is a number)
+    duration_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)] = Field(  # type: ignore[assignment]
+        None, json_schema_extra=no_default, description="the copy's wall time in seconds")
+    write_ops: Ops = Field(None, json_schema_extra=no_default,  # type: ignore[assignment]
+                           description="write requests that reach the backend")
+    zero_ops: Ops = Field(None, json_schema_extra=no_default,  # type: ignore[assignment]
+                          description="zero requests that reach the backend")
 
     def raw(self) -> dict[str, float]:
         """Normalised by lab.students (one definition of a valid guess); at least one field."""
@@ -222,7 +246,7 @@ class RunCreate(_Strict):
                                  description="fields of a fresh server for this run (leave it out for the defaults)")
     server_id: ObjectId = Field(None, json_schema_extra=no_default,  # type: ignore[assignment]
                                 description="run on this long-lived server instead")
-    queue_depth: Annotated[int, Field(strict=True, ge=1, le=64)] = Field(
+    queue_depth: QueueDepth = Field(
         1, description="requests in flight, for the lab's own clients")
     label: Label | None = None
     student: Student | None = Field(None, description="who starts it (a display name): GET /api/v1/runs?student=")
@@ -574,7 +598,7 @@ def _inner(annotation: Any) -> Any:
 Axis = dict[str, Any]
 _axes: dict[str, Any] = {
     "client": (list[ClientId] | None, Field(None, min_length=1, max_length=MAX_AXIS, description="copy clients")),
-    "queue_depth": (list[Annotated[StrictInt, Field(ge=1, le=64)]] | None,
+    "queue_depth": (list[QueueDepth] | None,
                     Field(None, min_length=1, max_length=MAX_AXIS, description="requests in flight")),
 }
 for _name, _field in ServerFields.model_fields.items():
@@ -593,7 +617,7 @@ class SweepRowIn(BaseModel):
         None, description="the row's name in results (default row-N)")
     client: ClientId = Field(ClientId("qemu-img"), description="copy client")
     server: ServerFields | None = Field(None, description="this row's server fields (over the sweep's `server`)")
-    queue_depth: Annotated[StrictInt, Field(ge=1, le=64)] = 1
+    queue_depth: QueueDepth = 1
 
 
 class SweepDefinition(_Open):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas import ServerFields, ServerOut, SweepGrid, SweepRowIn, no_default
+from app.schemas import ServerFields, ServerOut, SweepGrid, SweepRowIn, no_default, whole
 
 MAX_ROWS = 1000
+Repeats = whole(1, 20)
+Parallelism = whole(1, 64)
+Priority = whole(-10, 10)
 
 
 class CustomSweepCreate(BaseModel):
@@ -26,10 +29,10 @@ class CustomSweepCreate(BaseModel):
     grid: SweepGrid = Field(None, json_schema_extra=no_default,  # type: ignore[valid-type]
                             description="axis -> values: client, queue_depth or any server field")
     server: ServerFields | None = Field(None, description="server fields every row starts from")
-    repeats: Annotated[StrictInt, Field(ge=1, le=20)] = Field(1, description="runs per row (median and spread)")
-    parallelism: Annotated[StrictInt, Field(ge=1, le=64)] | None = Field(
+    repeats: Repeats = Field(1, description="runs per row (median and spread)")
+    parallelism: Parallelism | None = Field(
         None, description="at most this many of its runs at once (default: as many workers as are free)")
-    priority: Annotated[StrictInt, Field(ge=-10, le=10)] = Field(
+    priority: Priority = Field(
         0, description="higher starts before lower, across all queued runs")
 
     def definition(self) -> dict[str, Any]:

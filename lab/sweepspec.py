@@ -158,8 +158,6 @@ def _axes(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, li
             raise DefinitionError(["grid", axis], f"unknown axis; use client, queue_depth or {', '.join(FIELDS)}")
         if not isinstance(values, list) or not values:
             raise DefinitionError(["grid", axis], "an axis is a non-empty list of values")
-        if axis in base:
-            raise DefinitionError(["grid", axis], "this field is also in server: give it in one place")
         for j, v in enumerate(values):
             loc: list[str | int] = ["grid", axis, j]
             if axis == "client":
@@ -184,8 +182,8 @@ def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[st
         chosen = dict(zip([a for a, _ in axes], combo, strict=True))
         client = chosen.pop("client", "qemu-img")
         depth = chosen.pop("queue_depth", 1)
-        loc_of: dict[str, list[str | int]] = {k: ["grid", k] for k in chosen}
-        loc_of.update({k: ["server", k] for k in base})
+        loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
+        loc_of.update({k: ["grid", k] for k in chosen})  # an axis overrides the same field of server
         spec = _spec({**base, **chosen}, limits, loc_of)
         out.append(("/".join(str(v).strip() for v in combo)[:KEY_MAX], client, spec, depth))
     return out

@@ -2,19 +2,15 @@
 
 Starts a real `lab serve` on a free loopback port (private data and runtime dirs, tight
 limits so generated runs are cheap: 1 MiB images, no delays, one worker, a queue of 4,
-two servers), runs `schemathesis run` against /openapi.json with every check except
-`positive_data_acceptance`, all four phases (examples, coverage, fuzzing, stateful), then
-stops the service and checks nothing it started is left.
+two servers), runs `schemathesis run` against /openapi.json with every check, all four
+phases (examples, coverage, fuzzing, stateful), then stops the service and checks nothing it
+started is left.
 
-Why `positive_data_acceptance` is off: that check expects every schema-valid request to be
-accepted, but some rules are not expressible in JSON Schema, and the service answers them
-with a 422 naming the field, as it should:
-- sizes and delays written with a unit ("0", "2G", "0.5ms") are bounded after parsing the
-  unit (the schema bounds only the integer form), sizes must be a multiple of 512 and
-  delays whole milliseconds;
-- `pattern` has a grammar (alternate:DATA[:HOLE] with 4k-aligned lengths);
-- cross-field rules: `server` and `server_id` are exclusive; maxdata within the size.
-Everything else is checked: no 5xx, status codes and content types as documented,
+Every check runs, `positive_data_acceptance` included: the document says which unit strings
+this instance accepts (patterns narrowed to its limits: app/unitregex.py), `server`/`server_id`
+and `rows`/`grid` are oneOf variants, an unknown id, row or cursor is a 404. What the document
+cannot say is listed in CROSS_FIELD below: a schema-valid body refused for one of those is
+counted and shown, any other refusal fails the run. Also checked: no 5xx, status codes and content types as documented,
 response bodies and headers valid against the schema, invalid data rejected, 405 with
 a correct Allow header, stateful sequences (create -> get / cancel / delete / events, via
 the OpenAPI links) consistent.
@@ -23,7 +19,7 @@ the OpenAPI links) consistent.
 completes); its parameters are covered by tests/test_reliability_input.py. `POST
 /api/v1/probes` too: each probe writes hundreds of MiB at full speed (tests/test_probe.py).
 
-    .venv/bin/python scripts/fuzz_api.py [--examples 12] [--seed 7] [--min-cases 1000]
+    .venv/bin/python scripts/fuzz_api.py [--examples 10] [--seed 7] [--min-cases 1000]
 
 Exit 0 when schemathesis found nothing, generated at least --min-cases cases with the
 stateful phase run, the service logged no traceback, and no process of ours is left.
@@ -69,9 +65,33 @@ SKIPPED = {
 }
 
 
+# Rules this OpenAPI document does not express (so positive_data_acceptance may see a 422 for
+# them; every other rejection of a schema-valid request fails the run): the server kinds'
+# cross-field rules (lab.spec.check_kind: target/destructive only for kind external, storage only
+# on a file-backed server, disk_format qcow2 only with qemu-nbd, disk_init data only on a raw
+# file-backed disk, plugin only for kind nbdkit, kinds and storages this machine lacks), the same
+# across a grid's product, and a student's name (no control, format or unassigned characters:
+# Unicode categories a JSON Schema pattern cannot name).
+CROSS_FIELD = {"kind", "storage", "target", "destructive", "disk_format", "disk_init", "plugin", "student"}
+
+
+def cross_field_rejections(text: str) -> list[str]:
+    """The fields named by each positive_data_acceptance failure ("Schema-valid request rejected"),
+    when every one is a CROSS_FIELD rule; a last element "other" when any is not."""
+    fields = []
+    for block in re.split(r"\n_{3,} .+? _{3,}\n", text)[1:]:
+        if "Schema-valid request rejected" not in block:
+            continue
+        m = re.search(r'"errors":\[\{"loc":\[([^\]]*)\]', block)
+        names = re.findall(r'"([a-z_]+)"', m.group(1)) if m else []
+        field = names[-1] if names else "?"
+        fields.append(field if field in CROSS_FIELD else "other")
+    return fields
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--examples", type=int, default=12, help="max examples per operation and phase (default 12)")
+    p.add_argument("--examples", type=int, default=10, help="max examples per operation and phase (default 10)")
     p.add_argument("--seed", type=int, default=7, help="schemathesis seed (default 7: CI is reproducible)")
     p.add_argument("--min-cases", type=int, default=1000, help="fail unless at least this many cases ran")
     p.add_argument("--workers", default="2", help="schemathesis workers (default 2)")
@@ -90,7 +110,7 @@ def main() -> int:
         cmd = [st, "run", f"{base}/openapi.json", "--no-color", "--seed", str(args.seed),
                "--max-examples", str(args.examples), "--workers", args.workers,
                "--phases", "examples,coverage,fuzzing,stateful",
-               "--exclude-checks", "positive_data_acceptance",
+               "--checks", "all",
                *[a for path in SKIPPED for a in ("--exclude-path", path)],
                "--request-timeout", "30", "--generation-database", "none", "--suppress-health-check", "all",
                "--report", "json", "--report-json-path", str(report)]
@@ -127,16 +147,21 @@ def main() -> int:
     cases = rep["test_cases"]
     phases = {name: ph["status"] for name, ph in rep["phases"].items()}
     operations = rep.get("operations", {})
-    if rep["failures"]:
-        problems.append(f"schemathesis failures: {json.dumps(rep['failures'])}")
+    tolerated = cross_field_rejections(out.stdout) if rep["failures"] else []
+    real = [f for f in rep["failures"] if not (f["type"] == "RejectedPositiveData" and tolerated
+                                                and tolerated[-1] != "other")]
+    if real:
+        problems.append(f"schemathesis failures: {json.dumps(real)}")
     if rep["errors"]:
         problems.append(f"schemathesis errors: {json.dumps(rep['errors'])[:2000]}")
     if cases["generated"] < args.min_cases:
         problems.append(f"only {cases['generated']} cases generated (need {args.min_cases})")
     if phases.get("stateful") not in ("success",):
         problems.append(f"stateful phase: {phases.get('stateful')}")
-    if rep.get("exit_code") != 0:
+    if rep.get("exit_code") != 0 and (real or rep["errors"]):
         problems.append(f"schemathesis exit code {rep.get('exit_code')}")
+    if phases.get("stateful") != "success" and not real:  # failed only on a tolerated rejection
+        problems.remove(f"stateful phase: {phases.get('stateful')}")
 
     print()
     print("| figure | value |")
@@ -145,6 +170,8 @@ def main() -> int:
           f"(skipped: {', '.join(SKIPPED)}) |")
     print(f"| test cases generated | {cases['generated']} |")
     print(f"| cases with failures | {cases['with_failures']} |")
+    print(f"| schema-valid bodies refused by a cross-field kind/storage rule (see the docstring) | "
+          f"{len(tolerated)}: {', '.join(tolerated) or '-'} |")
     print(f"| errors | {cases['errored']} |")
     print(f"| phases | {', '.join(f'{k} {v}' for k, v in phases.items())} |")
     print(f"| schemathesis time | {secs:.1f} s |")
@@ -154,7 +181,9 @@ def main() -> int:
     print(f"| processes / private dirs left | {len(left)} / {len(leftover_dirs)} |")
     if problems:
         print()
+        (tmp / "schemathesis.txt").write_text(out.stdout)
         print(out.stdout[-6000:])
+        print(f"(the whole schemathesis output: {tmp / 'schemathesis.txt'})")
         for pr in problems:
             print("FAIL:", pr)
     if args.keep or problems:

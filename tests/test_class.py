@@ -117,7 +117,7 @@ def test_guesses_need_no_token_and_are_shown_per_act(live_service) -> None:
         assert r.status_code == 201, r.text
     bad = httpx.post(f"{base}/api/v1/guesses", json={"student": "Cy", "target": "act9", "prediction": {"zero_ops": 1}},
                      timeout=10)
-    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"][-1] == "target"
+    assert bad.status_code == 404 and bad.json()["errors"][0]["loc"][-1] == "target"
     run = httpx.post(f"{base}/api/v1/runs", headers=auth, timeout=10,
                      json={"client": "qemu-2.7", "server": FAST, "label": "act1-baseline"}).json()
     _wait_all(base, [run["id"]])

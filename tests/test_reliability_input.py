@@ -65,7 +65,7 @@ def test_bad_server_fields_are_422_everywhere(api, server, field):
 @pytest.mark.parametrize("body", [
     {"client": "qemu-9.9"}, {"client": ""}, {"client": None}, {"client": 42}, {"client": "QEMU-IMG"},
     {"queue_depth": 0}, {"queue_depth": 65}, {"queue_depth": 2**64}, {"queue_depth": -1}, {"queue_depth": "2"},
-    {"queue_depth": 2.0}, {"queue_depth": True}, {"label": "x" * 81}, {"label": 7},
+    {"queue_depth": 2.5}, {"queue_depth": True}, {"label": "x" * 81}, {"label": 7},
     {"server_id": ""}, {"server_id": "x" * 65}, {"server": "8M"}, {"server": [FAST]}, {"extra": 1},
 ])
 def test_bad_run_fields_are_422(api, body):
@@ -78,9 +78,11 @@ def test_unknown_ids_anywhere_are_404(api):
     assert api.post("/api/runs", json={"server_id": "../../etc/passwd"}).status_code == 404
     assert api.post("/api/runs", json={"server_id": "nope"}).status_code == 404
     r = api.post("/api/scenarios/reference/runs", json={"only": ["ref-none", "no-such-row"]})
-    assert r.status_code == 422, r.text
-    assert r.json()["errors"][0] == {"loc": ["body", "only", 1], "message": r.json()["errors"][0]["message"],
-                                     "code": "value_error", "value": "no-such-row"}
+    assert r.status_code == 404 and r.json()["code"] == "not-found", r.text
+    assert r.json()["errors"][0] == {"loc": ["body", "only", 1], "message": "no such row", "code": "not_found",
+                                     "value": "no-such-row"}
+    r = api.get("/api/runs", params={"cursor": "bm9wZQ"})
+    assert r.status_code == 404 and r.json()["errors"][0]["loc"] == ["query", "cursor"], "no page for it"
     r = api.post("/api/scenarios/reference/runs", json={"only": []})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "only"], "an empty list is no rows"
     assert r.json()["errors"][0]["value"] == []
@@ -94,7 +96,7 @@ def test_unknown_ids_anywhere_are_404(api):
       for q in ("limit=nan", "limit=1e400", "limit=-1", "limit=0", "limit=ten", "limit=99999999999999999999",
                 "status=exploded", "status=")],
     *[(p, q) for p in ("/api/runs", "/api/sweeps", "/api/results.json", "/api/results.csv")
-      for q in ("cursor=%%%", "cursor=bm9wZQ", "sort=size", "since=-1", "until=nan", "cursor=" + "A" * 401)],
+      for q in ("cursor=%%%", "sort=size", "since=-1", "until=nan", "cursor=" + "A" * 401)],
     *[("/api/runs", q) for q in ("limit=1001", "zeromode=sometimes", "size=-1", "noextents=maybe", "client=qemu-9.9",
                                  "sweep_id=" + "x" * 65, "server_id=" + "x" * 65, "label=" + "x" * 81)],
     ("/api/sweeps", "name=" + "x" * 65), ("/api/results.csv", "client=nbd"),

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.deps import ManagerDep, SettingsDep
-from app.errors import field_error, responses, spec_error
+from app.errors import Problem, responses, spec_error
 from app.schemas import Prediction, Reference, Student, _Strict
 from lab.classbook import guess_rows
 from lab.scenarios import ACTS
@@ -106,11 +106,13 @@ def class_view(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
             "total_runs": sum(s["total"] for s in students)}
 
 
-@router.post("/guesses", status_code=201, response_model=GuessOut, responses=responses(413, 422))
+@router.post("/guesses", status_code=201, response_model=GuessOut, responses=responses(404, 413, 422))
 def add_guess(body: GuessCreate, manager: ManagerDep) -> dict[str, Any]:
     """A student's guess before an act of the talk (no token needed: it starts nothing)."""
     if body.target not in ACT_ROWS:
-        raise field_error(["body", "target"], f"no act row {body.target!r}; use one of {', '.join(ACT_ROWS)}")
+        raise Problem("not-found", f"no act row {body.target!r}; use one of {', '.join(ACT_ROWS)}",
+                      errors=[{"loc": ["body", "target"], "message": "no such act row", "code": "not_found",
+                               "value": body.target}])
     try:
         prediction = body.prediction.raw()
     except SpecError as e:

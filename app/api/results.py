@@ -41,7 +41,7 @@ def _filters(sweep_id: str | None, client: ClientId | None, status: RunStatus | 
 
 
 @router.get("/results.json", response_model=ResultsOut, response_model_exclude_unset=True,
-            responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(422)})
+            responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(404, 422)})
 def results_json(manager: ManagerDep, request: Request, response: Response, server: ServerFiltersDep,
                  sweep_id: SweepQ = None, client: ClientId | None = None, status: RunStatus | None = None,
                  label: LabelQ = None, since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST,
@@ -57,7 +57,7 @@ def results_json(manager: ManagerDep, request: Request, response: Response, serv
     200: {"content": {"text/csv": {"schema": {"type": "string"}}},
           "headers": {"Link": LINK_NEXT, "X-Next-Cursor": {"description": "the next page's cursor",
                                                             "schema": {"type": "string"}}}},
-    **responses(422)})
+    **responses(404, 422)})
 def results_csv(manager: ManagerDep, request: Request, server: ServerFiltersDep, sweep_id: SweepQ = None,
                 client: ClientId | None = None, status: RunStatus | None = None, label: LabelQ = None,
                 since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST, cursor: CursorQ = None,

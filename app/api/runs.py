@@ -85,7 +85,7 @@ ServerFiltersDep = Annotated[dict[str, Any], Depends(server_filters)]
 
 
 @router.get("", response_model=RunList, response_model_exclude_unset=True,
-    responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(422)})
+    responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(404, 422)})
 def list_runs(
     manager: ManagerDep,
     request: Request,
@@ -161,14 +161,9 @@ async def get_run(run_id: str, manager: ManagerDep, response: Response,
 @router.post("/cancel", response_model=CancelledOut, response_model_exclude_unset=True,
              responses=responses(401, 422))
 def cancel_runs(body: RunFilter, manager: ManagerDep) -> dict[str, Any]:
-    """Cancel every queued or running run the filter picks (all its fields must match; `{"all": true}`
-    picks every one). Queued ones end at once, running ones are stopped (waits up to 5 s)."""
-    given = body.model_dump(exclude_none=True, exclude={"all"})
-    if not given and not body.all:
-        raise field_error(["body"], "give at least one filter (status, label, sweep_id, server_id, client, "
-                                    'student), or {"all": true} to cancel every queued and running run')
-    if given and body.all:
-        raise field_error(["body", "all"], "all cancels everything: give it alone, without filters")
+    """Cancel every queued or running run the filter picks (every field given must match; `{}` picks
+    them all). Queued ones end at once, running ones are stopped (waits up to 5 s)."""
+    given = body.model_dump(exclude_none=True)
 
     def match(run: Any) -> bool:
         for name, want in given.items():

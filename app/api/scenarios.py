@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from app.api import API_PREFIX
 from app.api.sweeps import with_runs
 from app.deps import ManagerDep
-from app.errors import field_error, responses, spec_error
+from app.errors import Problem, responses, spec_error
 from app.headers import LOCATION
 from app.idempotency import IdempotencyKey, once
 from app.schemas import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
@@ -111,11 +111,16 @@ def _start_sweep(name: str, manager: Any, response: Response, body: SweepCreate)
     keys = [r.key for r in scenario.rows]
     for i, key in enumerate(body.only or ()):
         if key not in keys:
-            raise field_error(["body", "only", i], f"scenario {name} has no row {key!r}; its rows: {', '.join(keys)}")
+            raise Problem("not-found", f"scenario {name} has no row {key!r}; its rows: {', '.join(keys)}",
+                          errors=[{"loc": ["body", "only", i], "message": "no such row", "code": "not_found",
+                                   "value": key}])
     raw = body.server.raw() if body.server is not None else None
     try:
         sweep = manager.start_sweep(name, only=body.only, overrides=raw, student=body.student)
     except SpecError as e:
-        raise spec_error(e, ("body", "server")) from None
+        if raw and e.field in raw:  # the caller's override is at fault
+            raise spec_error(e, ("body", "server")) from None
+        # the scenario's own rows do not fit this instance (its limits, what this machine has)
+        raise Problem("not-runnable", f"scenario {name} cannot run on this service: {e}") from None
     response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
     return with_runs(manager, sweep)

@@ -48,7 +48,7 @@ def start_custom_sweep(body: CustomSweepCreate, manager: ManagerDep, request: Re
 
 
 @router.get("", response_model=SweepList, response_model_exclude_unset=True,
-    responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(422)})
+    responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(404, 422)})
 def list_sweeps(
     manager: ManagerDep,
     request: Request,
