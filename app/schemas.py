@@ -312,6 +312,43 @@ class FlagsOut(_Open):
     can_flush: bool
 
 
+class Contention(_Open):
+    """Others' CPU use while the copy ran (lab.contention)."""
+
+    machine_cores: float | None = None
+    own_cores: float | None = None
+    others_cores: float | None = None
+    limit_cores: float | None = None
+
+
+Scalar = float | int | str | bool | None
+
+
+class FitOut(_Open):
+    key: str
+    coef: dict[str, float]
+    points: list[dict[str, Scalar | list[Scalar]]] = []
+    worst: float | None = None
+
+
+class CalibrationOut(_Open):
+    fingerprint: str
+    machine: dict[str, Scalar]
+    fits: dict[str, FitOut]
+    created_at: float | None = None
+    took_s: float | None = None
+    load_before: float | None = None
+    version: int | None = None
+
+
+class CalibrationState(_Open):
+    status: str = Field(description="none, running, done or failed")
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    calibration: CalibrationOut | None = Field(None, description="the coefficients in use (null when none)")
+
+
 class ReferenceNote(_Open):
     """Where this lab's nbdkit (1.32) differs from 2019's for a reference row, and why."""
 
@@ -388,7 +425,7 @@ class RunOut(_Open):
     calibration: str | None = Field(None, description="coefficient set used, e.g. era-q1/single")
     contended: bool | None = Field(None, description="others used more CPU during the copy than a clean "
                                    "measurement allows (contention.others_cores > limit_cores)")
-    contention: dict[str, Any] | None = Field(
+    contention: Contention | None = Field(
         None, description="machine_cores, own_cores, others_cores, limit_cores during the copy")
     model: str | None = None
     verified: bool | None = None

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.errors import Problem, responses
+from app.schemas import CalibrationState
 from lab import calibrate
 
 router = APIRouter(tags=["calibration"])
@@ -73,7 +74,7 @@ def job(request: Request) -> CalibrationJob:
     return j
 
 
-@router.get("/calibration")
+@router.get("/calibration", response_model=CalibrationState)
 def get_calibration(request: Request) -> dict[str, Any]:
     """`status`: none (this machine and these tool versions were never calibrated), running, done or
     failed; `calibration`: the coefficients in use (null when none)."""
