@@ -175,18 +175,21 @@ def _sent_value(request: Request, loc: Sequence[Any], body: Any) -> Any:
         return _MISSING
     where, rest = loc[0], list(loc[1:])
     if where == "body":
-        node = body
-        for key in rest:
-            in_dict = isinstance(node, dict) and isinstance(key, str) and key in node
-            in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
-            if in_dict or in_list:
-                node = node[key]
-            else:
-                return _MISSING
-        return node
-    if not rest:
-        return _MISSING
-    name = str(rest[0])
+        return _in_body(body, rest)
+    return _in_request(request, where, str(rest[0])) if rest else _MISSING
+
+
+def _in_body(node: Any, path: Sequence[Any]) -> Any:
+    for key in path:
+        in_dict = isinstance(node, dict) and isinstance(key, str) and key in node
+        in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        if not (in_dict or in_list):
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _in_request(request: Request, where: str, name: str) -> Any:
     if where == "query":
         values = request.query_params.getlist(name)
         return _MISSING if not values else values[0] if len(values) == 1 else values

@@ -67,6 +67,19 @@ def same_origin(origin: str, host: str | None) -> bool:
     return given == want
 
 
+def _length(scope: Scope) -> int | None:
+    text = _header(scope, b"content-length")
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _has_body(scope: Scope) -> bool:
+    """A body follows: chunked, or a positive Content-Length."""
+    return "chunked" in (_header(scope, b"transfer-encoding") or "").lower() or (_length(scope) or 0) > 0
+
+
 class _TooLarge(Exception):
     pass
 
@@ -82,29 +95,9 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        origin = _header(scope, b"origin")
-        if origin is not None and not same_origin(origin, _header(scope, b"host")) \
-                and origin.strip().rstrip("/").lower() not in self.origins:
-            await send_problem(send, "cross-origin",
-                               f"Origin {origin[:100]!r} is not this service: POST and DELETE are same-origin only",
-                               path)
-            return
-        content_type = _header(scope, b"content-type")
-        length_text = _header(scope, b"content-length")
-        chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
-        try:
-            length = int(length_text) if length_text is not None else None
-        except ValueError:
-            length = None
-        has_body = chunked or (length or 0) > 0 or (length_text is None and content_type is not None)
-        if (content_type is not None and not _is_json(content_type)) or (content_type is None and has_body):
-            await send_problem(send, "unsupported-media-type",
-                               f"a request body must be application/json, not {(content_type or 'untyped')[:80]!r}",
-                               path, [(b"accept-post", b"application/json")])
-            return
-        if length is not None and length > self.max_body:
-            await send_problem(send, "body-too-large",
-                               f"the body is {length} bytes; at most {self.max_body} are accepted", path)
+        refused = self._refusal(scope)
+        if refused is not None:
+            await send_problem(send, *refused[:2], path, refused[2])
             return
         try:
             body = await self._read(receive)
@@ -124,6 +117,25 @@ class RequestGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _refusal(self, scope: Scope) -> tuple[str, str, list[tuple[bytes, bytes]]] | None:
+        """(code, detail, headers) of the problem to answer before reading the body, or None."""
+        origin = _header(scope, b"origin")
+        if origin is not None and not self._origin_ok(origin, _header(scope, b"host")):
+            return ("cross-origin", f"Origin {origin[:100]!r} is not this service: POST and DELETE are same-origin "
+                    "only", [])
+        content_type = _header(scope, b"content-type")
+        length = _length(scope)
+        if (content_type is not None and not _is_json(content_type)) or (content_type is None and _has_body(scope)):
+            return ("unsupported-media-type",
+                    f"a request body must be application/json, not {(content_type or 'untyped')[:80]!r}",
+                    [(b"accept-post", b"application/json")])
+        if length is not None and length > self.max_body:
+            return "body-too-large", f"the body is {length} bytes; at most {self.max_body} are accepted", []
+        return None
+
+    def _origin_ok(self, origin: str, host: str | None) -> bool:
+        return same_origin(origin, host) or origin.strip().rstrip("/").lower() in self.origins
 
     async def _read(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []

@@ -220,27 +220,7 @@ class _Reads:
             raise ValueError(table)
         desc = sort.startswith("-")
         key = SORT_KEYS[sort.lstrip("-")]
-        clauses, args = [], []
-        for name, value in filters.items():
-            if value is None:
-                continue
-            if name.startswith("server."):
-                field = name.split(".", 1)[1]
-                if not field.isidentifier():
-                    raise ValueError(name)
-                clauses.append(f"json_extract(data, '$.server.{field}') = ?")
-                args.append(int(value) if isinstance(value, bool) else value)
-            else:
-                if not name.isidentifier():
-                    raise ValueError(name)
-                clauses.append(f"{name} = ?")
-                args.append(value)
-        if since is not None:
-            clauses.append("created_at >= ?")
-            args.append(since)
-        if until is not None:
-            clauses.append("created_at < ?")
-            args.append(until)
+        clauses, args = _page_filters(filters, since, until)
         conn = self._r()
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         total = conn.execute(f"SELECT COUNT(*) FROM {table}{where}", args).fetchone()[0]
@@ -584,6 +564,33 @@ class Store(_Reads, _Recovery, ClassBook):
                         (*FINAL, total - keep_at_most)).rowcount
         return deleted
 
+
+
+def _page_filters(filters: dict[str, Any], since: float | None,
+                  until: float | None) -> tuple[list[str], list[Any]]:
+    """SQL conditions of Store.page: columns, `server.FIELD` (in the run's JSON), created_at bounds."""
+    clauses, args = [], []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name.startswith("server."):
+            field = name.split(".", 1)[1]
+            if not field.isidentifier():
+                raise ValueError(name)
+            clauses.append(f"json_extract(data, '$.server.{field}') = ?")
+            args.append(int(value) if isinstance(value, bool) else value)
+        else:
+            if not name.isidentifier():
+                raise ValueError(name)
+            clauses.append(f"{name} = ?")
+            args.append(value)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        args.append(since)
+    if until is not None:
+        clauses.append("created_at < ?")
+        args.append(until)
+    return clauses, args
 
 
 # Sort orders of Store.page: name -> SQL (never NULL, so keyset pages are exact).
