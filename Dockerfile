@@ -54,7 +54,7 @@ EXPOSE 8000
 
 # The venv's python probes the API, so the image needs no curl. The first probe comes one
 # interval after the start, hence a short one (compose.yaml says the same).
-HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=5s --start-period=120s --retries=3 \
     CMD ["/app/.venv/bin/python", "-I", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=4)"]
 
 # SIGTERM (docker stop) makes the lab interrupt its runs, stop its servers and exit 0.
