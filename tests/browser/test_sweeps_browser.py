@@ -1,0 +1,45 @@
+"""The case-study page's Saved sweeps card: a custom sweep listed, re-run with a real press."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def press(page, selector: str) -> None:
+    """A real pointer press with a hold, as a person clicks."""
+    target = page.locator(selector)
+    target.evaluate("e => e.scrollIntoView({block: 'center'})")
+    box = target.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_timeout(80)
+    page.mouse.up()
+
+
+def test_a_saved_sweep_is_rerun_from_the_page(service, new_page):
+    body = {"name": "grid from a script", "grid": {"zeromode": ["plugin", "none"]},
+            "server": {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}, "repeats": 2}
+    first = httpx.post(f"{service.url}/api/v1/sweeps", json=body, timeout=30).json()
+    httpx.get(f"{service.url}/api/v1/sweeps/{first['id']}", params={"wait": 60}, timeout=70)
+    page = new_page()
+    page.goto(service.url + "/results")
+    row = page.locator(f'#sweeps-body tr[data-sweep="{first["id"]}"]')
+    row.wait_for()
+    assert "grid from a script" in row.inner_text() and "custom" in row.inner_text()
+    assert "4 (2 x 2)" in row.inner_text()
+    press(page, f'#sweeps-body tr[data-sweep="{first["id"]}"] button')
+    page.locator("#sweeps-status").filter(has_text="Queued grid from a script again").wait_for()
+    sweeps = httpx.get(f"{service.url}/api/v1/sweeps", timeout=10).json()
+    assert sweeps["total"] == 2 and sweeps["sweeps"][0]["definition"] == first["definition"]
+    page.locator('#sweeps-body tr').nth(1).wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#sweeps-card").screenshot(path=str(ARTIFACTS / "saved-sweeps.png"))
+    assert not page.console.errors, page.console.errors
+    httpx.get(f"{service.url}/api/v1/sweeps/{sweeps['sweeps'][0]['id']}", params={"wait": 60}, timeout=70)
