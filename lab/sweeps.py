@@ -81,15 +81,16 @@ def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | N
     overrides normalised (bytes, milliseconds). NotFound (field name/only) or SpecError.
 
     `overrides` (server geometry such as size or delays, validated like any server field)
-    apply to every row; the talk's reference figures are dropped then, since they hold for
-    the talk's geometry only.
+    apply to every row; a row's reference figures are dropped when they change its server,
+    since the figures hold for the talk's geometry only (overrides equal to it keep them).
     """
     rows, _skipped = runnable(_rows(name, only))
     specs = [build_spec({**r.server, **(overrides or {})}, limits) for r in rows]
     if overrides and specs:  # echo them normalised
         overrides = {k: getattr(specs[0], k) for k in overrides}
-    runs = [Run(client=r.client, server=spec, label=r.key, reference=None if overrides else r.reference)
-            for r, spec in zip(rows, specs, strict=True)]
+    same = [not overrides or spec == build_spec(r.server, limits) for r, spec in zip(rows, specs, strict=True)]
+    runs = [Run(client=r.client, server=spec, label=r.key, reference=r.reference if keep else None)
+            for r, spec, keep in zip(rows, specs, same, strict=True)]
     return runs, (dict(overrides) if overrides else None)
 
 

@@ -214,3 +214,15 @@ def test_clean_up_after_a_crashed_script(api, no_leftovers):
     assert {s["id"] for s in gone} == {s["id"] for s in servers} and not any(s["running"] for s in gone)
     assert api.get("/api/v1/servers").json()["servers"] == []
     wait_final(api, slow["id"])
+
+
+def test_overrides_equal_to_the_talk_keep_the_reference_figures(api):
+    talk = {"size": "100M", "delay_write": "20ms", "delay_zero": 5, "maxdata": "256k"}
+    r = api.post("/api/v1/scenarios/reference/runs", json={"only": ["ref-none"], "server": talk})
+    assert r.status_code == 202, r.text
+    run = r.json()["runs"][0]
+    assert run["reference"]["write_ops"] == 400, "the talk's geometry: the 2019 figures still hold"
+    api.post(f"/api/v1/sweeps/{r.json()['id']}/cancel")
+    small = api.post("/api/v1/scenarios/reference/runs", json={"only": ["ref-none"], "server": FAST}).json()
+    assert small["runs"][0].get("reference") is None, "another geometry: no 2019 figures"
+    api.get(f"/api/v1/sweeps/{small['id']}", params={"wait": 60})
