@@ -130,3 +130,16 @@ def test_guesses_need_no_token_and_are_shown_per_act(live_service) -> None:
     lines = list(csv.reader(io.StringIO(text)))
     assert lines[0] == ["id", "student", "target", "created_at", "duration_s", "write_ops", "zero_ops"]
     assert len(lines) == 4 and {ln[1] for ln in lines[1:]} == {"Cy", "Di", "Ed"}
+
+
+def test_sigterm_during_a_run_is_a_clean_exit_0(live_service) -> None:
+    """`docker stop` sends SIGTERM: the service interrupts its run and exits 0 (not 143)."""
+    svc = live_service(log_level="warning")
+    run = httpx.post(f"{svc.url}/api/v1/runs", json={"client": "qemu-img", "server": BLOCKER}, timeout=10).json()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{svc.url}/api/v1/runs/{run['id']}", timeout=10).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert svc.stop() == 0
+    svc.start()
+    assert httpx.get(f"{svc.url}/api/v1/runs/{run['id']}", timeout=10).json()["status"] == "interrupted"
