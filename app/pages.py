@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
 from app.auth import token_ok
 from lab import kinds, storage
 from lab.clients import client_ids, get_client
-from lab.spec import DISK_FORMATS, FASTZEROMODES, PLUGINS, ZEROMODES, ServerSpec
+from lab.spec import DISK_FORMATS, FASTZEROMODES, PLUGINS, ZEROMODES, ServerSpec, SpecError, build_spec
+from lab.units import format_delay, format_size
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -84,6 +85,56 @@ def talk_page(request: Request) -> HTMLResponse:
 def class_page(request: Request) -> HTMLResponse:
     """The teacher's view: who ran what, and the class's guesses per act against the result."""
     return _render(request, "class.html", "class")
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str) -> HTMLResponse:
+    """One run: its disk map replayed from the trace, counts, verification, log excerpt."""
+    return _render(request, "run.html", "run")
+
+
+# What the form shows for an empty field: the default, spelt as a person would type it.
+_DEFAULT_TEXT = {"size": format_size(ServerSpec.size), "maxdata": format_size(ServerSpec.maxdata),
+                 "delay_write": format_delay(ServerSpec.delay_write), "delay_zero": format_delay(ServerSpec.delay_zero),
+                 "pattern": ServerSpec.pattern}
+_FIELD_WORDS = {"size": "Size", "maxdata": "maxdata", "delay_write": "Delay per write", "delay_zero": "Delay per zero",
+                "pattern": "Pattern", "zeromode": "zeromode", "fastzeromode": "fastzeromode"}
+
+
+@router.post("/ui/check")
+def check_fields(request: Request, server: Annotated[dict[str, Any], Body(embed=True)]) -> dict[str, Any]:
+    """The run form's fields checked as they are typed: one plain message per field, and the
+    normalised server when all are good. The lab's own validator decides (lab.spec); the
+    page has no unit grammar of its own."""
+    manager = getattr(request.app.state, "manager", None)
+
+    def check(raw: dict[str, Any]) -> ServerSpec:  # with the service's limits (the API's, not the CLI's)
+        return manager.new_spec(raw) if manager is not None else build_spec(raw)
+
+    errors: dict[str, str] = {}
+    fields = {k: v for k, v in (server or {}).items() if k in ServerSpec.__dataclass_fields__}
+    for name, value in fields.items():
+        if isinstance(value, str) and not value.strip():
+            errors[name] = f"{_FIELD_WORDS.get(name, name)} is empty: type one, such as {_DEFAULT_TEXT.get(name, '')}."
+            continue
+        try:
+            check({name: value})
+        except SpecError as e:
+            errors[name] = _plain(name, e.message)
+    spec = None
+    if not errors:
+        try:
+            spec = check(fields).to_dict()
+        except SpecError as e:  # a rule between fields (a pattern that does not fit the size)
+            errors[e.field] = _plain(e.field, e.message)
+    return {"ok": not errors, "errors": errors, "server": spec}
+
+
+def _plain(name: str, message: str) -> str:
+    text = message[:1].upper() + message[1:]
+    if text.startswith("Must "):
+        text = f"{_FIELD_WORDS.get(name, name)} must {text[5:]}"
+    return text if text.endswith((".", ")")) else text + "."
 
 
 @router.get("/ui/config")

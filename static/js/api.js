@@ -32,18 +32,32 @@ const listeners = new Set();
 export function onAuthLost(fn) { listeners.add(fn); }
 
 // Errors are RFC 9457 problems: {type, code, status, title, detail, errors: [{loc, message, value}]}.
+// "Value error, '-5ms' is not a delay" -> "'-5ms' is not a delay": people read the message, not pydantic's kind.
+export function plainMessage(msg) {
+  return String(msg || "invalid").replace(/^(Value|Assertion) error,\s*/i, "").replace(/^./, (c) => c.toUpperCase());
+}
+
+function fieldError(items) {
+  // FastAPI's detail[] or RFC 9457 errors[]: [{loc: ["body", "server", "size"], msg | detail: "..."}]
+  const first = items[0];
+  const loc = (first.loc || []).filter((p) => p !== "body" && typeof p === "string");
+  const field = loc.length ? loc[loc.length - 1] : null;
+  const msg = plainMessage(first.msg || first.detail || first.message);
+  return { text: field ? `${field}: ${msg}` : msg, field, msg };
+}
+
 function detailText(body) {
-  if (!body || typeof body !== "object") return { text: null, field: null };
-  const first = Array.isArray(body.errors) && body.errors.length ? body.errors[0] : null;
-  if (first) {
-    // loc: ["body", "server", "size"]; the last name is the field the form shows the message under
-    const loc = (first.loc || []).filter((p) => p !== "body" && typeof p === "string");
-    const field = loc.length ? loc[loc.length - 1] : null;
-    return { text: `${loc.join(".") || "request"}: ${first.message || "invalid"}`, field };
+  if (body && Array.isArray(body.errors) && body.errors.length) return fieldError(body.errors);
+  const d = body && body.detail;
+  if (!d) return { text: body && body.title ? body.title : null, field: null };
+  if (typeof d === "string") return { text: d, field: null };
+  if (Array.isArray(d) && d.length) return fieldError(d);
+  if (typeof d === "object") {
+    const field = d.field || null;
+    const text = d.message ? (field ? `${field}: ${d.message}` : d.message) : JSON.stringify(d);
+    return { text, field };
   }
-  const d = body.detail;
-  if (typeof d === "string" && d) return { text: d, field: null };
-  return { text: body.title || null, field: null };
+  return { text: String(d), field: null };
 }
 
 // `announce401`: a refused token signs the presenter out (not for the sign-in check itself).
@@ -61,7 +75,7 @@ export async function request(method, path, body, { announce401 = true } = {}) {
   const text = await res.text();
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }
   if (res.ok) return data;
-  const { text: detail, field } = detailText(typeof data === "object" ? data : null);
+  const { text: detail, field, msg } = detailText(typeof data === "object" ? data : null);
   let message;
   switch (res.status) {
     case 401:
@@ -76,7 +90,9 @@ export async function request(method, path, body, { announce401 = true } = {}) {
     case 429: message = `The run queue is full. ${detail ? detail + " " : ""}Wait for a run to finish, then try again.`; break;
     default: message = detail || `The lab service answered ${res.status}.`;
   }
-  throw new ApiError(res.status, message, field, data);
+  const error = new ApiError(res.status, message, field, data);
+  error.fieldMessage = msg || null; // the message without the field's name, for beside the field
+  throw error;
 }
 
 // Lists come back either bare or wrapped ({"runs": [...]}, {"items": [...]}).
@@ -94,6 +110,13 @@ export const api = {
   run: (id) => request("GET", `/api/runs/${encodeURIComponent(id)}`),
   startRun: (body) => request("POST", "/api/runs", body),
   cancelRun: (id) => request("POST", `/api/runs/${encodeURIComponent(id)}/cancel`),
+  scenarioRows: (name, perRow = 3) => request("GET", `/api/scenarios/${encodeURIComponent(name)}/rows?per_row=${perRow}`),
+  trace: async (id) => {
+    const res = await fetch(`/api/runs/${encodeURIComponent(id)}/trace`, { cache: "no-store" });
+    if (!res.ok) throw new ApiError(res.status, res.status === 404 ? "This run has no request trace." : `The lab service answered ${res.status}.`);
+    return (await res.text()).split("\n").filter(Boolean).map((line) => JSON.parse(line));
+  },
+  checkFields: (server) => request("POST", "/ui/check", { server }),
   scenarios: async () => unwrapList(await request("GET", "/api/scenarios"), "scenarios"),
   startScenario: (name, body) => request("POST", `/api/scenarios/${encodeURIComponent(name)}/runs`, body),
   createServer: (fields) => request("POST", "/api/servers", fields),

@@ -4,31 +4,39 @@
 
 import { config } from "./api.js";
 import * as f from "./format.js";
-import { FINAL, liveElapsed, store } from "./live.js";
+import { FINAL, liveElapsed, rowsData, store } from "./live.js";
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Roboto, sans-serif";
 
 // --- which run belongs to which row -------------------------------------------------
-// A run is a measurement of a row when client and every server field agree, whoever
-// started it (the sweep, a talk act, the lab form, a script).
+// The service says (GET /api/scenarios/{name}/rows): each row comes with `match`, its client
+// and full server spec as runs store them. A run is a measurement of a row when client and
+// every field agree, whoever started it (the sweep, a talk act, the lab form, a script), or
+// when it carries the row's key as its label (a sweep at another geometry). No sizes or
+// labels are parsed here.
 const SPEC_FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin", "source_format"];
 
+export function matchOf(row) {
+  if (row.match) return row.match;
+  for (const rows of rowsData.values()) {
+    const found = rows.find((r) => r.key === row.key);
+    if (found) return found.match;
+  }
+  return null;
+}
+
+// The row's server as the service normalised it (before its rows are read: the fields as written).
 export function rowSpec(row) {
-  const s = { ...config.spec_defaults, ...(row.server || {}) };
-  s.size = f.parseSize(s.size);
-  s.maxdata = f.parseSize(s.maxdata);
-  s.delay_write = f.parseDelay(s.delay_write);
-  s.delay_zero = f.parseDelay(s.delay_zero);
-  return s;
+  const m = matchOf(row);
+  return m ? m.server : { ...config.spec_defaults, ...(row.server || {}) };
 }
 
 export function specKey(client, server) {
   return [client, ...SPEC_FIELDS.map((k) => (server ? server[k] : undefined))].join("|");
 }
 
-// Runs indexed two ways: by client + full server spec, and by label (a sweep labels each
-// run with its row key, also when it overrides the geometry, e.g. a quick 16M sweep).
+// Runs indexed two ways: by client + full server spec, and by label.
 export function runsByKey() {
   const bySpec = new Map();
   const byLabel = new Map();
@@ -42,11 +50,12 @@ export function runsByKey() {
 }
 
 export function runsForRow(row, index) {
+  const m = matchOf(row);
   const spec = rowSpec(row);
   const labelled = (index.byLabel.get(row.key) || []).filter((r) => r.client === row.client &&
     r.server.zeromode === spec.zeromode && r.server.fastzeromode === spec.fastzeromode);
   const seen = new Set();
-  return [...(index.bySpec.get(specKey(row.client, spec)) || []), ...labelled]
+  return [...(m ? index.bySpec.get(specKey(m.client, m.server)) || [] : []), ...labelled]
     .filter((r) => !seen.has(r.id) && seen.add(r.id))
     .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
 }
@@ -163,6 +172,7 @@ function node(tag, attrs = {}, text = null) {
 export function drawChart(model, width, opts = {}) {
   const p = palette();
   const k = opts.scale || 1;
+  // the smallest text in the chart is 12.5 units: a scale of 1.6 draws it at 20 px (a projector's floor)
   const narrow = width < 620;
   const fs = 15 * k;
   const x0 = opts.title ? 24 * k : 0; // page margin of an exported image

@@ -1,9 +1,12 @@
 // The lab page: a run form with the server's advertised flags, live runs, history.
+//
+// Everything here holds still under a person's pointer: live cards are updated in place,
+// the flags box keeps its height while a probe runs, history rows are added one by one.
 
 import { ApiError, api, config, isPresenter } from "./api.js";
 import { init, onKey, onRoleChange, showMessage } from "./common.js";
 import * as f from "./format.js";
-import { FINAL, runs, start, store, subscribe } from "./live.js";
+import { FINAL, loadMore, runs, start, store, subscribe, upsertRun } from "./live.js";
 import { failed, renderCard, renderRow } from "./runview.js";
 
 const $ = (id) => document.getElementById(id);
@@ -12,8 +15,8 @@ const form = $("run-form");
 const FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero",
   "kind", "plugin", "storage", "disk_format"];
 const KIND_FIELDS = ["kind", "plugin", "storage", "disk_format"]; // what sits under the filter stack
+const TYPED = ["size", "pattern", "maxdata", "delay_write", "delay_zero"];
 const RECENT_MS = 20000; // a finished run stays among the live cards this long
-const HISTORY_PAGE = 25;
 
 // --- the form -----------------------------------------------------------------------
 const PRESETS = {
@@ -22,28 +25,47 @@ const PRESETS = {
   baseline: { zeromode: "none", fastzeromode: "default" },
 };
 
+// Typed fields go as typed (an empty one is an error the checker names); an empty choice is left out.
 function formValues() {
   const server = {};
   for (const name of FIELDS) {
+    if (!form.elements[name]) continue;
     const v = form.elements[name].value.trim();
-    if (v !== "") server[name] = v;
+    if (v !== "" || TYPED.includes(name)) server[name] = v;
   }
   return { client: form.elements.client.value, server };
 }
 
-function markInvalid(field) {
-  for (const name of FIELDS) form.elements[name].removeAttribute("aria-invalid");
-  if (field && form.elements[field]) {
-    form.elements[field].setAttribute("aria-invalid", "true");
-    form.elements[field].focus();
+// One message per field, under the field, in plain words (from the lab's own validator).
+function fieldError(name) {
+  let p = $(`err-${name}`);
+  if (!p) {
+    const input = form.elements[name];
+    p = el("p", { class: "field-error", id: `err-${name}`, "aria-live": "polite" });
+    input.closest(".field").append(p);
+    input.setAttribute("aria-describedby", p.id);
+  }
+  return p;
+}
+
+function showFieldErrors(errors) {
+  for (const name of FIELDS.filter((n) => form.elements[n])) {
+    const msg = errors[name] || "";
+    const input = form.elements[name];
+    if (msg) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    if (msg || $(`err-${name}`)) {
+      const p = fieldError(name);
+      if (p.textContent !== msg) p.textContent = msg;
+      p.hidden = !msg;
+    }
   }
 }
 
-function showFormError(text, field = null) {
+function showFormError(text) {
   const p = $("form-error");
   p.textContent = text || "";
   p.hidden = !text;
-  markInvalid(field);
 }
 
 function describeClient() {
@@ -52,76 +74,122 @@ function describeClient() {
   $("client-desc").title = c ? c.description || "" : "";
 }
 
+function markPreset() {
+  const v = formValues().server;
+  for (const b of form.querySelectorAll("[data-preset]")) {
+    const p = PRESETS[b.dataset.preset];
+    const on = Object.entries(p).every(([k, val]) => v[k] === val);
+    b.setAttribute("aria-pressed", on ? "true" : "false");
+  }
+}
+
 function applyPreset(name) {
   const p = PRESETS[name];
   if (!p) return;
   for (const [k, v] of Object.entries(p)) form.elements[k].value = v;
-  probeSoon();
-  updateHint();
+  fieldsChanged(true);
+}
+
+// --- checking as you type: the service's validator, debounced -------------------------
+let checkSeq = 0;
+let checkTimer = null;
+let checked = { ok: true, errors: {}, server: null, key: "" };
+
+function checkSoon(delay = 250) {
+  clearTimeout(checkTimer);
+  checkTimer = setTimeout(check, delay);
+}
+
+async function check() {
+  const v = formValues();
+  const key = JSON.stringify(v.server);
+  if (checked.key === key) return checked;
+  if (!isPresenter()) return checked;
+  const seq = ++checkSeq;
+  try {
+    const res = await api.checkFields(v.server);
+    if (seq !== checkSeq) return checked;
+    checked = { ...res, key };
+    showFieldErrors(res.errors || {});
+    updateHint();
+    probeSoon();
+  } catch (err) {
+    if (seq === checkSeq && !(err instanceof ApiError && err.status === 401)) showFormError(err.message);
+  }
+  return checked;
+}
+
+function fieldsChanged(now = false) {
+  markPreset();
+  showFormError(null);
+  checkSoon(now ? 0 : 250);
 }
 
 // --- advertised flags: a short-lived server, probed and deleted ---------------------
+// The box keeps its place and size: while a probe runs, the last flags stay, dimmed.
 const flagCache = new Map();
 let probeTimer = null;
 let probeSeq = 0;
 
-function probeKey(v) {
-  return [v.server.zeromode, v.server.fastzeromode, v.server.maxdata, v.server.size,
-    ...KIND_FIELDS.map((k) => v.server[k] || "")].join("|");
+function probeKey(s) {
+  return [s.zeromode, s.fastzeromode, s.maxdata, s.size, ...KIND_FIELDS.map((k) => s[k] || "")].join("|");
 }
 
 function renderFlags(flags, note = null) {
   const list = $("flags");
+  const box = list.closest(".flags");
+  box.classList.toggle("is-probing", !flags && !note);
   if (!flags) {
-    list.replaceChildren(el("li", { class: "flag flag-unknown" }, note || "probing…"));
+    if (note || !list.querySelector(".flag-yes, .flag-no")) {
+      list.replaceChildren(el("li", { class: "flag flag-unknown" }, note || "probing…"));
+    }
     return;
   }
   // The four flags the story turns on; the probe reports more (fua, multi_conn, ...).
   const items = ["can_zero", "can_fast_zero", "can_trim", "can_flush"]
     .filter((k) => typeof flags[k] === "boolean")
-    .map((k) => [k, flags[k]])
-    .map(([k, v]) => el("li", { class: `flag ${v ? "flag-yes" : "flag-no"}`, title: v ? "advertised" : "not advertised" },
-      `${v ? "✓" : "✗"} ${k}`));
+    .map((k) => el("li", { class: `flag ${flags[k] ? "flag-yes" : "flag-no"}`, title: flags[k] ? "advertised" : "not advertised" },
+      `${flags[k] ? "✓" : "✗"} ${k}`));
   list.replaceChildren(...items);
 }
 
 function probeSoon() {
   clearTimeout(probeTimer);
   if (!isPresenter()) { renderFlags(null, "shown to the presenter"); return; }
-  const v = formValues();
-  const key = probeKey(v);
+  if (!checked.ok || !checked.server) return; // a field is wrong: its message says so
+  const s = checked.server;
+  const key = probeKey(s);
   if (flagCache.has(key)) { renderFlags(flagCache.get(key)); return; }
   renderFlags(null);
-  probeTimer = setTimeout(() => probe(v, key), 350);
+  probeTimer = setTimeout(() => probe(s, key), 300);
 }
 
-async function probe(v, key) {
+async function probe(s, key) {
   const seq = ++probeSeq;
   // The probe server needs no delays or data: only what shapes its flags.
-  const fields = { zeromode: v.server.zeromode, fastzeromode: v.server.fastzeromode, size: v.server.size,
-    maxdata: v.server.maxdata, delay_write: 0, delay_zero: 0 };
-  for (const k of KIND_FIELDS) if (v.server[k]) fields[k] = v.server[k];
+  const fields = { zeromode: s.zeromode, fastzeromode: s.fastzeromode, size: s.size, maxdata: s.maxdata,
+    delay_write: 0, delay_zero: 0 };
+  const chosen = formValues().server;
+  for (const k of KIND_FIELDS) if (chosen[k]) fields[k] = chosen[k];
   try {
     const server = await api.createServer(fields);
     if (server && server.id) api.deleteServer(server.id).catch(() => {});
     flagCache.set(key, server.flags || {});
     if (seq === probeSeq) renderFlags(server.flags || {});
   } catch (err) {
-    if (seq !== probeSeq) return;
-    renderFlags(null, err.status === 422 ? `cannot probe: ${err.message}` : `cannot probe: ${err.message}`);
+    if (seq === probeSeq) renderFlags(null, `cannot probe: ${err.message}`);
   }
 }
 
-// What this setup should cost, from runs already measured with the same settings.
+// What this setup should cost, from runs already measured with the same (normalised) settings.
 function updateHint() {
-  const v = formValues();
-  const same = runs().filter((r) => r.status === "succeeded" && r.client === v.client && r.server &&
-    r.server.zeromode === v.server.zeromode && r.server.fastzeromode === v.server.fastzeromode &&
-    r.server.size === f.parseSize(v.server.size || "100M") && r.server.pattern === (v.server.pattern || "alternate:1M") &&
-    r.server.maxdata === f.parseSize(v.server.maxdata || "256k") &&
-    r.server.delay_write === f.parseDelay(v.server.delay_write || "20ms") &&
-    r.server.delay_zero === f.parseDelay(v.server.delay_zero || "5ms"));
   const hint = $("run-hint");
+  const s = checked.server;
+  const client = form.elements.client.value;
+  if (!s) { hint.textContent = "Starts a fresh server with these settings."; return; }
+  const keys = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero"];
+  const same = runs().filter((r) => r.status === "succeeded" && r.client === client && r.server &&
+    keys.every((k) => r.server[k] === s[k]));
   hint.textContent = same.length
     ? `Measured before with these settings: ${f.seconds(same[0].duration_s)} (${f.plural(same.length, "run")})`
     : "Starts a fresh server with these settings.";
@@ -129,37 +197,54 @@ function updateHint() {
 
 async function submitRun(e) {
   if (e) e.preventDefault();
-  const body = formValues();
-  showFormError(null);
   const btn = $("run-btn");
+  if (btn.disabled) return;
   btn.disabled = true;
   try {
+    clearTimeout(checkTimer);
+    const result = await check();
+    if (!result.ok) {
+      const first = FIELDS.find((n) => result.errors && result.errors[n]);
+      if (first) form.elements[first].focus();
+      return;
+    }
+    const body = formValues();
     const run = await api.startRun(body);
     if (run && run.id) {
-      store.runs.set(run.id, { ...run, ...(store.runs.get(run.id) || {}) });
-      redraw();
-      // one column: the live list is above the form, out of sight after pressing Run
+      if (!store.runs.has(run.id)) upsertRun(run);
+      dirty.add(run.id);
+      redrawSoon();
+      // one column: the live list is below the form, out of sight after pressing Run
       if (matchMedia("(max-width: 900px)").matches) $("live-title").scrollIntoView({ behavior: "smooth" });
     }
   } catch (err) {
-    if (err instanceof ApiError && err.status === 422) showFormError(err.message, err.field);
+    if (err instanceof ApiError && err.status === 422 && err.field && FIELDS.includes(err.field)) {
+      showFieldErrors({ [err.field]: err.fieldMessage || err.message });
+      form.elements[err.field].focus();
+    } else if (err instanceof ApiError && err.status === 422) showFormError(err.message);
     else showMessage(err.message, "error");
   } finally {
     btn.disabled = false;
   }
 }
 
-// --- live cards and history ---------------------------------------------------------
+// --- live cards ---------------------------------------------------------------------
 const cards = new Map();
-const seenFinal = new Set();
 const finishedAt = new Map(); // id -> when this page saw it finish (ms)
-let historyAll = false;
 let firstDraw = true;
 
+function liveRuns(now) {
+  for (const r of store.runs.values()) {
+    // Finished since the last look: a card on screen stays a while (a history row replaces it later).
+    if (FINAL.has(r.status) && !finishedAt.has(r.id)) finishedAt.set(r.id, !firstDraw && cards.has(r.id) ? now : 0);
+  }
+  return [...store.runs.values()]
+    .filter((r) => !FINAL.has(r.status) || (finishedAt.has(r.id) && now - finishedAt.get(r.id) < RECENT_MS))
+    .sort((a, b) => (a.created_at || 0) - (b.created_at || 0)); // oldest first: the queue reads top to bottom
+}
+
 function redrawLive() {
-  const now = Date.now();
-  const live = runs().filter((r) => !FINAL.has(r.status) || (finishedAt.has(r.id) && now - finishedAt.get(r.id) < RECENT_MS))
-    .reverse(); // oldest first: the queue reads top to bottom
+  const live = liveRuns(Date.now());
   const list = $("live-list");
   const keep = new Set(live.map((r) => r.id));
   for (const [id, node] of cards) if (!keep.has(id)) { node.remove(); cards.delete(id); }
@@ -171,33 +256,95 @@ function redrawLive() {
   $("live-empty").hidden = live.length > 0;
   const queued = live.filter((r) => r.status === "queued").length;
   const running = live.filter((r) => r.status === "running").length;
-  $("queue-info").textContent = running || queued ? `${running} running · ${queued} queued` : "";
+  const text = running || queued ? `${running} running · ${queued} queued` : "";
+  if ($("queue-info").textContent !== text) $("queue-info").textContent = text;
 }
 
-function redrawHistory() {
-  const done = runs().filter((r) => FINAL.has(r.status));
-  const shown = historyAll ? done : done.slice(0, HISTORY_PAGE);
-  const body = $("history-body");
-  body.replaceChildren(...shown.map((r) => {
-    const isNew = !firstDraw && !seenFinal.has(r.id);
-    return renderRow(r, isNew);
-  }));
-  for (const r of done) seenFinal.add(r.id);
-  $("history-empty").hidden = done.length > 0;
-  $("history-more").hidden = historyAll || done.length <= HISTORY_PAGE;
-  $("history-more").textContent = `Show all ${done.length}`;
+// --- history: one row per finished run, added or replaced one at a time ------------------
+const rows = new Map(); // id -> tr
+let order = []; // ids of the rows shown, newest first
+
+function newer(a, b) {
+  return (b.created_at || 0) - (a.created_at || 0) || (a.id < b.id ? -1 : 1);
 }
+
+function placeRow(run, isNew) {
+  const body = $("history-body");
+  const old = rows.get(run.id);
+  const tr = renderRow(run, isNew);
+  if (old) { old.replaceWith(tr); rows.set(run.id, tr); return; }
+  // binary search for its place among the shown rows (newest first)
+  let lo = 0;
+  let hi = order.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (newer(store.runs.get(order[mid]) || {}, run) < 0) lo = mid + 1; else hi = mid;
+  }
+  body.insertBefore(tr, rows.get(order[lo]) || null);
+  order.splice(lo, 0, run.id);
+  rows.set(run.id, tr);
+}
+
+function dropRow(id) {
+  const tr = rows.get(id);
+  if (!tr) return;
+  tr.remove();
+  rows.delete(id);
+  order = order.filter((x) => x !== id);
+}
+
+function historyFooter() {
+  const shown = order.length;
+  $("history-empty").hidden = shown > 0;
+  const more = $("history-more");
+  const total = store.total;
+  const left = total === null ? 0 : Math.max(0, total - store.runs.size);
+  more.hidden = !(left > 0);
+  more.textContent = `Show ${Math.min(left, 100)} more (${shown} of ${total} shown)`;
+}
+
+function rebuildHistory() {
+  const done = [...store.runs.values()].filter((r) => FINAL.has(r.status)).sort(newer);
+  for (const id of [...rows.keys()]) if (!store.runs.has(id) || !FINAL.has(store.runs.get(id).status)) dropRow(id);
+  const body = $("history-body");
+  const frag = document.createDocumentFragment();
+  rows.clear();
+  order = done.map((r) => r.id);
+  for (const r of done) {
+    const tr = renderRow(r, false);
+    rows.set(r.id, tr);
+    frag.append(tr);
+  }
+  body.replaceChildren(frag);
+  historyFooter();
+}
+
+// --- what to redraw: only the runs that changed --------------------------------------------
+const dirty = new Set();
+let full = true;
 
 function redraw() {
   const now = Date.now();
-  for (const r of store.runs.values()) {
-    if (FINAL.has(r.status) && !finishedAt.has(r.id)) {
-      // Finished before this page looked: not "recent". Finished while watching: keep its card a while.
-      finishedAt.set(r.id, firstDraw || !cards.has(r.id) ? 0 : now);
+  if (full) {
+    for (const r of store.runs.values()) {
+      if (FINAL.has(r.status) && !finishedAt.has(r.id)) finishedAt.set(r.id, 0); // finished before we looked
+    }
+    rebuildHistory();
+    full = false;
+    dirty.clear();
+  }
+  for (const id of dirty) {
+    const run = store.runs.get(id);
+    if (!run) { dropRow(id); continue; }
+    if (FINAL.has(run.status)) {
+      // Finished while watching: keep its card a while.
+      if (!finishedAt.has(id)) finishedAt.set(id, firstDraw || !cards.has(id) ? 0 : now);
+      placeRow(run, !firstDraw && !rows.has(id));
     }
   }
+  if (dirty.size) historyFooter();
+  dirty.clear();
   redrawLive();
-  redrawHistory();
   if (store.loaded) firstDraw = false;
 }
 
@@ -209,20 +356,29 @@ function main() {
   if (form) {
     form.addEventListener("submit", submitRun);
     form.elements.client.addEventListener("change", () => { describeClient(); updateHint(); });
-    for (const name of FIELDS) {
-      form.elements[name].addEventListener("change", () => { markInvalid(null); probeSoon(); updateHint(); });
+    for (const name of FIELDS.filter((n) => form.elements[n])) {
+      const input = form.elements[name];
+      input.addEventListener(TYPED.includes(name) ? "input" : "change", () => fieldsChanged());
+      if (TYPED.includes(name)) input.addEventListener("change", () => fieldsChanged(true));
     }
     form.querySelectorAll("[data-preset]").forEach((b) => b.addEventListener("click", () => applyPreset(b.dataset.preset)));
     describeClient();
-    onRoleChange(() => { probeSoon(); redraw(); });
-    probeSoon();
+    markPreset();
+    onRoleChange(() => { checked.key = ""; checkSoon(0); full = true; redrawSoon(); });
+    checkSoon(0);
   }
   $("live-list").addEventListener("click", async (e) => {
-    const id = e.target.closest("[data-cancel]")?.dataset.cancel;
-    if (!id) return;
-    try { await api.cancelRun(id); } catch (err) { showMessage(err.message, "error", 6000); }
+    const btn = e.target.closest("[data-cancel]");
+    if (!btn || btn.disabled) return;
+    btn.disabled = true;
+    btn.querySelector(".cancel-text").textContent = " Cancelling…";
+    try { await api.cancelRun(btn.dataset.cancel); } catch (err) { showMessage(err.message, "error", 6000); btn.disabled = false; }
   });
-  $("history-more").addEventListener("click", () => { historyAll = true; redraw(); });
+  $("history-more").addEventListener("click", async () => {
+    const btn = $("history-more");
+    btn.disabled = true;
+    try { await loadMore(); } catch (err) { showMessage(err.message, "error", 6000); } finally { btn.disabled = false; }
+  });
   onKey((e) => {
     if (!isPresenter()) return false;
     if (e.key === "a") { applyPreset("A"); return true; }
@@ -230,13 +386,15 @@ function main() {
     if (e.key === "0") { applyPreset("baseline"); return true; }
     return false;
   });
-  // progress and clock ticks touch only the live cards; the history changes with states
-  subscribe((kind) => {
-    if (kind === "progress" || kind === "tick") liveSoon();
-    else redrawSoon();
+  // progress and clock ticks touch only the live cards; states and pages touch their rows
+  subscribe((kind, id) => {
+    if (kind === "progress" || kind === "tick") { liveSoon(); return; }
+    if (kind === "sync" || kind === "page") full = true;
+    if (id) dirty.add(id);
+    redrawSoon();
     if (kind === "sync" || kind === "done") updateHint();
   });
-  setInterval(redrawSoon, 1000); // retire recent cards
+  setInterval(liveSoon, 1000); // retire recent cards
   start();
 }
 

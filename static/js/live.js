@@ -1,19 +1,28 @@
 // What the page knows about runs, kept current by the REST API and the event stream.
 //
-// History comes from GET /api/runs (again after every reconnect, so a restarted service
-// is re-read), live detail from /api/events. The browser's EventSource resumes with
-// Last-Event-ID by itself; when it gives up (the service answered with an error), we
-// open a new one after a pause and re-read the history instead.
+// History comes from GET /api/runs one page at a time (more on demand), or, on the talk
+// and case-study pages, from GET /api/scenarios/{name}/rows (only the runs their rows
+// need). Live detail comes from /api/events. A reconnect resumes after the last event
+// this page applied; the history is read again only when the service lost that point
+// (a new data dir).
 
 import { api, unwrapList } from "./api.js";
 
 export const FINAL = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 
+export const PAGE = 100; // runs per history page
+
 export const store = {
   runs: new Map(),      // id -> run, as Run.to_dict()
-  progress: new Map(),  // id -> last progress event, plus receivedAt (ms)
+  progress: new Map(),  // id -> last progress event, plus receivedAt (ms); kept for a run that stopped early
   phase: new Map(),     // id -> "setup" | "copy" | "verify"
+  cells: new Map(),     // id -> {cells (run-length encoded), cell_size}: the live disk map
+  series: new Map(),    // id -> [{t, w, z}] cumulative backend writes/zeroes over copy time
+  total: null,          // runs the service has (from the last page read)
+  pages: 0,             // history pages read
   loaded: false,
+  history: true,        // this page reads the history (the talk does not)
+  fetches: { list: 0, run: 0, rows: 0 }, // REST reads, by kind (the tests count them)
   seen: { state: 0, progress: 0, done: 0, other: 0 }, // events applied, by type
 };
 // For a look from the browser console (and the browser tests).
@@ -42,7 +51,7 @@ export function upsertRun(run) {
   const old = store.runs.get(run.id);
   if (old && FINAL.has(old.status) && !FINAL.has(run.status)) return;
   store.runs.set(run.id, old ? { ...old, ...run } : run);
-  if (FINAL.has(run.status)) store.progress.delete(run.id);
+  if (!old && store.total !== null) store.total += 1; // a new run: one more in the service's history
   notify(old ? "run" : "new", run.id);
 }
 
@@ -59,6 +68,7 @@ export function liveElapsed(id) {
 const fetching = new Map();
 function fetchRun(id) {
   if (fetching.has(id)) return;
+  store.fetches.run += 1;
   const p = api.run(id).then(upsertRun).catch(() => {}).finally(() => fetching.delete(id));
   fetching.set(id, p);
 }
@@ -84,6 +94,13 @@ function handle(ev) {
       const run = store.runs.get(id);
       if (run && FINAL.has(run.status)) return; // replayed history of a finished run
       store.progress.set(id, { ...ev, receivedAt: performance.now() });
+      if (ev.cells) store.cells.set(id, { cells: ev.cells, cell_size: ev.cell_size });
+      if (ev.backend) {
+        const list = store.series.get(id) || [];
+        if (list.length < 5000) list.push({ t: ev.elapsed_s, w: ev.backend.write_ops || 0, z: ev.backend.zero_ops || 0 });
+        store.series.set(id, list);
+      }
+      if (ev.client && ev.client.phase) store.phase.set(id, ev.client.phase === "pre-zero" ? "pre-zero" : "copy");
       if (!run) fetchRun(id);
       else {
         store.phase.set(id, store.phase.get(id) || "copy");
@@ -95,7 +112,7 @@ function handle(ev) {
       const result = ev.run && typeof ev.run === "object" ? ev.run : ev.result && typeof ev.result === "object" ? ev.result : ev;
       if (result.client) upsertRun({ ...result, id: result.id || id });
       else fetchRun(id);
-      store.progress.delete(id);
+      if (result.status === "succeeded") store.progress.delete(id);
       store.phase.delete(id);
       notify("done", id);
       return;
@@ -110,32 +127,97 @@ function handle(ev) {
 
 let lastEventId = null; // the newest event this page has applied
 
+function takeList(list) {
+  for (const run of list) {
+    const old = store.runs.get(run.id);
+    if (old && FINAL.has(old.status) && !FINAL.has(run.status)) continue;
+    store.runs.set(run.id, old ? { ...old, ...run } : run);
+    if (FINAL.has(run.status)) store.phase.delete(run.id);
+  }
+}
+
+function takeLastEventId(data) {
+  if (lastEventId === null && data && Number.isInteger(data.last_event_id)) lastEventId = data.last_event_id;
+}
+
+// The first page of the history (the newest PAGE runs), replacing what the page had.
 export async function resync() {
+  if (!store.history) return syncRows();
   try {
-    const data = await api.runList("?limit=1000");
+    store.fetches.list += 1;
+    const data = await api.runList(`?limit=${PAGE}`);
     const list = unwrapList(data, "runs");
-    const fresh = new Map(list.map((r) => [r.id, r]));
+    const fresh = new Set(list.map((r) => r.id));
     // Drop what the service no longer has (a new data dir), but not a run announced by the
-    // stream after this list was read.
-    const newest = Math.max(0, ...list.map((r) => r.created_at || 0));
+    // stream after this list was read, nor an older page's run.
+    const oldest = list.length ? Math.min(...list.map((r) => r.created_at || 0)) : Infinity;
     for (const [id, run] of store.runs) {
-      if (!fresh.has(id) && ((run.created_at || 0) <= newest || (!list.length && FINAL.has(run.status)))) {
-        store.runs.delete(id);
-      }
+      if (!fresh.has(id) && (run.created_at || 0) >= oldest && FINAL.has(run.status)) store.runs.delete(id);
+      if (!list.length && FINAL.has(run.status)) store.runs.delete(id);
     }
-    for (const run of list) {
-      const old = store.runs.get(run.id);
-      if (old && FINAL.has(old.status) && !FINAL.has(run.status)) continue;
-      store.runs.set(run.id, run);
-      if (FINAL.has(run.status)) { store.progress.delete(run.id); store.phase.delete(run.id); }
-    }
-    if (lastEventId === null && data && Number.isInteger(data.last_event_id)) lastEventId = data.last_event_id;
+    takeList(list);
+    store.total = Number.isInteger(data && data.total) ? data.total : list.length;
+    store.pages = 1;
+    takeLastEventId(data);
     store.loaded = true;
     notify("sync");
     return true;
   } catch {
     return false;
   }
+}
+
+// The next page of older runs; returns how many came.
+export async function loadMore() {
+  const finals = [...store.runs.values()].filter((r) => FINAL.has(r.status)).length;
+  store.fetches.list += 1;
+  const data = await api.runList(`?limit=${PAGE}&offset=${Math.max(0, finals - 1)}`);
+  const list = unwrapList(data, "runs");
+  takeList(list);
+  store.total = Number.isInteger(data && data.total) ? data.total : store.total;
+  store.pages += 1;
+  notify("page");
+  return list.length;
+}
+
+// Pages that show a scenario read only its rows' runs (GET /api/scenarios/{name}/rows).
+let rowsSources = [];
+export const rowsData = new Map(); // scenario name -> rows (with match and runs)
+let started = false;
+export function watchScenario(name, perRow = 3) {
+  rowsSources = rowsSources.filter((s) => s.name !== name);
+  rowsSources.push({ name, perRow });
+  if (started) syncRows();
+}
+
+async function syncRows() {
+  try {
+    for (const { name, perRow } of rowsSources) {
+      store.fetches.rows += 1;
+      const data = await api.scenarioRows(name, perRow);
+      rowsData.set(name, data.rows || []);
+      for (const row of data.rows || []) takeList(row.runs || []);
+      takeLastEventId(data);
+    }
+    store.loaded = true;
+    notify("sync");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// Back after a cut: resume after the last event when the service still has it, else read again.
+async function afterReconnect() {
+  try {
+    const h = await api.health();
+    const last = h && Number.isInteger(h.last_event_id) ? h.last_event_id
+      : h && h.manager && Number.isInteger(h.manager.last_event_id) ? h.manager.last_event_id : null;
+    if (last !== null && lastEventId !== null && last >= lastEventId) return; // nothing lost: the stream resumes
+  } catch { /* read again below */ }
+  lastEventId = null;
+  await resync();
+  connect();
 }
 
 const EVENT_NAMES = ["message", "state", "progress", "done", "sweep", "sweep_done", "server"];
@@ -165,9 +247,9 @@ export function connect() {
     everOpened = true;
     lostSince = null;
     setConn("live");
-    // Back after a cut: the service may have restarted (runs it had going are now
-    // "interrupted"), so the history is read again, not only the missed events.
-    if (wasLost) resync();
+    // Back after a cut: the stream resumed after our last event (a restarted service
+    // replays its "interrupted" runs); read again only if the service lost that point.
+    if (wasLost) afterReconnect();
   };
   source.onerror = () => {
     if (lostSince === null) lostSince = Date.now();
@@ -182,7 +264,9 @@ export function connect() {
 
 export function connection() { return conn; }
 
-export async function start() {
+export async function start({ history = true } = {}) {
+  store.history = history;
+  started = true;
   // Until the service answers, keep trying: the page may be opened before the lab is up.
   while (!(await resync())) {
     setConn("reconnecting");

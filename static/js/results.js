@@ -4,7 +4,7 @@ import { api, config, isPresenter } from "./api.js";
 import { buildModel, drawChart, exportPng, exportSvg } from "./chart.js";
 import { init, onKey, onRoleChange, onThemeChange, showMessage } from "./common.js";
 import * as f from "./format.js";
-import { start, subscribe } from "./live.js";
+import { start, subscribe, watchScenario } from "./live.js";
 import { fastZeroText, failed } from "./runview.js";
 
 const $ = (id) => document.getElementById(id);
@@ -45,6 +45,8 @@ function redrawChart() {
   const m = model();
   const width = Math.max(300, Math.floor(box.clientWidth));
   box.replaceChildren(drawChart(m, width));
+  // a chart wider than the screen scrolls, and says so
+  box.closest(".chart-scroll")?.classList.toggle("scrolls", box.scrollWidth > box.clientWidth + 1);
   // status line: how much of the scenario has been measured
   const bars = m.cats.flatMap((c) => c.bars);
   const done = bars.filter((b) => b.state === "done" || b.state === "failed").length;
@@ -149,6 +151,7 @@ async function main() {
   $("run-case-study").addEventListener("click", runAll);
   $("scenario-pick").addEventListener("change", (e) => {
     current = scenarios.find((s) => s.name === e.target.value) || current;
+    watchScenario(current.name);
     history.replaceState(null, "", `?scenario=${encodeURIComponent(current.name)}`);
     $("run-case-study").textContent = current.name === "case-study" ? "Run the whole case study" : `Run “${current.title}”`;
     redrawChart();
@@ -170,7 +173,8 @@ async function main() {
   }
   current = scenarios.find((s) => s.name === scenarioName()) || scenarios[0] || null;
   fillPicker();
-  await start();
+  if (current) watchScenario(current.name); // only the runs its rows need, not the whole history
+  await start({ history: false });
   redrawChart();
 }
 

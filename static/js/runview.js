@@ -2,6 +2,7 @@
 
 import { config, isPresenter } from "./api.js";
 import * as f from "./format.js";
+import { DiskMap, drawRate, unrle } from "./diskmap.js";
 import { FINAL, liveElapsed, store } from "./live.js";
 
 const el = f.el;
@@ -9,7 +10,8 @@ const el = f.el;
 export function statusLabel(run) {
   if (run.status === "running") {
     const phase = store.phase.get(run.id);
-    return phase === "copy" ? "copying" : phase === "verify" ? "verifying" : phase === "setup" ? "setting up" : "running";
+    return phase === "copy" ? "copying" : phase === "pre-zero" ? "pre-zeroing" : phase === "verify" ? "verifying"
+      : phase === "setup" ? "setting up" : "running";
   }
   return run.status;
 }
@@ -34,73 +36,159 @@ export function failed(run) {
   return run.status === "failed" || run.status === "interrupted" || (FINAL.has(run.status) && run.verified === false);
 }
 
-function stat(k, v) {
-  return el("span", {}, el("span", { class: "k" }, `${k} `), el("b", {}, v));
+// How far a run got: from its live progress, else what the run kept when it stopped.
+export function reachedOf(run) {
+  if (FINAL.has(run.status) && run.reached) return run.reached; // what the service kept: the last word
+  const p = store.progress.get(run.id);
+  if (p) return { fraction: p.fraction || 0, backend: p.backend || null, bytes_done: p.bytes_done };
+  return run.reached || null;
+}
+
+// The model is a floor for a client with one request in flight, an upper bound for a parallel one.
+export function predictedLabel(run, live = false) {
+  const bound = run.model === "serial-upper-bound";
+  return `${live ? "predicted so far" : "predicted"}${bound ? " (upper bound)" : ""}`;
+}
+
+// A live card is built once and then only its texts change: the Cancel button under a
+// person's pointer stays the same element for the whole press, whatever events arrive.
+function buildCard(run) {
+  const refs = {};
+  const mk = (name, tag, attrs, ...children) => (refs[name] = el(tag, attrs, ...children));
+  const card = el("article", { class: "run-card", dataset: { runId: run.id }, "aria-label": `Run ${run.id}` },
+    el("div", { class: "run-head" },
+      mk("tag", "span", { class: "grp-tag" }),
+      mk("title", "a", { class: "run-title", href: `/runs/${encodeURIComponent(run.id)}` }, run.client),
+      mk("spec", "span", { class: "run-spec" }),
+      mk("status", "span", { class: "status" }),
+      mk("cancel", "button", { type: "button", class: "btn btn-small btn-danger cancel", dataset: { cancel: run.id },
+        "aria-label": "Cancel this run", title: "Cancel this run" }, "✕", el("span", { class: "cancel-text" }, " Cancel"))),
+    mk("bar", "div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-label": "copy progress" },
+      mk("fill", "div", { class: "bar-fill" })),
+    mk("stats", "dl", { class: "run-stats" }),
+    mk("mapbox", "div", { class: "run-map" }),
+    mk("contended", "div", { class: "contended-slot" }),
+    mk("breakdown", "div", { class: "breakdown-slot" }),
+    mk("note", "p", { class: "hint" }));
+  refs.map = new DiskMap({ rows: 1, height: 10, label: "Disk map of this run" });
+  refs.mapbox.append(refs.map.node);
+  refs.rate = el("canvas", { class: "rate", role: "img", "aria-label": "requests per second" });
+  refs.mapbox.append(refs.rate);
+  card._refs = refs;
+  return card;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setStats(dl, items) {
+  // items: [[key, label, value]]; pairs are reused by position, only changed texts are written
+  while (dl.children.length > items.length * 2) dl.lastChild.remove();
+  items.forEach(([key, label, value], i) => {
+    let dt = dl.children[i * 2];
+    let dd = dl.children[i * 2 + 1];
+    if (!dt) { dt = el("dt"); dd = el("dd"); dl.append(dt, dd); }
+    setText(dt, label);
+    setText(dd, String(value));
+    if (dd.dataset.stat !== key) dd.dataset.stat = key;
+  });
 }
 
 export function renderCard(run, node = null) {
+  const card = node || buildCard(run);
+  const r = card._refs;
   const g = f.group(run.server);
   const progress = store.progress.get(run.id);
   const done = FINAL.has(run.status);
-  const card = node || el("article", { class: "run-card", dataset: { runId: run.id }, "aria-label": `Run ${run.id}` });
-  card.className = `run-card grp-${g}${failed(run) ? " is-failed" : ""}`;
-  card.dataset.status = run.status;
+  const cls = `run-card grp-${g}${failed(run) ? " is-failed" : ""}`;
+  if (card.className !== cls) card.className = cls;
+  if (card.dataset.status !== run.status) card.dataset.status = run.status;
 
-  const head = el("div", { class: "run-head" },
-    el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g),
-    el("span", { class: "run-title" }, run.client),
-    el("span", { class: "run-spec", title: `${f.serverSummary(run.server)} · ${f.geometry(run.server)}` },
-      f.serverSummary(run.server)),
-    el("span", { class: `status status-${run.status}` }, statusLabel(run)),
-  );
-  if (!done && isPresenter()) {
-    head.append(el("button", { type: "button", class: "btn btn-small btn-danger cancel", dataset: { cancel: run.id },
-      "aria-label": "Cancel this run", title: "Cancel this run" }, "✕", el("span", { class: "cancel-text" }, " Cancel")));
-  }
+  r.tag.className = `grp-tag ${g}`;
+  setText(r.tag, g === "N" ? "–" : g);
+  setText(r.spec, f.serverSummary(run.server));
+  r.spec.title = `${f.serverSummary(run.server)} · ${f.geometry(run.server)}`;
+  r.status.className = `status status-${run.status}`;
+  setText(r.status, statusLabel(run));
+  const canCancel = !done && isPresenter();
+  r.cancel.hidden = !canCancel;
+  if (done) r.cancel.disabled = true;
 
+  const reached = reachedOf(run);
   let fraction = 0;
-  if (done) fraction = run.status === "succeeded" ? 1 : progress ? progress.fraction : 0;
-  else if (progress) fraction = progress.fraction || 0;
-  const fill = el("div", { class: "bar-fill" });
-  fill.style.width = `${Math.round(fraction * 1000) / 10}%`;
-  if (!done && !progress && run.status === "running") fill.classList.add("is-indeterminate");
-  const bar = el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
-    "aria-valuenow": Math.round(fraction * 100), "aria-label": "copy progress" }, fill);
+  if (run.status === "succeeded") fraction = 1;
+  else if (reached) fraction = reached.fraction || 0;
+  const indeterminate = !done && !progress && run.status === "running";
+  r.fill.classList.toggle("is-indeterminate", indeterminate);
+  r.fill.style.transform = indeterminate ? "" : `scaleX(${Math.round(fraction * 1000) / 1000})`;
+  r.bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
 
-  const stats = el("div", { class: "run-stats" });
-  if (done) {
-    stats.append(
-      stat("time", f.seconds(run.duration_s)),
-      ...(run.expected_s != null ? [stat("expected", f.seconds(run.expected_s))] : []),
-      stat(run.expected_s != null ? "floor" : "predicted", f.seconds(run.predicted_s)),
-      stat("writes", run.backend ? run.backend.write_ops : "–"),
-      stat("zeroes", run.backend ? run.backend.zero_ops : "–"),
-      stat("fast zero sent/refused", fastZeroText(run.wire)),
-      stat("verified", run.verified === true ? "yes" : run.verified === false ? "NO" : "–"),
-    );
+  let items;
+  if (run.status === "succeeded" || (done && run.duration_s !== null && run.duration_s !== undefined)) {
+    items = [
+      ["time", "time", f.seconds(run.duration_s)],
+      ...(run.expected_s != null ? [["expected", "expected", f.seconds(run.expected_s)]] : []),
+      ["predicted", run.expected_s != null ? "floor" : predictedLabel(run), f.seconds(run.predicted_s)],
+      ["writes", "writes", run.backend ? run.backend.write_ops : "–"],
+      ["zeroes", "zeroes", run.backend ? run.backend.zero_ops : "–"],
+      ["fast", "fast zero sent/refused", fastZeroText(run.wire)],
+      ["verified", "verified", run.verified === true ? "yes" : run.verified === false ? "NO" : "–"],
+    ];
+  } else if (done) {
+    // stopped early: how far it got
+    const b = (reached && reached.backend) || run.backend || {};
+    items = [
+      ["reached", "reached", reached ? `${Math.round((reached.fraction || 0) * 100)}%` : "–"],
+      ["writes", "writes", b.write_ops ?? "–"],
+      ["zeroes", "zeroes", b.zero_ops ?? "–"],
+      ["elapsed", "after", reached && reached.elapsed_s !== undefined ? f.seconds(reached.elapsed_s, 1) : "–"],
+    ];
   } else if (progress) {
     const b = progress.backend || {};
     const wire = wireOf(run, progress);
-    stats.append(
-      stat("done", `${Math.round((progress.fraction || 0) * 100)}%`),
-      stat("requests cover", f.bytes(progress.bytes_done)),
-      stat("elapsed", f.seconds(liveElapsed(run.id), 1)),
-      stat("predicted so far", f.seconds(progress.predicted_so_far_s, 1)),
-      stat("writes", b.write_ops ?? 0),
-      stat("zeroes", b.zero_ops ?? 0),
-    );
-    if (wire && (wire.fast_zero || wire.fast_zero_failed)) stats.append(stat("fast zero sent/refused", fastZeroText(wire)));
+    items = [
+      ["done", "written", `${Math.round((progress.fraction || 0) * 100)}%`],
+      ["elapsed", "elapsed", f.seconds(liveElapsed(run.id), 1)],
+      ["predicted", predictedLabel(run, true), f.seconds(progress.predicted_so_far_s, 1)],
+      ["writes", "writes", b.write_ops ?? 0],
+      ["zeroes", "zeroes", b.zero_ops ?? 0],
+    ];
+    if (wire && (wire.fast_zero || wire.fast_zero_failed)) items.push(["fast", "fast zero sent/refused", fastZeroText(wire)]);
   } else {
-    stats.append(el("span", { class: "k" }, run.status === "queued" ? "waiting for a worker" : "starting the server…"),
-      el("span", { class: "k" }, f.geometry(run.server)));
+    items = [["state", run.status === "queued" ? "waiting" : "starting", run.status === "queued" ? "for a worker" : "the server…"],
+      ["geometry", "geometry", f.geometry(run.server)]];
+  }
+  setStats(r.stats, items);
+
+  const live = store.cells.get(run.id);
+  const map = live || run.diskmap;
+  r.mapbox.hidden = !map;
+  if (map) {
+    r.map.setCells(unrle(map.cells), map.cell_size);
+    const series = store.series.get(run.id);
+    if (series && series.length > 1 && r.rate._n !== series.length) {
+      r.rate._n = series.length;
+      drawRate(r.rate, series, { height: 28, label: "backend requests per second" });
+    }
+    r.rate.hidden = !(series && series.length > 1);
   }
 
-  const children = [head, bar, stats];
-  if (done && run.contended) children.push(contendedNote(run));
-  if (done && run.breakdown && run.expected_s) children.push(breakdownBar(run));
-  if (run.error && failed(run)) children.push(el("p", { class: "run-error" }, run.error));
-  else if (run.status === "cancelled") children.push(el("p", { class: "hint" }, run.error || "cancelled"));
-  card.replaceChildren(...children);
+  // other work competed for the CPU: said once the run is done
+  const contended = done && run.contended;
+  if (contended && !r.contended.firstChild) r.contended.append(contendedNote(run));
+  r.contended.hidden = !contended;
+  // the expectation's breakdown, once, when the run is done (it never changes after)
+  const wantBreakdown = done && run.breakdown && run.expected_s;
+  if (wantBreakdown && !r.breakdown.firstChild) r.breakdown.append(breakdownBar(run));
+  r.breakdown.hidden = !wantBreakdown;
+
+  let note = "";
+  let noteCls = "hint";
+  if (run.error && failed(run)) { note = run.error; noteCls = "run-error"; } else if (run.status === "cancelled") note = run.error || "cancelled";
+  if (r.note.className !== noteCls) r.note.className = noteCls;
+  setText(r.note, note);
+  r.note.hidden = !note;
   return card;
 }
 
@@ -136,20 +224,23 @@ function breakdownBar(run) {
 }
 
 function td(label, content, cls = null) {
-  return el("td", { "data-label": label, class: cls }, content);
+  return el("td", { "data-label": label, class: cls, role: "cell" }, content);
 }
 
 function verifiedCell(run) {
   if (run.status === "succeeded" && run.verified) return el("span", { class: "ok", title: "the copy matches the source" }, "✓");
   if (run.verified === false) return el("span", { class: "bad", title: "the copy does NOT match the source" }, "✗ NO");
   if (run.status === "failed" || run.status === "interrupted") return el("span", { class: "bad" }, run.status);
-  if (run.status === "cancelled") return el("span", { class: "muted" }, "cancelled");
+  if (run.status === "cancelled") {
+    const reached = run.reached && run.reached.fraction !== undefined ? ` at ${Math.round(run.reached.fraction * 100)}%` : "";
+    return el("span", { class: "muted" }, `cancelled${reached}`);
+  }
   return el("span", { class: "muted" }, run.status);
 }
 
 export function renderRow(run, isNew = false) {
   const g = f.group(run.server);
-  const tr = el("tr", { dataset: { runId: run.id, status: run.status }, class: [failed(run) ? "is-failed" : "", isNew ? "is-new" : ""].join(" ").trim() || null });
+  const tr = el("tr", { role: "row", dataset: { runId: run.id, status: run.status }, class: [failed(run) ? "is-failed" : "", isNew ? "is-new" : ""].join(" ").trim() || null });
   const geo = f.shortGeometry(run.server, config.spec_defaults);
   const server = el("div", {},
     el("span", { class: `grp-tag ${g}` }, g === "N" ? "–" : g),
@@ -157,13 +248,13 @@ export function renderRow(run, isNew = false) {
     geo ? el("div", { class: "hint" }, geo) : null);
   if (run.error && run.status !== "succeeded") server.append(el("span", { class: "err" }, run.error));
   tr.append(
-    td("Run", [el("b", { class: "nowrap" }, run.client), " ",
+    td("Run", [el("a", { class: "nowrap run-link", href: `/runs/${encodeURIComponent(run.id)}` }, run.client), " ",
       el("span", { class: "hint when" }, [f.clock(run.started_at || run.created_at), run.label].filter(Boolean).join(" · "))], "wide"),
     td("Server", server, "wide"),
     td("Time", [el("b", {}, f.seconds(run.duration_s)),
       run.expected_s != null ? el("div", { class: "hint" }, `${f.seconds(run.expected_s)} exp.`) : null,
       run.predicted_s !== null && run.predicted_s !== undefined
-        ? el("div", { class: "hint" }, `${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
+        ? el("div", { class: "hint" }, `${run.model === "serial-upper-bound" ? "≤ " : ""}${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
     td("Verified", run.contended ? [verifiedCell(run), el("div", { class: "hint contended",
       title: "other work competed for the CPU during the copy" }, "contended")] : verifiedCell(run)),
     td("Writes", run.backend ? run.backend.write_ops : "–", "num"),

@@ -118,9 +118,10 @@ def test_bad_field_is_named_and_marked(service: LabService, new_page) -> None:
     wait_live(page)
     page.fill("#f-size", "lots")
     page.click("#run-btn")
-    page.wait_for_selector("#form-error:not([hidden])")
-    assert "size" in page.inner_text("#form-error")
+    page.wait_for_selector("#err-size:not([hidden])")
+    assert "lots" in page.inner_text("#err-size")
     assert page.get_attribute("#f-size", "aria-invalid") == "true"
+    assert service.get("/api/runs").json()["total"] == 0
 
 
 def test_chart_fills_live_and_exports(service: LabService, new_page, tmp_path: Path) -> None:
