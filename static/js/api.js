@@ -105,22 +105,22 @@ export function unwrapList(data, ...keys) {
 }
 
 export const api = {
-  runs: async (params = "") => unwrapList(await request("GET", `/api/runs${params}`), "runs"),
-  runList: (params = "") => request("GET", `/api/runs${params}`),
-  run: (id) => request("GET", `/api/runs/${encodeURIComponent(id)}`),
-  startRun: (body) => request("POST", "/api/runs", body),
-  cancelRun: (id) => request("POST", `/api/runs/${encodeURIComponent(id)}/cancel`),
-  scenarioRows: (name, perRow = 3) => request("GET", `/api/scenarios/${encodeURIComponent(name)}/rows?per_row=${perRow}`),
+  runs: async (params = "") => unwrapList(await request("GET", `/api/v1/runs${params}`), "runs"),
+  runList: (params = "") => request("GET", `/api/v1/runs${params}`),
+  run: (id) => request("GET", `/api/v1/runs/${encodeURIComponent(id)}`),
+  startRun: (body) => request("POST", "/api/v1/runs", body),
+  cancelRun: (id) => request("POST", `/api/v1/runs/${encodeURIComponent(id)}/cancel`),
+  scenarioRows: (name, perRow = 3) => request("GET", `/api/v1/scenarios/${encodeURIComponent(name)}/rows?per_row=${perRow}`),
   trace: async (id) => {
-    const res = await fetch(`/api/runs/${encodeURIComponent(id)}/trace`, { cache: "no-store" });
+    const res = await fetch(`/api/v1/runs/${encodeURIComponent(id)}/trace`, { cache: "no-store" });
     if (!res.ok) throw new ApiError(res.status, res.status === 404 ? "This run has no request trace." : `The lab service answered ${res.status}.`);
     return (await res.text()).split("\n").filter(Boolean).map((line) => JSON.parse(line));
   },
   checkFields: (server) => request("POST", "/ui/check", { server }),
-  scenarios: async () => unwrapList(await request("GET", "/api/scenarios"), "scenarios"),
-  startScenario: (name, body) => request("POST", `/api/scenarios/${encodeURIComponent(name)}/runs`, body),
-  createServer: (fields) => request("POST", "/api/servers", fields),
-  deleteServer: (id) => request("DELETE", `/api/servers/${encodeURIComponent(id)}`),
-  health: () => request("GET", "/api/health"),
+  scenarios: async () => unwrapList(await request("GET", "/api/v1/scenarios"), "scenarios"),
+  startScenario: (name, body) => request("POST", `/api/v1/scenarios/${encodeURIComponent(name)}/runs`, body),
+  createServer: (fields) => request("POST", "/api/v1/servers", fields),
+  deleteServer: (id) => request("DELETE", `/api/v1/servers/${encodeURIComponent(id)}`),
+  health: () => request("GET", "/api/v1/health"),
   checkToken: () => request("POST", "/ui/token-check", undefined, { announce401: false }),
 };

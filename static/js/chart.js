@@ -10,7 +10,7 @@ const SVGNS = "http://www.w3.org/2000/svg";
 const FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Roboto, sans-serif";
 
 // --- which run belongs to which row -------------------------------------------------
-// The service says (GET /api/scenarios/{name}/rows): each row comes with `match`, its client
+// The service says (GET /api/v1/scenarios/{name}/rows): each row comes with `match`, its client
 // and full server spec as runs store them. A run is a measurement of a row when client and
 // every field agree, whoever started it (the sweep, a talk act, the lab form, a script), or
 // when it carries the row's key as its label (a sweep at another geometry). No sizes or

@@ -299,7 +299,7 @@ function historyFooter() {
   const more = $("history-more");
   const total = store.total;
   const left = total === null ? 0 : Math.max(0, total - store.runs.size);
-  more.hidden = !(left > 0);
+  more.hidden = !(left > 0 && store.nextCursor);
   more.textContent = `Show ${Math.min(left, 100)} more (${shown} of ${total} shown)`;
 }
 

@@ -1,8 +1,8 @@
 // What the page knows about runs, kept current by the REST API and the event stream.
 //
-// History comes from GET /api/runs one page at a time (more on demand), or, on the talk
-// and case-study pages, from GET /api/scenarios/{name}/rows (only the runs their rows
-// need). Live detail comes from /api/events. A reconnect resumes after the last event
+// History comes from GET /api/v1/runs one page at a time (more on demand), or, on the talk
+// and case-study pages, from GET /api/v1/scenarios/{name}/rows (only the runs their rows
+// need). Live detail comes from /api/v1/events. A reconnect resumes after the last event
 // this page applied; the history is read again only when the service lost that point
 // (a new data dir).
 
@@ -19,6 +19,7 @@ export const store = {
   cells: new Map(),     // id -> {cells (run-length encoded), cell_size}: the live disk map
   series: new Map(),    // id -> [{t, w, z}] cumulative backend writes/zeroes over copy time
   total: null,          // runs the service has (from the last page read)
+  nextCursor: null,     // where the next history page starts
   pages: 0,             // history pages read
   loaded: false,
   history: true,        // this page reads the history (the talk does not)
@@ -157,6 +158,7 @@ export async function resync() {
     }
     takeList(list);
     store.total = Number.isInteger(data && data.total) ? data.total : list.length;
+    store.nextCursor = (data && data.next_cursor) || null;
     store.pages = 1;
     takeLastEventId(data);
     store.loaded = true;
@@ -167,20 +169,20 @@ export async function resync() {
   }
 }
 
-// The next page of older runs; returns how many came.
+// The next page of older runs (the service's cursor: new runs meanwhile shift nothing); how many came.
 export async function loadMore() {
-  const finals = [...store.runs.values()].filter((r) => FINAL.has(r.status)).length;
+  if (!store.nextCursor) return 0;
   store.fetches.list += 1;
-  const data = await api.runList(`?limit=${PAGE}&offset=${Math.max(0, finals - 1)}`);
+  const data = await api.runList(`?limit=${PAGE}&cursor=${encodeURIComponent(store.nextCursor)}`);
   const list = unwrapList(data, "runs");
   takeList(list);
-  store.total = Number.isInteger(data && data.total) ? data.total : store.total;
+  store.nextCursor = (data && data.next_cursor) || null;
   store.pages += 1;
   notify("page");
   return list.length;
 }
 
-// Pages that show a scenario read only its rows' runs (GET /api/scenarios/{name}/rows).
+// Pages that show a scenario read only its rows' runs (GET /api/v1/scenarios/{name}/rows).
 let rowsSources = [];
 export const rowsData = new Map(); // scenario name -> rows (with match and runs)
 let started = false;
@@ -231,7 +233,7 @@ let lostSince = null;
 export function connect() {
   if (source) source.close();
   clearTimeout(retryTimer);
-  const url = lastEventId === null ? "/api/events" : `/api/events?last_event_id=${lastEventId}`;
+  const url = lastEventId === null ? "/api/v1/events" : `/api/v1/events?last_event_id=${lastEventId}`;
   source = new EventSource(url);
   const onData = (msg) => {
     let data;

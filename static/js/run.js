@@ -51,8 +51,8 @@ function renderRun(run) {
   $("run-verify").textContent = run.verified === true ? `The destination matches the source: ${run.verify_detail || "every chunk"}.`
     : run.verified === false ? `The destination does NOT match the source: ${run.verify_detail || ""}` : "Not verified (the run did not get that far).";
   $("run-notes").replaceChildren(...(run.notes || []).map((n) => el("li", {}, n)));
-  $("trace-csv").href = `/api/runs/${encodeURIComponent(run.id)}/trace?format=csv`;
-  $("trace-ndjson").href = `/api/runs/${encodeURIComponent(run.id)}/trace`;
+  $("trace-csv").href = `/api/v1/runs/${encodeURIComponent(run.id)}/trace?format=csv`;
+  $("trace-ndjson").href = `/api/v1/runs/${encodeURIComponent(run.id)}/trace`;
 }
 
 // --- the map: live while the run goes, from the trace once it is done --------------------
