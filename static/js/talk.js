@@ -30,6 +30,18 @@ function saveSince() {
 
 const isSummary = () => index === acts.length;
 const act = () => acts[index] || null;
+// An act's own number, as its title gives it ("3b. Ask the destination first?" -> "3b").
+const actNumber = (a, i) => ((a.title || "").match(/^(\w+)\./) || [null, String(i + 1)])[1];
+
+// #3 (position) or #pre-zero (an act's key) or #summary
+function indexFromHash() {
+  const h = decodeURIComponent(location.hash.slice(1));
+  if (h === "summary") return acts.length;
+  const byKey = acts.findIndex((a) => a.key === h);
+  if (byKey >= 0) return byKey;
+  const n = parseInt(h, 10);
+  return Number.isFinite(n) ? Math.max(0, Math.min(acts.length, n - 1)) : null;
+}
 
 function lanesScale(bars) {
   const values = bars.flatMap((b) => [b.value || 0, b.ref || 0]);
@@ -195,8 +207,8 @@ function renderDots() {
   const all = [...acts, { key: "summary", title: "Summary" }];
   if (dots.children.length !== all.length) {
     dots.replaceChildren(...all.map((a, i) => el("li", {}, el("button", {
-      type: "button", "aria-label": a.title, title: a.title, onclick: () => go(i),
-    }, i < acts.length ? String(i + 1) : "Σ"))));
+      type: "button", "aria-label": i < acts.length ? a.title : "Σ Summary", title: a.title, onclick: () => go(i),
+    }, i < acts.length ? actNumber(a, i) : "Σ"))));
   }
   [...dots.querySelectorAll("button")].forEach((b, i) => {
     if (i === index) b.setAttribute("aria-current", "step"); else b.removeAttribute("aria-current");
@@ -243,7 +255,7 @@ function render() {
   $("act-reset").hidden = false;
   $("lane-legend").hidden = false;
   const a = act();
-  set($("act-count"), `Act ${index + 1} of ${acts.length}`);
+  set($("act-count"), `Act ${actNumber(a, index)} · ${index + 1} of ${acts.length}`);
   set($("act-era"), a.era);
   set($("act-title"), a.title.replace(/^\d+\.\s*/, ""));
   set($("act-summary"), a.summary);
@@ -269,7 +281,7 @@ const renderSoon = f.throttleFrame(render);
 
 function go(i) {
   index = Math.max(0, Math.min(acts.length, i));
-  history.replaceState(null, "", `${location.search}#${index + 1}`);
+  history.replaceState(null, "", `${location.search}#${index === acts.length ? "summary" : acts[index].key}`);
   render();
 }
 
@@ -371,8 +383,8 @@ async function main() {
     }
   });
   window.addEventListener("hashchange", () => {
-    const n = parseInt(location.hash.slice(1), 10);
-    if (Number.isFinite(n) && n - 1 !== index) go(n - 1);
+    const at = indexFromHash();
+    if (at !== null && at !== index) go(at);
   });
   onThemeChange(() => { for (const l of lanes.values()) l.refs.map.draw(); renderSoon(); });
   onRoleChange(renderSoon);
@@ -402,8 +414,7 @@ async function main() {
   } catch (err) {
     showMessage(`Cannot read the acts: ${err.message}`, "error");
   }
-  const fromHash = parseInt(location.hash.slice(1), 10);
-  index = Number.isFinite(fromHash) ? Math.max(0, Math.min(acts.length, fromHash - 1)) : 0;
+  index = indexFromHash() ?? 0;
   await start({ history: false });
   render();
 }

@@ -62,11 +62,11 @@ def shoot(url: str, out: Path, headers: dict[str, str], token: str | None) -> No
             page.wait_for_timeout(500)
             page.screenshot(path=str(out / f"case-study-{suffix}.png"))
 
-            page.goto(url + "/talk#3")
+            page.goto(url + "/talk#pre-zero")
             page.wait_for_selector("#outcome:not([hidden])")
             page.screenshot(path=str(out / f"talk-{suffix}.png"))
 
-            page.goto(url + "/talk#6")
+            page.goto(url + "/talk#summary")
             page.wait_for_selector("#talk-chart svg")
             page.wait_for_timeout(300)
             page.screenshot(path=str(out / f"talk-summary-{suffix}.png"))

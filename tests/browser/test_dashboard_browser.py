@@ -242,14 +242,14 @@ def test_audience_talk_follows_the_act_being_run(service_factory, new_page) -> N
     page = new_page(390, 844)
     page.goto(service.url + "/talk")
     wait_live(page)
-    page.wait_for_selector("#act-count:text('Act 1 of 5')")
+    page.wait_for_selector("#act-count:text('Act 1 ·')")
     assert page.is_hidden("#act-run")
     # the presenter (here: a script with the token) runs act 3's two rows, quick geometry
     for key, zeromode in (("act3-A", "plugin"), ("act3-B", "emulate")):
         r = service.post("/api/runs", {"client": "qemu-3.1", "label": key,
                                        "server": {"zeromode": zeromode, "fastzeromode": "none", **SMALL}})
         assert r.status_code == 202, r.text
-    page.wait_for_function("document.querySelector('#act-count').textContent === 'Act 3 of 5'")
+    page.wait_for_function("document.querySelector('#act-count').textContent.startsWith('Act 3 ·')")
     page.wait_for_selector("#outcome:not([hidden])")
     assert page.locator('#lanes .lane[data-state="done"]').count() == 2
     assert page.console.errors == []
@@ -282,12 +282,12 @@ def test_talk_keys(service: LabService, new_page) -> None:
     page = new_page()
     page.goto(service.url + "/talk")
     wait_live(page)
-    page.wait_for_selector("#act-count:text('Act 1 of 5')")
+    page.wait_for_selector("#act-count:text('Act 1 ·')")
     page.keyboard.press("ArrowRight")
-    assert page.text_content("#act-count") == "Act 2 of 5"
+    assert page.text_content("#act-count").startswith("Act 2 ·")
     assert page.locator("#lanes .lane").count() == 2
     page.keyboard.press("ArrowLeft")
-    assert page.text_content("#act-count") == "Act 1 of 5"
+    assert page.text_content("#act-count").startswith("Act 1 ·")
     page.keyboard.press("End")
     assert page.text_content("#act-count") == "Summary"
     page.wait_for_selector("#talk-chart svg")
@@ -304,7 +304,7 @@ def test_talk_act_runs_both_servers_side_by_side(service: LabService, new_page) 
     page = new_page()
     page.goto(service.url + "/talk#2")
     wait_live(page)
-    page.wait_for_selector("#act-count:text('Act 2 of 5')")
+    page.wait_for_selector("#act-count:text('Act 2 ·')")
     page.keyboard.press("Enter")
     page.wait_for_selector('.lane[data-state="running"]')
     page.wait_for_selector("#outcome:not([hidden])", timeout=90_000)
