@@ -113,20 +113,24 @@ def check_fields(request: Request, server: Annotated[dict[str, Any], Body(embed=
 
     errors: dict[str, str] = {}
     fields = {k: v for k, v in (server or {}).items() if k in ServerSpec.__dataclass_fields__}
-    for name, value in fields.items():
+    for name, value in list(fields.items()):
         if isinstance(value, str) and not value.strip():
             errors[name] = f"{_FIELD_WORDS.get(name, name)} is empty: type one, such as {_DEFAULT_TEXT.get(name, '')}."
-            continue
-        try:
-            check({name: value})
-        except SpecError as e:
-            errors[name] = _plain(name, e.message)
+            del fields[name]
+    # The whole form is checked at once (fields depend on each other: a storage needs a kind that
+    # has a disk); each field the validator names is set aside and the rest checked again.
     spec = None
-    if not errors:
+    for _ in range(len(fields) + 1):
         try:
             spec = check(fields).to_dict()
-        except SpecError as e:  # a rule between fields (a pattern that does not fit the size)
-            errors[e.field] = _plain(e.field, e.message)
+            break
+        except SpecError as e:
+            errors.setdefault(e.field, _plain(e.field, e.message))
+            if e.field not in fields:
+                break
+            del fields[e.field]
+    if errors:
+        spec = None
     return {"ok": not errors, "errors": errors, "server": spec}
 
 

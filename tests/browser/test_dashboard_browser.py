@@ -194,7 +194,7 @@ def test_failed_run_is_red_with_its_error(service_factory, new_page) -> None:
     wait_live(page)
     run = service.post("/api/runs", {"client": "qemu-img", "server": {"zeromode": "emulate"}}).json()
     row = page.wait_for_selector(f'#history-body tr.is-failed[data-run-id="{run["id"]}"]', timeout=60_000)
-    assert "timed out" in row.inner_text()
+    assert "timed out" in row.text_content()
     card = page.locator(f'#live-list .run-card[data-run-id="{run["id"]}"]')
     assert "is-failed" in card.get_attribute("class") and "timed out" in card.inner_text()
     assert page.is_visible('#banner-msg[data-kind="error"]')
