@@ -580,9 +580,40 @@ class ProbeVerdict(StrEnum):
     not_advertised = "not-advertised"
 
 
+class StorageOut(_Open):
+    """A provisioned storage (lab.storage.Provisioned.info)."""
+
+    storage: str
+    dir: str
+    disk: str | None = None
+    filesystem: str = ""
+    loop_devices: list[str] = []
+    mounts: list[str] = []
+
+
+class RealServerOut(_Open):
+    """What serves the disk under the filter stack (lab.kinds.Backend.info)."""
+
+    kind: str
+    direct_uri: str | None = Field(None, description="the real server without the nbdkit proxy, when it has one")
+    storage: StorageOut | None = None
+    disk: str | None = None
+    backend_pid: int | None = None
+    notes: list[str] = []
+
+
+class ProxyCostOut(_Open):
+    """What the nbdkit nbd proxy adds per request (4 KiB reads, direct vs proxied, fastest round)."""
+
+    reads: int
+    direct_us: float
+    proxied_us: float
+    added_us_per_request: float
+
+
 class ProbeServer(ServerOut):
-    real_server: dict[str, str | int | float | bool | None] | None = None
-    proxy_cost: float | int | str | None = None
+    real_server: RealServerOut | None = None
+    proxy_cost: ProxyCostOut | None = None
 
 
 class ProbeFlags(_Open):

@@ -324,12 +324,13 @@ def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH,
                  deadline_s: float = DEFAULT_DEADLINE_S, limits: Any = None) -> dict[str, Any]:
     """Start a server from `fields` (probe defaults: zeroing passed through, no delays), probe it, stop it."""
     from lab.servers import Server
-    from lab.spec import DEFAULT_LIMITS, build_spec
+    from lab.spec import DEFAULT_LIMITS, SpecError, build_spec
 
     raw = {**PROBE_SERVER_DEFAULTS, "size": 4 * length, **{k: v for k, v in fields.items() if v is not None}}
     spec = build_spec(raw, limits or DEFAULT_LIMITS)
-    if spec.size < 4 * length:
-        raise ProbeError(f"size must hold the probe's 4 ranges of {format_size(length)}")
+    if spec.size < 4 * length:  # refused before anything starts, naming the field
+        raise SpecError("size", f"must hold the probe's 4 ranges of {format_size(length)} "
+                                f"(at least {format_size(4 * length)}; got {format_size(spec.size)})")
     t0 = time.perf_counter()
     with Server(spec) as srv:
         out = probe_uri(srv.uri, length, deadline_s)

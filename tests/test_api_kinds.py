@@ -34,6 +34,8 @@ def test_probe_returns_the_cli_shape(api, no_leftovers):
 def test_probe_and_server_bad_fields_name_the_field(api):
     r = api.post("/api/v1/probes", json={"server": {"storage": "tmpfs"}, "length": "2M"})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "server", "storage"]
+    r = api.post("/api/v1/probes", json={"server": {"size": "16M"}, "length": "16M"})  # 4 ranges need 64M
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "server", "size"], r.text
     r = api.post("/api/v1/probes", json={"length": "3G"})
     assert r.status_code == 422 and "length" in r.json()["errors"][0]["loc"]
     r = api.post("/api/v1/servers", json={"kind": "external", "target": "10.0.0.1:10809", "destructive": True})
