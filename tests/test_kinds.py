@@ -193,3 +193,21 @@ def test_lab_kinds_cli_lists_availability():
         assert name in out.stdout
     assert "LAB_EXTERNAL_TARGETS" in out.stdout or os.environ.get("LAB_EXTERNAL_TARGETS")
     json.dumps(storage.availability())  # serialisable for the API
+
+
+def test_rows_needing_what_this_machine_lacks_are_left_out_with_the_reason(monkeypatch):
+    """A machine without mount rights (simulated: the availability answer) plans `today` without
+    the tmpfs rows, and says why; nothing is started to find out."""
+    from lab import scenarios, sweeps
+
+    real = storage.availability()
+    fake = {**real, "tmpfs": {"available": False, "reason": "mount is not allowed here"}}
+    monkeypatch.setattr(storage, "availability", lambda: fake)
+    rows = list(scenarios.get_scenario("today").rows)
+    keep, skipped = scenarios.runnable(rows)
+    tmpfs_rows = {r.key for r in rows if r.server.get("storage") == "tmpfs"}
+    assert tmpfs_rows and set(skipped) >= tmpfs_rows
+    assert all("mount is not allowed here" in skipped[k] for k in tmpfs_rows)
+    runs, _ = sweeps.plan("today", overrides={"size": "8M"})
+    assert not any(r.server.storage == "tmpfs" for r in runs)
+    assert len(runs) == len(keep)
