@@ -92,3 +92,21 @@ def test_token_check(token_client: TestClient, client: TestClient) -> None:
 def test_pages_stay_out_of_the_api_schema(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p in PAGES or p.startswith("/ui/")]
+
+
+def test_run_page_is_served_for_any_id(client: TestClient) -> None:
+    r = client.get("/runs/0123abcd")
+    assert r.status_code == 200
+    assert '/static/js/run.js' in r.text and 'id="run-map"' in r.text
+
+
+def test_form_check_answers_one_plain_message_per_field(client: TestClient) -> None:
+    r = client.post("/ui/check", json={"server": {"size": "abc", "delay_write": "-5ms", "maxdata": ""}})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ok"] is False and body["server"] is None
+    assert set(body["errors"]) == {"size", "delay_write", "maxdata"}
+    assert "abc" in body["errors"]["size"] and "Value error" not in body["errors"]["size"]
+    assert "empty" in body["errors"]["maxdata"] and "256k" in body["errors"]["maxdata"]
+    good = client.post("/ui/check", json={"server": {"size": "16M", "delay_write": "4ms"}}).json()
+    assert good["ok"] is True and good["server"]["size"] == 16 << 20 and good["server"]["delay_write"] == 4.0

@@ -173,7 +173,7 @@ export function drawChart(model, width, opts = {}) {
   const p = palette();
   const k = opts.scale || 1;
   // the smallest text in the chart is 12.5 units: a scale of 1.6 draws it at 20 px (a projector's floor)
-  const narrow = width < 620;
+  const narrow = width < 860; // labels above the bars: a tablet shows them whole
   const fs = 15 * k;
   const x0 = opts.title ? 24 * k : 0; // page margin of an exported image
   const labelW = narrow ? 0 : x0 + Math.min(330 * k, width * 0.33);

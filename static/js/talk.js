@@ -10,7 +10,7 @@ import { barFor, buildModel, drawChart, rowSpec, runsByKey, runsForRow } from ".
 import { init, onKey, onRoleChange, onThemeChange, showMessage, typing } from "./common.js";
 import { DiskMap, cellSizeFor, legend, unrle } from "./diskmap.js";
 import * as f from "./format.js";
-import { FINAL, start, store, subscribe, watchScenario } from "./live.js";
+import { start, store, subscribe, watchScenario } from "./live.js";
 import { reachedOf } from "./runview.js";
 
 const $ = (id) => document.getElementById(id);
@@ -421,4 +421,4 @@ async function main() {
 
 main();
 
-export { FINAL };
+

@@ -1,11 +1,12 @@
-"""Screenshots of the dashboard for docs/screenshots/, at a projector's and a phone's size.
+"""Screenshots of the dashboard for docs/screenshots/: a 720p projector minus browser chrome, a phone, a tablet.
 
     .venv/bin/python tests/browser/make_screenshots.py [--url http://127.0.0.1:8000] [--out docs/screenshots]
 
 Without --url it starts its own `lab serve` on a temporary data dir. It makes sure the
 case study and the acts have been measured at the talk's geometry (that takes a few
 minutes the first time), then shoots the lab with two runs live, the case-study chart,
-one act with its outcome, and the talk's summary.
+one act with its outcome and disk maps, the talk's summary, the talk in kiosk mode while an
+act runs, and one run's page (its disk map replayed from the trace).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from labservice import ROOT, LabService
 
-SIZES = ((1280, 720), (390, 844))
+SIZES = ((1280, 640), (390, 844), (768, 1024))
 
 
 def wait_sweep(url: str, sweep_id: str) -> None:
     while True:
-        sweep = httpx.get(f"{url}/api/sweeps/{sweep_id}", timeout=30).json()
+        sweep = httpx.get(f"{url}/api/v1/sweeps/{sweep_id}", timeout=30).json()
         print(f"  {sweep['name']}: {sweep['finished']}/{sweep['total']}", file=sys.stderr)
         if sweep["status"] not in ("queued", "running"):
             return
@@ -36,12 +37,12 @@ def wait_sweep(url: str, sweep_id: str) -> None:
 
 
 def ensure_measured(url: str, headers: dict[str, str]) -> None:
-    done = {s["name"] for s in httpx.get(f"{url}/api/sweeps?status=succeeded", timeout=30).json()["sweeps"]}
+    done = {s["name"] for s in httpx.get(f"{url}/api/v1/sweeps?status=succeeded", timeout=30).json()["sweeps"]}
     for name in ("case-study", "acts"):
         if name in done:
             continue
         print(f"running the {name} sweep", file=sys.stderr)
-        r = httpx.post(f"{url}/api/scenarios/{name}/runs", headers=headers, timeout=30)
+        r = httpx.post(f"{url}/api/v1/scenarios/{name}/runs", headers=headers, timeout=30)
         r.raise_for_status()
         wait_sweep(url, r.json()["id"])
 
@@ -71,19 +72,32 @@ def shoot(url: str, out: Path, headers: dict[str, str], token: str | None) -> No
             page.wait_for_timeout(300)
             page.screenshot(path=str(out / f"talk-summary-{suffix}.png"))
 
+            # one run's own page: act 3 on server B, its pre-zero pass written over the whole disk
+            runs = httpx.get(f"{url}/api/v1/runs?label=act3-B&status=succeeded&limit=1", timeout=30).json()["runs"]
+            if runs:
+                page.goto(url + f"/runs/{runs[0]['id']}")
+                page.wait_for_selector("#trace-body tr")
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(out / f"run-{suffix}.png"))
+
             # last, so the two runs it starts show nowhere else
             page.goto(url + "/")
             page.wait_for_selector('#conn[data-state="live"]')
             ids = []
             for group, zeromode in (("A", "plugin"), ("B", "emulate")):
-                r = httpx.post(f"{url}/api/runs", headers=headers, timeout=30,
+                r = httpx.post(f"{url}/api/v1/runs", headers=headers, timeout=30,
                                json={"client": "qemu-4.2", "server": {"zeromode": zeromode}, "label": f"act5-{group}"})
                 ids.append(r.json()["id"])
-            page.wait_for_selector('#live-list .run-card[data-status="running"] .run-stats >> text=requests cover')
+            page.wait_for_selector('#live-list .run-card[data-status="running"] dd[data-stat="writes"]')
             page.wait_for_timeout(2500)
             page.screenshot(path=str(out / f"lab-{suffix}.png"))
+            if width >= 1280:  # the same race, as the talk shows it in kiosk mode
+                page.goto(url + "/talk?kiosk#fast-zero")
+                page.wait_for_selector('.lane[data-state="running"]')
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(out / f"talk-kiosk-running-{suffix}.png"))
             for run_id in ids:  # let them finish before the next size
-                while httpx.get(f"{url}/api/runs/{run_id}", timeout=30).json()["status"] in ("queued", "running"):
+                while httpx.get(f"{url}/api/v1/runs/{run_id}", timeout=30).json()["status"] in ("queued", "running"):
                     time.sleep(0.5)
             page.close()
         browser.close()
