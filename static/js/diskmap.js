@@ -132,6 +132,7 @@ export class DiskMap {
   flash(code, first, last) {
     this.flashes.push([code, first, last, performance.now() + FLASH_MS]);
     this.canvas.dataset.flashed = code;
+    this.draw();
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this.draw(), FLASH_MS + 20);
   }

@@ -42,9 +42,15 @@ function renderRun(run) {
   $("run-error").hidden = !(run.error && (failed(run) || run.status === "cancelled"));
   $("run-error").textContent = run.error || "";
   const times = [["setup (image, server)", run.setup_s], ["copy", run.duration_s], ["verify (read back)", run.verify_s]];
+  // the copy's expected time, part by part, where this machine has been calibrated (lab calibrate)
+  const b2 = run.breakdown || {};
+  const parts = [["delays (the floor)", b2.delays_s], ["per request", b2.per_request_s], ["per byte", b2.per_byte_s], ["fixed", b2.fixed_s]]
+    .filter(([, v]) => typeof v === "number");
   const total = times.reduce((s, [, v]) => s + (v || 0), 0);
   $("run-times").replaceChildren(...times.flatMap(([k, v]) => dd(k, v === null || v === undefined ? "–"
-    : `${f.seconds(v)}${total ? ` (${Math.round((v / total) * 100)}%)` : ""}`)));
+    : `${f.seconds(v)}${total ? ` (${Math.round((v / total) * 100)}%)` : ""}`)),
+    ...(parts.length && run.expected_s ? [...dd("copy expected", f.seconds(run.expected_s)),
+      ...parts.flatMap(([k, v]) => dd(`· ${k}`, f.seconds(v)))] : []));
   $("run-model").textContent = run.predicted_s ? (run.model === "serial-upper-bound"
     ? `The model (writes × delay-write + zeroes × delay-zero) is an upper bound for a client with many requests in flight: measured ${f.seconds(run.duration_s)} of at most ${f.seconds(run.predicted_s)}.`
     : `The model (writes × delay-write + zeroes × delay-zero) is the floor for one request in flight: measured/predicted = ${run.ratio ?? "–"}.`) : "";

@@ -166,6 +166,9 @@ export function renderCard(run, node = null) {
   r.mapbox.hidden = !map;
   if (map) {
     r.map.setCells(unrle(map.cells), map.cell_size);
+    const refused = progress && !done ? ((wireOf(run, progress) || {}).fast_zero_failed || 0) : 0;
+    if (refused > (r.refused || 0)) r.map.flash("R", 0, r.map.cells.length); // a refused fast zero: a flash
+    r.refused = refused;
     const series = store.series.get(run.id);
     if (series && series.length > 1 && r.rate._n !== series.length) {
       r.rate._n = series.length;

@@ -143,8 +143,13 @@ function updateLane(lane, bar, scale) {
   const run = bar.run;
   const live = run && store.cells.get(run.id);
   const m = run && bar.state !== "empty" ? live || run.diskmap : null;
-  if (m) refs.map.setCells(unrle(m.cells), m.cell_size);
-  else {
+  if (m) {
+    refs.map.setCells(unrle(m.cells), m.cell_size);
+    // a refused fast zero changes nothing on disk: it flashes over the disk as it happens
+    const refused = bar.state === "running" ? (countsOf(bar)?.wire?.fast_zero_failed || 0) : 0;
+    if (refused > (refs.refused || 0)) refs.map.flash("R", 0, refs.map.cells.length);
+    refs.refused = refused;
+  } else {
     // nothing written yet: the whole disk, untouched
     const size = rowSpec(bar.row).size;
     if (typeof size === "number") { const cell = cellSizeFor(size); refs.map.setCells(".".repeat(Math.ceil(size / cell)), cell); }

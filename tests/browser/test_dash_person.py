@@ -440,3 +440,17 @@ def test_every_page_at_every_size_has_no_sideways_scroll(service: LabService, ne
             shot(page, f"{name}-{size[0]}x{size[1]}.png")
         assert page.console.errors == []
     time.sleep(0)
+
+
+def test_act5_on_server_b_flashes_the_refused_fast_zero_live(service: LabService, new_page) -> None:
+    page = new_page(*PROJECTOR)
+    page.goto(service.url + "/talk#fast-zero")
+    wait_live(page)
+    run = service.post(
+        "/api/runs",
+        {"client": "qemu-4.2", "label": "act5-B", "server": {"zeromode": "emulate", **SMALL, "delay_write": "20ms"}},
+    ).json()
+    page.wait_for_selector('.lane[data-row="act5-B"] canvas[data-flashed="R"]')
+    assert service.wait_run(run["id"])["wire"]["fast_zero_failed"] == 1
+    page.wait_for_selector('.lane[data-row="act5-B"][data-state="done"]')
+    assert set(page.get_attribute('.lane[data-row="act5-B"] canvas', "data-cells")) == {"D", "W"}
