@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERSION = 1
+VERSION = 2
 MiB = 1 << 20
 TERMS = ("fixed", "wire_requests", "backend_requests", "sleeps", "mib", "delays")
 # what each term is called in a breakdown
@@ -46,6 +46,10 @@ PLAN_SERIAL = (
     ("12M", "alternate:64k", "64k", 0, 0),  # wire requests (96 writes + 96 zeroes)
     ("12M", "full", "64k", 1, 1),  # sleeps (192 of 1 ms)
     ("2M", "full", "256k", 0, 0),  # fixed
+    # mixed points: more equations than terms, so one disturbed run cannot set a coefficient alone
+    ("24M", "alternate:256k", "256k", 2, 1),
+    ("32M", "full", "256k", 0, 0),
+    ("6M", "alternate:1M", "64k", 4, 2),
 )
 # A parallel client overlaps the sleeps: the delay factor is fitted too, from two delay levels.
 PLAN_PARALLEL = (*PLAN_SERIAL, ("12M", "full", "64k", 5, 5))
@@ -105,10 +109,17 @@ class Calibration:
     load_before: float = 0.0
     version: int = VERSION
 
+    @property
+    def contended(self) -> tuple[int, int]:
+        """(points measured while others used the CPU, all points): a noisy calibration says so."""
+        pts = [p for f in self.fits.values() for p in f.points]
+        return sum(1 for p in pts if p.get("contended")), len(pts)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k, f in self.fits.items():
             d["fits"][k]["worst"] = round(f.worst, 4)
+        d["contended_points"], d["points"] = self.contended
         return d
 
     @classmethod
@@ -258,7 +269,7 @@ def _measure(kind: Kind, geometry: tuple[str, str, str, int, int], cancel: threa
             raise RuntimeError(f"calibration run {kind.key} {geometry} failed: {run.error}")
         if best is None or run.duration_s < best.duration_s:
             best = run
-    return {"geometry": list(geometry), "measured_s": best.duration_s,
+    return {"geometry": list(geometry), "measured_s": best.duration_s, "contended": bool(best.contended),
             "features": features(spec, best.backend, best.server_log, best.predicted_s or 0.0)}
 
 

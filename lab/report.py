@@ -75,6 +75,10 @@ def calibration_table(cal: Any) -> str:
         out.append(f"{key:18}{1e3 * c.get('fixed', 0):10.2f}{1e6 * c.get('wire_requests', 0):12.1f}"
                    f"{1e6 * c.get('backend_requests', 0):15.1f}{1e6 * c.get('sleeps', 0):10.1f}"
                    f"{1e3 * c.get('mib', 0):8.3f}{c.get('delays', 0):8.3f}{100 * f.worst:9.1f}%")
+    noisy, total = cal.contended
+    if noisy:
+        out.append(f"{noisy} of {total} points were measured while other work used the CPU (contended): "
+                   "run `lab calibrate` again on a quiet machine for figures to trust")
     return "\n".join(out)
 
 
