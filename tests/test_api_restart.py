@@ -28,18 +28,17 @@ def test_graceful_stop_then_restart(tmp_path):
 # Slow enough that all four are still copying when the service dies (16 s serial; nbdcopy's
 # parallel requests each wait 5 s). The service is started with a matching LAB_MAX_DELAY_MS.
 CRAWL = {"size": "8M", "delay_write": "500ms", "delay_zero": "500ms"}
-CRAWL_PARALLEL = {"size": "8M", "delay_write": "5s", "delay_zero": "5s"}
 
 
 def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch, live_service):
-    """kill -9 during four concurrent runs (qemu-img, nbdcopy and two era clients): every process
-    of ours dies with the service; the next start sweeps its dirs, marks the runs interrupted
-    and keeps what had finished."""
+    """kill -9 during four concurrent runs (qemu-img and three era clients; the pool runs a CPU-bound
+    nbdcopy alone, never among others): every process of ours dies with the service; the next
+    start sweeps its dirs, marks the runs interrupted and keeps what had finished."""
     data, runtime = tmp_path / "data", tmp_path / "run"
     svc = live_service(LAB_WORKERS="4", LAB_MAX_DELAY_MS="5000")
     with svc.http() as http:
         done = wait_final(http, start_run(http)["id"])
-        running = [start_run(http, "qemu-img", **CRAWL), start_run(http, "nbdcopy", **CRAWL_PARALLEL),
+        running = [start_run(http, "qemu-img", **CRAWL), start_run(http, "qemu-2.8", **CRAWL),
                    start_run(http, "qemu-4.2", **CRAWL), start_run(http, "qemu-2.7", **CRAWL)]
         queued = start_run(http)
 
@@ -47,8 +46,7 @@ def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch, live_service):
             tree = descendants(svc.proc.pid)
             names = [p.name for p in tree]
             era_children = [p for p in tree if p.name.startswith("python")]
-            ok = (names.count("nbdkit") == 4 and "qemu-img" in names and "nbdcopy" in names
-                  and len(era_children) >= 2)
+            ok = names.count("nbdkit") == 4 and "qemu-img" in names and len(era_children) >= 3
             return tree if ok else None
 
         tree = wait_for(all_copying, 60)
