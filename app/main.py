@@ -30,6 +30,7 @@ from app.api import (
     LEGACY_PREFIX,
     calibration,
     classroom,
+    config,
     events,
     health,
     kinds,
@@ -104,9 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
-    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
+    for module in (health, config, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
         app.include_router(module.router, prefix=API_PREFIX)
-    for module in (health, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
+    for module in (health, config, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
         app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
     apidocs.install(app)

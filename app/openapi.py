@@ -3,7 +3,7 @@
 FastAPI's generated schema is adjusted in three ways:
 - every POST/DELETE is marked as needing the bearer token (enforced by TokenMiddleware);
 - error answers are documented as application/json even on event-stream routes;
-- server-field bounds come from this instance's settings (max size, max delay), so a
+- server-field bounds (declared in lab.spec) come from this instance's settings, so a
   client or a fuzzer reading the schema knows what will be accepted;
 - OpenAPI links say which id a creation answers with and where it leads (run -> get,
   cancel, events; server -> get, delete, a run on it; sweep -> get, cancel, events), so
@@ -23,8 +23,10 @@ from app.api import API_PREFIX
 from app.errors import CODES, PROBLEM_JSON
 from app.settings import Settings
 from app.unitregex import with_units
-from lab.spec import DEFAULT_LIMITS
+from lab import spec
 from lab.units import parse_delay, parse_size
+
+_PARSE: dict[str, Callable[[Any], float]] = {"size": parse_size, "delay": parse_delay}
 
 
 def _each(schema: Any, fn: Callable[[dict[str, Any]], None]) -> None:
@@ -41,6 +43,7 @@ def _each(schema: Any, fn: Callable[[dict[str, Any]], None]) -> None:
 
 SIZE_UNITS = {"[kK]": 1 << 10, "[mM]": 1 << 20, "[gG]": 1 << 30}
 DELAY_UNITS = {"ms": 1, "s": 1000}
+_UNITS = {"size": SIZE_UNITS, "delay": DELAY_UNITS}
 
 
 def _bounds(prop: dict[str, Any], low: float, high: float, multiple: int, parse: Callable[[Any], float],
@@ -133,13 +136,11 @@ def install(app: FastAPI, settings: Settings) -> None:
                         stream.pop("schema", None)  # FastAPI's "string": the events are described per item
         for name in BOUNDED:
             props = schema["components"]["schemas"].get(name, {}).get("properties", {})
-            if "size" in props:
-                _bounds(props["size"], 1 << 20, limits.max_size, 512, parse_size, SIZE_UNITS)
-            if "maxdata" in props:
-                _bounds(props["maxdata"], DEFAULT_LIMITS.min_maxdata, limits.max_maxdata, 512, parse_size, SIZE_UNITS)
-            for field in ("delay_write", "delay_zero"):
-                if field in props:
-                    _bounds(props[field], 0, limits.max_delay_ms, 1, parse_delay, DELAY_UNITS)
+            for field, prop in props.items():
+                b = spec.bounds(field, limits) if field in spec.SERVER_FIELDS else None
+                if b is not None:
+                    kind = spec.SERVER_FIELDS[field].kind
+                    _bounds(prop, *b, _PARSE[kind], _UNITS[kind])
         for name, variants in ONE_OF.items():
             _split_one_of(schema["components"]["schemas"], name, variants)
         _add_links(schema)

@@ -8,7 +8,6 @@ a token) is rendered into it here, from the same registries the CLI uses.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,11 +15,9 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
+from app.api.config import lab_config
 from app.auth import token_ok
-from lab import kinds, storage
-from lab.clients import client_ids, get_client
-from lab.spec import DISK_FORMATS, FASTZEROMODES, PLUGINS, ZEROMODES, ServerSpec, SpecError, build_spec
-from lab.units import format_delay, format_size
+from lab.spec import DEFAULTS, SERVER_FIELDS, ServerSpec, SpecError, build_spec, spec_text
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -31,31 +28,14 @@ PAGES = (("lab", "/", "Lab"), ("results", "/results", "Case study"), ("talk", "/
 
 
 def lab_token(request: Request) -> str | None:
-    """The presenter token: from the app's settings when it has them, else the environment."""
+    """The presenter token, from the app's settings."""
     settings = getattr(request.app.state, "settings", None)
-    if settings is not None and hasattr(settings, "token_value"):
-        return settings.token_value or None
-    return os.environ.get("LAB_TOKEN", "").strip() or None
+    return settings.token_value if settings is not None else None
 
 
 def page_config(request: Request) -> dict[str, Any]:
-    """Everything the scripts need up front; the rest comes from /api."""
-    clients = []
-    for cid in client_ids():
-        info = get_client(cid).info()
-        clients.append({k: info.get(k) for k in ("id", "label", "era", "description", "parallel", "real_binary")})
-    return {
-        "auth_required": lab_token(request) is not None,
-        "clients": clients,
-        "zeromodes": list(ZEROMODES),
-        "fastzeromodes": list(FASTZEROMODES),
-        "spec_defaults": ServerSpec().to_dict(),
-        # server kinds and storages with their availability here (disabled options say why)
-        "kinds": kinds.availability(),
-        "storages": storage.availability(),
-        "plugins": list(PLUGINS),
-        "disk_formats": list(DISK_FORMATS),
-    }
+    """Everything the scripts need up front (GET /api/config's answer); the rest comes from /api."""
+    return lab_config(request)
 
 
 def _render(request: Request, template: str, page: str) -> HTMLResponse:
@@ -94,9 +74,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
 
 
 # What the form shows for an empty field: the default, spelt as a person would type it.
-_DEFAULT_TEXT = {"size": format_size(ServerSpec.size), "maxdata": format_size(ServerSpec.maxdata),
-                 "delay_write": format_delay(ServerSpec.delay_write), "delay_zero": format_delay(ServerSpec.delay_zero),
-                 "pattern": ServerSpec.pattern}
+_DEFAULT_TEXT = spec_text(DEFAULTS)
 _FIELD_WORDS = {"size": "Size", "maxdata": "maxdata", "delay_write": "Delay per write", "delay_zero": "Delay per zero",
                 "pattern": "Pattern", "zeromode": "zeromode", "fastzeromode": "fastzeromode"}
 
@@ -112,7 +90,7 @@ def check_fields(request: Request, server: Annotated[dict[str, Any], Body(embed=
         return manager.new_spec(raw) if manager is not None else build_spec(raw)
 
     errors: dict[str, str] = {}
-    fields = {k: v for k, v in (server or {}).items() if k in ServerSpec.__dataclass_fields__}
+    fields = {k: v for k, v in (server or {}).items() if k in SERVER_FIELDS}
     for name, value in list(fields.items()):
         if isinstance(value, str) and not value.strip():
             errors[name] = f"{_FIELD_WORDS.get(name, name)} is empty: type one, such as {_DEFAULT_TEXT.get(name, '')}."

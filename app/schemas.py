@@ -1,18 +1,15 @@
 """Request and response shapes, split by role: what a client may send vs what we answer.
 
-Requests are strict: unknown fields are refused, a boolean is not a size, enumerations
-name the modes and clients. Sizes are an integer of bytes or a string with a unit
-("16M"), delays a string with a unit ("20ms", "0.5s") or a number of milliseconds;
-both are parsed here (so a bad one is a 422 naming its field) and checked against the
-configured limits by lab.spec.build_spec. Responses echo them normalised: bytes and ms.
-
-Response models allow extra fields, so what the core adds to Run.to_dict() reaches
-API clients without a schema change here first.
+Nothing here restates a server field or a run field: the server-field request models are
+made from lab.spec.ServerSpec (its units, choices and help; bounds are added to the
+OpenAPI schema per settings by app/openapi.py, and checked by lab.spec.build_spec), and
+the run and server responses are the core's own models (lab.runs.Run, lab.spec.ServerSpec,
+lab.servers.ServerFlags). Requests are strict: unknown fields are refused, a boolean is not
+a size. Responses echo values normalised (bytes, milliseconds) and allow extra fields.
 """
 
 from __future__ import annotations
 
-import re
 import typing
 from enum import StrEnum
 from typing import Annotated, Any
@@ -23,106 +20,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainValidator,
-    StrictBool,
     StringConstraints,
     WithJsonSchema,
     create_model,
 )
 
 from lab.clients import client_ids
-from lab.runs import STATUSES
-from lab.spec import DISK_FORMATS, DISK_INITS, FASTZEROMODES, KINDS, PLUGINS, SOURCE_FORMATS, STORAGES, ZEROMODES
+from lab.runs import STATUSES, Run
+from lab.servers import ServerFlags
+from lab.spec import FieldsIn, ServerSpec, SizeIn, partial_model, request_model
 from lab.students import MAX_DURATION_S, MAX_NAME, MAX_OPS, clean_name, clean_prediction
-from lab.units import parse_delay, parse_size
 
-ZeroMode = StrEnum("ZeroMode", {m: m for m in ZEROMODES})
-FastZeroMode = StrEnum("FastZeroMode", {m: m for m in FASTZEROMODES})
-Plugin = StrEnum("Plugin", {m: m for m in PLUGINS})
-SourceFormat = StrEnum("SourceFormat", {m: m for m in SOURCE_FORMATS})
-Kind = StrEnum("Kind", {m: m for m in KINDS})
-Storage = StrEnum("Storage", {m: m for m in STORAGES})
-DiskFormat = StrEnum("DiskFormat", {m: m for m in DISK_FORMATS})
-DiskInit = StrEnum("DiskInit", {m: m for m in DISK_INITS})
 ClientId = StrEnum("ClientId", {c: c for c in client_ids()})
 RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})
 
-MAX_JSON_INT = 1 << 53
-# Unit spellings lab.units accepts, as case-insensitive character classes (JSON Schema has no flags).
-# The API's unit grammar: a whole number with a unit, no spaces (the CLI takes more spellings).
-# Kept this narrow so the OpenAPI document can say exactly which strings are accepted: app/openapi.py
-# narrows these patterns further to this instance's bounds (app/unitregex.py).
-SIZE_PATTERN = r"^[1-9][0-9]{0,14}[kKmMgG]$"
-DELAY_PATTERN = r"^(0|[1-9][0-9]{0,11})(ms|s)$"
-# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.images.parse_pattern needs.
-_LENGTH = r"([1-9][0-9]{0,5}[mMgG]|([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,3}([02468][048]|[13579][26]))[kK])"
-PATTERN_PATTERN = rf"^(full|empty|alternate:{_LENGTH}(:{_LENGTH})?)$"
-_SIZE_RE = re.compile(SIZE_PATTERN)
-_PATTERN_RE = re.compile(PATTERN_PATTERN)
-_DELAY_RE = re.compile(DELAY_PATTERN)
-
-
-def _size(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | str):
-        raise ValueError("a size is an integer number of bytes or a string with a unit such as '16M'")
-    if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
-        raise ValueError(f"a size must be between 0 and {MAX_JSON_INT} bytes")
-    if isinstance(v, str) and not _SIZE_RE.match(v):
-        raise ValueError(f"{v[:40]!r} is not a size: use an integer of bytes, or a whole number with k, M or G "
-                         "(such as 16M)")
-    return parse_size(v)
-
-
-def _delay(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
-        raise ValueError("a delay is a number of milliseconds or a string with a unit such as '20ms'")
-    if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
-        raise ValueError(f"a delay must be between 0 and {MAX_JSON_INT} milliseconds")
-    if isinstance(v, str) and not _DELAY_RE.match(v):
-        raise ValueError(f"{v[:40]!r} is not a delay: use a number of milliseconds, or a whole number with ms or s "
-                         "(such as 20ms)")
-    return parse_delay(v)
-
-
-def _layout(v: Any) -> str:
-    if not isinstance(v, str):
-        raise ValueError("a pattern is a string such as 'alternate:1M', 'full' or 'empty'")
-    if len(v) > 64 or not _PATTERN_RE.match(v):
-        raise ValueError(f"{v[:40]!r} is not a pattern: use alternate:DATA[:HOLE] (such as alternate:1M; lengths "
-                         "in M, G or multiples of 4k), full or empty")
-    return v.strip()
-
-
-Size = Annotated[
-    int,
-    PlainValidator(_size),
-    WithJsonSchema({
-        "anyOf": [
-            {"type": "integer", "minimum": 0, "maximum": MAX_JSON_INT},
-            {"type": "string", "pattern": SIZE_PATTERN},
-        ],
-        "description": "bytes, or a whole number with a binary unit: 512k, 16M, 1G",
-        "examples": ["16M", 262144],
-    }),
-]
-Delay = Annotated[
-    float,
-    PlainValidator(_delay),
-    WithJsonSchema({
-        "anyOf": [
-            {"type": "number", "minimum": 0},
-            {"type": "string", "pattern": DELAY_PATTERN},
-        ],
-        "description": "milliseconds (a whole number), or a whole number with a unit: 20ms, 1s",
-        "examples": ["20ms", 5],
-    }),
-]
-Pattern = Annotated[
-    str,
-    PlainValidator(_layout),
-    WithJsonSchema({"type": "string", "pattern": PATTERN_PATTERN, "maxLength": 64,
-                    "examples": ["alternate:1M", "full"]}),
-]
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Label = Annotated[str, StringConstraints(max_length=80)]
 RowKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -156,38 +67,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class GeometryFields(_Strict):
-    """Server fields that do not choose a mode: what a sweep may override for every row."""
-
-    size: Size | None = Field(None, description="image size (default 100M)")
-    pattern: Pattern | None = Field(None, description="source layout: alternate:DATA[:HOLE], full or empty")
-    maxdata: Size | None = Field(None, description="largest backend write, blocksize filter (default 256k)")
-    delay_write: Delay | None = Field(None, description="delay per backend write (default 20ms)")
-    delay_zero: Delay | None = Field(None, description="delay per backend zero (default 5ms)")
-    plugin: Plugin | None = Field(None, description="nbdkit plugin (default memory)")
-    noextents: StrictBool | None = Field(None, description="hide block status from clients (default true)")
-    source_format: SourceFormat | None = Field(None, description="format of the source image (default qcow2)")
-
-    def raw(self) -> dict[str, Any]:
-        """The fields that were given, as plain values for lab.spec.build_spec."""
-        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in self.model_dump(exclude_none=True).items()}
-
-
-class ServerFields(GeometryFields):
-    """A server's knobs (all optional; defaults = the talk's baseline)."""
-
-    zeromode: ZeroMode | None = Field(None, description="nozero filter zeromode (default none)")
-    fastzeromode: FastZeroMode | None = Field(None, description="nozero filter fastzeromode (default: default)")
-    kind: Kind | None = Field(None, description="server kind under the filter stack (default nbdkit); "
-                                                "see GET /api/kinds for what this machine has")
-    storage: Storage | None = Field(None, description="where a file-backed server's disk lives (plugin file, "
-                                                      "qemu-nbd, nbd-server); default: its private dir")
-    disk_format: DiskFormat | None = Field(None, description="qemu-nbd's disk format (default raw)")
-    target: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = Field(
-        None, description="kind external: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS")
-    destructive: StrictBool | None = Field(None, description="kind external: allow overwriting the target")
-    disk_init: DiskInit | None = Field(None, description="what a file-backed disk holds before the copy: sparse "
-                                                         "(default) or data (every byte written: a reused disk)")
+GeometryFields: type[FieldsIn] = request_model(
+    "GeometryFields", ("geometry",), "Server fields that do not choose a mode: what a sweep may override in each row.")
+ServerFields: type[FieldsIn] = request_model(
+    "ServerFields", ("mode", "geometry"), "A server's fields (all optional; defaults = the talk's baseline).")
 
 
 class ServerCreate(ServerFields):
@@ -268,48 +151,11 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class ServerOut(_Open):
-    zeromode: str
-    fastzeromode: str
-    size: int
-    pattern: str
-    maxdata: int
-    delay_write: float
-    delay_zero: float
-    plugin: str | None = None
-    noextents: bool | None = None
-    source_format: str | None = None
-    kind: str | None = None
-    storage: str | None = None
-    disk_format: str | None = None
-    target: str | None = None
-    destructive: bool | None = None
-    disk_init: str | None = None
+class ServerOut(ServerSpec):
+    """A server's fields, normalised (bytes, milliseconds): lab.spec.ServerSpec."""
 
 
-class BackendOut(_Open):
-    write_ops: int
-    write_bytes: int
-    zero_ops: int
-    zero_bytes: int
-    trim_ops: int
-    flush_ops: int
-
-
-class WireOut(_Open):
-    write: int
-    zero: int
-    fast_zero: int
-    fast_zero_failed: int
-    flush: int
-
-
-class FlagsOut(_Open):
-    size: int
-    can_zero: bool
-    can_fast_zero: bool
-    can_trim: bool
-    can_flush: bool
+FlagsOut = ServerFlags
 
 
 class Contention(_Open):
@@ -370,74 +216,16 @@ class Reference(_Open):
     nbdkit_1_32: ReferenceNote | None = None
 
 
-class StatsCheck(_Open):
-    """nbdkit's stats filter against the lab's own count of backend requests (they must agree)."""
-
-    stats_write_ops: int
-    stats_zero_ops: int
-    agree: bool
+ServerPartial = partial_model(
+    "ServerPartial", _Open, "Some server fields (those a scenario row, a sweep's overrides or a filter sets).")
 
 
-class ServerPartial(_Open):
-    """Some server fields (those a scenario row, a sweep's overrides or a filter set), normalised."""
+class RunOut(Run):
+    """lab.runs.Run: the same object `lab run --json` prints (typed reference figures)."""
 
-    zeromode: str | None = None
-    fastzeromode: str | None = None
-    size: int | None = None
-    pattern: str | None = None
-    maxdata: int | None = None
-    delay_write: float | None = None
-    delay_zero: float | None = None
-    plugin: str | None = None
-    noextents: bool | None = None
-    source_format: str | None = None
-    kind: str | None = None
-    storage: str | None = None
-    disk_format: str | None = None
-    target: str | None = None
-    destructive: bool | None = None
-
-
-class RunOut(_Open):
-    """Run.to_dict(): the same object `lab run --json` prints."""
-
-    id: str
-    status: RunStatus
-    client: str
-    server: ServerOut
-    queue_depth: int | None = None
-    server_id: str | None = None
-    sweep_id: str | None = None
-    label: str | None = None
-    student: str | None = None
-    prediction: dict[str, float] | None = None
-    reference: Reference | None = None
-    created_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    setup_s: float | None = None
-    duration_s: float | None = None
-    verify_s: float | None = None
-    predicted_s: float | None = None
-    expected_s: float | None = Field(None, description="calibrated expectation on this machine (lab calibrate)")
-    breakdown: dict[str, float] | None = Field(
-        None, description="expected_s split: delays_s (the floor), per_request_s, per_byte_s, fixed_s")
-    calibration: str | None = Field(None, description="coefficient set used, e.g. era-q1/single")
-    contended: bool | None = Field(None, description="others used more CPU during the copy than a clean "
-                                   "measurement allows (contention.others_cores > limit_cores)")
-    contention: Contention | None = Field(
+    reference: Reference | None = None  # type: ignore[assignment]
+    contention: Contention | None = Field(  # type: ignore[assignment]
         None, description="machine_cores, own_cores, others_cores, limit_cores during the copy")
-    model: str | None = None
-    verified: bool | None = None
-    verify_detail: str | None = None
-    backend: BackendOut | None = None
-    wire: WireOut | None = None
-    server_log: WireOut | None = None
-    stats_check: StatsCheck | None = None
-    flags: FlagsOut | None = None
-    notes: list[str] = []
-    error: str | None = None
-    ratio: float | None = None
     queue_position: int | None = Field(None, description="a queued run's place in the queue (1: starts next)")
 
 
@@ -569,7 +357,7 @@ class KindsOut(BaseModel):
 class ProbeCreate(_Strict):
     server: ServerFields | None = Field(None, description="the server to probe (probe defaults: zeromode plugin, "
                                                           "no delays, maxdata 32M)")
-    length: Size | None = Field(None, description="bytes per probed range, 1M..256M (default 64M; 4 ranges)")
+    length: SizeIn | None = Field(None, description="bytes per probed range, 1M..256M (default 64M; 4 ranges)")
 
 
 class ProbeVerdict(StrEnum):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -12,23 +11,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lab import report, sweep_cli
+from pydantic import ValidationError
+
+from lab import report, spec, sweep_cli
 from lab.clients import client_ids, get_client
+from lab.config import Settings
 from lab.errors import NotFound
 from lab.pool import Job, Stop, WorkerPool
 from lab.runs import Run, execute
 from lab.scenarios import SCENARIOS, get_scenario, runnable
-from lab.spec import (
-    DISK_FORMATS,
-    FASTZEROMODES,
-    KINDS,
-    PLUGINS,
-    SOURCE_FORMATS,
-    STORAGES,
-    ZEROMODES,
-    SpecError,
-    build_spec,
-)
+from lab.spec import SpecError
 from lab.sweeps import SweepService
 
 
@@ -38,44 +30,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"lab: error: {message}\n")
 
 
-def _server_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
-    d = (lambda v: v) if defaults else (lambda _v: None)
-    p.add_argument("--zeromode", default=d("none"), help=f"nbdkit nozero mode: {', '.join(ZEROMODES)} (default none)")
-    p.add_argument("--fastzeromode", default=d("default"),
-                   help=f"nbdkit fast-zero mode: {', '.join(FASTZEROMODES)} (default: default)")
-    p.add_argument("--size", default=d("100M"), help="image size, e.g. 100M (default 100M)")
-    p.add_argument("--pattern", default=d("alternate:1M"),
-                   help="source layout: alternate:DATA[:HOLE], full or empty (default alternate:1M)")
-    p.add_argument("--maxdata", default=d("256k"), help="largest backend write, blocksize filter (default 256k)")
-    p.add_argument("--delay-write", default=d("20ms"), help="delay per backend write (default 20ms)")
-    p.add_argument("--delay-zero", default=d("5ms"), help="delay per backend zero (default 5ms)")
-    p.add_argument("--plugin", default=d("memory"), help=f"nbdkit plugin: {', '.join(PLUGINS)} (default memory)")
-    p.add_argument("--source-format", default=d("qcow2"),
-                   help=f"format of the source image: {', '.join(SOURCE_FORMATS)} (default qcow2)")
-    p.add_argument("--kind", default=d("nbdkit"),
-                   help=f"server kind: {', '.join(KINDS)} (default nbdkit; others behind an nbdkit proxy)")
-    p.add_argument("--storage", default=None,
-                   help=f"where a file-backed server's disk lives: {', '.join(STORAGES)} "
-                        "(default: the server's private dir); see `lab kinds`")
-    p.add_argument("--disk-format", default=d("raw"), help=f"disk format for qemu-nbd: {', '.join(DISK_FORMATS)}")
-    p.add_argument("--noextents", choices=("true", "false"), default=None,
-                   help="hide block status from clients with nbdkit's noextents filter (default true; "
-                        "a probe's default false)")
-    p.add_argument("--disk-init", default=d("sparse"),
-                   help="what a file-backed disk holds before the copy: sparse (default) or data (a reused disk)")
-    p.add_argument("--target", default=None,
-                   help="external only: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS")
-    p.add_argument("--destructive", action="store_true", default=None,
-                   help="external only: allow overwriting the target's contents")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lab", description="fastzero-lab: re-run the NBD fast-zero case study.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="one copy on a fresh server")
     r.add_argument("--client", default="qemu-img", help="copy client (default qemu-img); see `lab clients`")
-    _server_args(r)
+    spec.add_cli_options(r, _settings().limits)
     r.add_argument("--queue-depth", type=int, default=1,
                    help="requests in flight for the lab's own clients (default 1)")
     r.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
@@ -96,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                         description="Start a server from the options (defaults for a probe: zeroing passed "
                                     "through, no delays, maxdata 32M), time write / zero / fast zero / trim "
                                     "on fresh and written ranges, check they read back as zeroes, give a verdict.")
-    _server_args(pr, defaults=False)
+    spec.add_cli_options(pr, _settings().limits)
     pr.add_argument("--length", default="64M", help="bytes per probed range; 4 ranges are used (default 64M)")
     pr.add_argument("--deadline", type=float, default=120.0, help="give up after this many seconds (default 120)")
     pr.add_argument("--all", action="store_true",
@@ -120,20 +81,15 @@ def _bad(message: str) -> int:
     return 2
 
 
-def _spec_from_args(args: argparse.Namespace) -> Any:
-    raw = {
-        "zeromode": args.zeromode, "fastzeromode": args.fastzeromode, "size": args.size,
-        "pattern": args.pattern, "maxdata": args.maxdata, "delay_write": args.delay_write,
-        "delay_zero": args.delay_zero, "plugin": args.plugin, "source_format": args.source_format,
-        "kind": args.kind, "storage": args.storage, "disk_format": args.disk_format, "target": args.target,
-        "disk_init": args.disk_init, "destructive": args.destructive,
-        "noextents": None if args.noextents is None else args.noextents == "true",
-    }
-    return build_spec(raw)
-
-
-def _option(field: str) -> str:
-    return "--" + field.replace("_", "-")
+def _settings() -> Settings:
+    """The driver reads the environment (LAB_*); the core is handed what it needs. A bad value exits 2."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = "LAB_" + "_".join(str(p) for p in err["loc"]).upper()
+        print(f"lab: error: {name}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class _Interrupt:
@@ -162,12 +118,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 86400:
         return _bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
     try:
-        spec = _spec_from_args(args)
+        server = spec.build_spec(spec.cli_fields(args), _settings().limits)
     except SpecError as e:
-        return _bad(f"{_option(e.field)}: {e.message}")
+        return _bad(f"{spec.option(e.field)}: {e.message}")
     _ensure_calibrated()
-    run = Run(client=args.client, server=spec, queue_depth=args.queue_depth)
-    bar = None if args.json else report.ProgressBar(sys.stderr, spec.size)
+    run = Run(client=args.client, server=server, queue_depth=args.queue_depth)
+    bar = None if args.json else report.ProgressBar(sys.stderr, server.size)
     with _Interrupt() as cancel:
         execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout)
     if bar:
@@ -197,7 +153,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
     pool = WorkerPool(args.workers, queue_size=10_000, work=lambda job: execute(job.run, cancel=job.cancel),
                       finish=finished, name="lab-scenario")
-    sweeps = SweepService(pool)
+    sweeps = SweepService(pool, _settings().limits)
     # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
     # sleep-bound rows pile up beside them on a small machine.
     order = (lambda r: not get_client(r.client).parallel) if args.workers > 1 else None
@@ -208,7 +164,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     except NotFound as e:
         return _bad(f"--only: {e}" if e.field == "only" else str(e))
     except SpecError as e:
-        return _bad(f"{_option(e.field)}: {e.message}")
+        return _bad(f"{spec.option(e.field)}: {e.message}")
     if not args.json:
         _print_skipped(args.name)
     pool.start()
@@ -259,7 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda sig, _frame: terms.append(sig))
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                    log_level=os.environ.get("LAB_LOG_LEVEL", "info"), timeout_graceful_shutdown=3)
+                    log_level=_settings().log_level, timeout_graceful_shutdown=3)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
@@ -270,10 +226,6 @@ def cmd_clients(_args: argparse.Namespace) -> int:
         c = get_client(cid)
         print(f"{cid:10} {c.era:22} {c.description}")
     return 0
-
-
-_PROBE_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
-                 "kind", "storage", "disk_format", "target", "destructive", "disk_init")
 
 
 def _probe_length(args: argparse.Namespace) -> int | str:
@@ -294,10 +246,8 @@ def _probe_fields(args: argparse.Namespace, length: int) -> dict[str, Any]:
     """The server fields the options give (SpecError if they do not fit)."""
     from lab import probe
 
-    fields = {k: getattr(args, k) for k in _PROBE_FIELDS}
-    fields["noextents"] = None if args.noextents is None else args.noextents == "true"
-    given = {k: v for k, v in fields.items() if v is not None}
-    build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length, **given})
+    fields = spec.cli_fields(args)
+    spec.build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length, **fields}, _settings().limits)
     return fields
 
 
@@ -312,11 +262,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     try:
         targets = probe.matrix() if args.all else [_probe_fields(args, length)]
     except SpecError as e:
-        return _bad(f"{_option(e.field)}: {e.message}")
+        return _bad(f"{spec.option(e.field)}: {e.message}")
     out, failed = [], False
     for fields in targets:
         try:
-            out.append(probe.probe_server(fields, length, args.deadline))
+            out.append(probe.probe_server(fields, length, args.deadline, _settings().limits))
         except Exception as e:  # one server failing does not hide the others' rows
             failed = True
             print(f"lab probe: {probe.label(fields)}: {e}", file=sys.stderr)
@@ -360,8 +310,8 @@ def _ensure_calibrated() -> None:
     LAB_AUTO_CALIBRATE=1; never with LAB_AUTO_CALIBRATE=0."""
     from lab import calibrate
 
-    mode = os.environ.get("LAB_AUTO_CALIBRATE", "")
-    if mode == "0" or (mode != "1" and not sys.stderr.isatty()) or calibrate.load() is not None:
+    mode = _settings().auto_calibrate
+    if mode is False or (mode is None and not sys.stderr.isatty()) or calibrate.load() is not None:
         return
     print("lab: first run on this machine: calibrating it once (about 30-60 s; `lab calibrate` redoes it)",
           file=sys.stderr)

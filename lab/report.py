@@ -89,7 +89,8 @@ def run_table(run: Run) -> str:
     lines = [
         f"run {run.id}  client {run.client}  status {run.status.upper()}",
         f"server   {s.describe()}",
-        "flags    " + (" ".join(f"{k}={int(v)}" for k, v in (run.flags or {}).items() if k.startswith("can_")) or "-"),
+        "flags    " + (" ".join(f"{k}={int(v)}" for k, v in (run.flags or {}).items() if k.startswith("can_"))
+                       or "-"),
         "",
         f"{'copy time':16}{_fmt(run.duration_s):>12}   (setup {_fmt(run.setup_s)}, verify {_fmt(run.verify_s)})",
         f"{'predicted':16}{_fmt(run.predicted_s):>12}   ({run.model} model"

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
-from lab.runs import Run
+from lab.runs import Run, StatsCheck
 from lab.servers import ServerFlags
 from lab.spec import ServerSpec
 from lab.students import PREDICTION_FIELDS
@@ -36,11 +36,13 @@ def _reference_keys() -> dict[str, None]:
 
 
 def _prototype() -> dict[str, Any]:
+    """Run.to_dict() with every nested object present: the model fixes the columns, not the data."""
     flags = {f.name: None for f in fields(ServerFlags)}
-    run = Run(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(), server_log=WireCounts(),
-              flags=flags, stats_check={"stats_write_ops": 0, "stats_zero_ops": 0, "agree": None},
-              reference=_reference_keys(), student="", prediction=dict.fromkeys(PREDICTION_FIELDS),
-              breakdown={"delays_s": 0.0, "per_request_s": 0.0, "per_byte_s": 0.0, "fixed_s": 0.0})
+    stats = dict.fromkeys(StatsCheck.__annotations__)
+    run = Run.model_construct(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(),
+                              server_log=WireCounts(), flags=flags, stats_check=stats, reference=_reference_keys(),
+                              student="", prediction=dict.fromkeys(PREDICTION_FIELDS),
+                              breakdown={"delays_s": 0.0, "per_request_s": 0.0, "per_byte_s": 0.0, "fixed_s": 0.0})
     return run.to_dict()
 
 

@@ -12,17 +12,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, computed_field, field_serializer
+from typing_extensions import TypedDict
 
 from lab import calibrate, contention, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
-from lab.servers import SINGLE, Server, describe_build, kind_notes, server_pids
+from lab.servers import SINGLE, Server, ServerFlags, describe_build, kind_notes, server_pids
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 from lab.verify import verify
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+STATUSES: tuple[str, ...] = get_args(RunStatus)
 FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 PROGRESS_INTERVAL = 0.04  # at most 25 progress events a second per run
 
@@ -33,23 +36,42 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@dataclass
-class Run:
-    """A run and, once finished, its result. `to_dict()` is the one serializer."""
+class StatsCheck(TypedDict):
+    """The stats filter's op counts beside the datapath count (they must agree)."""
 
-    client: str
-    server: ServerSpec
-    id: str = field(default_factory=new_id)
-    status: str = "queued"
-    queue_depth: int = 1
-    server_id: str | None = None
+    stats_write_ops: int
+    stats_zero_ops: int
+    agree: bool | None
+
+
+# What the server advertised, as a plain dict (run.flags["can_zero"]), with ServerFlags' schema.
+FlagsDict = Annotated[dict[str, Any], WithJsonSchema(TypeAdapter(ServerFlags).json_schema())]
+
+
+class Run(BaseModel):
+    """A run and, once finished, its result: the one model of a run.
+
+    `to_dict()` is the JSON the CLI prints, the store keeps and the API answers with (the
+    API's response model is this class, app/schemas.py), and the CSV's columns are its
+    leaves (lab/results.py). Adding a run field is one line here. Assignments are
+    validated (a misspelt status fails where it is set, not in a reader).
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    client: str = Field(description="copy client, see GET /api/clients")
+    server: ServerSpec = Field(description="the server's fields, normalised (bytes, milliseconds)")
+    id: str = Field(default_factory=new_id)
+    status: RunStatus = "queued"
+    queue_depth: int = Field(1, description="requests in flight, for the lab's own clients")
+    server_id: str | None = Field(None, description="the long-lived server it ran on (None: a fresh one)")
     sweep_id: str | None = None
     label: str | None = None
     # Who asked for it (a display name, lab.students) and what they expected (lab.students.compare).
     student: str | None = None
     prediction: dict[str, float] | None = None
-    reference: dict[str, Any] | None = None
-    created_at: float = field(default_factory=time.time)
+    reference: dict[str, Any] | None = Field(None, description="the talk's figures for this scenario row")
+    created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
     setup_s: float | None = None
@@ -67,35 +89,33 @@ class Run:
     model: str | None = None
     verified: bool | None = None
     verify_detail: str | None = None
-    backend: BackendCounts | None = None
-    wire: WireCounts | None = None
-    server_log: WireCounts | None = None
-    stats_check: dict[str, Any] | None = None
-    flags: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
+    backend: BackendCounts | None = Field(None, description="requests the backend (plugin) carried out")
+    wire: WireCounts | None = Field(None, description="requests as the client sent them")
+    server_log: WireCounts | None = Field(None, description="requests as nbdkit's log filter saw them")
+    stats_check: StatsCheck | None = None
+    flags: FlagsDict | None = Field(None, description="what the server advertised")
+    notes: list[str] = Field(default_factory=list)
     error: str | None = None
     # How far the copy got (fraction, bytes, phase): what a cancelled or failed run had reached.
     reached: dict[str, Any] | None = None
     # The disk map of the copy: {"cell_size", "size", "cells" (run-length encoded), "requests"}.
     diskmap: dict[str, Any] | None = None
     # The per-request trace (lab.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.
-    trace: list[Any] | None = field(default=None, repr=False)
+    trace: list[Any] | None = Field(None, repr=False, exclude=True)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def ratio(self) -> float | None:
         if self.duration_s is None or not self.predicted_s:
             return None
         return round(self.duration_s / self.predicted_s, 4)
 
+    @field_serializer("wire", "server_log")
+    def _wire(self, w: WireCounts | None) -> dict[str, Any] | None:
+        return w.to_dict() if w is not None else None
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("trace", None)
-        d["server"] = self.server.to_dict()
-        d["backend"] = self.backend.to_dict() if self.backend else None
-        d["wire"] = self.wire.to_dict() if self.wire else None
-        d["server_log"] = self.server_log.to_dict() if self.server_log else None
-        d["ratio"] = self.ratio
-        return d
+        return self.model_dump()
 
 
 def _expect(run: Run, srv: Server) -> None:

@@ -24,8 +24,11 @@ class Row:
     group: str = ""  # "A" / "B" / "" for charts that pair servers
 
     def to_dict(self) -> dict[str, Any]:
+        """`server`: the fields the row sets, as written; `spec`: the whole server, normalised (bytes, ms)."""
+        from lab.spec import build_spec
+
         return {"key": self.key, "label": self.label, "client": self.client, "server": dict(self.server),
-                "reference": self.reference, "group": self.group}
+                "spec": build_spec(self.server).to_dict(), "reference": self.reference, "group": self.group}
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,42 @@
-"""What a server (and its source image) is made of: the 'server fields' of the contract.
+"""What a server (and its source image) is made of: the 'server fields' of the contract, declared once.
 
-One validated value object shared by the CLI, the API and the core. Limits live in
-`Limits` so the web service can tighten them from its settings.
+`ServerSpec` is the one definition. Each field says, in one place, its type and default
+and, in its `ServerField` annotation, its unit kind, bounds (numbers, or names of
+`lab.config.Limits` attributes so the settings can tighten them), choices, help text and
+where the dashboard shows it. Everything else is derived from it:
+
+- `build_spec` / `check_spec`: validation for the CLI, the API and the core (errors name the field);
+- `request_model`: the API's request models (app/schemas.py) and so the OpenAPI schema;
+- `add_cli_options` / `cli_fields`: the `lab run` options and their help (lab/cli.py);
+- `field_table`, `PRESETS`, `spec_text`: the dashboard form and `GET /api/config`;
+- the CSV columns (lab/results.py), through `Run.to_dict()`.
+
+Adding a server field is one annotated line in `ServerSpec` (plus its use in lab/servers.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+import argparse
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
+
+from lab.config import DEFAULT_LIMITS, Limits
 from lab.images import parse_pattern
-from lab.units import format_delay, format_size, parse_delay, parse_size
+from lab.units import DELAY_PATTERN, SIZE_PATTERN, SIZE_SPELLING, format_delay, format_size, parse_delay, parse_size
 
 ZEROMODES = ("none", "emulate", "notrim", "plugin")
 FASTZEROMODES = ("default", "none", "slow", "ignore")
@@ -23,17 +49,32 @@ DISK_INITS = ("sparse", "data")  # what a file-backed disk holds before the copy
 FILE_KINDS = ("qemu-nbd", "nbd-server")  # kinds whose disk is a file (or device) the lab provisions
 
 MiB = 1 << 20
+MAX_JSON_INT = 1 << 53  # integers above this do not survive a JavaScript client
+
+__all__ = ["DEFAULT_LIMITS", "Limits", "ServerSpec", "SpecError", "build_spec", "check_spec"]
+
+Kind = Literal["choice", "size", "delay", "bool", "layout", "text"]
 
 
 @dataclass(frozen=True)
-class Limits:
-    max_size: int = 4 << 30
-    max_delay_ms: float = 1000.0
-    min_maxdata: int = 4096
-    max_maxdata: int = 32 * MiB
+class ServerField:
+    """How one server field is entered, checked, explained and shown (its type and default are on the model).
 
+    `low`/`high` are numbers or names of `Limits` attributes (resolved per settings), or for
+    "text" the length; `group` "geometry" fields are what a sweep may override in every row,
+    "mode" ones are set per server only (a scenario row fixes them);
+    `form` "main" fields are on the dashboard form, "more" ones folded under it.
+    """
 
-DEFAULT_LIMITS = Limits()
+    kind: Kind
+    help: str
+    choices: tuple[str, ...] = ()
+    low: float | str | None = None
+    high: float | str | None = None
+    multiple: int = 1
+    group: Literal["mode", "geometry"] = "geometry"
+    form: Literal["main", "more"] = "main"
+    examples: tuple[Any, ...] = field(default=())
 
 
 class SpecError(ValueError):
@@ -45,115 +86,299 @@ class SpecError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class ServerSpec:
+def _describe(schema: dict[str, Any]) -> None:
+    for name, prop in schema.get("properties", {}).items():
+        if name in SERVER_FIELDS:
+            prop.setdefault("description", SERVER_FIELDS[name].help)
+
+
+class ServerSpec(BaseModel):
     """A server's knobs plus the source geometry it is paired with (defaults = the talk's)."""
 
-    zeromode: str = "none"
-    fastzeromode: str = "default"
-    size: int = 100 * MiB
-    pattern: str = "alternate:1M"
-    maxdata: int = 256 * 1024
-    delay_write: float = 20.0  # milliseconds, per backend write
-    delay_zero: float = 5.0  # milliseconds, per backend zero
-    plugin: str = "memory"
-    noextents: bool = True
-    source_format: str = "qcow2"
-    kind: str = "nbdkit"  # what sits under the filter stack (lab.kinds)
-    storage: str | None = None  # where a file-backed server's disk lives (lab.storage); None: its private dir
-    disk_format: str = "raw"  # qcow2: qemu-nbd only
-    target: str | None = None  # external only: a socket path or host:port listed in LAB_EXTERNAL_TARGETS
-    destructive: bool = False  # external only: the run may overwrite the target
-    disk_init: str = "sparse"  # "data": every byte written before the copy, like a reused destination
+    # Unknown stored fields (from another version) are dropped; requests are checked by build_spec.
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_extra=_describe)
+
+    zeromode: Annotated[str, ServerField(
+        "choice", "nozero filter zeromode: how the server answers zero requests", choices=ZEROMODES,
+        group="mode")] = "none"
+    fastzeromode: Annotated[str, ServerField(
+        "choice", "nozero filter fastzeromode: how it answers fast-zero requests", choices=FASTZEROMODES,
+        group="mode")] = "default"
+    size: Annotated[int, ServerField(
+        "size", "image size", low=MiB, high="max_size", multiple=512, examples=("16M", 262144 * 64))] = 100 * MiB
+    pattern: Annotated[str, ServerField(
+        "layout", "source layout: alternate:DATA[:HOLE], full or empty", examples=("alternate:1M", "full"))] = \
+        "alternate:1M"
+    maxdata: Annotated[int, ServerField(
+        "size", "largest backend write (blocksize filter)", low="min_maxdata", high="max_maxdata", multiple=512,
+        examples=("256k", 65536))] = 256 * 1024
+    delay_write: Annotated[float, ServerField(
+        "delay", "delay per backend write", low=0, high="max_delay_ms", examples=("20ms", 5))] = 20.0
+    delay_zero: Annotated[float, ServerField(
+        "delay", "delay per backend zero", low=0, high="max_delay_ms", examples=("5ms", 0))] = 5.0
+    plugin: Annotated[str, ServerField("choice", "nbdkit plugin", choices=PLUGINS)] = "memory"
+    noextents: Annotated[bool, ServerField(
+        "bool", "hide block status (extents) from clients", form="more")] = True
+    source_format: Annotated[str, ServerField(
+        "choice", "format of the source image", choices=SOURCE_FORMATS, form="more")] = "qcow2"
+    kind: Annotated[str, ServerField(
+        "choice", "server kind under the filter stack; see GET /api/kinds for what this machine has",
+        choices=KINDS, group="mode")] = "nbdkit"
+    storage: Annotated[str | None, ServerField(
+        "choice", "where a file-backed server's disk lives (plugin file, qemu-nbd, nbd-server); none: its private "
+        "dir", choices=STORAGES, group="mode")] = None
+    disk_format: Annotated[str, ServerField(
+        "choice", "qemu-nbd's disk format", choices=DISK_FORMATS, group="mode")] = "raw"
+    target: Annotated[str | None, ServerField(
+        "text", "kind external: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS", low=1, high=300,
+        group="mode", form="more")] = None
+    destructive: Annotated[bool, ServerField(
+        "bool", "kind external: allow overwriting the target", group="mode", form="more")] = False
+    disk_init: Annotated[str, ServerField(
+        "choice", "what a file-backed disk holds before the copy: sparse, or data (every byte written, like a "
+        "reused destination)", choices=DISK_INITS, group="mode", form="more")] = "sparse"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def describe(self) -> str:
+        t = spec_text(self)
         where = "" if self.kind == "nbdkit" and self.plugin == "memory" else \
             f"kind={self.kind} plugin={self.plugin} storage={self.storage or 'private'} "
-        return where + (
-            f"zeromode={self.zeromode} fastzeromode={self.fastzeromode} size={format_size(self.size)} "
-            f"pattern={self.pattern} maxdata={format_size(self.maxdata)} "
-            f"delay-write={format_delay(self.delay_write)} delay-zero={format_delay(self.delay_zero)}"
-        )
+        return where + (f"zeromode={t['zeromode']} fastzeromode={t['fastzeromode']} size={t['size']} "
+                        f"pattern={t['pattern']} maxdata={t['maxdata']} delay-write={t['delay_write']} "
+                        f"delay-zero={t['delay_zero']}")
 
     def with_(self, **changes: Any) -> ServerSpec:
-        return replace(self, **changes)
+        """A copy with `changes`, unchecked (tests use it to build what build_spec would refuse)."""
+        return self.model_copy(update=changes)
+
+
+def _field_meta() -> dict[str, ServerField]:
+    out = {}
+    for name, info in ServerSpec.model_fields.items():
+        metas = [m for m in info.metadata if isinstance(m, ServerField)]
+        if len(metas) != 1:
+            raise TypeError(f"ServerSpec.{name} needs exactly one ServerField annotation")
+        out[name] = metas[0]
+    return out
+
+
+SERVER_FIELDS: dict[str, ServerField] = _field_meta()
+DEFAULTS = ServerSpec()
+
+
+# -- values as text (CLI defaults, error messages, the dashboard) ---------------------------------
+
+
+def text(name: str, value: Any) -> str:
+    """A field's value as a person types it: 100M, 20ms, true ("" for none)."""
+    kind = SERVER_FIELDS[name].kind
+    if value is None:
+        return ""
+    if kind == "size":
+        return format_size(int(value))
+    if kind == "delay":
+        return format_delay(value)
+    if kind == "bool":
+        return "true" if value else "false"
+    return str(value)
+
+
+def spec_text(spec: ServerSpec) -> dict[str, str]:
+    return {name: text(name, getattr(spec, name)) for name in SERVER_FIELDS}
+
+
+def bounds(name: str, limits: Limits = DEFAULT_LIMITS) -> tuple[float, float, int] | None:
+    """(low, high, multiple) of a numeric field under these limits; None when it has none."""
+    meta = SERVER_FIELDS[name]
+    if meta.low is None or meta.high is None or meta.kind == "text":
+        return None
+
+    def resolve(v: float | str) -> float:
+        return getattr(limits, v) if isinstance(v, str) else v
+
+    return resolve(meta.low), resolve(meta.high), meta.multiple
+
+
+# -- input: what a request or a command line may say ----------------------------------------------
+
+
+def _size_in(api: bool) -> Any:
+    pattern = API_SIZE_PATTERN if api else SIZE_PATTERN
+    spelling = "a whole number with k, M or G" if api else "a number with k, M, G or T"
+
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | str):
+            raise ValueError("a size is an integer number of bytes or a string with a unit such as '16M'")
+        if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
+            raise ValueError(f"a size must be between 0 and {MAX_JSON_INT} bytes")
+        if isinstance(v, str) and (len(v) > 64 or not _match(pattern, v)):
+            raise ValueError(f"{v[:40]!r} is not a size: use an integer of bytes, or {spelling} (such as 16M)")
+        return parse_size(v)
+
+    return check
+
+
+def _delay_in(api: bool) -> Any:
+    pattern = API_DELAY_PATTERN if api else DELAY_PATTERN
+
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError("a delay is a number of milliseconds or a string with a unit such as '20ms'")
+        if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
+            raise ValueError(f"a delay must be between 0 and {MAX_JSON_INT} milliseconds")
+        if isinstance(v, str) and (len(v) > 64 or not _match(pattern, v)):
+            raise ValueError(f"{v[:40]!r} is not a delay: use a number of milliseconds, or a whole number with ms "
+                             "or s (such as 20ms)")
+        return parse_delay(v)
+
+    return check
+
+
+# The grammar of a source layout; lab.images.parse_pattern then checks alignment and extents.
+LAYOUT_PATTERN = rf"^\s*(full|empty|alternate:{SIZE_SPELLING}(:{SIZE_SPELLING})?)\s*$"
+
+# The API's spellings: a subset of the above (a whole number with a unit, no spaces), narrow enough
+# that the OpenAPI document says exactly which strings are accepted (app/openapi.py narrows them
+# further to an instance's bounds). The CLI and the core take every spelling of lab.units.
+API_SIZE_PATTERN = r"^[1-9][0-9]{0,14}[kKmMgG]$"
+API_DELAY_PATTERN = r"^(0|[1-9][0-9]{0,11})(ms|s)$"
+# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.images.parse_pattern needs.
+_LENGTH = r"([1-9][0-9]{0,5}[mMgG]|([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,3}([02468][048]|[13579][26]))[kK])"
+API_LAYOUT_PATTERN = rf"^(full|empty|alternate:{_LENGTH}(:{_LENGTH})?)$"
+
+
+def _layout_in(api: bool) -> Any:
+    pattern = API_LAYOUT_PATTERN if api else LAYOUT_PATTERN
+    lengths = "; lengths in M, G or multiples of 4k" if api else ""
+
+    def check(v: Any) -> str:
+        if not isinstance(v, str):
+            raise ValueError("a pattern is a string such as 'alternate:1M', 'full' or 'empty'")
+        if len(v) > 64 or not _match(pattern, v):
+            raise ValueError(f"{v[:40]!r} is not a pattern: use alternate:DATA[:HOLE] (such as alternate:1M"
+                             f"{lengths}), full or empty")
+        return v.strip()
+
+    return check
+
+
+def _match(pattern: str, value: str) -> bool:
+    return re.match(pattern, value) is not None
+
+
+_ENUMS: dict[str, type[StrEnum]] = {}
+
+
+def _enum(name: str, choices: tuple[str, ...]) -> type[StrEnum]:
+    """One enum per choice field (an OpenAPI component named after the field: Plugin, SourceFormat)."""
+    if name not in _ENUMS:
+        _ENUMS[name] = StrEnum("".join(p.title() for p in name.split("_")), {c: c for c in choices})  # type: ignore
+    return _ENUMS[name]
+
+
+def enum_of(name: str) -> type[StrEnum]:
+    """The enum of a choice field (shared by every model and parameter that takes it)."""
+    return _enum(name, SERVER_FIELDS[name].choices)
+
+
+def _input_type(name: str, meta: ServerField, api: bool = True) -> Any:
+    examples = list(meta.examples)
+    if meta.kind == "choice":
+        return _enum(name, meta.choices)
+    if meta.kind == "text":
+        return Annotated[str, StringConstraints(strip_whitespace=True, min_length=int(meta.low or 0),
+                                                max_length=int(meta.high or 300))]
+    if meta.kind == "bool":
+        return StrictBool
+    if meta.kind == "layout":
+        return Annotated[str, PlainValidator(_layout_in(api)), WithJsonSchema(
+            {"type": "string", "pattern": API_LAYOUT_PATTERN if api else LAYOUT_PATTERN, "maxLength": 64,
+             "examples": examples})]
+    if meta.kind == "size":
+        return Annotated[int, PlainValidator(_size_in(api)), WithJsonSchema({
+            "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_JSON_INT},
+                      {"type": "string", "pattern": API_SIZE_PATTERN if api else SIZE_PATTERN}],
+            "description": "bytes, or a whole number with a binary unit: 512k, 16M, 1G", "examples": examples})]
+    return Annotated[float, PlainValidator(_delay_in(api)), WithJsonSchema({
+        "anyOf": [{"type": "number", "minimum": 0},
+                  {"type": "string", "pattern": API_DELAY_PATTERN if api else DELAY_PATTERN}],
+        "description": "milliseconds (a whole number), or a whole number with a unit: 20ms, 1s",
+        "examples": examples})]
+
+
+# A size as a request may give it ("64M" or bytes), for request fields that are not server fields.
+SizeIn = _input_type("size", ServerField("size", "bytes", examples=("64M",)))
+
+
+class FieldsIn(BaseModel):
+    """Base of the request models: every server field optional (absent = the default), nothing else allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def raw(self) -> dict[str, Any]:
+        """The fields that were given, as plain values for build_spec."""
+        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+def request_model(model_name: str, groups: tuple[str, ...] = ("mode", "geometry"), doc: str = "",
+                  api: bool = True) -> type[FieldsIn]:
+    """A request model with the server fields of these groups, each optional, parsed (units) and typed.
+    `api`: the API's narrow unit spellings; else every spelling lab.units takes (the CLI, scenario rows)."""
+    fields: dict[str, Any] = {}
+    for name, meta in SERVER_FIELDS.items():
+        if meta.group in groups:
+            desc = f"{meta.help} (default {text(name, getattr(DEFAULTS, name))})"
+            fields[name] = (_input_type(name, meta, api) | None, Field(None, description=desc))
+    return create_model(model_name, __base__=FieldsIn, __doc__=doc or FieldsIn.__doc__, **fields)
+
+
+_ALL_IN = request_model("ServerFieldsIn", api=False)
+
+
+def partial_model(model_name: str, base: type[BaseModel], doc: str) -> type[BaseModel]:
+    """A response model with every server field optional, normalised (a row's or a filter's fields)."""
+    fields = {name: (info.annotation | None, Field(None, description=SERVER_FIELDS[name].help))
+              for name, info in ServerSpec.model_fields.items()}
+    return create_model(model_name, __base__=base, __doc__=doc, **fields)
+
+
+def _message(name: str, err: dict[str, Any]) -> str:
+    if err.get("type") == "extra_forbidden":
+        return "unknown server field"
+    if err.get("type") == "enum":
+        return f"must be one of {', '.join(SERVER_FIELDS[name].choices)} (got {err.get('input')!r})"
+    cause = (err.get("ctx") or {}).get("error")
+    return str(cause) if isinstance(cause, ValueError) else str(err.get("msg"))
 
 
 def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS) -> ServerSpec:
     """Validate user-supplied server fields (CLI strings or JSON values) into a ServerSpec."""
-    raw = dict(raw or {})
-    unknown = set(raw) - set(ServerSpec.__dataclass_fields__)
-    if unknown:
-        name = sorted(unknown)[0]
-        raise SpecError(name, "unknown server field")
-    base = ServerSpec()
-    values: dict[str, Any] = {}
-
-    def choice(name: str, allowed: tuple[str, ...]) -> None:
-        if name in raw and raw[name] is not None:
-            v = raw[name]
-            if not isinstance(v, str) or v not in allowed:
-                raise SpecError(name, f"must be one of {', '.join(allowed)} (got {v!r})")
-            values[name] = v
-
-    choice("zeromode", ZEROMODES)
-    choice("fastzeromode", FASTZEROMODES)
-    choice("plugin", PLUGINS)
-    choice("source_format", SOURCE_FORMATS)
-    choice("kind", KINDS)
-    choice("storage", STORAGES)
-    choice("disk_format", DISK_FORMATS)
-    choice("disk_init", DISK_INITS)
-    if raw.get("target") is not None:
-        if not isinstance(raw["target"], str) or not 0 < len(raw["target"].strip()) <= 300:
-            raise SpecError("target", "must be a Unix socket path or host:port (at most 300 characters)")
-        values["target"] = raw["target"].strip()
-
-    for name in ("size", "maxdata"):
-        if name in raw and raw[name] is not None:
-            try:
-                values[name] = parse_size(raw[name])
-            except ValueError as e:
-                raise SpecError(name, str(e)) from None
-    for name in ("delay_write", "delay_zero"):
-        if name in raw and raw[name] is not None:
-            try:
-                values[name] = parse_delay(raw[name])
-            except ValueError as e:
-                raise SpecError(name, str(e)) from None
-    for name in ("noextents", "destructive"):
-        if name in raw and raw[name] is not None:
-            if not isinstance(raw[name], bool):
-                raise SpecError(name, "must be true or false")
-            values[name] = raw[name]
-    if "pattern" in raw and raw["pattern"] is not None:
-        if not isinstance(raw["pattern"], str):
-            raise SpecError("pattern", "must be a string such as 'alternate:1M'")
-        values["pattern"] = raw["pattern"].strip()
-
-    spec = replace(base, **values)
+    try:
+        given = _ALL_IN.model_validate(dict(raw or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "server"
+        raise SpecError(name, _message(name, err)) from None
+    spec = ServerSpec(**given.raw())
     check_spec(spec, limits)
     return spec
 
 
 def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
-    if spec.size < 1 * MiB or spec.size % 512:
-        raise SpecError("size", f"must be at least 1M and a multiple of 512 bytes (got {spec.size})")
-    if spec.size > limits.max_size:
-        raise SpecError("size", f"must be at most {format_size(limits.max_size)} (got {format_size(spec.size)})")
-    if not limits.min_maxdata <= spec.maxdata <= limits.max_maxdata or spec.maxdata % 512:
-        raise SpecError(
-            "maxdata",
-            f"must be a multiple of 512 between {format_size(limits.min_maxdata)} and "
-            f"{format_size(limits.max_maxdata)} (got {spec.maxdata})",
-        )
-    for name in ("delay_write", "delay_zero"):
-        v = getattr(spec, name)
-        if v > limits.max_delay_ms:
-            raise SpecError(name, f"must be at most {limits.max_delay_ms:.0f}ms (got {v:.0f}ms)")
+    """The bounds of every numeric field (from `limits`), then the cross-field rule: the layout fits the size."""
+    for name in SERVER_FIELDS:
+        b = bounds(name, limits)
+        value = getattr(spec, name)
+        if b is None:
+            continue
+        low, high, multiple = b
+        if not low <= value <= high or value % multiple:
+            unit = " bytes" if SERVER_FIELDS[name].kind == "size" and multiple > 1 else ""
+            step = f" and a multiple of {multiple}{unit}" if multiple > 1 else ""
+            raise SpecError(name, f"must be between {text(name, low)} and {text(name, high)}{step} "
+                                  f"(got {text(name, value)})")
     try:
         parse_pattern(spec.pattern, spec.size)
     except ValueError as e:
@@ -209,3 +434,90 @@ def _check_available(spec: ServerSpec) -> None:
         st = storage.availability()[spec.storage]
         if not st["available"]:
             raise SpecError("storage", f"{spec.storage} is not available here: {st['reason']}")
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def option(name: str) -> str:
+    """A field's command-line option: delay_write -> --delay-write."""
+    return "--" + name.replace("_", "-")
+
+
+def cli_help(name: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    meta = SERVER_FIELDS[name]
+    extra = f": {', '.join(meta.choices)}" if meta.choices else ""
+    b = bounds(name, limits)
+    if b is not None:
+        extra = f", {text(name, b[0])} to {text(name, b[1])}"
+    return f"{meta.help}{extra} (default {text(name, getattr(DEFAULTS, name))})".replace("%", "%%")
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"use true or false (got {text!r})")
+
+
+def add_cli_options(parser: argparse.ArgumentParser, limits: Limits = DEFAULT_LIMITS) -> None:
+    """One option per server field; absent options stay None, so build_spec applies the model's defaults."""
+    for name, meta in SERVER_FIELDS.items():
+        if meta.kind == "bool":  # --noextents, --noextents true, --noextents false
+            parser.add_argument(option(name), dest=name, nargs="?", const=True, default=None, type=_flag,
+                                metavar="true|false", help=cli_help(name, limits))
+        else:
+            parser.add_argument(option(name), dest=name, default=None, metavar=name.upper(),
+                                help=cli_help(name, limits))
+
+
+def cli_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SERVER_FIELDS if getattr(args, name, None) is not None}
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    title: str
+    key: str  # keyboard shortcut on the lab page
+    fields: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    "A": Preset("Server A", "a", {"zeromode": "plugin", "fastzeromode": "default"}),
+    "B": Preset("Server B", "b", {"zeromode": "emulate", "fastzeromode": "default"}),
+    "baseline": Preset("Baseline", "0", {"zeromode": "none", "fastzeromode": "default"}),
+}
+
+
+def field_table(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
+    """Every server field as the dashboard (and GET /api/config) needs it: default, limits, choices, help."""
+    rows = []
+    for name, meta in SERVER_FIELDS.items():
+        default = getattr(DEFAULTS, name)
+        row: dict[str, Any] = {
+            "name": name, "label": name.replace("_", "-"), "option": option(name), "kind": meta.kind,
+            "help": meta.help, "default": default, "default_text": text(name, default),
+            "choices": list(meta.choices), "group": meta.group, "form": meta.form,
+        }
+        b = bounds(name, limits)
+        if b is not None:
+            low, high, multiple = b
+            row.update(min=low, max=high, multiple=multiple, min_text=text(name, low), max_text=text(name, high))
+        rows.append(row)
+    return rows
+
+
+def presets() -> dict[str, dict[str, Any]]:
+    return {k: {"title": p.title, "key": p.key, "fields": dict(p.fields),
+                "summary": " ".join(f"{n}={v}" for n, v in p.fields.items())} for k, p in PRESETS.items()}
+
+
+def normalise(raw: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """For POST /api/validate: the checked spec as numbers and as text (the page formats nothing itself)."""
+    spec = build_spec(raw, limits)
+    return {"server": spec.to_dict(), "text": spec_text(spec)}
+

@@ -35,7 +35,7 @@ MAX_REPEATS = 20
 MAX_PARALLELISM = 64
 PRIORITIES = range(-10, 11)
 KEY_MAX = 80
-FIELDS = tuple(ServerSpec.__dataclass_fields__)
+FIELDS = tuple(ServerSpec.model_fields)
 
 
 class DefinitionError(ValueError):

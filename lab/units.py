@@ -32,6 +32,22 @@ _SIZE_RE = re.compile(_NUM + r"\s*([a-zA-Z]*)")
 _DELAY_RE = re.compile(_NUM + r"\s*([a-zA-Z]*)")
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in word)
+
+
+def _spelling(units: dict[str, object], digits: int) -> str:
+    """A number and one of `units`, as a JSON Schema regex (no flags there, so case is spelled out)."""
+    names = sorted((u for u in units if u), key=len, reverse=True)
+    return rf"\d{{1,{digits}}}(\.\d{{1,6}})?\s*({'|'.join(_any_case(u) for u in names)})?"
+
+
+# What parse_size / parse_delay accept, for API schemas (generated from the unit tables above).
+SIZE_SPELLING = _spelling(_SIZE_UNITS, 15)
+SIZE_PATTERN = rf"^\s*{SIZE_SPELLING}\s*$"
+DELAY_PATTERN = rf"^\s*{_spelling(_DELAY_UNITS, 12)}\s*$"
+
+
 def parse_size(value: int | str) -> int:
     """Return a size in bytes from an integer or a string such as '256k' or '100M'."""
     if isinstance(value, bool):

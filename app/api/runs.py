@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from enum import StrEnum
 from typing import Annotated, Any
@@ -20,20 +21,16 @@ from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encod
 from app.schemas import (
     CancelledOut,
     ClientId,
-    FastZeroMode,
-    Plugin,
     RunCreate,
     RunFilter,
     RunList,
     RunOut,
     RunStatus,
-    SourceFormat,
-    ZeroMode,
 )
 from app.waiting import WaitQ, wait_for
-from lab import diskmap
+from lab import diskmap, spec
 from lab.runs import FINAL
-from lab.spec import SpecError
+from lab.spec import ServerField, SpecError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -65,21 +62,29 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
     return once(manager.store, request, response, idempotency_key, 202, make)
 
 
-def server_filters(
-    zeromode: ZeroMode | None = None, fastzeromode: FastZeroMode | None = None,
-    size: Annotated[int | None, Query(ge=0, le=1 << 53, description="bytes")] = None,
-    maxdata: Annotated[int | None, Query(ge=0, le=1 << 53, description="bytes")] = None,
-    delay_write: Annotated[float | None, Query(ge=0, le=3_600_000, description="milliseconds")] = None,
-    delay_zero: Annotated[float | None, Query(ge=0, le=3_600_000, description="milliseconds")] = None,
-    pattern: Annotated[str | None, Query(max_length=64)] = None,
-    plugin: Plugin | None = None, noextents: bool | None = None, source_format: SourceFormat | None = None,
-) -> dict[str, Any]:
+def _filter_param(name: str, meta: ServerField) -> inspect.Parameter:
+    """A query parameter per server field, as runs echo it (bytes, milliseconds): from lab.spec."""
+    annotation: Any
+    if meta.kind == "choice":
+        annotation = spec.enum_of(name) | None
+    elif meta.kind == "bool":
+        annotation = bool | None
+    elif meta.kind == "size":
+        annotation = Annotated[int | None, Query(ge=0, le=spec.MAX_JSON_INT, description="bytes")]
+    elif meta.kind == "delay":
+        annotation = Annotated[float | None, Query(ge=0, le=3_600_000, description="milliseconds")]
+    else:
+        annotation = Annotated[str | None, Query(max_length=int(meta.high or 64))]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def server_filters(**values: Any) -> dict[str, Any]:
     """Filters on the runs' server fields, as the runs echo them (bytes, milliseconds)."""
-    values = {"zeromode": zeromode, "fastzeromode": fastzeromode, "size": size, "maxdata": maxdata,
-              "delay_write": delay_write, "delay_zero": delay_zero, "pattern": pattern, "plugin": plugin,
-              "noextents": noextents, "source_format": source_format}
     return {f"server.{k}": (v.value if isinstance(v, StrEnum) else v) for k, v in values.items()}
 
+
+server_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [_filter_param(name, meta) for name, meta in spec.SERVER_FIELDS.items()])
 
 ServerFiltersDep = Annotated[dict[str, Any], Depends(server_filters)]
 

@@ -15,7 +15,7 @@ const FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Roboto, sans-
 // every field agree, whoever started it (the sweep, a talk act, the lab form, a script), or
 // when it carries the row's key as its label (a sweep at another geometry). No sizes or
 // labels are parsed here.
-const SPEC_FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin", "source_format"];
+const SPEC_FIELDS = config.server_fields.map((x) => x.name);
 
 export function matchOf(row) {
   if (row.match) return row.match;

@@ -22,16 +22,18 @@ export function seconds(s, digits = 2) {
   return `${Number(s).toFixed(digits)} s`;
 }
 
+// Numbers the server normalised, spelt as lab.units spells them (human_bytes, format_size,
+// format_delay; tests/test_units_spec.py holds the cases both must agree on). No parsing here.
 export function bytes(n) {
   if (n === null || n === undefined) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
   let v = Number(n);
   while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+  return i === 0 ? `${v.toFixed(0)} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
-// Shortest exact binary-unit spelling, as lab.units.format_size: 262144 -> "256k".
+// Shortest exact binary-unit spelling: 262144 -> "256k".
 export function size(n) {
   if (n === null || n === undefined) return "–";
   for (const [suffix, mult] of [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["k", 2 ** 10]]) {
@@ -41,26 +43,7 @@ export function size(n) {
 }
 
 export function delay(ms) {
-  return ms === null || ms === undefined ? "–" : `${Math.round(ms)}ms`;
-}
-
-const SIZE_UNITS = { "": 1, b: 1, k: 2 ** 10, kb: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mb: 2 ** 20, mib: 2 ** 20,
-  g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30, t: 2 ** 40, tb: 2 ** 40, tib: 2 ** 40 };
-
-// Mirrors lab.units.parse_size / parse_delay just enough to compare specs in the browser.
-export function parseSize(v) {
-  if (typeof v === "number") return v;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(String(v));
-  if (!m || !(m[2].toLowerCase() in SIZE_UNITS)) return NaN;
-  return Math.round(parseFloat(m[1]) * SIZE_UNITS[m[2].toLowerCase()]);
-}
-
-export function parseDelay(v) {
-  if (typeof v === "number") return v;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|us|ns)?\s*$/i.exec(String(v));
-  if (!m) return NaN;
-  const mult = { ms: 1, s: 1000, us: 0.001, ns: 0.000001 }[(m[2] || "ms").toLowerCase()];
-  return parseFloat(m[1]) * mult;
+  return ms === null || ms === undefined ? "–" : `${Math.trunc(ms)}ms`;
 }
 
 export function clock(epoch) {

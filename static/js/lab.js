@@ -12,25 +12,23 @@ import { failed, renderCard, renderRow } from "./runview.js";
 const $ = (id) => document.getElementById(id);
 const el = f.el;
 const form = $("run-form");
-const FIELDS = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero",
-  "kind", "plugin", "storage", "disk_format"];
+// The server fields, their kinds and presets are the server's (lab.spec.ServerSpec, in the page's config);
+// this page parses no unit: the service checks and normalises (POST /ui/check).
+const FIELDS = config.server_fields.map((x) => x.name);
 const KIND_FIELDS = ["kind", "plugin", "storage", "disk_format"]; // what sits under the filter stack
-const TYPED = ["size", "pattern", "maxdata", "delay_write", "delay_zero"];
+const TYPED = config.server_fields.filter((x) => !["choice", "bool"].includes(x.kind)).map((x) => x.name);
 const RECENT_MS = 20000; // a finished run stays among the live cards this long
 
 // --- the form -----------------------------------------------------------------------
-const PRESETS = {
-  A: { zeromode: "plugin", fastzeromode: "default" },
-  B: { zeromode: "emulate", fastzeromode: "default" },
-  baseline: { zeromode: "none", fastzeromode: "default" },
-};
+const PRESETS = Object.fromEntries(Object.entries(config.presets).map(([k, p]) => [k, p.fields]));
 
 // Typed fields go as typed (an empty one is an error the checker names); an empty choice is left out.
 function formValues() {
   const server = {};
   for (const name of FIELDS) {
-    if (!form.elements[name]) continue;
-    const v = form.elements[name].value.trim();
+    const input = form.elements[name];
+    if (!input) continue;
+    const v = input.type === "checkbox" ? input.checked : input.value.trim();
     if (v !== "" || TYPED.includes(name)) server[name] = v;
   }
   return { client: form.elements.client.value, server };

@@ -1,0 +1,100 @@
+"""What a page (or any client) needs to build a server form, and server-side validation for it.
+
+`GET /api/config` serves the server fields as lab.spec declares them (defaults, limits under
+this instance's settings, choices, help, presets) plus the clients; the pages render the same
+object into themselves. `POST /api/validate` checks server fields exactly as a run would and
+answers them normalised, as numbers and as text: the browser has no unit grammar of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from app.errors import responses, spec_error
+from app.schemas import ServerFields
+from lab import kinds, spec, storage
+from lab.clients import client_ids, get_client
+from lab.config import DEFAULT_LIMITS, Limits
+from lab.spec import SpecError
+
+router = APIRouter(tags=["config"])
+
+
+class ServerFieldOut(BaseModel):
+    name: str
+    label: str
+    option: str = Field(description="the `lab run` option")
+    kind: str = Field(description="choice, size, delay, bool or layout")
+    help: str
+    default: Any
+    default_text: str
+    choices: list[str]
+    group: str = Field(description="mode: a scenario row fixes it; geometry: a sweep may override it")
+    form: str = Field(description="main: on the run form; more: folded under it")
+    min: float | None = None
+    max: float | None = None
+    multiple: int | None = None
+    min_text: str | None = None
+    max_text: str | None = None
+
+
+class ConfigOut(BaseModel):
+    auth_required: bool
+    server_fields: list[ServerFieldOut]
+    presets: dict[str, dict[str, Any]]
+    spec_defaults: dict[str, Any] = Field(description="the default server, normalised (bytes, milliseconds)")
+    spec_defaults_text: dict[str, str]
+    clients: list[dict[str, Any]]
+    availability: dict[str, dict[str, dict[str, Any]]] = Field(
+        description="per server field, per choice: available, and the reason when not")
+
+
+class ValidateOut(BaseModel):
+    server: dict[str, Any] = Field(description="the checked fields, normalised (bytes, milliseconds)")
+    text: dict[str, str] = Field(description="the same values as a person types them (100M, 20ms)")
+
+
+def _settings(request: Request) -> Any:
+    return getattr(request.app.state, "settings", None)
+
+
+def _limits(request: Request) -> Limits:
+    settings = _settings(request)
+    return settings.limits if settings is not None else DEFAULT_LIMITS
+
+
+def lab_config(request: Request) -> dict[str, Any]:
+    settings = _settings(request)
+    clients = []
+    for cid in client_ids():
+        info = get_client(cid).info()
+        clients.append({k: info.get(k) for k in ("id", "label", "era", "description", "parallel", "real_binary")})
+    return {
+        "auth_required": bool(settings is not None and settings.token_value),
+        "server_fields": spec.field_table(_limits(request)),
+        "presets": spec.presets(),
+        "spec_defaults": spec.DEFAULTS.to_dict(),
+        "spec_defaults_text": spec.spec_text(spec.DEFAULTS),
+        "clients": clients,
+        # choices this machine lacks, with the reason (the form disables them and says why)
+        "availability": {"kind": kinds.availability(), "storage": storage.availability()},
+    }
+
+
+@router.get("/config", response_model=ConfigOut)
+def get_config(request: Request) -> dict[str, Any]:
+    """Server fields (defaults, limits, choices, help), presets and clients: everything a form needs."""
+    return lab_config(request)
+
+
+@router.post("/validate", response_model=ValidateOut, responses=responses(400, 401, 413, 422))
+def validate(fields: ServerFields, request: Request) -> dict[str, Any]:  # type: ignore[valid-type]
+    """Check server fields as a run would (422 naming the field); nothing is started."""
+    raw = fields.raw()
+    try:
+        return spec.normalise(raw, _limits(request))
+    except SpecError as e:
+        raise spec_error(e, ("body",)) from None

@@ -1,0 +1,130 @@
+"""Every setting of the lab, declared once: type, default, bounds and the sentence that documents it.
+
+Environment variables are `LAB_` + the upper-case name (`LAB_MAX_SIZE=1G`). Only the drivers
+(`lab` in lab/cli.py, the app factory in app/main.py) read the environment, by calling
+`Settings()`; the core is handed the object (or its `limits`). docs/settings.md is checked
+against this class by tests/test_docs_settings.py, so a setting cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lab.units import parse_size
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds server fields are checked against (lab.spec): a slice of the settings."""
+
+    max_size: int
+    max_delay_ms: float
+    min_maxdata: int
+    max_maxdata: int
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAB_", extra="ignore")
+
+    # -- where things live
+    data_dir: Path = Field(Path("var"), description="where the SQLite history (and, by default, the image cache) lives")
+    image_dir: Path | None = Field(None, description="the source-image cache (default: DATA_DIR/images)")
+    runtime_dir: Path | None = Field(
+        None, description="private directory for server sockets and logs (default: $TMPDIR/fastzero-lab-UID)")
+    calibration_file: Path | None = Field(
+        None, description="this machine's calibration (lab calibrate), shared by services on it (default: "
+                          "DATA_DIR/calibration.json)")
+    # -- limits on what a request (API or CLI) may ask for
+    max_size: int = Field(1 << 30, ge=1 << 20, description="largest image a server may have (bytes or '1G')")
+    max_delay_ms: float = Field(1000.0, ge=0, le=3_600_000,
+                                description="largest per-request delay a server may have, in milliseconds")
+    min_maxdata: int = Field(4096, ge=512, description="smallest maxdata (largest backend write) a server may have")
+    max_maxdata: int = Field(32 * MiB, ge=4096, description="largest maxdata (largest backend write) a server may have")
+    # -- the web service's queue and workers
+    workers: int = Field(2, ge=1, le=32, description="runs carried out at once (worker threads)")
+    queue_size: int = Field(64, ge=1, le=10_000, description="runs that may wait; beyond it POST answers 429")
+    run_timeout_s: float = Field(600.0, gt=0, le=86_400,
+                                 description="a run still going after this many seconds is stopped and marked failed")
+    image_cache_bytes: int = Field(4 << 30, ge=0,
+                                   description="the source-image cache is trimmed (least recently used) to this")
+    max_servers: int = Field(8, ge=0, le=256, description="long-lived servers that may run at once")
+    server_ttl_s: float = Field(
+        3600.0, ge=0, le=30 * 86_400,
+        description="a long-lived server is stopped this long after it started, unless it asked for its own ttl_s"
+                    " (0: never)")
+    max_queued_per_student: int = Field(
+        4, ge=0, le=10_000, description="runs one student may have queued or running (0: no limit); beyond it 429")
+    external_targets: str = Field(
+        "", description="NBD targets a server of kind external may use: Unix socket paths or host:port, "
+                        "comma-separated (none by default: external servers are off)")
+    token: SecretStr | None = Field(
+        None, description='when set, POST and DELETE need "Authorization: Bearer <token>"; reads stay open')
+    sse_keepalive_s: float = Field(
+        15.0, gt=0, le=300, description="idle event streams get a comment line this often (proxies cut silent ones)")
+    event_queue: int = Field(1000, ge=10, le=1_000_000,
+                             description="events buffered per subscriber before it is resynced from the database")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger request bodies are refused (413)")
+    allowed_origins: str = Field(
+        "", description="other origins (comma-separated, such as https://lab.example.org) whose pages may POST/DELETE;"
+                        " by default only the service's own origin (the Host it is reached at) may")
+    progress_retention_h: float = Field(
+        24.0, ge=0, le=24 * 3650, description="progress events of runs finished longer ago are deleted (0: keep all)")
+    max_progress_events: int = Field(
+        500_000, ge=0,
+        description="at most this many progress events are kept, oldest finished runs' go first (0: no cap)")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="uvicorn's log level for `lab serve`")
+    auto_calibrate: bool | None = Field(
+        None, description="calibrate this machine before the first `lab run` or `lab serve`: 1 always, 0 never; "
+                          "unset: only on a terminal")
+    # -- for tests and bench only
+    fault: str | None = Field(
+        None, description="fault injection for the reliability tests: kill-after-commit or pause-at:PHASE")
+    clients_in_process: bool = Field(
+        False, description="run the re-enacted qemu eras in the service's process instead of a child (tests)")
+
+    @field_validator("max_size", "image_cache_bytes", "max_body_bytes", "min_maxdata", "max_maxdata", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return parse_size(v) if isinstance(v, str) else v
+
+    @field_validator("token", "fault", "auto_calibrate", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v is None or (isinstance(v, str) and not v.strip()) else v
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_size=self.max_size, max_delay_ms=self.max_delay_ms, min_maxdata=self.min_maxdata,
+                      max_maxdata=self.max_maxdata)
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def image_cache_dir(self) -> Path:
+        return self.image_dir or self.data_dir / "images"
+
+    @property
+    def progress_retention_s(self) -> float | None:
+        return self.progress_retention_h * 3600 if self.progress_retention_h > 0 else None
+
+    @property
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else None
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The declared defaults, without reading the environment."""
+        return cls.model_construct()
+
+
+DEFAULT_LIMITS = Settings.defaults().limits
