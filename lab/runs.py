@@ -7,6 +7,7 @@ behind, whatever happens.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -44,6 +45,26 @@ class StatsCheck(TypedDict):
     agree: bool | None
 
 
+class Reached(TypedDict, total=False):
+    """How far a copy got (what a cancelled or failed run had reached)."""
+
+    fraction: float
+    bytes_done: int
+    elapsed_s: float
+    backend: dict[str, int]
+    phase: str | None
+
+
+class DiskMap(TypedDict, total=False):
+    """The disk map of a copy (lab.diskmap): cells run-length encoded, one letter per cell."""
+
+    cell_size: int
+    size: int
+    cells: str
+    requests: int
+    truncated: bool
+
+
 # What the server advertised, as a plain dict (run.flags["can_zero"]), with ServerFlags' schema.
 FlagsDict = Annotated[dict[str, Any], WithJsonSchema(TypeAdapter(ServerFlags).json_schema())]
 
@@ -69,7 +90,7 @@ class Run(BaseModel):
     label: str | None = None
     # Who asked for it (a display name, lab.students) and what they expected (lab.students.compare).
     student: str | None = None
-    prediction: dict[str, float] | None = None
+    prediction: dict[str, int | float] | None = None
     reference: dict[str, Any] | None = Field(None, description="the talk's figures for this scenario row")
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
@@ -97,9 +118,9 @@ class Run(BaseModel):
     notes: list[str] = Field(default_factory=list)
     error: str | None = None
     # How far the copy got (fraction, bytes, phase): what a cancelled or failed run had reached.
-    reached: dict[str, Any] | None = None
+    reached: Reached | None = None
     # The disk map of the copy: {"cell_size", "size", "cells" (run-length encoded), "requests"}.
-    diskmap: dict[str, Any] | None = None
+    diskmap: DiskMap | None = None
     # The per-request trace (lab.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.
     trace: list[Any] | None = Field(None, repr=False, exclude=True)
 
@@ -111,8 +132,9 @@ class Run(BaseModel):
         return round(self.duration_s / self.predicted_s, 4)
 
     @field_serializer("wire", "server_log")
-    def _wire(self, w: WireCounts | None) -> dict[str, Any] | None:
-        return w.to_dict() if w is not None else None
+    def _wire(self, w: WireCounts | None) -> WireCounts | None:
+        """At most 10 error lines (as WireCounts.to_dict), with the dataclass's own schema."""
+        return dataclasses.replace(w, errors=w.errors[:10]) if w is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -75,6 +75,7 @@ class ServerField:
     group: Literal["mode", "geometry"] = "geometry"
     form: Literal["main", "more"] = "main"
     examples: tuple[Any, ...] = field(default=())
+    enum_name: str | None = None  # a choice field's OpenAPI enum (default: the field's name in CamelCase)
 
 
 class SpecError(ValueError):
@@ -100,10 +101,10 @@ class ServerSpec(BaseModel):
 
     zeromode: Annotated[str, ServerField(
         "choice", "nozero filter zeromode: how the server answers zero requests", choices=ZEROMODES,
-        group="mode")] = "none"
+        group="mode", enum_name="ZeroMode")] = "none"
     fastzeromode: Annotated[str, ServerField(
         "choice", "nozero filter fastzeromode: how it answers fast-zero requests", choices=FASTZEROMODES,
-        group="mode")] = "default"
+        group="mode", enum_name="FastZeroMode")] = "default"
     size: Annotated[int, ServerField(
         "size", "image size", low=MiB, high="max_size", multiple=512, examples=("16M", 262144 * 64))] = 100 * MiB
     pattern: Annotated[str, ServerField(
@@ -274,7 +275,9 @@ _ENUMS: dict[str, type[StrEnum]] = {}
 def _enum(name: str, choices: tuple[str, ...]) -> type[StrEnum]:
     """One enum per choice field (an OpenAPI component named after the field: Plugin, SourceFormat)."""
     if name not in _ENUMS:
-        _ENUMS[name] = StrEnum("".join(p.title() for p in name.split("_")), {c: c for c in choices})  # type: ignore
+        title = SERVER_FIELDS[name].enum_name if name in SERVER_FIELDS else None
+        title = title or "".join(p.title() for p in name.split("_"))
+        _ENUMS[name] = StrEnum(title, {c: c for c in choices})  # type: ignore[misc]
     return _ENUMS[name]
 
 

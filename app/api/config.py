@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app.errors import responses, spec_error
-from app.schemas import ServerFields
+from app.schemas import Availability, ClientOut, ServerFields, ServerOut, ServerPartial
 from lab import kinds, spec, storage
 from lab.clients import client_ids, get_client
 from lab.config import DEFAULT_LIMITS, Limits
@@ -29,7 +29,7 @@ class ServerFieldOut(BaseModel):
     option: str = Field(description="the `lab run` option")
     kind: str = Field(description="choice, size, delay, bool or layout")
     help: str
-    default: Any
+    default: bool | int | float | str | None
     default_text: str
     choices: list[str]
     group: str = Field(description="mode: a scenario row fixes it; geometry: a sweep may override it")
@@ -41,19 +41,26 @@ class ServerFieldOut(BaseModel):
     max_text: str | None = None
 
 
+class PresetOut(BaseModel):
+    title: str
+    key: str = Field(description="its keyboard shortcut on the lab page")
+    fields: ServerPartial  # type: ignore[valid-type]
+    summary: str
+
+
 class ConfigOut(BaseModel):
     auth_required: bool
     server_fields: list[ServerFieldOut]
-    presets: dict[str, dict[str, Any]]
-    spec_defaults: dict[str, Any] = Field(description="the default server, normalised (bytes, milliseconds)")
+    presets: dict[str, PresetOut]
+    spec_defaults: ServerOut = Field(description="the default server, normalised (bytes, milliseconds)")
     spec_defaults_text: dict[str, str]
-    clients: list[dict[str, Any]]
-    availability: dict[str, dict[str, dict[str, Any]]] = Field(
+    clients: list[ClientOut]
+    availability: dict[str, dict[str, Availability]] = Field(
         description="per server field, per choice: available, and the reason when not")
 
 
 class ValidateOut(BaseModel):
-    server: dict[str, Any] = Field(description="the checked fields, normalised (bytes, milliseconds)")
+    server: ServerOut = Field(description="the checked fields, normalised (bytes, milliseconds)")
     text: dict[str, str] = Field(description="the same values as a person types them (100M, 20ms)")
 
 
