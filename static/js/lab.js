@@ -16,7 +16,7 @@ const form = $("run-form");
 // this page parses no unit: the service checks and normalises (POST /ui/check).
 const FIELDS = config.server_fields.map((x) => x.name);
 const KIND_FIELDS = ["kind", "plugin", "storage", "disk_format"]; // what sits under the filter stack
-const TYPED = config.server_fields.filter((x) => !["choice", "bool"].includes(x.kind)).map((x) => x.name);
+const TYPED = config.server_fields.filter((x) => ["size", "delay", "layout"].includes(x.kind)).map((x) => x.name);
 const RECENT_MS = 20000; // a finished run stays among the live cards this long
 
 // --- the form -----------------------------------------------------------------------
