@@ -223,6 +223,7 @@ def _size_in(api: bool) -> Any:
 
 def _delay_in(api: bool) -> Any:
     pattern = API_DELAY_PATTERN if api else DELAY_PATTERN
+    spelling = "a whole number" if api else "a number"
 
     def check(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float | str):
@@ -230,7 +231,7 @@ def _delay_in(api: bool) -> Any:
         if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:
             raise ValueError(f"a delay must be between 0 and {MAX_JSON_INT} milliseconds")
         if isinstance(v, str) and (len(v) > 64 or not _match(pattern, v)):
-            raise ValueError(f"{v[:40]!r} is not a delay: use a number of milliseconds, or a whole number with ms "
+            raise ValueError(f"{v[:40]!r} is not a delay: use a number of milliseconds, or {spelling} with ms "
                              "or s (such as 20ms)")
         return parse_delay(v)
 

@@ -1,0 +1,77 @@
+"""Adding a server field is one line in lab.spec.ServerSpec: the proof.
+
+A copy of the code gets one hypothetical field (`frobnicate`, a size) added to ServerSpec and
+nothing else; in that copy the field must show up in the API's request schema (with bounds from
+the settings), `lab run --help`, GET /api/v1/config, the run form, POST /api/v1/validate (parsed,
+bounded, a bad value named by its loc), the CLI's error naming `--frobnicate`, and the CSV columns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ANCHOR = "    def to_dict(self) -> dict[str, Any]:\n        return self.model_dump()"
+FIELD = ('    frobnicate: Annotated[int, ServerField(\n'
+         '        "size", "a hypothetical field", low=4096, high="max_maxdata", multiple=512)] = 65536\n\n')
+
+PROBE = r'''
+import io, json
+from contextlib import redirect_stderr, redirect_stdout
+from fastapi.testclient import TestClient
+from app.main import create_app
+from app.settings import Settings
+from lab import cli, results
+
+out = {}
+app = create_app(Settings(data_dir="data", max_maxdata="1M"))
+with TestClient(app) as c:
+    props = c.get("/openapi.json").json()["components"]["schemas"]["ServerFields"]["properties"]
+    out["schema"] = props.get("frobnicate")
+    cfg = c.get("/api/v1/config").json()
+    out["config"] = [f for f in cfg["server_fields"] if f["name"] == "frobnicate"]
+    out["form"] = 'id="f-frobnicate"' in c.get("/").text
+    out["valid"] = c.post("/api/v1/validate", json={"frobnicate": "128k"}).json()["server"].get("frobnicate")
+    bad = c.post("/api/v1/validate", json={"frobnicate": "2M"})
+    out["bad"] = [bad.status_code, bad.json()["errors"][0]["loc"]]
+help_text = io.StringIO()
+with redirect_stdout(help_text):
+    try:
+        cli.main(["run", "--help"])
+    except SystemExit:
+        pass
+out["help"] = [ln.strip() for ln in help_text.getvalue().splitlines() if "frobnicate" in ln]
+err = io.StringIO()
+with redirect_stderr(err):
+    out["cli_rc"] = cli.main(["run", "--frobnicate", "1"])
+out["cli_err"] = err.getvalue().strip()
+out["csv"] = "server.frobnicate" in results.COLUMNS
+print(json.dumps(out))
+'''
+
+
+def test_a_field_added_to_the_model_alone_reaches_every_door(tmp_path: Path) -> None:
+    for folder in ("lab", "app", "templates", "static", "scripts"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    spec_py = tmp_path / "lab" / "spec.py"
+    text = spec_py.read_text()
+    assert ANCHOR in text, "ServerSpec.to_dict moved: update the anchor of this test"
+    spec_py.write_text(text.replace(ANCHOR, FIELD + ANCHOR))
+    r = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    ints = [s for s in out["schema"]["anyOf"][0]["anyOf"] if s["type"] == "integer"]
+    assert (ints[0]["minimum"], ints[0]["maximum"], ints[0]["multipleOf"]) == (4096, 1 << 20, 512)
+    assert out["config"][0]["default_text"] == "64k" and out["config"][0]["max_text"] == "1M"
+    assert out["form"] is True
+    assert out["valid"] == 131072
+    assert out["bad"] == [422, ["body", "frobnicate"]]
+    assert any(ln.startswith("--frobnicate") for ln in out["help"]), out["help"]
+    assert out["cli_rc"] == 2 and out["cli_err"].startswith("lab: error: --frobnicate: must be between 4k and 32M")
+    assert out["csv"] is True
