@@ -61,13 +61,7 @@ stay open.
 
 
 def manager_config(settings: Settings) -> ManagerConfig:
-    return ManagerConfig(workers=settings.workers, queue_size=settings.queue_size,
-                         run_timeout_s=settings.run_timeout_s, image_cache_bytes=settings.image_cache_bytes,
-                         max_servers=settings.max_servers, server_ttl_s=settings.server_ttl_s or None,
-                         subscriber_queue=settings.event_queue,
-                         limits=settings.limits, progress_retention_s=settings.progress_retention_s,
-                         max_progress_events=settings.max_progress_events or None,
-                         max_queued_per_student=settings.max_queued_per_student or None)
+    return ManagerConfig.from_settings(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

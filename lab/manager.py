@@ -23,6 +23,7 @@ from typing import Any
 
 from lab import diskmap, procs
 from lab.automation import Automation
+from lab.config import Settings
 from lab.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
 from lab.events import EventBus, Subscription
 from lab.expiry import Reaper
@@ -44,24 +45,40 @@ log = logging.getLogger("lab.manager")
 SHUTDOWN_ERROR = "the service shut down during this run"
 
 
+_D = Settings.defaults()
+
+
 @dataclass(frozen=True)
 class ManagerConfig:
-    workers: int = 2
-    queue_size: int = 64
-    run_timeout_s: float | None = 600.0
+    """The slice of lab.config.Settings the manager uses; defaults are the settings' own (declared once)."""
+
+    workers: int = _D.workers
+    queue_size: int = _D.queue_size
+    run_timeout_s: float | None = _D.run_timeout_s
     image_cache_bytes: int | None = None
-    max_servers: int = 8
-    subscriber_queue: int = 1000
+    max_servers: int = _D.max_servers
+    subscriber_queue: int = _D.event_queue
     limits: Limits = DEFAULT_LIMITS
     shutdown_grace_s: float = 10.0
     # Progress events of runs finished longer ago than this are deleted (None: keep all) ...
-    progress_retention_s: float | None = 24 * 3600.0
+    progress_retention_s: float | None = _D.progress_retention_s
     # ... and beyond this many progress rows, the oldest of finished runs go first (None: no cap).
-    max_progress_events: int | None = 500_000
-    server_ttl_s: float | None = 3600.0  # managed servers are stopped this long after they start (None: never)
+    max_progress_events: int | None = _D.max_progress_events or None
+    server_ttl_s: float | None = _D.server_ttl_s or None  # managed servers are stopped this long after they start
     # Runs one student may have queued or running at once (None: no limit); runs without a
     # student (the teacher's, scripts') are not counted.
-    max_queued_per_student: int | None = 4
+    max_queued_per_student: int | None = _D.max_queued_per_student or None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManagerConfig:
+        """The manager's slice of the service's settings (0 in a setting means 'no limit' here: None)."""
+        return cls(workers=settings.workers, queue_size=settings.queue_size, run_timeout_s=settings.run_timeout_s,
+                   image_cache_bytes=settings.image_cache_bytes, max_servers=settings.max_servers,
+                   subscriber_queue=settings.event_queue, limits=settings.limits,
+                   progress_retention_s=settings.progress_retention_s,
+                   max_progress_events=settings.max_progress_events or None,
+                   server_ttl_s=settings.server_ttl_s or None,
+                   max_queued_per_student=settings.max_queued_per_student or None)
 
 
 class Manager(Automation):
