@@ -300,6 +300,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             return 1
     else:
         print("calibrating: small copies of every client kind, about 30-60 s", file=sys.stderr)
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        if load > cores:
+            print(f"lab calibrate: warning: load average {load:.1f} on {cores} cores: the coefficients will "
+                  "include other work's share; calibrate again on a quiet machine", file=sys.stderr)
         cal = calibrate.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr))
     print(json.dumps(cal.to_dict()) if args.json else report.calibration_table(cal))
     return 0
