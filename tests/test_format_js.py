@@ -1,0 +1,36 @@
+"""The page spells sizes, delays and byte counts exactly as lab.units does (it parses none itself).
+
+static/js/format.js only formats numbers the service normalised; this runs its size(), delay()
+and bytes() under Node beside lab.units' format_size, format_delay and human_bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.units import format_delay, format_size, human_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [0, 512, 1000, 4096, 262144, 1 << 20, 100 << 20, 3 << 30, 1 << 40, 1536 * 1024, (1 << 30) + 512]
+DELAYS = [0.0, 1.0, 5.0, 20.0, 1000.0]
+BYTES = [0, 1, 1023, 1024, 1536, 10 * 1024 * 1024, 123456789, 5 << 30, 3 << 40]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
+def test_js_formats_like_python(tmp_path: Path) -> None:
+    module = tmp_path / "format.mjs"
+    module.write_text((ROOT / "static" / "js" / "format.js").read_text())
+    script = (f"import * as f from {json.dumps(module.as_uri())};\n"
+              f"console.log(JSON.stringify({{size: {SIZES}.map(f.size), delay: {DELAYS}.map(f.delay), "
+              f"bytes: {BYTES}.map(f.bytes)}}));")
+    r = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    js = json.loads(r.stdout)
+    assert js["size"] == [format_size(n) for n in SIZES]
+    assert js["delay"] == [format_delay(ms) for ms in DELAYS]
+    assert js["bytes"] == [human_bytes(n) for n in BYTES]
