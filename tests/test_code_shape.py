@@ -14,8 +14,7 @@ from lab.testing import REPO
 MAX_COMPLEXITY = 15
 MAX_CLASS_LINES = 200
 # Over the limits when this test was written; split them, then delete their line here.
-KNOWN_COMPLEX = {
-}
+KNOWN_COMPLEX: set[str] = set()
 KNOWN_LONG = {"lab/clients/eras.py:_Copy"}
 
 
