@@ -22,7 +22,10 @@ the log; the lab's own clients report it, and it is added with `source="client"`
 The disk is drawn as at most MAX_CELLS cells of a power-of-two size; each request paints
 every cell it touches with its kind's letter, in the order the requests started, so the
 map of a finished run is a pure function of its trace (`paint()`; the browser does the
-same). Cells travel in progress events run-length encoded (`rle()`).
+same). Cells travel in progress events run-length encoded (`rle()`). A live map also shows
+the BLOCK_STATUS questions asked since the previous progress event: those cells read "S"
+in that one event (a question changes nothing on disk, so the next event shows the cells
+as they are again); the map kept with the run never has them.
 
 Caveat: with holes smaller than a client's write (say alternate:4k), a data write that
 spans holes is shown as a pre-zero pass; the talk's layouts (1 MiB extents) are exact.
@@ -190,12 +193,24 @@ class Watch:
         return self.server.trace_rows(self._painted, upto)
 
     def update(self) -> str:
-        """Paint what was logged since the last call; the cells, run-length encoded."""
+        """Paint what was logged since the last call; the cells, run-length encoded, with the
+        cells asked about by BLOCK_STATUS since the last call shown as "S" (this once)."""
+        asked: list[tuple[int, int]] = []
         for raw in self._rows():
             self._painted += 1
             kind = classify(raw.op, raw.offset, raw.count, raw.result or "ok", self.layout)
-            paint_one(self.cells, self.cell, kind, raw.offset, raw.count)
-        return rle(self.cells.decode())
+            if kind == "status":
+                asked.append((raw.offset, raw.count))
+            else:
+                paint_one(self.cells, self.cell, kind, raw.offset, raw.count)
+        if not asked:
+            return rle(self.cells.decode())
+        shown = bytearray(self.cells)
+        for offset, count in asked:
+            first = offset // self.cell
+            last = min(len(shown), max(first + 1, -(-(offset + count) // self.cell)))
+            shown[first:last] = b"S" * max(0, last - first)
+        return rle(shown.decode())
 
     def client_errors(self, errors: Iterable[str], now_wall: float) -> None:
         """Refused fast zeroes the client saw but the log could not (nbdkit's core answered them)."""

@@ -120,3 +120,44 @@ def test_progress_events_carry_cells_and_a_cancelled_run_keeps_how_far_it_got(ap
 def test_trace_of_an_unknown_run_is_404(api) -> None:
     assert api.get("/api/runs/nope/trace").status_code == 404
     assert api.get("/api/runs/nope/trace", params={"format": "xml"}).status_code in (404, 422)
+
+
+def test_live_cells_show_block_status_questions_but_the_kept_map_does_not(api) -> None:
+    # the block-status act's setup, small: a reused disk (data everywhere), extents visible,
+    # one BLOCK_STATUS before each of 64 holes; zeroes slowed so questions land between events
+    server = {"plugin": "file", "disk_init": "data", "noextents": False, "pattern": "alternate:64k",
+              "zeromode": "plugin", "size": "8M", "delay_write": 0, "delay_zero": "10ms"}
+    run = start_run(api, "qemu-bs", **server)
+    done = wait_final(api, run["id"])
+    assert done["status"] == "succeeded", done.get("error")
+    assert done["wire"]["block_status"] == 64
+    events = [json.loads(line[5:]) for line in api.get(f"/api/runs/{run['id']}/events").text.splitlines()
+              if line.startswith("data:")]
+    live = [e["cells"] for e in events if e.get("type") == "progress" and "cells" in e]
+    asked = [diskmap.unrle(c) for c in live if "S" in c]
+    assert asked, "no progress event showed a BLOCK_STATUS question"
+    # a question shows on the cells it asked about, holes only (this layout asks before each hole)
+    layout = diskmap.Layout.of("alternate:64k", 8 * MiB)
+    cell = done["diskmap"]["cell_size"]
+    for cells in asked:
+        for i, ch in enumerate(cells):
+            if ch == "S":
+                assert layout.data_in(i * cell, cell) < cell, f"cell {i} holds only data, yet was asked about"
+    # shown once: the map kept with the run is what the disk holds
+    assert "S" not in diskmap.unrle(done["diskmap"]["cells"])
+
+
+def test_block_status_rows_tell_their_runs_apart_by_storage(api) -> None:
+    """The six block-status rows differ by storage and size only: a run on tmpfs measures the
+    tmpfs row, never its ext4 twin (the talk showed the same run in both lanes)."""
+    from lab.scenarios import BLOCK_STATUS_ROWS
+
+    a = next(r for r in BLOCK_STATUS_ROWS if r.key == "act-bs-A-32M")
+    run = api.post("/api/runs", json={"client": a.client, "server": a.server}).json()
+    assert wait_final(api, run["id"])["status"] == "succeeded"
+    rows = {r["key"]: r for r in api.get("/api/scenarios/acts/rows").json()["rows"]}
+    assert rows["act-bs-A-32M"]["match"]["server"]["storage"] == "tmpfs"
+    assert rows["act-bs-B-32M"]["match"]["server"]["storage"] == "ext4"
+    assert [r["id"] for r in rows["act-bs-A-32M"]["runs"]] == [run["id"]]
+    assert rows["act-bs-B-32M"]["total"] == 0
+    assert "storage" not in rows["act1-baseline"]["match"]["server"], "rows that leave storage out match any"

@@ -20,6 +20,9 @@ from lab.spec import SpecError, build_spec
 # A run measures a row when its client and every one of these server fields agree.
 MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
                 "source_format")
+# Fields a row matches on only when it sets them (the block-status rows differ by storage
+# alone); runs stored before these fields existed still match the rows that leave them out.
+MATCH_IF_SET = ("kind", "storage", "disk_format", "disk_init", "noextents")
 
 router = APIRouter(tags=["scenarios"])
 
@@ -78,6 +81,7 @@ def scenario_rows(name: str, manager: ManagerDep,
             by_client[row.client], _ = manager.store.list_runs(client=row.client, limit=5000)
         spec = build_spec(row.server).to_dict()
         match = {k: spec[k] for k in MATCH_FIELDS if k in spec}
+        match.update({k: spec[k] for k in MATCH_IF_SET if k in row.server and k in spec})
         mine = [run for run in by_client[row.client] if _matches(run, row.key, match)]
         out.append({**row.to_dict(), "server": _fields(row.server),
                     "match": {"client": row.client, "server": match}, "total": len(mine),

@@ -55,7 +55,9 @@ export function runsForRow(row, index) {
   const labelled = (index.byLabel.get(row.key) || []).filter((r) => r.client === row.client &&
     r.server.zeromode === spec.zeromode && r.server.fastzeromode === spec.fastzeromode);
   const seen = new Set();
-  return [...(m ? index.bySpec.get(specKey(m.client, m.server)) || [] : []), ...labelled]
+  // the index narrows by the common fields; a row may also name others (storage, disk_init...)
+  const same = (r) => Object.entries(m.server).every(([k, v]) => r.server[k] === v);
+  return [...(m ? (index.bySpec.get(specKey(m.client, m.server)) || []).filter(same) : []), ...labelled]
     .filter((r) => !seen.has(r.id) && seen.add(r.id))
     .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
 }

@@ -162,7 +162,7 @@ export function renderCard(run, node = null) {
   setStats(r.stats, items);
 
   const live = store.cells.get(run.id);
-  const map = live || run.diskmap;
+  const map = done ? run.diskmap || live : live || run.diskmap; // live cells may show BLOCK_STATUS asks
   r.mapbox.hidden = !map;
   if (map) {
     r.map.setCells(unrle(map.cells), map.cell_size);

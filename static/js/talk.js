@@ -54,6 +54,20 @@ function laneName(row, g) {
   return rowSpec(row).zeromode === "none" ? "No write-zeroes" : "Server";
 }
 
+// What tells a lane apart from its neighbours: rows that differ by storage and size (the
+// block-status act) carry that in their label; the others differ by their zero modes.
+function laneSpec(row) {
+  const spec = rowSpec(row);
+  if (row.server && row.server.storage) return row.label;
+  return `${row.client} · zeromode=${spec.zeromode} · fastzeromode=${spec.fastzeromode}`;
+}
+
+// A lane's name in a sentence: "Server A" alone is ambiguous when an act has several A rows.
+function laneTitle(bar) {
+  const name = laneName(bar.row, bar.group || f.group(rowSpec(bar.row)));
+  return bar.row.server && bar.row.server.storage ? `${name} (${bar.row.label.replace(/ \(.*\)$/, "")})` : name;
+}
+
 // The counts a lane shows: live, final, or how far a failed/cancelled run got.
 function countsOf(bar) {
   const run = bar.run;
@@ -74,6 +88,7 @@ function countsText(bar) {
   if (wire && (wire.fast_zero || wire.fast_zero_failed)) {
     parts.push(`${wire.fast_zero} fast zero${wire.fast_zero_failed ? `, ${wire.fast_zero_failed} refused` : ""}`);
   }
+  if (wire && wire.block_status) parts.push(`${wire.block_status} block status`);
   return parts.join(" · ");
 }
 
@@ -87,20 +102,20 @@ function phaseText(bar) {
 // --- lanes: built once per act, then only their texts, widths and maps change -------------
 const lanes = new Map(); // row key -> {node, refs}
 
-function buildLane(row) {
+function buildLane(row, many) {
   const refs = {};
   const mk = (name, tag, attrs, ...children) => (refs[name] = el(tag, attrs, ...children));
-  const spec = rowSpec(row);
   const node = el("div", { class: "lane", dataset: { row: row.key } },
     el("div", { class: "lane-head" }, mk("name", "div", { class: "lane-name" }),
-      el("div", { class: "lane-spec" }, `${row.client} · zeromode=${spec.zeromode} · fastzeromode=${spec.fastzeromode}`)),
+      el("div", { class: "lane-spec", title: `client ${row.client}` }, laneSpec(row))),
     el("div", { class: "lane-mid" },
       el("div", { class: "lane-line" }, mk("counts", "div", { class: "lane-counts" }), mk("phase", "span", { class: "lane-phase" })),
       mk("track", "div", { class: "lane-track" }, mk("fill", "div", { class: "lane-fill" }))),
     el("div", { class: "lane-time" }, mk("time", "span", {}), mk("status", "small", {})),
     mk("mapbox", "div", { class: "lane-map" }),
     mk("error", "p", { class: "lane-error", hidden: true }));
-  refs.map = new DiskMap({ rows: 4, height: 34, label: `Disk map, ${row.key}` });
+  refs.map = new DiskMap(many ? { rows: 2, height: 16, label: `Disk map, ${row.key}` }
+    : { rows: 4, height: 34, label: `Disk map, ${row.key}` });
   refs.mapbox.append(refs.map.node);
   refs.ref = null;
   return { node, refs };
@@ -142,7 +157,8 @@ function updateLane(lane, bar, scale) {
   // the map: live cells while it runs, the run's own map once done, blank when reset
   const run = bar.run;
   const live = run && store.cells.get(run.id);
-  const m = run && bar.state !== "empty" ? live || run.diskmap : null;
+  // (the last live cells may still show BLOCK_STATUS questions: a finished run shows its own map)
+  const m = run && bar.state !== "empty" ? (bar.state === "running" ? live || run.diskmap : run.diskmap || live) : null;
   if (m) {
     refs.map.setCells(unrle(m.cells), m.cell_size);
     // a refused fast zero changes nothing on disk: it flashes over the disk as it happens
@@ -171,7 +187,7 @@ function outcome(bars) {
   if (failedBars.length) {
     // A failed act shows what went wrong, never the success story.
     const items = failedBars.map((b) => {
-      const name = laneName(b.row, b.group || f.group(rowSpec(b.row)));
+      const name = laneTitle(b);
       const good = lastGood(b.row);
       return el("li", {}, el("b", {}, `${name}: `), b.run.error || `${b.run.status}`,
         good ? el("span", { class: "fallback" }, ` Last good result (earlier run, shown for comparison only): ${f.seconds(good.duration_s)}.`) : null);
@@ -183,13 +199,22 @@ function outcome(bars) {
     return;
   }
   box.className = "outcome";
-  const times = bars.map((b) => `${laneName(b.row, b.group || f.group(rowSpec(b.row)))} took ${f.seconds(b.value)}`);
+  const times = bars.map((b) => `${laneTitle(b)} took ${f.seconds(b.value)}`);
   let verdict = times.join(", ") + ".";
   const [a, b] = bars;
   if (bars.length === 2 && a.value && b.value) {
     const ratio = b.value / a.value;
     verdict += ratio > 1.15 ? ` Server A was ${ratio.toFixed(1)}× faster.` : ratio < 1 / 1.15
       ? ` Server B was ${(1 / ratio).toFixed(1)}× faster.` : " About the same time.";
+  } else if (bars.length > 2) {
+    // one line per server: its times as the disk grows, and how much they grew
+    const groups = new Map();
+    for (const bar of bars) {
+      const name = laneName(bar.row, bar.group || f.group(rowSpec(bar.row)));
+      groups.set(name, [...(groups.get(name) || []), bar.value]);
+    }
+    verdict = [...groups].map(([name, vs]) => `${name}: ${vs.map((v) => f.seconds(v)).join(" → ")}`
+      + (vs.length > 1 && vs[0] ? ` (${(vs[vs.length - 1] / vs[0]).toFixed(1)}×)` : "")).join("; ") + ".";
   } else if (bars.length === 1 && a.run.predicted_s) {
     verdict += ` The delay model predicted ${f.seconds(a.run.predicted_s)}.`;
   }
@@ -238,7 +263,7 @@ function render() {
     set($("act-era"), "all acts, measured here");
     set($("act-title"), "Who wins, act by act");
     set($("act-summary"), "Every act as measured in this room; ◆ marks the 2019 time.");
-    if (shownAct !== index) { $("lanes").replaceChildren(); lanes.clear(); shownAct = index; }
+    if (shownAct !== index) { $("lanes").replaceChildren(); lanes.clear(); shownAct = index; $("talk").classList.remove("talk-many"); }
     $("lane-legend").hidden = true;
     $("outcome").hidden = true;
     const chart = $("talk-chart");
@@ -266,7 +291,17 @@ function render() {
   set($("act-summary"), a.summary);
   if (shownAct !== index) {
     lanes.clear();
-    $("lanes").replaceChildren(...a.rows.map((r) => { const lane = buildLane(r); lanes.set(r.key, lane); return lane.node; }));
+    // two lanes stand side by side (A beside B) on a wide screen; more than two become a
+    // compact grid, one row per server (the sizes left to right)
+    const many = a.rows.length > 2;
+    const box = $("lanes");
+    box.className = `lanes lanes-${Math.min(a.rows.length, 3)}`;
+    $("talk").classList.toggle("talk-many", many);
+    box.style.setProperty("--lane-cols", String(Math.ceil(a.rows.length / 2)));
+    box.replaceChildren(...a.rows.map((r) => { const lane = buildLane(r, many); lanes.set(r.key, lane); return lane.node; }));
+    // BLOCK_STATUS questions light up live where a row lets the client see extents
+    const asks = a.rows.some((r) => r.server && r.server.noextents === false);
+    $("lane-legend").replaceChildren(legend(asks ? ["D", "Z", "S", "."] : ["D", "W", "P", "Z", "p", "R", "."]));
     shownAct = index;
   }
   const byKey = runsByKey();
@@ -277,7 +312,7 @@ function render() {
   const busy = starting || bars.some((b) => b.state === "running" || b.state === "queued");
   const btn = $("act-run");
   btn.disabled = busy;
-  const label = busy ? "Running…" : bars.some((b) => b.state === "failed") ? "Run again " : bars.length > 1 ? "Run both servers " : "Run ";
+  const label = busy ? "Running…" : bars.some((b) => b.state === "failed") ? "Run again " : bars.length > 2 ? `Run all ${bars.length} ` : bars.length > 1 ? "Run both servers " : "Run ";
   if (btn.dataset.label !== label) { btn.dataset.label = label; btn.replaceChildren(label, busy ? "" : el("kbd", {}, "Enter")); }
   $("act-cancel").hidden = !busy || starting;
 }
@@ -358,7 +393,6 @@ async function main() {
   $("act-run").addEventListener("click", runAct);
   $("act-reset").addEventListener("click", resetAct);
   $("act-cancel").addEventListener("click", cancelAct);
-  $("lane-legend").append(legend(["D", "W", "P", "Z", "p", "R", "."]));
   if (new URLSearchParams(location.search).has("kiosk")) document.body.classList.add("kiosk");
   // Enter and Space run the act wherever the focus is (a focused arrow or dot included):
   // taken in the capture phase, before the focused button could act on them.

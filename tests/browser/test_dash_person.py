@@ -454,3 +454,59 @@ def test_act5_on_server_b_flashes_the_refused_fast_zero_live(service: LabService
     assert service.wait_run(run["id"])["wire"]["fast_zero_failed"] == 1
     page.wait_for_selector('.lane[data-row="act5-B"][data-state="done"]')
     assert set(page.get_attribute('.lane[data-row="act5-B"] canvas', "data-cells")) == {"D", "W"}
+
+
+def test_block_status_act_fits_a_projector_with_each_lane_told_apart(service: LabService, new_page) -> None:
+    """Six lanes (tmpfs/ext4 x 32/64/128 MiB) in kiosk at 1280x640: each names its storage
+    and size, counts its BLOCK_STATUS questions, nothing is cut, the controls stay on screen,
+    and the two servers stand in two rows (A above B) with the sizes left to right."""
+    from lab import storage
+
+    missing = [n for n in ("tmpfs", "ext4") if not storage.availability()[n]["available"]]
+    if missing:
+        pytest.skip(f"storage {', '.join(missing)} not available here")
+    page = new_page(*PROJECTOR)
+    page.goto(service.url + "/talk?kiosk#block-status")
+    wait_live(page)
+    page.wait_for_selector("#act-count:text('Act 3b ·')")
+    specs = page.eval_on_selector_all(".lane .lane-spec", "ns => ns.map(n => n.textContent)")
+    assert len(specs) == 6 and len(set(specs)) == 6, specs
+    assert specs[0].startswith("tmpfs, reused disk, 32 MiB"), specs
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('.lane[data-state=\"done\"]').length === 6", timeout=120_000)
+    page.wait_for_selector("#outcome:not([hidden])")
+    page.wait_for_timeout(300)
+    shot(page, "talk-block-status-1280x640.png")
+    counts = page.eval_on_selector_all(".lane .lane-counts", "ns => ns.map(n => n.textContent)")
+    assert all(c.endswith(" block status") and not c.startswith("0 ") for c in counts), counts
+    # nothing cut: no text wider than its box, every lane and the outcome above the controls
+    cut = page.evaluate("""() => [...document.querySelectorAll('.lane *, #outcome *')]
+        .filter(n => n.scrollWidth > n.clientWidth + 1 && getComputedStyle(n).overflow !== 'visible')
+        .map(n => n.className + ': ' + n.textContent)""")
+    assert cut == [], cut
+    nav = page.locator(".talk-nav").bounding_box()
+    assert nav["y"] + nav["height"] <= 640
+    for box in [page.locator(".lane").nth(i).bounding_box() for i in range(6)]:
+        assert box["y"] + box["height"] <= nav["y"], box
+    out = page.locator("#outcome").bounding_box()
+    assert out["y"] + out["height"] <= nav["y"] + 12, out
+    boxes = [page.locator(f'.lane[data-row="act-bs-{g}-{s}"]').bounding_box()
+             for g in "AB" for s in ("32M", "64M", "128M")]
+    assert boxes[0]["y"] < boxes[3]["y"] and boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"], boxes
+    assert "Server A:" in page.text_content("#outcome .verdict")
+    assert page.console.errors == []
+
+
+def test_two_lanes_stand_side_by_side_on_a_projector_and_stack_on_a_phone(service: LabService, new_page) -> None:
+    for (w, h), beside in ((PROJECTOR, True), (PHONE, False), (TABLET, False)):
+        page = new_page(w, h)
+        page.goto(service.url + "/talk#pre-zero")
+        page.wait_for_selector('.lane[data-row="act3-B"] canvas')
+        a = page.locator('.lane[data-row="act3-A"]').bounding_box()
+        b = page.locator('.lane[data-row="act3-B"]').bounding_box()
+        if beside:
+            assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"], (a, b)
+            assert a["width"] > 500, "each lane keeps room for its counts and disk map"
+        else:
+            assert a["y"] + a["height"] <= b["y"], (a, b)
+        page.close()
