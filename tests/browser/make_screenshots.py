@@ -5,8 +5,9 @@
 Without --url it starts its own `lab serve` on a temporary data dir. It makes sure the
 case study and the acts have been measured at the talk's geometry (that takes a few
 minutes the first time), then shoots the lab with two runs live, the case-study chart,
-one act with its outcome and disk maps, the talk's summary, the talk in kiosk mode while an
-act runs, and one run's page (its disk map replayed from the trace).
+one act with its outcome and disk maps (A beside B), act 3b's six lanes in kiosk mode,
+the talk's summary, the talk in kiosk mode while an act runs, and one run's page (its disk
+map replayed from the trace).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def shoot(url: str, out: Path, headers: dict[str, str], token: str | None) -> No
             page.goto(url + "/talk#pre-zero")
             page.wait_for_selector("#outcome:not([hidden])")
             page.screenshot(path=str(out / f"talk-{suffix}.png"))
+
+            if width >= 1280:  # act 3b: six lanes on a projector, kiosk
+                page.goto(url + "/talk?kiosk#block-status")
+                page.wait_for_selector("#outcome:not([hidden])")
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(out / f"talk-kiosk-block-status-{suffix}.png"))
+                page.goto(url + "/")  # leave kiosk
 
             page.goto(url + "/talk#summary")
             page.wait_for_selector("#talk-chart svg")
