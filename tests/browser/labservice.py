@@ -1,4 +1,4 @@
-"""A real `lab serve` for browser tests: lab.testing.LiveService with httpx answers.
+"""A real `lab serve` for browser tests (lab.testing.LiveService with httpx answers), and press(): a person's click.
 
 It is our own child (we stop it, nothing else), with a private data dir, so a test can
 stop it and start it again on the same port and data to see what the page does meanwhile.
@@ -50,3 +50,30 @@ class LabService:
                 return run
             time.sleep(0.1)
         raise AssertionError(f"run {run_id} did not finish in {timeout} s")
+
+
+def press(page, selector: str, hold_ms: int = 150) -> None:
+    """A person's click: the pointer moves there, goes down, stays `hold_ms`, comes up.
+
+    The target is centred (clear of the sticky top bar) until its box settles: rows below the
+    fold take their size only when shown (content-visibility), so the first box can be stale.
+    What is under the pointer must be the target, as a person would see it uncovered.
+    """
+    target = page.locator(selector)
+    box = None
+    for _ in range(20):
+        target.evaluate("e => e.scrollIntoView({block: 'center', inline: 'center', behavior: 'instant'})")
+        page.wait_for_timeout(50)
+        now = target.bounding_box()
+        if now == box:
+            break
+        box = now
+    assert box, f"{selector} is not on screen"
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    hit = target.evaluate("(e, [x, y]) => { const h = document.elementFromPoint(x, y); return !!h && e.contains(h); }",
+                          [x, y])
+    assert hit, f"{selector} is covered at the point a person would press"
+    page.mouse.move(x, y, steps=4)
+    page.mouse.down()
+    page.wait_for_timeout(hold_ms)
+    page.mouse.up()

@@ -9,22 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from labservice import SMALL, LabService
+from labservice import SMALL, LabService, press
 
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def press(page, selector: str) -> None:
-    """A real pointer press with a hold, as a person clicks."""
-    target = page.locator(selector)
-    target.evaluate("e => e.scrollIntoView({block: 'center'})")  # clear of the sticky top bar
-    box = target.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.wait_for_timeout(80)
-    page.mouse.up()
 
 
 def type_into(page, selector: str, text: str) -> None:

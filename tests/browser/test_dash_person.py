@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from labservice import SMALL, LabService
+from labservice import SMALL, LabService, press
 
 from lab import diskmap
 
@@ -26,23 +26,6 @@ SHOTS = Path(os.environ.get("LAB_SCREENSHOT_DIR", Path(__file__).resolve().paren
 def wait_live(page) -> None:
     page.wait_for_selector('#conn[data-state="live"]', state="attached")  # kiosk: the top bar is hidden
     page.wait_for_function("window.lab && window.lab.store.loaded")
-
-
-def press(page, selector: str, hold_ms: int = 150) -> None:
-    """A person's click: the pointer moves there, goes down, stays 150 ms, comes up."""
-    box = None
-    for _ in range(20):  # scrolled into view and settled (rows below the fold take their size when shown)
-        page.locator(selector).scroll_into_view_if_needed()
-        page.wait_for_timeout(50)
-        now = page.locator(selector).bounding_box()
-        if now == box:
-            break
-        box = now
-    assert box, f"{selector} is not on screen"
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=4)
-    page.mouse.down()
-    page.wait_for_timeout(hold_ms)
-    page.mouse.up()
 
 
 def shot(page, name: str) -> None:

@@ -6,20 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from labservice import LabService
+from labservice import LabService, press
 
 from lab import storage
 
 pytestmark = pytest.mark.browser
-
-
-def press(page, selector: str) -> None:
-    """A person's click: move there, press, hold a moment, release."""
-    box = page.locator(selector).bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.wait_for_timeout(80)
-    page.mouse.up()
 
 
 def test_probe_a_qemu_nbd_server_from_the_form(service: LabService, new_page) -> None:

@@ -6,21 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from labservice import press
 
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-def press(page, selector: str) -> None:
-    """A real pointer press with a hold, as a person clicks."""
-    target = page.locator(selector)
-    target.evaluate("e => e.scrollIntoView({block: 'center'})")
-    box = target.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.wait_for_timeout(80)
-    page.mouse.up()
 
 
 def test_a_saved_sweep_is_rerun_from_the_page(service, new_page):
