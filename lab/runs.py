@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, computed_field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+    computed_field,
+    field_serializer,
+    model_validator,
+)
 from typing_extensions import TypedDict
 
 from lab import calibrate, contention, diskmap, images, model
@@ -123,6 +132,14 @@ class Run(BaseModel):
     diskmap: DiskMap | None = None
     # The per-request trace (lab.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.
     trace: list[Any] | None = Field(None, repr=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _computed_are_not_input(cls, data: Any) -> Any:
+        """A stored run's JSON holds its computed fields: with extra="allow" they would come back twice."""
+        if isinstance(data, dict) and data.keys() & cls.model_computed_fields.keys():
+            return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property
