@@ -1,4 +1,4 @@
-"""Cursor pages for the list routes (runs, sweeps, results): opaque, stable while rows are added.
+"""Cursor pages for the list routes (runs, sweeps, results), and the ETag of a finished run or sweep.
 
 A cursor is the sort order and the key of the last row of the page before (base64url of JSON),
 so the next page starts exactly after it however many runs were created meanwhile; an offset
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from enum import StrEnum
 from typing import Annotated, Any
@@ -61,3 +62,20 @@ def link_next(request: Request, response: Response, cursor: str | None) -> None:
         return
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"] + [("cursor", cursor)]
     response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+
+
+def page_of(store: Any, table: str, filters: dict[str, Any], sort: str, cursor: str | None, limit: int,
+            since: float | None, until: float | None) -> tuple[list[dict[str, Any]], int, str | None]:
+    """One page of `table`: its rows, how many match in all, and the next page's cursor (None on the last)."""
+    rows, total, more = store.page(table, filters, sort, decode(cursor, sort), limit, since, until)
+    return rows, total, (encode(sort, more) if more else None)
+
+
+def finished_etag(row: dict[str, Any], if_none_match: str | None, response: Response) -> Response | None:
+    """A finished run's or sweep's ETag on `response`; a 304 to answer instead when If-None-Match names it."""
+    tag = '"' + hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] + '"'
+    tags = [t.strip().removeprefix("W/") for t in (if_none_match or "").split(",") if t.strip()]
+    if "*" in tags or tag in tags:
+        return Response(status_code=304, headers={"ETag": tag})
+    response.headers["ETag"] = tag
+    return None

@@ -15,7 +15,7 @@ from app.api.runs import ServerFiltersDep
 from app.deps import ManagerDep
 from app.errors import responses
 from app.headers import LINK_NEXT
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, link_next, page_of
 from app.schemas import ClientId, ResultsOut, RunStatus
 from lab.results import COLUMNS, to_csv
 
@@ -26,12 +26,6 @@ MAX_ROWS = 10_000
 SweepQ = Annotated[str | None, Query(max_length=64, description="only this sweep's runs")]
 LabelQ = Annotated[str | None, Query(max_length=80, description="only runs with this label (scenario row key)")]
 LimitQ = Annotated[int, Query(ge=1, le=MAX_ROWS)]
-
-
-def _page(manager: Any, filters: dict[str, Any], sort: str, cursor: str | None, limit: int,
-          since: float | None, until: float | None) -> tuple[list[dict[str, Any]], str | None]:
-    rows, _, more = manager.store.page("runs", filters, sort, decode(cursor, sort), limit, since, until)
-    return rows, (encode(sort, more) if more else None)
 
 
 def _filters(sweep_id: str | None, client: ClientId | None, status: RunStatus | None, label: str | None,
@@ -47,8 +41,8 @@ def results_json(manager: ManagerDep, request: Request, response: Response, serv
                  label: LabelQ = None, since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST,
                  cursor: CursorQ = None, limit: LimitQ = 1000) -> dict[str, Any]:
     """Runs newest first (`sort=created_at`: a sweep's rows in their order), each as `lab run --json` prints it."""
-    rows, nxt = _page(manager, _filters(sweep_id, client, status, label, server), sort.value, cursor, limit,
-                      since, until)
+    rows, _, nxt = page_of(manager.store, "runs", _filters(sweep_id, client, status, label, server), sort.value,
+                           cursor, limit, since, until)
     link_next(request, response, nxt)
     return {"rows": rows, "count": len(rows), "columns": list(COLUMNS), "next_cursor": nxt}
 
@@ -63,8 +57,8 @@ def results_csv(manager: ManagerDep, request: Request, server: ServerFiltersDep,
                 since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST, cursor: CursorQ = None,
                 limit: LimitQ = 1000) -> Response:
     """The same rows, one column per leaf (`backend.write_ops`, `server.zeromode`, ...)."""
-    rows, nxt = _page(manager, _filters(sweep_id, client, status, label, server), sort.value, cursor, limit,
-                      since, until)
+    rows, _, nxt = page_of(manager.store, "runs", _filters(sweep_id, client, status, label, server), sort.value,
+                           cursor, limit, since, until)
     out = Response(to_csv(rows), media_type="text/csv; charset=utf-8",
                    headers={"Content-Disposition": 'inline; filename="fastzero-results.csv"'})
     link_next(request, out, nxt)

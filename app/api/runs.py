@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -17,7 +15,7 @@ from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
 from app.headers import ETAG, LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, finished_etag, link_next, page_of
 from app.schemas import (
     CancelledOut,
     ClientId,
@@ -115,9 +113,7 @@ def list_runs(
     filters = {"status": status.value if status else None, "client": client.value if client else None,
                "sweep_id": sweep_id, "server_id": server_id, "label": label,
                "student": " ".join(student.split()) if student else None, **server}
-    runs, total, more = manager.store.page("runs", filters, sort.value, decode(cursor, sort.value), limit,
-                                           since, until)
-    nxt = encode(sort.value, more) if more else None
+    runs, total, nxt = page_of(manager.store, "runs", filters, sort.value, cursor, limit, since, until)
     link_next(request, response, nxt)
     response.headers["X-Last-Event-ID"] = str(last)
     return {"runs": [with_position(manager, r) for r in runs], "total": total, "next_cursor": nxt,
@@ -133,17 +129,6 @@ def with_position(manager: Any, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def etag_of(row: dict[str, Any]) -> str:
-    return '"' + hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] + '"'
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or etag in tags
-
-
 @router.get("/{run_id}", response_model=RunOut, response_model_exclude_unset=True,
     responses={
     200: {"headers": {"ETag": ETAG}},
@@ -155,11 +140,7 @@ async def get_run(run_id: str, manager: ManagerDep, response: Response,
     A finished run has an ETag: If-None-Match with it answers 304."""
     row = await wait_for(lambda: manager.get_run(run_id), lambda r: r["status"] in FINAL, wait)
     if row["status"] in FINAL:
-        tag = etag_of(row)
-        if etag_matches(if_none_match, tag):
-            return Response(status_code=304, headers={"ETag": tag})
-        response.headers["ETag"] = tag
-        return row
+        return finished_etag(row, if_none_match, response) or row
     return await run_in_threadpool(with_position, manager, row)
 
 

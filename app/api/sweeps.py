@@ -8,12 +8,11 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX
-from app.api.runs import etag_matches, etag_of
 from app.deps import ManagerDep
 from app.errors import field_error, raw_json, responses
 from app.headers import ETAG, LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, decode, encode, link_next
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, finished_etag, link_next, page_of
 from app.schemas import RunStatus, SweepList, SweepOut
 from app.schemas_sweeps import CustomSweepCreate, SweepRowsOut
 from app.waiting import WaitQ, wait_for
@@ -64,9 +63,7 @@ def list_sweeps(
     """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next."""
     last = manager.last_event_id
     filters = {"status": status.value if status else None, "name": name}
-    sweeps, total, more = manager.store.page("sweeps", filters, sort.value, decode(cursor, sort.value), limit,
-                                             since, until)
-    nxt = encode(sort.value, more) if more else None
+    sweeps, total, nxt = page_of(manager.store, "sweeps", filters, sort.value, cursor, limit, since, until)
     link_next(request, response, nxt)
     return {"sweeps": sweeps, "total": total, "next_cursor": nxt, "last_event_id": last}
 
@@ -83,10 +80,7 @@ async def get_sweep(sweep_id: str, manager: ManagerDep, response: Response,
     sweep = await wait_for(lambda: manager.get_sweep(sweep_id), lambda s: s["status"] in FINAL, wait)
     row = await run_in_threadpool(with_runs, manager, sweep)
     if sweep["status"] in FINAL:
-        tag = etag_of(row)
-        if etag_matches(if_none_match, tag):
-            return Response(status_code=304, headers={"ETag": tag})
-        response.headers["ETag"] = tag
+        return finished_etag(row, if_none_match, response) or row
     return row
 
 
