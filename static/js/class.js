@@ -42,7 +42,8 @@ export function distribution(guesses, measured, model) {
 }
 
 async function refreshStudents() {
-  const view = await request("GET", "/api/v1/class");
+  // Both tables from reads made together, drawn together: never students without their runs.
+  const [view, list] = await Promise.all([request("GET", "/api/v1/class"), request("GET", "/api/v1/runs?limit=50")]);
   const body = $("students-rows");
   body.replaceChildren();
   for (const s of view.students) {
@@ -53,7 +54,7 @@ async function refreshStudents() {
   $("students-empty").hidden = view.students.length > 0;
   $("class-limit").textContent = view.max_queued_per_student
     ? `at most ${view.max_queued_per_student} runs waiting or running per student` : "no per-student limit";
-  const runs = (await request("GET", "/api/v1/runs?limit=50")).runs.filter((r) => r.student);
+  const runs = list.runs.filter((r) => r.student);
   const rbody = $("class-runs");
   rbody.replaceChildren();
   for (const r of runs.slice(0, 25)) {
