@@ -385,6 +385,12 @@ def _state(run: Run, sink: EventSink, status: str, **extra: Any) -> None:
     sink({"type": "state", "run_id": run.id, "status": status, **extra})
 
 
+def _stopped(run: Run, deadline: Deadline) -> None:
+    """A run stopped by its cancel event: by the user (cancelled) or by its deadline (failed)."""
+    run.status = "failed" if deadline.expired else "cancelled"
+    run.error = f"timed out after {deadline.seconds:g} s" if deadline.expired else "cancelled"
+
+
 def execute(
     run: Run,
     on_event: EventSink | None = None,
@@ -418,12 +424,15 @@ def execute(
                 _verify(run, srv, image, sink, cancel)
             _account(run, srv)
         except Cancelled:
-            run.status = "failed" if deadline.expired else "cancelled"
-            run.error = f"timed out after {timeout:g} s" if deadline.expired else "cancelled"
+            _stopped(run, deadline)
         except Exception as e:
-            run.status = "failed"
-            detail = srv.errors() if srv is not None else []
-            run.error = f"{type(e).__name__}: {e}" + (f" ({'; '.join(detail[-2:])})" if detail else "")
+            if cancel.is_set():  # the cancel's own fallout (a killed client's broken pipe): still a cancel
+                run.notes.append(f"after the cancel: {type(e).__name__}: {e}")
+                _stopped(run, deadline)
+            else:
+                run.status = "failed"
+                detail = srv.errors() if srv is not None else []
+                run.error = f"{type(e).__name__}: {e}" + (f" ({'; '.join(detail[-2:])})" if detail else "")
         finally:
             run.finished_at = time.time()
     return run

@@ -81,7 +81,8 @@ def test_cancel_in_each_phase_releases_storage(tmp_path, monkeypatch, phase):
         if phase != "setup":
             assert dirs and storage._mounts_under(dirs[0]) and storage._loops_backed_by(dirs[0])
         assert api.post(f"/api/runs/{run['id']}/cancel").status_code == 200
-        assert api.get(f"/api/runs/{run['id']}").json()["status"] == "cancelled"
+        got = api.get(f"/api/runs/{run['id']}").json()
+        assert got["status"] == "cancelled", got["error"]
         for d in dirs:
             assert not storage._mounts_under(d) and not storage._loops_backed_by(d) and not d.exists(), d
         assert not list(runtime.glob(storage.PREFIX + "*"))
