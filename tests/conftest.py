@@ -7,6 +7,7 @@ deterministic and building them is the slow part; everything else is per session
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,14 @@ os.environ["LAB_IMAGE_DIR"] = os.environ.get(
 )
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's private root, unless something is still mounted below it (then leave it for a look)."""
+    with open("/proc/mounts") as f:
+        if any(line.split()[1].startswith(str(_session_root)) for line in f):
+            return
+    shutil.rmtree(_session_root, ignore_errors=True)
 
 
 @pytest.fixture
