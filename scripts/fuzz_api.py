@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.waiting import MAX_WAIT_S  # noqa: E402
 from lab.testing import LiveService, Proc  # noqa: E402
 
 FUZZ_SETTINGS = {
@@ -112,7 +113,9 @@ def main() -> int:
                "--phases", "examples,coverage,fuzzing,stateful",
                "--checks", "all",
                *[a for path in SKIPPED for a in ("--exclude-path", path)],
-               "--request-timeout", "30", "--generation-database", "none", "--suppress-health-check", "all",
+               # `?wait=S` answers after up to S seconds by design: neither a time-out nor "slow"
+               "--request-timeout", str(MAX_WAIT_S + 15), "--max-response-time", str(MAX_WAIT_S + 15),
+               "--generation-database", "none", "--suppress-health-check", "all",
                "--report", "json", "--report-json-path", str(report)]
         shown = " ".join(c.replace(str(tmp), "$TMP").replace(base, "$URL") for c in cmd[1:])
         print(f"schemathesis {shown}", flush=True)
