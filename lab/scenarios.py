@@ -173,10 +173,8 @@ ACTS = (
         "question is overhead. Server A keeps its disk on tmpfs, server B on ext4 (nbdkit's file plugin, "
         "block status visible, no delays); 64 KiB of data, 64 KiB hole, at 32, 64 and 128 MiB.",
         BLOCK_STATUS_ROWS,
-        "Twice the disk means twice the questions on both. On ext4 each answer stays cheap, about 0.1 ms "
-        "whatever the size. On tmpfs each answer walks the file (lseek(SEEK_HOLE) is linear on this kernel: "
-        "0.4 ms a question at 32 MiB, 2.6 ms at 256 MiB, bench/block_status.py), so the questions' total "
-        "grows with the square of the disk; at these small sizes the copy's own cost still hides part of it. "
+        "Twice the disk, twice the questions. On ext4 an answer stays about 0.1 ms; on tmpfs lseek(SEEK_HOLE) "
+        "walks the file (0.4 ms a question at 32 MiB, 2.6 ms at 256 MiB), so the total grows with the square. "
         "That is why qemu-img convert does not ask."),
     Act("no-fallback", "4. No fallback: safe, but slow again", "qemu 4.0, Apr 2019",
         "qemu now wants the pre-zero only if it is fast: fail rather than fall back to writes. NBD "
