@@ -11,14 +11,20 @@ import argparse
 import atexit
 import json
 import os
+import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lab.spec import ServerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -58,6 +64,58 @@ def strip_debug(argv: list[str]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+def bare_argv(spec: ServerSpec, workdir: Path, run: str | None = None, debug: bool = False) -> list[str]:
+    """The lab's nbdkit stack for `spec`, run bare in `workdir` (socket `workdir/nbd.sock`, the log
+    filter's file `workdir/wire.log`): without the lab's `-v -D` debug stream unless `debug`, and
+    with `--run RUN` when given (nbdkit starts, runs RUN with $uri set, stops, exits with its status).
+    """
+    from lab.servers import build_argv  # after setup_env(): lab reads its dirs on import
+
+    argv = build_argv(spec, workdir / "nbd.sock", workdir / "wire.log", workdir / "stats.txt")
+    if not debug:
+        argv = strip_debug(argv)
+    return argv if run is None else [argv[0], "--run", run, *argv[1:]]
+
+
+@dataclass
+class BareCopy:
+    """One copy by a client binary inside `nbdkit --run` on the bare stack."""
+
+    client_s: float  # the client alone, spawn to exit (bench/_timed.py): what the lab clocks
+    wall_s: float  # the whole `nbdkit --run`, nbdkit's own start and stop included
+    wire_log: str | None  # the log filter's file, when asked for (bench/_timeline.py reads it)
+
+
+def bare_copy(spec: ServerSpec, client: Sequence[str], *, debug: bool = False, keep_log: bool = False) -> BareCopy:
+    """Run `client ... "$uri"` inside `nbdkit --run`, clocked by bench/_timed.py (its own start is
+    outside its clock). `debug` keeps nbdkit's debug stream, sent to /dev/null (what emitting it costs).
+    Raises with nbdkit's last words when nbdkit or the client fails."""
+    from lab import procs
+
+    workdir = procs.private_dir("bare-")
+    try:
+        timing, errfile = workdir / "timing.txt", workdir / "nbdkit.err"
+        # Every word is ours and quoted; only nbdkit's own $uri is left for its shell to expand.
+        cmd = shlex.join([sys.executable, str(BENCH / "_timed.py"), str(timing), *client]) + ' "$uri"'
+        with open(os.devnull if debug else errfile, "wb") as err:
+            t0 = time.perf_counter()
+            p = procs.spawn(bare_argv(spec, workdir, cmd, debug), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=err)
+            p.wait()
+            wall = time.perf_counter() - t0
+        procs.stop(p)
+        said = errfile.read_text(errors="replace")[-400:] if errfile.exists() else ""
+        if not timing.exists():
+            raise RuntimeError(f"bare nbdkit exited {p.returncode} before its --run client finished: {said}")
+        client_s, rc = timing.read_text().split()
+        if p.returncode != 0 or int(rc) != 0:
+            raise RuntimeError(f"bare {client[0]} exited {rc} (nbdkit {p.returncode}): {said}")
+        log = (workdir / "wire.log").read_text(errors="replace") if keep_log else None
+        return BareCopy(float(client_s), wall, log)
+    finally:
+        procs.remove_dir(workdir)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

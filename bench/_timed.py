@@ -1,7 +1,8 @@
 """Run argv and write its wall time (start to exit, perf_counter) to a file: `_timed.py OUT CMD ARG...`.
 
-Used inside `nbdkit --run` by bench/overhead.py so the bare copy is clocked exactly as the lab
-clocks its own (client start to client exit), with none of nbdkit's start or stop in the figure.
+Used inside `nbdkit --run` by bench/_common.bare_copy (overhead.py, throughput.py) so the bare
+copy is clocked exactly as the lab clocks its own (client start to client exit), with none of
+nbdkit's start or stop in the figure.
 """
 
 import subprocess

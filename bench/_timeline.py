@@ -15,7 +15,6 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 _TS = r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)"
 _REQ = re.compile(_TS + r" connection=(?P<conn>\d+) (?P<op>Write|Zero|Trim|Flush|Read|Cache) id=(?P<id>\d+)"
@@ -70,10 +69,6 @@ def parse(text: str, ops: tuple[str, ...] = ("Write", "Zero", "Trim", "Flush")) 
             idle += a - cursor
         cursor = max(cursor, b)
     return Timeline(len(spans), last - first, service, idle, first, last)
-
-
-def parse_file(path: Path) -> Timeline | None:
-    return parse(path.read_text(errors="replace"))
 
 
 # --- keeping the lab's own log ------------------------------------------------------------

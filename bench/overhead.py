@@ -19,21 +19,20 @@ Setup (cached image, server started, ready and probed) comes from `Run.setup_s`.
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import _timeline
 from _common import (
-    BENCH,
     MachineBusy,
+    bare_argv,
+    bare_copy,
     machine_note,
     median,
     parser,
     setup_env,
-    strip_debug,
     table,
     verdict,
     within,
@@ -44,42 +43,18 @@ TMP = setup_env()
 
 from lab import images, procs  # noqa: E402
 from lab.runs import Run, execute  # noqa: E402
-from lab.servers import build_argv  # noqa: E402
 from lab.spec import ServerSpec, build_spec  # noqa: E402
 
 RATIO_LO, RATIO_HI = 0.98, 1.02
 SETUP_TARGET_S = 0.150
 
 
-def bare_argv(spec: ServerSpec, workdir: Path, run_cmd: str) -> list[str]:
-    argv = strip_debug(build_argv(spec, workdir / "nbd.sock", workdir / "wire.log", workdir / "stats.txt"))
-    return [argv[0], "--run", run_cmd, *argv[1:]]
-
-
-def run_bare(spec: ServerSpec, image: images.Image, n: int) -> dict[str, float]:
-    """One bare copy; returns the wrapper's client time and the whole nbdkit wall time."""
-    workdir = procs.private_dir("bare-")
-    try:
-        timing = workdir / "timing.txt"
-        client = ["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", str(image.qcow2)]
-        # Every word is ours and quoted; only nbdkit's own $uri is left for its shell to expand.
-        cmd = shlex.join([sys.executable, str(BENCH / "_timed.py"), str(timing), *client]) + ' "$uri"'
-        t0 = time.perf_counter()
-        p = procs.spawn(bare_argv(spec, workdir, cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE)
-        _, err = p.communicate()
-        wall = time.perf_counter() - t0
-        procs.stop(p)
-        if p.returncode != 0:
-            raise RuntimeError(f"bare run {n} failed ({p.returncode}): {err.decode(errors='replace')[-400:]}")
-        client_s, rc = timing.read_text().split()
-        if int(rc) != 0:
-            raise RuntimeError(f"bare qemu-img exited {rc}")
-        tl = _timeline.parse_file(workdir / "wire.log")
-        return {"client_s": float(client_s), "wall_s": wall,
-                "split": tl.split(float(client_s)) if tl else None}
-    finally:
-        procs.remove_dir(workdir)
+def run_bare(spec: ServerSpec, image: images.Image) -> dict[str, Any]:
+    """One bare copy; returns the wrapper's client time, the whole nbdkit wall time and the split."""
+    client = ["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", str(image.qcow2)]
+    bare = bare_copy(spec, client, keep_log=True)
+    tl = _timeline.parse(bare.wire_log) if bare.wire_log else None
+    return {"client_s": bare.client_s, "wall_s": bare.wall_s, "split": tl.split(bare.client_s) if tl else None}
 
 
 def nbdkit_start_stop(spec: ServerSpec, repeat: int) -> float:
@@ -130,7 +105,7 @@ def main() -> int:
                     if which == "lab":
                         got["lab"] = run_lab(spec)
                     else:
-                        got["bare"] = run_bare(spec, image, i)
+                        got["bare"] = run_bare(spec, image)
                 lab_run, lab_split = got["lab"]
                 bare = got["bare"]
                 splits.append(("lab", lab_split))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -33,14 +32,14 @@ from typing import Any
 
 import _timeline
 from _common import (
-    BENCH,
     MachineBusy,
     MiB,
+    bare_argv,
+    bare_copy,
     machine_note,
     median,
     parser,
     setup_env,
-    strip_debug,
     table,
     verdict,
     write_json,
@@ -50,7 +49,6 @@ TMP = setup_env()
 
 from lab import images, procs  # noqa: E402
 from lab.runs import Run, execute  # noqa: E402
-from lab.servers import build_argv  # noqa: E402
 from lab.spec import ServerSpec, build_spec  # noqa: E402
 from lab.testing import rss_kib  # noqa: E402
 
@@ -81,23 +79,7 @@ def lab_copy(spec: ServerSpec, client: str, depth: int) -> dict[str, Any]:
 
 def bare_nbdcopy(spec: ServerSpec, image: images.Image, debug: bool) -> float:
     """nbdcopy inside `nbdkit --run`, clocked by bench/_timed.py; debug stream to /dev/null if asked."""
-    workdir = procs.private_dir("bare-")
-    try:
-        timing = workdir / "timing.txt"
-        argv = build_argv(spec, workdir / "nbd.sock", workdir / "wire.log", workdir / "stats.txt")
-        if not debug:
-            argv = strip_debug(argv)
-        cmd = shlex.join([sys.executable, str(BENCH / "_timed.py"), str(timing), "nbdcopy", "--", str(image.raw)])
-        argv = [argv[0], "--run", cmd + ' "$uri"', *argv[1:]]
-        p = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        p.wait()
-        procs.stop(p)
-        secs, rc = timing.read_text().split()
-        if p.returncode != 0 or int(rc) != 0:
-            raise RuntimeError(f"bare nbdcopy failed ({p.returncode}/{rc})")
-        return float(secs)
-    finally:
-        procs.remove_dir(workdir)
+    return bare_copy(spec, ["nbdcopy", "--", str(image.raw)], debug=debug).client_s
 
 
 def bare_era(spec: ServerSpec, image: images.Image, client: str, depth: int) -> float:
@@ -109,11 +91,10 @@ def bare_era(spec: ServerSpec, image: images.Image, client: str, depth: int) -> 
     from lab.servers import probe
 
     workdir = procs.private_dir("bare-")
-    sock = workdir / "nbd.sock"
-    p = procs.spawn(strip_debug(build_argv(spec, sock, workdir / "wire.log", workdir / "stats.txt")),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = procs.spawn(bare_argv(spec, workdir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
     try:
-        uri = f"nbd+unix:///?socket={sock}"
+        uri = f"nbd+unix:///?socket={workdir / 'nbd.sock'}"
         deadline = time.monotonic() + 10
         while True:  # bench only: the lab itself waits on nbdkit's ready line
             try:

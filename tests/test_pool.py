@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from lab.pool import Job, Stop, WorkerPool
 from lab.runs import Run, execute
 from lab.spec import build_spec
@@ -13,6 +15,25 @@ from lab.sweeps import SweepService
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 SLOW = {"size": "8M", "delay_write": "60ms", "delay_zero": "1ms"}  # about 2 s
+
+
+class Spans(dict[str, tuple[float, float]]):
+    """Run id -> (start, end) of a job that only sleeps 0.3 s: when each job held a worker."""
+
+    def work(self, job: Job) -> None:
+        t0 = time.monotonic()
+        time.sleep(0.3)
+        job.run.status = "succeeded"
+        self[job.run.id] = (t0, time.monotonic())
+
+    def overlap(self, a: Run, b: Run) -> bool:
+        (a0, a1), (b0, b1) = self[a.id], self[b.id]
+        return a0 < b1 and b0 < a1
+
+
+@pytest.fixture
+def spans() -> Spans:
+    return Spans()
 
 
 def _pool(workers: int, finished: list[Job], started: threading.Event | None = None) -> WorkerPool:
@@ -46,17 +67,8 @@ def test_one_cancel_for_queued_and_running_jobs(no_leftovers):
     assert [j.run.id for j in finished][:1] == [runs[1].id]
 
 
-def test_jobs_on_one_resource_take_turns(no_leftovers):
-    finished: list[Job] = []
-    spans: dict[str, tuple[float, float]] = {}
-
-    def work(job: Job) -> None:
-        t0 = time.monotonic()
-        time.sleep(0.3)
-        job.run.status = "succeeded"
-        spans[job.run.id] = (t0, time.monotonic())
-
-    pool = WorkerPool(3, queue_size=8, work=work, finish=finished.append).start()
+def test_jobs_on_one_resource_take_turns(no_leftovers, spans: Spans):
+    pool = WorkerPool(3, queue_size=8, work=spans.work, finish=lambda _job: None).start()
     try:
         spec = build_spec(FAST)
         runs = [Run(client="qemu-img", server=spec, server_id="s1"),
@@ -65,8 +77,8 @@ def test_jobs_on_one_resource_take_turns(no_leftovers):
         assert all(j.done.wait(10) for j in jobs)
     finally:
         pool.shutdown(Stop(), grace=5)
-    (a0, a1), (b0, b1), (c0, _) = (spans[r.id] for r in runs)
-    assert b0 >= a1 or a0 >= b1, "two runs on one server overlapped"
+    assert not spans.overlap(runs[0], runs[1]), "two runs on one server overlapped"
+    (_, a1), (_, b1), (c0, _) = (spans[r.id] for r in runs)
     assert c0 < max(a1, b1) - 0.2, "a run on no managed server did not wait for them"
 
 
@@ -95,18 +107,9 @@ def test_sweep_service_without_a_store_runs_a_scenario(no_leftovers):
     assert events[0][:2] == ("sweep", sweep.id) and events[-1] == ("sweep_done", sweep.id, "succeeded")
 
 
-def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it():
+def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it(spans: Spans):
     """nbdcopy, queue depth > 1 or no delays: alone; in-order clients on delayed servers: together.
     A CPU-bound run queued behind sleep-bound ones waits for them, and what is queued after it waits too."""
-    finished: list[Job] = []
-    spans: dict[str, tuple[float, float]] = {}
-
-    def work(job: Job) -> None:
-        t0 = time.monotonic()
-        time.sleep(0.3)
-        job.run.status = "succeeded"
-        spans[job.run.id] = (t0, time.monotonic())
-
     sleepy = build_spec(FAST)
     nodelay = build_spec({**FAST, "delay_write": "0ms", "delay_zero": "0ms"})
     runs = [Run(client="qemu-img", server=sleepy), Run(client="qemu-2.8", server=sleepy),
@@ -115,7 +118,7 @@ def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it():
             Run(client="qemu-2.7", server=sleepy)]
     jobs = [Job(r) for r in runs]
     assert [j.exclusive for j in jobs] == [False, False, True, False, True, True, False]
-    pool = WorkerPool(4, queue_size=16, work=work, finish=finished.append).start()
+    pool = WorkerPool(4, queue_size=16, work=spans.work, finish=lambda _job: None).start()
     try:
         pool.submit(runs)
         deadline = time.monotonic() + 30
@@ -124,12 +127,7 @@ def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it():
     finally:
         pool.shutdown(Stop("interrupted", "shutdown"), grace=10)
     assert len(spans) == len(runs)
-
-    def overlap(a: Run, b: Run) -> bool:
-        (a0, a1), (b0, b1) = spans[a.id], spans[b.id]
-        return a0 < b1 and b0 < a1
-
-    assert overlap(runs[0], runs[1]), "two sleep-bound runs share the machine"
+    assert spans.overlap(runs[0], runs[1]), "two sleep-bound runs share the machine"
     for cpu in (runs[2], runs[4], runs[5]):
-        assert not any(overlap(cpu, other) for other in runs if other is not cpu), cpu.client
+        assert not any(spans.overlap(cpu, other) for other in runs if other is not cpu), cpu.client
     assert spans[runs[3].id][0] >= spans[runs[2].id][1], "queued after a CPU-bound run: starts after it"
