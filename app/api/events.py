@@ -162,6 +162,17 @@ def sweep_stream(sweep_id: str, manager: ManagerDep, after: ResumeDep) -> tuple[
     return after, _finished_before(manager, "sweep", sweep_id, after)
 
 
+def _one_stream(manager: ManagerDep, keepalive_s: float, plan: tuple[int | None, bool], closing: str,
+                **which: str) -> Response:
+    """A run's or sweep's stream (`which`: run_id= or sweep_id=): history, then live until its
+    `closing` event; 204 when resumed after that event (an EventSource then stops reconnecting)."""
+    after, done = plan
+    if done:
+        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
+    sub = manager.subscribe(after=after or 0, **which)
+    return _stream(sub, keepalive_s, lambda ev: ev.type == closing)
+
+
 def global_start(manager: ManagerDep, after: ResumeDep) -> int:
     return manager.replay_start() if after is None else after
 
@@ -171,11 +182,7 @@ def global_start(manager: ManagerDep, after: ResumeDep) -> int:
 async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep,
                      plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> Response:
     """The run's history so far, then live events; the stream ends after its `done` event."""
-    after, done = plan
-    if done:
-        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
-    sub = manager.subscribe(after=after or 0, run_id=run_id)
-    return _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "done")
+    return _one_stream(manager, settings.sse_keepalive_s, plan, "done", run_id=run_id)
 
 
 @router.get("/sweeps/{sweep_id}/events", response_class=SseResponse, status_code=200, tags=["sweeps"],
@@ -183,11 +190,7 @@ async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep,
 async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep,
                        plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)]) -> Response:
     """Events of the sweep and of its runs, history first; ends after `sweep_done`."""
-    after, done = plan
-    if done:
-        return Response(status_code=204, headers={"Cache-Control": "no-cache"})
-    sub = manager.subscribe(after=after or 0, sweep_id=sweep_id)
-    return _stream(sub, settings.sse_keepalive_s, lambda ev: ev.type == "sweep_done")
+    return _one_stream(manager, settings.sse_keepalive_s, plan, "sweep_done", sweep_id=sweep_id)
 
 
 @router.get("/events", response_class=SseResponse, status_code=200, responses={**STREAM_DOC, **responses(422)})

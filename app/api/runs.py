@@ -6,16 +6,15 @@ import inspect
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
-from app.headers import ETAG, LINK_NEXT, LOCATION
+from app.headers import LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, finished_etag, link_next, page_of
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, link_next, page_of
 from app.schemas import (
     CancelledOut,
     ClientId,
@@ -25,9 +24,8 @@ from app.schemas import (
     RunOut,
     RunStatus,
 )
-from app.waiting import WaitQ, wait_for
+from app.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses
 from lab import diskmap, spec
-from lab.runs import FINAL
 from lab.spec import ServerField, SpecError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -130,18 +128,13 @@ def with_position(manager: Any, row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/{run_id}", response_model=RunOut, response_model_exclude_unset=True,
-    responses={
-    200: {"headers": {"ETag": ETAG}},
-    304: {"description": "If-None-Match named the finished run's ETag: it has not changed"},
-    **responses(404, 422)})
+            responses=finished_responses("run"))
 async def get_run(run_id: str, manager: ManagerDep, response: Response,
-                  wait: WaitQ = 0, if_none_match: Annotated[str | None, Header(max_length=1000)] = None) -> Any:
+                  wait: WaitQ = 0, if_none_match: IfNoneMatch = None) -> Any:
     """The run. `?wait=S` answers when it finishes or after S seconds, whichever comes first.
     A finished run has an ETag: If-None-Match with it answers 304."""
-    row = await wait_for(lambda: manager.get_run(run_id), lambda r: r["status"] in FINAL, wait)
-    if row["status"] in FINAL:
-        return finished_etag(row, if_none_match, response) or row
-    return await run_in_threadpool(with_position, manager, row)
+    return await answer_final(lambda: manager.get_run(run_id), lambda row: with_position(manager, row),
+                              wait, if_none_match, response)
 
 
 @router.post("/cancel", response_model=CancelledOut, response_model_exclude_unset=True,

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import field_error, raw_json, responses
-from app.headers import ETAG, LINK_NEXT, LOCATION
+from app.headers import LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, finished_etag, link_next, page_of
+from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, link_next, page_of
 from app.schemas import RunStatus, SweepList, SweepOut
 from app.schemas_sweeps import CustomSweepCreate, SweepRowsOut
-from app.waiting import WaitQ, wait_for
-from lab.runs import FINAL
+from app.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses, wait_final
 from lab.sweepspec import DefinitionError, group_rows
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -69,19 +68,13 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepOut, response_model_exclude_unset=True,
-    responses={
-    200: {"headers": {"ETag": ETAG}},
-    304: {"description": "If-None-Match named the finished sweep's ETag: it has not changed"},
-    **responses(404, 422)})
+            responses=finished_responses("sweep"))
 async def get_sweep(sweep_id: str, manager: ManagerDep, response: Response,
-                    wait: WaitQ = 0, if_none_match: Annotated[str | None, Header(max_length=1000)] = None) -> Any:
+                    wait: WaitQ = 0, if_none_match: IfNoneMatch = None) -> Any:
     """The sweep with its runs in order. `?wait=S` answers when it finishes or after S seconds.
     A finished sweep has an ETag: If-None-Match with it answers 304."""
-    sweep = await wait_for(lambda: manager.get_sweep(sweep_id), lambda s: s["status"] in FINAL, wait)
-    row = await run_in_threadpool(with_runs, manager, sweep)
-    if sweep["status"] in FINAL:
-        return finished_etag(row, if_none_match, response) or row
-    return row
+    return await answer_final(lambda: manager.get_sweep(sweep_id), lambda row: with_runs(manager, row),
+                              wait, if_none_match, response)
 
 
 @router.post("/{sweep_id}/rerun", status_code=202, response_model=SweepOut, response_model_exclude_unset=True,
@@ -105,7 +98,7 @@ def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: 
 async def sweep_results(sweep_id: str, manager: ManagerDep, wait: WaitQ = 0) -> dict[str, Any]:
     """The sweep's runs grouped per row (in order), with the median, min, max and spread of the
     succeeded runs' time, prediction, ratio and backend counts. `?wait=S` as for the sweep."""
-    sweep = await wait_for(lambda: manager.get_sweep(sweep_id), lambda s: s["status"] in FINAL, wait)
+    sweep = await wait_final(lambda: manager.get_sweep(sweep_id), wait)
     runs = (await run_in_threadpool(with_runs, manager, sweep))["runs"]
     return {"sweep_id": sweep["id"], "name": sweep["name"], "status": sweep["status"],
             "repeats": sweep.get("repeats") or 1, "rows": group_rows(runs)}
