@@ -198,13 +198,12 @@ class _Reads:
         newest_first: bool = True,
     ) -> tuple[list[dict[str, Any]], int]:
         """Runs matching the filters (None = any) and the total count before limit/offset."""
-        where, args = _where({"status": status, "client": client, "sweep_id": sweep_id, "server_id": server_id,
-                              "label": label})
+        w = _Where.equal(status=status, client=client, sweep_id=sweep_id, server_id=server_id, label=label)
         conn = self._r()
-        total = conn.execute(f"SELECT COUNT(*) FROM runs{where}", args).fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) FROM runs{w}", w.args).fetchone()[0]
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT data FROM runs{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
-        rows = conn.execute(sql, [*args, -1 if limit is None else limit, offset]).fetchall()
+        sql = f"SELECT data FROM runs{w} ORDER BY seq {order} LIMIT ? OFFSET ?"
+        rows = conn.execute(sql, [*w.args, -1 if limit is None else limit, offset]).fetchall()
         return [json.loads(r[0]) for r in rows], total
 
     def page(self, table: str, filters: dict[str, Any], sort: str = "-created_at",
@@ -220,19 +219,15 @@ class _Reads:
             raise ValueError(table)
         desc = sort.startswith("-")
         key = SORT_KEYS[sort.lstrip("-")]
-        clauses, args = _page_filters(filters, since, until)
+        w = _page_filters(filters, since, until)
         conn = self._r()
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        total = conn.execute(f"SELECT COUNT(*) FROM {table}{where}", args).fetchone()[0]
-        page_clauses, page_args = list(clauses), list(args)
-        if after is not None:
+        total = conn.execute(f"SELECT COUNT(*) FROM {table}{w}", w.args).fetchone()[0]
+        if after is not None:  # keyset: rows past the last one shown, in sort order
             op = "<" if desc else ">"
-            page_clauses.append(f"({key} {op} ? OR ({key} = ? AND seq {op} ?))")
-            page_args += [after[0], after[0], after[1]]
-        where = (" WHERE " + " AND ".join(page_clauses)) if page_clauses else ""
+            w.add(f"({key} {op} ? OR ({key} = ? AND seq {op} ?))", after[0], after[0], after[1])
         order = "DESC" if desc else "ASC"
-        rows = conn.execute(f"SELECT data, {key}, seq FROM {table}{where} ORDER BY {key} {order}, seq {order} "
-                            "LIMIT ?", [*page_args, limit + 1]).fetchall()
+        rows = conn.execute(f"SELECT data, {key}, seq FROM {table}{w} ORDER BY {key} {order}, seq {order} "
+                            "LIMIT ?", [*w.args, limit + 1]).fetchall()
         more = len(rows) > limit
         rows = rows[:limit]
         last = (rows[-1][1], rows[-1][2]) if more and rows else None
@@ -244,11 +239,11 @@ class _Reads:
 
     def list_sweeps(self, status: str | None = None, name: str | None = None, limit: int = 100,
                     offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        where, args = _where({"status": status, "name": name})
+        w = _Where.equal(status=status, name=name)
         conn = self._r()
-        total = conn.execute(f"SELECT COUNT(*) FROM sweeps{where}", args).fetchone()[0]
-        rows = conn.execute(f"SELECT data FROM sweeps{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
-                            [*args, limit, offset]).fetchall()
+        total = conn.execute(f"SELECT COUNT(*) FROM sweeps{w}", w.args).fetchone()[0]
+        rows = conn.execute(f"SELECT data FROM sweeps{w} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                            [*w.args, limit, offset]).fetchall()
         return [json.loads(r[0]) for r in rows], total
 
     def events_after(
@@ -260,18 +255,9 @@ class _Reads:
         limit: int = 500,
     ) -> list[Event]:
         """Events with after < id <= upto (oldest first), optionally for one run or sweep."""
-        clauses, args = ["id > ?"], [after]
-        if upto is not None:
-            clauses.append("id <= ?")
-            args.append(upto)
-        if run_id is not None:
-            clauses.append("run_id = ?")
-            args.append(run_id)
-        if sweep_id is not None:
-            clauses.append("sweep_id = ?")
-            args.append(sweep_id)
-        sql = f"SELECT id, type, run_id, sweep_id, data FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
-        rows = self._r().execute(sql, [*args, limit]).fetchall()
+        w = _Where().add("id > ?", after).add("id <= ?", upto).add("run_id = ?", run_id).add("sweep_id = ?", sweep_id)
+        sql = f"SELECT id, type, run_id, sweep_id, data FROM events{w} ORDER BY id LIMIT ?"
+        rows = self._r().execute(sql, [*w.args, limit]).fetchall()
         return [Event(*r) for r in rows]
 
     def closing_event_id(self, kind: str, key: str) -> int | None:
@@ -566,31 +552,46 @@ class Store(_Reads, _Recovery, ClassBook):
 
 
 
-def _page_filters(filters: dict[str, Any], since: float | None,
-                  until: float | None) -> tuple[list[str], list[Any]]:
-    """SQL conditions of Store.page: columns, `server.FIELD` (in the run's JSON), created_at bounds."""
-    clauses, args = [], []
+class _Where:
+    """A WHERE clause and its arguments, one condition at a time. A None argument means "any":
+    its condition is left out. Renders as "" (no conditions) or " WHERE a AND b"."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.args: list[Any] = []
+
+    @classmethod
+    def equal(cls, **columns: Any) -> _Where:
+        w = cls()
+        for col, value in columns.items():
+            w.add(f"{col} = ?", value)
+        return w
+
+    def add(self, sql: str, *args: Any) -> _Where:
+        """`sql` with one `?` per argument."""
+        if all(a is not None for a in args):
+            self.clauses.append(sql)
+            self.args.extend(args)
+        return self
+
+    def __str__(self) -> str:
+        return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""
+
+
+def _page_filters(filters: dict[str, Any], since: float | None, until: float | None) -> _Where:
+    """The conditions of Store.page: columns, `server.FIELD` (in the run's JSON), created_at bounds."""
+    w = _Where()
     for name, value in filters.items():
         if value is None:
             continue
-        if name.startswith("server."):
-            field = name.split(".", 1)[1]
-            if not field.isidentifier():
-                raise ValueError(name)
-            clauses.append(f"json_extract(data, '$.server.{field}') = ?")
-            args.append(int(value) if isinstance(value, bool) else value)
+        field = name.split(".", 1)[1] if name.startswith("server.") else None
+        if not (field or name).isidentifier():  # names go into the SQL text: nothing but identifiers
+            raise ValueError(name)
+        if field:
+            w.add(f"json_extract(data, '$.server.{field}') = ?", int(value) if isinstance(value, bool) else value)
         else:
-            if not name.isidentifier():
-                raise ValueError(name)
-            clauses.append(f"{name} = ?")
-            args.append(value)
-    if since is not None:
-        clauses.append("created_at >= ?")
-        args.append(since)
-    if until is not None:
-        clauses.append("created_at < ?")
-        args.append(until)
-    return clauses, args
+            w.add(f"{name} = ?", value)
+    return w.add("created_at >= ?", since).add("created_at < ?", until)
 
 
 # Sort orders of Store.page: name -> SQL (never NULL, so keyset pages are exact).
@@ -599,15 +600,6 @@ SORT_KEYS = {
     "finished_at": "COALESCE(finished_at, 0)",
     "duration_s": "COALESCE(json_extract(data, '$.duration_s'), -1)",
 }
-
-
-def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    for col, value in filters.items():
-        if value is not None:
-            clauses.append(f"{col} = ?")
-            args.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 def sweep_status(statuses: Iterable[str]) -> str:
