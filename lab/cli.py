@@ -7,28 +7,25 @@ import json
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from lab import report, spec, sweep_cli
+from lab.cli_shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_problem
 from lab.clients import client_ids, get_client
 from lab.config import Settings
 from lab.errors import NotFound
-from lab.pool import Job, Stop, WorkerPool
 from lab.runs import Run, execute
 from lab.scenarios import SCENARIOS, get_scenario, runnable
 from lab.spec import SpecError
-from lab.sweeps import SweepService
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # exit 2 with our wording
         self.print_usage(sys.stderr)
-        self.exit(2, f"lab: error: {message}\n")
+        raise SystemExit(bad(message))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scenario", help="run a named scenario (case-study, reference, acts)")
     s.add_argument("name", help=f"one of: {', '.join(SCENARIOS)}")
-    s.add_argument("--workers", type=int, default=1, help="rows run at once (default 1: strictly one after another)")
+    s.add_argument("--workers", type=int, default=1,
+                   help=f"rows run at once, 1 to {MAX_WORKERS} (default 1: strictly one after another)")
     s.add_argument("--only", help="comma-separated row keys to run (default all)")
     s.add_argument("--size", help="image size for every row, e.g. 256M (drops the 2019 reference figures)")
     s.add_argument("--json", action="store_true", help='print {"name":..., "rows":[run...]}')
@@ -77,11 +75,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _bad(message: str) -> int:
-    print(f"lab: error: {message}", file=sys.stderr)
-    return 2
-
-
 def _settings() -> Settings:
     """The driver reads the environment (LAB_*); the core is handed what it needs. A bad value exits 2."""
     try:
@@ -93,39 +86,21 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-class _Interrupt:
-    """Ctrl-C / SIGTERM cancels the runs cleanly (servers and clients stopped) instead of dying."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __enter__(self) -> threading.Event:
-        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self.event
-
-    def _handle(self, _sig: int, _frame: object) -> None:
-        self.event.set()
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if args.client not in client_ids():
-        return _bad(f"--client: unknown client {args.client!r}; choose one of {', '.join(client_ids())}")
+        return bad(f"--client: unknown client {args.client!r}; choose one of {', '.join(client_ids())}")
     if not 1 <= args.queue_depth <= 64:
-        return _bad(f"--queue-depth: must be between 1 and 64 (got {args.queue_depth})")
+        return bad(f"--queue-depth: must be between 1 and 64 (got {args.queue_depth})")
     if not 0 < args.timeout <= 86400:
-        return _bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
+        return bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
     try:
         server = spec.build_spec(spec.cli_fields(args), _settings().limits)
     except SpecError as e:
-        return _bad(f"{spec.option(e.field)}: {e.message}")
+        return bad(f"{spec.option(e.field)}: {e.message}")
     _ensure_calibrated()
     run = Run(client=args.client, server=server, queue_depth=args.queue_depth)
     bar = None if args.json else report.ProgressBar(sys.stderr, server.size)
-    with _Interrupt() as cancel:
+    with Interrupt() as cancel:
         execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout)
     if bar:
         bar.close()
@@ -137,44 +112,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    if not 1 <= args.workers <= 16:
-        return _bad(f"--workers: must be between 1 and 16 (got {args.workers})")
+    if problem := workers_problem(args.workers):
+        return bad(problem)
     only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
-    lock = threading.Lock()
-    done = 0
-
-    def finished(job: Job) -> None:
-        nonlocal done
-        with lock:
-            done += 1
-            if not args.json:
-                print(f"[{done}/{len(sweep.runs)}] {job.run.label}: {job.run.status} {job.run.duration_s or 0:.2f} s",
-                      file=sys.stderr)
-        sweeps.run_finished(job.run)  # the last one ends the sweep: print before
-
-    pool = WorkerPool(args.workers, queue_size=10_000, work=lambda job: execute(job.run, cancel=job.cancel),
-                      finish=finished, name="lab-scenario")
-    sweeps = SweepService(pool, _settings().limits)
+    here = LocalSweep(args.workers, "lab-scenario", quiet=args.json, limits=_settings().limits)
     # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
     # sleep-bound rows pile up beside them on a small machine.
     order = (lambda r: not get_client(r.client).parallel) if args.workers > 1 else None
-    t0 = time.perf_counter()
     try:
         overrides = {"size": args.size} if args.size else None
-        sweep = sweeps.start(args.name, only, overrides, order=order)  # queued: nothing runs before the pool starts
+        sweep = here.service.start(args.name, only, overrides, order=order)  # queued: nothing runs yet
     except NotFound as e:
-        return _bad(f"--only: {e}" if e.field == "only" else str(e))
+        return bad(f"--only: {e}" if e.field == "only" else str(e))
     except SpecError as e:
-        return _bad(f"{spec.option(e.field)}: {e.message}")
+        return bad(f"{spec.option(e.field)}: {e.message}")
     if not args.json:
         _print_skipped(args.name)
-    pool.start()
-    with _Interrupt() as cancel:
-        while not sweep.done.wait(0.1):
-            if cancel.is_set():
-                sweeps.cancel(sweep.id, wait=0)
-    pool.shutdown(Stop(), grace=5)
-    _print_scenario(args, sweep.runs, time.perf_counter() - t0)
+    wall = here.run(sweep)
+    _print_scenario(args, sweep.runs, wall)
     return 0 if all(r.status == "succeeded" for r in sweep.runs) else 1
 
 
@@ -196,12 +151,12 @@ def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float) -> N
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    return sweep_cli.cmd_sweep(args, _bad, _Interrupt)
+    return sweep_cli.cmd_sweep(args, _settings().limits)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
-        return _bad(f"--port: must be between 1 and 65535 (got {args.port})")
+        return bad(f"--port: must be between 1 and 65535 (got {args.port})")
     import uvicorn
 
     _ensure_calibrated()  # before serving: the first runs then carry an expectation
@@ -257,13 +212,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     length = _probe_length(args)
     if isinstance(length, str):
-        return _bad(length)
+        return bad(length)
     if not 0 < args.deadline <= 3600:
-        return _bad(f"--deadline: must be between 0 and 3600 seconds (got {args.deadline})")
+        return bad(f"--deadline: must be between 0 and 3600 seconds (got {args.deadline})")
     try:
         targets = probe.matrix() if args.all else [_probe_fields(args, length)]
     except SpecError as e:
-        return _bad(f"{spec.option(e.field)}: {e.message}")
+        return bad(f"{spec.option(e.field)}: {e.message}")
     out, failed = [], False
     for fields in targets:
         try:

@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import threading
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from lab import sweepspec
-from lab.pool import Job, Stop, WorkerPool
-from lab.runs import execute
-from lab.sweeps import SweepService
+from lab.cli_shared import MAX_WORKERS, LocalSweep, bad, workers_problem
+from lab.spec import Limits
 
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("sweep", help="run a custom sweep (rows or a grid) from a TOML or JSON file")
     s.add_argument("file", help="the sweep definition: FILE.toml or FILE.json (see docs/api.md#custom-sweeps)")
-    s.add_argument("--workers", type=int, default=1, help="runs at once (default 1: timings stay honest)")
+    s.add_argument("--workers", type=int, default=1,
+                   help=f"runs at once, 1 to {MAX_WORKERS} (default 1: timings stay honest)")
     s.add_argument("--json", action="store_true", help="print the sweep, its runs and the per-row statistics")
 
 
@@ -62,42 +59,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def cmd_sweep(args: argparse.Namespace, bad: Any, interrupt: Any) -> int:
-    if not 1 <= args.workers <= 16:
-        return bad(f"--workers: must be between 1 and 16 (got {args.workers})")
+def cmd_sweep(args: argparse.Namespace, limits: Limits) -> int:
+    """`limits`: the settings' (LAB_MAX_SIZE and co.), as for `lab run` and POST /api/v1/sweeps."""
+    if problem := workers_problem(args.workers):
+        return bad(problem)
+    here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, limits=limits, queue_size=sweepspec.MAX_RUNS)
     try:
-        planned = sweepspec.plan(load(args.file))
+        planned = sweepspec.plan(load(args.file), limits)
     except OSError as e:
         return bad(f"{args.file}: {e.strerror or e}")
     except (ValueError, tomllib.TOMLDecodeError) as e:  # JSON/TOML syntax, or DefinitionError (names the place)
         return bad(f"{args.file}: {e}")
-    lock = threading.Lock()
-    done = 0
-    total = len(planned.rows) * planned.repeats
-
-    def finished(job: Job) -> None:
-        nonlocal done
-        with lock:
-            done += 1
-            if not args.json:
-                print(f"[{done}/{total}] {job.run.label}: {job.run.status} {job.run.duration_s or 0:.2f} s",
-                      file=sys.stderr)
-        sweeps.run_finished(job.run)
-
-    pool = WorkerPool(args.workers, queue_size=sweepspec.MAX_RUNS, work=lambda job: execute(job.run, cancel=job.cancel),
-                      finish=finished, name="lab-sweep")
-    sweeps = SweepService(pool)
-    t0 = time.perf_counter()
-    sweep = sweeps.start_custom(planned)
-    pool.start()
-    with interrupt() as cancel:
-        while not sweep.done.wait(0.1):
-            if cancel.is_set():
-                sweeps.cancel(sweep.id, wait=0)
-    pool.shutdown(Stop(), grace=5)
+    sweep = here.service.start_custom(planned)
+    wall = here.run(sweep)
     runs = [r.to_dict() for r in sweep.runs]
     rows = sweepspec.group_rows(runs)
-    wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({"sweep": sweep.to_dict(), "wall_s": round(wall, 3), "rows": rows, "runs": runs}))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,22 @@ def test_bad_definitions_exit_2_naming_the_place(tmp_path):
         assert out.returncode == 2 and says in out.stderr, (name, out.stderr)
     out = subprocess.run([LAB, "sweep", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "missing.json" in out.stderr
+
+
+def test_the_settings_limits_hold_for_a_sweep_file(tmp_path):
+    # LAB_MAX_SIZE holds at every door: `lab run`, POST /api/v1/sweeps and `lab sweep` alike.
+    f = tmp_path / "big.json"
+    f.write_text('{"rows": [{"client": "qemu-img", "server": {"size": "32M"}}]}')
+    env = {**os.environ, "LAB_MAX_SIZE": "16M"}
+    out = subprocess.run([LAB, "sweep", str(f)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "rows.0.server.size" in out.stderr and "16M" in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_workers_out_of_range_exit_2_for_sweep_and_scenario(tmp_path):
+    f = tmp_path / "one.json"
+    f.write_text('{"rows": [{"client": "qemu-img"}]}')
+    for argv in (["sweep", str(f), "--workers", "17"], ["scenario", "case-study", "--workers", "0"]):
+        out = subprocess.run([LAB, *argv], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "--workers: must be between 1 and 16" in out.stderr, (argv, out.stderr)
+        assert out.stdout == ""
