@@ -89,8 +89,10 @@ class DatapathScanner:
         self.layers = {k.encode(): v for k, v in layers.items()}
         self.sync_layer = sync_layer.encode()
         names = b"|".join(re.escape(k) for k in self.layers)
-        self._re = re.compile(rb"^nbdkit: [^:\n]*: debug: (" + names + rb"): (pwrite|pread|zero|trim|flush)\b"
-                              rb"(?: count=(\d+))?(?: offset=(\d+))?", re.M)
+        # A literal first (": debug: "), not a line anchor: the regex engine then skips to each
+        # candidate with a fast substring search instead of trying every line start (7x faster).
+        self._re = re.compile(rb": debug: (" + names + rb"): (pwrite|pread|zero|trim|flush)\b"
+                              rb"(?: count=(\d+))?(?: offset=(\d+))?")
 
     def scan(self, chunk: bytes) -> tuple[set[str], list[int]]:
         """Account every complete line of `chunk`; return the layers whose writes, zeroes,
@@ -98,8 +100,7 @@ class DatapathScanner:
         moved: set[bytes] = set()
         marks: list[int] = []
         layers, sync_layer = self.layers, self.sync_layer
-        for m in self._re.finditer(chunk):
-            layer, op, count, offset = m.groups()
+        for layer, op, count, offset in self._re.findall(chunk):
             c = layers[layer]
             n = int(count) if count else 0
             if op == b"pwrite":
@@ -129,13 +130,16 @@ class DatapathScanner:
 # 2026-11-25 17:19:02.922720 connection=1 Zero id=2 offset=0x100000 count=0x100000 trim=1 fua=0 fast=0 ...
 # 2026-11-25 17:19:02.923847 connection=1 ...Zero id=2 return=0
 # 2026-11-25 17:19:02.923847 connection=1 ...Zero id=3 return=-1 (ENOTSUP)
-_LOG_REQ_RE = re.compile(
-    r"connection=(?P<conn>\d+) (?P<op>Write|Zero|Trim|Flush|Read|Cache|Extents) id=(?P<id>\d+)(?P<args>.*?) \.\.\.$"
+# One pattern for both kinds of line, run over a whole batch of text (the log is read while
+# the copy runs: a per-line loop of searches cost more than the rest of the observer).
+_LOG_RE = re.compile(
+    r"^(\S+ \S+) connection=(\d+) (?:"  # time, connection, then a request ...
+    r"(Write|Zero|Trim|Flush|Read|Cache|Extents) id=(\d+)(?: offset=(0x[0-9a-fA-F]+))?(?: count=(0x[0-9a-fA-F]+))?"
+    r"(.*?) \.\.\."
+    r"|\.\.\.(\w+) id=(\d+) return=(-?\d+)(.*))$",  # ... or its reply
+    re.M,
 )
-_LOG_RET_RE = re.compile(
-    r"connection=(?P<conn>\d+) \.\.\.(?P<op>\w+) id=(?P<id>\d+) return=(?P<ret>-?\d+)(?P<rest>.*)$"
-)
-_ARG_RE = re.compile(r"(\w+)=(0x[0-9a-fA-F]+|\d+)")
+_READY_RE = re.compile(r"^\S+ \S+ Ready\b", re.M)
 
 
 _FLAG_ARGS = ("fast", "trim", "fua", "req_one")
@@ -152,9 +156,17 @@ class LogRequest:
     count: int
     fast: bool
     flags: str = ""  # the request's flags that are set: fast, may_trim, fua, req_one
-    start: float = 0.0  # wall clock, from the log line
-    end: float | None = None
+    start_stamp: str = ""  # the log line's local time, turned into epoch seconds only when asked
+    end_stamp: str | None = None
     result: str | None = None  # "ok", or the error name once answered
+
+    @property
+    def start(self) -> float:
+        return log_time(self.start_stamp) if self.start_stamp else 0.0
+
+    @property
+    def end(self) -> float | None:
+        return None if self.end_stamp is None else log_time(self.end_stamp)
 
 
 _stamp_cache: dict[str, float] = {}
@@ -185,47 +197,41 @@ class LogParser:
         self.ready = False
         self.rows: list[LogRequest] = []  # every request but reads, in log order (lab.diskmap)
 
-    def feed(self, line: str) -> LogRequest | None:
-        """Account one line; return the request it opened, if any."""
-        line = line.rstrip("\n")
-        if line.endswith(" Ready") or " Ready " in line:
+    def feed(self, text: str) -> None:
+        """Account every complete line of `text` (one line or a batch of them)."""
+        if not self.ready and _READY_RE.search(text):
             self.ready = True
-        m = _LOG_REQ_RE.search(line)
-        if m:
-            return self._request(m, line)
-        m = _LOG_RET_RE.search(line)
-        if m:
-            self._reply(m, line)
-        return None
+        rows, pending, c = self.rows, self._pending, self.counts
+        for stamp, conn, op, rid, offset, count, rest, rop, ret_id, ret, ret_rest in _LOG_RE.findall(text):
+            if not op:
+                self._reply(stamp, int(conn), rop, int(ret_id), int(ret), ret_rest)
+                continue
+            flags = " ".join(_FLAG_NAMES.get(k, k) for k in _FLAG_ARGS if f" {k}=1" in rest) if "=1" in rest else ""
+            n = int(count, 16) if count else 0
+            req = LogRequest(int(conn), int(rid), op, int(offset, 16) if offset else 0, n, " fast=1" in rest,
+                             flags, stamp)
+            pending[(req.conn, req.id)] = req
+            if op == "Read":
+                continue
+            if len(rows) < MAX_TRACE_ROWS:
+                rows.append(req)
+            if op == "Write":
+                c.write += 1
+                c.write_bytes += n
+            elif op == "Zero":
+                c.zero += 1
+                c.zero_bytes += n
+                c.fast_zero += req.fast
+            elif op == "Trim":
+                c.trim += 1
+            elif op == "Flush":
+                c.flush += 1
 
-    def _request(self, m: re.Match[str], line: str) -> LogRequest:
-        args = {k: int(v, 0) for k, v in _ARG_RE.findall(m["args"])}
-        flags = " ".join(_FLAG_NAMES.get(k, k) for k in _FLAG_ARGS if args.get(k))
-        req = LogRequest(int(m["conn"]), int(m["id"]), m["op"], args.get("offset", 0),
-                         args.get("count", 0), bool(args.get("fast", 0)), flags, log_time(line))
-        self._pending[(req.conn, req.id)] = req
-        if req.op != "Read" and len(self.rows) < MAX_TRACE_ROWS:
-            self.rows.append(req)
-        c = self.counts
-        if req.op == "Write":
-            c.write += 1
-            c.write_bytes += req.count
-        elif req.op == "Zero":
-            c.zero += 1
-            c.zero_bytes += req.count
-            c.fast_zero += req.fast
-        elif req.op == "Trim":
-            c.trim += 1
-        elif req.op == "Flush":
-            c.flush += 1
-        return req
-
-    def _reply(self, m: re.Match[str], line: str) -> None:
-        req = self._pending.pop((int(m["conn"]), int(m["id"])), None)
-        ret = int(m["ret"])
+    def _reply(self, stamp: str, conn: int, op: str, rid: int, ret: int, rest: str) -> None:
+        req = self._pending.pop((conn, rid), None)
         if req is not None:
-            req.end = log_time(line)
-            err = re.search(r"\((E[A-Z0-9]+)\)", m["rest"])
+            req.end_stamp = stamp
+            err = re.search(r"\((E[A-Z0-9]+)\)", rest) if ret else None
             req.result = "ok" if ret == 0 else (err.group(1) if err else f"error {ret}")
         if ret == 0:
             return
@@ -233,7 +239,7 @@ class LogParser:
         if req is not None and req.op == "Zero" and req.fast:
             self.counts.fast_zero_failed += 1
         if len(self.counts.errors) < 10:
-            self.counts.errors.append(f"{m['op']} id={m['id']} return={m['ret']}{m['rest']}")
+            self.counts.errors.append(f"{op} id={rid} return={ret}{rest}")
 
 
 # --- stats filter summary --------------------------------------------------------------

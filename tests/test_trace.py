@@ -26,7 +26,7 @@ LOG = """\
 2026-11-25 17:19:02.922720 connection=1 Zero id=2 offset=0x100000 count=0x100000 trim=1 fua=0 fast=0 ...
 2026-11-25 17:19:02.923847 connection=1 ...Zero id=2 return=0
 2026-11-25 17:19:02.923900 connection=1 Zero id=3 offset=0x0 count=0x2000000 trim=1 fua=0 fast=1 ...
-2026-11-25 17:19:02.923950 connection=1 ...Zero id=3 return=-1 error=ENOTSUP
+2026-11-25 17:19:02.923950 connection=1 ...Zero id=3 return=-1 (ENOTSUP)
 2026-11-25 17:19:02.924000 connection=1 Flush id=4 ...
 2026-11-25 17:19:02.924010 connection=1 ...Flush id=4 return=0
 """
@@ -40,8 +40,33 @@ def test_log_parser_counts_by_type_and_flag():
     assert (c.write, c.write_bytes) == (1, 1 << 20)
     assert (c.zero, c.zero_bytes) == (2, (1 << 20) + (32 << 20))
     assert (c.fast_zero, c.fast_zero_failed, c.failed, c.flush) == (1, 1, 1, 1)
-    assert c.errors == ["Zero id=3 return=-1 error=ENOTSUP"]
+    assert c.errors == ["Zero id=3 return=-1 (ENOTSUP)"]
     assert p.ready
+
+
+def test_log_read_in_pieces_cut_mid_line_gives_the_same_requests(tmp_path: Path):
+    """The server reads the log file in batches while nbdkit writes it: a batch may end in the
+    middle of a line. Whatever the cuts, the counts and the trace equal one read of the whole."""
+    import threading
+
+    from lab.servers import _WireLog
+
+    whole = LogParser()
+    whole.feed(LOG)
+    path = tmp_path / "wire.log"
+    log = _WireLog(threading.Lock())
+    log.open(path)
+    with open(path, "a") as f:
+        for cut in (0, 37, 150, 151, 152, 400, 401, len(LOG) - 3, len(LOG)):
+            f.write(LOG[f.tell():cut])
+            f.flush()
+            log.drain()
+    log.close()
+    assert log.parser.counts == whole.counts and log.parser.ready
+    assert [(r.op, r.offset, r.count, r.flags, r.result, r.start, r.end) for r in log.parser.rows] == \
+        [(r.op, r.offset, r.count, r.flags, r.result, r.start, r.end) for r in whole.rows]
+    assert [r.result for r in whole.rows] == ["ok", "ok", "ENOTSUP", "ok"]
+    assert whole.rows[2].flags == "fast may_trim" and whole.rows[0].end - whole.rows[0].start > 0
 
 
 def test_datapath_scanner_counts_only_its_layers_and_finds_markers():
