@@ -27,9 +27,7 @@ _SIZE_UNITS = {
 }
 _DELAY_UNITS = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 0.001, "ns": 0.000001}
 
-_NUM = r"(\d+(?:\.\d+)?)"
-_SIZE_RE = re.compile(_NUM + r"\s*([a-zA-Z]*)")
-_DELAY_RE = re.compile(_NUM + r"\s*([a-zA-Z]*)")
+_AMOUNT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")  # a number, then a unit (or none)
 
 
 def _any_case(word: str) -> str:
@@ -48,6 +46,17 @@ SIZE_PATTERN = rf"^\s*{SIZE_SPELLING}\s*$"
 DELAY_PATTERN = rf"^\s*{_spelling(_DELAY_UNITS, 12)}\s*$"
 
 
+def _amount(text: str, units: dict[str, int] | dict[str, float], what: str, spellings: str, names: str) -> float:
+    """`text` (a number and one of `units`, any case) times its unit; errors name `what` it should be."""
+    m = _AMOUNT_RE.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a {what}: use {spellings}")
+    unit = m.group(2).lower()
+    if unit not in units:
+        raise ValueError(f"{text!r}: unknown {what} unit {m.group(2)!r} (use {names})")
+    return float(m.group(1)) * units[unit]
+
+
 def parse_size(value: int | str) -> int:
     """Return a size in bytes from an integer or a string such as '256k' or '100M'."""
     if isinstance(value, bool):
@@ -58,14 +67,7 @@ def parse_size(value: int | str) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"a size must be an integer or a string like '16M' (got {type(value).__name__})")
-    m = _SIZE_RE.fullmatch(value.strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a size: use bytes or a unit such as 512k, 16M, 1G")
-    unit = m.group(2).lower()
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"{value!r}: unknown size unit {m.group(2)!r} (use k, M, G or T)")
-    number = float(m.group(1))
-    result = number * _SIZE_UNITS[unit]
+    result = _amount(value, _SIZE_UNITS, "size", "bytes or a unit such as 512k, 16M, 1G", "k, M, G or T")
     if not math.isfinite(result) or result != int(result):
         raise ValueError(f"{value!r} is not a whole number of bytes")
     return int(result)
@@ -78,13 +80,7 @@ def parse_delay(value: int | float | str) -> float:
     if isinstance(value, int | float):
         ms = float(value)
     elif isinstance(value, str):
-        m = _DELAY_RE.fullmatch(value.strip())
-        if not m:
-            raise ValueError(f"{value!r} is not a delay: use a number with ms or s, such as 20ms or 0.5s")
-        unit = m.group(2).lower()
-        if unit not in _DELAY_UNITS:
-            raise ValueError(f"{value!r}: unknown delay unit {m.group(2)!r} (use ms or s)")
-        ms = float(m.group(1)) * _DELAY_UNITS[unit]
+        ms = _amount(value, _DELAY_UNITS, "delay", "a number with ms or s, such as 20ms or 0.5s", "ms or s")
     else:
         raise ValueError(f"a delay must be a number or a string like '20ms' (got {type(value).__name__})")
     if not math.isfinite(ms) or ms < 0:

@@ -141,10 +141,23 @@ function takeLastEventId(data) {
   if (lastEventId === null && data && Number.isInteger(data.last_event_id)) lastEventId = data.last_event_id;
 }
 
+// One read of what the page shows: true when it all came in (the page is loaded), false on
+// any failure (the caller tries again).
+async function synced(read) {
+  try {
+    await read();
+    store.loaded = true;
+    notify("sync");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 // The first page of the history (the newest PAGE runs), replacing what the page had.
 export async function resync() {
   if (!store.history) return syncRows();
-  try {
+  return synced(async () => {
     store.fetches.list += 1;
     const data = await api.runList(`?limit=${PAGE}`);
     const list = unwrapList(data, "runs");
@@ -161,12 +174,7 @@ export async function resync() {
     store.nextCursor = (data && data.next_cursor) || null;
     store.pages = 1;
     takeLastEventId(data);
-    store.loaded = true;
-    notify("sync");
-    return true;
-  } catch {
-    return false;
-  }
+  });
 }
 
 // The next page of older runs (the service's cursor: new runs meanwhile shift nothing); how many came.
@@ -192,8 +200,8 @@ export function watchScenario(name, perRow = 3) {
   if (started) syncRows();
 }
 
-async function syncRows() {
-  try {
+function syncRows() {
+  return synced(async () => {
     for (const { name, perRow } of rowsSources) {
       store.fetches.rows += 1;
       const data = await api.scenarioRows(name, perRow);
@@ -201,12 +209,7 @@ async function syncRows() {
       for (const row of data.rows || []) takeList(row.runs || []);
       takeLastEventId(data);
     }
-    store.loaded = true;
-    notify("sync");
-    return true;
-  } catch {
-    return false;
-  }
+  });
 }
 
 // Back after a cut: resume after the last event when the service still has it, else read again.

@@ -52,6 +52,22 @@ class LabService:
         raise AssertionError(f"run {run_id} did not finish in {timeout} s")
 
 
+def wait_live(page, *, on_screen: bool = False) -> None:
+    """The page's event stream is live and its first read is in (window.lab.store.loaded).
+
+    `#conn` is looked for in the page, not on screen, unless `on_screen`: the kiosk view hides
+    the top bar it sits in.
+    """
+    page.wait_for_selector('#conn[data-state="live"]', state="visible" if on_screen else "attached")
+    page.wait_for_function("window.lab && window.lab.store.loaded")
+
+
+def open_live(page, url: str, *, on_screen: bool = False) -> None:
+    """Go to `url` and wait until the page is live (wait_live)."""
+    page.goto(url)
+    wait_live(page, on_screen=on_screen)
+
+
 def press(page, selector: str, hold_ms: int = 150) -> None:
     """A person's click: the pointer moves there, goes down, stays `hold_ms`, comes up.
 

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from labservice import SMALL, LabService, press
+from labservice import SMALL, LabService, open_live, press
 
 from lab import diskmap
 
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.browser
 PROJECTOR, PHONE, TABLET = (1280, 640), (390, 844), (768, 1024)
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 SHOTS = Path(os.environ.get("LAB_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "test-artifacts"))
-
-
-def wait_live(page) -> None:
-    page.wait_for_selector('#conn[data-state="live"]', state="attached")  # kiosk: the top bar is hidden
-    page.wait_for_function("window.lab && window.lab.store.loaded")
 
 
 def shot(page, name: str) -> None:
@@ -45,8 +40,7 @@ def external_requests(page) -> list[str]:
 @pytest.mark.parametrize("size", [PROJECTOR, PHONE, TABLET], ids=["1280x640", "390x844", "768x1024"])
 def test_cancel_pressed_and_held_cancels_and_the_card_shows_how_far_it_got(service: LabService, new_page, size) -> None:
     page = new_page(*size)
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     run = service.post("/api/runs", {"client": "qemu-img", "server": {"zeromode": "emulate"}}).json()  # ~8 s
     card = f'#live-list .run-card[data-run-id="{run["id"]}"]'
     page.wait_for_selector(f'{card} dd[data-stat="writes"]')
@@ -71,8 +65,7 @@ def test_cancel_pressed_and_held_cancels_and_the_card_shows_how_far_it_got(servi
 
 def test_typing_is_checked_as_you_type_in_plain_words(service: LabService, new_page) -> None:
     page = new_page(*TABLET)
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     page.click("#f-size", click_count=3)
     page.keyboard.type("abc", delay=60)
     page.wait_for_selector("#err-size:not([hidden])")
@@ -105,8 +98,7 @@ def test_typing_is_checked_as_you_type_in_plain_words(service: LabService, new_p
 @pytest.mark.parametrize("size", [PROJECTOR, PHONE, TABLET], ids=["1280x640", "390x844", "768x1024"])
 def test_editing_then_clicking_run_sends_exactly_one_run(service: LabService, new_page, size) -> None:
     page = new_page(*size)
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     page.wait_for_selector("#flags .flag-yes, #flags .flag-no")
     for name, value in SMALL.items():
         page.click(f"#f-{name}", click_count=3)
@@ -132,8 +124,7 @@ def test_editing_then_clicking_run_sends_exactly_one_run(service: LabService, ne
 
 def test_lab_form_comes_first_on_a_phone_and_counts_are_whole_on_a_tablet(service: LabService, new_page) -> None:
     phone = new_page(*PHONE)
-    phone.goto(service.url + "/")
-    wait_live(phone)
+    open_live(phone, service.url + "/")
     assert phone.locator("#run-form").bounding_box()["y"] < phone.locator("#live-title").bounding_box()["y"]
     assert phone.locator("#run-form").bounding_box()["y"] < 200
     tablet = new_page(*TABLET)
@@ -141,8 +132,7 @@ def test_lab_form_comes_first_on_a_phone_and_counts_are_whole_on_a_tablet(servic
         "/api/runs", {"client": "qemu-4.2", "label": "act5-A", "server": {"zeromode": "plugin", **SMALL}}
     ).json()
     service.wait_run(run["id"])
-    tablet.goto(service.url + "/talk#fast-zero")
-    wait_live(tablet)
+    open_live(tablet, service.url + "/talk#fast-zero")
     counts = tablet.locator('.lane[data-row="act5-A"] .lane-counts')
     tablet.wait_for_function(
         "document.querySelector('.lane[data-row=\"act5-A\"] .lane-counts').textContent.includes('zero')"
@@ -154,8 +144,7 @@ def test_lab_form_comes_first_on_a_phone_and_counts_are_whole_on_a_tablet(servic
 
 def test_talk_enter_means_run_this_act_once(service: LabService, new_page) -> None:
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/talk?kiosk#1")
-    wait_live(page)
+    open_live(page, service.url + "/talk?kiosk#1")
     page.wait_for_selector("#act-count:text('Act 1 ·')")
     press(page, "#act-next")  # the focus is now on the → button
     assert page.text_content("#act-count").startswith("Act 2 ·")
@@ -195,8 +184,7 @@ def test_failed_act_shows_its_error_not_why_and_keeps_the_counts(service_factory
         ).json()
         service.wait_run(good["id"])
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/talk?kiosk#2")
-    wait_live(page)
+    open_live(page, service.url + "/talk?kiosk#2")
     page.wait_for_selector("#outcome:not([hidden]) .why")
     run_box = page.locator("#act-run").bounding_box()
     page.keyboard.press("Enter")
@@ -217,8 +205,7 @@ def test_failed_act_shows_its_error_not_why_and_keeps_the_counts(service_factory
 
 def test_talk_summary_text_is_projector_sized(service: LabService, new_page) -> None:
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/talk?kiosk#summary")
-    wait_live(page)
+    open_live(page, service.url + "/talk?kiosk#summary")
     page.wait_for_selector("#talk-chart svg")
     smallest = page.evaluate("""() => {
       const svg = document.querySelector('#talk-chart svg');
@@ -233,8 +220,7 @@ def test_disk_map_of_a_finished_run_is_its_trace_and_act3_b_prezeroes_the_whole_
     service: LabService, new_page
 ) -> None:
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/talk#pre-zero")
-    wait_live(page)
+    open_live(page, service.url + "/talk#pre-zero")
     # every state the B lane's map goes through, as drawn
     page.evaluate("""() => {
       window.seenB = [];
@@ -307,8 +293,7 @@ def test_history_of_1000_runs_pages_and_a_burst_costs_no_long_task(service_facto
     page = new_page(*PROJECTOR)
     listed: list[str] = []
     page.on("request", lambda r: listed.append(r.url) if "/runs?" in r.url else None)
-    page.goto(first.url + "/")
-    wait_live(page)
+    open_live(page, first.url + "/")
     assert page.locator("#history-body tr").count() == 100
     assert "of 1000" in page.inner_text("#history-more")
     press(page, "#history-more")
@@ -368,8 +353,7 @@ def test_talk_reads_only_what_its_acts_need(service: LabService, new_page) -> No
     page = new_page(*PROJECTOR)
     urls: list[str] = []
     page.on("request", lambda r: urls.append(r.url))
-    page.goto(service.url + "/talk")
-    wait_live(page)
+    open_live(page, service.url + "/talk")
     assert not [u for u in urls if "/api/runs" in u], urls
     assert any("/scenarios/acts/rows" in u for u in urls)
     assert page.evaluate("window.lab.store.runs.size") == 0  # none of those runs belongs to an act
@@ -389,8 +373,7 @@ def test_axe_finds_nothing_on_any_page(service: LabService, new_page, theme: str
     page.goto(service.url + "/")
     page.evaluate(f"localStorage.setItem('lab-theme', '{theme}')")
     for path in PAGES:
-        page.goto(service.url + (f"/runs/{run['id']}" if path == "RUN" else path))
-        wait_live(page)
+        open_live(page, service.url + (f"/runs/{run['id']}" if path == "RUN" else path))
         page.wait_for_timeout(400)
         assert page.get_attribute("html", "data-theme") == theme
         page.add_script_tag(path=str(AXE))
@@ -415,8 +398,7 @@ def test_every_page_at_every_size_has_no_sideways_scroll(service: LabService, ne
             ("/talk#pre-zero", "talk"),
             (f"/runs/{run['id']}", "run"),
         ):
-            page.goto(service.url + path)
-            wait_live(page)
+            open_live(page, service.url + path)
             page.wait_for_timeout(300)
             overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
             assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at {size}"
@@ -427,8 +409,7 @@ def test_every_page_at_every_size_has_no_sideways_scroll(service: LabService, ne
 
 def test_act5_on_server_b_flashes_the_refused_fast_zero_live(service: LabService, new_page) -> None:
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/talk#fast-zero")
-    wait_live(page)
+    open_live(page, service.url + "/talk#fast-zero")
     run = service.post(
         "/api/runs",
         {"client": "qemu-4.2", "label": "act5-B", "server": {"zeromode": "emulate", **SMALL, "delay_write": "20ms"}},
@@ -449,8 +430,7 @@ def test_block_status_act_fits_a_projector_with_each_lane_told_apart(service: La
     if missing:
         pytest.skip(f"storage {', '.join(missing)} not available here")
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/talk?kiosk#block-status")
-    wait_live(page)
+    open_live(page, service.url + "/talk?kiosk#block-status")
     page.wait_for_selector("#act-count:text('Act 3b ·')")
     specs = page.eval_on_selector_all(".lane .lane-spec", "ns => ns.map(n => n.textContent)")
     assert len(specs) == 6 and len(set(specs)) == 6, specs

@@ -10,26 +10,25 @@ import io
 import os
 import re
 import time
+from functools import partial
 from pathlib import Path
 
+import labservice
 import pytest
 from labservice import SMALL, LabService
 
 pytestmark = pytest.mark.browser
 
 PAGES = ("/", "/results", "/talk")
-
-
-def wait_live(page) -> None:
-    page.wait_for_selector('#conn[data-state="live"]')
+# No kiosk view here: the top bar, and the connection state in it, is on screen on every page.
+open_live = partial(labservice.open_live, on_screen=True)
+wait_live = partial(labservice.wait_live, on_screen=True)
 
 
 def test_pages_load_without_console_errors(service: LabService, new_page) -> None:
     page = new_page()
     for path in PAGES:
-        page.goto(service.url + path)
-        wait_live(page)
-        page.wait_for_function("window.lab && window.lab.store.loaded")
+        open_live(page, service.url + path)
         assert page.title().startswith("fastzero-lab")
     assert page.console.errors == []
 
@@ -38,8 +37,7 @@ def test_pages_fit_a_phone(service: LabService, new_page) -> None:
     page = new_page(390, 844)
     run = service.post("/api/runs", {"client": "qemu-4.2", "server": {"zeromode": "emulate"}}).json()  # ~8 s
     for path in PAGES:
-        page.goto(service.url + path)
-        wait_live(page)
+        open_live(page, service.url + path)
         if path == "/":
             page.wait_for_selector('#live-list .run-card[data-status="running"]')
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
@@ -50,8 +48,7 @@ def test_pages_fit_a_phone(service: LabService, new_page) -> None:
 
 def test_flags_are_probed_before_running(service: LabService, new_page) -> None:
     page = new_page()
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     page.click('[data-preset="A"]')
     page.wait_for_selector("#flags .flag-yes:text('can_zero')")
     page.wait_for_selector("#flags .flag-yes:text('can_fast_zero')")
@@ -66,8 +63,7 @@ def test_flags_are_probed_before_running(service: LabService, new_page) -> None:
 
 def test_run_from_the_form_shows_live_progress_then_a_history_row(service: LabService, new_page) -> None:
     page = new_page()
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     # Record what the live card shows over time (statuses and bar values), whatever the frame rate.
     page.evaluate("""() => {
       window.seenCards = [];
@@ -103,8 +99,7 @@ def test_run_from_the_form_shows_live_progress_then_a_history_row(service: LabSe
 
 def test_cancel_from_the_live_card(service: LabService, new_page) -> None:
     page = new_page()
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     run = service.post("/api/runs", {"client": "qemu-img", "server": {"zeromode": "emulate"}}).json()  # ~8 s
     page.click(f'#live-list .run-card[data-run-id="{run["id"]}"] [data-cancel]')
     page.wait_for_selector(f'#history-body tr[data-run-id="{run["id"]}"][data-status="cancelled"]')
@@ -114,8 +109,7 @@ def test_cancel_from_the_live_card(service: LabService, new_page) -> None:
 
 def test_bad_field_is_named_and_marked(service: LabService, new_page) -> None:
     page = new_page()
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     page.fill("#f-size", "lots")
     page.click("#run-btn")
     page.wait_for_selector("#err-size:not([hidden])")
@@ -126,8 +120,7 @@ def test_bad_field_is_named_and_marked(service: LabService, new_page) -> None:
 
 def test_chart_fills_live_and_exports(service: LabService, new_page, tmp_path: Path) -> None:
     page = new_page()
-    page.goto(service.url + "/results")
-    wait_live(page)
+    open_live(page, service.url + "/results")
     page.wait_for_selector('#chart svg g.bar[data-row="ref-plugin-default"]')
     # A sweep started elsewhere (a script on the API) fills the open chart.
     r = service.post("/api/scenarios/case-study/runs",
@@ -161,8 +154,7 @@ def test_one_click_case_study_fills_the_chart_in_two_browsers(service: LabServic
     """The presenter's click; a second browser (the audience) sees the same bars fill in."""
     presenter, audience = new_page(), new_page(390, 844)
     for page in (presenter, audience):
-        page.goto(service.url + "/results")
-        wait_live(page)
+        open_live(page, service.url + "/results")
     presenter.select_option("#sweep-geometry", "quick")
     presenter.click("#run-case-study")
     # live: some bar is drawn running or queued before the sweep is over, on both screens
@@ -179,8 +171,7 @@ def test_one_click_case_study_fills_the_chart_in_two_browsers(service: LabServic
 def test_queue_full_is_said_plainly(service_factory, new_page) -> None:
     service = service_factory(LAB_QUEUE_SIZE="4")
     page = new_page()
-    page.goto(service.url + "/results")
-    wait_live(page)
+    open_live(page, service.url + "/results")
     page.click("#run-case-study")  # 19 rows do not fit in 4 slots: nothing is queued
     page.wait_for_selector('#banner-msg[data-kind="error"]:not([hidden])')
     assert "queue is full" in page.inner_text("#banner-msg")
@@ -190,8 +181,7 @@ def test_queue_full_is_said_plainly(service_factory, new_page) -> None:
 def test_failed_run_is_red_with_its_error(service_factory, new_page) -> None:
     service = service_factory(LAB_RUN_TIMEOUT_S="1")
     page = new_page()
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     run = service.post("/api/runs", {"client": "qemu-img", "server": {"zeromode": "emulate"}}).json()
     row = page.wait_for_selector(f'#history-body tr.is-failed[data-run-id="{run["id"]}"]', timeout=60_000)
     assert "timed out" in row.text_content()
@@ -208,8 +198,7 @@ def test_audience_sees_no_run_controls_and_presenter_signs_in(service_factory, n
     service = service_factory(token="s3cret-token")
     page = new_page()
     for path, control in (("/results", "#run-case-study"), ("/talk", "#act-run"), ("/", "#run-form")):
-        page.goto(service.url + path)
-        wait_live(page)
+        open_live(page, service.url + path)
         assert page.is_hidden(control), f"{control} is shown to the audience on {path}"
     assert "Watching" in page.inner_text("#role")
     assert "s3cret-token" not in page.content()
@@ -231,8 +220,7 @@ def test_audience_sees_no_run_controls_and_presenter_signs_in(service_factory, n
 
     # another tab of the audience still watches, read-only
     other = new_page()
-    other.goto(service.url + "/")
-    wait_live(other)
+    open_live(other, service.url + "/")
     assert other.is_hidden("#run-form")
     other.wait_for_selector('#history-body tr[data-status="succeeded"]')
 
@@ -240,8 +228,7 @@ def test_audience_sees_no_run_controls_and_presenter_signs_in(service_factory, n
 def test_audience_talk_follows_the_act_being_run(service_factory, new_page) -> None:
     service = service_factory(token="s3cret-token")
     page = new_page(390, 844)
-    page.goto(service.url + "/talk")
-    wait_live(page)
+    open_live(page, service.url + "/talk")
     page.wait_for_selector("#act-count:text('Act 1 ·')")
     assert page.is_hidden("#act-run")
     # the presenter (here: a script with the token) runs act 3's two rows, quick geometry
@@ -259,8 +246,7 @@ def test_page_shows_a_dead_service_and_recovers_after_restart(service: LabServic
     run = service.post("/api/runs", {"client": "qemu-img", "server": SMALL}).json()
     service.wait_run(run["id"])
     page = new_page()
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     page.wait_for_selector(f'#history-body tr[data-run-id="{run["id"]}"]')
 
     service.stop()
@@ -280,8 +266,7 @@ def test_page_shows_a_dead_service_and_recovers_after_restart(service: LabServic
 
 def test_talk_keys(service: LabService, new_page) -> None:
     page = new_page()
-    page.goto(service.url + "/talk")
-    wait_live(page)
+    open_live(page, service.url + "/talk")
     page.wait_for_selector("#act-count:text('Act 1 ·')")
     page.keyboard.press("ArrowRight")
     assert page.text_content("#act-count").startswith("Act 2 ·")
@@ -302,8 +287,7 @@ def test_talk_keys(service: LabService, new_page) -> None:
 def test_talk_act_runs_both_servers_side_by_side(service: LabService, new_page) -> None:
     """Act 2 at the talk's geometry: qemu-2.8 on server A and B at once, then the outcome and why."""
     page = new_page()
-    page.goto(service.url + "/talk#2")
-    wait_live(page)
+    open_live(page, service.url + "/talk#2")
     page.wait_for_selector("#act-count:text('Act 2 ·')")
     page.keyboard.press("Enter")
     page.wait_for_selector('.lane[data-state="running"]')
@@ -331,8 +315,7 @@ def test_screenshots(service: LabService, new_page) -> None:
     for width, height in ((1280, 720), (390, 844)):
         page = new_page(width, height)
         for path, name in (("/", "lab"), ("/results", "case-study"), ("/talk", "talk")):
-            page.goto(service.url + path)
-            wait_live(page)
+            open_live(page, service.url + path)
             page.wait_for_timeout(300)  # let the first frame settle
             target = out / f"{name}-{width}x{height}.png"
             page.screenshot(path=str(target))
