@@ -9,15 +9,14 @@ a token) is rendered into it here, from the same registries the CLI uses.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
 from app.api.config import lab_config
 from app.auth import token_ok
-from lab.spec import DEFAULTS, SERVER_FIELDS, ServerSpec, SpecError, build_spec, spec_text
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -71,52 +70,6 @@ def class_page(request: Request) -> HTMLResponse:
 def run_page(request: Request, run_id: str) -> HTMLResponse:
     """One run: its disk map replayed from the trace, counts, verification, log excerpt."""
     return _render(request, "run.html", "run")
-
-
-# What the form shows for an empty field: the default, spelt as a person would type it.
-_DEFAULT_TEXT = spec_text(DEFAULTS)
-_FIELD_WORDS = {"size": "Size", "maxdata": "maxdata", "delay_write": "Delay per write", "delay_zero": "Delay per zero",
-                "pattern": "Pattern", "zeromode": "zeromode", "fastzeromode": "fastzeromode"}
-
-
-@router.post("/ui/check")
-def check_fields(request: Request, server: Annotated[dict[str, Any], Body(embed=True)]) -> dict[str, Any]:
-    """The run form's fields checked as they are typed: one plain message per field, and the
-    normalised server when all are good. The lab's own validator decides (lab.spec); the
-    page has no unit grammar of its own."""
-    manager = getattr(request.app.state, "manager", None)
-
-    def check(raw: dict[str, Any]) -> ServerSpec:  # with the service's limits (the API's, not the CLI's)
-        return manager.new_spec(raw) if manager is not None else build_spec(raw)
-
-    errors: dict[str, str] = {}
-    fields = {k: v for k, v in (server or {}).items() if k in SERVER_FIELDS}
-    for name, value in list(fields.items()):
-        if isinstance(value, str) and not value.strip():
-            errors[name] = f"{_FIELD_WORDS.get(name, name)} is empty: type one, such as {_DEFAULT_TEXT.get(name, '')}."
-            del fields[name]
-    # The whole form is checked at once (fields depend on each other: a storage needs a kind that
-    # has a disk); each field the validator names is set aside and the rest checked again.
-    spec = None
-    for _ in range(len(fields) + 1):
-        try:
-            spec = check(fields).to_dict()
-            break
-        except SpecError as e:
-            errors.setdefault(e.field, _plain(e.field, e.message))
-            if e.field not in fields:
-                break
-            del fields[e.field]
-    if errors:
-        spec = None
-    return {"ok": not errors, "errors": errors, "server": spec}
-
-
-def _plain(name: str, message: str) -> str:
-    text = message[:1].upper() + message[1:]
-    if text.startswith("Must "):
-        text = f"{_FIELD_WORDS.get(name, name)} must {text[5:]}"
-    return text if text.endswith((".", ")")) else text + "."
 
 
 @router.get("/ui/config")

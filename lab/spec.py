@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -54,6 +55,7 @@ MAX_JSON_INT = 1 << 53  # integers above this do not survive a JavaScript client
 __all__ = ["DEFAULT_LIMITS", "Limits", "ServerSpec", "SpecError", "build_spec", "check_spec"]
 
 Kind = Literal["choice", "size", "delay", "bool", "layout", "text"]
+Layer = Literal["source", "filters", "backend"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,12 @@ class ServerField:
     `low`/`high` are numbers or names of `Limits` attributes (resolved per settings), or for
     "text" the length; `group` "geometry" fields are what a sweep may override in every row,
     "mode" ones are set per server only (a scenario row fixes them);
-    `form` "main" fields are on the dashboard form, "more" ones folded under it.
+    `form` "main" fields are on the dashboard form, "more" ones folded under it;
+    `layer` says where the field acts on the way from the source image to the disk: "source" (the
+    image copied and its size), "filters" (a parameter of the nbdkit filter stack) or "backend"
+    (what sits under the filter stack: the server kind, its plugin and disk; the rules between
+    fields, check_kind, are rules between these; the dashboard's probes follow them);
+    `noun` names the field at the start of a sentence ("Size must be ...", default its label).
     """
 
     kind: Kind
@@ -76,6 +83,8 @@ class ServerField:
     form: Literal["main", "more"] = "main"
     examples: tuple[Any, ...] = field(default=())
     enum_name: str | None = None  # a choice field's OpenAPI enum (default: the field's name in CamelCase)
+    layer: Layer = "filters"
+    noun: str = ""
 
 
 class SpecError(ValueError):
@@ -106,38 +115,43 @@ class ServerSpec(BaseModel):
         "choice", "nozero filter fastzeromode: how it answers fast-zero requests", choices=FASTZEROMODES,
         group="mode", enum_name="FastZeroMode")] = "default"
     size: Annotated[int, ServerField(
-        "size", "image size", low=MiB, high="max_size", multiple=512, examples=("16M", 262144 * 64))] = 100 * MiB
+        "size", "image size", low=MiB, high="max_size", multiple=512, examples=("16M", 262144 * 64),
+        layer="source", noun="Size")] = 100 * MiB
     pattern: Annotated[str, ServerField(
-        "layout", "source layout: alternate:DATA[:HOLE], full or empty", examples=("alternate:1M", "full"))] = \
+        "layout", "source layout: alternate:DATA[:HOLE], full or empty", examples=("alternate:1M", "full"),
+        layer="source", noun="Pattern")] = \
         "alternate:1M"
     maxdata: Annotated[int, ServerField(
         "size", "largest backend write (blocksize filter)", low="min_maxdata", high="max_maxdata", multiple=512,
         examples=("256k", 65536))] = 256 * 1024
     delay_write: Annotated[float, ServerField(
-        "delay", "delay per backend write", low=0, high="max_delay_ms", examples=("20ms", 5))] = 20.0
+        "delay", "delay per backend write", low=0, high="max_delay_ms", examples=("20ms", 5),
+        noun="Delay per write")] = 20.0
     delay_zero: Annotated[float, ServerField(
-        "delay", "delay per backend zero", low=0, high="max_delay_ms", examples=("5ms", 0))] = 5.0
-    plugin: Annotated[str, ServerField("choice", "nbdkit plugin", choices=PLUGINS)] = "memory"
+        "delay", "delay per backend zero", low=0, high="max_delay_ms", examples=("5ms", 0),
+        noun="Delay per zero")] = 5.0
+    plugin: Annotated[str, ServerField("choice", "nbdkit plugin", choices=PLUGINS, layer="backend")] = "memory"
     noextents: Annotated[bool, ServerField(
         "bool", "hide block status (extents) from clients", form="more")] = True
     source_format: Annotated[str, ServerField(
-        "choice", "format of the source image", choices=SOURCE_FORMATS, form="more")] = "qcow2"
+        "choice", "format of the source image", choices=SOURCE_FORMATS, form="more", layer="source")] = "qcow2"
     kind: Annotated[str, ServerField(
         "choice", "server kind under the filter stack; see GET /api/kinds for what this machine has",
-        choices=KINDS, group="mode")] = "nbdkit"
+        choices=KINDS, group="mode", layer="backend")] = "nbdkit"
     storage: Annotated[str | None, ServerField(
         "choice", "where a file-backed server's disk lives (plugin file, qemu-nbd, nbd-server); none: its private "
-        "dir", choices=STORAGES, group="mode")] = None
+        "dir", choices=STORAGES, group="mode", layer="backend")] = None
     disk_format: Annotated[str, ServerField(
-        "choice", "qemu-nbd's disk format", choices=DISK_FORMATS, group="mode")] = "raw"
+        "choice", "qemu-nbd's disk format", choices=DISK_FORMATS, group="mode", layer="backend")] = "raw"
     target: Annotated[str | None, ServerField(
         "text", "kind external: a Unix socket path or host:port listed in LAB_EXTERNAL_TARGETS", low=1, high=300,
-        group="mode", form="more")] = None
+        group="mode", form="more", layer="backend")] = None
     destructive: Annotated[bool, ServerField(
-        "bool", "kind external: allow overwriting the target", group="mode", form="more")] = False
+        "bool", "kind external: allow overwriting the target", group="mode", form="more",
+        layer="backend")] = False
     disk_init: Annotated[str, ServerField(
         "choice", "what a file-backed disk holds before the copy: sparse, or data (every byte written, like a "
-        "reused destination)", choices=DISK_INITS, group="mode", form="more")] = "sparse"
+        "reused destination)", choices=DISK_INITS, group="mode", form="more", layer="backend")] = "sparse"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -167,6 +181,11 @@ def _field_meta() -> dict[str, ServerField]:
 
 SERVER_FIELDS: dict[str, ServerField] = _field_meta()
 DEFAULTS = ServerSpec()
+
+
+def fields_on(layer: Layer) -> tuple[str, ...]:
+    """The fields of one layer, in the model's order (fields_on("backend"): what sits under the filter stack)."""
+    return tuple(name for name, meta in SERVER_FIELDS.items() if meta.layer == layer)
 
 
 # -- values as text (CLI defaults, error messages, the dashboard) ---------------------------------
@@ -348,96 +367,203 @@ def partial_model(model_name: str, base: type[BaseModel], doc: str) -> type[Base
     return create_model(model_name, __base__=base, __doc__=doc, **fields)
 
 
+# -- the one validator: every field of a form, each problem named -----------------------------------
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One server field's problem. `message` is worded after the field's name (the CLI prints
+    "--size: must be ..."); `sentence` is the whole sentence a person reads under the field."""
+
+    field: str
+    message: str
+    code: str = "value_error"  # pydantic's error type for a value that did not parse (enum, bool_type, ...)
+
+    @property
+    def sentence(self) -> str:
+        meta = SERVER_FIELDS.get(self.field)
+        noun = (meta.noun if meta else "") or self.field.replace("_", "-")
+        words = self.message
+        words = f"{noun} {words}" if words.startswith(("must ", "is ")) else words[:1].upper() + words[1:]
+        return words if words.endswith((".", ")")) else words + "."
+
+    def error(self) -> SpecError:
+        return SpecError(self.field, self.message)
+
+
+@dataclass(frozen=True)
+class FormCheck:
+    """What check_fields found: the spec when every field is good, else every problem (one per field,
+    in order: values that do not parse, then bounds, then the rules between fields)."""
+
+    spec: ServerSpec | None
+    problems: tuple[FieldProblem, ...]
+
+
+_TYPED = ("size", "delay", "layout")  # typed as text on a form: an empty one is a mistake, not "the default"
+_API_IN = request_model("ServerFieldsApi", api=True)
+
+
 def _message(name: str, err: dict[str, Any]) -> str:
-    if err.get("type") == "extra_forbidden":
-        return "unknown server field"
-    if err.get("type") == "enum":
-        return f"must be one of {', '.join(SERVER_FIELDS[name].choices)} (got {err.get('input')!r})"
+    kind = err.get("type")
+    meta = SERVER_FIELDS.get(name)
+    if kind == "extra_forbidden" or meta is None:
+        return "is not a server field"
+    if kind == "enum":
+        return f"must be one of {', '.join(meta.choices)} (got {err.get('input')!r})"
+    if meta.kind == "bool":
+        return f"must be true or false (got {err.get('input')!r})"
+    if meta.kind == "text":
+        return f"must be text of {int(meta.low or 0)} to {int(meta.high or 300)} characters"
     cause = (err.get("ctx") or {}).get("error")
     return str(cause) if isinstance(cause, ValueError) else str(err.get("msg"))
 
 
-def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS) -> ServerSpec:
-    """Validate user-supplied server fields (CLI strings or JSON values) into a ServerSpec."""
+def _empty(name: str, value: Any) -> bool:
+    return name in SERVER_FIELDS and SERVER_FIELDS[name].kind in _TYPED and isinstance(value, str) \
+        and not value.strip()
+
+
+def _parse(given: dict[str, Any], api: bool) -> tuple[dict[str, Any], list[FieldProblem]]:
+    """Each field on its own: the values that parse, and a problem (in the model's order) for each one that does not."""
+    problems = [FieldProblem(name, f"is empty: type one, such as {text(name, getattr(DEFAULTS, name))}")
+                for name, v in given.items() if _empty(name, v)]
+    model = _API_IN if api else _ALL_IN
     try:
-        given = _ALL_IN.model_validate(dict(raw or {}))
+        model.model_validate({k: v for k, v in given.items() if k not in {p.field for p in problems}})
     except ValidationError as e:
-        err = e.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "server"
-        raise SpecError(name, _message(name, err)) from None
-    spec = ServerSpec(**given.raw())
-    check_spec(spec, limits)
-    return spec
+        for err in e.errors():
+            name = str(err["loc"][0]) if err["loc"] else "server"
+            problems.append(FieldProblem(name, _message(name, err), str(err.get("type", "value_error"))))
+    order = list(SERVER_FIELDS)
+    problems.sort(key=lambda p: order.index(p.field) if p.field in order else len(order))
+    bad = {p.field for p in problems}
+    return model.model_validate({k: v for k, v in given.items() if k not in bad}).raw(), problems
 
 
-def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
-    """The bounds of every numeric field (from `limits`), then the cross-field rule: the layout fits the size."""
+def _bound_problems(spec: ServerSpec, limits: Limits) -> Iterator[FieldProblem]:
     for name in SERVER_FIELDS:
         b = bounds(name, limits)
-        value = getattr(spec, name)
         if b is None:
             continue
         low, high, multiple = b
+        value = getattr(spec, name)
         if not low <= value <= high or value % multiple:
             unit = " bytes" if SERVER_FIELDS[name].kind == "size" and multiple > 1 else ""
             step = f" and a multiple of {multiple}{unit}" if multiple > 1 else ""
-            raise SpecError(name, f"must be between {text(name, low)} and {text(name, high)}{step} "
-                                  f"(got {text(name, value)})")
+            yield FieldProblem(name, f"must be between {text(name, low)} and {text(name, high)}{step} "
+                                     f"(got {text(name, value)})")
+
+
+def _layout_problem(spec: ServerSpec) -> FieldProblem | None:
     try:
         parse_pattern(spec.pattern, spec.size)
     except ValueError as e:
-        raise SpecError("pattern", str(e)) from None
-    check_kind(spec)
+        return FieldProblem("pattern", str(e))
+    return None
+
+
+def check_fields(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS, *,
+                 api: bool = False) -> FormCheck:
+    """THE validator of server fields, for a whole form at once: every field is checked, and each
+    wrong one gets one problem. `api`: the API's narrow unit spellings; else every spelling of
+    lab.units (the CLI, scenario rows). A field that does not parse is left at its default for
+    the later checks; the rules between the backend fields (kind, plugin, storage, ...) run only
+    when those all parsed, so a mistyped kind does not blame the storage."""
+    values, found = _parse(dict(raw or {}), api)
+    spec = ServerSpec(**values)
+    bad = {p.field for p in found}
+    found += [p for p in _bound_problems(spec, limits) if p.field not in bad]
+    bad = {p.field for p in found}
+    if not bad & {"size", "pattern"}:
+        found += [p for p in [_layout_problem(spec)] if p is not None]
+    if not bad & set(fields_on("backend")):
+        for p in kind_problems(spec):
+            if p.field not in bad:
+                found.append(p)
+                bad.add(p.field)
+    first: dict[str, FieldProblem] = {}
+    for p in found:
+        first.setdefault(p.field, p)
+    problems = tuple(first.values())
+    return FormCheck(None if problems else spec, problems)
+
+
+def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS) -> ServerSpec:
+    """Validate user-supplied server fields (CLI strings or JSON values) into a ServerSpec;
+    SpecError names the first wrong field (check_fields lists them all)."""
+    check = check_fields(raw, limits)
+    if check.spec is None:
+        raise check.problems[0].error()
+    return check.spec
+
+
+def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
+    """The bounds of every numeric field (from `limits`), the layout fits the size, the kind rules."""
+    p = next(_bound_problems(spec, limits), None) or _layout_problem(spec) or next(kind_problems(spec), None)
+    if p is not None:
+        raise p.error()
 
 
 def check_kind(spec: ServerSpec) -> None:
     """The kind/storage fields fit together and this machine has them (no connection is made)."""
+    p = next(kind_problems(spec), None)
+    if p is not None:
+        raise p.error()
+
+
+def kind_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
+    """Every broken rule between the backend fields, and the kinds and storages this machine lacks."""
     if spec.kind == "external":
-        _check_external(spec)
-    elif spec.target is not None or spec.destructive:
-        raise SpecError("target" if spec.target is not None else "destructive", "only for kind external")
-    _check_disk(spec)
-    _check_available(spec)
+        yield from _external_problems(spec)
+    else:
+        if spec.target is not None:
+            yield FieldProblem("target", "only for kind external")
+        if spec.destructive:
+            yield FieldProblem("destructive", "only for kind external")
+    yield from _disk_problems(spec)
+    yield from _availability_problems(spec)
 
 
-def _check_external(spec: ServerSpec) -> None:
+def _external_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
     from lab import external
 
     if spec.storage:
-        raise SpecError("storage", "an external server has its own storage")
+        yield FieldProblem("storage", "an external server has its own storage")
     try:
         external.check_target(spec.target)
     except external.ExternalError as e:
-        raise SpecError(e.field, e.message) from None
+        yield FieldProblem(e.field, e.message)
     if not spec.destructive:
-        raise SpecError("destructive", "a run overwrites the external target: say destructive: true to allow it")
+        yield FieldProblem("destructive", "a run overwrites the external target: say destructive: true to allow it")
 
 
-def _check_disk(spec: ServerSpec) -> None:
+def _disk_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
     file_backed = spec.plugin == "file" or spec.kind in FILE_KINDS
     if spec.storage and spec.kind == "nbdkit" and spec.plugin == "memory":
-        raise SpecError("storage", "the memory plugin keeps its disk in RAM: use plugin file, or kind qemu-nbd "
-                                   "or nbd-server")
+        yield FieldProblem("storage", "the memory plugin keeps its disk in RAM: use plugin file, or kind qemu-nbd "
+                                      "or nbd-server")
     if spec.disk_format == "qcow2" and spec.kind != "qemu-nbd":
-        raise SpecError("disk_format", "qcow2 is served by kind qemu-nbd only")
+        yield FieldProblem("disk_format", "qcow2 is served by kind qemu-nbd only")
     if spec.disk_format == "qcow2" and spec.storage == "blockdev":
-        raise SpecError("disk_format", "qcow2 needs a filesystem: storage blockdev holds raw only")
+        yield FieldProblem("disk_format", "qcow2 needs a filesystem: storage blockdev holds raw only")
     if spec.disk_init == "data" and (not file_backed or spec.disk_format == "qcow2"):
-        raise SpecError("disk_init", "data applies to a raw file-backed disk: plugin file, qemu-nbd raw or nbd-server")
+        yield FieldProblem("disk_init", "data applies to a raw file-backed disk: plugin file, qemu-nbd raw or "
+                                        "nbd-server")
     if spec.kind != "nbdkit" and spec.plugin != "memory":
-        raise SpecError("plugin", "plugin applies to kind nbdkit only")
+        yield FieldProblem("plugin", "plugin applies to kind nbdkit only")
 
 
-def _check_available(spec: ServerSpec) -> None:
+def _availability_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
     from lab import kinds, storage
 
     k = kinds.availability()[spec.kind]
     if not k["available"] and spec.kind != "external":
-        raise SpecError("kind", str(k["reason"]))
+        yield FieldProblem("kind", str(k["reason"]))
     if spec.storage:
         st = storage.availability()[spec.storage]
         if not st["available"]:
-            raise SpecError("storage", f"{spec.storage} is not available here: {st['reason']}")
+            yield FieldProblem("storage", f"{spec.storage} is not available here: {st['reason']}")
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -505,7 +631,7 @@ def field_table(limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "name": name, "label": name.replace("_", "-"), "option": option(name), "kind": meta.kind,
             "help": meta.help, "default": default, "default_text": text(name, default),
-            "choices": list(meta.choices), "group": meta.group, "form": meta.form,
+            "choices": list(meta.choices), "group": meta.group, "form": meta.form, "layer": meta.layer,
         }
         b = bounds(name, limits)
         if b is not None:
@@ -520,8 +646,7 @@ def presets() -> dict[str, dict[str, Any]]:
                 "summary": " ".join(f"{n}={v}" for n, v in p.fields.items())} for k, p in PRESETS.items()}
 
 
-def normalise(raw: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """For POST /api/validate: the checked spec as numbers and as text (the page formats nothing itself)."""
-    spec = build_spec(raw, limits)
+def normalise(spec: ServerSpec) -> dict[str, Any]:
+    """For POST /api/validate: a checked spec as numbers and as text (the page formats nothing itself)."""
     return {"server": spec.to_dict(), "text": spec_text(spec)}
 

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.waiting import MAX_WAIT_S  # noqa: E402
+from lab.spec import fields_on  # noqa: E402
 from lab.testing import LiveService, Proc  # noqa: E402
 
 FUZZ_SETTINGS = {
@@ -67,13 +68,13 @@ SKIPPED = {
 
 
 # Rules this OpenAPI document does not express (so positive_data_acceptance may see a 422 for
-# them; every other rejection of a schema-valid request fails the run): the server kinds'
-# cross-field rules (lab.spec.check_kind: target/destructive only for kind external, storage only
+# them; every other rejection of a schema-valid request fails the run): the rules between the
+# backend fields (lab.spec.kind_problems: target/destructive only for kind external, storage only
 # on a file-backed server, disk_format qcow2 only with qemu-nbd, disk_init data only on a raw
-# file-backed disk, plugin only for kind nbdkit, kinds and storages this machine lacks), the same
-# across a grid's product, and a student's name (no control, format or unassigned characters:
-# Unicode categories a JSON Schema pattern cannot name).
-CROSS_FIELD = {"kind", "storage", "target", "destructive", "disk_format", "disk_init", "plugin", "student"}
+# file-backed disk, plugin only for kind nbdkit, kinds and storages this machine lacks; the
+# fields of layer "backend"), the same across a grid's product, and a student's name (no control,
+# format or unassigned characters: Unicode categories a JSON Schema pattern cannot name).
+CROSS_FIELD = {*fields_on("backend"), "student"}
 
 
 def cross_field_rejections(text: str) -> list[str]:

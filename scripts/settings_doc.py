@@ -49,15 +49,19 @@ def settings_table() -> list[str]:
 def fields_table() -> list[str]:
     lines = ["## Server fields", "",
              "In the API's `server` objects, as `lab run` options, and in the run form. Bounds come from the",
-             "settings above (shown here with their defaults).", "",
-             "| field | option | kind | default | bounds or choices | what it does |", "|---|---|---|---|---|---|"]
+             "settings above (shown here with their defaults). The layer says where a field acts: `source` (the image",
+             "copied), `filters` (a parameter of the nbdkit filter stack) or `backend` (what sits under the filter",
+             "stack: the server kind, its plugin and disk; the rules between fields are rules between these).", "",
+             "| field | option | kind | layer | default | bounds or choices | what it does |",
+             "|---|---|---|---|---|---|---|"]
     for row in spec.field_table():
         if row.get("min_text") is not None:
             bounds = f"{row['min_text']} to {row['max_text']}"
         else:
             bounds = ", ".join(row["choices"])
         default = _default(row["default_text"])
-        lines.append(f"| `{row['name']}` | `{row['option']}` | {row['kind']} | {default} | {bounds} | {row['help']} |")
+        lines.append(f"| `{row['name']}` | `{row['option']}` | {row['kind']} | {row['layer']} | {default} | {bounds} "
+                     f"| {row['help']} |")
     return lines
 
 

@@ -100,13 +100,31 @@ def test_run_page_is_served_for_any_id(client: TestClient) -> None:
     assert '/static/js/run.js' in r.text and 'id="run-map"' in r.text
 
 
-def test_form_check_answers_one_plain_message_per_field(client: TestClient) -> None:
-    r = client.post("/ui/check", json={"server": {"size": "abc", "delay_write": "-5ms", "maxdata": ""}})
-    assert r.status_code == 200
-    body = r.json()
-    assert body["ok"] is False and body["server"] is None
-    assert set(body["errors"]) == {"size", "delay_write", "maxdata"}
-    assert "abc" in body["errors"]["size"] and "Value error" not in body["errors"]["size"]
-    assert "empty" in body["errors"]["maxdata"] and "256k" in body["errors"]["maxdata"]
-    good = client.post("/ui/check", json={"server": {"size": "16M", "delay_write": "4ms"}}).json()
-    assert good["ok"] is True and good["server"]["size"] == 16 << 20 and good["server"]["delay_write"] == 4.0
+def test_the_form_is_checked_by_the_api_validator_every_field_in_plain_words(client: TestClient) -> None:
+    """What the run form sends as it is typed: one problem per wrong field, each a sentence, none dropped."""
+    r = client.post("/api/v1/validate", json={"size": "abc", "delay_write": "-5ms", "maxdata": ""})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    errors = {e["loc"][1]: e for e in r.json()["errors"]}
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", "size"], ["body", "maxdata"], ["body", "delay_write"]]
+    assert {k: e["value"] for k, e in errors.items()} == {"size": "abc", "delay_write": "-5ms", "maxdata": ""}
+    assert errors["size"]["message"].startswith("'abc' is not a size") and "Value error" not in r.text
+    assert errors["maxdata"]["message"] == "maxdata is empty: type one, such as 256k."
+    assert errors["delay_write"]["message"].startswith("'-5ms' is not a delay")
+    good = client.post("/api/v1/validate", json={"size": "16M", "delay_write": "4ms"}).json()
+    assert good["server"]["size"] == 16 << 20 and good["server"]["delay_write"] == 4.0 and good["text"]["size"] == "16M"
+
+
+def test_the_pages_have_no_validator_of_their_own(client: TestClient) -> None:
+    assert client.post("/ui/check", json={"server": {}}).status_code == 404
+    js = "\n".join(p.read_text() for p in (ROOT / "static" / "js").glob("*.js"))
+    assert "/ui/check" not in js and "/api/v1/validate" in js
+
+
+def test_the_scripts_list_no_server_fields_by_hand(client: TestClient) -> None:
+    """Which fields exist, and which sit under the filter stack, come from the config (lab.spec)."""
+    fields = [f["name"] for f in client.get("/api/v1/config").json()["server_fields"]]
+    quoted = "|".join(re.escape(f'"{name}"') for name in fields)
+    hand_list = re.compile(rf"\[\s*(?:{quoted})\s*,\s*(?:{quoted})")  # ["kind", "plugin", ...
+    for path in ("lab.js", "probe.js", "fields.js", "api.js"):
+        text = (ROOT / "static" / "js" / path).read_text()
+        assert not hand_list.search(text), f"{path} lists server fields by hand: {hand_list.search(text)[0]}"

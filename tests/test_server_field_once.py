@@ -2,8 +2,9 @@
 
 A copy of the code gets one hypothetical field (`frobnicate`, a size) added to ServerSpec and
 nothing else; in that copy the field must show up in the API's request schema (with bounds from
-the settings), `lab run --help`, GET /api/v1/config, the run form, POST /api/v1/validate (parsed,
-bounded, a bad value named by its loc), the CLI's error naming `--frobnicate`, and the CSV columns.
+the settings), `lab run --help`, GET /api/v1/config (with its layer), the run form, POST
+/api/v1/validate (parsed, bounded, a bad value named by its loc, and named among the other wrong
+fields of the same form, one problem each), the CLI's error naming `--frobnicate`, and the CSV columns.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = "    def to_dict(self) -> dict[str, Any]:\n        return self.model_dump()"
 FIELD = ('    frobnicate: Annotated[int, ServerField(\n'
-         '        "size", "a hypothetical field", low=4096, high="max_maxdata", multiple=512)] = 65536\n\n')
+         '        "size", "a hypothetical field", low=4096, high="max_maxdata", multiple=512,\n'
+         '        layer="backend")] = 65536\n\n')
 
 PROBE = r'''
 import io, json
@@ -37,6 +39,9 @@ with TestClient(app) as c:
     out["valid"] = c.post("/api/v1/validate", json={"frobnicate": "128k"}).json()["server"].get("frobnicate")
     bad = c.post("/api/v1/validate", json={"frobnicate": "2M"})
     out["bad"] = [bad.status_code, bad.json()["errors"][0]["loc"]]
+    # every wrong field at once, the new one among them, each named with its value as sent
+    both = c.post("/api/v1/validate", json={"size": "abc", "frobnicate": "", "kind": "qemu-nbd", "storage": "nope"})
+    out["each"] = [[e["loc"], e.get("value"), e["message"]] for e in both.json()["errors"]]
 help_text = io.StringIO()
 with redirect_stdout(help_text):
     try:
@@ -72,6 +77,11 @@ def test_a_field_added_to_the_model_alone_reaches_every_door(tmp_path: Path) -> 
     assert out["form"] is True
     assert out["valid"] == 131072
     assert out["bad"] == [422, ["body", "frobnicate"]]
+    each = {loc[1]: (value, message) for loc, value, message in out["each"]}
+    assert set(each) == {"size", "frobnicate", "storage"}, out["each"]
+    assert each["frobnicate"] == ("", "frobnicate is empty: type one, such as 64k.")
+    assert each["size"][0] == "abc" and each["storage"][0] == "nope"
+    assert out["config"][0]["layer"] == "backend"
     assert any(ln.startswith("--frobnicate") for ln in out["help"]), out["help"]
     assert out["cli_rc"] == 2 and out["cli_err"].startswith("lab: error: --frobnicate: must be between 4k and 32M")
     assert out["csv"] is True

@@ -3,22 +3,23 @@
 `GET /api/config` serves the server fields as lab.spec declares them (defaults, limits under
 this instance's settings, choices, help, presets) plus the clients; the pages render the same
 object into themselves. `POST /api/validate` checks server fields exactly as a run would and
-answers them normalised, as numbers and as text: the browser has no unit grammar of its own.
+answers them normalised, as numbers and as text, or names every wrong field in plain words:
+the browser has no unit grammar, and no validator, of its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, WithJsonSchema
 
-from app.errors import responses, spec_error
-from app.schemas import Availability, ClientOut, ServerFields, ServerOut, ServerPartial
+from app.errors import responses
+from app.schemas import Availability, ClientOut, ServerOut, ServerPartial
 from lab import kinds, spec, storage
 from lab.clients import client_ids, get_client
 from lab.config import DEFAULT_LIMITS, Limits
-from lab.spec import SpecError
 
 router = APIRouter(tags=["config"])
 
@@ -34,6 +35,8 @@ class ServerFieldOut(BaseModel):
     choices: list[str]
     group: str = Field(description="mode: a scenario row fixes it; geometry: a sweep may override it")
     form: str = Field(description="main: on the run form; more: folded under it")
+    layer: str = Field(description="source: the image copied; filters: a parameter of the nbdkit filter stack; "
+                                   "backend: what sits under the filter stack (server kind, plugin, disk)")
     min: float | None = None
     max: float | None = None
     multiple: int | None = None
@@ -97,11 +100,18 @@ def get_config(request: Request) -> dict[str, Any]:
     return lab_config(request)
 
 
+# The body is read as a plain object so that every field is checked, together, by the one
+# validator (lab.spec.check_fields), instead of FastAPI stopping at the values that do not parse;
+# the OpenAPI document still says it is ServerFields.
+FieldsBody = Annotated[dict[str, Any], Body(), WithJsonSchema({"$ref": "#/components/schemas/ServerFields"})]
+
+
 @router.post("/validate", response_model=ValidateOut, responses=responses(400, 401, 413, 422))
-def validate(fields: ServerFields, request: Request) -> dict[str, Any]:  # type: ignore[valid-type]
-    """Check server fields as a run would (422 naming the field); nothing is started."""
-    raw = fields.raw()
-    try:
-        return spec.normalise(raw, _limits(request))
-    except SpecError as e:
-        raise spec_error(e, ("body",)) from None
+def validate(fields: FieldsBody, request: Request) -> dict[str, Any]:
+    """Check server fields as a run would; nothing is started. A 422 lists EVERY wrong field in
+    `errors[]` (`loc` ["body", field], `message` a sentence to show beside the field, `value` as sent)."""
+    check = spec.check_fields(fields, _limits(request), api=True)
+    if check.spec is None:
+        raise RequestValidationError([{"loc": ["body", p.field], "msg": p.sentence, "type": p.code}
+                                      for p in check.problems])
+    return spec.normalise(check.spec)

@@ -95,6 +95,27 @@ export async function request(method, path, body, { announce401 = true } = {}) {
   throw error;
 }
 
+// The form checked by the lab's one validator (POST /api/v1/validate), every field at once:
+// {ok, errors: {field: sentence}, general: [sentences not about one field], server (normalised), text}.
+async function checkFields(server) {
+  try {
+    const res = await request("POST", "/api/v1/validate", server);
+    return { ok: true, errors: {}, general: [], server: res.server, text: res.text };
+  } catch (err) {
+    const items = err instanceof ApiError && err.status === 422 && err.body && err.body.errors;
+    if (!Array.isArray(items)) throw err;
+    const errors = {};
+    const general = [];
+    for (const e of items) {
+      const loc = e.loc || [];
+      const msg = plainMessage(e.message || e.msg);
+      if (loc.length === 2 && loc[0] === "body" && typeof loc[1] === "string") errors[loc[1]] ??= msg;
+      else general.push(msg);
+    }
+    return { ok: false, errors, general, server: null, text: null };
+  }
+}
+
 // Lists come back either bare or wrapped ({"runs": [...]}, {"items": [...]}).
 export function unwrapList(data, ...keys) {
   if (Array.isArray(data)) return data;
@@ -116,7 +137,7 @@ export const api = {
     if (!res.ok) throw new ApiError(res.status, res.status === 404 ? "This run has no request trace." : `The lab service answered ${res.status}.`);
     return (await res.text()).split("\n").filter(Boolean).map((line) => JSON.parse(line));
   },
-  checkFields: (server) => request("POST", "/ui/check", { server }),
+  checkFields,
   scenarios: async () => unwrapList(await request("GET", "/api/v1/scenarios"), "scenarios"),
   startScenario: (name, body) => request("POST", `/api/v1/scenarios/${encodeURIComponent(name)}/runs`, body),
   createServer: (fields) => request("POST", "/api/v1/servers", fields),

@@ -5,6 +5,7 @@
 
 import { ApiError, api, config, isPresenter } from "./api.js";
 import { init, onKey, onRoleChange, showMessage } from "./common.js";
+import { DELAY_FIELDS, FIELDS, TYPED, formServer } from "./fields.js";
 import * as f from "./format.js";
 import { FINAL, loadMore, runs, start, store, subscribe, upsertRun } from "./live.js";
 import { failed, renderCard, renderRow } from "./runview.js";
@@ -12,26 +13,15 @@ import { failed, renderCard, renderRow } from "./runview.js";
 const $ = (id) => document.getElementById(id);
 const el = f.el;
 const form = $("run-form");
-// The server fields, their kinds and presets are the server's (lab.spec.ServerSpec, in the page's config);
-// this page parses no unit: the service checks and normalises (POST /ui/check).
-const FIELDS = config.server_fields.map((x) => x.name);
-const KIND_FIELDS = ["kind", "plugin", "storage", "disk_format"]; // what sits under the filter stack
-const TYPED = config.server_fields.filter((x) => ["size", "delay", "layout"].includes(x.kind)).map((x) => x.name);
+// The server fields, their kinds and presets are the server's (lab.spec.ServerSpec, in the page's config,
+// see fields.js); this page parses no unit and checks nothing itself: POST /api/v1/validate does.
 const RECENT_MS = 20000; // a finished run stays among the live cards this long
 
 // --- the form -----------------------------------------------------------------------
 const PRESETS = Object.fromEntries(Object.entries(config.presets).map(([k, p]) => [k, p.fields]));
 
-// Typed fields go as typed (an empty one is an error the checker names); an empty choice is left out.
 function formValues() {
-  const server = {};
-  for (const name of FIELDS) {
-    const input = form.elements[name];
-    if (!input) continue;
-    const v = input.type === "checkbox" ? input.checked : input.value.trim();
-    if (v !== "" || TYPED.includes(name)) server[name] = v;
-  }
-  return { client: form.elements.client.value, server };
+  return { client: form.elements.client.value, server: formServer(form) };
 }
 
 // One message per field, under the field, in plain words (from the lab's own validator).
@@ -52,6 +42,9 @@ function showFieldErrors(errors) {
     const input = form.elements[name];
     if (msg) input.setAttribute("aria-invalid", "true");
     else input.removeAttribute("aria-invalid");
+    // a wrong field folded under "More server fields" is shown, not left to be guessed
+    const fold = msg && input.closest("details");
+    if (fold && !fold.open) fold.open = true;
     if (msg || $(`err-${name}`)) {
       const p = fieldError(name);
       if (p.textContent !== msg) p.textContent = msg;
@@ -91,7 +84,7 @@ function applyPreset(name) {
 // --- checking as you type: the service's validator, debounced -------------------------
 let checkSeq = 0;
 let checkTimer = null;
-let checked = { ok: true, errors: {}, server: null, key: "" };
+let checked = { ok: true, errors: {}, general: [], server: null, key: "" };
 
 function checkSoon(delay = 250) {
   clearTimeout(checkTimer);
@@ -108,7 +101,8 @@ async function check() {
     const res = await api.checkFields(v.server);
     if (seq !== checkSeq) return checked;
     checked = { ...res, key };
-    showFieldErrors(res.errors || {});
+    showFieldErrors(res.errors);
+    showFormError(res.general.join(" "));
     updateHint();
     probeSoon();
   } catch (err) {
@@ -129,8 +123,12 @@ const flagCache = new Map();
 let probeTimer = null;
 let probeSeq = 0;
 
-function probeKey(s) {
-  return [s.zeromode, s.fastzeromode, s.maxdata, s.size, ...KIND_FIELDS.map((k) => s[k] || "")].join("|");
+// The probe server is the run's server (its filters and what sits under them) without the delays:
+// they shape no flag. Its fields, as JSON, key the cache.
+function flagServer(s) {
+  const fields = Object.fromEntries(Object.entries(s).filter(([, v]) => v !== null && v !== undefined));
+  for (const k of DELAY_FIELDS) fields[k] = 0;
+  return fields;
 }
 
 function renderFlags(flags, note = null) {
@@ -155,20 +153,15 @@ function probeSoon() {
   clearTimeout(probeTimer);
   if (!isPresenter()) { renderFlags(null, "shown to the presenter"); return; }
   if (!checked.ok || !checked.server) return; // a field is wrong: its message says so
-  const s = checked.server;
-  const key = probeKey(s);
+  const fields = flagServer(checked.server);
+  const key = JSON.stringify(fields);
   if (flagCache.has(key)) { renderFlags(flagCache.get(key)); return; }
   renderFlags(null);
-  probeTimer = setTimeout(() => probe(s, key), 300);
+  probeTimer = setTimeout(() => probe(fields, key), 300);
 }
 
-async function probe(s, key) {
+async function probe(fields, key) {
   const seq = ++probeSeq;
-  // The probe server needs no delays or data: only what shapes its flags.
-  const fields = { zeromode: s.zeromode, fastzeromode: s.fastzeromode, size: s.size, maxdata: s.maxdata,
-    delay_write: 0, delay_zero: 0 };
-  const chosen = formValues().server;
-  for (const k of KIND_FIELDS) if (chosen[k]) fields[k] = chosen[k];
   try {
     const server = await api.createServer(fields);
     if (server && server.id) api.deleteServer(server.id).catch(() => {});
@@ -185,9 +178,9 @@ function updateHint() {
   const s = checked.server;
   const client = form.elements.client.value;
   if (!s) { hint.textContent = "Starts a fresh server with these settings."; return; }
-  const keys = ["zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero"];
+  // the same settings: every server field equal, normalised (kind, storage and the rest included)
   const same = runs().filter((r) => r.status === "succeeded" && r.client === client && r.server &&
-    keys.every((k) => r.server[k] === s[k]));
+    FIELDS.every((k) => (r.server[k] ?? null) === (s[k] ?? null)));
   hint.textContent = same.length
     ? `Measured before with these settings: ${f.seconds(same[0].duration_s)} (${f.plural(same.length, "run")})`
     : "Starts a fresh server with these settings.";

@@ -1,20 +1,15 @@
 // The fast-zero probe panel: POST /api/v1/probes with the form's server kind and storage.
 
 import { request } from "./api.js";
+import { BACKEND_FIELDS, formServer } from "./fields.js";
 import { el } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
-const KIND_FIELDS = ["kind", "plugin", "storage", "disk_format"];
 const LENGTH = "16M"; // per range; 4 ranges: small enough for a live demo
 
+// What sits under the filter stack, as chosen in the form (the probe's own defaults do the rest).
 function serverFields() {
-  const form = $("run-form");
-  const server = {};
-  for (const k of KIND_FIELDS) {
-    const v = form && form.elements[k] ? form.elements[k].value : "";
-    if (v) server[k] = v;
-  }
-  return server;
+  return formServer($("run-form"), BACKEND_FIELDS);
 }
 
 function cell(v) { return el("td", {}, v); }
