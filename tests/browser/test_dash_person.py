@@ -95,6 +95,43 @@ def test_typing_is_checked_as_you_type_in_plain_words(service: LabService, new_p
     assert page.console.errors == []
 
 
+def test_every_wrong_field_is_named_at_once_even_a_folded_one(service: LabService, new_page) -> None:
+    """The validator (POST /api/v1/validate) names every wrong field of the form in one answer, the rules
+    between fields too; a wrong field folded under "More server fields" is unfolded, not left hidden."""
+    page = new_page(*PROJECTOR)
+    page.goto(service.url + "/")
+    wait_live(page)
+    page.select_option("#f-plugin", "file")
+    page.select_option("#f-storage", "datadir")
+    press(page, ".more-fields summary")  # a person opens the fold, sets a reused disk, folds it again
+    page.select_option("#f-disk_init", "data")
+    press(page, ".more-fields summary")
+    assert page.get_attribute(".more-fields", "open") is None
+    page.click("#f-size", click_count=3)
+    page.keyboard.type("abc", delay=60)
+    page.wait_for_selector("#err-size:not([hidden])")
+    assert page.locator(".field-error:not([hidden])").count() == 1  # plugin file on datadir, reused disk: fine
+    # back to the memory plugin: the storage and the reused disk no longer fit it, both named beside their field
+    page.select_option("#f-plugin", "memory")
+    page.wait_for_selector("#err-disk_init:not([hidden])")
+    assert page.locator(".field-error:not([hidden])").count() == 3
+    assert page.inner_text("#err-storage").startswith("The memory plugin keeps its disk in RAM")
+    assert page.inner_text("#err-disk_init").startswith("Data applies to a raw file-backed disk")
+    assert "abc" in page.inner_text("#err-size")
+    assert page.get_attribute(".more-fields", "open") is not None and page.is_visible("#err-disk_init")
+    assert page.is_hidden("#form-error")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#run-form").screenshot(path=str(SHOTS / "lab-every-field-form.png"))
+    press(page, "#run-btn")
+    page.wait_for_timeout(400)
+    assert service.get("/api/runs").json()["total"] == 0
+    assert page.evaluate("document.activeElement.id") == "f-size"
+    page.select_option("#f-plugin", "file")  # the rule is met again: only the mistyped size is left
+    page.wait_for_selector("#err-storage", state="hidden")
+    assert page.is_hidden("#err-disk_init") and page.locator(".field-error:not([hidden])").count() == 1
+    assert page.console.errors == []
+
+
 @pytest.mark.parametrize("size", [PROJECTOR, PHONE, TABLET], ids=["1280x640", "390x844", "768x1024"])
 def test_editing_then_clicking_run_sends_exactly_one_run(service: LabService, new_page, size) -> None:
     page = new_page(*size)
