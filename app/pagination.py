@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import inspect
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from app.errors import Problem
 
@@ -64,11 +67,39 @@ def link_next(request: Request, response: Response, cursor: str | None) -> None:
     response.headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
 
 
-def page_of(store: Any, table: str, filters: dict[str, Any], sort: str, cursor: str | None, limit: int,
-            since: float | None, until: float | None) -> tuple[list[dict[str, Any]], int, str | None]:
-    """One page of `table`: its rows, how many match in all, and the next page's cursor (None on the last)."""
-    rows, total, more = store.page(table, filters, sort, decode(cursor, sort), limit, since, until)
-    return rows, total, (encode(sort, more) if more else None)
+@dataclass(frozen=True)
+class Page:
+    """Which page of a list route was asked for (its query parameters, from page_query())."""
+
+    since: float | None
+    until: float | None
+    sort: str
+    cursor: str | None
+    limit: int
+
+    def of(self, store: Any, table: str, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], int, str | None]:
+        """This page of `table`: its rows, how many match in all, the next page's cursor (None on the last)."""
+        rows, total, more = store.page(table, filters, self.sort, decode(self.cursor, self.sort), self.limit,
+                                       self.since, self.until)
+        return rows, total, (encode(self.sort, more) if more else None)
+
+
+def page_query(default_limit: int = 100, most: int = 1000) -> Callable[..., Page]:
+    """The page query parameters (since, until, sort, cursor, limit: in this order in the OpenAPI
+    document) as one dependency; a route takes `page: Annotated[Page, Depends(page_query())]`."""
+    def page(**q: Any) -> Page:
+        return Page(q["since"], q["until"], q["sort"].value, q["cursor"], q["limit"])
+
+    limit_q = Annotated[int, Query(ge=1, le=most)]
+    params = (("since", SinceQ, None), ("until", UntilQ, None), ("sort", SortQ, NEWEST), ("cursor", CursorQ, None),
+              ("limit", limit_q, default_limit))
+    page.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+         for name, annotation, default in params], return_annotation=Page)
+    return page
+
+
+PageDep = Annotated[Page, Depends(page_query())]
 
 
 def finished_etag(row: dict[str, Any], if_none_match: str | None, response: Response) -> Response | None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from app.api.runs import ServerFiltersDep
 from app.deps import ManagerDep
 from app.errors import responses
 from app.headers import LINK_NEXT
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, link_next, page_of
+from app.pagination import Page, link_next, page_query
 from app.schemas import ClientId, ResultsOut, RunStatus
 from lab.results import COLUMNS, to_csv
 
@@ -25,7 +25,7 @@ MAX_ROWS = 10_000
 
 SweepQ = Annotated[str | None, Query(max_length=64, description="only this sweep's runs")]
 LabelQ = Annotated[str | None, Query(max_length=80, description="only runs with this label (scenario row key)")]
-LimitQ = Annotated[int, Query(ge=1, le=MAX_ROWS)]
+ResultsPage = Annotated[Page, Depends(page_query(default_limit=1000, most=MAX_ROWS))]
 
 
 def _filters(sweep_id: str | None, client: ClientId | None, status: RunStatus | None, label: str | None,
@@ -36,13 +36,11 @@ def _filters(sweep_id: str | None, client: ClientId | None, status: RunStatus | 
 
 @router.get("/results.json", response_model=ResultsOut, response_model_exclude_unset=True,
             responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(404, 422)})
-def results_json(manager: ManagerDep, request: Request, response: Response, server: ServerFiltersDep,
-                 sweep_id: SweepQ = None, client: ClientId | None = None, status: RunStatus | None = None,
-                 label: LabelQ = None, since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST,
-                 cursor: CursorQ = None, limit: LimitQ = 1000) -> dict[str, Any]:
+def results_json(manager: ManagerDep, request: Request, response: Response, page: ResultsPage,
+                 server: ServerFiltersDep, sweep_id: SweepQ = None, client: ClientId | None = None,
+                 status: RunStatus | None = None, label: LabelQ = None) -> dict[str, Any]:
     """Runs newest first (`sort=created_at`: a sweep's rows in their order), each as `lab run --json` prints it."""
-    rows, _, nxt = page_of(manager.store, "runs", _filters(sweep_id, client, status, label, server), sort.value,
-                           cursor, limit, since, until)
+    rows, _, nxt = page.of(manager.store, "runs", _filters(sweep_id, client, status, label, server))
     link_next(request, response, nxt)
     return {"rows": rows, "count": len(rows), "columns": list(COLUMNS), "next_cursor": nxt}
 
@@ -52,13 +50,11 @@ def results_json(manager: ManagerDep, request: Request, response: Response, serv
           "headers": {"Link": LINK_NEXT, "X-Next-Cursor": {"description": "the next page's cursor",
                                                             "schema": {"type": "string"}}}},
     **responses(404, 422)})
-def results_csv(manager: ManagerDep, request: Request, server: ServerFiltersDep, sweep_id: SweepQ = None,
-                client: ClientId | None = None, status: RunStatus | None = None, label: LabelQ = None,
-                since: SinceQ = None, until: UntilQ = None, sort: SortQ = NEWEST, cursor: CursorQ = None,
-                limit: LimitQ = 1000) -> Response:
+def results_csv(manager: ManagerDep, request: Request, page: ResultsPage, server: ServerFiltersDep,
+                sweep_id: SweepQ = None, client: ClientId | None = None, status: RunStatus | None = None,
+                label: LabelQ = None) -> Response:
     """The same rows, one column per leaf (`backend.write_ops`, `server.zeromode`, ...)."""
-    rows, _, nxt = page_of(manager.store, "runs", _filters(sweep_id, client, status, label, server), sort.value,
-                           cursor, limit, since, until)
+    rows, _, nxt = page.of(manager.store, "runs", _filters(sweep_id, client, status, label, server))
     out = Response(to_csv(rows), media_type="text/csv; charset=utf-8",
                    headers={"Content-Disposition": 'inline; filename="fastzero-results.csv"'})
     link_next(request, out, nxt)

@@ -14,7 +14,7 @@ from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
 from app.headers import LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, link_next, page_of
+from app.pagination import PageDep, link_next
 from app.schemas import (
     CancelledOut,
     ClientId,
@@ -91,6 +91,7 @@ def list_runs(
     manager: ManagerDep,
     request: Request,
     response: Response,
+    page: PageDep,
     server: ServerFiltersDep,
     status: RunStatus | None = None,
     client: ClientId | None = None,
@@ -99,11 +100,6 @@ def list_runs(
     label: Annotated[str | None, Query(max_length=80)] = None,
     student: Annotated[str | None, Query(min_length=1, max_length=80,
                                          description="only this student's runs (the name as they typed it)")] = None,
-    since: SinceQ = None,
-    until: UntilQ = None,
-    sort: SortQ = NEWEST,
-    cursor: CursorQ = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next.
     `last_event_id` lets a watcher subscribe to /api/v1/events from exactly this point."""
@@ -111,7 +107,7 @@ def list_runs(
     filters = {"status": status.value if status else None, "client": client.value if client else None,
                "sweep_id": sweep_id, "server_id": server_id, "label": label,
                "student": " ".join(student.split()) if student else None, **server}
-    runs, total, nxt = page_of(manager.store, "runs", filters, sort.value, cursor, limit, since, until)
+    runs, total, nxt = page.of(manager.store, "runs", filters)
     link_next(request, response, nxt)
     response.headers["X-Last-Event-ID"] = str(last)
     return {"runs": [with_position(manager, r) for r in runs], "total": total, "next_cursor": nxt,

@@ -12,7 +12,7 @@ from app.deps import ManagerDep
 from app.errors import field_error, raw_json, responses
 from app.headers import LINK_NEXT, LOCATION
 from app.idempotency import IdempotencyKey, once
-from app.pagination import NEWEST, CursorQ, SinceQ, SortQ, UntilQ, link_next, page_of
+from app.pagination import PageDep, link_next
 from app.schemas import RunStatus, SweepList, SweepOut
 from app.schemas_sweeps import CustomSweepCreate, SweepRowsOut
 from app.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses, wait_final
@@ -51,18 +51,14 @@ def list_sweeps(
     manager: ManagerDep,
     request: Request,
     response: Response,
+    page: PageDep,
     status: RunStatus | None = None,
     name: Annotated[str | None, Query(max_length=64)] = None,
-    since: SinceQ = None,
-    until: UntilQ = None,
-    sort: SortQ = NEWEST,
-    cursor: CursorQ = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next."""
     last = manager.last_event_id
     filters = {"status": status.value if status else None, "name": name}
-    sweeps, total, nxt = page_of(manager.store, "sweeps", filters, sort.value, cursor, limit, since, until)
+    sweeps, total, nxt = page.of(manager.store, "sweeps", filters)
     link_next(request, response, nxt)
     return {"sweeps": sweeps, "total": total, "next_cursor": nxt, "last_event_id": last}
 
