@@ -99,8 +99,7 @@ def test_every_wrong_field_is_named_at_once_even_a_folded_one(service: LabServic
     """The validator (POST /api/v1/validate) names every wrong field of the form in one answer, the rules
     between fields too; a wrong field folded under "More server fields" is unfolded, not left hidden."""
     page = new_page(*PROJECTOR)
-    page.goto(service.url + "/")
-    wait_live(page)
+    open_live(page, service.url + "/")
     page.select_option("#f-plugin", "file")
     page.select_option("#f-storage", "datadir")
     press(page, ".more-fields summary")  # a person opens the fold, sets a reused disk, folds it again
