@@ -99,8 +99,10 @@ def field_error(loc: Sequence[str | int], message: str, code: str = "value_error
 
 
 def spec_error(e: SpecError, prefix: Sequence[str] = ("body",)) -> RequestValidationError:
-    """lab.spec's SpecError (limits, cross-field checks) as a 422 naming the same field."""
-    return field_error([*prefix, e.field], e.message)
+    """lab.spec's SpecError (limits, cross-field checks) as a 422 naming the same field, and every
+    other wrong field when the one validator (lab.spec.check_fields) found several."""
+    return RequestValidationError([{"loc": [*prefix, p.field], "msg": p.message,
+                                    "type": getattr(p, "code", "value_error")} for p in e.problems or (e,)])
 
 
 _STATUS: tuple[tuple[type[ManagerError], str], ...] = (

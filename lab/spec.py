@@ -88,12 +88,14 @@ class ServerField:
 
 
 class SpecError(ValueError):
-    """A bad server field; `field` names it for CLI and API error messages."""
+    """A bad server field; `field` names it for CLI and API error messages. From build_spec,
+    `problems` holds every problem check_fields found (this one first): the API names them all."""
 
-    def __init__(self, field_name: str, message: str) -> None:
+    def __init__(self, field_name: str, message: str, problems: tuple[FieldProblem, ...] = ()) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
         self.message = message
+        self.problems = problems
 
 
 def _describe(schema: dict[str, Any]) -> None:
@@ -387,8 +389,8 @@ class FieldProblem:
         words = f"{noun} {words}" if words.startswith(("must ", "is ")) else words[:1].upper() + words[1:]
         return words if words.endswith((".", ")")) else words + "."
 
-    def error(self) -> SpecError:
-        return SpecError(self.field, self.message)
+    def error(self, problems: tuple[FieldProblem, ...] = ()) -> SpecError:
+        return SpecError(self.field, self.message, problems)
 
 
 @dataclass(frozen=True)
@@ -494,7 +496,7 @@ def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMIT
     SpecError names the first wrong field (check_fields lists them all)."""
     check = check_fields(raw, limits)
     if check.spec is None:
-        raise check.problems[0].error()
+        raise check.problems[0].error(check.problems)
     return check.spec
 
 

@@ -109,3 +109,19 @@ def test_the_layers_say_what_sits_under_the_filter_stack() -> None:
                                          "disk_init")
     assert spec.fields_on("source") == ("size", "pattern", "source_format")
     assert {r["name"]: r["layer"] for r in spec.field_table()}["kind"] == "backend"
+
+
+def test_a_run_names_every_wrong_server_field_too(tmp_path) -> None:
+    """POST /api/v1/runs and /servers go through build_spec: their 422 lists what check_fields found."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        r = c.post("/api/v1/runs", json={"client": "qemu-img", "server": {"size": "2G", "delay_write": 5000}})
+        assert r.status_code == 422
+        assert [(e["loc"], e["value"]) for e in r.json()["errors"]] == [
+            (["body", "server", "size"], "2G"), (["body", "server", "delay_write"], 5000)]
+        assert r.json()["errors"][0]["message"].startswith("must be between 1M and 1G")
+        assert c.get("/api/v1/runs").json()["total"] == 0
