@@ -26,8 +26,8 @@ from pydantic import (
 )
 
 from lab.clients import client_ids
+from lab.nbdhandle import ServerFlags
 from lab.runs import STATUSES, Run
-from lab.servers import ServerFlags
 from lab.spec import FieldsIn, ServerSpec, SizeIn, partial_model, request_model
 from lab.students import MAX_DURATION_S, MAX_NAME, MAX_OPS, clean_name, clean_prediction
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lab import contention
@@ -27,6 +27,12 @@ from lab.errors import QueueFull, ShuttingDown
 from lab.runs import FINAL, Run
 
 log = logging.getLogger("lab.pool")
+
+# A real binary (qemu-img) is clocked from spawn to exit, so its own start-up is in its time; the
+# era clients clock themselves once connected. A run clocked from spawn starts only when no other
+# run started less than this long ago, and none starts beside it for as long: a burst of servers
+# and client processes starting at once would otherwise land inside its measurement.
+LAUNCH_QUIET_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Job:
     priority: int = 0  # higher starts first; equal priorities in queue order
     group: str | None = None  # a sweep whose runs share `group_limit` (its parallelism)
     group_limit: int | None = None
+    started_at: float | None = None  # time.monotonic() when a worker took it
     _exclusive: bool | None = field(default=None, repr=False)
 
     @property
@@ -69,6 +76,38 @@ class Job:
                 parallel = False
             self._exclusive = contention.cpu_bound(parallel, self.run.queue_depth, self.run.server)
         return self._exclusive
+
+    @property
+    def clocked_from_spawn(self) -> bool:
+        """Its client's time includes the client's own start (a real binary): see LAUNCH_QUIET_S."""
+        from lab.clients import get_client
+
+        try:
+            return get_client(self.run.client).real_binary
+        except KeyError:
+            return False
+
+    def launching(self, now: float) -> bool:
+        return self.started_at is not None and now - self.started_at < LAUNCH_QUIET_S
+
+
+def _holds_machine(job: Job, now: float) -> bool:
+    """A CPU-bound run has the machine alone; a real binary starts undisturbed (LAUNCH_QUIET_S)."""
+    return job.exclusive or (job.launching(now) and job.clocked_from_spawn)
+
+
+def _held_back(job: Job, barrier: int | None, launching: bool) -> bool:
+    """Queued behind a CPU-bound job (starting it would keep that one waiting), or a real
+    binary while others are starting (it waits for their start-up to pass)."""
+    return (barrier is not None and job.priority <= barrier) or (launching and job.clocked_from_spawn)
+
+
+def _launch_window_left(active: Iterable[Job]) -> float | None:
+    """Seconds until the youngest running job's start-up window ends (None: none is open),
+    so a worker held back by LAUNCH_QUIET_S looks again when it closes."""
+    now = time.monotonic()
+    left = [LAUNCH_QUIET_S - (now - j.started_at) for j in active if j.launching(now) and j.started_at is not None]
+    return max(0.01, min(left)) if left else None
 
 
 Admit = Callable[[int], None]  # called under the lock with the free slots; raises to refuse
@@ -208,30 +247,28 @@ class WorkerPool:
     def _take_next(self) -> Job | None:
         """The first runnable job of the highest priority: its managed server free, its sweep
         under its parallelism, and the machine to itself if it is CPU-bound (sleep-bound runs share
-        it; a CPU-bound one waits for the machine to empty and nothing queued after it starts meanwhile)."""
-        if any(j.exclusive for j in self._active.values()):
-            return None  # a CPU-bound run has the machine to itself (lab.contention)
+        it; a CPU-bound one waits for the machine to empty and nothing queued after it starts meanwhile),
+        and a run clocked from spawn starting only outside the others' start-up (LAUNCH_QUIET_S)."""
+        now = time.monotonic()
+        active = self._active.values()
+        if any(_holds_machine(j, now) for j in active):
+            return None
+        launching = any(j.launching(now) for j in active)
+        running_in = Counter(j.group for j in active if j.group is not None)
         best: Job | None = None
-        running_in: dict[str, int] = {}
-        for job in self._active.values():
-            if job.group is not None:
-                running_in[job.group] = running_in.get(job.group, 0) + 1
         barrier: int | None = None  # priority of a CPU-bound job waiting for the machine to empty
         for job in self._pending:
             if not self._may_start(job, running_in):
                 continue
             if job.exclusive and self._active:
                 barrier = job.priority if barrier is None else max(barrier, job.priority)
-                continue
-            if barrier is not None and job.priority <= barrier:
-                continue  # queued behind a CPU-bound job: starting it would keep that one waiting
-            if best is None or job.priority > best.priority:
+            elif not _held_back(job, barrier, launching) and (best is None or job.priority > best.priority):
                 best = job
         if best is not None:
             self._pending.remove(best)
         return best
 
-    def _may_start(self, job: Job, running_in: dict[str, int]) -> bool:
+    def _may_start(self, job: Job, running_in: Counter[str]) -> bool:
         """Its managed server free and its sweep under its parallelism."""
         if job.resource is not None and job.resource in self._busy:
             return False
@@ -246,7 +283,8 @@ class WorkerPool:
                         return
                     job = self._take_next()
                     if job is None:
-                        self.lock.wait()
+                        self.lock.wait(_launch_window_left(self._active.values()))
+                job.started_at = time.monotonic()
                 self._active[job.run.id] = job
                 if job.resource is not None:
                     self._busy.add(job.resource)

@@ -146,7 +146,7 @@ def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAUL
     """Probe the NBD export at `uri` (it is written: its first 4 x length bytes are lost)."""
     import nbd
 
-    from lab.servers import close_handle
+    from lab.nbdhandle import close_handle
 
     if not MIN_LENGTH <= length <= MAX_LENGTH or length % 4096:
         raise ProbeError(f"length must be a multiple of 4 KiB between {format_size(MIN_LENGTH)} and "

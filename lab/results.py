@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
+from lab.nbdhandle import ServerFlags
 from lab.runs import Run, StatsCheck
-from lab.servers import ServerFlags
 from lab.spec import ServerSpec
 from lab.students import PREDICTION_FIELDS
 from lab.trace import BackendCounts, WireCounts

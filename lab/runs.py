@@ -29,7 +29,8 @@ from typing_extensions import TypedDict
 
 from lab import calibrate, contention, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
-from lab.servers import SINGLE, Server, ServerFlags, describe_build, kind_notes, server_pids
+from lab.nbdhandle import ServerFlags
+from lab.servers import SINGLE, Server, describe_build, kind_notes, server_pids
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 from lab.verify import verify

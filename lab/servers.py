@@ -44,11 +44,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab import kinds, procs
+from lab.nbdhandle import ServerFlags, close_handle, probe
 from lab.spec import ServerSpec
 from lab.trace import (
     SYNC_COUNT,
@@ -153,57 +153,6 @@ def describe_build(spec: ServerSpec, build: str | None = None) -> dict[str, Any]
                     f"fastzeromode={spec.fastzeromode} -> nbd, back nozero zeromode={spec.zeromode} -> blocksize -> "
                     "delay -> stats" + (" -> noextents" if spec.noextents else "") + f" -> {spec.plugin}; "
                     "one extra Unix-socket hop per request"}
-
-
-@dataclass
-class ServerFlags:
-    size: int
-    can_zero: bool
-    can_fast_zero: bool
-    can_trim: bool
-    can_flush: bool
-    can_fua: bool
-    can_multi_conn: bool
-    can_block_status: bool
-    is_read_only: bool
-    block_size_max: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def probe(uri: str) -> ServerFlags:
-    """Ask the server what it advertises, as any libnbd client would see it."""
-    import nbd
-
-    h = nbd.NBD()
-    try:
-        h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-        h.connect_uri(uri)
-        return ServerFlags(
-            size=h.get_size(),
-            can_zero=bool(h.can_zero()),
-            can_fast_zero=bool(h.can_fast_zero()),
-            can_trim=bool(h.can_trim()),
-            can_flush=bool(h.can_flush()),
-            can_fua=bool(h.can_fua()),
-            can_multi_conn=bool(h.can_multi_conn()),
-            can_block_status=bool(h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION)),
-            is_read_only=bool(h.is_read_only()),
-            block_size_max=int(h.get_block_size(nbd.SIZE_MAXIMUM)),
-        )
-    finally:
-        close_handle(h)
-
-
-def close_handle(h: Any) -> None:
-    """Disconnect cleanly; libnbd 1.14's Python handle has no close(), it closes when freed."""
-    try:
-        if h.aio_is_ready() or h.aio_is_processing():
-            h.shutdown()
-    except Exception:
-        pass
-    del h
 
 
 class _Nbdkit:

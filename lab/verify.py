@@ -27,7 +27,7 @@ class VerifyResult:
 def verify(uri: str, image: Image, cancel: threading.Event | None = None, max_request: int = CHUNK) -> VerifyResult:
     import nbd
 
-    from lab.servers import close_handle
+    from lab.nbdhandle import close_handle
 
     h = nbd.NBD()
     h.connect_uri(uri)

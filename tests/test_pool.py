@@ -18,11 +18,13 @@ SLOW = {"size": "8M", "delay_write": "60ms", "delay_zero": "1ms"}  # about 2 s
 
 
 class Spans(dict[str, tuple[float, float]]):
-    """Run id -> (start, end) of a job that only sleeps 0.3 s: when each job held a worker."""
+    """Run id -> (start, end) of a job that only sleeps `hold` s: when each job held a worker."""
+
+    hold = 0.3
 
     def work(self, job: Job) -> None:
         t0 = time.monotonic()
-        time.sleep(0.3)
+        time.sleep(self.hold)
         job.run.status = "succeeded"
         self[job.run.id] = (t0, time.monotonic())
 
@@ -71,8 +73,8 @@ def test_jobs_on_one_resource_take_turns(no_leftovers, spans: Spans):
     pool = WorkerPool(3, queue_size=8, work=spans.work, finish=lambda _job: None).start()
     try:
         spec = build_spec(FAST)
-        runs = [Run(client="qemu-img", server=spec, server_id="s1"),
-                Run(client="qemu-img", server=spec, server_id="s1"), Run(client="qemu-img", server=spec)]
+        runs = [Run(client="qemu-4.2", server=spec, server_id="s1"),
+                Run(client="qemu-4.2", server=spec, server_id="s1"), Run(client="qemu-4.2", server=spec)]
         jobs = pool.submit(runs)
         assert all(j.done.wait(10) for j in jobs)
     finally:
@@ -112,8 +114,8 @@ def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it(span
     A CPU-bound run queued behind sleep-bound ones waits for them, and what is queued after it waits too."""
     sleepy = build_spec(FAST)
     nodelay = build_spec({**FAST, "delay_write": "0ms", "delay_zero": "0ms"})
-    runs = [Run(client="qemu-img", server=sleepy), Run(client="qemu-2.8", server=sleepy),
-            Run(client="nbdcopy", server=sleepy), Run(client="qemu-img", server=sleepy),
+    runs = [Run(client="qemu-3.1", server=sleepy), Run(client="qemu-2.8", server=sleepy),
+            Run(client="nbdcopy", server=sleepy), Run(client="qemu-4.0", server=sleepy),
             Run(client="qemu-4.2", server=sleepy, queue_depth=16), Run(client="qemu-img", server=nodelay),
             Run(client="qemu-2.7", server=sleepy)]
     jobs = [Job(r) for r in runs]
@@ -131,3 +133,29 @@ def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it(span
     for cpu in (runs[2], runs[4], runs[5]):
         assert not any(spans.overlap(cpu, other) for other in runs if other is not cpu), cpu.client
     assert spans[runs[3].id][0] >= spans[runs[2].id][1], "queued after a CPU-bound run: starts after it"
+
+
+def test_a_run_clocked_from_spawn_starts_outside_the_others_start_up(spans: Spans):
+    """qemu-img's time includes its own start, so it starts only when no other run started within
+    LAUNCH_QUIET_S, and nothing starts beside it for as long; era clients (clocked once connected)
+    start together."""
+    from lab.pool import LAUNCH_QUIET_S
+
+    spans.hold = 2 * LAUNCH_QUIET_S
+    sleepy = build_spec(FAST)
+    runs = [Run(client="qemu-2.8", server=sleepy), Run(client="qemu-img", server=sleepy),
+            Run(client="qemu-2.7", server=sleepy), Run(client="qemu-4.0", server=sleepy)]
+    pool = WorkerPool(4, queue_size=16, work=spans.work, finish=lambda _job: None).start()
+    try:
+        pool.submit(runs)
+        deadline = time.monotonic() + 30
+        while len(spans) < len(runs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.shutdown(Stop("interrupted", "shutdown"), grace=10)
+    assert len(spans) == len(runs)
+    start = {r.client: spans[r.id][0] for r in runs}
+    img = start.pop("qemu-img")
+    assert max(start.values()) - min(start.values()) < 0.5 * LAUNCH_QUIET_S, "era clients start together"
+    assert min(abs(img - t) for t in start.values()) >= LAUNCH_QUIET_S - 0.05, start | {"qemu-img": img}
+    assert all(t < img for t in start.values()), "queued after qemu-img, they went first rather than wait"

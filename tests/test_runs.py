@@ -220,3 +220,20 @@ def test_era_child_crash_is_reported_with_its_stderr(no_leftovers):
         with pytest.raises(ClientError) as e:
             run_in_child("qemu-9.9", ctx)  # no such client in the child's registry
     assert "exited with status 1" in str(e.value) and "unknown client" in str(e.value)
+
+
+def test_era_child_starts_without_the_spec_or_web_stack():
+    """An era client's child process imports the client, libnbd and little else: at a case
+    study's start sixteen of them begin at once, and importing the spec's pydantic models in
+    each was a burst of CPU (~0.15 s apiece) that slowed the real binaries already copying."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lab.clients.child as c; from lab.clients import get_client; get_client('qemu-4.2');"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('pydantic', 'pydantic_settings', 'fastapi', 'starlette', 'lab'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    loaded = set(out.stdout.split())
+    assert "lab.clients.eras" in loaded  # the probe itself works: the era clients did load
+    heavy = {m for m in loaded if not m.startswith("lab")} | (loaded & {"lab.spec", "lab.servers", "lab.config"})
+    assert not heavy, f"the era child imports {sorted(heavy)}"

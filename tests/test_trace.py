@@ -11,7 +11,8 @@ from pathlib import Path
 import nbd
 
 from lab import procs
-from lab.servers import build_argv, close_handle
+from lab.nbdhandle import close_handle
+from lab.servers import build_argv
 from lab.spec import build_spec
 from lab.testing import wait_for
 from lab.trace import BackendCounts, DatapathScanner, LogParser, parse_stats

@@ -12,7 +12,7 @@ from typing import Any
 
 from lab import contention, procs
 from lab.images import Image
-from lab.servers import ServerFlags
+from lab.nbdhandle import ServerFlags
 from lab.trace import WireCounts
 
 CANCEL_CHECK_S = 0.05  # how soon a cancel reaches a running client process

@@ -19,7 +19,7 @@ from typing import Any
 from lab import contention, procs
 from lab.clients.base import ClientError, ClientResult, CopyContext, supervised
 from lab.images import Image
-from lab.servers import ServerFlags
+from lab.nbdhandle import ServerFlags
 from lab.trace import WireCounts
 
 

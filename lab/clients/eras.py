@@ -367,7 +367,7 @@ class EraClient(Client):
     def copy_here(self, ctx: CopyContext) -> ClientResult:
         import nbd
 
-        from lab.servers import close_handle
+        from lab.nbdhandle import close_handle
 
         if not os.path.exists(ctx.image.raw):
             raise ClientError(f"source image missing: {ctx.image.raw}")
