@@ -20,7 +20,8 @@ The floor ignores everything but the sleeps; the lab's calibrated expectation (l
 the floor plus this machine's per-request, per-byte and fixed costs, measured by `lab calibrate`
 on geometries that are none of these) is checked too: every in-order row within 5% of
 expected_s, and the floor never above the measured time. The calibration is made first if this
-machine has none (cached in var/calibration.json).
+machine has none (cached in var/calibration.json), or always with --recalibrate; the coefficients
+used are printed at the end, with how many calibration points were contended.
 `--case-study-from FILE` takes the case-study rows from sweep_speed.py's serial pass (run_all
 does this, so the 19 rows run once, one at a time, with no contention from each other).
 """
@@ -112,8 +113,9 @@ def _row(r: dict[str, Any], geometry: bool) -> list[Any]:
         head += [r["client"], r["zeromode"], r["fastzeromode"]]
     status = "yes" if r["verified"] else f"NO ({r['status']}: {r['error']})"
     exp = r.get("expected_s")
+    per_byte = (r.get("breakdown") or {}).get("per_byte_s")
     return [*head, r["duration_s"], r["predicted_s"], f"{r['ratio']:.3f}" if r["ratio"] else "-", target,
-            verdict(r["ok"]), exp if exp is not None else "-",
+            verdict(r["ok"]), exp if exp is not None else "-", "-" if per_byte is None else f"{per_byte:.3f}",
             f"{r['exp_ratio']:.3f}" if r.get("exp_ratio") else "-", verdict(r.get("exp_ok")),
             verdict(r.get("floor_ok")), _ms(r["server_extra_s"]), _ms(r["gaps_s"]), _ms(r["lead_s"]),
             r["write_ops"], r["zero_ops"], _busy(r), status]
@@ -124,10 +126,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="runs at once (default 1: no self-contention)")
     p.add_argument("--only", choices=("case-study", "sweep"), help="run one part only")
     p.add_argument("--case-study-from", metavar="FILE", help="sweep_speed.py --json output: reuse its serial rows")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="run `lab calibrate` first even if this machine has a calibration (e.g. one made under load)")
     args = p.parse_args()
     print(machine_note(), file=sys.stderr)
     if not args.quick:  # --quick checks the script, in seconds: no calibration run for it
-        ensure_calibrated()
+        ensure_calibrated(force=args.recalibrate)
     warm_up()
     t0 = time.perf_counter()
     study_rows: list[dict[str, Any]] = []
@@ -150,8 +154,8 @@ def main() -> int:
 
     split_heads = ["server extra ms", "client gaps ms", "lead ms", "writes", "zeroes", "machine busy cores",
                    "verified"]
-    ratio_heads = ["measured s", "floor s", "measured/floor", "target", "", "expected s", "measured/expected",
-                   "within 5%", "floor <= measured"]
+    ratio_heads = ["measured s", "floor s", "measured/floor", "target", "", "expected s", "of it per byte s",
+                   "measured/expected", "within 5%", "floor <= measured"]
     quick = " (--quick: 8M, 1ms; ratios not meaningful)" if args.quick else ""
     if study_rows:
         print(table(["row", "client", "zeromode", "fastzero", *ratio_heads, *split_heads],
@@ -181,10 +185,13 @@ def main() -> int:
                                                                                    if r in sweep_rows])],
                 ["geometry sweep, in-order, quiet: within 5% of expected_s",
                  *_count_exp([r for r in exp_rows if r in sweep_rows and _quiet(r)])],
+                ["geometry sweep, in-order, no delays (bandwidth-bound): within 5% of expected_s",
+                 *_count_exp([r for r in exp_rows if r in sweep_rows and not r["predicted_s"]])],
                 ["every in-order row: floor <= measured", *_count_floor(exp_rows)]]
     print(table(["check", "within target", "rows", ""], summary))
     print()
     print(f"{len(todo)} runs here in {wall:.1f} s wall")
+    print(calibration_note())
     print(machine_note())
     write_json(args.json, {"wall_s": wall, "rows": rows, "serial_ok": len(serial)})
     failed = [r["key"] for r in rows if r["status"] != "succeeded"]
@@ -202,10 +209,19 @@ def _quiet(r: dict[str, Any]) -> bool:
     return v is not None and v < QUIET_CORES
 
 
-def ensure_calibrated() -> None:
+def calibration_note() -> str:
+    """The calibration the expectations came from: a noisy one explains a noisy column."""
+    from lab import calibrate
+    from lab.report import calibration_table
+
+    cal = calibrate.load()
+    return "expected_s: no calibration" if cal is None else "expected_s from " + calibration_table(cal)
+
+
+def ensure_calibrated(force: bool = False) -> None:
     from lab import calibrate
 
-    if calibrate.load() is None:
+    if force or calibrate.load() is None:
         print("calibrating this machine first (lab calibrate; cached in var/calibration.json)", file=sys.stderr)
         calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr))
 

@@ -6,6 +6,7 @@ import textwrap
 import time
 from typing import Any, TextIO
 
+from lab.calibrate import WARM_MIB
 from lab.runs import Run
 from lab.units import human_bytes
 
@@ -68,13 +69,17 @@ def calibration_table(cal: Any) -> str:
     """The coefficients of a lab.calibrate.Calibration, one line per client kind / server build."""
     out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
            f"{cal.machine.get('nbdkit')}; took {cal.took_s:.0f} s at load {cal.load_before:.1f})",
-           f"{'kind':18}{'fixed ms':>10}{'wire req us':>12}{'backend req us':>15}{'sleep us':>10}"
-           f"{'ms/MiB':>8}{'delay x':>8}{'worst fit':>10}"]
+           f"{'':18}{'fixed':>7}{'per request, us':>22}{'':>4}{'per MiB, ms':>16}",
+           f"{'kind':18}{'ms':>7}{'wire':>9}{'backend':>9}{'sleep':>8}{'stored':>8}{'warm':>7}"
+           f"{'slept':>7}{'delay x':>8}{'worst fit':>10}"]
     for key, f in cal.fits.items():
         c = f.coef
-        out.append(f"{key:18}{1e3 * c.get('fixed', 0):10.2f}{1e6 * c.get('wire_requests', 0):12.1f}"
-                   f"{1e6 * c.get('backend_requests', 0):15.1f}{1e6 * c.get('sleeps', 0):10.1f}"
-                   f"{1e3 * c.get('mib', 0):8.3f}{c.get('delays', 0):8.3f}{100 * f.worst:9.1f}%")
+        out.append(f"{key:18}{1e3 * c.get('fixed', 0):7.2f}{1e6 * c.get('wire_requests', 0):9.1f}"
+                   f"{1e6 * c.get('backend_requests', 0):9.1f}{1e6 * c.get('sleeps', 0):8.1f}"
+                   f"{1e3 * c.get('mib', 0):8.3f}{1e3 * c.get('warm_mib', 0):7.3f}"
+                   f"{1e3 * c.get('slept_mib', 0):7.3f}{c.get('delays', 0):8.3f}{100 * f.worst:9.1f}%")
+    out.append(f"per MiB stored (the plugin's writes); warm: extra for the first {WARM_MIB} MiB of a fresh "
+               "server; slept: extra for bytes that waited out a delay")
     noisy, total = cal.contended
     if noisy:
         out.append(f"{noisy} of {total} points were measured while other work used the CPU (contended): "

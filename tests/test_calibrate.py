@@ -18,18 +18,21 @@ from lab.runs import Run, execute
 from lab.spec import build_spec
 from lab.trace import BackendCounts, WireCounts
 
-TRUE = {"fixed": 0.040, "wire_requests": 80e-6, "backend_requests": 15e-6, "sleeps": 250e-6, "mib": 4.5e-3}
+TRUE = {"fixed": 0.040, "wire_requests": 80e-6, "backend_requests": 15e-6, "sleeps": 250e-6, "mib": 0.7e-3,
+        "warm_mib": 0.4e-3, "slept_mib": 0.3e-3}
 
 
 def _point(wire: float, backend: float, sleeps: float, mib: float, delays: float, coef=TRUE, d=1.0) -> dict:
     f = {"fixed": 1.0, "wire_requests": wire, "backend_requests": backend, "sleeps": sleeps, "mib": mib,
-         "delays": delays}
+         "warm_mib": min(mib, calibrate.WARM_MIB), "slept_mib": mib if sleeps else 0.0, "delays": delays}
     t = d * delays + sum(coef[k] * f[k] for k in coef)
     return {"features": f, "measured_s": t}
 
 
-POINTS = [_point(48, 48, 0, 48, 0), _point(4, 2048, 0, 8, 0), _point(192, 96, 0, 6, 0),
-          _point(12, 192, 192, 12, 0.192), _point(1, 8, 0, 2, 0)]
+# the shape of the calibration plan: small copies, one large one, bytes behind sleeps
+POINTS = [_point(48, 48, 0, 48, 0), _point(96, 192, 0, 192, 0), _point(32, 64, 64, 64, 0.064),
+          _point(4, 2048, 0, 8, 0), _point(192, 96, 0, 6, 0), _point(12, 192, 192, 12, 0.192),
+          _point(1, 8, 0, 2, 0)]
 
 
 def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
@@ -40,8 +43,9 @@ def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
 
 
 def test_fit_of_a_parallel_client_finds_its_delay_factor():
-    pts = [_point(48, 48, 0, 48, 0, d=0.2), _point(4, 2048, 0, 8, 0, d=0.2), _point(192, 96, 0, 6, 0, d=0.2),
-           _point(12, 192, 192, 12, 0.192, d=0.2), _point(1, 8, 0, 2, 0, d=0.2), _point(12, 192, 192, 12, 0.96, d=0.2)]
+    pts = [_point(48, 48, 0, 48, 0, d=0.2), _point(96, 192, 0, 192, 0, d=0.2), _point(32, 64, 64, 64, 0.064, d=0.2),
+           _point(4, 2048, 0, 8, 0, d=0.2), _point(192, 96, 0, 6, 0, d=0.2), _point(12, 192, 192, 12, 0.192, d=0.2),
+           _point(1, 8, 0, 2, 0, d=0.2), _point(12, 192, 192, 12, 0.96, d=0.2)]
     coef = calibrate.fit(pts, {})
     assert coef["delays"] == pytest.approx(0.2, rel=1e-3)
 
@@ -54,12 +58,30 @@ def test_fit_never_returns_a_negative_cost():
 
 
 def test_features_come_from_exact_counts():
+    """Bytes are counted where the plugin stores them: here 50 MiB of client writes plus 50 MiB of
+    zeroes the server wrote out itself (server B), all behind a 20 ms write delay."""
     spec = build_spec({"delay_write": "20ms", "delay_zero": "0ms"})
     backend = BackendCounts(write_ops=400, write_bytes=100 << 20, zero_ops=4, flush_ops=1)
     log = WireCounts(write=50, write_bytes=50 << 20, zero=4, flush=1)
     f = calibrate.features(spec, backend, log, 8.0)
-    assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 50.0,
-                 "delays": 8.0}
+    assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 100.0,
+                 "warm_mib": float(calibrate.WARM_MIB), "slept_mib": 100.0, "delays": 8.0}
+    small = calibrate.features(build_spec({"delay_write": "0ms", "delay_zero": "5ms"}),
+                               BackendCounts(write_ops=8, write_bytes=8 << 20, zero_ops=2), log, 0.01)
+    assert (small["mib"], small["warm_mib"], small["slept_mib"], small["sleeps"]) == (8.0, 8.0, 0.0, 2.0)
+
+
+def test_a_model_fitted_on_the_plan_extrapolates_to_a_bandwidth_bound_gigabyte():
+    """The issue-12 miss: a per-MiB cost fitted on small copies alone over-predicted 1 GiB copies.
+    With the warm-up term and the plan's large copy, a 1 GiB copy is predicted from the steady rate."""
+    coef = calibrate.fit(POINTS, {"delays": 1.0})
+    big = _point(513, 1025, 0, 1024, 0)
+    predicted = sum(coef.get(k, 0.0) * v for k, v in big["features"].items())
+    assert predicted == pytest.approx(big["measured_s"], rel=1e-3)
+    one_rate = calibrate.fit([{**p, "features": {**p["features"], "warm_mib": 0.0}} for p in POINTS[:1] + POINTS[3:]],
+                             {"delays": 1.0, "warm_mib": 0.0, "slept_mib": 0.0})
+    old = sum(one_rate.get(k, 0.0) * v for k, v in big["features"].items() if k != "warm_mib")
+    assert old > 1.1 * big["measured_s"]  # what the old plan and model did: fitted small, predicted too slow
 
 
 def _calibration(fp: str) -> calibrate.Calibration:
@@ -90,7 +112,8 @@ def test_cache_is_tied_to_the_machine_and_tools(data_dir):
 
 def test_breakdown_sums_to_the_expectation_and_includes_the_floor(data_dir):
     cal = _calibration("x")
-    f = {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 50.0, "delays": 8.0}
+    f = {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 50.0,
+         "warm_mib": 32.0, "slept_mib": 50.0, "delays": 8.0}
     e = cal.expect("qemu-4.2", 1, "chain", f)
     assert e.calibration == "era-q1/chain"
     assert e.breakdown["delays_s"] == 8.0
@@ -115,6 +138,9 @@ def test_a_run_carries_expected_and_breakdown_when_calibrated(data_dir, no_lefto
     assert {"expected_s", "breakdown.delays_s", "breakdown.fixed_s", "calibration"} <= set(COLUMNS)
     header, row = list(csv.reader(io.StringIO(to_csv([d]))))[:2]
     assert float(row[header.index("expected_s")]) == run.expected_s
+    # the coefficients are the memory plugin's: a file plugin's run gets no expectation rather than a wrong one
+    on_file = execute(Run(client="qemu-2.8", server=build_spec({**spec.model_dump(), "plugin": "file"})))
+    assert on_file.status == "succeeded" and on_file.expected_s is None and on_file.breakdown is None
 
 
 def test_api_shows_the_calibration_or_says_there_is_none(data_dir):
