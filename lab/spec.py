@@ -5,10 +5,13 @@ and, in its `ServerField` annotation, its unit kind, bounds (numbers, or names o
 `lab.config.Limits` attributes so the settings can tighten them), choices, help text and
 where the dashboard shows it. Everything else is derived from it:
 
-- `build_spec` / `check_spec`: validation for the CLI, the API and the core (errors name the field);
+- `check_fields`: THE validator, a whole form at once (every wrong field, one problem each, a sentence
+  a person reads); `build_spec` / `check_spec` raise its first problem for the CLI and the core;
+  POST /api/validate and the dashboard's form are thin over it;
 - `request_model`: the API's request models (app/schemas.py) and so the OpenAPI schema;
 - `add_cli_options` / `cli_fields`: the `lab run` options and their help (lab/cli.py);
-- `field_table`, `PRESETS`, `spec_text`: the dashboard form and `GET /api/config`;
+- `field_table`, `PRESETS`, `spec_text`: the dashboard form and `GET /api/config` (each field's `layer`:
+  the page's probes send the "backend" ones, what sits under the filter stack);
 - the CSV columns (lab/results.py), through `Run.to_dict()`.
 
 Adding a server field is one annotated line in `ServerSpec` (plus its use in lab/servers.py).
@@ -386,7 +389,11 @@ class FieldProblem:
         meta = SERVER_FIELDS.get(self.field)
         noun = (meta.noun if meta else "") or self.field.replace("_", "-")
         words = self.message
-        words = f"{noun} {words}" if words.startswith(("must ", "is ")) else words[:1].upper() + words[1:]
+        first = words.split(" ", 1)[0]
+        if words.startswith(("must ", "is ")):
+            words = f"{noun} {words}"
+        elif first.isalpha() and first not in _CHOICE_WORDS:  # "qcow2 is ...", "xfs is ...": values keep their case
+            words = words[:1].upper() + words[1:]
         return words if words.endswith((".", ")")) else words + "."
 
     def error(self, problems: tuple[FieldProblem, ...] = ()) -> SpecError:
@@ -402,6 +409,7 @@ class FormCheck:
     problems: tuple[FieldProblem, ...]
 
 
+_CHOICE_WORDS = frozenset(c for meta in SERVER_FIELDS.values() for c in meta.choices)
 _TYPED = ("size", "delay", "layout")  # typed as text on a form: an empty one is a mistake, not "the default"
 _API_IN = request_model("ServerFieldsApi", api=True)
 

@@ -52,7 +52,7 @@ def test_the_layout_is_checked_against_a_good_size_only() -> None:
 def test_rules_between_backend_fields_report_each_field() -> None:
     said = problems({"plugin": "file", "disk_format": "qcow2", "target": "/tmp/x.sock", "destructive": True})
     assert set(said) == {"disk_format", "target", "destructive"}
-    assert said["disk_format"] == "Qcow2 is served by kind qemu-nbd only."
+    assert said["disk_format"] == "qcow2 is served by kind qemu-nbd only."
     assert said["target"] == said["destructive"] == "Only for kind external."
     # together with a wrong number elsewhere on the form
     said = problems({"size": "0", "storage": "tmpfs"})
@@ -101,7 +101,8 @@ def test_a_sentence_is_a_sentence() -> None:
     assert FieldProblem("disk_format", "is empty: type one, such as raw").sentence == \
         "disk-format is empty: type one, such as raw."
     assert FieldProblem("storage", "xfs is not available here: no mkfs.xfs").sentence == \
-        "Xfs is not available here: no mkfs.xfs."
+        "xfs is not available here: no mkfs.xfs."  # a value keeps its case
+    assert FieldProblem("target", "an external server needs a target").sentence == "An external server needs a target."
 
 
 def test_the_layers_say_what_sits_under_the_filter_stack() -> None:

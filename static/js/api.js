@@ -108,7 +108,7 @@ async function checkFields(server) {
     const general = [];
     for (const e of items) {
       const loc = e.loc || [];
-      const msg = plainMessage(e.message || e.msg);
+      const msg = String(e.message || "This field is not valid."); // the validator's sentence, shown as it is
       if (loc.length === 2 && loc[0] === "body" && typeof loc[1] === "string") errors[loc[1]] ??= msg;
       else general.push(msg);
     }
