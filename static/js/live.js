@@ -80,6 +80,9 @@ function handle(ev) {
   const id = ev.run_id || (ev.run && ev.run.id);
   switch (ev.type) {
     case "state": {
+      // A run's last state (succeeded, failed, ...) comes without its row; the `done` event right
+      // after it carries the row (time, counts, verified): show the end once, with everything.
+      if (FINAL.has(ev.status) && !(ev.run && typeof ev.run === "object")) return;
       const run = store.runs.get(id);
       if (!run) { fetchRun(id); return; }
       if (ev.phase) store.phase.set(id, ev.phase);
