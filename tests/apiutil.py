@@ -17,7 +17,7 @@ from app.settings import Settings
 from lab.testing import wait_for
 
 __all__ = ["FAST", "SLOW", "client_for", "make_settings", "real_events", "serve", "sse_events", "start_run",
-           "wait_final", "wait_for"]
+           "wait_final", "wait_for", "wait_phase"]
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 # About 2 s: 32 backend writes of 256k at 60 ms (8 MiB, every byte written on a zeromode=none server).
@@ -48,6 +48,17 @@ def wait_final(client: TestClient, run_id: str, timeout: float = 60.0) -> dict[s
         return row if row["status"] not in ("queued", "running") else None
 
     return wait_for(final, timeout)
+
+
+def wait_phase(client: TestClient, run_id: str, phase: str, timeout: float = 60.0) -> None:
+    """Until the run has reached `phase` (its `state` event with that phase is stored): with
+    LAB_FAULT=pause-at:PHASE the run is then held there."""
+    store = client.app.state.manager.store  # type: ignore[attr-defined]
+
+    def reached() -> bool:
+        return any(e.type == "state" and e.data.get("phase") == phase for e in store.events_after(0, run_id=run_id))
+
+    wait_for(reached, timeout, what=f"run {run_id} in phase {phase}")
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

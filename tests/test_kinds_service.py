@@ -62,7 +62,7 @@ def test_cancel_in_each_phase_releases_storage(tmp_path, monkeypatch, phase):
     """LAB_FAULT=pause-at:PHASE holds the run there for sure; the cancel then leaves no mount,
     no loop device and no storage dir (setup: nothing provisioned yet; copy and verify: an
     ext4 image loop-mounted under a qemu-nbd)."""
-    from apiutil import client_for, start_run
+    from apiutil import client_for, start_run, wait_phase
 
     _need("ext4")
     runtime = tmp_path / "run"
@@ -70,13 +70,7 @@ def test_cancel_in_each_phase_releases_storage(tmp_path, monkeypatch, phase):
     monkeypatch.setenv("LAB_FAULT", f"pause-at:{phase}")
     with client_for(tmp_path / "data") as api:
         run = start_run(api, "qemu-4.2", kind="qemu-nbd", storage="ext4")
-        manager = api.app.state.manager
-
-        def held() -> bool:
-            return any(e.type == "state" and e.data.get("phase") == phase
-                       for e in manager.store.events_after(0, run_id=run["id"]))
-
-        wait_for(held, 30)
+        wait_phase(api, run["id"], phase, 30)
         dirs = list(runtime.glob(storage.PREFIX + "*"))
         if phase != "setup":
             assert dirs and storage._mounts_under(dirs[0]) and storage._loops_backed_by(dirs[0])

@@ -14,7 +14,7 @@ import os
 import time
 
 import pytest
-from apiutil import FAST, client_for, start_run, wait_for
+from apiutil import FAST, client_for, start_run, wait_for, wait_phase
 
 from lab.testing import HELPERS, descendants, mentioning
 
@@ -79,13 +79,7 @@ def test_cancel_in_a_held_phase(tmp_path, private_runtime, monkeypatch, phase):
     before = {p.pid for p in descendants(os.getpid())}
     with client_for(tmp_path / "data") as api:
         run = start_run(api, "qemu-img")
-        manager = api.app.state.manager
-
-        def held() -> bool:
-            return any(e.type == "state" and e.data.get("phase") == phase
-                       for e in manager.store.events_after(0, run_id=run["id"]))
-
-        wait_for(held)
+        wait_phase(api, run["id"], phase)
         if phase == "verify":  # the copy is over and nbdkit is still up, holding the result
             assert [p.name for p in mentioning(private_runtime)] == ["nbdkit"]
         code, _ = _cancel(api, run["id"])
