@@ -32,6 +32,18 @@ class Spans(dict[str, tuple[float, float]]):
         (a0, a1), (b0, b1) = self[a.id], self[b.id]
         return a0 < b1 and b0 < a1
 
+    def run(self, runs: list[Run], workers: int = 4) -> None:
+        """All `runs` through a pool of `workers` whose jobs only sleep, until each has ended."""
+        pool = WorkerPool(workers, queue_size=16, work=self.work, finish=lambda _job: None).start()
+        try:
+            pool.submit(runs)
+            deadline = time.monotonic() + 30
+            while len(self) < len(runs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            pool.shutdown(Stop("interrupted", "shutdown"), grace=10)
+        assert len(self) == len(runs)
+
 
 @pytest.fixture
 def spans() -> Spans:
@@ -70,15 +82,10 @@ def test_one_cancel_for_queued_and_running_jobs(no_leftovers):
 
 
 def test_jobs_on_one_resource_take_turns(no_leftovers, spans: Spans):
-    pool = WorkerPool(3, queue_size=8, work=spans.work, finish=lambda _job: None).start()
-    try:
-        spec = build_spec(FAST)
-        runs = [Run(client="qemu-4.2", server=spec, server_id="s1"),
-                Run(client="qemu-4.2", server=spec, server_id="s1"), Run(client="qemu-4.2", server=spec)]
-        jobs = pool.submit(runs)
-        assert all(j.done.wait(10) for j in jobs)
-    finally:
-        pool.shutdown(Stop(), grace=5)
+    spec = build_spec(FAST)
+    runs = [Run(client="qemu-4.2", server=spec, server_id="s1"),
+            Run(client="qemu-4.2", server=spec, server_id="s1"), Run(client="qemu-4.2", server=spec)]
+    spans.run(runs, workers=3)
     assert not spans.overlap(runs[0], runs[1]), "two runs on one server overlapped"
     (_, a1), (_, b1), (c0, _) = (spans[r.id] for r in runs)
     assert c0 < max(a1, b1) - 0.2, "a run on no managed server did not wait for them"
@@ -120,15 +127,7 @@ def test_cpu_bound_runs_get_the_machine_alone_and_sleep_bound_ones_share_it(span
             Run(client="qemu-2.7", server=sleepy)]
     jobs = [Job(r) for r in runs]
     assert [j.exclusive for j in jobs] == [False, False, True, False, True, True, False]
-    pool = WorkerPool(4, queue_size=16, work=spans.work, finish=lambda _job: None).start()
-    try:
-        pool.submit(runs)
-        deadline = time.monotonic() + 30
-        while len(spans) < len(runs) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        pool.shutdown(Stop("interrupted", "shutdown"), grace=10)
-    assert len(spans) == len(runs)
+    spans.run(runs)
     assert spans.overlap(runs[0], runs[1]), "two sleep-bound runs share the machine"
     for cpu in (runs[2], runs[4], runs[5]):
         assert not any(spans.overlap(cpu, other) for other in runs if other is not cpu), cpu.client
@@ -145,15 +144,7 @@ def test_a_run_clocked_from_spawn_starts_outside_the_others_start_up(spans: Span
     sleepy = build_spec(FAST)
     runs = [Run(client="qemu-2.8", server=sleepy), Run(client="qemu-img", server=sleepy),
             Run(client="qemu-2.7", server=sleepy), Run(client="qemu-4.0", server=sleepy)]
-    pool = WorkerPool(4, queue_size=16, work=spans.work, finish=lambda _job: None).start()
-    try:
-        pool.submit(runs)
-        deadline = time.monotonic() + 30
-        while len(spans) < len(runs) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        pool.shutdown(Stop("interrupted", "shutdown"), grace=10)
-    assert len(spans) == len(runs)
+    spans.run(runs)
     start = {r.client: spans[r.id][0] for r in runs}
     img = start.pop("qemu-img")
     assert max(start.values()) - min(start.values()) < 0.5 * LAUNCH_QUIET_S, "era clients start together"
