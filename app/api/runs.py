@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import field_error, responses, spec_error
-from app.headers import LINK_NEXT, LOCATION
+from app.headers import LINK_NEXT, located
 from app.idempotency import IdempotencyKey, once
 from app.pagination import PageDep, link_next
 from app.schemas import (
@@ -32,9 +32,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=202, response_model=RunOut, response_model_exclude_unset=True,
-    responses={
-    202: {"description": "queued", "headers": {"Location": LOCATION}},
-    **responses(400, 401, 404, 409, 413, 422, 429, 503)})
+    responses=located(202, "queued", 400, 401, 404, 409, 413, 422, 429, 503))
 def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: Response,
               idempotency_key: IdempotencyKey = None) -> Any:
     """Queue a run. It starts when a worker is free; follow it at /api/v1/runs/{id}/events."""

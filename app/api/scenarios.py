@@ -10,7 +10,7 @@ from app.api import API_PREFIX
 from app.api.sweeps import with_runs
 from app.deps import ManagerDep
 from app.errors import Problem, responses, spec_error
-from app.headers import LOCATION
+from app.headers import located
 from app.idempotency import IdempotencyKey, once
 from app.schemas import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
 from lab.manager import NotFound
@@ -98,9 +98,7 @@ def _matches(run: dict[str, Any], key: str, match: dict[str, Any]) -> bool:
 
 @router.post("/scenarios/{name}/runs", status_code=202, response_model=SweepOut,
              response_model_exclude_unset=True,
-    responses={
-    202: {"description": "queued", "headers": {"Location": LOCATION}},
-    **responses(400, 401, 404, 409, 413, 422, 429, 503)})
+    responses=located(202, "queued", 400, 401, 404, 409, 413, 422, 429, 503))
 def start_sweep(name: str, manager: ManagerDep, request: Request, response: Response,
                 body: Annotated[SweepCreate | None, Body()] = None, idempotency_key: IdempotencyKey = None) -> Any:
     """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""

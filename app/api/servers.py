@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import responses, spec_error
-from app.headers import LOCATION
+from app.headers import located
 from app.idempotency import IdempotencyKey, once
 from app.schemas import ManagedServerOut, ServerCreate, ServerList
 from lab.spec import SpecError
@@ -17,9 +17,8 @@ from lab.spec import SpecError
 router = APIRouter(prefix="/servers", tags=["servers"])
 
 
-@router.post("", status_code=201, response_model=ManagedServerOut, responses={
-    201: {"description": "started", "headers": {"Location": LOCATION}},
-    **responses(400, 401, 409, 413, 422, 429, 503)})
+@router.post("", status_code=201, response_model=ManagedServerOut,
+             responses=located(201, "started", 400, 401, 409, 413, 422, 429, 503))
 def create_server(fields: ServerCreate, manager: ManagerDep, request: Request, response: Response,
                   idempotency_key: IdempotencyKey = None) -> Any:
     """Start an nbdkit server with these fields; runs may then target it with `server_id`."""

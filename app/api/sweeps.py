@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api import API_PREFIX
 from app.deps import ManagerDep
 from app.errors import field_error, raw_json, responses
-from app.headers import LINK_NEXT, LOCATION
+from app.headers import LINK_NEXT, located
 from app.idempotency import IdempotencyKey, once
 from app.pagination import PageDep, link_next
 from app.schemas import RunStatus, SweepList, SweepOut
@@ -21,9 +21,8 @@ from lab.sweepspec import DefinitionError, group_rows
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-@router.post("", status_code=202, response_model=SweepOut, response_model_exclude_unset=True, responses={
-    202: {"description": "queued", "headers": {"Location": LOCATION}},
-    **responses(400, 401, 409, 413, 422, 429, 503)})
+@router.post("", status_code=202, response_model=SweepOut, response_model_exclude_unset=True,
+             responses=located(202, "queued", 400, 401, 409, 413, 422, 429, 503))
 def start_custom_sweep(body: CustomSweepCreate, manager: ManagerDep, request: Request, response: Response,
                        idempotency_key: IdempotencyKey = None) -> Any:
     """Queue a custom sweep: `rows`, or a `grid` whose rows are the product of its axes (client,
@@ -74,8 +73,7 @@ async def get_sweep(sweep_id: str, manager: ManagerDep, response: Response,
 
 
 @router.post("/{sweep_id}/rerun", status_code=202, response_model=SweepOut, response_model_exclude_unset=True,
-             responses={202: {"description": "queued", "headers": {"Location": LOCATION}},
-                        **responses(401, 404, 409, 422, 429, 503)})
+             responses=located(202, "queued", 401, 404, 409, 422, 429, 503))
 def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: Response,
                 idempotency_key: IdempotencyKey = None) -> Any:
     """Queue a new sweep made like this one: the same scenario rows, or the same custom definition."""
