@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from app.settings import Settings
 from lab.manager import Manager
+from lab.places import Core
 
 
 def get_manager(request: Request) -> Manager:
@@ -18,5 +19,11 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_core(request: Request) -> Core:
+    """What the core takes from this app's settings (places, limits), made once by create_app."""
+    return request.app.state.core
+
+
 ManagerDep = Annotated[Manager, Depends(get_manager)]
+CoreDep = Annotated[Core, Depends(get_core)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

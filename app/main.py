@@ -43,6 +43,7 @@ from app.api import (
 from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.settings import Settings
 from lab.manager import Manager, ManagerConfig
+from lab.places import Core
 from lab.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=lambda route: route.name, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.core = Core.from_settings(settings)  # handed down to the core: no environment reads below
     # outermost last: HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
     app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value,

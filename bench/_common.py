@@ -46,6 +46,12 @@ def setup_env() -> Path:
     os.environ.setdefault("LAB_CALIBRATION_FILE", str(ROOT / "var" / "calibration.json"))
     if ROOT not in map(Path, sys.path):
         sys.path.insert(0, str(ROOT))
+    # A bench script is a driver: the environment above (inherited by the services it starts)
+    # also becomes this process's places, which the core is handed or falls back to (lab.places).
+    from lab.config import Settings
+    from lab.places import Places, use
+
+    use(Places.from_settings(Settings()))
     return tmp
 
 

@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.places import Core, Places, resolve
+
 VERSION = 3  # 3: "mib" is MiB stored (was: the log's writes); warm_mib and slept_mib added
 MiB = 1 << 20
 WARM_MIB = 32  # a fresh server's first MiB: measured slower per MiB up to about this far into a copy
@@ -262,10 +264,9 @@ def fingerprint(m: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_path() -> Path:
-    """$LAB_CALIBRATION_FILE, else calibration.json in the data dir."""
-    explicit = os.environ.get("LAB_CALIBRATION_FILE")
-    return Path(explicit) if explicit else Path(os.environ.get("LAB_DATA_DIR", "var")) / "calibration.json"
+def cache_path(places: Places | None = None) -> Path:
+    """The places' calibration file (LAB_CALIBRATION_FILE, else calibration.json in the data dir)."""
+    return resolve(places).calibration_file
 
 
 # --- calibrating -------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ class Cancelled(Exception):
 
 
 def _measure(kind: Kind, geometry: tuple[Any, ...], cancel: threading.Event,
-             extra_ok: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+             extra_ok: Callable[[], bool] = lambda: False, places: Places | None = None) -> dict[str, Any]:
     from lab.runs import Run, execute
     from lab.servers import Server
     from lab.spec import build_spec
@@ -290,9 +291,9 @@ def _measure(kind: Kind, geometry: tuple[Any, ...], cancel: threading.Event,
             break
         if cancel.is_set():
             raise Cancelled()
-        with Server(spec, build=kind.build) as srv:
+        with Server(spec, build=kind.build, places=places) as srv:
             run = execute(Run(client=kind.client, server=spec, queue_depth=kind.queue_depth), server=srv,
-                          cancel=cancel, timeout=120)
+                          cancel=cancel, timeout=120, core=Core(places))
         if cancel.is_set():
             raise Cancelled()
         if run.status != "succeeded":
@@ -304,7 +305,7 @@ def _measure(kind: Kind, geometry: tuple[Any, ...], cancel: threading.Event,
 
 
 def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS,
-              cancel: threading.Event | None = None) -> Calibration:
+              cancel: threading.Event | None = None, places: Places | None = None) -> Calibration:
     """Measure every kind's coefficients (about 30-50 s on 2 cores) and cache them; a set
     `cancel` stops it between (or inside) runs with Cancelled, the cache untouched."""
     say = progress or (lambda _m: None)
@@ -317,7 +318,7 @@ def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kin
         plan = PLAN_PARALLEL if kind.parallel else PLAN_SERIAL
         points = []
         for g in plan:
-            points.append(_measure(kind, g, cancel, lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S))
+            points.append(_measure(kind, g, cancel, lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S, places))
             mode = f" zeromode {g[5]}" if len(g) > 5 else ""
             say(f"{kind.key}: {g[0]} {g[1]} maxdata {g[2]} delays {g[3]}/{g[4]} ms{mode}: "
                 f"{points[-1]['measured_s']:.3f} s")
@@ -326,37 +327,40 @@ def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kin
             p["fitted_s"] = round(sum(coef.get(t, 0.0) * p["features"].get(t, 0.0) for t in TERMS), 4)
         fits[kind.key] = Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points)
     cal = Calibration(fingerprint(m), m, fits, took_s=round(time.perf_counter() - t0, 2), load_before=load)
-    save(cal)
+    save(cal, places)
     return cal
 
 
-def save(cal: Calibration) -> None:
-    path = cache_path()
+def save(cal: Calibration, places: Places | None = None) -> None:
+    path = cache_path(places)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cal.to_dict(), indent=1))
     os.replace(tmp, path)
+    with _lock:
+        _cached[path] = cal  # a new calibration replaces the one in use at once
 
 
 _lock = threading.Lock()
-_cached: Calibration | None = None
+_cached: dict[Path, Calibration] = {}  # per calibration file
 
 
-def load(fingerprint_now: str | None = None) -> Calibration | None:
+def load(fingerprint_now: str | None = None, places: Places | None = None) -> Calibration | None:
     """The cached calibration if it was made on this machine with these tools, else None."""
-    global _cached
+    path = cache_path(places)
     with _lock:
         fp = fingerprint_now or _fingerprint_now()
-        if _cached is not None and _cached.fingerprint == fp:
-            return _cached
+        hit = _cached.get(path)
+        if hit is not None and hit.fingerprint == fp:
+            return hit
         try:
-            d = json.loads(cache_path().read_text())
+            d = json.loads(path.read_text())
             cal = Calibration.from_dict(d)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if cal.fingerprint != fp or cal.version != VERSION:
             return None
-        _cached = cal
+        _cached[path] = cal
         return cal
 
 
@@ -371,15 +375,14 @@ def _fingerprint_now() -> str:
 
 
 def forget() -> None:
-    global _cached
     with _lock:
-        _cached = None
+        _cached.clear()
 
 
 def expectation(client: str, queue_depth: int, build: str, spec: Any, backend: Any, server_log: Any,
-                floor_s: float) -> Expectation | None:
+                floor_s: float, places: Places | None = None) -> Expectation | None:
     """The calibrated expectation of a finished run, or None when this machine is not calibrated."""
-    cal = load()
+    cal = load(places=places)
     if cal is None or backend is None or server_log is None:
         return None
     return cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s))

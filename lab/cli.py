@@ -17,6 +17,7 @@ from lab.cli_shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_prob
 from lab.clients import client_ids, get_client
 from lab.config import Settings
 from lab.errors import NotFound
+from lab.places import Core, Places, use
 from lab.runs import Run, execute
 from lab.scenarios import SCENARIOS, get_scenario, runnable
 from lab.spec import SpecError
@@ -86,6 +87,11 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def _core() -> Core:
+    """What the core takes from the settings: handed down explicitly to every run, server and probe."""
+    return Core.from_settings(_settings())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.client not in client_ids():
         return bad(f"--client: unknown client {args.client!r}; choose one of {', '.join(client_ids())}")
@@ -101,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = Run(client=args.client, server=server, queue_depth=args.queue_depth)
     bar = None if args.json else report.ProgressBar(sys.stderr, server.size)
     with Interrupt() as cancel:
-        execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout)
+        execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout, core=_core())
     if bar:
         bar.close()
     if args.json:
@@ -115,7 +121,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     if problem := workers_problem(args.workers):
         return bad(problem)
     only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
-    here = LocalSweep(args.workers, "lab-scenario", quiet=args.json, limits=_settings().limits)
+    here = LocalSweep(args.workers, "lab-scenario", quiet=args.json, core=_core())
     # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
     # sleep-bound rows pile up beside them on a small machine.
     order = (lambda r: not get_client(r.client).parallel) if args.workers > 1 else None
@@ -151,7 +157,7 @@ def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float) -> N
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    return sweep_cli.cmd_sweep(args, _settings().limits)
+    return sweep_cli.cmd_sweep(args, _core())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -215,14 +221,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return bad(length)
     if not 0 < args.deadline <= 3600:
         return bad(f"--deadline: must be between 0 and 3600 seconds (got {args.deadline})")
+    core = _core()
     try:
-        targets = probe.matrix() if args.all else [_probe_fields(args, length)]
+        targets = probe.matrix(core.places) if args.all else [_probe_fields(args, length)]
     except SpecError as e:
         return bad(f"{spec.option(e.field)}: {e.message}")
     out, failed = [], False
     for fields in targets:
         try:
-            out.append(probe.probe_server(fields, length, args.deadline, _settings().limits))
+            out.append(probe.probe_server(fields, length, args.deadline, core.limits, core.places))
         except Exception as e:  # one server failing does not hide the others' rows
             failed = True
             print(f"lab probe: {probe.label(fields)}: {e}", file=sys.stderr)
@@ -248,8 +255,9 @@ def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from lab import calibrate
 
+    where = _core().places
     if args.show:
-        cal = calibrate.load()
+        cal = calibrate.load(places=where)
         if cal is None:
             print("lab calibrate: this machine is not calibrated (or its tools changed): run `lab calibrate`",
                   file=sys.stderr)
@@ -260,7 +268,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if load > cores:
             print(f"lab calibrate: warning: load average {load:.1f} on {cores} cores: the coefficients will "
                   "include other work's share; calibrate again on a quiet machine", file=sys.stderr)
-        cal = calibrate.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr))
+        cal = calibrate.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr),
+                                  places=where)
     print(json.dumps(cal.to_dict()) if args.json else report.calibration_table(cal))
     return 0
 
@@ -270,18 +279,21 @@ def _ensure_calibrated() -> None:
     LAB_AUTO_CALIBRATE=1; never with LAB_AUTO_CALIBRATE=0."""
     from lab import calibrate
 
-    mode = _settings().auto_calibrate
-    if mode is False or (mode is None and not sys.stderr.isatty()) or calibrate.load() is not None:
+    settings = _settings()
+    where = Places.from_settings(settings)
+    mode = settings.auto_calibrate
+    if mode is False or (mode is None and not sys.stderr.isatty()) or calibrate.load(places=where) is not None:
         return
     print("lab: first run on this machine: calibrating it once (about 30-60 s; `lab calibrate` redoes it)",
           file=sys.stderr)
-    calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr))
+    calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr), places=where)
 
 
 def cmd_kinds(_args: argparse.Namespace) -> int:
     from lab import kinds, storage
 
-    for title, avail in (("kinds", kinds.availability()), ("storages", storage.availability())):
+    core = _core()
+    for title, avail in (("kinds", kinds.availability(core.limits)), ("storages", storage.availability(core.places))):
         print(title + ":")
         for name, a in avail.items():
             print(f"  {name:11} {'available' if a['available'] else 'unavailable: ' + str(a['reason'])}")
@@ -296,6 +308,9 @@ def cmd_scenarios(_args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The driver's one read of the environment decides where files go, also for library code
+    # that is not handed places (lab.places); everything below is handed `_core()` explicitly.
+    use(Places.from_settings(_settings()))
     handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve, "sweep": cmd_sweep,
                "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios,
                "calibrate": cmd_calibrate}[args.command]

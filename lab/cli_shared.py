@@ -9,9 +9,9 @@ import sys
 import threading
 import time
 
+from lab.places import Core
 from lab.pool import Job, Stop, WorkerPool
 from lab.runs import execute
-from lab.spec import DEFAULT_LIMITS, Limits
 from lab.sweeps import Sweep, SweepService
 
 EXIT_USAGE = 2
@@ -51,14 +51,17 @@ class Interrupt:
 class LocalSweep:
     """A sweep run here: a private worker pool carries out `workers` runs at once, a SweepService
     queues them (`service.start` or `service.start_custom`), and each finished run prints a line on
-    stderr unless `quiet`. Nothing runs before run()."""
+    stderr unless `quiet`. Nothing runs before run(). `core`: the settings' limits and places, handed
+    to every run."""
 
-    def __init__(self, workers: int, name: str, quiet: bool, limits: Limits = DEFAULT_LIMITS,
+    def __init__(self, workers: int, name: str, quiet: bool, core: Core | None = None,
                  queue_size: int = 10_000) -> None:
         self.quiet = quiet
-        self.pool = WorkerPool(workers, queue_size=queue_size, work=lambda job: execute(job.run, cancel=job.cancel),
+        core = core or Core()
+        self.pool = WorkerPool(workers, queue_size=queue_size,
+                               work=lambda job: execute(job.run, cancel=job.cancel, core=core),
                                finish=self._finished, name=name)
-        self.service = SweepService(self.pool, limits)
+        self.service = SweepService(self.pool, core.limits)
         self._sweep: Sweep | None = None
         self._lock = threading.Lock()
         self._done = 0

@@ -2,12 +2,15 @@
 
 Environment variables are `LAB_` + the upper-case name (`LAB_MAX_SIZE=1G`). Only the drivers
 (`lab` in lab/cli.py, the app factory in app/main.py) read the environment, by calling
-`Settings()`; the core is handed the object (or its `limits`). docs/settings.md is checked
-against this class by tests/test_docs_settings.py, so a setting cannot go undocumented.
+`Settings()`; the core is handed what it needs: `limits`, `lab.places.Places`/`Core`
+(where files go), `lab.manager.ManagerConfig.from_settings` (docs/design.md#configuration).
+docs/settings.md is checked against this class by tests/test_docs_settings.py, so a setting
+cannot go undocumented, and a read of the environment below the drivers fails there too.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +31,8 @@ class Limits:
     max_delay_ms: float
     min_maxdata: int
     max_maxdata: int
+    # The NBD targets a server of kind external may use (lab.external): none unless listed.
+    external_targets: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings):
@@ -103,7 +108,8 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         return Limits(max_size=self.max_size, max_delay_ms=self.max_delay_ms, min_maxdata=self.min_maxdata,
-                      max_maxdata=self.max_maxdata)
+                      max_maxdata=self.max_maxdata,
+                      external_targets=tuple(t for t in re.split(r"[,\s]+", self.external_targets) if t))
 
     @property
     def origins(self) -> frozenset[str]:

@@ -1,6 +1,7 @@
 """External NBD targets, safely: off by default, listed targets only, writes only when asked.
 
-LAB_EXTERNAL_TARGETS lists what may be used, separated by commas or spaces: Unix socket
+The setting LAB_EXTERNAL_TARGETS (lab.config.Settings.external_targets, handed down as
+`Limits.external_targets`) lists what may be used, separated by commas or spaces: Unix socket
 paths (`/run/my.sock`) or `host:port` pairs (`127.0.0.1:10809`, `[::1]:10809`). A target
 not on the list is refused by `check_target` from its text alone, before any connection,
 so no packet ever goes to a host nobody listed. A listed target is then opened once to
@@ -16,7 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lab.units import format_size, parse_size
+from lab.config import DEFAULT_LIMITS, Limits
+from lab.units import format_size
 
 ENV = "LAB_EXTERNAL_TARGETS"
 _HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
@@ -61,9 +63,10 @@ def parse_target(text: str) -> Target:
     return Target(text, host=m["v6"] or m["host"], port=int(m["port"]))
 
 
-def allowed_targets() -> list[Target]:
+def allowed_targets(limits: Limits = DEFAULT_LIMITS) -> list[Target]:
+    """The targets `limits` allow (none by default); a malformed entry allows nothing."""
     out = []
-    for item in re.split(r"[,\s]+", os.environ.get(ENV, "")):
+    for item in limits.external_targets:
         if item:
             try:
                 out.append(parse_target(item))
@@ -72,12 +75,12 @@ def allowed_targets() -> list[Target]:
     return out
 
 
-def check_target(text: str | None) -> Target:
+def check_target(text: str | None, limits: Limits = DEFAULT_LIMITS) -> Target:
     """The listed target `text` names, or ExternalError. Makes no connection."""
     if not text:
         raise ExternalError("target", "an external server needs a target (a Unix socket path or host:port)")
     target = parse_target(text)
-    allowed = allowed_targets()
+    allowed = allowed_targets(limits)
     if not allowed:
         raise ExternalError("target", f"external targets are off: none is listed in {ENV}")
     if target not in allowed:
@@ -85,17 +88,7 @@ def check_target(text: str | None) -> Target:
     return target
 
 
-def max_export_size() -> int:
-    from lab.spec import DEFAULT_LIMITS
-
-    v = os.environ.get("LAB_MAX_SIZE")
-    try:
-        return parse_size(v) if v else DEFAULT_LIMITS.max_size
-    except ValueError:
-        return DEFAULT_LIMITS.max_size
-
-
-def check_export(target: Target, spec: Any, destructive: bool) -> dict[str, Any]:
+def check_export(target: Target, spec: Any, destructive: bool, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Open the listed target once and refuse what must not be written. Returns its flags."""
     if not destructive:
         raise ExternalError("destructive", f"writing to the external target {target.text} destroys what it holds: "
@@ -115,7 +108,7 @@ def check_export(target: Target, spec: Any, destructive: bool) -> dict[str, Any]
         close_handle(h)
     if ro:
         raise ExternalError("target", f"{target.text} is a read-only export: the lab only writes")
-    limit = max_export_size()
+    limit = limits.max_size
     if size > limit:
         raise ExternalError("target", f"{target.text} is {format_size(size)}, larger than the size limit "
                             f"{format_size(limit)} (LAB_MAX_SIZE): refused")

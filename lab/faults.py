@@ -1,5 +1,5 @@
-"""Fault injection, for the reliability tests and bench only, and only when the environment
-says so explicitly (LAB_FAULT, logged loudly at start):
+"""Fault injection, for the reliability tests and bench only, and only when the settings say
+so explicitly (the setting `fault`, LAB_FAULT; logged loudly at start):
 
     kill-after-commit   SIGKILL the service right after a run's final row is committed,
                         before its `done` event (a power cut between result and event);
@@ -42,11 +42,11 @@ class Faults:
     fault: tuple[str, str | None] | None = None
 
     @classmethod
-    def from_env(cls) -> Faults:
-        faults = cls(parse_fault(os.environ.get(FAULT_ENV)))
+    def from_setting(cls, value: str | None) -> Faults:
+        """The fault the setting names (None or empty: none). ValueError for an unknown one."""
+        faults = cls(parse_fault(value))
         if faults.fault is not None:
-            log.warning("FAULT INJECTION ACTIVE (%s=%s): for reliability tests only", FAULT_ENV,
-                        os.environ.get(FAULT_ENV))
+            log.warning("FAULT INJECTION ACTIVE (%s=%s): for reliability tests only", FAULT_ENV, value)
         return faults
 
     def at_phase(self, run_id: str, phase: str | None, cancel: threading.Event) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import procs
+from lab.places import Places, resolve
 from lab.units import format_size, parse_size
 
 RECIPE_VERSION = 2
@@ -115,11 +116,9 @@ class Image:
             yield pos, self.size - pos, False
 
 
-def cache_root() -> Path:
-    base = os.environ.get("LAB_IMAGE_DIR") or Path(os.environ.get("LAB_DATA_DIR", "var")) / "images"
-    root = Path(base).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+def cache_root(places: Places | None = None) -> Path:
+    """The cache directory (made on first use): the places' image dir."""
+    return resolve(places).images()
 
 
 def _key(size: int, pattern: str) -> str:
@@ -129,9 +128,10 @@ def _key(size: int, pattern: str) -> str:
 
 
 @contextlib.contextmanager
-def acquire(size: int, pattern: str, max_cache_bytes: int | None = None) -> Iterator[Image]:
+def acquire(size: int, pattern: str, max_cache_bytes: int | None = None,
+            places: Places | None = None) -> Iterator[Image]:
     """Yield the cached image for a recipe, building it if needed; held in use until exit."""
-    root = cache_root()
+    root = cache_root(places)
     entry = root / _key(size, pattern)
     with _flock(root / ".build.lock", fcntl.LOCK_EX):
         if not (entry / "meta.json").exists():

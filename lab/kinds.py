@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import procs, storage
+from lab.config import DEFAULT_LIMITS, Limits
+from lab.places import Places
 from lab.spec import DISK_FORMATS, KINDS  # noqa: F401  (one definition, in the model)
 
 READY_TIMEOUT = 15.0
@@ -34,15 +36,15 @@ class KindError(RuntimeError):
     pass
 
 
-def availability() -> dict[str, dict[str, object]]:
-    """Each kind with `available` and, when not, `reason`."""
+def availability(limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, object]]:
+    """Each kind with `available` and, when not, `reason` (external: when `limits` list a target)."""
     from lab import external
 
     reasons: dict[str, str | None] = {
         "nbdkit": None if shutil.which("nbdkit") else "nbdkit not installed (Debian package nbdkit)",
         "qemu-nbd": None if shutil.which("qemu-nbd") else "qemu-nbd not installed (Debian package qemu-utils)",
         "nbd-server": None if shutil.which("nbd-server") else "nbd-server not installed (Debian package nbd-server)",
-        "external": None if external.allowed_targets() else
+        "external": None if external.allowed_targets(limits) else
         "no target is listed in LAB_EXTERNAL_TARGETS (off by default)",
     }
     return {k: {"available": r is None, **({"reason": r} if r else {})} for k, r in reasons.items()}
@@ -62,6 +64,8 @@ class Backend:
     extra_filters: list[str] = field(default_factory=list)
     extra_params: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    places: Places | None = None  # where a disk on a storage goes (lab.places)
+    limits: Limits = DEFAULT_LIMITS  # the external targets allowed, the size limit
 
     def start(self, dir: Path) -> list[str]:
         raise NotImplementedError
@@ -87,7 +91,7 @@ class Backend:
         """The disk file (or device) on the chosen storage; the server's private dir if none."""
         st = getattr(self.spec, "storage", None)
         if st:
-            self.store = storage.provision(st, self.spec.size, name)
+            self.store = storage.provision(st, self.spec.size, name, self.places)
             assert self.store.disk is not None
             self.disk = self.store.disk
         else:
@@ -167,8 +171,8 @@ class ExternalBackend(Backend):
         from lab import external
 
         self.dir = dir
-        target = external.check_target(self.spec.target)  # raises before any connection
-        external.check_export(target, self.spec, destructive=bool(getattr(self.spec, "destructive", False)))
+        target = external.check_target(self.spec.target, self.limits)  # raises before any connection
+        external.check_export(target, self.spec, bool(getattr(self.spec, "destructive", False)), self.limits)
         self.direct_uri = target.uri
         # The run sees exactly `size` bytes of the export: the truncate filter hides the rest.
         self.extra_filters = ["truncate"]
@@ -181,10 +185,10 @@ _BACKENDS: dict[str, type[Backend]] = {"nbdkit": NbdkitBackend, "qemu-nbd": Qemu
                                        "nbd-server": NbdServerBackend, "external": ExternalBackend}
 
 
-def make_backend(spec: Any) -> Backend:
+def make_backend(spec: Any, places: Places | None = None, limits: Limits = DEFAULT_LIMITS) -> Backend:
     kind = getattr(spec, "kind", "nbdkit")
     try:
-        return _BACKENDS[kind](spec)
+        return _BACKENDS[kind](spec, places=places, limits=limits)
     except KeyError:
         raise KindError(f"unknown server kind {kind!r}; choose one of {', '.join(KINDS)}") from None
 

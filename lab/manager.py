@@ -5,7 +5,7 @@ A thin facade over parts with one job each; no web imports:
 - lab.pool.WorkerPool      a bounded queue and fixed worker threads; the one way to cancel jobs
 - lab.sweeps.SweepService  a scenario's rows as one sweep (`lab scenario` uses it too)
 - lab.registry.ServerRegistry  managed (long-lived) nbdkit servers runs can target by `server_id`
-- lab.faults.Faults        fault injection for the reliability tests (LAB_FAULT)
+- lab.faults.Faults        fault injection for the reliability tests (the setting `fault`)
 
 What the manager itself adds: every change goes through the event bus, which persists it
 before anyone sees it (a run's final row is committed with the `state` event that announces
@@ -28,6 +28,7 @@ from lab.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFul
 from lab.events import EventBus, Subscription
 from lab.expiry import Reaper
 from lab.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
+from lab.places import Core, Places
 from lab.pool import Job, Stop, WorkerPool
 from lab.registry import ServerRegistry
 from lab.retention import Retention
@@ -68,6 +69,16 @@ class ManagerConfig:
     # Runs one student may have queued or running at once (None: no limit); runs without a
     # student (the teacher's, scripts') are not counted.
     max_queued_per_student: int | None = _D.max_queued_per_student or None
+    # Where files go (None: the process default a driver set, lab.places), the eras in-process
+    # (tests), the injected fault (reliability tests; None: none).
+    places: Places | None = None
+    clients_in_process: bool = False
+    fault: str | None = None
+
+    @property
+    def core(self) -> Core:
+        """What each run takes from the settings (lab.places.Core)."""
+        return Core(self.places, self.limits, self.clients_in_process)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ManagerConfig:
@@ -78,7 +89,9 @@ class ManagerConfig:
                    progress_retention_s=settings.progress_retention_s,
                    max_progress_events=settings.max_progress_events or None,
                    server_ttl_s=settings.server_ttl_s or None,
-                   max_queued_per_student=settings.max_queued_per_student or None)
+                   max_queued_per_student=settings.max_queued_per_student or None,
+                   places=Places.from_settings(settings), clients_in_process=settings.clients_in_process,
+                   fault=settings.fault)
 
 
 class Manager(Automation):
@@ -86,11 +99,12 @@ class Manager(Automation):
         self.store = store
         self.config = config or ManagerConfig()
         self.bus = EventBus(store, self.config.subscriber_queue)
-        self.faults = faults if faults is not None else Faults.from_env()
+        self.faults = faults if faults is not None else Faults.from_setting(self.config.fault)
         self.pool = WorkerPool(self.config.workers, self.config.queue_size, work=self._work, finish=self._finish,
                                queued=self._queued)
         self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish)
-        self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy)
+        self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy,
+                                      core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
         self._started = False
@@ -101,7 +115,7 @@ class Manager(Automation):
             return self
         self._started = True
         with contextlib.suppress(OSError):
-            procs.sweep_stale_dirs()  # dirs a SIGKILLed predecessor left behind
+            procs.sweep_stale_dirs(self.config.places)  # dirs a SIGKILLed predecessor left behind
         self.prune_events()
         self.pool.start()
         self.reaper.start()
@@ -244,7 +258,7 @@ class Manager(Automation):
         try:
             execute(run, on_event=lambda ev: self._on_run_event(job, ev), cancel=job.cancel,
                     server=managed.server if managed else None, timeout=self.config.run_timeout_s,
-                    image_cache_bytes=self.config.image_cache_bytes)
+                    image_cache_bytes=self.config.image_cache_bytes, core=self.config.core)
         finally:
             diskmap.keep_trace(self.store.dir, run)
 

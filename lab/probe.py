@@ -321,8 +321,9 @@ def _pct(r: float | None) -> str:
 
 
 def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH,
-                 deadline_s: float = DEFAULT_DEADLINE_S, limits: Any = None) -> dict[str, Any]:
-    """Start a server from `fields` (probe defaults: zeroing passed through, no delays), probe it, stop it."""
+                 deadline_s: float = DEFAULT_DEADLINE_S, limits: Any = None, places: Any = None) -> dict[str, Any]:
+    """Start a server from `fields` (probe defaults: zeroing passed through, no delays), probe it, stop it.
+    `limits` and `places` (lab.places.Places) come from the driver's settings."""
     from lab.servers import Server
     from lab.spec import DEFAULT_LIMITS, SpecError, build_spec
 
@@ -332,7 +333,7 @@ def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH,
         raise SpecError("size", f"must hold the probe's 4 ranges of {format_size(length)} "
                                 f"(at least {format_size(4 * length)}; got {format_size(spec.size)})")
     t0 = time.perf_counter()
-    with Server(spec) as srv:
+    with Server(spec, places=places, limits=limits or DEFAULT_LIMITS) as srv:
         out = probe_uri(srv.uri, length, deadline_s)
         server = {**spec.to_dict(), "real_server": srv.backend_kind.info(), "proxy_cost": srv.proxy_cost}
     return {"server": server, **out, "wall_s": round(time.perf_counter() - t0, 3)}
@@ -385,12 +386,12 @@ def _yn(v: bool) -> str:
     return "yes" if v else "no"
 
 
-def matrix() -> list[dict[str, Any]]:
-    """Every available kind x storage worth probing (README's table): external needs a listed target."""
+def matrix(places: Any = None) -> list[dict[str, Any]]:
+    """Every available kind x storage worth probing (README's table); external is left out."""
     from lab import kinds, storage
 
     k_ok = {k for k, a in kinds.availability().items() if a["available"]}
-    stores = [s for s, a in storage.availability().items() if a["available"]]
+    stores = [s for s, a in storage.availability(places).items() if a["available"]]
     out: list[dict[str, Any]] = [{"kind": "nbdkit", "plugin": "memory"}]
     out += [{"kind": "nbdkit", "plugin": "file", "storage": s} for s in stores]
     if "qemu-nbd" in k_ok:

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.places import Places, resolve
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-spawner")
@@ -36,7 +38,10 @@ def _child_setup() -> None:
 
 
 def child_env() -> dict[str, str]:
-    """Our environment minus secrets: nbdkit and the clients have no use for the service's token."""
+    """Our environment minus secrets: nbdkit and the clients have no use for the service's token.
+
+    This passes the environment on (PATH, locale, TMPDIR for the tools); it reads no setting.
+    """
     return {k: v for k, v in os.environ.items() if not (k.startswith("LAB_") and "TOKEN" in k)}
 
 
@@ -113,17 +118,14 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 OWNER_FILE = "owner.pid"
 
 
-def runtime_root() -> Path:
-    """Where private per-server dirs live: short, so socket paths stay under 108 bytes."""
-    root = Path(os.environ.get("LAB_RUNTIME_DIR") or Path(tempfile.gettempdir()) / f"fastzero-lab-{os.getuid()}")
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    return root
+def runtime_root(places: Places | None = None) -> Path:
+    """Where private per-server dirs live (made 0700): the places' runtime dir."""
+    return resolve(places).runtime()
 
 
-def private_dir(prefix: str) -> Path:
+def private_dir(prefix: str, places: Places | None = None) -> Path:
     """A fresh 0700 dir owned by this process (its pid recorded for the sweeper)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=runtime_root()))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=runtime_root(places)))
     (path / OWNER_FILE).write_text(str(os.getpid()))
     return path
 
@@ -132,12 +134,12 @@ def remove_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep_stale_dirs() -> int:
+def sweep_stale_dirs(places: Places | None = None) -> int:
     """Remove private dirs whose owning process is gone (left by a SIGKILLed service)."""
     from lab import storage  # storage dirs hold mounts and loop devices: released first
 
-    removed = len(storage.sweep_stale())
-    root = runtime_root()
+    removed = len(storage.sweep_stale(places))
+    root = runtime_root(places)
     for entry in root.iterdir():
         if not entry.is_dir() or owner_alive(entry):
             continue

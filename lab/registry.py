@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import LimitExceeded, NotFound, ShuttingDown
+from lab.places import Core
 from lab.servers import Server
 from lab.spec import ServerSpec
 
@@ -33,8 +34,10 @@ class Managed:
 
 
 class ServerRegistry:
-    def __init__(self, max_servers: int, publish: Callable[..., Any], busy: Callable[[str], bool]) -> None:
+    def __init__(self, max_servers: int, publish: Callable[..., Any], busy: Callable[[str], bool],
+                 core: Core | None = None) -> None:
         self.max_servers = max_servers
+        self.core = core or Core()  # where the servers' files go, what kind external may use
         self._publish, self._busy = publish, busy
         self._lock = threading.Lock()
         self._servers: dict[str, Managed] = {}
@@ -48,7 +51,7 @@ class ServerRegistry:
                 raise ShuttingDown("the service is shutting down")
             if len(self._servers) >= self.max_servers:
                 raise LimitExceeded(f"at most {self.max_servers} servers may run at once")
-            managed = Managed(Server(spec), ttl_s=ttl_s)
+            managed = Managed(Server(spec, places=self.core.places, limits=self.core.limits), ttl_s=ttl_s)
             srv = managed.server
             self._servers[srv.id] = managed  # holds the slot while nbdkit starts
         try:

@@ -30,6 +30,7 @@ from typing_extensions import TypedDict
 from lab import calibrate, contention, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
 from lab.nbdhandle import ServerFlags
+from lab.places import Core, Places
 from lab.servers import SINGLE, Server, describe_build, kind_notes, server_pids
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
@@ -158,13 +159,13 @@ class Run(BaseModel):
         return self.model_dump()
 
 
-def _expect(run: Run, srv: Server) -> None:
+def _expect(run: Run, srv: Server, places: Places | None) -> None:
     """The calibrated expectation, when this machine has been calibrated (`lab calibrate`)."""
     # the coefficients are measured on nbdkit's memory plugin: a file on a disk stores at other costs
     if getattr(run.server, "kind", "nbdkit") != "nbdkit" or getattr(run.server, "plugin", "memory") != "memory":
         return
     exp = calibrate.expectation(run.client, run.queue_depth, srv.topology, run.server, run.backend,
-                                run.server_log, run.predicted_s or 0.0)
+                                run.server_log, run.predicted_s or 0.0, places=places)
     if exp is not None:
         run.expected_s, run.breakdown, run.calibration = exp.expected_s, exp.breakdown, exp.calibration
 
@@ -295,10 +296,10 @@ def _held(lock: threading.Lock, cancel: threading.Event) -> Iterator[None]:
 
 
 @contextmanager
-def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event) -> Iterator[Server]:
+def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event, core: Core) -> Iterator[Server]:
     """The run's server, held for it alone: a fresh one it owns (started, and stopped on exit,
     once), or the managed `server` it attaches to (left running)."""
-    srv = server or Server(run.server).start()
+    srv = server or Server(run.server, places=core.places, limits=core.limits).start()
     try:
         with _held(srv.run_lock, cancel):
             assert srv.flags is not None
@@ -314,14 +315,14 @@ def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event) -
 
 
 def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: EventSink,
-          cancel: threading.Event, stack: ExitStack, t_setup: float) -> None:
+          cancel: threading.Event, stack: ExitStack, t_setup: float, core: Core) -> None:
     """Copy phase: the client copies the image to the server; the counts of this run are the
     server's counters after minus before."""
     assert srv.flags is not None
     base_backend, base_wire = srv.backend(), srv.wire()
     run.setup_s = round(time.perf_counter() - t_setup, 4)
     ctx = CopyContext(image=image, uri=srv.uri, flags=srv.flags, source_format=run.server.source_format,
-                      queue_depth=run.queue_depth, cancel=cancel)
+                      queue_depth=run.queue_depth, cancel=cancel, in_process=core.clients_in_process)
     t0 = time.perf_counter()
     progress = _Progress(run, srv, sink, t0)
     ctx.report = progress.client_report
@@ -344,7 +345,7 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     run.wire = result.wire or run.server_log
     run.notes.extend(result.notes)
     run.predicted_s = model.predict_seconds(run.server, run.backend)
-    _expect(run, srv)
+    _expect(run, srv, core.places)
 
 
 def _end_progress(run: Run, progress: _Progress) -> None:
@@ -400,14 +401,17 @@ def execute(
     server: Server | None = None,
     timeout: float | None = None,
     image_cache_bytes: int | None = None,
+    core: Core | None = None,
 ) -> Run:
     """Carry out `run` (mutated in place and returned). Never raises for a failed run.
 
     Phases: acquire the image, start or attach the server, copy, verify, account. One cleanup
     stack releases what each phase took, in reverse, on every path; one deadline (`timeout`
     seconds) cancels the run like a user would; `server` (a managed one) is attached to and
-    left running, else the run starts its own and stops it once.
+    left running, else the run starts its own and stops it once. `core`: where files go, the
+    limits and how clients run, from the driver's settings (lab.places.Core; default: Core()).
     """
+    core = core or Core()
     sink = on_event or (lambda _e: None)
     cancel = cancel or threading.Event()
     client = get_client(run.client)
@@ -420,9 +424,10 @@ def execute(
             t_setup = time.perf_counter()
             with ExitStack() as stack:
                 check(cancel)
-                image = stack.enter_context(images.acquire(run.server.size, run.server.pattern, image_cache_bytes))
-                srv = stack.enter_context(_start_or_attach(run, server, cancel))
-                _copy(run, srv, image, client, sink, cancel, stack, t_setup)
+                image = stack.enter_context(images.acquire(run.server.size, run.server.pattern, image_cache_bytes,
+                                                           core.places))
+                srv = stack.enter_context(_start_or_attach(run, server, cancel, core))
+                _copy(run, srv, image, client, sink, cancel, stack, t_setup, core)
                 _verify(run, srv, image, sink, cancel)
             _account(run, srv)
         except Cancelled:

@@ -48,7 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import kinds, procs
+from lab.config import DEFAULT_LIMITS, Limits
 from lab.nbdhandle import ServerFlags, close_handle, probe
+from lab.places import Places
 from lab.spec import ServerSpec
 from lab.trace import (
     SYNC_COUNT,
@@ -284,11 +286,11 @@ class _WireLog:
 class Server:
     """One nbdkit server (one process, or a chain's two): a context manager, or start()/stop()."""
 
-    def __init__(self, spec: ServerSpec, start_timeout: float = 10.0, build: str | None = None) -> None:
-        """`build` forces a topology (bench/chain_hop.py measures the hop on specs that need none)."""
+    def __init__(self, spec: ServerSpec, start_timeout: float = 10.0, build: str | None = None, *,
+                 places: Places | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        """`build` forces a topology (bench/chain_hop.py); `places`/`limits` are handed to the backend."""
         self.spec = spec
-        self.id = uuid.uuid4().hex[:12]
-        self.start_timeout = start_timeout
+        self.id, self.start_timeout = uuid.uuid4().hex[:12], start_timeout
         if build is not None and build not in TOPOLOGIES:
             raise ValueError(f"build must be one of {', '.join(TOPOLOGIES)}")
         self.topology = build or topology(spec)
@@ -308,7 +310,7 @@ class Server:
         self._listeners: list[Callable[[], None]] = []
         self._sync_waiters: dict[tuple[str, int], threading.Event] = {}
         self._sync_seq = 0
-        self.backend_kind = kinds.make_backend(spec)  # what sits under the filter stack
+        self.backend_kind = kinds.make_backend(spec, places, limits)  # what sits under the filter stack
         self.proxy_cost: dict[str, Any] | None = None
         self.run_lock = threading.Lock()  # one run at a time per server
 
@@ -333,7 +335,7 @@ class Server:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> Server:
-        self.dir = procs.private_dir("srv-")
+        self.dir = procs.private_dir("srv-", self.backend_kind.places)
         try:
             be = self.backend_kind
             plugin_args = be.start(self.dir)

@@ -488,7 +488,7 @@ def check_fields(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIM
     if not bad & {"size", "pattern"}:
         found += [p for p in [_layout_problem(spec)] if p is not None]
     if not bad & set(fields_on("backend")):
-        for p in kind_problems(spec):
+        for p in kind_problems(spec, limits):
             if p.field not in bad:
                 found.append(p)
                 bad.add(p.field)
@@ -510,22 +510,22 @@ def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMIT
 
 def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
     """The bounds of every numeric field (from `limits`), the layout fits the size, the kind rules."""
-    p = next(_bound_problems(spec, limits), None) or _layout_problem(spec) or next(kind_problems(spec), None)
+    p = next(_bound_problems(spec, limits), None) or _layout_problem(spec) or next(kind_problems(spec, limits), None)
     if p is not None:
         raise p.error()
 
 
-def check_kind(spec: ServerSpec) -> None:
+def check_kind(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
     """The kind/storage fields fit together and this machine has them (no connection is made)."""
-    p = next(kind_problems(spec), None)
+    p = next(kind_problems(spec, limits), None)
     if p is not None:
         raise p.error()
 
 
-def kind_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
+def kind_problems(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> Iterator[FieldProblem]:
     """Every broken rule between the backend fields, and the kinds and storages this machine lacks."""
     if spec.kind == "external":
-        yield from _external_problems(spec)
+        yield from _external_problems(spec, limits)
     else:
         if spec.target is not None:
             yield FieldProblem("target", "only for kind external")
@@ -535,13 +535,13 @@ def kind_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
     yield from _availability_problems(spec)
 
 
-def _external_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
+def _external_problems(spec: ServerSpec, limits: Limits) -> Iterator[FieldProblem]:
     from lab import external
 
     if spec.storage:
         yield FieldProblem("storage", "an external server has its own storage")
     try:
-        external.check_target(spec.target)
+        external.check_target(spec.target, limits)
     except external.ExternalError as e:
         yield FieldProblem(e.field, e.message)
     if not spec.destructive:

@@ -2,7 +2,7 @@
 
 Storages:
     tmpfs     a private tmpfs mount (needs mount rights)
-    datadir   a private dir on the data dir's own filesystem (LAB_DATA_DIR; nothing to mount)
+    datadir   a private dir on the data dir's own filesystem (Places.scratch_dir; nothing to mount)
     ext4/xfs/btrfs  a filesystem image the lab makes (mkfs.*), loop-attached and mounted privately
     blockdev  a raw loop block device over a sparse file: the server gets /dev/loopN, so
               BLKZEROOUT / BLKDISCARD are the kernel's real block-layer paths
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import procs
+from lab.places import Places, resolve
 from lab.spec import STORAGES
 
 FILESYSTEMS = {"ext4": ["mkfs.ext4", "-q", "-F", "-E", "nodiscard"],
@@ -53,23 +54,21 @@ def _run(argv: list[str], what: str) -> str:
     return out.stdout
 
 
-def data_root() -> Path:
-    """Scratch space on the data dir's filesystem (the `datadir` storage)."""
-    root = Path(os.environ.get("LAB_DATA_DIR", "var")) / "scratch"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return root
+def data_root(places: Places | None = None) -> Path:
+    """Scratch space on the data dir's filesystem (the `datadir` storage), made 0700 on first use."""
+    return resolve(places).scratch()
 
 
 # --- what this machine allows -----------------------------------------------------------
 
 @functools.cache
-def _mount_reason() -> str | None:
-    """None if we may mount (checked once by mounting a tiny private tmpfs), else why not."""
+def _mount_reason(runtime: Path) -> str | None:
+    """None if we may mount (checked once per runtime dir by mounting a tiny private tmpfs), else why not."""
     if os.geteuid() != 0:
         return f"mounting needs root (the service runs as uid {os.geteuid()})"
     if not shutil.which("mount") or not shutil.which("umount"):
         return "mount/umount not installed"
-    d = Path(tempfile.mkdtemp(prefix="mnt-check-", dir=procs.runtime_root()))
+    d = Path(tempfile.mkdtemp(prefix="mnt-check-", dir=runtime))
     try:
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(d)],
                            capture_output=True, text=True, timeout=10, check=False)
@@ -96,20 +95,21 @@ def _loop_reason() -> str | None:
     return None
 
 
-def availability() -> dict[str, dict[str, object]]:
+def availability(places: Places | None = None) -> dict[str, dict[str, object]]:
     """Each storage with `available` and, when not, `reason`."""
+    where = resolve(places)
     out: dict[str, dict[str, object]] = {}
     for name in STORAGES:
         reason: str | None = None
         if name == "tmpfs":
-            reason = _mount_reason()
+            reason = _mount_reason(where.runtime())
         elif name == "datadir":
             try:
-                data_root()
+                where.scratch()
             except OSError as e:
                 reason = f"data dir not writable: {e}"
         else:
-            reason = _loop_reason() or (None if name == "blockdev" else _mount_reason())
+            reason = _loop_reason() or (None if name == "blockdev" else _mount_reason(where.runtime()))
             if reason is None and name in FILESYSTEMS and not shutil.which(FILESYSTEMS[name][0]):
                 pkg = {"ext4": "e2fsprogs", "xfs": "xfsprogs", "btrfs": "btrfs-progs"}[name]
                 reason = f"{FILESYSTEMS[name][0]} not installed (Debian package {pkg})"
@@ -117,10 +117,10 @@ def availability() -> dict[str, dict[str, object]]:
     return out
 
 
-def check_available(name: str) -> None:
+def check_available(name: str, places: Places | None = None) -> None:
     if name not in STORAGES:
         raise StorageError(f"unknown storage {name!r}; choose one of {', '.join(STORAGES)}")
-    info = availability()[name]
+    info = availability(places)[name]
     if not info["available"]:
         raise StorageError(f"storage {name} is not available here: {info['reason']}")
 
@@ -153,11 +153,12 @@ class Provisioned:
         release_dir(self.dir)
 
 
-def provision(storage: str, size: int, disk_name: str = "disk.img") -> Provisioned:
+def provision(storage: str, size: int, disk_name: str = "disk.img", places: Places | None = None) -> Provisioned:
     """Make room for a disk of `size` bytes on `storage` (the disk file itself is not created
     for file storages: the kind creates it, raw or qcow2). Cleans up after itself on failure."""
-    check_available(storage)
-    parent = data_root() if storage == "datadir" else procs.runtime_root()
+    where = resolve(places)
+    check_available(storage, where)
+    parent = where.scratch() if storage == "datadir" else where.runtime()
     d = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
     (d / procs.OWNER_FILE).write_text(str(os.getpid()))
     p = Provisioned(storage, size, d)
@@ -273,12 +274,13 @@ def release_dir(d: Path) -> list[str]:
     return done
 
 
-def sweep_stale() -> list[str]:
+def sweep_stale(places: Places | None = None) -> list[str]:
     """Release the storage dirs whose owning process is gone (a service killed with -9)."""
+    where = resolve(places)
     done: list[str] = []
-    roots = [procs.runtime_root()]
+    roots = [where.runtime()]
     with contextlib.suppress(OSError):
-        roots.append(data_root())
+        roots.append(where.scratch())
     for root in roots:
         for entry in sorted(root.glob(PREFIX + "*")):
             if entry.is_dir() and not procs.owner_alive(entry):

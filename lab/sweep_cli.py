@@ -22,7 +22,7 @@ from typing import Any
 
 from lab import sweepspec
 from lab.cli_shared import MAX_WORKERS, LocalSweep, bad, workers_problem
-from lab.spec import Limits
+from lab.places import Core
 
 
 def add_parser(sub: Any) -> None:
@@ -59,13 +59,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def cmd_sweep(args: argparse.Namespace, limits: Limits) -> int:
-    """`limits`: the settings' (LAB_MAX_SIZE and co.), as for `lab run` and POST /api/v1/sweeps."""
+def cmd_sweep(args: argparse.Namespace, core: Core) -> int:
+    """`core`: the settings' limits (LAB_MAX_SIZE and co., as for `lab run` and POST /api/v1/sweeps)
+    and places."""
     if problem := workers_problem(args.workers):
         return bad(problem)
-    here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, limits=limits, queue_size=sweepspec.MAX_RUNS)
+    here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, core=core, queue_size=sweepspec.MAX_RUNS)
     try:
-        planned = sweepspec.plan(load(args.file), limits)
+        planned = sweepspec.plan(load(args.file), core.limits)
     except OSError as e:
         return bad(f"{args.file}: {e.strerror or e}")
     except (ValueError, tomllib.TOMLDecodeError) as e:  # JSON/TOML syntax, or DefinitionError (names the place)

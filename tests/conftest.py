@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import places
+from lab.config import Settings
 from lab.testing import LiveService, own_helpers
 
 _session_root = Path(tempfile.mkdtemp(prefix="fzl-test-"))
@@ -22,6 +24,10 @@ os.environ["LAB_RUNTIME_DIR"] = str(_session_root / "run")
 os.environ["LAB_IMAGE_DIR"] = os.environ.get(
     "LAB_TEST_IMAGE_DIR", str(Path(tempfile.gettempdir()) / f"fastzero-lab-test-images-{os.getuid()}")
 )
+# The test session is a driver: what it put in the environment (inherited by every `lab`
+# subprocess and live service) is also this process's places, for tests that call the core
+# without handing places down (lab.places: the core itself never reads the environment).
+places.use(places.Places.from_settings(Settings()))
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 

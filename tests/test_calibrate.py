@@ -7,12 +7,16 @@ tested is that the arithmetic, the cache rules and the plumbing are right.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import threading
+from pathlib import Path
 
 import pytest
 
-from lab import calibrate
+from lab import calibrate, places
+from lab.places import Core, Places
 from lab.results import COLUMNS, to_csv
 from lab.runs import Run, execute
 from lab.spec import build_spec
@@ -91,23 +95,39 @@ def _calibration(fp: str) -> calibrate.Calibration:
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+def data_dir(tmp_path):
     calibrate.forget()
     yield tmp_path
     calibrate.forget()
 
 
+def _places(data_dir: Path) -> Places:
+    """The session's places with this test's calibration file (handed down, as a driver would)."""
+    return dataclasses.replace(places.current(), calibration_file=data_dir / "calibration.json")
+
+
 def test_cache_is_tied_to_the_machine_and_tools(data_dir):
-    assert calibrate.load() is None
-    calibrate.save(_calibration("another-machine"))
-    assert calibrate.load() is None  # made elsewhere (or with other tool versions): not used
+    where = _places(data_dir)
+    assert calibrate.load(places=where) is None
+    calibrate.save(_calibration("another-machine"), where)
+    assert calibrate.load(places=where) is None  # made elsewhere (or with other tool versions): not used
     now = calibrate.fingerprint(calibrate.machine())
-    calibrate.save(_calibration(now))
+    calibrate.save(_calibration(now), where)
     calibrate.forget()
-    cal = calibrate.load()
+    cal = calibrate.load(places=where)
     assert cal is not None and cal.fingerprint == now
     assert json.loads((data_dir / "calibration.json").read_text())["fingerprint"] == now
+    assert calibrate.load(places=_places(data_dir / "elsewhere")) is None  # per calibration file
+
+
+def test_a_new_calibration_is_used_at_once(data_dir):
+    where = _places(data_dir)
+    now = calibrate.fingerprint(calibrate.machine())
+    calibrate.save(_calibration(now), where)
+    assert calibrate.load(places=where).machine == {"cpu": "test"}
+    newer = dataclasses.replace(_calibration(now), machine={"cpu": "newer"})
+    calibrate.save(newer, where)
+    assert calibrate.load(places=where).machine == {"cpu": "newer"}  # not the one loaded before
 
 
 def test_breakdown_sums_to_the_expectation_and_includes_the_floor(data_dir):
@@ -124,11 +144,12 @@ def test_breakdown_sums_to_the_expectation_and_includes_the_floor(data_dir):
 
 def test_a_run_carries_expected_and_breakdown_when_calibrated(data_dir, no_leftovers):
     spec = build_spec({"size": "4M", "zeromode": "plugin", "delay_write": "1ms", "delay_zero": "1ms"})
-    run = execute(Run(client="qemu-2.8", server=spec))
+    core = Core(places=_places(data_dir))
+    run = execute(Run(client="qemu-2.8", server=spec), core=core)
     assert run.status == "succeeded" and run.expected_s is None and run.breakdown is None  # not calibrated yet
-    calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())))
+    calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())), core.places)
     calibrate.forget()
-    run = execute(Run(client="qemu-2.8", server=spec))
+    run = execute(Run(client="qemu-2.8", server=spec), core=core)
     assert run.status == "succeeded" and run.calibration == "era-q1/single"
     assert run.breakdown["delays_s"] == pytest.approx(run.predicted_s)
     assert sum(run.breakdown.values()) == pytest.approx(run.expected_s, abs=1e-3)
@@ -146,10 +167,10 @@ def test_a_run_carries_expected_and_breakdown_when_calibrated(data_dir, no_lefto
 def test_api_shows_the_calibration_or_says_there_is_none(data_dir):
     from apiutil import client_for
 
-    with client_for(data_dir / "data") as api:
+    with client_for(data_dir / "data", calibration_file=data_dir / "calibration.json") as api:  # LAB_CALIBRATION_FILE
         r = api.get("/api/v1/calibration")
         assert r.status_code == 200 and r.json()["status"] == "none" and r.json()["calibration"] is None
-        calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())))
+        calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())), _places(data_dir))
         calibrate.forget()
         r = api.get("/api/v1/calibration")
         assert r.status_code == 200 and r.json()["status"] == "done"
@@ -162,10 +183,23 @@ def test_api_calibration_runs_in_the_background_and_stops_with_the_service(data_
     """POST starts it (202), a second POST is refused (429); leaving the app cancels it cleanly."""
     from apiutil import client_for
 
-    with client_for(data_dir / "data") as api:
+    with client_for(data_dir / "data") as api:  # the default calibration file: in the app's data dir
         r = api.post("/api/v1/calibration", json={})
         assert r.status_code == 202 and r.json()["status"] == "running"
         assert api.post("/api/v1/calibration", json={}).status_code == 429
         assert api.get("/api/v1/calibration").json()["status"] == "running"
     # the lifespan cancelled it: no nbdkit or client left (no_leftovers), the cache not written
-    assert calibrate.load() is None
+    assert calibrate.load(places=Places.under(data_dir)) is None
+    assert not (data_dir / "data" / "calibration.json").exists()
+
+
+
+def test_a_calibration_point_runs_where_it_is_told(tmp_path, no_leftovers):
+    """calibrate() hands its places to each measuring run: the servers' private dirs are made in
+    the runtime dir it was given (and removed), not in the process default's."""
+    where = dataclasses.replace(Places.under(tmp_path), image_dir=places.current().image_dir)
+    assert not where.runtime_dir.exists()
+    point = calibrate._measure(calibrate.Kind("qemu-2.8", 1, "single", False), ("4M", "full", "1M", 0, 0),
+                               threading.Event(), places=where)
+    assert point["measured_s"] > 0
+    assert where.runtime_dir.is_dir() and not list(where.runtime_dir.iterdir())

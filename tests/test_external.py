@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from lab import external, kinds
+from lab.config import Settings
+from lab.places import Core
 from lab.runs import Run, execute
 from lab.spec import SpecError, build_spec
 
 FIELDS = {"size": "8M", "delay_write": 0, "delay_zero": 0, "zeromode": "plugin", "kind": "external"}
+
+
+def listing(targets: str, **settings: object) -> Core:
+    """The core's slice of settings that list `targets` (as LAB_EXTERNAL_TARGETS would)."""
+    return Core.from_settings(Settings(external_targets=targets, **settings))
 
 
 @pytest.fixture
@@ -53,53 +60,60 @@ class Listener:
 
 
 def test_off_by_default(monkeypatch):
-    monkeypatch.delenv(external.ENV, raising=False)
+    monkeypatch.setenv(external.ENV, "127.0.0.1:10809")  # the core reads no environment: only what it is handed
     assert not kinds.availability()["external"]["available"]
     with pytest.raises(SpecError) as e:
         build_spec({**FIELDS, "target": "127.0.0.1:10809", "destructive": True})
     assert e.value.field == "target" and "off" in e.value.message
+    assert kinds.availability(listing("127.0.0.1:10809").limits)["external"]["available"]
+
+
+def test_the_setting_lists_targets_separated_by_commas_or_spaces():
+    limits = listing(" /run/a.sock,127.0.0.1:10809  [::1]:10809 ,").limits
+    assert limits.external_targets == ("/run/a.sock", "127.0.0.1:10809", "[::1]:10809")
+    assert [t.text for t in external.allowed_targets(limits)] == list(limits.external_targets)
+    assert external.allowed_targets(listing("not-a-target").limits) == []  # a malformed entry allows nothing
 
 
 def test_unlisted_targets_are_refused_before_any_connection(monkeypatch, tmp_path):
     unix = Listener(socket.AF_UNIX, str(tmp_path / "not-listed.sock"))
     tcp = Listener(socket.AF_INET, ("127.0.0.1", 0))
     port = tcp.s.getsockname()[1]
-    monkeypatch.setenv(external.ENV, f"{tmp_path / 'other.sock'}, 127.0.0.1:{port + 1}")
+    core = listing(f"{tmp_path / 'other.sock'}, 127.0.0.1:{port + 1}")
     for target in (str(tmp_path / "not-listed.sock"), f"127.0.0.1:{port}"):
         with pytest.raises(SpecError) as e:
-            build_spec({**FIELDS, "target": target, "destructive": True})
+            build_spec({**FIELDS, "target": target, "destructive": True}, core.limits)
         assert e.value.field == "target" and "not listed" in e.value.message
         # and the run path refuses the same way (a spec that skipped validation)
         run = execute(Run(client="qemu-img", server=build_spec({"size": "8M"}).with_(
-            kind="external", target=target, destructive=True)))
+            kind="external", target=target, destructive=True)), core=core)
         assert run.status == "failed" and "not listed" in run.error
     assert not unix.connected() and not tcp.connected(), "a refused target must see no connection"
 
 
-def test_listed_target_needs_destructive(monkeypatch, qemu_nbd):
+def test_listed_target_needs_destructive(qemu_nbd):
     sock, _ = qemu_nbd
-    monkeypatch.setenv(external.ENV, sock)
     with pytest.raises(SpecError) as e:
-        build_spec({**FIELDS, "target": sock})
+        build_spec({**FIELDS, "target": sock}, listing(sock).limits)
     assert e.value.field == "destructive"
 
 
-def test_listed_qemu_nbd_target_runs_and_verifies(no_leftovers, monkeypatch, qemu_nbd):
+def test_listed_qemu_nbd_target_runs_and_verifies(no_leftovers, qemu_nbd):
     sock, disk = qemu_nbd
-    monkeypatch.setenv(external.ENV, sock)
-    run = execute(Run(client="qemu-4.2", server=build_spec({**FIELDS, "target": sock, "destructive": True})))
+    core = listing(sock)
+    run = execute(Run(client="qemu-4.2", server=build_spec({**FIELDS, "target": sock, "destructive": True},
+                                                           core.limits)), core=core)
     assert run.status == "succeeded", run.error
     assert run.verified and run.backend.write_ops > 0
     assert disk.stat().st_size == 16 << 20  # the export is larger: only the first 8 MiB was the run's
 
 
-def test_read_only_and_oversized_exports_are_refused(monkeypatch, qemu_nbd, tmp_path):
+def test_read_only_and_oversized_exports_are_refused(qemu_nbd, tmp_path):
     sock, _ = qemu_nbd
-    monkeypatch.setenv(external.ENV, sock)
-    monkeypatch.setenv("LAB_MAX_SIZE", "8M")
-    run = execute(Run(client="qemu-img", server=build_spec({**FIELDS, "target": sock, "destructive": True})))
+    core = listing(sock, max_size="8M")  # the 16 MiB export is larger than LAB_MAX_SIZE
+    run = execute(Run(client="qemu-img", server=build_spec({**FIELDS, "target": sock, "destructive": True},
+                                                           core.limits)), core=core)
     assert run.status == "failed" and "larger than the size limit" in run.error
-    monkeypatch.delenv("LAB_MAX_SIZE")
     ro_disk = tmp_path / "ro.raw"
     ro_disk.write_bytes(bytes(8 << 20))
     ro_sock = tmp_path / "ro.sock"
@@ -107,9 +121,9 @@ def test_read_only_and_oversized_exports_are_refused(monkeypatch, qemu_nbd, tmp_
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         kinds.wait_for_socket(ro_sock, proc, "qemu-nbd", tmp_path / "none.log")
-        monkeypatch.setenv(external.ENV, str(ro_sock))
+        core = listing(str(ro_sock))
         run = execute(Run(client="qemu-img", server=build_spec({**FIELDS, "target": str(ro_sock),
-                                                                 "destructive": True})))
+                                                                 "destructive": True}, core.limits)), core=core)
         assert run.status == "failed" and "read-only" in run.error
     finally:
         proc.terminate()

@@ -137,6 +137,9 @@ _HOLDER = """
 import sys, time
 from lab.servers import Server
 from lab.spec import build_spec
+from lab import places
+from lab.config import Settings
+places.use(places.Places.from_settings(Settings()))  # this script is a driver: the session's LAB_RUNTIME_DIR
 srvs = [Server(build_spec(f)).start() for f in ({"size": "8M", "kind": "qemu-nbd", "storage": "ext4"},
                                                  {"size": "8M", "plugin": "file", "storage": "blockdev"})]
 print(" ".join(str(s.backend_kind.store.dir) for s in srvs), flush=True)

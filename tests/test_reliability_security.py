@@ -18,6 +18,7 @@ from apiutil import FAST, client_for, wait_for
 from fastapi import APIRouter
 
 from lab import images, procs
+from lab.places import Places
 from lab.servers import Server
 from lab.spec import build_spec
 from lab.testing import REPO, cmdline, descendants, environ
@@ -153,10 +154,10 @@ def test_a_pattern_never_becomes_a_path(tmp_path, pattern):
 
 
 @pytest.mark.parametrize("plugin", ["memory", "file"])
-def test_sockets_and_disks_live_in_private_dirs(tmp_path, monkeypatch, plugin):
-    monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path / "run"))
-    root = procs.runtime_root()
-    srv = Server(build_spec({**FAST, "plugin": plugin})).start()
+def test_sockets_and_disks_live_in_private_dirs(tmp_path, plugin):
+    where = Places.under(tmp_path)  # handed down, as the drivers do with LAB_RUNTIME_DIR
+    root = procs.runtime_root(where)
+    srv = Server(build_spec({**FAST, "plugin": plugin}), places=where).start()
     try:
         assert stat.S_IMODE(root.stat().st_mode) == 0o700
         assert srv.dir is not None and srv.dir.parent == root

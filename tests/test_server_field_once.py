@@ -66,7 +66,8 @@ def test_a_field_added_to_the_model_alone_reaches_every_door(tmp_path: Path) -> 
     assert ANCHOR in text, "ServerSpec.to_dict moved: update the anchor of this test"
     spec_py.write_text(text.replace(ANCHOR, FIELD + ANCHOR))
     r = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path)})
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path),
+                            "TMPDIR": str(tmp_path)})  # the default runtime dir too: nothing left in /tmp
     assert r.returncode == 0, r.stderr[-3000:]
     import json
 

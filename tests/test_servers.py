@@ -187,6 +187,8 @@ def test_nbdkit_dies_with_its_parent(tmp_path):
     script.write_text(
         "import sys, time\n"
         "from lab.servers import Server\nfrom lab.spec import build_spec\n"
+        "from lab import places\nfrom lab.config import Settings\n"
+        "places.use(places.Places.from_settings(Settings()))\n"  # a driver: the session's LAB_RUNTIME_DIR
         "s = Server(build_spec({'size': '4M'})).start()\n"
         "print(s.proc.pid, s.dir, flush=True)\n"
         "time.sleep(60)\n"

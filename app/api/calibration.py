@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from app.errors import Problem, responses
 from app.schemas import CalibrationState
 from lab import calibrate
+from lab.places import Places
 
 router = APIRouter(tags=["calibration"])
 
@@ -23,7 +24,8 @@ router = APIRouter(tags=["calibration"])
 class CalibrationJob:
     """At most one calibration at a time per service (two would measure each other)."""
 
-    def __init__(self) -> None:
+    def __init__(self, places: Places | None) -> None:
+        self.places = places  # the service's calibration file (lab.places), handed down
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -47,7 +49,7 @@ class CalibrationJob:
 
     def _work(self) -> None:
         try:
-            calibrate.calibrate(cancel=self._cancel)
+            calibrate.calibrate(cancel=self._cancel, places=self.places)
         except calibrate.Cancelled:
             self.error = "cancelled (the service stopped)"
         except Exception as e:  # reported by GET; the previous calibration stays in use
@@ -61,7 +63,7 @@ class CalibrationJob:
             self._thread.join(timeout)
 
     def state(self) -> dict[str, Any]:
-        cal = calibrate.load()
+        cal = calibrate.load(places=self.places)
         status = "running" if self.running else "failed" if self.error else "done" if cal else "none"
         return {"status": status, "started_at": self.started_at, "finished_at": self.finished_at,
                 "error": self.error, "calibration": cal.to_dict() if cal else None}
@@ -70,7 +72,7 @@ class CalibrationJob:
 def job(request: Request) -> CalibrationJob:
     j = getattr(request.app.state, "calibration", None)
     if j is None:
-        j = request.app.state.calibration = CalibrationJob()
+        j = request.app.state.calibration = CalibrationJob(request.app.state.core.places)
     return j
 
 

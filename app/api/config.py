@@ -20,6 +20,7 @@ from app.schemas import Availability, ClientOut, ServerOut, ServerPartial
 from lab import kinds, spec, storage
 from lab.clients import client_ids, get_client
 from lab.config import DEFAULT_LIMITS, Limits
+from lab.places import Places
 
 router = APIRouter(tags=["config"])
 
@@ -71,6 +72,11 @@ def _settings(request: Request) -> Any:
     return getattr(request.app.state, "settings", None)
 
 
+def _places(request: Request) -> Places | None:
+    core = getattr(request.app.state, "core", None)
+    return core.places if core is not None else None
+
+
 def _limits(request: Request) -> Limits:
     settings = _settings(request)
     return settings.limits if settings is not None else DEFAULT_LIMITS
@@ -90,7 +96,8 @@ def lab_config(request: Request) -> dict[str, Any]:
         "spec_defaults_text": spec.spec_text(spec.DEFAULTS),
         "clients": clients,
         # choices this machine lacks, with the reason (the form disables them and says why)
-        "availability": {"kind": kinds.availability(), "storage": storage.availability()},
+        "availability": {"kind": kinds.availability(_limits(request)),
+                         "storage": storage.availability(_places(request))},
     }
 
 

@@ -37,6 +37,8 @@ class CopyContext:
     # Called by clients that count their own requests, with a partial result dict
     # (wire counts so far, phase); the run coalesces and streams it.
     report: Callable[[dict[str, Any]], None] = lambda _info: None
+    # The re-enacted eras copy in this process instead of a child (the setting clients_in_process).
+    in_process: bool = False
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():

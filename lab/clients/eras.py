@@ -358,7 +358,7 @@ class EraClient(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         """Copy in a child process (see lab/clients/child.py), unless told to stay in this one."""
-        if os.environ.get("LAB_CLIENTS_IN_PROCESS") == "1":
+        if ctx.in_process:
             return self.copy_here(ctx)
         from lab.clients.child import run_in_child
 
