@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lab.config import DEFAULT_LIMITS, Limits, Settings
+if TYPE_CHECKING:  # imported when used: the era clients' child process loads this module, not pydantic
+    from lab.config import Limits, Settings
 
 
 def default_runtime_dir() -> Path:
@@ -41,6 +43,8 @@ class Places:
     @classmethod
     def defaults(cls) -> Places:
         """The declared defaults (lab.config.Settings), without reading the environment."""
+        from lab.config import Settings
+
         return cls.from_settings(Settings.defaults())
 
     @classmethod
@@ -73,13 +77,19 @@ def _private(path: Path) -> Path:
     return path
 
 
+def _default_limits() -> Limits:
+    from lab.config import DEFAULT_LIMITS
+
+    return DEFAULT_LIMITS
+
+
 @dataclass(frozen=True)
 class Core:
     """What a run takes from the driver's settings: where files go, the limits (kind external's
     targets, the size limit), and whether the re-enacted eras copy in this process (tests)."""
 
     places: Places | None = None  # None: the process default
-    limits: Limits = DEFAULT_LIMITS
+    limits: Limits = field(default_factory=_default_limits)
     clients_in_process: bool = False
 
     @classmethod
