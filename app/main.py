@@ -42,8 +42,9 @@ from app.api import (
 )
 from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.settings import Settings
+from lab import places
 from lab.manager import Manager, ManagerConfig
-from lab.places import Core
+from lab.places import Core, Places
 from lab.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,9 @@ def manager_config(settings: Settings) -> ManagerConfig:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    if settings is None:  # this factory is the driver that read the environment (uvicorn --factory, `lab serve`):
+        settings = Settings()  # its places are also the process default (lab.places), as `lab` sets them
+        places.use(Places.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

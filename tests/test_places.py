@@ -128,3 +128,20 @@ def test_clients_in_process_is_handed_to_the_era_clients(tmp_path: Path, monkeyp
         run = execute(Run(client="qemu-2.8", server=spec), core=Core(clients_in_process=in_process))
         assert run.status == "succeeded", run.error
         assert calls == expect
+
+
+def test_the_app_factory_is_a_driver_only_when_it_reads_the_environment(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app() (uvicorn's factory) reads the environment and sets the process default, as `lab` does;
+    create_app(settings) was handed its settings and leaves the process default alone."""
+    from app.main import create_app
+
+    monkeypatch.setattr(places, "_default", places.current())  # restored after the test
+    session = places.current()
+    create_app(Settings(data_dir=tmp_path / "handed"))
+    assert places.current() == session
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "env-data"))
+    monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path / "env-run"))
+    app = create_app()
+    assert places.current() == app.state.core.places
+    assert places.current().runtime_dir == tmp_path / "env-run" and places.current().data_dir == tmp_path / "env-data"
