@@ -83,8 +83,7 @@ def _settings() -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         name = "LAB_" + "_".join(str(p) for p in err["loc"]).upper()
-        print(f"lab: error: {name}: {err['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(bad(f"{name}: {err['msg'].removeprefix('Value error, ')}")) from None
 
 
 def _core() -> Core:

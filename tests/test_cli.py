@@ -34,6 +34,17 @@ def test_bad_arguments_exit_2_naming_the_option(args, option, no_leftovers):
     assert p.stdout == ""
 
 
+@pytest.mark.parametrize(("env", "args", "says"), [
+    ({"LAB_MAX_SIZE": "bogus"}, ["clients"], "lab: error: LAB_MAX_SIZE: 'bogus' is not a size"),
+    ({"LAB_WORKERS": "0"}, ["run", *FAST], "lab: error: LAB_WORKERS: "),
+    ({}, ["run", "--bogus"], "lab: error: unrecognized arguments: --bogus"),
+])
+def test_bad_settings_and_unknown_options_exit_2_naming_them(env, args, says):
+    p = subprocess.run([LAB, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    assert p.returncode == 2 and says in p.stderr, p.stderr
+    assert "Value error" not in p.stderr and p.stdout == ""
+
+
 def test_unknown_scenario_exit_2():
     p = lab("scenario", "nope")
     assert p.returncode == 2 and "unknown scenario" in p.stderr
