@@ -62,10 +62,11 @@ export function runsForRow(row, index) {
     .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
 }
 
-// Reference figures hold for the talk's geometry only.
-export function talkGeometry(server) {
-  const d = config.spec_defaults;
-  return ["size", "pattern", "maxdata", "delay_write", "delay_zero"].every((k) => server[k] === d[k]);
+// A row's 2019 figures hold for the row's own server only (the rule lab/sweeps.py applies to
+// overrides): a run of the row at another size, delay or storage shows no reference marker.
+export function referenceHolds(row, server) {
+  const own = rowSpec(row);
+  return SPEC_FIELDS.every((k) => server[k] === own[k]);
 }
 
 // The run to show for a row: the newest one still going, else the newest result.
@@ -82,7 +83,7 @@ export function barFor(row, byKey, since = 0) {
   const bar = { row, group: row.group || f.group(rowSpec(row)), ref: row.reference ? row.reference.time_s : null,
     run: current, state: "empty", value: null };
   if (!current) return bar;
-  if (!talkGeometry(current.server)) bar.ref = null;
+  if (!referenceHolds(row, current.server)) bar.ref = null;
   if (current.status === "running") {
     bar.state = "running";
     bar.value = liveElapsed(current.id) ?? 0;

@@ -130,6 +130,11 @@ def test_chart_fills_live_and_exports(service: LabService, new_page, tmp_path: P
     page.wait_for_selector('#chart svg g.bar[data-row="ref-emulate-default"][data-state="done"]')
     assert "2 of 19 rows measured" in page.inner_text("#sweep-status")
     assert page.locator('#rows-body tr[data-row="ref-plugin-default"]').inner_text().count("✓") == 1
+    # 2019's figure is a marker on a row not measured yet, and none beside a run at another size
+    markers = page.evaluate("""(rows) => rows.map((r) => [...document.querySelectorAll(
+        `#chart svg g.bar[data-row="${r}"] title`)].filter((t) => t.textContent.includes('2019 reference')).length)""",
+                            ["ref-emulate-none", "ref-plugin-default"])
+    assert markers == [1, 0], markers
 
     with page.expect_download() as dl:
         page.click("#export-svg")
