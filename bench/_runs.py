@@ -7,6 +7,7 @@ Import after _common.setup_env().
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import _timeline
 from _common import MachineBusy
 
+from lab import images
 from lab.clients import get_client
 from lab.runs import Run, execute
 from lab.scenarios import get_scenario
@@ -38,10 +40,23 @@ def case_study(quick: bool = False, keys: tuple[str, ...] | None = None) -> list
     return [Case(r.key, r.client, {**r.server, **(QUICK_SERVER if quick else {})}) for r in rows]
 
 
+def warm_source(spec: Any) -> None:
+    """Read the case's source image (raw and qcow2) once, so the copy finds it in the page cache, as
+    right after it was built. Other work on a shared machine can push a cached image out of memory;
+    an era client then reads it from disk inside its measured copy (seen: a 256 MiB copy's client
+    gaps 378 ms instead of 81), which no model of the NBD path should be asked to explain."""
+    with images.acquire(spec.size, spec.pattern) as img:
+        for path in (img.raw, img.qcow2):
+            with contextlib.suppress(OSError), open(path, "rb", buffering=0) as f:
+                while f.read(8 << 20):
+                    pass
+
+
 def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
     """Execute one case (fresh server, as `lab run` does) and flatten the result."""
     _timeline.keep_lab_logs()
     spec = build_spec(case.server)
+    warm_source(spec)
     t_start = time.perf_counter()
     busy = MachineBusy()
     run = execute(Run(client=case.client, server=spec, label=case.key), timeout=600)
@@ -71,6 +86,9 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         "server_extra_s": (split["service_s"] - run.predicted_s) if tl and run.predicted_s is not None else None,
         "gaps_s": split.get("gaps_s"), "lead_s": split.get("lead_s"), "requests": split.get("requests"),
         "start_s": t_start - origin, "end_s": t_end - origin, "machine_busy_cores": round(busy.cores(), 2),
+        # others' CPU during the copy (the machine minus the run's own processes): a bandwidth-bound
+        # copy keeps the machine busy by itself, so whole-machine busy cannot say whether it was disturbed
+        "others_cores": (run.contention or {}).get("others_cores"), "contended": run.contended,
         "expected_s": run.expected_s, "breakdown": run.breakdown, "calibration": run.calibration,
         "exp_ratio": exp_ratio, "exp_ok": None if exp_ratio is None or parallel else abs(exp_ratio - 1) <= TOLERANCE,
         "floor_ok": None if parallel or run.predicted_s is None or not run.duration_s

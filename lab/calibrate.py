@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lab.places import Core, Places, resolve
 
@@ -57,26 +57,41 @@ GROUPS = {"delays": "delays_s", "wire_requests": "per_request_s", "backend_reque
           "sleeps": "per_request_s", "mib": "per_byte_s", "warm_mib": "per_byte_s",
           "slept_mib": "per_byte_s", "fixed": "fixed_s"}
 
-# Calibration geometries: (size, pattern, maxdata, delay-write ms, delay-zero ms[, zeromode]); each one
-# makes one term large. None of them is a geometry of the case study or of bench/fidelity.py's sweep.
+REPEAT = 2  # each plan point twice (see _chosen for which run counts)
+EXTRA = 1  # ... and once more if all were contended (others used the CPU): a quieter moment may come,
+EXTRA_UNTIL_S = 40.0  # while the whole calibration has taken less than this (it must stay under a minute)
+
+
+class Point(NamedTuple):
+    """One calibration geometry; `repeat` runs of it, the fastest counts."""
+
+    size: str
+    pattern: str
+    maxdata: str
+    delay_write_ms: int
+    delay_zero_ms: int
+    repeat: int = REPEAT
+
+
+# Each point makes one term large. None of them is a geometry of the case study or of
+# bench/fidelity.py's sweep.
 PLAN_SERIAL = (
-    ("48M", "full", "1M", 0, 0),  # bytes, most of them in the warm-up
-    ("192M", "full", "1M", 0, 0),  # bytes at full speed: the steady per-MiB rate of a bandwidth-bound copy
-    ("64M", "full", "1M", 1, 0),  # bytes that each waited out a sleep
-    ("8M", "full", "4k", 0, 0),  # backend requests (2048 of 4k)
-    ("12M", "alternate:64k", "64k", 0, 0),  # wire requests (96 writes + 96 zeroes)
-    ("12M", "full", "64k", 1, 1),  # sleeps (192 of 1 ms)
-    ("2M", "full", "256k", 0, 0),  # fixed
+    Point("48M", "full", "1M", 0, 0),  # bytes, most of them in the warm-up
+    # bytes at full speed: the steady per-MiB rate that every large copy extrapolates from, so the
+    # longest point, and three runs, the median counting (a large copy varies by +-5% run to run)
+    Point("384M", "full", "1M", 0, 0, REPEAT + 1),
+    Point("64M", "full", "1M", 1, 0),  # bytes that each waited out a sleep
+    Point("8M", "full", "4k", 0, 0),  # backend requests (2048 of 4k)
+    Point("12M", "alternate:64k", "64k", 0, 0),  # wire requests (96 writes + 96 zeroes)
+    Point("12M", "full", "64k", 1, 1),  # sleeps (192 of 1 ms)
+    Point("2M", "full", "256k", 0, 0),  # fixed
     # mixed points: more equations than terms, so one disturbed run cannot set a coefficient alone
-    ("24M", "alternate:256k", "256k", 2, 1),
-    ("32M", "full", "256k", 0, 0),
-    ("6M", "alternate:1M", "64k", 4, 2),
+    Point("24M", "alternate:256k", "256k", 2, 1),
+    Point("32M", "full", "256k", 0, 0),
+    Point("6M", "alternate:1M", "64k", 4, 2),
 )
 # A parallel client overlaps the sleeps: the delay factor is fitted too, from two delay levels.
-PLAN_PARALLEL = (*PLAN_SERIAL, ("12M", "full", "64k", 5, 5))
-REPEAT = 2  # each plan point twice; the faster (less disturbed) one counts
-EXTRA = 1  # ... and once more if both were contended (others used the CPU): a quieter moment may come,
-EXTRA_UNTIL_S = 40.0  # while the whole calibration has taken less than this (it must stay under a minute)
+PLAN_PARALLEL = (*PLAN_SERIAL, Point("12M", "full", "64k", 5, 5))
 
 
 @dataclass(frozen=True)
@@ -276,37 +291,60 @@ class Cancelled(Exception):
     pass
 
 
-def _measure(kind: Kind, geometry: tuple[Any, ...], cancel: threading.Event,
-             extra_ok: Callable[[], bool] = lambda: False, places: Places | None = None) -> dict[str, Any]:
+def _run_once(kind: Kind, point: Point, cancel: threading.Event, places: Places | None = None) -> Any:
+    """One calibration copy on a fresh server (lab.runs.Run, succeeded), or Cancelled."""
     from lab.runs import Run, execute
     from lab.servers import Server
+
+    spec = point_spec(point)
+    if cancel.is_set():
+        raise Cancelled()
+    with Server(spec, build=kind.build, places=places) as srv:
+        run = execute(Run(client=kind.client, server=spec, queue_depth=kind.queue_depth), server=srv,
+                      cancel=cancel, timeout=120, core=Core(places))
+    if cancel.is_set():
+        raise Cancelled()
+    if run.status != "succeeded":
+        raise RuntimeError(f"calibration run {kind.key} {tuple(point[:5])} failed: {run.error}")
+    return run
+
+
+def point_spec(point: Point) -> Any:
     from lab.spec import build_spec
 
-    size, pattern, maxdata, dw, dz, *rest = geometry
-    spec = build_spec({"zeromode": rest[0] if rest else "plugin", "fastzeromode": "none", "size": size,
-                       "pattern": pattern, "maxdata": maxdata, "delay_write": f"{dw}ms", "delay_zero": f"{dz}ms"})
-    best: Any = None
-    for attempt in range(REPEAT + EXTRA):
-        if attempt >= REPEAT and not (best.contended and extra_ok()):
-            break
-        if cancel.is_set():
-            raise Cancelled()
-        with Server(spec, build=kind.build, places=places) as srv:
-            run = execute(Run(client=kind.client, server=spec, queue_depth=kind.queue_depth), server=srv,
-                          cancel=cancel, timeout=120, core=Core(places))
-        if cancel.is_set():
-            raise Cancelled()
-        if run.status != "succeeded":
-            raise RuntimeError(f"calibration run {kind.key} {geometry} failed: {run.error}")
-        if best is None or run.duration_s < best.duration_s:
-            best = run
-    return {"geometry": list(geometry), "measured_s": best.duration_s, "contended": bool(best.contended),
-            "features": features(spec, best.backend, best.server_log, best.predicted_s or 0.0)}
+    return build_spec({"zeromode": "plugin", "fastzeromode": "none", "size": point.size, "pattern": point.pattern,
+                       "maxdata": point.maxdata, "delay_write": f"{point.delay_write_ms}ms",
+                       "delay_zero": f"{point.delay_zero_ms}ms"})
+
+
+def _chosen(runs: list[Any]) -> Any:
+    """The run that stands for a point: the fastest of two (the less disturbed), the median of three or
+    more (a large copy varies by +-5% from run to run even on a quiet machine; a sweep row is one run)."""
+    ordered = sorted(runs, key=lambda r: r.duration_s)
+    return ordered[0] if len(ordered) < 3 else ordered[(len(ordered) - 1) // 2]
+
+
+def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, extra_ok: Callable[[], bool],
+                  places: Places | None = None) -> list[dict[str, Any]]:
+    """Every point of `plan`, in rounds: the repeats of a point are never back to back (a copy just
+    after a same-sized one ran measurably faster than one after other work, as a sweep's rows run)."""
+    runs: list[list[Any]] = [[] for _ in plan]
+    for rnd in range(max(p.repeat for p in plan) + EXTRA):
+        for done, point in zip(runs, plan, strict=True):
+            if rnd < point.repeat or (rnd < point.repeat + EXTRA and all(r.contended for r in done) and extra_ok()):
+                done.append(_run_once(kind, point, cancel, places))
+    points = []
+    for done, point in zip(runs, plan, strict=True):
+        run = _chosen(done)
+        points.append({"geometry": list(point[:5]), "measured_s": run.duration_s, "contended": bool(run.contended),
+                       "runs_s": [r.duration_s for r in done],
+                       "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)})
+    return points
 
 
 def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS,
               cancel: threading.Event | None = None, places: Places | None = None) -> Calibration:
-    """Measure every kind's coefficients (about 30-50 s on 2 cores) and cache them; a set
+    """Measure every kind's coefficients (about 35-45 s on 2 cores) and cache them; a set
     `cancel` stops it between (or inside) runs with Cancelled, the cache untouched."""
     say = progress or (lambda _m: None)
     cancel = cancel or threading.Event()
@@ -316,12 +354,10 @@ def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kin
     fits: dict[str, Fit] = {}
     for kind in kinds:
         plan = PLAN_PARALLEL if kind.parallel else PLAN_SERIAL
-        points = []
-        for g in plan:
-            points.append(_measure(kind, g, cancel, lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S, places))
-            mode = f" zeromode {g[5]}" if len(g) > 5 else ""
-            say(f"{kind.key}: {g[0]} {g[1]} maxdata {g[2]} delays {g[3]}/{g[4]} ms{mode}: "
-                f"{points[-1]['measured_s']:.3f} s")
+        points = _measure_plan(kind, plan, cancel, lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S, places)
+        for g, pt in zip(plan, points, strict=True):
+            say(f"{kind.key}: {g.size} {g.pattern} maxdata {g.maxdata} delays {g.delay_write_ms}/"
+                f"{g.delay_zero_ms} ms: {pt['measured_s']:.3f} s")
         coef = fit(points, {} if kind.parallel else {"delays": 1.0})
         for p in points:
             p["fitted_s"] = round(sum(coef.get(t, 0.0) * p["features"].get(t, 0.0) for t in TERMS), 4)

@@ -46,6 +46,22 @@ def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
         assert coef[k] == pytest.approx(v, rel=1e-3), k
 
 
+def test_the_plan_measures_each_per_byte_term_where_it_dominates():
+    """The steady per-MiB rate comes from a copy many times longer than the warm-up, measured once
+    more than the others; bytes behind sleeps from a copy whose 1 MiB writes each sleep."""
+    from lab.units import parse_size
+
+    def mib(p: calibrate.Point) -> float:
+        return parse_size(p.size) / calibrate.MiB
+
+    full_speed = [p for p in calibrate.PLAN_SERIAL if p.pattern == "full" and not p.delay_write_ms + p.delay_zero_ms]
+    steady = max(full_speed, key=mib)
+    assert mib(steady) >= 8 * calibrate.WARM_MIB and steady.repeat > calibrate.REPEAT
+    assert any(p.delay_write_ms and p.pattern == "full" and mib(p) > calibrate.WARM_MIB for p in calibrate.PLAN_SERIAL)
+    assert any(mib(p) < calibrate.WARM_MIB / 4 for p in calibrate.PLAN_SERIAL)  # and the fixed cost from a tiny one
+    assert set(calibrate.PLAN_SERIAL) < set(calibrate.PLAN_PARALLEL)
+
+
 def test_fit_of_a_parallel_client_finds_its_delay_factor():
     pts = [_point(48, 48, 0, 48, 0, d=0.2), _point(96, 192, 0, 192, 0, d=0.2), _point(32, 64, 64, 64, 0.064, d=0.2),
            _point(4, 2048, 0, 8, 0, d=0.2), _point(192, 96, 0, 6, 0, d=0.2), _point(12, 192, 192, 12, 0.192, d=0.2),
@@ -128,6 +144,17 @@ def test_a_new_calibration_is_used_at_once(data_dir):
     newer = dataclasses.replace(_calibration(now), machine={"cpu": "newer"})
     calibrate.save(newer, where)
     assert calibrate.load(places=where).machine == {"cpu": "newer"}  # not the one loaded before
+
+
+def test_a_new_calibration_replaces_the_one_this_process_loaded(data_dir):
+    """A recalibration (CLI, API, bench --recalibrate) is used at once, not the copy its own runs loaded."""
+    now = calibrate.fingerprint(calibrate.machine())
+    calibrate.save(_calibration(now))
+    assert calibrate.load().fits["era-q1/single"].coef["mib"] == TRUE["mib"]
+    newer = _calibration(now)
+    newer.fits["era-q1/single"].coef["mib"] = 0.5e-3
+    calibrate.save(newer)
+    assert calibrate.load().fits["era-q1/single"].coef["mib"] == 0.5e-3
 
 
 def test_breakdown_sums_to_the_expectation_and_includes_the_floor(data_dir):
