@@ -226,7 +226,8 @@ def test_a_calibration_point_runs_where_it_is_told(tmp_path, no_leftovers):
     the runtime dir it was given (and removed), not in the process default's."""
     where = dataclasses.replace(Places.under(tmp_path), image_dir=places.current().image_dir)
     assert not where.runtime_dir.exists()
-    point = calibrate._measure(calibrate.Kind("qemu-2.8", 1, "single", False), ("4M", "full", "1M", 0, 0),
-                               threading.Event(), places=where)
-    assert point["measured_s"] > 0
+    [point] = calibrate._measure_plan(calibrate.Kind("qemu-2.8", 1, "single", False),
+                                      [calibrate.Point("4M", "full", "1M", 0, 0)], threading.Event(),
+                                      lambda: False, places=where)
+    assert point["measured_s"] > 0 and len(point["runs_s"]) == calibrate.REPEAT
     assert where.runtime_dir.is_dir() and not list(where.runtime_dir.iterdir())
