@@ -170,10 +170,21 @@ class Contention(_Open):
 Scalar = float | int | str | bool | None
 
 
+class CalibrationPoint(_Open):
+    """One measured plan point of a calibration (lab.calibrate._measure_plan)."""
+
+    geometry: list[str | int] = Field(description="size, pattern, maxdata, delay-write ms, delay-zero ms")
+    measured_s: float = Field(description="the run that counts: the faster of two, the median of three or more")
+    runs_s: list[float] = Field([], description="every run of the point, in order")
+    contended: bool = False
+    features: dict[str, float] = Field(description="the model's inputs (lab.calibrate.TERMS) from exact counts")
+    fitted_s: float | None = Field(None, description="what the fitted coefficients give for this point")
+
+
 class FitOut(_Open):
     key: str
     coef: dict[str, float]
-    points: list[dict[str, Scalar | list[Scalar]]] = []
+    points: list[CalibrationPoint] = []
     worst: float | None = None
 
 

@@ -262,7 +262,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
     else:
-        print("calibrating: small copies of every client kind, about 30-60 s", file=sys.stderr)
+        print("calibrating: copies of 2-384 MiB by every client kind, about 35-60 s", file=sys.stderr)
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
         if load > cores:
             print(f"lab calibrate: warning: load average {load:.1f} on {cores} cores: the coefficients will "

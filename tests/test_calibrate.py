@@ -204,6 +204,16 @@ def test_api_shows_the_calibration_or_says_there_is_none(data_dir):
         body = r.json()["calibration"]
         assert set(body["fits"]) >= {"qemu-img/single", "era-q1/chain"}
         assert body["fits"]["qemu-img/single"]["coef"]["delays"] == 1.0
+        # a real calibration carries its measured points (features are a dict: once answered 500)
+        cal = _calibration(calibrate.fingerprint(calibrate.machine()))
+        point = {**_point(96, 192, 0, 192, 0), "geometry": ["384M", "full", "1M", 0, 0], "contended": False,
+                 "runs_s": [0.29, 0.28, 0.3], "fitted_s": 0.28}
+        cal.fits["era-q1/single"].points.append(point)
+        calibrate.save(cal, _places(data_dir))
+        r = api.get("/api/v1/calibration")
+        assert r.status_code == 200, r.text
+        got = r.json()["calibration"]["fits"]["era-q1/single"]["points"][0]
+        assert got["features"]["warm_mib"] == calibrate.WARM_MIB and got["runs_s"] == [0.29, 0.28, 0.3]
 
 
 def test_api_calibration_runs_in_the_background_and_stops_with_the_service(data_dir, no_leftovers):
