@@ -48,19 +48,26 @@ def child_env() -> dict[str, str]:
 def spawn(argv: Sequence[str], **kwargs) -> subprocess.Popen:
     """Start argv (a list, never a shell string) tied to this process's life.
 
-    Without an explicit `env` the child gets child_env(): no LAB_*TOKEN* variable.
+    Without an explicit `env` the child gets child_env(): no LAB_*TOKEN* variable; without an
+    explicit `stdin`, /dev/null (a child in a background process group must never read a tty).
+
+    The child leads a process group of its own (stop() signals the whole group), in this
+    process's session: a new session per child would give each one its own scheduler autogroup
+    (Linux, `kernel.sched_autogroup_enabled`), and a copy split into a server group and a client
+    group ran ~2% slower at full speed than the same processes started by `nbdkit --run`.
     """
     if isinstance(argv, str):
         raise TypeError("spawn takes an argv list, not a shell string")
     argv = [str(a) for a in argv]
     if kwargs.get("env") is None:
         kwargs["env"] = child_env()
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
 
     def _start() -> subprocess.Popen:
         return subprocess.Popen(
             argv,
             preexec_fn=_child_setup,
-            start_new_session=True,
+            process_group=0,
             close_fds=True,
             **kwargs,
         )
