@@ -15,16 +15,21 @@ their cancel event set and end with `stop`'s status when execute() reports them 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lab import contention
 from lab.errors import QueueFull, ShuttingDown
 from lab.runs import FINAL, Run
+
+if TYPE_CHECKING:
+    from lab.clients import Client
 
 log = logging.getLogger("lab.pool")
 
@@ -57,35 +62,32 @@ class Job:
     group: str | None = None  # a sweep whose runs share `group_limit` (its parallelism)
     group_limit: int | None = None
     started_at: float | None = None  # time.monotonic() when a worker took it
-    _exclusive: bool | None = field(default=None, repr=False)
 
     @property
     def resource(self) -> str | None:
         """What the job needs to itself while it runs (its managed server)."""
         return self.run.server_id
 
-    @property
+    @functools.cached_property
+    def client(self) -> Client | None:
+        """The run's client, looked up once (None for an unknown id: execute() fails such a run)."""
+        from lab.clients import get_client
+
+        try:
+            return get_client(self.run.client)
+        except KeyError:
+            return None
+
+    @functools.cached_property
     def exclusive(self) -> bool:
         """A CPU-bound run (parallel client, queue depth > 1, no delays) gets the machine alone."""
-        if self._exclusive is None:
-            from lab.clients import get_client
-
-            try:
-                parallel = get_client(self.run.client).parallel
-            except KeyError:
-                parallel = False
-            self._exclusive = contention.cpu_bound(parallel, self.run.queue_depth, self.run.server)
-        return self._exclusive
+        parallel = self.client is not None and self.client.parallel
+        return contention.cpu_bound(parallel, self.run.queue_depth, self.run.server)
 
     @property
     def clocked_from_spawn(self) -> bool:
         """Its client's time includes the client's own start (a real binary): see LAUNCH_QUIET_S."""
-        from lab.clients import get_client
-
-        try:
-            return get_client(self.run.client).real_binary
-        except KeyError:
-            return False
+        return self.client is not None and self.client.real_binary
 
     def launching(self, now: float) -> bool:
         return self.started_at is not None and now - self.started_at < LAUNCH_QUIET_S
