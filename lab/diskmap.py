@@ -38,6 +38,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,15 +148,10 @@ def paint_one(cells: bytearray, cell: int, kind: str, offset: int, count: int) -
 
 def rle(cells: str) -> str:
     """'....DDDD' -> '4.4D' (a count of 1 is left out)."""
-    out: list[str] = []
-    i = 0
-    while i < len(cells):
-        j = i
-        while j < len(cells) and cells[j] == cells[i]:
-            j += 1
-        out.append(f"{j - i if j - i > 1 else ''}{cells[i]}")
-        i = j
-    return "".join(out)
+    return "".join(m[1] if (n := m.end() - m.start()) == 1 else f"{n}{m[1]}" for m in _RUNS.finditer(cells))
+
+
+_RUNS = re.compile(r"(.)\1*", re.DOTALL)
 
 
 def unrle(text: str) -> str:

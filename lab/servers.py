@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import kinds, procs
+from lab import contention, kinds, procs
 from lab.config import DEFAULT_LIMITS, Limits
 from lab.nbdhandle import ServerFlags, close_handle, probe
 from lab.places import Places
@@ -176,6 +176,8 @@ class _Nbdkit:
         self.thread: threading.Thread | None = None
         self.reader_cpu_s = 0.0
         self.exit_code: int | None = None
+        self.yielding = False  # wanted: yield the CPU to a copy (lab.contention.yield_cpu)
+        self._yielded = False  # what the reader thread has applied to itself
 
     @property
     def running(self) -> bool:
@@ -208,6 +210,9 @@ class _Nbdkit:
         rest = b""
         try:
             while data := os.read(fd, _CHUNK):
+                if self.yielding is not self._yielded:
+                    contention.yield_cpu(self.yielding)
+                    self._yielded = self.yielding
                 if len(data) < _SHORT_READ and self.ready.is_set():
                     time.sleep(_BATCH_PAUSE_S)  # let a batch gather (live counts lag by <= 5 ms)
                 buf = rest + data if rest else data
@@ -396,6 +401,12 @@ class Server:
         self.stop()
 
     # -- live counters -----------------------------------------------------------------
+    def observers_yield(self, on: bool) -> None:
+        """Let the debug readers yield the CPU to a copy (`on`) or not; each reader applies it
+        to itself at its next read (lab.contention: why, and what it saves)."""
+        for n in self._nbdkits:
+            n.yielding = on
+
     def add_listener(self, fn: Callable[[], None]) -> None:
         with self._lock:
             self._listeners.append(fn)
