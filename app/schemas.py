@@ -165,6 +165,12 @@ class Contention(_Open):
     own_cores: float | None = None
     others_cores: float | None = None
     limit_cores: float | None = None
+    client_cpu_known: bool | None = Field(None, description="the client's CPU came from the rusage of its exit")
+    contended: bool | None = None
+    own_cpu_s: float | None = Field(None, description="CPU seconds the run's own processes used over the copy")
+    expected_own_cpu_s: float | None = Field(None, description="what the calibration says they should use")
+    slow_copy_path: bool | None = Field(None, description="own CPU above SLOW_PATH_FACTOR x expected: the "
+                                        "machine moved bytes slowly in this run (lab.contention)")
 
 
 Scalar = float | int | str | bool | None
@@ -184,6 +190,7 @@ class CalibrationPoint(_Open):
 class FitOut(_Open):
     key: str
     coef: dict[str, float]
+    cpu_coef: dict[str, float] = Field({}, description="the same terms fitted to the runs' own CPU seconds")
     points: list[CalibrationPoint] = []
     worst: float | None = None
 

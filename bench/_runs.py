@@ -89,6 +89,7 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         # others' CPU during the copy (the machine minus the run's own processes): a bandwidth-bound
         # copy keeps the machine busy by itself, so whole-machine busy cannot say whether it was disturbed
         "others_cores": (run.contention or {}).get("others_cores"), "contended": run.contended,
+        "slow_copy_path": (run.contention or {}).get("slow_copy_path"),
         "expected_s": run.expected_s, "breakdown": run.breakdown, "calibration": run.calibration,
         "exp_ratio": exp_ratio, "exp_ok": None if exp_ratio is None or parallel else abs(exp_ratio - 1) <= TOLERANCE,
         "floor_ok": None if parallel or run.predicted_s is None or not run.duration_s

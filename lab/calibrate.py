@@ -131,6 +131,8 @@ class Fit:
     key: str
     coef: dict[str, float]
     points: list[dict[str, Any]] = field(default_factory=list)  # features, measured, fitted
+    # the same model fitted to the CPU the run's own processes used (no delay term: a sleep costs none)
+    cpu_coef: dict[str, float] = field(default_factory=dict)
 
     @property
     def worst(self) -> float:
@@ -162,7 +164,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        fits = {k: Fit(v["key"], v["coef"], v.get("points", [])) for k, v in d["fits"].items()}
+        fits = {k: Fit(v["key"], v["coef"], v.get("points", []), v.get("cpu_coef", {})) for k, v in d["fits"].items()}
         return cls(d["fingerprint"], d["machine"], fits, d.get("created_at", 0.0), d.get("took_s", 0.0),
                    d.get("load_before", 0.0), d.get("version", 0))
 
@@ -175,7 +177,9 @@ class Calibration:
         for term in TERMS:
             parts[GROUPS[term]] += fit.coef.get(term, 0.0) * features.get(term, 0.0)
         total = sum(parts.values())
-        return Expectation(round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint)
+        cpu = sum(c * features.get(t, 0.0) for t, c in fit.cpu_coef.items()) if fit.cpu_coef else None
+        return Expectation(round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint,
+                           None if cpu is None else round(cpu, 4))
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,7 @@ class Expectation:
     breakdown: dict[str, float]  # delays_s, per_request_s, per_byte_s, fixed_s (sum = expected_s)
     calibration: str  # the coefficient set used, e.g. "era-q1/single"
     fingerprint: str
+    own_cpu_s: float | None = None  # the CPU the run's own processes should use (None: not calibrated for it)
 
 
 # --- features of a finished run -----------------------------------------------------------
@@ -338,6 +343,7 @@ def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, ex
             done.append(_run_once(kind, point, cancel, places))
         run = _chosen(done)
         points.append({"geometry": list(point[:5]), "measured_s": run.duration_s, "contended": bool(run.contended),
+                       "own_cpu_s": (run.contention or {}).get("own_cpu_s"),
                        "runs_s": [r.duration_s for r in done],
                        "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)})
     return points
@@ -362,7 +368,10 @@ def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kin
         coef = fit(points, {} if kind.parallel else {"delays": 1.0})
         for p in points:
             p["fitted_s"] = round(sum(coef.get(t, 0.0) * p["features"].get(t, 0.0) for t in TERMS), 4)
-        fits[kind.key] = Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points)
+        cpu_points = [{**p, "measured_s": p["own_cpu_s"]} for p in points if p.get("own_cpu_s")]
+        cpu = fit(cpu_points, {"delays": 0.0}) if len(cpu_points) == len(points) else {}
+        fits[kind.key] = Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points,
+                             {k: round(v, 9) for k, v in cpu.items() if v})
     cal = Calibration(fingerprint(m), m, fits, took_s=round(time.perf_counter() - t0, 2), load_before=load)
     save(cal, places)
     return cal

@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 CONTENDED_CORES = 0.35  # others' CPU, in cores, above which a run's time is not a clean measurement
+# A run whose own processes used this much more CPU than the calibration expects for its counts
+# moved its bytes on a slow path of the machine (see slow_copy_path); below the absolute margin the
+# difference is noise of a short copy.
+SLOW_PATH_FACTOR = 1.3  # own CPU of normal runs stays within +-10% of the CPU fit (measured)
+SLOW_PATH_MARGIN_S = 0.05
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -98,7 +103,29 @@ class Window:
         others = max(0.0, busy - own) / wall
         return {"machine_cores": round(busy / wall, 3), "own_cores": round(own / wall, 3),
                 "others_cores": round(others, 3), "limit_cores": CONTENDED_CORES,
-                "client_cpu_known": client_cpu_s is not None, "contended": others > CONTENDED_CORES}
+                "client_cpu_known": client_cpu_s is not None, "contended": others > CONTENDED_CORES,
+                "own_cpu_s": round(own, 4)}  # then slow_copy_path() adds expected_own_cpu_s, slow_copy_path
+
+
+def slow_copy_path(c: dict[str, Any] | None, expected_own_cpu_s: float | None) -> str | None:
+    """Judge a run's own CPU against the calibration's expectation for its exact counts; record
+    both in the contention dict `c` and return a note when the run took the slow path.
+
+    Why: on this machine about one bandwidth-bound copy in 10-20 takes 1.5-3x as long, bare
+    `nbdkit --run` copies as much as the lab's, with the same requests and page faults but that
+    much more kernel CPU (perf: the copy of the client's buffer into the socket under sendmsg).
+    Others' CPU cannot show it (nobody else ran); the run's own CPU per count can."""
+    if not c or expected_own_cpu_s is None or c.get("own_cpu_s") is None or not c.get("client_cpu_known", True):
+        return None
+    own = c["own_cpu_s"]
+    c["expected_own_cpu_s"] = expected_own_cpu_s
+    c["slow_copy_path"] = own > SLOW_PATH_FACTOR * expected_own_cpu_s and own - expected_own_cpu_s > SLOW_PATH_MARGIN_S
+    if not c["slow_copy_path"]:
+        return None
+    return (f"slow copy path: this run's own processes used {own:.3f} s of CPU where the calibration expects "
+            f"{expected_own_cpu_s:.3f} s for the same requests and bytes ({own / expected_own_cpu_s:.1f}x), with "
+            "nobody else busy: the machine moved bytes slowly in this run, so its time overstates the copy's cost "
+            "(seen in bare nbdkit copies too; docs/benchmarks.md)")
 
 
 def _self_cpu() -> float:

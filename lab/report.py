@@ -61,8 +61,12 @@ def contention_line(run: Run) -> str:
     if not c:
         return f"{'machine':16}{'-':>12}"
     verdict = "CONTENDED: others competed for the CPU" if run.contended else "quiet enough"
+    if c.get("slow_copy_path") and not run.contended:
+        verdict = "SLOW COPY PATH: own CPU above the calibration's"
+    cpu = (f"; own CPU {c['own_cpu_s']:.3f} s, expected {c['expected_own_cpu_s']:.3f} s"
+           if c.get("expected_own_cpu_s") is not None and c.get("own_cpu_s") is not None else "")
     return (f"{'machine':16}{verdict:>12}   (others {c['others_cores']:.2f} cores, limit {c['limit_cores']:.2f}; "
-            f"this run {c['own_cores']:.2f}, whole machine {c['machine_cores']:.2f})")
+            f"this run {c['own_cores']:.2f}, whole machine {c['machine_cores']:.2f}{cpu})")
 
 
 def calibration_table(cal: Any) -> str:

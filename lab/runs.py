@@ -171,6 +171,9 @@ def _expect(run: Run, srv: Server, places: Places | None) -> None:
                                 run.server_log, run.predicted_s or 0.0, places=places)
     if exp is not None:
         run.expected_s, run.breakdown, run.calibration = exp.expected_s, exp.breakdown, exp.calibration
+        note = contention.slow_copy_path(run.contention, exp.own_cpu_s)
+        if note:
+            run.notes.append(note)
 
 
 def _top_as_wire(top: BackendCounts) -> dict[str, int]:

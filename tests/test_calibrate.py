@@ -240,4 +240,37 @@ def test_a_calibration_point_runs_where_it_is_told(tmp_path, no_leftovers):
                                       [calibrate.Point("4M", "full", "1M", 0, 0)], threading.Event(),
                                       lambda: False, places=where)
     assert point["measured_s"] > 0 and len(point["runs_s"]) == calibrate.REPEAT
+    assert point["own_cpu_s"] > 0  # the CPU the run's own processes used: the CPU fit's data
     assert where.runtime_dir.is_dir() and not list(where.runtime_dir.iterdir())
+
+
+def test_the_cpu_fit_is_the_same_model_without_the_sleeps():
+    cpu_true = {k: v for k, v in TRUE.items() if k != "sleeps"}
+    points = [{**p, "measured_s": sum(cpu_true[k] * p["features"][k] for k in cpu_true)} for p in POINTS]
+    got = calibrate.fit(points, {"delays": 0.0})
+    assert got["delays"] == 0.0 and got.get("sleeps", 0.0) == pytest.approx(0.0, abs=1e-6)
+    for k, v in cpu_true.items():
+        assert got[k] == pytest.approx(v, rel=1e-3)
+
+
+@pytest.mark.parametrize(("cpu_scale", "slow"), [(1e-3, True), (1e3, False)])
+def test_a_run_that_burns_more_cpu_than_calibrated_is_marked(cpu_scale, slow, data_dir, no_leftovers):
+    """A real run judged against a calibration whose CPU expectation is far below (or above) what
+    its processes really use: marked slow_copy_path with a note (or not)."""
+    core = Core(places=_places(data_dir))
+    cal = _calibration(calibrate.fingerprint(calibrate.machine()))
+    for f in cal.fits.values():
+        f.cpu_coef = {k: v * cpu_scale for k, v in TRUE.items()}
+    calibrate.save(cal, core.places)
+    # 128 MiB: its own CPU (~0.1 s) is well above the margin a short copy's noise is given
+    spec = build_spec({"size": "128M", "pattern": "full", "maxdata": "1M", "delay_write": "0ms", "delay_zero": "0ms"})
+    run = execute(Run(client="qemu-img", server=spec), core=core)
+    assert run.status == "succeeded"
+    c = run.contention
+    feats = calibrate.features(spec, run.backend, run.server_log, run.predicted_s or 0.0)
+    assert c["expected_own_cpu_s"] == pytest.approx(sum(v * cpu_scale * feats[k] for k, v in TRUE.items()),
+                                                    rel=1e-3, abs=1e-4)
+    assert c["own_cpu_s"] > 0
+    assert c["slow_copy_path"] is slow
+    assert any(n.startswith("slow copy path:") for n in run.notes) is slow
+    assert json.loads(json.dumps(run.to_dict()))["contention"]["slow_copy_path"] is slow

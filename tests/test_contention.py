@@ -40,6 +40,23 @@ def test_every_run_says_whether_it_was_contended(client, no_leftovers):
     run = execute(Run(client=client, server=build_spec({"size": "4M", "delay_write": "1ms", "delay_zero": "1ms"})))
     assert run.status == "succeeded"
     c = run.contention
-    assert set(c) == {"machine_cores", "own_cores", "others_cores", "limit_cores", "client_cpu_known", "contended"}
+    assert set(c) - {"expected_own_cpu_s", "slow_copy_path"} == {
+        "machine_cores", "own_cores", "own_cpu_s", "others_cores", "limit_cores", "client_cpu_known", "contended"}
+    assert c["own_cpu_s"] > 0  # nbdkit and the client did work
     assert c["client_cpu_known"] is True  # the client's CPU came from its exit's rusage
     assert run.contended is c["contended"] and run.to_dict()["contended"] is run.contended
+
+
+@pytest.mark.parametrize(("own", "expected", "slow"), [
+    (0.50, 0.30, True),     # 1.67x and 0.2 s more
+    (0.35, 0.30, False),    # 1.17x: within the spread of normal runs
+    (0.06, 0.03, False),    # 2x, but 30 ms: the noise of a short copy
+    (0.50, None, None),     # no CPU calibration: not judged
+])
+def test_slow_copy_path_is_judged_against_the_calibrated_cpu(own, expected, slow):
+    c = {"own_cpu_s": own, "client_cpu_known": True}
+    note = contention.slow_copy_path(c, expected)
+    assert c.get("slow_copy_path") is slow
+    assert (note is not None) is bool(slow)
+    if slow:
+        assert "0.500 s of CPU" in note and "0.300 s" in note

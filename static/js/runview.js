@@ -177,8 +177,9 @@ export function renderCard(run, node = null) {
     r.rate.hidden = !(series && series.length > 1);
   }
 
-  // other work competed for the CPU: said once the run is done
-  const contended = done && run.contended;
+  // other work competed for the CPU, or the run's own processes burned more CPU than calibrated:
+  // said once the run is done
+  const contended = done && (run.contended || slowPath(run));
   if (contended && !r.contended.firstChild) r.contended.append(contendedNote(run));
   r.contended.hidden = !contended;
   // the expectation's breakdown, once, when the run is done (it never changes after)
@@ -195,8 +196,16 @@ export function renderCard(run, node = null) {
   return card;
 }
 
+const slowPath = (run) => Boolean(run.contention && run.contention.slow_copy_path);
+
 function contendedNote(run) {
   const c = run.contention || {};
+  if (!run.contended) {
+    return el("p", { class: "contended", title: "the run's own processes' CPU against the calibration's for its counts" },
+      el("b", {}, "slow copy path: "),
+      `this run's processes used ${(c.own_cpu_s ?? 0).toFixed(2)} s of CPU where ${(c.expected_own_cpu_s ?? 0).toFixed(2)} s `
+      + "were expected, with nobody else busy; this time overstates the copy's cost");
+  }
   return el("p", { class: "contended", title: "whole machine, /proc/stat, minus this run's own processes" },
     el("b", {}, "contended: "),
     `other work used ${(c.others_cores ?? 0).toFixed(2)} cores during the copy (limit ${(c.limit_cores ?? 0).toFixed(2)}); `
@@ -258,8 +267,10 @@ export function renderRow(run, isNew = false) {
       run.expected_s != null ? el("div", { class: "hint" }, `${f.seconds(run.expected_s)} exp.`) : null,
       run.predicted_s !== null && run.predicted_s !== undefined
         ? el("div", { class: "hint" }, `${run.model === "serial-upper-bound" ? "≤ " : ""}${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
-    td("Verified", run.contended ? [verifiedCell(run), el("div", { class: "hint contended",
-      title: "other work competed for the CPU during the copy" }, "contended")] : verifiedCell(run)),
+    td("Verified", run.contended || slowPath(run) ? [verifiedCell(run), el("div", { class: "hint contended",
+      title: run.contended ? "other work competed for the CPU during the copy"
+        : "the run's own processes used more CPU than calibrated: a slow copy path" },
+      run.contended ? "contended" : "slow path")] : verifiedCell(run)),
     td("Writes", run.backend ? run.backend.write_ops : "–", "num"),
     td("Zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
     td("Fast zero sent / refused", fastZeroText(run.wire), "num"),
