@@ -162,8 +162,10 @@ class Run(BaseModel):
         return self.model_dump()
 
 
-def _expect(run: Run, srv: Server, places: Places | None) -> None:
-    """The calibrated expectation, when this machine has been calibrated (`lab calibrate`)."""
+def _expect(run: Run, srv: Server, places: Places | None, cpu_bound: bool) -> None:
+    """The calibrated expectation, when this machine has been calibrated (`lab calibrate`); a
+    CPU-bound run's own CPU is judged against it too (a sleep-bound run's time is its sleeps, and
+    the lab's per-second work over a long run is in its own CPU but not in the calibration's)."""
     # the coefficients are measured on nbdkit's memory plugin: a file on a disk stores at other costs
     if getattr(run.server, "kind", "nbdkit") != "nbdkit" or getattr(run.server, "plugin", "memory") != "memory":
         return
@@ -171,7 +173,7 @@ def _expect(run: Run, srv: Server, places: Places | None) -> None:
                                 run.server_log, run.predicted_s or 0.0, places=places)
     if exp is not None:
         run.expected_s, run.breakdown, run.calibration = exp.expected_s, exp.breakdown, exp.calibration
-        note = contention.slow_copy_path(run.contention, exp.own_cpu_s)
+        note = contention.slow_copy_path(run.contention, exp.own_cpu_s) if cpu_bound else None
         if note:
             run.notes.append(note)
 
@@ -360,7 +362,7 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     run.wire = result.wire or run.server_log
     run.notes.extend(result.notes)
     run.predicted_s = model.predict_seconds(run.server, run.backend)
-    _expect(run, srv, core.places)
+    _expect(run, srv, core.places, yielding)
 
 
 def _end_progress(run: Run, progress: _Progress) -> None:

@@ -274,3 +274,18 @@ def test_a_run_that_burns_more_cpu_than_calibrated_is_marked(cpu_scale, slow, da
     assert c["slow_copy_path"] is slow
     assert any(n.startswith("slow copy path:") for n in run.notes) is slow
     assert json.loads(json.dumps(run.to_dict()))["contention"]["slow_copy_path"] is slow
+
+
+def test_a_sleep_bound_run_is_not_judged_by_its_cpu(data_dir, no_leftovers):
+    """Its time is its sleeps; over a long run the lab's own per-second work is in its CPU but not in
+    the calibration's short points, so the CPU check would only raise false alarms there."""
+    core = Core(places=_places(data_dir))
+    cal = _calibration(calibrate.fingerprint(calibrate.machine()))
+    for f in cal.fits.values():
+        f.cpu_coef = {k: v * 1e-3 for k, v in TRUE.items()}
+    calibrate.save(cal, core.places)
+    spec = build_spec({"size": "8M", "pattern": "full", "maxdata": "1M", "delay_write": "2ms", "delay_zero": "2ms"})
+    run = execute(Run(client="qemu-img", server=spec), core=core)
+    assert run.status == "succeeded" and run.expected_s is not None
+    assert "slow_copy_path" not in run.contention
+    assert not any(n.startswith("slow copy path:") for n in run.notes)
