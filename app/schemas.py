@@ -180,8 +180,11 @@ class CalibrationPoint(_Open):
     """One measured plan point of a calibration (lab.calibrate._measure_plan)."""
 
     geometry: list[str | int] = Field(description="size, pattern, maxdata, delay-write ms, delay-zero ms")
-    measured_s: float = Field(description="the run that counts: the faster of two, the median of three or more")
+    measured_s: float = Field(description="the run that counts, of those not on the slow copy path: the faster "
+                              "of two, the median of three or more")
     runs_s: list[float] = Field([], description="every run of the point, in order")
+    runs_cpu_s: list[float] = Field([], description="the CPU each run's own processes used (a run far above the "
+                                    "point's cheapest took the slow copy path and does not count)")
     contended: bool = False
     features: dict[str, float] = Field(description="the model's inputs (lab.calibrate.TERMS) from exact counts")
     fitted_s: float | None = Field(None, description="what the fitted coefficients give for this point")

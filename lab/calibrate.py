@@ -78,8 +78,9 @@ class Point(NamedTuple):
 PLAN_SERIAL = (
     Point("48M", "full", "1M", 0, 0),  # bytes, most of them in the warm-up
     # bytes at full speed: the steady per-MiB rate that every large copy extrapolates from, so the
-    # longest point, and three runs, the median counting (a large copy varies by +-5% run to run)
-    Point("384M", "full", "1M", 0, 0, REPEAT + 1),
+    # longest point, and five runs, the median counting (a large copy varies by +-5% run to run; the
+    # median of three still moved the rate by up to 9% between calibrations)
+    Point("384M", "full", "1M", 0, 0, REPEAT + 3),
     Point("64M", "full", "1M", 1, 0),  # bytes that each waited out a sleep
     Point("8M", "full", "4k", 0, 0),  # backend requests (2048 of 4k)
     Point("12M", "alternate:64k", "64k", 0, 0),  # wire requests (96 writes + 96 zeroes)
@@ -322,10 +323,20 @@ def point_spec(point: Point) -> Any:
                        "delay_zero": f"{point.delay_zero_ms}ms"})
 
 
+def _own_cpu(run: Any) -> float:
+    return (run.contention or {}).get("own_cpu_s") or 0.0
+
+
 def _chosen(runs: list[Any]) -> Any:
     """The run that stands for a point: the fastest of two (the less disturbed), the median of three or
-    more (a large copy varies by +-5% from run to run even on a quiet machine; a sweep row is one run)."""
-    ordered = sorted(runs, key=lambda r: r.duration_s)
+    more (a large copy varies by +-5% from run to run even on a quiet machine), among the runs whose own
+    processes used no more than SLOW_PATH_FACTOR x the CPU of the point's cheapest run (the repeats of a
+    point do the same work; one that burned far more took the machine's slow copy path, lab.contention)."""
+    from lab.contention import SLOW_PATH_FACTOR, SLOW_PATH_MARGIN_S
+
+    least = min(_own_cpu(r) for r in runs)
+    clean = [r for r in runs if _own_cpu(r) <= max(SLOW_PATH_FACTOR * least, least + SLOW_PATH_MARGIN_S)] or runs
+    ordered = sorted(clean, key=lambda r: r.duration_s)
     return ordered[0] if len(ordered) < 3 else ordered[(len(ordered) - 1) // 2]
 
 
@@ -344,7 +355,7 @@ def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, ex
         run = _chosen(done)
         points.append({"geometry": list(point[:5]), "measured_s": run.duration_s, "contended": bool(run.contended),
                        "own_cpu_s": (run.contention or {}).get("own_cpu_s"),
-                       "runs_s": [r.duration_s for r in done],
+                       "runs_s": [r.duration_s for r in done], "runs_cpu_s": [_own_cpu(r) for r in done],
                        "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)})
     return points
 

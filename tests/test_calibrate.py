@@ -289,3 +289,17 @@ def test_a_sleep_bound_run_is_not_judged_by_its_cpu(data_dir, no_leftovers):
     assert run.status == "succeeded" and run.expected_s is not None
     assert "slow_copy_path" not in run.contention
     assert not any(n.startswith("slow copy path:") for n in run.notes)
+
+
+def test_a_point_is_measured_by_its_runs_off_the_slow_copy_path():
+    """The repeats of a point do the same work: one whose processes burned far more CPU took the
+    machine's slow path and does not stand for the point; the rest give the fastest of two or the median."""
+    def run(s: float, cpu: float):
+        return Run(client="qemu-img", server=build_spec({}), duration_s=s, contention={"own_cpu_s": cpu})
+
+    slow = run(0.9, 1.0)
+    assert calibrate._chosen([run(0.30, 0.35), slow, run(0.32, 0.36)]).duration_s == 0.30
+    five = [run(0.31, 0.36), run(0.29, 0.34), slow, run(0.33, 0.37), run(0.30, 0.35)]
+    assert calibrate._chosen(five).duration_s == 0.30  # median of the four clean runs (lower middle)
+    assert calibrate._chosen([run(0.30, 0.35), run(0.31, 0.36), run(0.35, 0.40)]).duration_s == 0.31
+    assert calibrate._chosen([slow]).duration_s == 0.9  # all alike: nothing to compare with
