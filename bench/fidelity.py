@@ -31,6 +31,9 @@ perf, docs/benchmarks.md), and the rest vary +-5%. The lab marks such a run itse
 used more CPU than the calibration expects for its counts: `slow_copy_path`, lab.contention). So
 such a row runs BANDWIDTH_REPEAT times and the median of its unmarked runs counts (of all, if every
 one was marked); every run's time is kept in the JSON as `runs_s`. Rows with delays run once.
+Before and after the sweep the calibration's steady point (384 MiB, 1M, which sets the per-MiB rate)
+is measured again as the calibration measures it: when the machine itself has moved since the
+calibration, every bandwidth-bound row moves with it, and the table says by how much.
 `--case-study-from FILE` takes the case-study rows from sweep_speed.py's serial pass (run_all
 does this, so the 19 rows run once, one at a time, with no contention from each other).
 """
@@ -161,6 +164,7 @@ def main() -> int:
     if not args.quick:  # --quick checks the script, in seconds: no calibration run for it
         ensure_calibrated(force=args.recalibrate)
     warm_up()
+    drift = [] if args.quick or args.only == "case-study" else steady_drift("before")
     t0 = time.perf_counter()
     study_rows: list[dict[str, Any]] = []
     todo: list[Case] = []
@@ -218,10 +222,16 @@ def main() -> int:
                 ["every in-order row: floor <= measured", *_count_floor(exp_rows)]]
     print(table(["check", "within target", "rows", ""], summary))
     print()
+    if drift:
+        drift += steady_drift("after")
+        print(table(["when", "kind", "in the calibration s", "now s", "now / calibration"], drift,
+                    title="The calibration's steady point (384M full 1M, median of 3) measured again: a drift of the "
+                    "machine moves every bandwidth-bound row with it"))
+        print()
     print(f"{len(todo)} runs here in {wall:.1f} s wall")
     print(calibration_note())
     print(machine_note())
-    write_json(args.json, {"wall_s": wall, "rows": rows, "serial_ok": len(serial)})
+    write_json(args.json, {"wall_s": wall, "rows": rows, "serial_ok": len(serial), "steady_drift": drift})
     failed = [r["key"] for r in rows if r["status"] != "succeeded"]
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
@@ -245,6 +255,28 @@ def calibration_note() -> str:
 
     cal = calibrate.load()
     return "expected_s: no calibration" if cal is None else "expected_s from " + calibration_table(cal)
+
+
+def steady_drift(when: str) -> list[list[Any]]:
+    """The calibration's steady point (the 384 MiB copy that sets the per-MiB rate) measured again
+    now, as the calibration measures it, per in-order kind: how far the machine has moved since."""
+    import threading
+
+    from lab import calibrate
+
+    cal = calibrate.load()
+    if cal is None:
+        return []
+    steady = next(p for p in calibrate.PLAN_SERIAL if p.repeat > calibrate.REPEAT)._replace(repeat=3)
+    rows = []
+    for kind in calibrate.KINDS:
+        fit = cal.fits.get(kind.key)
+        then = next((p["measured_s"] for p in (fit.points if fit else []) if p["geometry"] == list(steady[:5])), None)
+        if kind.parallel or kind.build != "single" or then is None:
+            continue
+        [now] = calibrate._measure_plan(kind, [steady], threading.Event(), lambda: False)
+        rows.append([when, kind.key, then, now["measured_s"], f"{now['measured_s'] / then:.3f}"])
+    return rows
 
 
 def ensure_calibrated(force: bool = False) -> None:
