@@ -31,7 +31,7 @@ from lab import calibrate, contention, diskmap, images, model
 from lab.clients import Cancelled, Client, CopyContext, get_client
 from lab.nbdhandle import ServerFlags
 from lab.places import Core, Places
-from lab.servers import SINGLE, Server, describe_build, kind_notes, server_pids
+from lab.servers import SINGLE, Server, describe_build, kind_notes, observers_yield, server_pids
 from lab.spec import ServerSpec
 from lab.trace import BackendCounts, WireCounts
 from lab.verify import verify
@@ -340,14 +340,14 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     t0 = time.perf_counter()
     progress = _Progress(run, srv, sink, t0, yielding)
     ctx.report = progress.client_report
-    srv.observers_yield(yielding)
-    stack.callback(srv.observers_yield, False)
+    observers_yield(srv, yielding)
+    stack.callback(observers_yield, srv, False)
     progress.start()
     stack.callback(_end_progress, run, progress)
     _state(run, sink, "running", phase="copy")
     window = contention.Window().start(server_pids(srv))
     result = client.copy(ctx)
-    srv.observers_yield(False)
+    observers_yield(srv, False)
     run.contention = window.finish(result.cpu_s)
     run.contended = run.contention["contended"]
     run.duration_s = round(time.perf_counter() - t0, 4)

@@ -401,12 +401,6 @@ class Server:
         self.stop()
 
     # -- live counters -----------------------------------------------------------------
-    def observers_yield(self, on: bool) -> None:
-        """Let the debug readers yield the CPU to a copy (`on`) or not; each reader applies it
-        to itself at its next read (lab.contention: why, and what it saves)."""
-        for n in self._nbdkits:
-            n.yielding = on
-
     def add_listener(self, fn: Callable[[], None]) -> None:
         with self._lock:
             self._listeners.append(fn)
@@ -524,6 +518,13 @@ def kind_notes(srv: Server) -> list[str]:
                      f"request ({c['direct_us']:.0f} us direct, {c['proxied_us']:.0f} us proxied, "
                      f"{c['reads']} 4 KiB reads)")
     return notes
+
+
+def observers_yield(srv: Server, on: bool) -> None:
+    """Let a server's debug readers yield the CPU to a copy (`on`) or not; each reader applies it
+    to itself at its next read (lab.contention: why, and what it saves)."""
+    for n in srv._nbdkits:
+        n.yielding = on
 
 
 def server_pids(srv: Server) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ import os
 import threading
 
 from lab.runs import Run, execute
-from lab.servers import Server
+from lab.servers import Server, observers_yield
 from lab.spec import build_spec
 
 
@@ -43,9 +43,9 @@ def test_the_debug_readers_switch_class_and_back(no_leftovers):
     with Server(spec) as srv:
         tids = [n.thread.native_id for n in srv._nbdkits if n.thread is not None]
         assert tids and all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in tids)
-        srv.observers_yield(True)
+        observers_yield(srv, True)
         srv.sync()  # a request: each reader reads its lines, and applies the wish to itself
         assert all(os.sched_getscheduler(t) == os.SCHED_IDLE for t in tids)
-        srv.observers_yield(False)
+        observers_yield(srv, False)
         srv.sync()
         assert all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in tids)
