@@ -180,7 +180,7 @@ export function renderCard(run, node = null) {
   // other work competed for the CPU, or the run's own processes burned more CPU than calibrated:
   // said once the run is done
   const contended = done && (run.contended || slowPath(run));
-  if (contended && !r.contended.firstChild) r.contended.append(contendedNote(run));
+  if (contended && !r.contended.firstChild) r.contended.append(...contendedNote(run));
   r.contended.hidden = !contended;
   // the expectation's breakdown, once, when the run is done (it never changes after)
   const wantBreakdown = done && run.breakdown && run.expected_s;
@@ -198,18 +198,24 @@ export function renderCard(run, node = null) {
 
 const slowPath = (run) => Boolean(run.contention && run.contention.slow_copy_path);
 
+// Why this time is not a clean measurement: others competed for the CPU, and/or the run's own
+// processes burned more CPU than the calibration expects for its counts (both can be true).
 function contendedNote(run) {
   const c = run.contention || {};
-  if (!run.contended) {
-    return el("p", { class: "contended", title: "the run's own processes' CPU against the calibration's for its counts" },
+  const notes = [];
+  if (run.contended) {
+    notes.push(el("p", { class: "contended", title: "whole machine, /proc/stat, minus this run's own processes" },
+      el("b", {}, "contended: "),
+      `other work used ${(c.others_cores ?? 0).toFixed(2)} cores during the copy (limit ${(c.limit_cores ?? 0).toFixed(2)}); `
+      + "this time is not a clean measurement"));
+  }
+  if (slowPath(run)) {
+    notes.push(el("p", { class: "contended", title: "the run's own processes' CPU against the calibration's for its counts" },
       el("b", {}, "slow copy path: "),
       `this run's processes used ${(c.own_cpu_s ?? 0).toFixed(2)} s of CPU where ${(c.expected_own_cpu_s ?? 0).toFixed(2)} s `
-      + "were expected, with nobody else busy; this time overstates the copy's cost");
+      + "were expected; this time overstates the copy's cost"));
   }
-  return el("p", { class: "contended", title: "whole machine, /proc/stat, minus this run's own processes" },
-    el("b", {}, "contended: "),
-    `other work used ${(c.others_cores ?? 0).toFixed(2)} cores during the copy (limit ${(c.limit_cores ?? 0).toFixed(2)}); `
-    + "this time is not a clean measurement");
+  return notes;
 }
 
 // Where the expected time goes: the injected delays (the floor), then this machine's measured
@@ -268,9 +274,9 @@ export function renderRow(run, isNew = false) {
       run.predicted_s !== null && run.predicted_s !== undefined
         ? el("div", { class: "hint" }, `${run.model === "serial-upper-bound" ? "≤ " : ""}${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
     td("Verified", run.contended || slowPath(run) ? [verifiedCell(run), el("div", { class: "hint contended",
-      title: run.contended ? "other work competed for the CPU during the copy"
-        : "the run's own processes used more CPU than calibrated: a slow copy path" },
-      run.contended ? "contended" : "slow path")] : verifiedCell(run)),
+      title: "other work competed for the CPU, or the run's own processes used more CPU than calibrated" },
+      [run.contended ? "contended" : null, slowPath(run) ? "slow path" : null].filter(Boolean).join(", "))]
+      : verifiedCell(run)),
     td("Writes", run.backend ? run.backend.write_ops : "–", "num"),
     td("Zeroes", run.backend ? run.backend.zero_ops : "–", "num"),
     td("Fast zero sent / refused", fastZeroText(run.wire), "num"),

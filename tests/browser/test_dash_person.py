@@ -510,3 +510,33 @@ def test_two_lanes_stand_side_by_side_on_a_projector_and_stack_on_a_phone(servic
         else:
             assert a["y"] + a["height"] <= b["y"], (a, b)
         page.close()
+
+
+def test_a_run_on_the_slow_copy_path_says_so_on_its_card_and_row(service_factory, new_page, tmp_path) -> None:
+    """A calibration that expects almost no CPU (planted, with this machine's fingerprint): a real copy
+    without delays burns far more, so the service marks it and the page says so where the run is shown."""
+    from lab import calibrate
+
+    cal = calibrate.Calibration(calibrate.fingerprint(calibrate.machine()), {"cpu": "planted"}, {
+        k: calibrate.Fit(k, {"fixed": 0.01, "mib": 1e-3, "delays": 1.0}, [], {"fixed": 1e-4})
+        for k in ("qemu-img/single", "era-q1/single", "era-qN/single", "nbdcopy/single", "era-q1/chain")})
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    service = service_factory(LAB_CALIBRATION_FILE=str(path))
+    page = new_page(*PROJECTOR)
+    open_live(page, service.url + "/")
+    for name, value in {"size": "128M", "delay_write": "0ms", "delay_zero": "0ms"}.items():
+        page.click(f"#f-{name}", click_count=3)
+        page.keyboard.type(value, delay=30)
+    press(page, "#run-btn")
+    page.wait_for_function("[...window.lab.store.runs.values()].length === 1")
+    run = service.wait_run(service.get("/api/runs").json()["runs"][0]["id"])
+    assert run["status"] == "succeeded" and run["contention"]["slow_copy_path"] is True, run["contention"]
+    note = page.locator(".contended-slot p.contended", has_text="slow copy path:")
+    note.wait_for(state="visible")  # beside a "contended" note if others also used the CPU meanwhile
+    assert f"{run['contention']['own_cpu_s']:.2f} s of CPU" in note.inner_text()
+    shot(page, "slow-copy-path-card.png")
+    hint = page.locator("tr .hint.contended")  # the run's row in the history below the cards
+    hint.first.wait_for(state="attached")
+    assert hint.first.text_content() in ("slow path", "contended, slow path")
+    assert page.console.errors == []
