@@ -332,10 +332,10 @@ def _chosen(runs: list[Any]) -> Any:
     more (a large copy varies by +-5% from run to run even on a quiet machine), among the runs whose own
     processes used no more than SLOW_PATH_FACTOR x the CPU of the point's cheapest run (the repeats of a
     point do the same work; one that burned far more took the machine's slow copy path, lab.contention)."""
-    from lab.contention import SLOW_PATH_FACTOR, SLOW_PATH_MARGIN_S
+    from lab.contention import burned_too_much
 
     least = min(_own_cpu(r) for r in runs)
-    clean = [r for r in runs if _own_cpu(r) <= max(SLOW_PATH_FACTOR * least, least + SLOW_PATH_MARGIN_S)] or runs
+    clean = [r for r in runs if not burned_too_much(_own_cpu(r), least)] or runs
     ordered = sorted(clean, key=lambda r: r.duration_s)
     return ordered[0] if len(ordered) < 3 else ordered[(len(ordered) - 1) // 2]
 
