@@ -23,8 +23,6 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from app import apidocs, auth, errors, openapi
-from app.allow import AllowMiddleware
 from app.api import (
     API_PREFIX,
     LEGACY_PREFIX,
@@ -40,12 +38,16 @@ from app.api import (
     servers,
     sweeps,
 )
-from app.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
+from app.http import auth, errors
+from app.http.allow import AllowMiddleware
+from app.http.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
+from app.pages import apidocs
+from app.schemas import openapi
 from app.settings import Settings
-from lab import places
-from lab.manager import Manager, ManagerConfig
-from lab.places import Core, Places
-from lab.store import Store
+from lab.host import places
+from lab.host.places import Core, Places
+from lab.service.manager import Manager, ManagerConfig
+from lab.service.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +70,7 @@ def manager_config(settings: Settings) -> ManagerConfig:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:  # this factory is the driver that read the environment (uvicorn --factory, `lab serve`):
-        settings = Settings()  # its places are also the process default (lab.places), as `lab` sets them
+        settings = Settings()  # its places are also the process default (lab.host.places), as `lab` sets them
         places.use(Places.from_settings(settings))
 
     @asynccontextmanager
@@ -152,15 +154,15 @@ def _end_streams_on_signal(manager: Manager) -> Callable[[], None]:
 
 
 def _add_pages(app: FastAPI) -> None:
-    """The dashboard (templates/, static/, app/pages.py) when present; the API works without it."""
+    """The dashboard (templates/, static/, app/pages/views.py) when present; the API works without it."""
     try:
-        from app import pages
+        from app.pages import views
     except ModuleNotFoundError as e:
-        if e.name != "app.pages":
+        if e.name != "app.pages.views":
             raise
-        pages = None
-    if pages is not None:
-        app.include_router(pages.router)
+        views = None
+    if views is not None:
+        app.include_router(views.router)
     else:
         @app.get("/", include_in_schema=False)
         def index() -> JSONResponse:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lab.spec import ServerSpec
+    from lab.domain.spec import ServerSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -47,9 +47,9 @@ def setup_env() -> Path:
     if ROOT not in map(Path, sys.path):
         sys.path.insert(0, str(ROOT))
     # A bench script is a driver: the environment above (inherited by the services it starts)
-    # also becomes this process's places, which the core is handed or falls back to (lab.places).
+    # also becomes this process's places, which the core is handed or falls back to (lab.host.places).
     from lab.config import Settings
-    from lab.places import Places, use
+    from lab.host.places import Places, use
 
     use(Places.from_settings(Settings()))
     return tmp
@@ -77,7 +77,7 @@ def bare_argv(spec: ServerSpec, workdir: Path, run: str | None = None, debug: bo
     filter's file `workdir/wire.log`): without the lab's `-v -D` debug stream unless `debug`, and
     with `--run RUN` when given (nbdkit starts, runs RUN with $uri set, stops, exits with its status).
     """
-    from lab.servers import build_argv  # after setup_env(): lab reads its dirs on import
+    from lab.nbd.servers import build_argv  # after setup_env(): lab reads its dirs on import
 
     argv = build_argv(spec, workdir / "nbd.sock", workdir / "wire.log", workdir / "stats.txt")
     if not debug:
@@ -98,7 +98,7 @@ def bare_copy(spec: ServerSpec, client: Sequence[str], *, debug: bool = False, k
     """Run `client ... "$uri"` inside `nbdkit --run`, clocked by bench/_timed.py (its own start is
     outside its clock). `debug` keeps nbdkit's debug stream, sent to /dev/null (what emitting it costs).
     Raises with nbdkit's last words when nbdkit or the client fails."""
-    from lab import procs
+    from lab.host import procs
 
     workdir = procs.private_dir("bare-")
     try:

@@ -15,11 +15,12 @@ from typing import Any
 import _timeline
 from _common import MachineBusy
 
-from lab import images
-from lab.clients import get_client
-from lab.runs import Run, execute
-from lab.scenarios import get_scenario
-from lab.spec import build_spec
+from lab.domain.run import Run
+from lab.domain.scenarios import get_scenario
+from lab.domain.spec import build_spec
+from lab.host import images
+from lab.measure.execute import execute
+from lab.nbd.clients import get_client
 
 TOLERANCE = 0.05
 QUICK_SERVER = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}

@@ -81,10 +81,10 @@ _kept = threading.local()
 
 
 def keep_lab_logs() -> None:
-    import lab.runs
-    from lab.servers import Server
+    import lab.measure.execute
+    from lab.nbd.servers import Server
 
-    if getattr(lab.runs.Server, "_keeps_log", False):
+    if getattr(lab.measure.execute.Server, "_keeps_log", False):
         return
 
     class LogKeepingServer(Server):
@@ -97,7 +97,7 @@ def keep_lab_logs() -> None:
             # the reader threads' CPU time: the cost of parsing nbdkit's debug streams
             _kept.reader_cpu_s = self.reader_cpu_s
 
-    lab.runs.Server = LogKeepingServer
+    lab.measure.execute.Server = LogKeepingServer
 
 
 def last_lab_log() -> str | None:

@@ -18,10 +18,11 @@ from _common import machine_note, parser, setup_env, table, verdict, write_json
 
 setup_env()
 
-from lab import storage  # noqa: E402
-from lab.runs import Run, execute  # noqa: E402
-from lab.scenarios import BS_BASE  # noqa: E402
-from lab.spec import build_spec  # noqa: E402
+from lab.domain.run import Run  # noqa: E402
+from lab.domain.scenarios import BS_BASE  # noqa: E402
+from lab.domain.spec import build_spec  # noqa: E402
+from lab.host import storage  # noqa: E402
+from lab.measure.execute import execute  # noqa: E402
 
 LINEAR_MAX = 2.8  # growth per doubling of the disk: 2 is linear, 4 quadratic
 

@@ -1,6 +1,6 @@
 """What the two-process chain costs: the same copy on one nbdkit and on the front/back chain.
 
-`zeromode=emulate fastzeromode=ignore` is built as two nbdkit processes (lab/servers.py):
+`zeromode=emulate fastzeromode=ignore` is built as two nbdkit processes (lab/nbd/servers.py):
 every request crosses one more Unix socket (front nbd plugin -> back server). This script
 forces that chain on a spec that does not need it (emulate + none: the same counts either
 way) and alternates single/chain runs:
@@ -21,10 +21,11 @@ from _common import MachineBusy, MiB, machine_note, median, parser, setup_env, t
 
 setup_env()
 
-from lab.runs import Run, execute  # noqa: E402
-from lab.scenarios import REFERENCE_ROWS  # noqa: E402
-from lab.servers import Server  # noqa: E402
-from lab.spec import build_spec  # noqa: E402
+from lab.domain.run import Run  # noqa: E402
+from lab.domain.scenarios import REFERENCE_ROWS  # noqa: E402
+from lab.domain.spec import build_spec  # noqa: E402
+from lab.measure.execute import execute  # noqa: E402
+from lab.nbd.servers import Server  # noqa: E402
 
 
 def one(spec: Any, build: str, client: str = "qemu-4.2", depth: int = 1) -> Run:

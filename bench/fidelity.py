@@ -1,6 +1,6 @@
 """Is the lab faithful? measured / predicted for every case-study row and a geometry sweep.
 
-The model (lab/model.py) says a client with one request in flight pays every backend
+The model (lab/domain/floor.py) says a client with one request in flight pays every backend
 request's delay in series: predicted = writes x delay-write + zeroes x delay-zero. Anything
 above that is time the sleep model does not see. Each row is split, from the log filter's
 timestamps (bench/_timeline.py), into
@@ -13,12 +13,12 @@ The sweep runs one at a time by default (--workers 1): its data-heavy rows are p
 CPU-bound, and the 2-core machine is shared with other work; the 'others' cores' column
 (the whole machine during the copy, /proc/stat, minus the run's own nbdkit and client) says
 how much else was going on, and the summary also counts the rows that ran undisturbed (others
-below lab.contention's 0.35 cores: the run is not `contended`). Whole-machine busy cores are
+below lab.measure.contention's 0.35 cores: the run is not `contended`). Whole-machine busy cores are
 shown too, but a bandwidth-bound copy keeps up to two cores busy by itself.
 Parallel clients (nbdcopy) overlap their requests: for them the serial sum is an upper
 bound, and the check is ratio <= 1.
 
-The floor ignores everything but the sleeps; the lab's calibrated expectation (lab/calibrate.py:
+The floor ignores everything but the sleeps; the lab's calibrated expectation (lab/measure/calibrate.py:
 the floor plus this machine's per-request, per-byte and fixed costs, measured by `lab calibrate`
 on geometries that are none of these) is checked too: every in-order row within 5% of
 expected_s, and the floor never above the measured time. The calibration is made first if this
@@ -28,7 +28,7 @@ Rows without delays are sub-second, bandwidth-bound copies: on this machine one 
 runs takes 1.5-3x as long, in bare `nbdkit --run` copies as in the lab's (the kernel's copy of the
 client's buffer into the socket, `_copy_from_iter` under sendmsg, runs ~5x slower for the whole run:
 perf, docs/benchmarks.md), and the rest vary +-5%. The lab marks such a run itself (its own processes
-used more CPU than the calibration expects for its counts: `slow_copy_path`, lab.contention). So
+used more CPU than the calibration expects for its counts: `slow_copy_path`, lab.measure.contention). So
 such a row runs BANDWIDTH_REPEAT times and the median of its unmarked runs counts (of all, if every
 one was marked); every run's time is kept in the JSON as `runs_s`. Rows with delays run once.
 Before and after the sweep the calibration's steady point (384 MiB, 1M, which sets the per-MiB rate)
@@ -53,8 +53,8 @@ TMP = setup_env()
 
 from _runs import QUICK_SERVER, TOLERANCE, Case, case_study, run_case, warm_up  # noqa: E402
 
-from lab.contention import CONTENDED_CORES  # noqa: E402
-from lab.units import format_delay, format_size  # noqa: E402
+from lab.domain.units import format_delay, format_size  # noqa: E402
+from lab.measure.contention import CONTENDED_CORES  # noqa: E402
 
 # Geometries chosen so each run predicts 1-4 s: long enough for a 5% reading, short enough
 # to run the whole sweep in about a minute. Sizes 16 MiB-1 GiB, five patterns, delays
@@ -250,8 +250,8 @@ def _quiet(r: dict[str, Any]) -> bool:
 
 def calibration_note() -> str:
     """The calibration the expectations came from: a noisy one explains a noisy column."""
-    from lab import calibrate
-    from lab.report import calibration_table
+    from lab.cli.report import calibration_table
+    from lab.measure import calibrate
 
     cal = calibrate.load()
     return "expected_s: no calibration" if cal is None else "expected_s from " + calibration_table(cal)
@@ -262,7 +262,7 @@ def steady_drift(when: str) -> list[list[Any]]:
     now, as the calibration measures it, per in-order kind: how far the machine has moved since."""
     import threading
 
-    from lab import calibrate
+    from lab.measure import calibrate
 
     cal = calibrate.load()
     if cal is None:
@@ -280,7 +280,7 @@ def steady_drift(when: str) -> list[list[Any]]:
 
 
 def ensure_calibrated(force: bool = False) -> None:
-    from lab import calibrate
+    from lab.measure import calibrate
 
     if force or calibrate.load() is None:
         print("calibrating this machine first (lab calibrate; cached in var/calibration.json)", file=sys.stderr)

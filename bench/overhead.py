@@ -1,9 +1,9 @@
 """Does the lab add anything to what it measures? Lab-reported copy time vs the same copy run bare.
 
 For each server (the talk's baseline and server A) it alternates pairs of runs:
-- lab:  `lab.runs.execute` (qemu-img client), which reports `duration_s` = client start to exit
+- lab:  `lab.measure.execute.execute` (qemu-img client), which reports `duration_s` = client start to exit
   while nbdkit streams its debug lines into the lab's parser;
-- bare: the same nbdkit stack (argv from `lab.servers.build_argv`, minus the lab's `-v -D`
+- bare: the same nbdkit stack (argv from `lab.nbd.servers.build_argv`, minus the lab's `-v -D`
   debug stream) with `--run`, as the talk ran it.
 
 How the bare copy is clocked: nbdkit's --run gives no timing of its own, and the wall time of
@@ -41,9 +41,10 @@ from _common import (
 
 TMP = setup_env()
 
-from lab import images, procs  # noqa: E402
-from lab.runs import Run, execute  # noqa: E402
-from lab.spec import ServerSpec, build_spec  # noqa: E402
+from lab.domain.run import Run  # noqa: E402
+from lab.domain.spec import ServerSpec, build_spec  # noqa: E402
+from lab.host import images, procs  # noqa: E402
+from lab.measure.execute import execute  # noqa: E402
 
 RATIO_LO, RATIO_HI = 0.98, 1.02
 SETUP_TARGET_S = 0.150

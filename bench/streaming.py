@@ -10,7 +10,7 @@ Clocks: the log filter stamps each request's return line (nbdkit's wall clock); 
 carries `ts`, when the service published it; the client stamps arrival. Same machine, same
 clock. For a progress event reporting n backend ops:
 - per request: line of request k -> first event reporting >= k ops arrives. This includes
-  the run's deliberate coalescing (lab/runs.py: at most one progress event per 50 ms).
+  the run's deliberate coalescing (lab/measure/execute.py: at most one progress event per 50 ms).
 - per event:   line of the newest request it reports -> its arrival (how stale what the
   viewer sees is).
 Fan-out: the same with 500 subscribers on one run: every subscriber must get every event

@@ -2,7 +2,7 @@
 
 Every row is a fresh server and a copy whose time is sleeps in the delay filter, so rows
 can overlap without slowing each other: the table should take about as long as its
-slowest row. This script runs the case study (lab.scenarios 'case-study', 19 rows) once
+slowest row. This script runs the case study (lab.domain.scenarios 'case-study', 19 rows) once
 row after row, then all rows at once in threads (what `lab scenario case-study --workers N`
 does), and compares every row's copy time between the two passes.
 
@@ -31,8 +31,8 @@ TMP = setup_env()
 
 from _runs import Case, case_study, run_case, warm_up  # noqa: E402
 
-from lab.clients import get_client  # noqa: E402
-from lab.scenarios import REFERENCE_ROWS  # noqa: E402
+from lab.domain.scenarios import REFERENCE_ROWS  # noqa: E402
+from lab.nbd.clients import get_client  # noqa: E402
 
 WALL_TARGET = 1.3
 ROW_TOLERANCE = 0.05
@@ -118,7 +118,8 @@ def main() -> int:
                       cli["wall_s"], f"{cli_factor:.2f}", f"<= {WALL_TARGET}", verdict(cli_factor <= WALL_TARGET),
                       f"{sum(cli_ok)}/{len(cli['rows'])}", verdict(len(cli_ok) == len(cli["rows"]) and all(cli_ok)),
                       contended]],
-                    title="The lab's own scheduler (lab/pool.py: CPU-bound rows alone, sleep-bound rows together), "
+                    title="The lab's own scheduler (lab/service/scheduler.py: CPU-bound rows alone, sleep-bound rows "
+                          "together), "
                           "from the command line"))
         print()
     print(f"slowest row: {slowest['key']} ({slowest['duration_s']:.2f} s copy, {slowest_wall:.2f} s with setup "

@@ -7,7 +7,7 @@ machine is shared, so the better run is the one less disturbed). Target: depth-1
 at least 0.8x nbdcopy.
 
 Part 2: what does observing cost at full speed? The lab (live counts from nbdkit's datapath
-debug stream, read by lab/servers.py in batches) against the same stack bare, without `-v`:
+debug stream, read by lab/nbd/servers.py in batches) against the same stack bare, without `-v`:
 nbdcopy inside `nbdkit --run` (clocked by bench/_timed.py, spawn to exit, as the lab clocks
 it), and the qemu-4.2 re-enactment at queue depth 16 in its own child process against a
 bare nbdkit (its own connect-to-disconnect clock, as in the lab). Alternating pairs, medians;
@@ -47,9 +47,10 @@ from _common import (
 
 TMP = setup_env()
 
-from lab import images, procs  # noqa: E402
-from lab.runs import Run, execute  # noqa: E402
-from lab.spec import ServerSpec, build_spec  # noqa: E402
+from lab.domain.run import Run  # noqa: E402
+from lab.domain.spec import ServerSpec, build_spec  # noqa: E402
+from lab.host import images, procs  # noqa: E402
+from lab.measure.execute import execute  # noqa: E402
 from lab.testing import rss_kib  # noqa: E402
 
 TARGET_VS_NBDCOPY = 0.8
@@ -86,9 +87,9 @@ def bare_era(spec: ServerSpec, image: images.Image, client: str, depth: int) -> 
     """An era client (its own child process, as in the lab) against the bare stack: no -v."""
     import nbd
 
-    from lab.clients import CopyContext
-    from lab.clients.child import run_in_child
-    from lab.servers import probe
+    from lab.nbd.clients import CopyContext
+    from lab.nbd.clients.child import run_in_child
+    from lab.nbd.servers import probe
 
     workdir = procs.private_dir("bare-")
     p = procs.spawn(bare_argv(spec, workdir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

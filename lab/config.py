@@ -1,9 +1,9 @@
 """Every setting of the lab, declared once: type, default, bounds and the sentence that documents it.
 
 Environment variables are `LAB_` + the upper-case name (`LAB_MAX_SIZE=1G`). Only the drivers
-(`lab` in lab/cli.py, the app factory in app/main.py) read the environment, by calling
-`Settings()`; the core is handed what it needs: `limits`, `lab.places.Places`/`Core`
-(where files go), `lab.manager.ManagerConfig.from_settings` (docs/design.md#configuration).
+(`lab` in lab/cli/commands.py, the app factory in app/main.py) read the environment, by calling
+`Settings()`; the core is handed what it needs: `limits`, `lab.host.places.Places`/`Core`
+(where files go), `lab.service.manager.ManagerConfig.from_settings` (docs/design.md#configuration).
 docs/settings.md is checked against this class by tests/test_docs_settings.py, so a setting
 cannot go undocumented, and a read of the environment below the drivers fails there too.
 """
@@ -18,20 +18,20 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lab.units import parse_size
+from lab.domain.units import parse_size
 
 MiB = 1 << 20
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The bounds server fields are checked against (lab.spec): a slice of the settings."""
+    """The bounds server fields are checked against (lab.domain.spec): a slice of the settings."""
 
     max_size: int
     max_delay_ms: float
     min_maxdata: int
     max_maxdata: int
-    # The NBD targets a server of kind external may use (lab.external): none unless listed.
+    # The NBD targets a server of kind external may use (lab.nbd.external): none unless listed.
     external_targets: tuple[str, ...] = ()
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from lab import procs
+from lab.host import procs
 
 if TYPE_CHECKING:
     import httpx

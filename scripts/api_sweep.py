@@ -11,7 +11,7 @@ sweep's `sweep_done` (reconnecting with Last-Event-ID if the connection drops, a
 checking that ids only grow), then fetches GET /api/results.csv?sweep_id=... With
 --compare it checks every CSV row against the row of the same label in the output of
 `lab scenario NAME --json`: same columns, same request counts. Exit 0 when all agree.
-Standard library only (plus lab.results for the comparison).
+Standard library only (plus lab.service.export for the comparison).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _show(ev: dict[str, Any]) -> None:
 
 
 def compare(csv_text: str, cli_path: Path) -> bool:
-    from lab.results import cell, flatten
+    from lab.service.export import cell, flatten
 
     cli = {r["label"]: r for r in json.loads(cli_path.read_text())["rows"]}
     rows = list(csv.DictReader(io.StringIO(csv_text)))

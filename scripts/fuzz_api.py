@@ -7,7 +7,7 @@ phases (examples, coverage, fuzzing, stateful), then stops the service and check
 started is left.
 
 Every check runs, `positive_data_acceptance` included: the document says which unit strings
-this instance accepts (patterns narrowed to its limits: app/unitregex.py), `server`/`server_id`
+this instance accepts (patterns narrowed to its limits: app/schemas/unitregex.py), `server`/`server_id`
 and `rows`/`grid` are oneOf variants, an unknown id, row or cursor is a 404. What the document
 cannot say is listed in CROSS_FIELD below: a schema-valid body refused for one of those is
 counted and shown, any other refusal fails the run. Also checked: no 5xx, status codes and content types as documented,
@@ -42,8 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.waiting import MAX_WAIT_S  # noqa: E402
-from lab.spec import fields_on  # noqa: E402
+from app.http.waiting import MAX_WAIT_S  # noqa: E402
+from lab.domain.spec import fields_on  # noqa: E402
 from lab.testing import LiveService, Proc  # noqa: E402
 
 FUZZ_SETTINGS = {
@@ -69,7 +69,7 @@ SKIPPED = {
 
 # Rules this OpenAPI document does not express (so positive_data_acceptance may see a 422 for
 # them; every other rejection of a schema-valid request fails the run): the rules between the
-# backend fields (lab.spec.kind_problems: target/destructive only for kind external, storage only
+# backend fields (lab.domain.spec.kind_problems: target/destructive only for kind external, storage only
 # on a file-backed server, disk_format qcow2 only with qemu-nbd, disk_init data only on a raw
 # file-backed disk, plugin only for kind nbdkit, kinds and storages this machine lacks; the
 # fields of layer "backend"), the same across a grid's product, and a student's name (no control,

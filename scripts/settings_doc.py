@@ -1,5 +1,5 @@
 """Write docs/settings.md from the models: every setting (lab.config.Settings) and every server
-field (lab.spec.ServerSpec), with its default and the sentence that documents it.
+field (lab.domain.spec.ServerSpec), with its default and the sentence that documents it.
 
     python scripts/settings_doc.py          # rewrite docs/settings.md
     python scripts/settings_doc.py --check  # exit 1 when docs/settings.md is not what the models say
@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lab import spec  # noqa: E402
 from lab.config import Settings  # noqa: E402
+from lab.domain import spec  # noqa: E402
 
 DOC = ROOT / "docs" / "settings.md"
 
@@ -25,7 +25,7 @@ HEAD = """# Settings and server fields
 
 Generated from the code by `python scripts/settings_doc.py` (tests/test_docs_settings.py fails when
 this page and the models disagree): settings are declared once in `lab/config.py`, server fields once
-in `lab/spec.py`. Everything else (the API's request models and OpenAPI schema, `lab run` options,
+in `lab/domain/spec.py`. Everything else (the API's request models and OpenAPI schema, `lab run` options,
 the dashboard form, `GET /api/v1/config`, the CSV columns) is derived from those declarations.
 """
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import places
 from lab.config import Settings
+from lab.host import places
 from lab.testing import LiveService, own_helpers
 
 _session_root = Path(tempfile.mkdtemp(prefix="fzl-test-"))
@@ -26,7 +26,7 @@ os.environ["LAB_IMAGE_DIR"] = os.environ.get(
 )
 # The test session is a driver: what it put in the environment (inherited by every `lab`
 # subprocess and live service) is also this process's places, for tests that call the core
-# without handing places down (lab.places: the core itself never reads the environment).
+# without handing places down (lab.host.places: the core itself never reads the environment).
 places.use(places.Places.from_settings(Settings()))
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
@@ -48,7 +48,7 @@ def fast_fields() -> dict[str, str]:
 
 @pytest.fixture
 def runtime_dir() -> Path:
-    from lab import procs
+    from lab.host import procs
 
     return procs.runtime_root()
 

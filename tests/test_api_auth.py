@@ -8,7 +8,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from app.api.classroom import OPEN_POSTS
-from app.auth import token_ok
+from app.http.auth import token_ok
 
 TOKEN = "s3cret-presenter-token"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}

@@ -125,7 +125,7 @@ def test_a_frame_is_encoded_once_per_event(tmp_path):
     """The web layer frames events (storage knows no wire format), once per event: every live
     subscriber and a replay of the same event get the same bytes object."""
     from app.api.events import frame
-    from lab.store import Store
+    from lab.service.store import Store
 
     store = Store(tmp_path)
     try:

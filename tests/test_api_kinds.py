@@ -6,7 +6,8 @@ import pytest
 from apiutil import serve
 from test_kinds import AVAIL, no_storage_left
 
-from lab import kinds, storage
+from lab.host import storage
+from lab.nbd import backends
 
 
 @pytest.fixture
@@ -16,11 +17,11 @@ def api(tmp_path):
 
 def test_kinds_lists_availability_with_reasons(api):
     d = api.get("/api/v1/kinds").json()
-    assert set(d["kinds"]) == set(kinds.KINDS) and set(d["storages"]) == set(storage.STORAGES)
+    assert set(d["kinds"]) == set(backends.KINDS) and set(d["storages"]) == set(storage.STORAGES)
     for a in (*d["kinds"].values(), *d["storages"].values()):
         assert a["available"] or a["reason"]
     schema = api.get("/openapi.json").json()["components"]["schemas"]
-    assert schema["Kind"]["enum"] == list(kinds.KINDS) and schema["Storage"]["enum"] == list(storage.STORAGES)
+    assert schema["Kind"]["enum"] == list(backends.KINDS) and schema["Storage"]["enum"] == list(storage.STORAGES)
 
 
 def test_probe_returns_the_cli_shape(api, no_leftovers):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from apiutil import FAST, SLOW, client_for, serve, sse_events, start_run, wait_final, wait_for
 
-from lab.results import COLUMNS, cell, flatten
+from lab.service.export import COLUMNS, cell, flatten
 
 LAB = str(Path(sys.executable).with_name("lab"))
 COUNTS = ("backend.write_ops", "backend.write_bytes", "backend.zero_ops", "backend.zero_bytes", "backend.trim_ops",
@@ -67,7 +67,7 @@ def test_csv_is_the_json_flattened_with_filters(api):
 
 def test_columns_do_not_depend_on_the_rows():
     """Reference notes nested deeper than the prototype are one JSON cell, for every row alike."""
-    from lab.scenarios import SCENARIOS
+    from lab.domain.scenarios import SCENARIOS
 
     rows = [r for s in SCENARIOS.values() for r in s.rows if r.reference]
     for row in rows:

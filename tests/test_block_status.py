@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from lab import storage
-from lab.runs import Run, execute
-from lab.scenarios import BLOCK_STATUS_ROWS
-from lab.spec import build_spec
+from lab.domain.run import Run
+from lab.domain.scenarios import BLOCK_STATUS_ROWS
+from lab.domain.spec import build_spec
+from lab.host import storage
+from lab.measure.execute import execute
 
 HOLES = 64  # 8 MiB of 64 KiB data / 64 KiB hole
 BASE = {"size": "8M", "pattern": "alternate:64k", "plugin": "file", "zeromode": "plugin", "delay_write": 0,
@@ -49,7 +50,7 @@ def test_the_act_rows_run_and_count(no_leftovers):
 
 
 def test_data_init_needs_a_raw_file_disk():
-    from lab.spec import SpecError
+    from lab.domain.spec import SpecError
 
     with pytest.raises(SpecError) as e:
         build_spec({"disk_init": "data"})

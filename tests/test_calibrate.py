@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from lab import calibrate, places
-from lab.places import Core, Places
-from lab.results import COLUMNS, to_csv
-from lab.runs import Run, execute
-from lab.spec import build_spec
-from lab.trace import BackendCounts, WireCounts
+from lab.domain.counts import BackendCounts, WireCounts
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.host import places
+from lab.host.places import Core, Places
+from lab.measure import calibrate
+from lab.measure.execute import execute
+from lab.service.export import COLUMNS, to_csv
 
 TRUE = {"fixed": 0.040, "wire_requests": 80e-6, "backend_requests": 15e-6, "sleeps": 250e-6, "mib": 0.7e-3,
         "warm_mib": 0.4e-3, "slept_mib": 0.3e-3}
@@ -49,7 +51,7 @@ def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
 def test_the_plan_measures_each_per_byte_term_where_it_dominates():
     """The steady per-MiB rate comes from a copy many times longer than the warm-up, measured once
     more than the others; bytes behind sleeps from a copy whose 1 MiB writes each sleep."""
-    from lab.units import parse_size
+    from lab.domain.units import parse_size
 
     def mib(p: calibrate.Point) -> float:
         return parse_size(p.size) / calibrate.MiB

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from lab.spec import SpecError
-from lab.students import clean_name, clean_prediction
+from lab.domain.spec import SpecError
+from lab.domain.students import clean_name, clean_prediction
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 BLOCKER = {"size": "100M", "delay_write": "20ms", "delay_zero": "5ms"}  # ~8 s: keeps a worker busy

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from dockerengine import COMPOSE, DOCKER, EngineError, PrivateDockerd, unavailable
 
-from lab.scenarios import REFERENCE_ROWS
+from lab.domain.scenarios import REFERENCE_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "compose"

@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from lab import contention, procs
-from lab.runs import Run, execute
-from lab.spec import build_spec
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.host import procs
+from lab.measure import contention
+from lab.measure.execute import execute
 
 
 def test_a_process_of_the_run_is_its_own_cpu_not_others():

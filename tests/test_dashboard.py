@@ -121,7 +121,7 @@ def test_the_pages_have_no_validator_of_their_own(client: TestClient) -> None:
 
 
 def test_the_scripts_list_no_server_fields_by_hand(client: TestClient) -> None:
-    """Which fields exist, and which sit under the filter stack, come from the config (lab.spec)."""
+    """Which fields exist, and which sit under the filter stack, come from the config (lab.domain.spec)."""
     fields = [f["name"] for f in client.get("/api/v1/config").json()["server_fields"]]
     quoted = "|".join(re.escape(f'"{name}"') for name in fields)
     hand_list = re.compile(rf"\[\s*(?:{quoted})\s*,\s*(?:{quoted})")  # ["kind", "plugin", ...

@@ -9,8 +9,8 @@ import json
 import pytest
 from apiutil import FAST, serve, start_run, wait_final
 
-from lab import diskmap
-from lab.trace import LogParser
+from lab.nbd import diskmap
+from lab.nbd.trace import LogParser
 
 MiB = 1 << 20
 
@@ -150,7 +150,7 @@ def test_live_cells_show_block_status_questions_but_the_kept_map_does_not(api) -
 def test_block_status_rows_tell_their_runs_apart_by_storage(api) -> None:
     """The six block-status rows differ by storage and size only: a run on tmpfs measures the
     tmpfs row, never its ext4 twin (the talk showed the same run in both lanes)."""
-    from lab.scenarios import BLOCK_STATUS_ROWS
+    from lab.domain.scenarios import BLOCK_STATUS_ROWS
 
     a = next(r for r in BLOCK_STATUS_ROWS if r.key == "act-bs-A-32M")
     run = api.post("/api/runs", json={"client": a.client, "server": a.server}).json()

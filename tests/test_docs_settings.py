@@ -1,6 +1,6 @@
 """Every setting and every server field is documented (Datasette's rule), and read only where declared.
 
-docs/settings.md is generated from lab/config.py and lab/spec.py by scripts/settings_doc.py; adding a
+docs/settings.md is generated from lab/config.py and lab/domain/spec.py by scripts/settings_doc.py; adding a
 setting or a field without regenerating it (or with an empty description) fails here.
 """
 
@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab import spec
 from lab.config import Settings
+from lab.domain import spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,12 +48,12 @@ def test_every_environment_variable_the_code_names_is_a_declared_setting() -> No
 
 
 # Where the environment may be read: the drivers, each for a reason. Everything else in lab/ and
-# app/ is handed what it needs (lab.config.Settings -> lab.places.Core/Places, Limits, ManagerConfig).
+# app/ is handed what it needs (lab.config.Settings -> lab.host.places.Core/Places, Limits, ManagerConfig).
 ENV_READERS = {
-    ("lab/cli.py", "*"): "the `lab` driver builds Settings() from the environment",
+    ("lab/cli/commands.py", "*"): "the `lab` driver builds Settings() from the environment",
     ("lab/config.py", "*"): "Settings itself (pydantic-settings reads LAB_*)",
     ("lab/testing.py", "LiveService.start"): "starts `lab serve` with an environment: the subprocess's driver",
-    ("lab/procs.py", "child_env"): "passes the environment on to nbdkit and the clients (minus tokens); "
+    ("lab/host/procs.py", "child_env"): "passes the environment on to nbdkit and the clients (minus tokens); "
                                    "it reads no setting",
 }
 
@@ -93,7 +93,7 @@ def test_only_the_drivers_read_the_environment() -> None:
                 if (rel, "*") not in ENV_READERS and (rel, scope) not in ENV_READERS:
                     reads.append(f"{rel}:{line} ({scope or 'module level'})")
     assert not reads, ("the core reads the environment; hand the value down from lab.config.Settings "
-                       f"(lab.places.Core/Places, Limits, ManagerConfig) instead: {reads}")
+                       f"(lab.host.places.Core/Places, Limits, ManagerConfig) instead: {reads}")
 
 
 def test_the_environment_scan_finds_what_it_looks_for(tmp_path: Path) -> None:

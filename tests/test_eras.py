@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from lab import images
-from lab.clients import CopyContext, get_client
-from lab.runs import Run, execute
-from lab.servers import Server, close_handle, nbdkit_version
-from lab.spec import FASTZEROMODES, ZEROMODES, ServerSpec, build_spec
-from lab.verify import verify
+from lab.domain.run import Run
+from lab.domain.spec import FASTZEROMODES, ZEROMODES, ServerSpec, build_spec
+from lab.host import images
+from lab.measure.execute import execute
+from lab.nbd.clients import CopyContext, get_client
+from lab.nbd.servers import Server, close_handle, nbdkit_version
+from lab.nbd.verify import verify
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -312,7 +313,7 @@ class _Believer:
     def __init__(self, client: str, srv: Server, image: images.Image, strict: bool, **flags: bool) -> None:
         import nbd
 
-        from lab.clients.eras import _Copy
+        from lab.nbd.clients.eras import _Copy
 
         self.h = nbd.NBD()
         self.h.connect_uri(srv.uri)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import external, kinds
 from lab.config import Settings
-from lab.places import Core
-from lab.runs import Run, execute
-from lab.spec import SpecError, build_spec
+from lab.domain.run import Run
+from lab.domain.spec import SpecError, build_spec
+from lab.host.places import Core
+from lab.measure.execute import execute
+from lab.nbd import backends, external
 
 FIELDS = {"size": "8M", "delay_write": 0, "delay_zero": 0, "zeromode": "plugin", "kind": "external"}
 
@@ -34,7 +35,7 @@ def qemu_nbd(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     proc = subprocess.Popen(["qemu-nbd", "-f", "raw", "-k", str(sock), "-t", "-e", "8", str(disk)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        kinds.wait_for_socket(sock, proc, "qemu-nbd", tmp_path / "none.log")
+        backends.wait_for_socket(sock, proc, "qemu-nbd", tmp_path / "none.log")
         yield str(sock), disk
     finally:
         proc.terminate()
@@ -61,11 +62,11 @@ class Listener:
 
 def test_off_by_default(monkeypatch):
     monkeypatch.setenv(external.ENV, "127.0.0.1:10809")  # the core reads no environment: only what it is handed
-    assert not kinds.availability()["external"]["available"]
+    assert not backends.availability()["external"]["available"]
     with pytest.raises(SpecError) as e:
         build_spec({**FIELDS, "target": "127.0.0.1:10809", "destructive": True})
     assert e.value.field == "target" and "off" in e.value.message
-    assert kinds.availability(listing("127.0.0.1:10809").limits)["external"]["available"]
+    assert backends.availability(listing("127.0.0.1:10809").limits)["external"]["available"]
 
 
 def test_the_setting_lists_targets_separated_by_commas_or_spaces():
@@ -120,7 +121,7 @@ def test_read_only_and_oversized_exports_are_refused(qemu_nbd, tmp_path):
     proc = subprocess.Popen(["qemu-nbd", "-r", "-f", "raw", "-k", str(ro_sock), "-t", str(ro_disk)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        kinds.wait_for_socket(ro_sock, proc, "qemu-nbd", tmp_path / "none.log")
+        backends.wait_for_socket(ro_sock, proc, "qemu-nbd", tmp_path / "none.log")
         core = listing(str(ro_sock))
         run = execute(Run(client="qemu-img", server=build_spec({**FIELDS, "target": str(ro_sock),
                                                                  "destructive": True}, core.limits)), core=core)

@@ -1,4 +1,4 @@
-"""lab.spec.check_fields, the one validator of server fields: a whole form at once, each problem named.
+"""lab.domain.spec.check_fields, the one validator of server fields: a whole form at once, each problem named.
 
 The API's POST /api/v1/validate and the dashboard's form are thin over it; build_spec (the CLI,
 runs, scenario rows) raises its first problem. These tests pin what a person sees.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from lab import spec
 from lab.config import Limits
-from lab.spec import FieldProblem, SpecError, build_spec, check_fields
+from lab.domain import spec
+from lab.domain.spec import FieldProblem, SpecError, build_spec, check_fields
 
 
 def problems(raw: dict, **kw) -> dict[str, str]:

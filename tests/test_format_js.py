@@ -1,7 +1,7 @@
-"""The page spells sizes, delays and byte counts exactly as lab.units does (it parses none itself).
+"""The page spells sizes, delays and byte counts exactly as lab.domain.units does (it parses none itself).
 
 static/js/format.js only formats numbers the service normalised; this runs its size(), delay()
-and bytes() under Node beside lab.units' format_size, format_delay and human_bytes.
+and bytes() under Node beside lab.domain.units' format_size, format_delay and human_bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.units import format_delay, format_size, human_bytes
+from lab.domain.units import format_delay, format_size, human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [0, 512, 1000, 4096, 262144, 1 << 20, 100 << 20, 3 << 30, 1 << 40, 1536 * 1024, (1 << 30) + 512]

@@ -1,7 +1,7 @@
 """Server kinds on real storage: every kind copies and verifies, and nothing is left behind.
 
 Loop devices and mounts are real (losetup, mkfs.*, mount): where this machine does not
-allow them, the tests skip and say why (lab.storage.availability() gives the reason).
+allow them, the tests skip and say why (lab.host.storage.availability() gives the reason).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import kinds, procs, storage
-from lab.runs import Run, execute
-from lab.servers import Server
-from lab.spec import SpecError, build_spec
+from lab.domain.run import Run
+from lab.domain.spec import SpecError, build_spec
+from lab.host import procs, storage
+from lab.measure.execute import execute
+from lab.nbd import backends
+from lab.nbd.servers import Server
 from lab.testing import children, wait_for
 
 AVAIL = storage.availability()
@@ -85,8 +87,8 @@ def test_release_refuses_a_dir_that_is_not_ours(tmp_path):
 def test_every_kind_copies_and_verifies(fields, no_leftovers):
     if fields.get("storage"):
         need(fields["storage"])
-    if not kinds.availability()[fields.get("kind", "nbdkit")]["available"]:
-        pytest.skip(kinds.availability()[fields["kind"]]["reason"])
+    if not backends.availability()[fields.get("kind", "nbdkit")]["available"]:
+        pytest.skip(backends.availability()[fields["kind"]]["reason"])
     run = execute(Run(client="qemu-4.2", server=build_spec({**SMALL, **fields})))
     assert run.status == "succeeded", run.error
     assert run.verified
@@ -121,13 +123,13 @@ def test_cancel_during_copy_releases_storage(no_leftovers):
 
 def test_failure_after_provisioning_releases_storage(monkeypatch, no_leftovers):
     need("blockdev")
-    real_start = kinds.QemuNbdBackend.start
+    real_start = backends.QemuNbdBackend.start
 
     def start_then_fail(self, d):
         real_start(self, d)  # qemu-nbd running on a loop device by now
         raise RuntimeError("failed after provisioning")
 
-    monkeypatch.setattr(kinds.QemuNbdBackend, "start", start_then_fail)
+    monkeypatch.setattr(backends.QemuNbdBackend, "start", start_then_fail)
     run = execute(Run(client="qemu-img", server=build_spec({**SMALL, "kind": "qemu-nbd", "storage": "blockdev"})))
     assert run.status == "failed" and "failed after provisioning" in run.error
     no_storage_left()
@@ -135,9 +137,9 @@ def test_failure_after_provisioning_releases_storage(monkeypatch, no_leftovers):
 
 _HOLDER = """
 import sys, time
-from lab.servers import Server
-from lab.spec import build_spec
-from lab import places
+from lab.nbd.servers import Server
+from lab.domain.spec import build_spec
+from lab.host import places
 from lab.config import Settings
 places.use(places.Places.from_settings(Settings()))  # this script is a driver: the session's LAB_RUNTIME_DIR
 srvs = [Server(build_spec(f)).start() for f in ({"size": "8M", "kind": "qemu-nbd", "storage": "ext4"},
@@ -192,7 +194,7 @@ def test_spec_rules_for_kinds():
 
 def test_lab_kinds_cli_lists_availability():
     out = subprocess.run([sys.executable, "-m", "lab.cli", "kinds"], capture_output=True, text=True, check=True)
-    for name in (*kinds.KINDS, *storage.STORAGES):
+    for name in (*backends.KINDS, *storage.STORAGES):
         assert name in out.stdout
     assert "LAB_EXTERNAL_TARGETS" in out.stdout or os.environ.get("LAB_EXTERNAL_TARGETS")
     json.dumps(storage.availability())  # serialisable for the API
@@ -201,7 +203,8 @@ def test_lab_kinds_cli_lists_availability():
 def test_rows_needing_what_this_machine_lacks_are_left_out_with_the_reason(monkeypatch):
     """A machine without mount rights (simulated: the availability answer) plans `today` without
     the tmpfs rows, and says why; nothing is started to find out."""
-    from lab import scenarios, sweeps
+    from lab.domain import scenarios
+    from lab.service import sweeps
 
     real = storage.availability()
     fake = {**real, "tmpfs": {"available": False, "reason": "mount is not allowed here"}}

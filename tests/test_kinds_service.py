@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import storage
+from lab.host import storage
 from lab.testing import wait_for
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.events import EventBus
-from lab.manager import Conflict, Manager, ManagerConfig, NotFound, QueueFull
-from lab.store import Store
+from lab.service.events import EventBus
+from lab.service.manager import Conflict, Manager, ManagerConfig, NotFound, QueueFull
+from lab.service.store import Store
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 SLOW = {"size": "8M", "delay_write": "60ms", "delay_zero": "1ms"}  # about 2 s

@@ -1,4 +1,4 @@
-"""The lab's watchers yield the CPU to a CPU-bound copy (lab.contention.yield_cpu), and only then.
+"""The lab's watchers yield the CPU to a CPU-bound copy (lab.measure.contention.yield_cpu), and only then.
 
 Read-only checks of real threads' scheduling class: a server's debug readers and a run's
 progress thread are SCHED_IDLE while a copy without delays runs, normal otherwise."""
@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import threading
 
-from lab.runs import Run, execute
-from lab.servers import Server, observers_yield
-from lab.spec import build_spec
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.measure.execute import execute
+from lab.nbd.servers import Server, observers_yield
 
 
 def _progress_classes(spec_fields: dict, client: str = "qemu-4.2", depth: int = 16) -> set[int]:

@@ -284,7 +284,7 @@ def test_build_context_holds_only_what_the_image_needs() -> None:
 
 @pytest.mark.parametrize("path", [
     ".venv/bin/python", "var/lab.sqlite", "var/images/alternate.qcow2", ".git/config", ".env", "app/.env",
-    "lab/__pycache__/cli.cpython-311.pyc", "app/__pycache__/main.cpython-311.pyc", "lab/spec.pyc",
+    "lab/__pycache__/cli.cpython-311.pyc", "app/__pycache__/main.cpython-311.pyc", "lab/domain/spec.pyc",
     "tests/test_cli.py", "test-artifacts/shot.png", "fastzero_lab.egg-info/PKG-INFO", ".pytest_cache/x",
     "docs/classroom.md", "compose.yaml",
 ])
@@ -293,7 +293,7 @@ def test_dockerignore_keeps_host_state_out(path: str) -> None:
     assert _excluded(path, _ignore_rules()), path
 
 
-@pytest.mark.parametrize("path", ["lab/cli.py", "app/__init__.py", "templates/base.html", "scripts/install.sh",
+@pytest.mark.parametrize("path", ["lab/cli/commands.py", "app/__init__.py", "templates/base.html", "scripts/install.sh",
                                   "pyproject.toml", "README.md"])
 def test_dockerignore_sends_the_app(path: str) -> None:
     assert not _excluded(path, _ignore_rules()), path

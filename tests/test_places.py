@@ -1,5 +1,5 @@
 """One configuration object handed down: the core puts its files where the driver's settings say,
-whatever the process environment says (lab.places; the AST scan is in test_docs_settings.py)."""
+whatever the process environment says (lab.host.places; the AST scan is in test_docs_settings.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 from apiutil import FAST, client_for
 
-from lab import places
-from lab.clients import child
 from lab.config import Settings
-from lab.faults import Faults
-from lab.manager import Manager, ManagerConfig
-from lab.places import Core, Places
-from lab.runs import Run, execute
-from lab.spec import build_spec
-from lab.store import Store
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.host import places
+from lab.host.places import Core, Places
+from lab.measure.execute import execute
+from lab.nbd.clients import child
+from lab.service.faults import Faults
+from lab.service.manager import Manager, ManagerConfig
+from lab.service.store import Store
 
 ENV_PLACES = ("LAB_DATA_DIR", "LAB_RUNTIME_DIR", "LAB_IMAGE_DIR", "LAB_CALIBRATION_FILE")
 

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from lab.pool import Job, Stop, WorkerPool
-from lab.runs import Run, execute
-from lab.spec import build_spec
-from lab.sweeps import SweepService
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.measure.execute import execute
+from lab.service.scheduler import Job, Stop, WorkerPool
+from lab.service.sweeps import SweepService
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 SLOW = {"size": "8M", "delay_write": "60ms", "delay_zero": "1ms"}  # about 2 s
@@ -138,7 +139,7 @@ def test_a_run_clocked_from_spawn_starts_outside_the_others_start_up(spans: Span
     """qemu-img's time includes its own start, so it starts only when no other run started within
     LAUNCH_QUIET_S, and nothing starts beside it for as long; era clients (clocked once connected)
     start together."""
-    from lab.pool import LAUNCH_QUIET_S
+    from lab.service.scheduler import LAUNCH_QUIET_S
 
     spans.hold = 2 * LAUNCH_QUIET_S
     sleepy = build_spec(FAST)

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from lab import probe
-from lab.probe import Step, decide
+from lab.nbd import probe
+from lab.nbd.probe import Step, decide
 
 LEN = "2M"  # 4 ranges: an 8 MiB memory server
 # 256 KiB writes at 10 ms: a 2 MiB overwrite costs 80 ms of delays.
@@ -97,10 +97,10 @@ def test_probe_cli_bad_options():
 def test_one_big_zero_catches_a_server_that_zeroes_only_part(no_leftovers):
     """nbd-server 3.24 answers a 128 MiB WRITE_ZEROES with success having zeroed 64 MiB:
     the probe's read-back finds the data left (a correctness check, no timing involved)."""
-    from lab import kinds
+    from lab.nbd import backends
 
-    if not kinds.availability()["nbd-server"]["available"]:
-        pytest.skip(kinds.availability()["nbd-server"]["reason"])
+    if not backends.availability()["nbd-server"]["available"]:
+        pytest.skip(backends.availability()["nbd-server"]["reason"])
     p = probe.probe_server({"kind": "nbd-server"}, length=32 << 20)
     big = next(s for s in p["results"] if s["range"] == "whole")
     assert big["outcome"] == "ok" and big["length"] == 128 << 20

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 from apiutil import FAST, client_for, sse_events, wait_for
 
-from lab.manager import Manager, ManagerConfig, parse_fault
-from lab.runs import Run
-from lab.spec import build_spec
-from lab.store import Store
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.service.manager import Manager, ManagerConfig, parse_fault
+from lab.service.store import Store
 from lab.testing import descendants, mentioning
 
 

@@ -35,7 +35,8 @@ def test_workers_bound_concurrent_runs(tmp_path):
     before = {p.pid for p in descendants(os.getpid())}
     with client_for(tmp_path / "data", workers=2, queue_size=8) as api:
         manager = api.app.state.manager
-        # an era client: runs of a real binary (qemu-img) never start beside another (lab.pool LAUNCH_QUIET_S)
+        # an era client: runs of a real binary (qemu-img) never start beside another
+        # (lab.service.scheduler LAUNCH_QUIET_S)
         runs = [start_run(api, "qemu-4.2", delay_write="20ms") for _ in range(6)]
         most_running = most_nbdkit = 0
         while any(api.get(f"/api/runs/{r['id']}").json()["status"] in ("queued", "running") for r in runs):

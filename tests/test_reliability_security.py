@@ -17,10 +17,10 @@ import pytest
 from apiutil import FAST, client_for, wait_for
 from fastapi import APIRouter
 
-from lab import images, procs
-from lab.places import Places
-from lab.servers import Server
-from lab.spec import build_spec
+from lab.domain.spec import build_spec
+from lab.host import images, procs
+from lab.host.places import Places
+from lab.nbd.servers import Server
 from lab.testing import REPO, cmdline, descendants, environ
 
 SCANNED = ["lab", "app", "scripts", "bench"]
@@ -109,7 +109,7 @@ def test_ruff_refuses_a_shell():
     bad = ('import os, subprocess\nfrom os import system\nos.system(cmd)\nsystem(cmd)\nos.popen(cmd)\n'
            'subprocess.run(cmd, shell=True)\nsubprocess.getoutput(cmd)\nos.execlp("x", "x")\nf(cmd, shell=True)\n')
     ruff = Path(sys.executable).with_name("ruff")
-    for name in ("lab/probe.py", "tests/probe.py", "bench/probe.py"):
+    for name in ("lab/nbd/probe.py", "tests/probe.py", "bench/probe.py"):
         out = subprocess.run([str(ruff), "check", "--stdin-filename", name, "--output-format", "concise", "-"],
                              input=bad, capture_output=True, text=True, cwd=REPO).stdout
         codes = re.findall(r": (S\d+) ", out)
@@ -175,7 +175,7 @@ def test_sockets_and_disks_live_in_private_dirs(tmp_path, plugin):
 
 
 def test_default_bind_is_loopback():
-    from lab.cli import _parser
+    from lab.cli.commands import _parser
 
     assert _parser().parse_args(["serve"]).host == "127.0.0.1"
     assert '"${LAB_HOST:-127.0.0.1}"' in (REPO / "scripts" / "run.sh").read_text()

@@ -13,9 +13,9 @@ import socket
 
 from apiutil import wait_for
 
-from lab.runs import Run
-from lab.spec import build_spec
-from lab.store import Store
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.service.store import Store
 
 
 def test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription(tmp_path, live_service):

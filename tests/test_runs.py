@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from lab import images
-from lab.runs import Run, execute
-from lab.spec import build_spec
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.host import images
+from lab.measure.execute import execute
 
 MiB = 1 << 20
 
@@ -97,12 +98,12 @@ def test_progress_events_and_states(no_leftovers):
 
 def test_wrong_copy_is_a_failed_run(monkeypatch, no_leftovers):
     """A client that skips data must fail verification, however fast it was."""
-    from lab.clients import real
+    from lab.nbd.clients import real
 
     def lazy_copy(self, ctx):
         import nbd
 
-        from lab.servers import close_handle
+        from lab.nbd.servers import close_handle
 
         h = nbd.NBD()
         h.connect_uri(ctx.uri)
@@ -140,7 +141,7 @@ def test_timeout_fails_the_run(no_leftovers):
 def test_managed_server_busy_waits_for_the_run_deadline_only(no_leftovers):
     """A run on a managed server another holder has: the wait for its lock ends with the
     run's deadline (a timeout) or its cancel, and the managed server is left running."""
-    from lab.servers import Server
+    from lab.nbd.servers import Server
 
     spec = build_spec({"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"})
     with Server(spec) as srv:
@@ -160,7 +161,7 @@ def test_managed_server_busy_waits_for_the_run_deadline_only(no_leftovers):
 
 
 def test_client_crash_is_reported(no_leftovers, monkeypatch):
-    from lab.clients import real
+    from lab.nbd.clients import real
 
     def broken(self, ctx):
         real.run_process(["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", "/nonexistent.qcow2", ctx.uri], ctx)
@@ -211,9 +212,9 @@ def test_talk_geometry_full_size(zeromode, writes, zeroes, talk_s, no_leftovers)
 
 def test_era_child_crash_is_reported_with_its_stderr(no_leftovers):
     """The era clients' child process dying is a failed copy that says why, not a hang."""
-    from lab.clients.base import ClientError, CopyContext
-    from lab.clients.child import run_in_child
-    from lab.servers import Server
+    from lab.nbd.clients.base import ClientError, CopyContext
+    from lab.nbd.clients.child import run_in_child
+    from lab.nbd.servers import Server
 
     with Server(build_spec({"size": "4M"})) as srv, images.acquire(4 * MiB, "alternate:1M") as img:
         ctx = CopyContext(image=img, uri=srv.uri, flags=srv.flags)
@@ -229,11 +230,12 @@ def test_era_child_starts_without_the_spec_or_web_stack():
     import subprocess
     import sys
 
-    code = ("import sys, lab.clients.child as c; from lab.clients import get_client; get_client('qemu-4.2');"
+    code = ("import sys, lab.nbd.clients.child as c; from lab.nbd.clients import get_client; get_client('qemu-4.2');"
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('pydantic', 'pydantic_settings', 'fastapi', 'starlette', 'lab'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     loaded = set(out.stdout.split())
-    assert "lab.clients.eras" in loaded  # the probe itself works: the era clients did load
-    heavy = {m for m in loaded if not m.startswith("lab")} | (loaded & {"lab.spec", "lab.servers", "lab.config"})
+    assert "lab.nbd.clients.eras" in loaded  # the probe itself works: the era clients did load
+    heavy = {m for m in loaded if not m.startswith("lab")}
+    heavy |= loaded & {"lab.domain.spec", "lab.nbd.servers", "lab.config"}
     assert not heavy, f"the era child imports {sorted(heavy)}"

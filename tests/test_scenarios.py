@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from lab import model
-from lab.clients import client_ids
-from lab.runs import Run, execute
-from lab.scenarios import ACTS, OTHER_CLIENTS, REFERENCE_ROWS, SCENARIOS, Row, get_scenario, runnable
-from lab.servers import nbdkit_version, topology
-from lab.spec import build_spec
+from lab.domain import floor
+from lab.domain.run import Run
+from lab.domain.scenarios import ACTS, OTHER_CLIENTS, REFERENCE_ROWS, SCENARIOS, Row, get_scenario, runnable
+from lab.domain.spec import build_spec
+from lab.measure.execute import execute
+from lab.nbd.clients import client_ids
+from lab.nbd.servers import nbdkit_version, topology
 
 ERAS = ("qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-4.2")
 TABLE = {  # the 2019 table: server params -> (time, backend writes, backend zeroes)
@@ -140,7 +141,7 @@ def test_reference_rows_reproduce_the_table_counts(full_runs: dict) -> None:
         writes, zeroes, seconds = _want(r.reference)
         assert _got(run) == (writes, zeroes), r.key
         # The request x delay model at the talk's delays lands within 10% of the 2019 time.
-        predicted = model.predict_seconds(talk, run.backend)
+        predicted = floor.predict_seconds(talk, run.backend)
         assert abs(predicted - seconds) <= 0.1 * seconds, (r.key, predicted, seconds)
 
 
@@ -152,7 +153,7 @@ def test_act_rows_reproduce_their_reference_counts(full_runs: dict) -> None:
                 continue
             run = full_runs[(r.client, *_server(r))]
             assert _got(run) == (r.reference["write_ops"], r.reference["zero_ops"]), r.key
-            predicted = model.predict_seconds(talk, run.backend)
+            predicted = floor.predict_seconds(talk, run.backend)
             assert abs(predicted - r.reference["time_s"]) <= 0.1 * r.reference["time_s"], r.key
 
 

@@ -1,4 +1,4 @@
-"""Adding a server field is one line in lab.spec.ServerSpec: the proof.
+"""Adding a server field is one line in lab.domain.spec.ServerSpec: the proof.
 
 A copy of the code gets one hypothetical field (`frobnicate`, a size) added to ServerSpec and
 nothing else; in that copy the field must show up in the API's request schema (with bounds from
@@ -26,7 +26,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
-from lab import cli, results
+from lab.cli import commands
+from lab.service import export
 
 out = {}
 app = create_app(Settings(data_dir="data", max_maxdata="1M"))
@@ -45,15 +46,15 @@ with TestClient(app) as c:
 help_text = io.StringIO()
 with redirect_stdout(help_text):
     try:
-        cli.main(["run", "--help"])
+        commands.main(["run", "--help"])
     except SystemExit:
         pass
 out["help"] = [ln.strip() for ln in help_text.getvalue().splitlines() if "frobnicate" in ln]
 err = io.StringIO()
 with redirect_stderr(err):
-    out["cli_rc"] = cli.main(["run", "--frobnicate", "1"])
+    out["cli_rc"] = commands.main(["run", "--frobnicate", "1"])
 out["cli_err"] = err.getvalue().strip()
-out["csv"] = "server.frobnicate" in results.COLUMNS
+out["csv"] = "server.frobnicate" in export.COLUMNS
 print(json.dumps(out))
 '''
 
@@ -61,7 +62,7 @@ print(json.dumps(out))
 def test_a_field_added_to_the_model_alone_reaches_every_door(tmp_path: Path) -> None:
     for folder in ("lab", "app", "templates", "static", "scripts"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    spec_py = tmp_path / "lab" / "spec.py"
+    spec_py = tmp_path / "lab" / "domain" / "spec.py"
     text = spec_py.read_text()
     assert ANCHOR in text, "ServerSpec.to_dict moved: update the anchor of this test"
     spec_py.write_text(text.replace(ANCHOR, FIELD + ANCHOR))

@@ -10,9 +10,9 @@ from pathlib import Path
 import nbd
 import pytest
 
-from lab import procs
-from lab.servers import Server, ServerError, build_argv, build_chain_argv, close_handle, topology
-from lab.spec import build_spec
+from lab.domain.spec import build_spec
+from lab.host import procs
+from lab.nbd.servers import Server, ServerError, build_argv, build_chain_argv, close_handle, topology
 from lab.testing import alive, wait_for
 
 
@@ -79,7 +79,7 @@ def test_chain_counts_live_and_leaves_nothing(plugin, no_leftovers):
         assert (b.write_ops, b.write_bytes, b.zero_ops, b.flush_ops) == (48, 3 << 20, 0, 1)
         w = srv.wire()
         assert (w.zero, w.fast_zero, w.fast_zero_failed, w.write, w.flush, w.failed) == (1, 1, 0, 1, 1, 0)
-        reqs = srv.trace_rows(0)  # the per-request trace (lab.diskmap): the front's log, marker reads apart
+        reqs = srv.trace_rows(0)  # the per-request trace (lab.nbd.diskmap): the front's log, marker reads apart
         assert srv.trace_len() == len(reqs) == 3 and [r.op for r in reqs] == ["Zero", "Write", "Flush"]
         z = reqs[0]
         assert (z.offset, z.count, z.result) == (0, 2 << 20, "ok") and "fast" in z.flags and z.end >= z.start > 0
@@ -88,15 +88,15 @@ def test_chain_counts_live_and_leaves_nothing(plugin, no_leftovers):
 
 
 def test_chain_back_failure_is_reported(runtime_dir, no_leftovers, monkeypatch):
-    import lab.servers
+    import lab.nbd.servers
 
-    real = lab.servers.build_chain_argv
+    real = lab.nbd.servers.build_chain_argv
 
     def bad_back(*args, **kwargs):
         front, back = real(*args, **kwargs)
         return front, [*back, "no-such-key=1"]
 
-    monkeypatch.setattr(lab.servers, "build_chain_argv", bad_back)
+    monkeypatch.setattr(lab.nbd.servers, "build_chain_argv", bad_back)
     spec = build_spec({"size": "4M", "zeromode": "emulate", "fastzeromode": "ignore"})
     with pytest.raises(ServerError) as e:
         Server(spec).start()
@@ -186,8 +186,8 @@ def test_nbdkit_dies_with_its_parent(tmp_path):
     script = tmp_path / "owner.py"
     script.write_text(
         "import sys, time\n"
-        "from lab.servers import Server\nfrom lab.spec import build_spec\n"
-        "from lab import places\nfrom lab.config import Settings\n"
+        "from lab.nbd.servers import Server\nfrom lab.domain.spec import build_spec\n"
+        "from lab.host import places\nfrom lab.config import Settings\n"
         "places.use(places.Places.from_settings(Settings()))\n"  # a driver: the session's LAB_RUNTIME_DIR
         "s = Server(build_spec({'size': '4M'})).start()\n"
         "print(s.proc.pid, s.dir, flush=True)\n"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.runs import Run
-from lab.spec import build_spec
-from lab.store import INTERRUPTED_ERROR, Store
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.service.store import INTERRUPTED_ERROR, Store
 
 
 def _run(status: str, **kw) -> dict:
@@ -139,7 +139,7 @@ def test_committed_event_survives_kill_9(tmp_path: Path):
     """A writer killed right after append_event returns: the row and its event are on disk."""
     script = (
         "import os, signal, sys\n"
-        "from lab.store import Store\n"
+        "from lab.service.store import Store\n"
         "s = Store(sys.argv[1])\n"
         "row = {'id': 'r1', 'status': 'succeeded', 'client': 'qemu-img', 'server': {}}\n"
         "ev = s.append_event('done', 'r1', None, {'status': 'succeeded', 'run': row}, run=row)\n"
@@ -201,7 +201,7 @@ def _indexes(path: Path) -> set[str]:
 
 
 def test_an_older_database_is_migrated_on_open(tmp_path: Path):
-    from lab.store import SCHEMA_VERSION
+    from lab.service.store import SCHEMA_VERSION
 
     row = _v1_database(tmp_path)
     store = Store(tmp_path)
@@ -228,7 +228,7 @@ def test_a_new_database_gets_every_migration(tmp_path: Path):
 
 
 def test_a_newer_database_is_refused_untouched(tmp_path: Path):
-    from lab.store import SCHEMA_VERSION, StoreError
+    from lab.service.store import SCHEMA_VERSION, StoreError
 
     _v1_database(tmp_path)
     conn = sqlite3.connect(tmp_path / "lab.sqlite3")
@@ -242,7 +242,7 @@ def test_a_newer_database_is_refused_untouched(tmp_path: Path):
 
 
 def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch):
-    from lab import store as store_mod
+    from lab.service import store as store_mod
 
     _v1_database(tmp_path)
     monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, "CREATE INDEX x ON no_such_table(a)"))

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import nbd
 
-from lab import procs
-from lab.nbdhandle import close_handle
-from lab.servers import build_argv
-from lab.spec import build_spec
+from lab.domain.counts import BackendCounts
+from lab.domain.spec import build_spec
+from lab.host import procs
+from lab.nbd.handle import close_handle
+from lab.nbd.servers import build_argv
+from lab.nbd.trace import DatapathScanner, LogParser, parse_stats
 from lab.testing import wait_for
-from lab.trace import BackendCounts, DatapathScanner, LogParser, parse_stats
 
 MiB = 1 << 20
 
@@ -50,7 +51,7 @@ def test_log_read_in_pieces_cut_mid_line_gives_the_same_requests(tmp_path: Path)
     middle of a line. Whatever the cuts, the counts and the trace equal one read of the whole."""
     import threading
 
-    from lab.servers import _WireLog
+    from lab.nbd.servers import _WireLog
 
     whole = LogParser()
     whole.feed(LOG)

@@ -1,4 +1,4 @@
-"""This machine's calibration: the coefficients behind each run's `expected_s` (lab.calibrate).
+"""This machine's calibration: the coefficients behind each run's `expected_s` (lab.measure.calibrate).
 
 Measuring takes about a minute, so POST starts it in the background (202) and GET reports it;
 the service's shutdown cancels one in progress (its runs stop and leave nothing behind).
@@ -13,10 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.errors import Problem, responses
-from app.schemas import CalibrationState
-from lab import calibrate
-from lab.places import Places
+from app.http.errors import Problem, responses
+from app.schemas.runs import CalibrationState
+from lab.host.places import Places
+from lab.measure import calibrate
 
 router = APIRouter(tags=["calibration"])
 
@@ -25,7 +25,7 @@ class CalibrationJob:
     """At most one calibration at a time per service (two would measure each other)."""
 
     def __init__(self, places: Places | None) -> None:
-        self.places = places  # the service's calibration file (lab.places), handed down
+        self.places = places  # the service's calibration file (lab.host.places), handed down
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from app.deps import ManagerDep, SettingsDep
-from app.errors import Problem, responses, spec_error
-from app.schemas import Prediction, Reference, Student, _Strict
-from lab.classbook import guess_rows
-from lab.scenarios import ACTS
-from lab.spec import SpecError
-from lab.students import PREDICTION_FIELDS
+from app.http.deps import ManagerDep, SettingsDep
+from app.http.errors import Problem, responses, spec_error
+from app.schemas.runs import Prediction, Reference, Student, _Strict
+from lab.domain.scenarios import ACTS
+from lab.domain.spec import SpecError
+from lab.domain.students import PREDICTION_FIELDS
+from lab.service.classbook import guess_rows
 
 router = APIRouter(tags=["class"])
 

@@ -1,6 +1,6 @@
 """What a page (or any client) needs to build a server form, and server-side validation for it.
 
-`GET /api/config` serves the server fields as lab.spec declares them (defaults, limits under
+`GET /api/config` serves the server fields as lab.domain.spec declares them (defaults, limits under
 this instance's settings, choices, help, presets) plus the clients; the pages render the same
 object into themselves. `POST /api/validate` checks server fields exactly as a run would and
 answers them normalised, as numbers and as text, or names every wrong field in plain words:
@@ -15,12 +15,14 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from app.errors import responses
-from app.schemas import Availability, ClientOut, ServerOut, ServerPartial
-from lab import kinds, spec, storage
-from lab.clients import client_ids, get_client
+from app.http.errors import responses
+from app.schemas.runs import Availability, ClientOut, ServerOut, ServerPartial
 from lab.config import DEFAULT_LIMITS, Limits
-from lab.places import Places
+from lab.domain import spec
+from lab.host import storage
+from lab.host.places import Places
+from lab.nbd import backends
+from lab.nbd.clients import client_ids, get_client
 
 router = APIRouter(tags=["config"])
 
@@ -96,7 +98,7 @@ def lab_config(request: Request) -> dict[str, Any]:
         "spec_defaults_text": spec.spec_text(spec.DEFAULTS),
         "clients": clients,
         # choices this machine lacks, with the reason (the form disables them and says why)
-        "availability": {"kind": kinds.availability(_limits(request)),
+        "availability": {"kind": backends.availability(_limits(request)),
                          "storage": storage.availability(_places(request))},
     }
 
@@ -108,7 +110,7 @@ def get_config(request: Request) -> dict[str, Any]:
 
 
 # The body is read as a plain object so that every field is checked, together, by the one
-# validator (lab.spec.check_fields), instead of FastAPI stopping at the values that do not parse;
+# validator (lab.domain.spec.check_fields), instead of FastAPI stopping at the values that do not parse;
 # the OpenAPI document still says it is ServerFields.
 FieldsBody = Annotated[dict[str, Any], Body(), WithJsonSchema({"$ref": "#/components/schemas/ServerFields"})]
 

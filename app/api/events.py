@@ -26,10 +26,10 @@ from fastapi.sse import format_sse_event
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.deps import ManagerDep, SettingsDep
-from app.errors import responses
-from lab.events import Subscription
-from lab.store import Event
+from app.http.deps import ManagerDep, SettingsDep
+from app.http.errors import responses
+from lab.service.events import Subscription
+from lab.service.store import Event
 
 router = APIRouter(tags=["events"])
 

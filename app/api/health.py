@@ -8,16 +8,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from app.deps import ManagerDep
-from app.schemas import ClientOut, HealthOut
-from lab.clients import client_ids, get_client
+from app.http.deps import ManagerDep
+from app.schemas.runs import ClientOut, HealthOut
+from lab.nbd.clients import client_ids, get_client
 
 router = APIRouter(tags=["health"])
 
 
 def tool_versions() -> dict[str, str]:
-    from lab.clients.real import version
-    from lab.servers import nbdkit_version
+    from lab.nbd.clients.real import version
+    from lab.nbd.servers import nbdkit_version
 
     try:
         import nbd

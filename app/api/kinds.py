@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import CoreDep
-from app.errors import Problem, responses, spec_error
-from app.schemas import KindsOut, ProbeCreate, ProbeOut
-from lab import external, kinds, probe, storage
-from lab.spec import DISK_FORMATS, SpecError
+from app.http.deps import CoreDep
+from app.http.errors import Problem, responses, spec_error
+from app.schemas.runs import KindsOut, ProbeCreate, ProbeOut
+from lab.domain.spec import DISK_FORMATS, SpecError
+from lab.host import storage
+from lab.nbd import backends, external, probe
 
 router = APIRouter(tags=["servers"])
 # Probes write hundreds of MiB at full speed: one at a time keeps the others' runs honest.
@@ -22,7 +23,7 @@ _probe_lock = threading.Lock()
 @router.get("/kinds", response_model=KindsOut)
 def list_kinds(core: CoreDep) -> dict[str, Any]:
     """Each server kind and storage with `available` and, when not, `reason`."""
-    return {"kinds": kinds.availability(core.limits), "storages": storage.availability(core.places),
+    return {"kinds": backends.availability(core.limits), "storages": storage.availability(core.places),
             "disk_formats": list(DISK_FORMATS),
             "external_targets": [t.text for t in external.allowed_targets(core.limits)]}
 
@@ -43,7 +44,7 @@ async def create_probe(body: ProbeCreate, core: CoreDep) -> dict[str, Any]:
         raise spec_error(e, ("body", "server")) from None
     except external.ExternalError as e:
         raise spec_error(SpecError(e.field, e.message), ("body", "server")) from None
-    except (probe.ProbeError, kinds.KindError, storage.StorageError) as e:
+    except (probe.ProbeError, backends.KindError, storage.StorageError) as e:
         raise Problem("probe-failed", str(e)) from None
     finally:
         _probe_lock.release()

@@ -1,4 +1,4 @@
-"""Results as JSON and CSV: Run.to_dict() rows (the CLI's JSON), CSV flattened by lab.results.
+"""Results as JSON and CSV: Run.to_dict() rows (the CLI's JSON), CSV flattened by lab.service.export.
 
 Both page like /runs (newest first by default, an opaque cursor, since/until, server-field
 filters); the CSV's next page is in its `Link` header (and `X-Next-Cursor`).
@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from app.api.runs import ServerFiltersDep
-from app.deps import ManagerDep
-from app.errors import responses
-from app.headers import LINK_NEXT
-from app.pagination import Page, link_next, page_query
-from app.schemas import ClientId, ResultsOut, RunStatus
-from lab.results import COLUMNS, to_csv
+from app.http.deps import ManagerDep
+from app.http.errors import responses
+from app.http.headers import LINK_NEXT
+from app.http.pagination import Page, link_next, page_query
+from app.schemas.runs import ClientId, ResultsOut, RunStatus
+from lab.service.export import COLUMNS, to_csv
 
 router = APIRouter(tags=["results"])
 

@@ -10,23 +10,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api import API_PREFIX
-from app.deps import ManagerDep
-from app.errors import field_error, responses, spec_error
-from app.headers import LINK_NEXT, located
-from app.idempotency import IdempotencyKey, once
-from app.pagination import PageDep, link_next
-from app.schemas import (
-    CancelledOut,
-    ClientId,
-    RunCreate,
-    RunFilter,
-    RunList,
-    RunOut,
-    RunStatus,
-)
-from app.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses
-from lab import diskmap, spec
-from lab.spec import ServerField, SpecError
+from app.http.deps import ManagerDep
+from app.http.errors import field_error, responses, spec_error
+from app.http.headers import LINK_NEXT, located
+from app.http.idempotency import IdempotencyKey, once
+from app.http.pagination import PageDep, link_next
+from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses
+from app.schemas.runs import CancelledOut, ClientId, RunCreate, RunFilter, RunList, RunOut, RunStatus
+from lab.domain import spec
+from lab.domain.spec import ServerField, SpecError
+from lab.nbd import diskmap
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -57,7 +50,7 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
 
 
 def _filter_param(name: str, meta: ServerField) -> inspect.Parameter:
-    """A query parameter per server field, as runs echo it (bytes, milliseconds): from lab.spec."""
+    """A query parameter per server field, as runs echo it (bytes, milliseconds): from lab.domain.spec."""
     annotation: Any
     if meta.kind == "choice":
         annotation = spec.enum_of(name) | None
@@ -172,7 +165,7 @@ TRACE_DOC = {200: {"description": "one row per request: seq, t0/t1 (s since the 
 @router.get("/{run_id}/trace", response_class=StreamingResponse, responses={**TRACE_DOC, **responses(404, 422)})
 def get_trace(run_id: str, manager: ManagerDep,
               format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson") -> StreamingResponse:
-    """The run's requests as nbdkit's log filter recorded them (see lab/diskmap.py for the kinds).
+    """The run's requests as nbdkit's log filter recorded them (see lab/nbd/diskmap.py for the kinds).
 
     Kept for finished runs that reached the copy; 404 for a run that has none (yet)."""
     run = manager.get_run(run_id)

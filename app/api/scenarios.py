@@ -8,14 +8,14 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.api import API_PREFIX
 from app.api.sweeps import with_runs
-from app.deps import ManagerDep
-from app.errors import Problem, responses, spec_error
-from app.headers import located
-from app.idempotency import IdempotencyKey, once
-from app.schemas import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
-from lab.manager import NotFound
-from lab.scenarios import SCENARIOS
-from lab.spec import SpecError, build_spec
+from app.http.deps import ManagerDep
+from app.http.errors import Problem, responses, spec_error
+from app.http.headers import located
+from app.http.idempotency import IdempotencyKey, once
+from app.schemas.runs import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
+from lab.domain.scenarios import SCENARIOS
+from lab.domain.spec import SpecError, build_spec
+from lab.service.manager import NotFound
 
 # A run measures a row when its client and every one of these server fields agree.
 MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.api import API_PREFIX
-from app.deps import ManagerDep
-from app.errors import responses, spec_error
-from app.headers import located
-from app.idempotency import IdempotencyKey, once
-from app.schemas import ManagedServerOut, ServerCreate, ServerList
-from lab.spec import SpecError
+from app.http.deps import ManagerDep
+from app.http.errors import responses, spec_error
+from app.http.headers import located
+from app.http.idempotency import IdempotencyKey, once
+from app.schemas.runs import ManagedServerOut, ServerCreate, ServerList
+from lab.domain.spec import SpecError
 
 router = APIRouter(prefix="/servers", tags=["servers"])
 

@@ -8,15 +8,15 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX
-from app.deps import ManagerDep
-from app.errors import field_error, raw_json, responses
-from app.headers import LINK_NEXT, located
-from app.idempotency import IdempotencyKey, once
-from app.pagination import PageDep, link_next
-from app.schemas import RunStatus, SweepList, SweepOut
-from app.schemas_sweeps import CustomSweepCreate, SweepRowsOut
-from app.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses, wait_final
-from lab.sweepspec import DefinitionError, group_rows
+from app.http.deps import ManagerDep
+from app.http.errors import field_error, raw_json, responses
+from app.http.headers import LINK_NEXT, located
+from app.http.idempotency import IdempotencyKey, once
+from app.http.pagination import PageDep, link_next
+from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses, wait_final
+from app.schemas.runs import RunStatus, SweepList, SweepOut
+from app.schemas.sweeps import CustomSweepCreate, SweepRowsOut
+from lab.domain.sweepspec import DefinitionError, group_rows
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 

@@ -62,7 +62,7 @@ export function runsForRow(row, index) {
     .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
 }
 
-// A row's 2019 figures hold for the row's own server only (the rule lab/sweeps.py applies to
+// A row's 2019 figures hold for the row's own server only (the rule lab/service/sweeps.py applies to
 // overrides): a run of the row at another size, delay or storage shows no reference marker.
 export function referenceHolds(row, server) {
   const own = rowSpec(row);
@@ -318,7 +318,7 @@ export function drawChart(model, width, opts = {}) {
   return svg;
 }
 
-// A reference row whose counts or time this nbdkit cannot reproduce (lab.scenarios notes it).
+// A reference row whose counts or time this nbdkit cannot reproduce (lab.domain.scenarios notes it).
 export function differs(row) {
   const note = row.reference && row.reference.nbdkit_1_32;
   return Boolean(note && (note.write_ops !== undefined || note.predicted_s !== undefined));

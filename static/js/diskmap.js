@@ -1,6 +1,6 @@
 // The disk map: the destination drawn as cells by offset, each request painted as it lands,
 // and a small requests-per-second chart. The cell letters and the painting rule are the
-// server's (lab/diskmap.py): a request paints every cell it touches with its kind, in the
+// server's (lab/nbd/diskmap.py): a request paints every cell it touches with its kind, in the
 // order the requests started; refused fast zeroes and BLOCK_STATUS only flash.
 
 import { el } from "./format.js";
@@ -37,7 +37,7 @@ export function cellSizeFor(size) {
   return cell;
 }
 
-// The same rule as lab.diskmap.paint(), for a replay and for the tests.
+// The same rule as lab.nbd.diskmap.paint(), for a replay and for the tests.
 export function paintRow(cells, cellSize, row) {
   const code = CODE_OF[row.kind];
   if (!PAINTS.has(code) || !(row.count > 0)) return false;

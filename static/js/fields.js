@@ -1,4 +1,4 @@
-// The server fields as the lab declares them (lab.spec.ServerSpec, served in the page's config):
+// The server fields as the lab declares them (lab.domain.spec.ServerSpec, served in the page's config):
 // which there are, how the form holds them, and where each acts. No field is named here by hand.
 
 import { config } from "./api.js";

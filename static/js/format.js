@@ -22,7 +22,7 @@ export function seconds(s, digits = 2) {
   return `${Number(s).toFixed(digits)} s`;
 }
 
-// Numbers the server normalised, spelt as lab.units spells them (human_bytes, format_size,
+// Numbers the server normalised, spelt as lab.domain.units spells them (human_bytes, format_size,
 // format_delay; tests/test_units_spec.py holds the cases both must agree on). No parsing here.
 export function bytes(n) {
   if (n === null || n === undefined) return "–";

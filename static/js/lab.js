@@ -13,7 +13,7 @@ import { failed, renderCard, renderRow } from "./runview.js";
 const $ = (id) => document.getElementById(id);
 const el = f.el;
 const form = $("run-form");
-// The server fields, their kinds and presets are the server's (lab.spec.ServerSpec, in the page's config,
+// The server fields, their kinds and presets are the server's (lab.domain.spec.ServerSpec, in the page's config,
 // see fields.js); this page parses no unit and checks nothing itself: POST /api/v1/validate does.
 const RECENT_MS = 20000; // a finished run stays among the live cards this long
 

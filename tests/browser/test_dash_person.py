@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from labservice import SMALL, LabService, open_live, press
 
-from lab import diskmap
+from lab.nbd import diskmap
 
 pytestmark = pytest.mark.browser
 
@@ -309,7 +309,7 @@ def test_disk_map_of_a_finished_run_is_its_trace_and_act3_b_prezeroes_the_whole_
 
 
 def seed_history(data_dir: Path, n: int, template: dict) -> None:
-    from lab.store import Store
+    from lab.service.store import Store
 
     store = Store(data_dir, recover=False)
     try:
@@ -461,7 +461,7 @@ def test_block_status_act_fits_a_projector_with_each_lane_told_apart(service: La
     """Six lanes (tmpfs/ext4 x 32/64/128 MiB) in kiosk at 1280x640: each names its storage
     and size, counts its BLOCK_STATUS questions, nothing is cut, the controls stay on screen,
     and the two servers stand in two rows (A above B) with the sizes left to right."""
-    from lab import storage
+    from lab.host import storage
 
     missing = [n for n in ("tmpfs", "ext4") if not storage.availability()[n]["available"]]
     if missing:
@@ -515,7 +515,7 @@ def test_two_lanes_stand_side_by_side_on_a_projector_and_stack_on_a_phone(servic
 def test_a_run_on_the_slow_copy_path_says_so_on_its_card_and_row(service_factory, new_page, tmp_path) -> None:
     """A calibration that expects almost no CPU (planted, with this machine's fingerprint): a real copy
     without delays burns far more, so the service marks it and the page says so where the run is shown."""
-    from lab import calibrate
+    from lab.measure import calibrate
 
     cal = calibrate.Calibration(calibrate.fingerprint(calibrate.machine()), {"cpu": "planted"}, {
         k: calibrate.Fit(k, {"fixed": 0.01, "mib": 1e-3, "delays": 1.0}, [], {"fixed": 1e-4})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from labservice import LabService, press
 
-from lab import storage
+from lab.host import storage
 
 pytestmark = pytest.mark.browser
 

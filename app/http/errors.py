@@ -1,0 +1,263 @@
+"""One error shape for every 4xx/5xx: RFC 9457 `application/problem+json`.
+
+    {"type": "tag:fastzero-lab,2026:invalid-request", "code": "invalid-request", "status": 422,
+     "title": "Invalid request", "detail": "body.server.size: '0' is not a size ...", "instance": "/api/runs",
+     "errors": [{"loc": ["body", "server", "size"], "message": "...", "code": "value_error", "value": "0"}]}
+
+`type` (and its short form `code`) is stable per kind of error: clients branch on it, never
+on the wording. `errors[]` names each field (`loc`, as FastAPI spells it) with the value
+exactly as the request carried it (read back from the raw body, query or headers, never
+the parsed and re-serialised one); a field that was missing has no `value`. Middleware
+(app/http/middleware.py, app/http/auth.py) answers with the same shape through `problem_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lab.domain.spec import SpecError
+from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, ShuttingDown
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "tag:fastzero-lab,2026:"
+RETRY_AFTER_S = 5
+RAW_BODY = "fastzero.raw_body"  # scope key: the request body as received (app/http/middleware.py)
+
+# code -> (status, title, what it means: for the OpenAPI document and docs/api.md)
+CODES: dict[str, tuple[int, str, str]] = {
+    "bad-request": (400, "Bad request", "the body is not UTF-8 JSON text"),
+    "missing-token": (401, "Token required", "LAB_TOKEN is set and the request has no bearer token"),
+    "invalid-token": (401, "Invalid token", "LAB_TOKEN is set and the bearer token is not it"),
+    "cross-origin": (403, "Cross-origin request refused",
+                     "a browser sent this POST/DELETE from another origin (the Origin header)"),
+    "not-found": (404, "Not found", "no such id, scenario, scenario row, page (cursor) or path; errors[].loc "
+                                    "names it when it came in the body or the query"),
+    "method-not-allowed": (405, "Method not allowed", "the path exists; `Allow` lists its methods"),
+    "already-finished": (409, "Already finished", "the run or sweep has already finished"),
+    "not-runnable": (409, "Not runnable here", "a scenario's own rows exceed this service's limits (LAB_MAX_SIZE, "
+                     "LAB_MAX_DELAY_MS) or need what this machine lacks: give a smaller geometry in `server`"),
+    "idempotency-conflict": (409, "Idempotency-Key in use",
+                             "the first request with this Idempotency-Key is still being processed"),
+    "body-too-large": (413, "Request body too large", "the body is larger than LAB_MAX_BODY_BYTES"),
+    "unsupported-media-type": (415, "Unsupported media type", "a request body must be application/json"),
+    "invalid-request": (422, "Invalid request", "a field is invalid: errors[].loc names it"),
+    "idempotency-key-reused": (409, "Idempotency-Key reused",
+                               "this Idempotency-Key was used with a different request body"),
+    "limit-reached": (429, "Limit reached", "the run queue or the server limit is full; retry after Retry-After"),
+    "shutting-down": (503, "Shutting down", "the service is stopping; retry after Retry-After"),
+    "probe-failed": (502, "Probe failed", "the probed server could not be started or answered with an error"),
+}
+
+
+def problem(code: str, detail: str, *, instance: str | None = None,
+            errors: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    status, title, _ = CODES[code]
+    body: dict[str, Any] = {"type": TYPE_PREFIX + code, "code": code, "status": status, "title": title,
+                            "detail": detail}
+    if instance is not None:
+        body["instance"] = instance
+    body["errors"] = errors or []
+    body.update(extra)
+    return body
+
+
+def problem_bytes(code: str, detail: str, instance: str | None = None) -> bytes:
+    return json.dumps(problem(code, detail, instance=instance)).encode()
+
+
+def problem_response(code: str, detail: str, request: Request | None = None, *,
+                     errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+                     **extra: Any) -> JSONResponse:
+    status = CODES[code][0]
+    if status in (429, 503):
+        headers = {"Retry-After": str(RETRY_AFTER_S), **(headers or {})}
+    instance = request.url.path if request is not None else None
+    return JSONResponse(_json_safe(problem(code, detail, instance=instance, errors=errors, **extra)),
+                        status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+class Problem(Exception):
+    """Raised by a route for an answer in the common shape (codes: CODES)."""
+
+    def __init__(self, code: str, detail: str, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.errors, self.headers = code, detail, errors, headers
+
+
+def field_error(loc: Sequence[str | int], message: str, code: str = "value_error") -> RequestValidationError:
+    """A 422 naming a field; the value as sent is filled in from the request by the handler."""
+    return RequestValidationError([{"loc": list(loc), "msg": message, "type": code}])
+
+
+def spec_error(e: SpecError, prefix: Sequence[str] = ("body",)) -> RequestValidationError:
+    """lab.domain.spec's SpecError (limits, cross-field checks) as a 422 naming the same field, and every
+    other wrong field when the one validator (lab.domain.spec.check_fields) found several."""
+    return RequestValidationError([{"loc": [*prefix, p.field], "msg": p.message,
+                                    "type": getattr(p, "code", "value_error")} for p in e.problems or (e,)])
+
+
+_STATUS: tuple[tuple[type[ManagerError], str], ...] = (
+    (NotFound, "not-found"),
+    (Conflict, "already-finished"),
+    (LimitExceeded, "limit-reached"),
+    (ShuttingDown, "shutting-down"),
+)
+
+
+async def _manager_error(request: Request, exc: Exception) -> JSONResponse:
+    code = next((c for cls, c in _STATUS if isinstance(exc, cls)), "bad-request")
+    return problem_response(code, str(exc), request)
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc.code, exc.detail, request, errors=exc.errors, headers=exc.headers)
+
+
+_HTTP_CODES = {400: "bad-request", 401: "missing-token", 403: "cross-origin", 404: "not-found",
+               405: "method-not-allowed", 409: "already-finished", 413: "body-too-large",
+               415: "unsupported-media-type", 422: "invalid-request", 429: "limit-reached", 503: "shutting-down"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "bad-request")
+    detail = exc.detail if isinstance(exc.detail, str) else CODES[code][1]
+    if code == "not-found" and detail == "Not Found":
+        detail = f"nothing at {request.url.path}"
+    elif code == "method-not-allowed":
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    resp = problem_response(code, detail, request, headers=dict(exc.headers or {}))
+    resp.status_code = exc.status_code
+    return resp
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (Python's json accepts them in a body) echoed back as text, not a 500."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+_MISSING = object()
+
+
+def _raw_json(request: Request) -> Any:
+    raw = request.scope.get(RAW_BODY)
+    if not raw:
+        return _MISSING
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return _MISSING
+
+
+def raw_json(request: Request) -> Any:
+    """The request's JSON body exactly as sent (None when it has none or it is not JSON)."""
+    body = _raw_json(request)
+    return None if body is _MISSING else body
+
+
+def _sent_value(request: Request, loc: Sequence[Any], body: Any) -> Any:
+    """What the request carried at `loc`, untouched; _MISSING when it carried nothing there."""
+    if not loc:
+        return _MISSING
+    where, rest = loc[0], list(loc[1:])
+    if where == "body":
+        return _in_body(body, rest)
+    return _in_request(request, where, str(rest[0])) if rest else _MISSING
+
+
+def _in_body(node: Any, path: Sequence[Any]) -> Any:
+    for key in path:
+        in_dict = isinstance(node, dict) and isinstance(key, str) and key in node
+        in_list = isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+        if not (in_dict or in_list):
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _in_request(request: Request, where: str, name: str) -> Any:
+    if where == "query":
+        values = request.query_params.getlist(name)
+        return _MISSING if not values else values[0] if len(values) == 1 else values
+    if where == "header":
+        value = request.headers.get(name)
+        return _MISSING if value is None else value
+    if where == "path":
+        return request.path_params.get(name, _MISSING)
+    return _MISSING
+
+
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _message(text: str) -> str:
+    for p in _PREFIXES:
+        if text.startswith(p):
+            return text[len(p):]
+    return text
+
+
+def field_items(request: Request, raw_errors: Sequence[Any]) -> list[dict[str, Any]]:
+    body = _raw_json(request)
+    items = []
+    for err in raw_errors:
+        loc = list(err.get("loc", ()))
+        item: dict[str, Any] = {"loc": loc, "message": _message(str(err.get("msg", "invalid"))),
+                                "code": str(err.get("type", "value_error"))}
+        if err.get("type") == "json_invalid":
+            loc[1:] = []  # FastAPI gives the character position, not a field
+            item["loc"] = loc
+        value = _sent_value(request, loc, body) if err.get("type") != "missing" else _MISSING
+        if value is not _MISSING:
+            item["value"] = value
+        items.append(item)
+    return items
+
+
+def _where(loc: Sequence[Any]) -> str:
+    return ".".join(str(p) for p in loc) or "request"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    items = field_items(request, exc.errors())
+    first = items[0] if items else None
+    detail = f"{_where(first['loc'])}: {first['message']}" if first else "the request is invalid"
+    if len(items) > 1:
+        detail += f" (and {len(items) - 1} more in errors[])"
+    return problem_response("invalid-request", detail, request, errors=items)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ManagerError, _manager_error)
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+# For OpenAPI: which problems an operation may answer (the content type and the rest are
+# filled in by app/schemas/openapi.py).
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    from app.schemas.runs import Problem as ProblemModel
+
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in codes:
+        kinds = [f"`{c}`: {text}" for c, (s, _, text) in CODES.items() if s == status]
+        out[status] = {"model": ProblemModel, "description": "; ".join(kinds) or "error"}
+    return out

@@ -1,0 +1,189 @@
+"""Plain-text output for the CLI: a live progress bar and result tables."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from typing import Any, TextIO
+
+from lab.domain.run import Run
+from lab.domain.units import human_bytes
+from lab.measure.calibrate import WARM_MIB
+
+
+class ProgressBar:
+    """Drawn on a terminal only, and only once a run has lasted a second."""
+
+    WIDTH = 32
+
+    def __init__(self, out: TextIO, size: int) -> None:
+        self.out = out
+        self.size = size
+        self.t0 = time.monotonic()
+        self.enabled = out.isatty()
+        self.drawn = False
+
+    def update(self, event: dict[str, Any]) -> None:
+        if not self.enabled or event.get("type") != "progress" or time.monotonic() - self.t0 < 1.0:
+            return
+        frac = float(event.get("fraction") or 0.0)
+        filled = int(frac * self.WIDTH)
+        b = event.get("backend") or {}
+        line = (f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {frac * 100:5.1f}%  "
+                f"{event.get('elapsed_s', 0):6.2f} s  writes {b.get('write_ops', 0):5}  "
+                f"zeroes {b.get('zero_ops', 0):4}")
+        self.out.write(line)
+        self.out.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.out.write("\r" + " " * 80 + "\r")
+            self.out.flush()
+
+
+def _fmt(v: float | None, unit: str = "s") -> str:
+    return "-" if v is None else f"{v:.2f} {unit}"
+
+
+def expected_line(run: Run) -> str:
+    if run.expected_s is None or not run.breakdown:
+        return f"{'expected':16}{'-':>12}   (this machine is not calibrated: `lab calibrate`)"
+    b = run.breakdown
+    ratio = f", measured/expected {run.duration_s / run.expected_s:.3f}" if run.duration_s and run.expected_s else ""
+    return (f"{'expected':16}{_fmt(run.expected_s):>12}   (delays {b['delays_s']:.3f} + per-request "
+            f"{b['per_request_s']:.3f} + per-byte {b['per_byte_s']:.3f} + fixed {b['fixed_s']:.3f} s, "
+            f"{run.calibration}{ratio})")
+
+
+def contention_line(run: Run) -> str:
+    c = run.contention
+    if not c:
+        return f"{'machine':16}{'-':>12}"
+    verdict = "CONTENDED: others competed for the CPU" if run.contended else "quiet enough"
+    if c.get("slow_copy_path") and not run.contended:
+        verdict = "SLOW COPY PATH: own CPU above the calibration's"
+    cpu = (f"; own CPU {c['own_cpu_s']:.3f} s, expected {c['expected_own_cpu_s']:.3f} s"
+           if c.get("expected_own_cpu_s") is not None and c.get("own_cpu_s") is not None else "")
+    return (f"{'machine':16}{verdict:>12}   (others {c['others_cores']:.2f} cores, limit {c['limit_cores']:.2f}; "
+            f"this run {c['own_cores']:.2f}, whole machine {c['machine_cores']:.2f}{cpu})")
+
+
+def calibration_table(cal: Any) -> str:
+    """The coefficients of a lab.measure.calibrate.Calibration, one line per client kind / server build."""
+    out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
+           f"{cal.machine.get('nbdkit')}; took {cal.took_s:.0f} s at load {cal.load_before:.1f})",
+           f"{'':18}{'fixed':>7}{'per request, us':>22}{'':>4}{'per MiB, ms':>16}",
+           f"{'kind':18}{'ms':>7}{'wire':>9}{'backend':>9}{'sleep':>8}{'stored':>8}{'warm':>7}"
+           f"{'slept':>7}{'delay x':>8}{'worst fit':>10}"]
+    for key, f in cal.fits.items():
+        c = f.coef
+        out.append(f"{key:18}{1e3 * c.get('fixed', 0):7.2f}{1e6 * c.get('wire_requests', 0):9.1f}"
+                   f"{1e6 * c.get('backend_requests', 0):9.1f}{1e6 * c.get('sleeps', 0):8.1f}"
+                   f"{1e3 * c.get('mib', 0):8.3f}{1e3 * c.get('warm_mib', 0):7.3f}"
+                   f"{1e3 * c.get('slept_mib', 0):7.3f}{c.get('delays', 0):8.3f}{100 * f.worst:9.1f}%")
+    out.append(f"per MiB stored (the plugin's writes); warm: extra for the first {WARM_MIB} MiB of a fresh "
+               "server; slept: extra for bytes that waited out a delay")
+    noisy, total = cal.contended
+    if noisy:
+        out.append(f"{noisy} of {total} points were measured while other work used the CPU (contended): "
+                   "run `lab calibrate` again on a quiet machine for figures to trust")
+    return "\n".join(out)
+
+
+def run_table(run: Run) -> str:
+    s = run.server
+    b = run.backend
+    w = run.wire
+    lines = [
+        f"run {run.id}  client {run.client}  status {run.status.upper()}",
+        f"server   {s.describe()}",
+        "flags    " + (" ".join(f"{k}={int(v)}" for k, v in (run.flags or {}).items() if k.startswith("can_"))
+                       or "-"),
+        "",
+        f"{'copy time':16}{_fmt(run.duration_s):>12}   (setup {_fmt(run.setup_s)}, verify {_fmt(run.verify_s)})",
+        f"{'predicted':16}{_fmt(run.predicted_s):>12}   ({run.model} model"
+        + (f", measured/predicted {run.ratio:.3f})" if run.ratio else ")"),
+        expected_line(run),
+        contention_line(run),
+        f"{'verified':16}{str(run.verified).lower():>12}   {run.verify_detail or ''}",
+    ]
+    if b:
+        lines += [
+            "",
+            f"{'backend':16}{'ops':>8}{'bytes':>14}",
+            f"{'  write':16}{b.write_ops:>8}{human_bytes(b.write_bytes):>14}",
+            f"{'  zero':16}{b.zero_ops:>8}{human_bytes(b.zero_bytes):>14}",
+            f"{'  trim':16}{b.trim_ops:>8}{human_bytes(b.trim_bytes):>14}",
+            f"{'  flush':16}{b.flush_ops:>8}",
+        ]
+    if w:
+        lines += [
+            "",
+            f"wire ({w.source}): write {w.write}  zero {w.zero}  fast_zero {w.fast_zero} "
+            f"(failed {w.fast_zero_failed})  trim {w.trim}  flush {w.flush}",
+        ]
+    if run.error:
+        lines += ["", f"error: {run.error}"]
+    return "\n".join(lines)
+
+
+def _scenario_row(r: Run) -> str:
+    ref = (r.reference or {}).get("time_s")
+    b, w = r.backend, r.wire
+    vs_ref = f"{r.duration_s / ref:.2f}" if ref and r.duration_s else "-"
+    writes, zeroes = (b.write_ops, b.zero_ops) if b else (0, 0)
+    fast, fast_failed = (w.fast_zero, w.fast_zero_failed) if w else (0, 0)
+    ok = ("yes" if r.verified else "NO") + ("" if r.status == "succeeded" else " " + r.status)
+    return (f"{(r.label or r.id)[:21]:22}{r.client:10}{r.server.zeromode:9}{r.server.fastzeromode:9}"
+            f"{(r.duration_s or 0):8.2f}{(r.predicted_s or 0):8.2f}{(r.ratio or 0):7.3f}"
+            f"{(f'{ref:.2f}' if ref else '-'):>7}{vs_ref:>6}{writes:7}{zeroes:7}{fast:4}{fast_failed:4}  {ok}")
+
+
+def _nbdkit_notes(runs: list[Run]) -> list[str]:
+    """Rows whose 2019 counts this nbdkit cannot give (see the reference's nbdkit_1_32 note)."""
+    notes = [(r.label or r.id, (r.reference or {}).get("nbdkit_1_32") or {}) for r in runs]
+    notes = [(label, n) for label, n in notes if "write_ops" in n]
+    if not notes:
+        return []
+    out = ["", "Differs from 2019 on this nbdkit:"]
+    for label, n in notes:
+        expect = f"expect {n['write_ops']} writes, {n['zero_ops']} zeroes, ~{n['predicted_s']:g} s"
+        out += textwrap.wrap(f"{label}: {expect}. {n['why']}", width=110, initial_indent="  ",
+                             subsequent_indent="    ")
+    return out
+
+
+def scenario_table(title: str, runs: list[Run]) -> str:
+    head = (f"{'row':22}{'client':10}{'zeromode':9}{'fastzero':9}{'time':>8}{'pred':>8}{'ratio':>7}"
+            f"{'ref':>7}{'/ref':>6}{'writes':>7}{'zeroes':>7}{'fz':>4}{'fzf':>4}  ok")
+    return "\n".join([title, "", head, "-" * len(head), *map(_scenario_row, runs), *_nbdkit_notes(runs)])
+
+
+def today_table(runs: list[Run]) -> str:
+    """Scenario `today` as Markdown: one row per server, one column per client; each cell the
+    copy time, then the zero requests the server got (backend view), a mark if not verified."""
+    servers: dict[str, dict[str, Run]] = {}
+    clients: list[str] = []
+    for r in runs:
+        client, _, server = (r.label or "").partition("@")
+        servers.setdefault(server, {})[client] = r
+        if client not in clients:
+            clients.append(client)
+    from lab.domain.scenarios import TODAY_CLIENTS
+
+    clients.sort(key=lambda c: TODAY_CLIENTS.index(c) if c in TODAY_CLIENTS else len(TODAY_CLIENTS))
+    lines = ["| server | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
+    for server, by in servers.items():
+        cells = []
+        for c in clients:
+            r = by.get(c)
+            if r is None:
+                cells.append("-")
+            elif r.status != "succeeded":
+                cells.append(f"{r.status}" + (" (not verified)" if r.verified is False else ""))
+            else:
+                z = r.backend.zero_ops if r.backend else 0
+                cells.append(f"{r.duration_s:.2f} s / {z} z")
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

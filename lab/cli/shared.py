@@ -1,0 +1,89 @@
+"""What `lab`'s commands share (lab/cli/commands.py, lab/cli/sweep.py): the one way a bad argument ends
+(a message naming it on stderr, exit status 2), Ctrl-C/SIGTERM as a clean cancel, and a sweep
+(a named scenario or a custom one) run in this process."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+from lab.host.places import Core
+from lab.measure.execute import execute
+from lab.service.scheduler import Job, Stop, WorkerPool
+from lab.service.sweeps import Sweep, SweepService
+
+EXIT_USAGE = 2
+MAX_WORKERS = 16
+
+
+def bad(message: str) -> int:
+    """A bad argument: say which and what is wrong; the command returns this (2) as its exit status."""
+    print(f"lab: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def workers_problem(workers: int) -> str | None:
+    if 1 <= workers <= MAX_WORKERS:
+        return None
+    return f"--workers: must be between 1 and {MAX_WORKERS} (got {workers})"
+
+
+class Interrupt:
+    """Ctrl-C / SIGTERM cancels the runs cleanly (servers and clients stopped) instead of dying."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __enter__(self) -> threading.Event:
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self.event
+
+    def _handle(self, _sig: int, _frame: object) -> None:
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class LocalSweep:
+    """A sweep run here: a private worker pool carries out `workers` runs at once, a SweepService
+    queues them (`service.start` or `service.start_custom`), and each finished run prints a line on
+    stderr unless `quiet`. Nothing runs before run(). `core`: the settings' limits and places, handed
+    to every run."""
+
+    def __init__(self, workers: int, name: str, quiet: bool, core: Core | None = None,
+                 queue_size: int = 10_000) -> None:
+        self.quiet = quiet
+        core = core or Core()
+        self.pool = WorkerPool(workers, queue_size=queue_size,
+                               work=lambda job: execute(job.run, cancel=job.cancel, core=core),
+                               finish=self._finished, name=name)
+        self.service = SweepService(self.pool, core.limits)
+        self._sweep: Sweep | None = None
+        self._lock = threading.Lock()
+        self._done = 0
+        self._t0 = time.perf_counter()
+
+    def run(self, sweep: Sweep) -> float:
+        """Run the queued `sweep` to its end, or until Ctrl-C/SIGTERM cancels it; returns the wall
+        time since this LocalSweep was made (planning and queueing included)."""
+        self._sweep = sweep
+        self.pool.start()
+        with Interrupt() as cancel:
+            while not sweep.done.wait(0.1):
+                if cancel.is_set():
+                    self.service.cancel(sweep.id, wait=0)
+        self.pool.shutdown(Stop(), grace=5)
+        return time.perf_counter() - self._t0
+
+    def _finished(self, job: Job) -> None:
+        with self._lock:
+            self._done += 1
+            if not self.quiet:
+                total = len(self._sweep.runs) if self._sweep else "?"
+                print(f"[{self._done}/{total}] {job.run.label}: {job.run.status} {job.run.duration_s or 0:.2f} s",
+                      file=sys.stderr)
+        self.service.run_finished(job.run)  # the last one ends the sweep: print before

@@ -1,0 +1,84 @@
+"""`lab sweep FILE.toml|json`: a custom sweep (lab.domain.sweepspec) run here, one table row per row.
+
+The file holds the same definition POST /api/v1/sweeps takes, for example (TOML):
+
+    name = "pre-zero on A and B"
+    repeats = 3
+    [grid]
+    client = ["qemu-3.1", "qemu-4.2"]
+    zeromode = ["plugin", "emulate"]
+    [server]
+    size = "16M"
+    delay_write = "5ms"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from lab.cli.shared import MAX_WORKERS, LocalSweep, bad, workers_problem
+from lab.domain import sweepspec
+from lab.host.places import Core
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("sweep", help="run a custom sweep (rows or a grid) from a TOML or JSON file")
+    s.add_argument("file", help="the sweep definition: FILE.toml or FILE.json (see docs/api.md#custom-sweeps)")
+    s.add_argument("--workers", type=int, default=1,
+                   help=f"runs at once, 1 to {MAX_WORKERS} (default 1: timings stay honest)")
+    s.add_argument("--json", action="store_true", help="print the sweep, its runs and the per-row statistics")
+
+
+def load(path: str) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if path.endswith(".toml"):
+        return tomllib.loads(text)
+    return json.loads(text)
+
+
+def _fmt(stats: dict[str, Any] | None, unit: str = "", digits: int = 2) -> str:
+    if not stats:
+        return "-"
+    med = f"{stats['median']:.{digits}f}{unit}"
+    return med if stats["n"] < 2 else f"{med} ±{stats['spread'] / 2:.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("row", "client", "ok", "time (median ± half spread)", "predicted", "writes", "zeroes")
+    lines = [head]
+    for r in rows:
+        st = r["stats"]
+        lines.append((r["key"], str(r["client"]), f"{r['succeeded']}/{r['runs']}", _fmt(st["duration_s"], " s"),
+                      _fmt(st["predicted_s"], " s"), _fmt(st["backend.write_ops"], digits=0),
+                      _fmt(st["backend.zero_ops"], digits=0)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def cmd_sweep(args: argparse.Namespace, core: Core) -> int:
+    """`core`: the settings' limits (LAB_MAX_SIZE and co., as for `lab run` and POST /api/v1/sweeps)
+    and places."""
+    if problem := workers_problem(args.workers):
+        return bad(problem)
+    here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, core=core, queue_size=sweepspec.MAX_RUNS)
+    try:
+        planned = sweepspec.plan(load(args.file), core.limits)
+    except OSError as e:
+        return bad(f"{args.file}: {e.strerror or e}")
+    except (ValueError, tomllib.TOMLDecodeError) as e:  # JSON/TOML syntax, or DefinitionError (names the place)
+        return bad(f"{args.file}: {e}")
+    sweep = here.service.start_custom(planned)
+    wall = here.run(sweep)
+    runs = [r.to_dict() for r in sweep.runs]
+    rows = sweepspec.group_rows(runs)
+    if args.json:
+        print(json.dumps({"sweep": sweep.to_dict(), "wall_s": round(wall, 3), "rows": rows, "runs": runs}))
+    else:
+        print(f"{planned.name}: {len(planned.rows)} rows x {planned.repeats}")
+        print(table(rows))
+        print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
+    return 0 if all(r["status"] == "succeeded" for r in runs) else 1

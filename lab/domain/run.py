@@ -1,0 +1,148 @@
+"""A run: the one model of a convert run and its result, with its statuses.
+
+`Run.to_dict()` is the JSON the CLI prints, the store keeps and the API answers with; the CSV's
+columns are its leaves (lab.service.export). Carried out by lab.measure.execute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+    computed_field,
+    field_serializer,
+    model_validator,
+)
+from typing_extensions import TypedDict
+
+from lab.domain.counts import BackendCounts, WireCounts
+from lab.domain.flags import ServerFlags
+from lab.domain.spec import ServerSpec
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+STATUSES: tuple[str, ...] = get_args(RunStatus)
+FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class StatsCheck(TypedDict):
+    """The stats filter's op counts beside the datapath count (they must agree)."""
+
+    stats_write_ops: int
+    stats_zero_ops: int
+    agree: bool | None
+
+
+class Reached(TypedDict, total=False):
+    """How far a copy got (what a cancelled or failed run had reached)."""
+
+    fraction: float
+    bytes_done: int
+    elapsed_s: float
+    backend: dict[str, int]
+    phase: str | None
+
+
+class DiskMap(TypedDict, total=False):
+    """The disk map of a copy (lab.nbd.diskmap): cells run-length encoded, one letter per cell."""
+
+    cell_size: int
+    size: int
+    cells: str
+    requests: int
+    truncated: bool
+
+
+# What the server advertised, as a plain dict (run.flags["can_zero"]), with ServerFlags' schema.
+FlagsDict = Annotated[dict[str, Any], WithJsonSchema(TypeAdapter(ServerFlags).json_schema())]
+
+
+class Run(BaseModel):
+    """A run and, once finished, its result: the one model of a run.
+
+    `to_dict()` is the JSON the CLI prints, the store keeps and the API answers with (the
+    API's response model is this class, app/schemas/runs.py), and the CSV's columns are its
+    leaves (lab/service/export.py). Adding a run field is one line here. Assignments are
+    validated (a misspelt status fails where it is set, not in a reader).
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    client: str = Field(description="copy client, see GET /api/clients")
+    server: ServerSpec = Field(description="the server's fields, normalised (bytes, milliseconds)")
+    id: str = Field(default_factory=new_id)
+    status: RunStatus = "queued"
+    queue_depth: int = Field(1, description="requests in flight, for the lab's own clients")
+    server_id: str | None = Field(None, description="the long-lived server it ran on (None: a fresh one)")
+    sweep_id: str | None = None
+    label: str | None = None
+    # Who asked for it (a display name, lab.domain.students) and what they expected (lab.domain.students.compare).
+    student: str | None = None
+    prediction: dict[str, int | float] | None = None
+    reference: dict[str, Any] | None = Field(None, description="the talk's figures for this scenario row")
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    setup_s: float | None = None
+    duration_s: float | None = None
+    verify_s: float | None = None
+    predicted_s: float | None = None
+    # The calibrated expectation (lab.measure.calibrate): the floor plus this machine's measured per-request,
+    # per-byte and fixed costs; `breakdown` splits it (delays_s, per_request_s, per_byte_s, fixed_s).
+    expected_s: float | None = None
+    breakdown: dict[str, float] | None = None
+    calibration: str | None = None  # the coefficient set used, e.g. "era-q1/single"
+    # Others' CPU during the copy above lab.measure.contention.CONTENDED_CORES: the time is not a clean measurement.
+    contended: bool | None = None
+    contention: dict[str, Any] | None = None  # machine_cores, own_cores, others_cores, limit_cores
+    model: str | None = None
+    verified: bool | None = None
+    verify_detail: str | None = None
+    backend: BackendCounts | None = Field(None, description="requests the backend (plugin) carried out")
+    wire: WireCounts | None = Field(None, description="requests as the client sent them")
+    server_log: WireCounts | None = Field(None, description="requests as nbdkit's log filter saw them")
+    stats_check: StatsCheck | None = None
+    flags: FlagsDict | None = Field(None, description="what the server advertised")
+    notes: list[str] = Field(default_factory=list)
+    error: str | None = None
+    # How far the copy got (fraction, bytes, phase): what a cancelled or failed run had reached.
+    reached: Reached | None = None
+    # The disk map of the copy: {"cell_size", "size", "cells" (run-length encoded), "requests"}.
+    diskmap: DiskMap | None = None
+    # The per-request trace (lab.nbd.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.
+    trace: list[Any] | None = Field(None, repr=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _computed_are_not_input(cls, data: Any) -> Any:
+        """A stored run's JSON holds its computed fields: with extra="allow" they would come back twice."""
+        if isinstance(data, dict) and data.keys() & cls.model_computed_fields.keys():
+            return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ratio(self) -> float | None:
+        if self.duration_s is None or not self.predicted_s:
+            return None
+        return round(self.duration_s / self.predicted_s, 4)
+
+    @field_serializer("wire", "server_log")
+    def _wire(self, w: WireCounts | None) -> WireCounts | None:
+        """At most 10 error lines (as WireCounts.to_dict), with the dataclass's own schema."""
+        return dataclasses.replace(w, errors=w.errors[:10]) if w is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()

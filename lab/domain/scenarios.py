@@ -1,0 +1,277 @@
+"""Named sets of runs: the case study (with the talk's reference figures) and the acts.
+
+Reference figures: Eric Blake's cover letter 'Add NBD Fast Zero support' (2019-08-23),
+qemu 4.2-dev client, 100 MiB alternating 1 MiB data/hole, delay-write=20ms
+delay-zero=5ms maxdata=256k; counts are what reached the plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SERVER_A = {"zeromode": "plugin"}  # zeroing is fast metadata
+SERVER_B = {"zeromode": "emulate"}  # zeroing falls back to writes
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    client: str
+    server: dict[str, Any]
+    reference: dict[str, Any] | None = None  # time_s, write_ops, zero_ops, fast_seen
+    group: str = ""  # "A" / "B" / "" for charts that pair servers
+
+    def to_dict(self) -> dict[str, Any]:
+        """`server`: the fields the row sets, as written; `spec`: the whole server, normalised (bytes, ms)."""
+        from lab.domain.spec import build_spec
+
+        return {"key": self.key, "label": self.label, "client": self.client, "server": dict(self.server),
+                "spec": build_spec(self.server).to_dict(), "reference": self.reference, "group": self.group}
+
+
+@dataclass(frozen=True)
+class Act:
+    key: str
+    title: str
+    era: str
+    summary: str
+    rows: tuple[Row, ...]
+    takeaway: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "title": self.title, "era": self.era, "summary": self.summary,
+                "takeaway": self.takeaway, "rows": [r.to_dict() for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    description: str
+    rows: tuple[Row, ...]
+    acts: tuple[Act, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "description": self.description,
+                "rows": [r.to_dict() for r in self.rows], "acts": [a.to_dict() for a in self.acts]}
+
+
+def _ref(time_s: float, write_ops: int, zero_ops: int | None, fast_seen: str,
+         nbdkit_1_32: dict[str, Any] | None = None) -> dict[str, Any]:
+    ref = {"time_s": time_s, "write_ops": write_ops, "zero_ops": zero_ops, "fast_seen": fast_seen,
+           "source": "Blake 2019, qemu 4.2-dev"}
+    if nbdkit_1_32:
+        ref["nbdkit_1_32"] = nbdkit_1_32
+    return ref
+
+
+def plain(row: Row) -> dict[str, Any] | None:
+    """The 2019 time and counts alone, for an act that re-enacts a reference row with its era's
+    client (the row's fast= column and nbdkit 1.32 notes describe the qemu 4.2 client)."""
+    if not row.reference:
+        return None
+    return {**{k: row.reference[k] for k in ("time_s", "write_ops", "zero_ops", "source")}, "row": row.key}
+
+
+# Where this lab's nbdkit (1.32) behaves differently from the one of 2019, the reference
+# says so under "nbdkit_1_32": what is seen here instead, and why. The cause is nbdkit
+# commit 4aabc22f (v1.31.9, 'server: Fix NBDKIT_ZERO_EMULATE from filters'): zeromode=emulate
+# is now carried out by nbdkit's core at the top layer, so the log filter records the
+# emulated zeroes as Write, and the core answers any fast zero with ENOTSUP before a filter
+# sees it. For emulate + ignore that would change the counts (the nozero filter could no
+# longer drop the flag), so the lab builds that server as a two-process chain of stock nbdkit
+# (lab/nbd/servers.py, topology "chain"): the 2019 counts, with a build note saying so.
+_CORE_EMULATES = "nbdkit >= 1.31.9 emulates zeromode=emulate in its core, above the log filter (commit 4aabc22f)"
+_EMULATED_LOG = "the 50 per-hole zeroes are emulated before the log filter: logged as 50 Write, no Zero line"
+CHAIN_NOTE = {
+    "build": "chain",
+    "fast_seen": "4x fast=1, logged by the front server as in 2019",
+    "why": _CORE_EMULATES + ", where the core refuses a fast zero before the nozero filter could drop the flag. "
+           "The lab builds this server as two stock nbdkit processes: a front (log, nozero zeromode=plugin "
+           "fastzeromode=ignore, nbd plugin) drops the flag and forwards plain zeroes to a back (nozero "
+           "zeromode=emulate, blocksize, delay, stats, noextents, memory) whose core writes them out. Same 2019 "
+           "counts and time; one extra Unix-socket hop per request (54 here).",
+    "reproduced_by": "qemu-3.1-B",
+}
+
+REFERENCE_ROWS = (
+    Row("ref-none", "zeromode=none (no write-zeroes)", "qemu-4.2",
+        {"zeromode": "none"}, _ref(8.54, 400, 0, "-")),
+    Row("ref-plugin-ignore", "A, fastzeromode=ignore (qemu 3.1-like)", "qemu-4.2",
+        {"zeromode": "plugin", "fastzeromode": "ignore"}, _ref(4.30, 200, 4, "4x fast=1"), "A"),
+    Row("ref-emulate-ignore", "B, fastzeromode=ignore (qemu 3.1-like)", "qemu-4.2",
+        {"zeromode": "emulate", "fastzeromode": "ignore"}, _ref(12.51, 600, 0, "4x fast=1", CHAIN_NOTE), "B"),
+    Row("ref-emulate-none", "B, fastzeromode=none (qemu 4.0-like)", "qemu-4.2",
+        {"zeromode": "emulate", "fastzeromode": "none"}, _ref(8.32, 400, 0, "50x fast=0", {
+            "fast_seen": _EMULATED_LOG, "why": _CORE_EMULATES}), "B"),
+    Row("ref-plugin-none", "A, fastzeromode=none (qemu 4.0-like)", "qemu-4.2",
+        {"zeromode": "plugin", "fastzeromode": "none"}, _ref(4.54, 200, 50, "50x fast=0"), "A"),
+    Row("ref-emulate-default", "B, fast zero (default)", "qemu-4.2",
+        {"zeromode": "emulate", "fastzeromode": "default"}, _ref(8.41, 400, 0, "50x fast=0, 1x fast=1", {
+            "fast_seen": "the 1x fast=1 is refused with ENOTSUP by nbdkit's core before the log filter (the "
+                         "client counts it); " + _EMULATED_LOG,
+            "why": _CORE_EMULATES}), "B"),
+    Row("ref-plugin-default", "A, fast zero (default)", "qemu-4.2",
+        {"zeromode": "plugin", "fastzeromode": "default"}, _ref(4.31, 200, 4, "4x fast=1"), "A"),
+)
+
+OTHER_CLIENTS = ("qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-img", "nbdcopy")
+
+
+def _client_rows() -> tuple[Row, ...]:
+    rows = []
+    for client in OTHER_CLIENTS:
+        for group, server in (("A", SERVER_A), ("B", SERVER_B)):
+            rows.append(Row(f"{client}-{group}", f"{client} on server {group}", client,
+                            {**server, "fastzeromode": "none"}, None, group))
+    return tuple(rows)
+
+
+def _pair(client: str, key: str, fastzeromode: str, ref_a: Row, ref_b: Row) -> tuple[Row, ...]:
+    """An act's two lanes: `client` on server A and on server B, the servers alike but for zeromode."""
+    return (Row(f"{key}-A", f"{client} on server A", client, {**SERVER_A, "fastzeromode": fastzeromode},
+                plain(ref_a), "A"),
+            Row(f"{key}-B", f"{client} on server B", client, {**SERVER_B, "fastzeromode": fastzeromode},
+                plain(ref_b), "B"))
+
+
+# The block-status experiment: a reused destination (every byte data) on tmpfs (A) and ext4 (B).
+BS_BASE = {"plugin": "file", "disk_init": "data", "noextents": False, "pattern": "alternate:64k",
+           "zeromode": "plugin", "fastzeromode": "default", "delay_write": 0, "delay_zero": 0, "maxdata": "32M"}
+BLOCK_STATUS_ROWS = tuple(
+    Row(f"act-bs-{g}-{size}", f"{where}, reused disk, {size[:-1]} MiB ({int(size[:-1]) * 8} holes)", "qemu-bs",
+        {**BS_BASE, "storage": where, "size": size}, None, g)
+    for size in ("32M", "64M", "128M") for g, where in (("A", "tmpfs"), ("B", "ext4")))
+
+ACTS = (
+    Act("baseline", "1. Baseline: copy every byte", "qemu 2.7, Sep 2016",
+        "The client has no way to say 'zeroes here': every 1 MiB hole travels as 1 MiB of zero "
+        "bytes, and the server stores it like any other data.",
+        (Row("act1-baseline", "qemu-2.7, no write-zeroes", "qemu-2.7", {"zeromode": "none"},
+             plain(REFERENCE_ROWS[0])),),
+        "400 writes of 256 KiB at 20 ms each: about 8 s, and half of those writes carry nothing but zeroes."),
+    Act("write-zeroes", "2. Writing zeroes: same requests, two servers", "qemu 2.8, Dec 2016",
+        "The client now sends WRITE_ZEROES for each hole: no payload on the wire. Server A notes the "
+        "range as zero in its metadata; server B has no such shortcut and writes zero-filled blocks.",
+        _pair("qemu-2.8", "act2", "none", REFERENCE_ROWS[4], REFERENCE_ROWS[3]),
+        "Both get the same 50 zero requests. On A each costs one 5 ms zero, so the time halves; on B "
+        "each turns into four 20 ms writes, so nothing is gained."),
+    Act("pre-zero", "3. Pre-zeroing: a tale of two servers", "qemu 3.1, Dec 2018",
+        "Zero the whole disk first, then copy only the data and skip the holes. On server A that "
+        "is nearly free; on server B the pre-zero pass writes all 100 MiB, and then the data is "
+        "written again on top.",
+        _pair("qemu-3.1", "act3", "none", REFERENCE_ROWS[1], REFERENCE_ROWS[2]),
+        "A needs 4 big zero requests instead of 50. B needs 600 writes: half again as slow as "
+        "the baseline that did nothing clever at all."),
+    Act("block-status", "3b. Ask the destination first?", "qemu 2.12-3.0 experiment, 2018",
+        "Before each hole, one BLOCK_STATUS on the destination: if it already reads as zero, skip the zero. "
+        "Here the destination is a reused disk (data everywhere), so every answer is 'data' and every "
+        "question is overhead. Server A keeps its disk on tmpfs, server B on ext4 (nbdkit's file plugin, "
+        "block status visible, no delays); 64 KiB of data, 64 KiB hole, at 32, 64 and 128 MiB.",
+        BLOCK_STATUS_ROWS,
+        "Twice the disk, twice the questions. On ext4 an answer stays about 0.1 ms; on tmpfs lseek(SEEK_HOLE) "
+        "walks the file (0.4 ms a question at 32 MiB, 2.6 ms at 256 MiB), so the total grows with the square. "
+        "That is why qemu-img convert does not ask."),
+    Act("no-fallback", "4. No fallback: safe, but slow again", "qemu 4.0, Apr 2019",
+        "qemu now wants the pre-zero only if it is fast: fail rather than fall back to writes. NBD "
+        "has no way to carry that wish, so over NBD the client never pre-zeroes and zeroes each hole.",
+        _pair("qemu-4.0", "act4", "none", REFERENCE_ROWS[4], REFERENCE_ROWS[3]),
+        "B is safe again (no pre-zero, 400 writes), but A has lost its shortcut: back to 50 zero requests."),
+    Act("fast-zero", "5. The fast-zero flag: both servers win", "qemu 4.2, Dec 2019",
+        "NBD gains a FAST_ZERO flag: 'zero this only if it is cheap, otherwise fail at once'. Server A "
+        "accepts, so the client pre-zeroes; server B refuses with ENOTSUP, so the client zeroes per hole.",
+        _pair("qemu-4.2", "act5", "default", REFERENCE_ROWS[6], REFERENCE_ROWS[5]),
+        "Best of both: A pre-zeroes in 4 requests; B costs one refused request and nothing more."),
+)
+
+# --- today: the 2019 question asked of today's servers and storage ----------------------
+
+TODAY_CLIENTS = ("qemu-img", "nbdcopy", "qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-4.2")
+TODAY_SIZE = "1G"
+# Real speed: no injected delay, zeroing passed through to the server as it is, requests
+# not split below what qemu sends (32 MiB), block status visible.
+TODAY_BASE = {"size": TODAY_SIZE, "zeromode": "plugin", "fastzeromode": "default", "delay_write": 0,
+              "delay_zero": 0, "maxdata": "32M", "noextents": False}
+_STORES = ("tmpfs", "datadir", "ext4", "xfs", "btrfs", "blockdev")
+
+
+def today_servers() -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(key, server fields) for every kind x storage; rows this machine cannot run are left
+    out when a sweep is planned (lab.domain.scenarios.runnable), never failed."""
+    out: list[tuple[str, dict[str, Any]]] = [("memory", {"plugin": "memory"})]
+    out += [(f"file-{st}", {"plugin": "file", "storage": st}) for st in _STORES]
+    out += [(f"qemu-nbd-{st}", {"kind": "qemu-nbd", "storage": st}) for st in _STORES]
+    out += [(f"qemu-nbd-qcow2-{st}", {"kind": "qemu-nbd", "disk_format": "qcow2", "storage": st})
+            for st in _STORES if st != "blockdev"]
+    out += [(f"nbd-server-{st}", {"kind": "nbd-server", "storage": st}) for st in _STORES]
+    return tuple(out)
+
+
+def _today_rows() -> tuple[Row, ...]:
+    rows = []
+    for skey, server in today_servers():
+        for client in TODAY_CLIENTS:
+            label = f"{client} on {skey}"
+            rows.append(Row(f"{client}@{skey}", label, client, {**TODAY_BASE, **server}))
+    return tuple(rows)
+
+
+def unavailable(row: Row) -> str | None:
+    """Why this machine cannot run `row` (a kind or storage it lacks), or None."""
+    from lab.host import storage
+    from lab.nbd import backends
+
+    kind = row.server.get("kind", "nbdkit")
+    k = backends.availability().get(kind, {"available": False, "reason": f"unknown kind {kind}"})
+    if not k["available"]:
+        return f"kind {kind}: {k['reason']}"
+    st = row.server.get("storage")
+    if st:
+        a = storage.availability().get(st, {"available": False, "reason": f"unknown storage {st}"})
+        if not a["available"]:
+            return f"storage {st}: {a['reason']}"
+    return None
+
+
+def runnable(rows: list[Row]) -> tuple[list[Row], dict[str, str]]:
+    """The rows this machine can run, and {row key: why not} for the others."""
+    keep, skipped = [], {}
+    for r in rows:
+        why = unavailable(r) if ("kind" in r.server or "storage" in r.server) else None
+        if why:
+            skipped[r.key] = why
+        else:
+            keep.append(r)
+    return keep, skipped
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("case-study", "The fast-zero case study",
+                 "The seven rows of the 2019 reference table re-enacted with the qemu 4.2 client, "
+                 "then every other client against server A and server B.",
+                 REFERENCE_ROWS + _client_rows()),
+        Scenario("reference", "The reference table only",
+                 "The seven rows of the 2019 reference table, qemu 4.2 client (emulate + ignore runs on a "
+                 "two-process nbdkit chain: see the row's note).", REFERENCE_ROWS),
+        Scenario("today", "Today's servers and storage",
+                 "Each client (today's qemu-img and nbdcopy, the re-enacted eras) against every available server "
+                 "kind x storage (nbdkit memory/file, qemu-nbd raw/qcow2, nbd-server on tmpfs, the data dir, ext4, "
+                 "xfs, btrfs, a loop block device), no injected delays, 1 GiB (--size to change it).",
+                 _today_rows()),
+        Scenario("acts", "The talk, act by act",
+                 "The story in order: baseline, writing zeroes, pre-zeroing, asking the destination first "
+                 "(block status), no fallback, fast zero.",
+                 tuple(r for a in ACTS for r in a.rows), ACTS),
+    )
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}") from None

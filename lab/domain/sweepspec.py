@@ -1,0 +1,232 @@
+"""Custom sweeps: a definition (rows, or a grid of client x server fields) made into runs.
+
+A definition is plain data (from JSON, TOML or the API's body):
+
+    {"name": "fast zero on A and B",
+     "grid": {"client": ["qemu-3.1", "qemu-4.2"], "zeromode": ["plugin", "emulate"]},
+     "server": {"size": "16M", "delay_write": "5ms"},        # the base of every row
+     "repeats": 3, "parallelism": 1, "priority": 0}
+
+or `"rows": [{"key": "a", "client": "qemu-4.2", "server": {...}, "queue_depth": 1}, ...]` instead
+of `grid`. A grid's axes are `client`, `queue_depth` and any server field; its rows are their
+product, in the order the axes are given, keyed by their values joined with `/`
+("qemu-3.1/plugin"). `repeats` runs every row that many times, in rounds (all rows, then all
+rows again), so slow drift of the machine spreads over every row alike; results then give
+each row's median and spread.
+
+Errors name the place in the definition (`DefinitionError.loc`, such as
+["grid", "size", 1] or ["rows", 2, "server", "delay_write"]), as the API's 422s do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lab.domain.run import Run
+from lab.domain.spec import DEFAULT_LIMITS, Limits, ServerSpec, SpecError, build_spec
+from lab.nbd.clients import client_ids
+
+MAX_RUNS = 1000
+MAX_REPEATS = 20
+MAX_PARALLELISM = 64
+PRIORITIES = range(-10, 11)
+KEY_MAX = 80
+FIELDS = tuple(ServerSpec.model_fields)
+
+
+class DefinitionError(ValueError):
+    def __init__(self, loc: Sequence[str | int], message: str) -> None:
+        super().__init__(f"{'.'.join(map(str, loc))}: {message}")
+        self.loc, self.message = list(loc), message
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A definition made concrete: rows (key, client, spec, queue_depth) and how to run them."""
+
+    name: str
+    rows: list[tuple[str, str, Any, int]]
+    repeats: int
+    parallelism: int | None
+    priority: int
+    definition: dict[str, Any]
+
+    def runs(self) -> list[Run]:
+        """repeats rounds of every row (each run a fresh Run)."""
+        return [Run(client=client, server=spec, label=key, queue_depth=depth)
+                for _ in range(self.repeats) for key, client, spec, depth in self.rows]
+
+
+def _int(d: dict[str, Any], name: str, default: int | None, allowed: range) -> int | None:
+    v = d.get(name, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v not in allowed:
+        raise DefinitionError([name], f"must be an integer from {allowed.start} to {allowed.stop - 1}")
+    return v
+
+
+def _client(v: Any, loc: list[str | int]) -> str:
+    if v not in client_ids():
+        raise DefinitionError(loc, f"unknown client {v!r}; choose one of {', '.join(client_ids())}")
+    return str(v)
+
+
+def _depth(v: Any, loc: list[str | int]) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+        raise DefinitionError(loc, "an integer from 1 to 64")
+    return v
+
+
+def _keys(d: Any, allowed: Sequence[str], loc: list[str | int], what: str) -> dict[str, Any]:
+    """d as a dict whose keys are all in `allowed` (DefinitionError otherwise)."""
+    if not isinstance(d, dict):
+        raise DefinitionError(loc, f"{what} is an object")
+    for k in d:
+        if k not in allowed:
+            raise DefinitionError([*loc, k], f"unknown key; {what} has {', '.join(allowed)}")
+    return d
+
+
+def _spec(fields: dict[str, Any], limits: Limits, loc_of: dict[str, list[str | int]]) -> Any:
+    try:
+        return build_spec(fields, limits)
+    except SpecError as e:
+        raise DefinitionError(loc_of.get(e.field, [e.field]), e.message) from None
+
+
+def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Planned:
+    """Check a definition and make its rows; DefinitionError names the place at fault."""
+    d = _keys(definition, ("name", "rows", "grid", "server", "repeats", "parallelism", "priority"), [],
+              "a sweep definition")
+    name = d.get("name", "custom")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64:
+        raise DefinitionError(["name"], "a name is 1 to 64 characters")
+    repeats = _int(d, "repeats", 1, range(1, MAX_REPEATS + 1)) or 1
+    parallelism = _int(d, "parallelism", None, range(1, MAX_PARALLELISM + 1))
+    priority = _int(d, "priority", 0, PRIORITIES) or 0
+    base = _keys(d.get("server") or {}, FIELDS, ["server"], "server")
+    if ("rows" in d) == ("grid" in d):
+        raise DefinitionError(["rows" if "rows" in d else "grid"], "give either rows or grid (exactly one)")
+    which = "grid" if "grid" in d else "rows"
+    rows = _grid_rows(d["grid"], base, limits) if which == "grid" else _list_rows(d["rows"], base, limits)
+    if len(rows) * repeats > MAX_RUNS:
+        raise DefinitionError([which], f"{len(rows)} rows x {repeats} repeats = {len(rows) * repeats} runs; "
+                                       f"at most {MAX_RUNS}")
+    keys = [r[0] for r in rows]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise DefinitionError([which, keys.index(dup), "key"], f"two rows have the key {dup!r}")
+    normal = {"name": name.strip(), "server": dict(base), "repeats": repeats, "parallelism": parallelism,
+              "priority": priority, which: d[which]}
+    return Planned(name.strip(), rows, repeats, parallelism, priority, normal)
+
+
+def _list_rows(rows: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
+    if not isinstance(rows, list) or not rows:
+        raise DefinitionError(["rows"], "rows is a non-empty list")
+    return [_list_row(i, row, base, limits) for i, row in enumerate(rows)]
+
+
+def _list_row(i: int, row: Any, base: dict[str, Any], limits: Limits) -> tuple[str, str, Any, int]:
+    row = _keys(row, ("key", "client", "server", "queue_depth"), ["rows", i], "a row")
+    client = _client(row.get("client", "qemu-img"), ["rows", i, "client"])
+    server = _keys(row.get("server") or {}, FIELDS, ["rows", i, "server"], "server")
+    loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
+    loc_of.update({k: ["rows", i, "server", k] for k in server})
+    spec = _spec({**base, **server}, limits, loc_of)
+    depth = _depth(row.get("queue_depth", 1), ["rows", i, "queue_depth"])
+    key = row.get("key") or f"row-{i + 1}"
+    if not isinstance(key, str) or len(key) > KEY_MAX:
+        raise DefinitionError(["rows", i, "key"], f"a key is a string of at most {KEY_MAX} characters")
+    return key, client, spec, depth
+
+
+def _axes(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, list[Any]]]:
+    """The grid's axes, each value checked alone first (so an error names its index)."""
+    if not isinstance(grid, dict) or not grid:
+        raise DefinitionError(["grid"], "grid is an object: axis -> list of values (client, queue_depth or a "
+                                        "server field)")
+    base_loc: dict[str, list[str | int]] = {k: ["server", k] for k in base}
+    axes = []
+    for axis, values in grid.items():
+        if axis not in ("client", "queue_depth", *FIELDS):
+            raise DefinitionError(["grid", axis], f"unknown axis; use client, queue_depth or {', '.join(FIELDS)}")
+        if not isinstance(values, list) or not values:
+            raise DefinitionError(["grid", axis], "an axis is a non-empty list of values")
+        for j, v in enumerate(values):
+            loc: list[str | int] = ["grid", axis, j]
+            if axis == "client":
+                _client(v, loc)
+            elif axis == "queue_depth":
+                _depth(v, loc)
+            else:
+                _spec({**base, axis: v}, limits, {**base_loc, axis: loc})
+        axes.append((axis, values))
+    return axes
+
+
+def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
+    axes = _axes(grid, base, limits)
+    size = 1
+    for _, values in axes:
+        size *= len(values)
+    if size > MAX_RUNS:
+        raise DefinitionError(["grid"], f"the grid has {size} rows; at most {MAX_RUNS}")
+    out = []
+    for combo in itertools.product(*[values for _, values in axes]):
+        chosen = dict(zip([a for a, _ in axes], combo, strict=True))
+        client = chosen.pop("client", "qemu-img")
+        depth = chosen.pop("queue_depth", 1)
+        loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
+        loc_of.update({k: ["grid", k] for k in chosen})  # an axis overrides the same field of server
+        spec = _spec({**base, **chosen}, limits, loc_of)
+        out.append(("/".join(str(v).strip() for v in combo)[:KEY_MAX], client, spec, depth))
+    return out
+
+
+# -- results grouped per row --------------------------------------------------------------
+
+STAT_FIELDS = ("duration_s", "predicted_s", "ratio", "backend.write_ops", "backend.zero_ops")
+
+
+def _get(run: dict[str, Any], path: str) -> float | None:
+    node: Any = run
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def stats(values: Sequence[float]) -> dict[str, float] | None:
+    """median, min, max, spread (max - min) and relative spread (spread / median) of the values."""
+    if not values:
+        return None
+    med = statistics.median(values)
+    lo, hi = min(values), max(values)
+    return {"median": med, "min": lo, "max": hi, "spread": hi - lo, "rel_spread": (hi - lo) / med if med else 0.0,
+            "n": len(values)}
+
+
+def group_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sweep's runs grouped by row (label), in first-seen order, with statistics over the
+    succeeded runs of each row (`duration_s`, `predicted_s`, `ratio`, backend write and zero ops)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(run.get("label") or run["id"], []).append(run)
+    out = []
+    for key, members in groups.items():
+        ok = [r for r in members if r.get("status") == "succeeded"]
+        first = members[0]
+        out.append({
+            "key": key, "client": first.get("client"), "server": first.get("server"),
+            "runs": len(members), "succeeded": len(ok), "run_ids": [r["id"] for r in members],
+            "statuses": {s: sum(r.get("status") == s for r in members) for s in {r.get("status") for r in members}},
+            "stats": {f: stats([v for r in ok if (v := _get(r, f)) is not None]) for f in STAT_FIELDS},
+        })
+    return out

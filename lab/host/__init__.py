@@ -1,0 +1,1 @@
+"""This machine's resources: child processes, where files go, storages, source images."""

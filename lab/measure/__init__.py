@@ -1,0 +1,1 @@
+"""Measurement: one run carried out and timed, the machine's contention, the calibrated expectation."""

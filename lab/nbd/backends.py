@@ -1,0 +1,261 @@
+"""Server kinds behind one interface: what sits under the lab's nbdkit filter stack.
+
+Every kind is observed the same way: the lab's nbdkit (log, nozero, blocksize, delay,
+stats, noextents filters) is always the server the client talks to. What is under it:
+
+    nbdkit      the `memory` plugin, or the `file` plugin on a disk on the chosen storage
+    qemu-nbd    qemu's NBD server on a raw or qcow2 disk, behind nbdkit's `nbd` plugin
+    nbd-server  the reference NBD server (Debian's nbd-server), behind nbdkit's `nbd` plugin
+    external    a listed NBD target the user names (lab.nbd.external), behind nbdkit's `nbd` plugin
+
+For the last three the `nbd` plugin is a proxy holding one shared connection to the real
+server: every request the client sends passes the same filters, so the same counters and
+log lines exist for every kind. `direct_uri` is the real server without the proxy (the
+probe times both, so what the proxy costs is a measured figure, not a guess).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.config import DEFAULT_LIMITS, Limits
+from lab.domain.spec import DISK_FORMATS, KINDS  # noqa: F401  (one definition, in the model)
+from lab.host import procs, storage
+from lab.host.places import Places
+
+READY_TIMEOUT = 15.0
+
+
+class KindError(RuntimeError):
+    pass
+
+
+def availability(limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, object]]:
+    """Each kind with `available` and, when not, `reason` (external: when `limits` list a target)."""
+    from lab.nbd import external
+
+    reasons: dict[str, str | None] = {
+        "nbdkit": None if shutil.which("nbdkit") else "nbdkit not installed (Debian package nbdkit)",
+        "qemu-nbd": None if shutil.which("qemu-nbd") else "qemu-nbd not installed (Debian package qemu-utils)",
+        "nbd-server": None if shutil.which("nbd-server") else "nbd-server not installed (Debian package nbd-server)",
+        "external": None if external.allowed_targets(limits) else
+        "no target is listed in LAB_EXTERNAL_TARGETS (off by default)",
+    }
+    return {k: {"available": r is None, **({"reason": r} if r else {})} for k, r in reasons.items()}
+
+
+@dataclass
+class Backend:
+    """What runs under the filter stack. start() returns the nbdkit plugin arguments."""
+
+    spec: Any
+    dir: Path | None = None
+    layer: str = "nbd"  # the plugin layer's name in nbdkit's debug lines
+    direct_uri: str | None = None
+    store: storage.Provisioned | None = None
+    proc: subprocess.Popen | None = None
+    disk: Path | None = None
+    extra_filters: list[str] = field(default_factory=list)
+    extra_params: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    places: Places | None = None  # where a disk on a storage goes (lab.host.places)
+    limits: Limits = DEFAULT_LIMITS  # the external targets allowed, the size limit
+
+    def start(self, dir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the real server (if any), then release the storage: on every path, twice is fine."""
+        if self.proc is not None:
+            procs.stop(self.proc)
+        if self.store is not None:
+            self.store.release()
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": getattr(self.spec, "kind", "nbdkit"), "direct_uri": self.direct_uri,
+                "storage": self.store.info() if self.store else None,
+                "disk": str(self.disk) if self.disk else None,
+                "backend_pid": self.proc.pid if self.proc else None, "notes": list(self.notes)}
+
+    # -- helpers -------------------------------------------------------------------------
+    def _make_disk(self, dir: Path, name: str = "disk.img") -> Path:
+        """The disk file (or device) on the chosen storage; the server's private dir if none."""
+        st = getattr(self.spec, "storage", None)
+        if st:
+            self.store = storage.provision(st, self.spec.size, name, self.places)
+            assert self.store.disk is not None
+            self.disk = self.store.disk
+        else:
+            self.disk = dir / name
+        if not (self.store and self.store.is_block):
+            with open(self.disk, "wb") as f:
+                f.truncate(self.spec.size)
+        if getattr(self.spec, "disk_init", "sparse") == "data":
+            fill_with_data(self.disk, self.spec.size)
+        return self.disk
+
+    def _spawn(self, argv: list[str], what: str, sock: Path) -> None:
+        errlog = open(self.dir / f"{what}.log", "wb")  # noqa: SIM115 - the child keeps it
+        try:
+            self.proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=errlog, stderr=subprocess.STDOUT)
+        finally:
+            errlog.close()
+        wait_for_socket(sock, self.proc, what, self.dir / f"{what}.log")
+
+    def _proxy(self, **where: str) -> list[str]:
+        # shared=true: one connection to the real server for all clients (nbd-server -d
+        # serves exactly one); retry covers a server still binding its socket.
+        return ["nbd", *(f"{k}={v}" for k, v in where.items()), "shared=true"]
+
+
+class NbdkitBackend(Backend):
+    def start(self, dir: Path) -> list[str]:
+        self.dir = dir
+        self.layer = self.spec.plugin
+        if self.spec.plugin == "memory":
+            return ["memory", f"size={self.spec.size}"]
+        disk = self._make_disk(dir)
+        return ["file", f"file={disk}"]
+
+
+class QemuNbdBackend(Backend):
+    def start(self, dir: Path) -> list[str]:
+        self.dir = dir
+        fmt = getattr(self.spec, "disk_format", "raw")
+        disk = self._make_disk(dir, f"disk.{fmt}")
+        if fmt == "qcow2":
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), str(self.spec.size)],
+                           check=True, capture_output=True, timeout=60, env=procs.child_env())
+        sock = dir / "backend.sock"
+        # O_DIRECT where the storage has it (real I/O, no double caching); tmpfs may not.
+        direct = _supports_o_direct(disk)
+        cache = ["--cache=none", "--aio=native"] if direct else ["--cache=writeback", "--aio=threads"]
+        self.notes.append(f"qemu-nbd -f {fmt} {' '.join(cache)} --discard=unmap --detect-zeroes=off")
+        argv = ["qemu-nbd", "-f", fmt, "-k", str(sock), "-t", "-e", "8", *cache,
+                "--discard=unmap", "--detect-zeroes=off", str(disk)]
+        self._spawn(argv, "qemu-nbd", sock)
+        self.direct_uri = f"nbd+unix:///?socket={sock}"
+        return self._proxy(socket=str(sock))
+
+
+class NbdServerBackend(Backend):
+    def start(self, dir: Path) -> list[str]:
+        self.dir = dir
+        disk = self._make_disk(dir)
+        sock = dir / "backend.sock"
+        conf = dir / "nbd-server.conf"
+        # A private config: no TCP listener (unixsock only), no user switch, every
+        # capability the server has switched on. -d: stay in the foreground (one client).
+        conf.write_text("[generic]\n"
+                        f"    unixsock = {sock}\n"
+                        "[lab]\n"
+                        f"    exportname = {disk}\n"
+                        "    trim = true\n    flush = true\n    fua = true\n")
+        self.notes.append("nbd-server -d (serves one connection: the proxy's shared one)")
+        self._spawn(["nbd-server", "-C", str(conf), "-d"], "nbd-server", sock)
+        self.direct_uri = None  # one connection only: the proxy's (a probe goes through it)
+        return self._proxy(socket=str(sock), export="lab")
+
+
+class ExternalBackend(Backend):
+    def start(self, dir: Path) -> list[str]:
+        from lab.nbd import external
+
+        self.dir = dir
+        target = external.check_target(self.spec.target, self.limits)  # raises before any connection
+        external.check_export(target, self.spec, bool(getattr(self.spec, "destructive", False)), self.limits)
+        self.direct_uri = target.uri
+        # The run sees exactly `size` bytes of the export: the truncate filter hides the rest.
+        self.extra_filters = ["truncate"]
+        self.extra_params = [f"truncate={self.spec.size}"]
+        self.notes.append(f"external target {target.text}: the first {self.spec.size} bytes are written")
+        return self._proxy(**target.nbd_plugin_params())
+
+
+_BACKENDS: dict[str, type[Backend]] = {"nbdkit": NbdkitBackend, "qemu-nbd": QemuNbdBackend,
+                                       "nbd-server": NbdServerBackend, "external": ExternalBackend}
+
+
+def make_backend(spec: Any, places: Places | None = None, limits: Limits = DEFAULT_LIMITS) -> Backend:
+    kind = getattr(spec, "kind", "nbdkit")
+    try:
+        return _BACKENDS[kind](spec, places=places, limits=limits)
+    except KeyError:
+        raise KindError(f"unknown server kind {kind!r}; choose one of {', '.join(KINDS)}") from None
+
+
+def wait_for_socket(sock: Path, proc: subprocess.Popen, what: str, log: Path,
+                    timeout: float = READY_TIMEOUT) -> None:
+    """Until a socket listens at `sock`, or the server has died.
+
+    Read from /proc/net/unix, not by connecting: nbd-server -d serves exactly one
+    connection, and a test connection would use it up.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        if proc.poll() is not None:
+            raise KindError(f"{what} exited with status {proc.returncode}: {_tail(log)}")
+        if _listening(sock):
+            return
+        if time.monotonic() > deadline:
+            raise KindError(f"{what} did not listen on its socket within {timeout:g} s: {_tail(log)}")
+        time.sleep(delay)
+        delay = min(0.1, delay * 2)
+
+
+_SO_ACCEPTCON = 0x10000
+
+
+def _listening(sock: Path) -> bool:
+    want = str(sock)
+    try:
+        with open("/proc/net/unix") as f:
+            next(f, None)
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[7] == want and int(parts[3], 16) & _SO_ACCEPTCON:
+                    return True
+    except OSError:
+        return sock.exists()
+    return False
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace").strip()[-300:] or "(no output)"
+    except OSError:
+        return "(no output)"
+
+
+FILL_BYTE = 0xA5
+
+
+def fill_with_data(path: Path, size: int) -> None:
+    """Write every byte (a reused destination: no holes left), synced, before the server starts."""
+    chunk = bytes([FILL_BYTE]) * (1 << 20)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for off in range(0, size, len(chunk)):
+            os.pwrite(fd, chunk[:min(len(chunk), size - off)], off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _supports_o_direct(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    os.close(fd)
+    return True

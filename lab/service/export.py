@@ -1,0 +1,95 @@
+"""Runs as flat rows: one column per leaf of Run.to_dict(), for CSV and spreadsheets.
+
+Nested objects become dotted columns (`backend.write_ops`, `server.zeromode`). The
+column set is fixed by a prototype run with every nested object present, so a failed
+run (no `backend` yet) still has the same columns, empty, and the columns do not depend
+on which rows a filter picked. Lists, and objects nested deeper than the prototype
+(a reference row's notes), are JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any
+
+from lab.domain.counts import BackendCounts, WireCounts
+from lab.domain.flags import ServerFlags
+from lab.domain.run import Run, StatsCheck
+from lab.domain.spec import ServerSpec
+from lab.domain.students import PREDICTION_FIELDS
+
+
+def _reference_keys() -> dict[str, None]:
+    """Every key a scenario row's reference figures use (nested notes become one JSON cell)."""
+    from lab.domain.scenarios import SCENARIOS
+
+    keys: dict[str, None] = {}
+    for scenario in SCENARIOS.values():
+        for row in scenario.rows:
+            for k in row.reference or {}:
+                keys.setdefault(k, None)
+    return keys
+
+
+def _prototype() -> dict[str, Any]:
+    """Run.to_dict() with every nested object present: the model fixes the columns, not the data."""
+    flags = {f.name: None for f in fields(ServerFlags)}
+    stats = dict.fromkeys(StatsCheck.__annotations__)
+    run = Run.model_construct(client="", server=ServerSpec(), backend=BackendCounts(), wire=WireCounts(),
+                              server_log=WireCounts(), flags=flags, stats_check=stats, reference=_reference_keys(),
+                              student="", prediction=dict.fromkeys(PREDICTION_FIELDS),
+                              breakdown={"delays_s": 0.0, "per_request_s": 0.0, "per_byte_s": 0.0, "fixed_s": 0.0})
+    return run.to_dict()
+
+
+PROTOTYPE = _prototype()
+
+
+def _walk(value: Any, proto: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(proto, dict):
+        keys = list(proto)
+        if isinstance(value, dict):
+            keys += [k for k in value if k not in proto]
+        for k in keys:
+            _walk(value.get(k) if isinstance(value, dict) else None, proto.get(k), f"{prefix}.{k}" if prefix else k,
+                  out)
+        return
+    # A leaf of the prototype; a dict found here is deeper than the prototype describes: one JSON cell.
+    out[prefix] = value
+
+
+def flatten(run: dict[str, Any]) -> dict[str, Any]:
+    """{'backend': {'write_ops': 3}} -> {'backend.write_ops': 3}, with the prototype's columns."""
+    out: dict[str, Any] = {}
+    _walk(run, PROTOTYPE, "", out)
+    return out
+
+
+COLUMNS = tuple(flatten(PROTOTYPE))
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def to_csv(runs: Iterable[dict[str, Any]]) -> str:
+    rows = [flatten(r) for r in runs]
+    columns = list(COLUMNS)
+    for row in rows:  # fields a newer core added: appended, never dropped
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([cell(row.get(c)) for c in columns])
+    return buf.getvalue()

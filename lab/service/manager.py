@@ -1,0 +1,293 @@
+"""The run manager: the web service's (or any headless tool's) one entry to the core.
+
+A thin facade over parts with one job each; no web imports:
+
+- lab.service.scheduler.WorkerPool      a bounded queue and fixed worker threads; the one way to cancel jobs
+- lab.service.sweeps.SweepService  a scenario's rows as one sweep (`lab scenario` uses it too)
+- lab.service.managed.ServerRegistry  managed (long-lived) nbdkit servers runs can target by `server_id`
+- lab.service.faults.Faults        fault injection for the reliability tests (the setting `fault`)
+
+What the manager itself adds: every change goes through the event bus, which persists it
+before anyone sees it (a run's final row is committed with the `state` event that announces
+it, before its `done` event); shutdown() interrupts queued and running runs, stops every
+server and leaves no process behind; old progress events are pruned (lab.service.retention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lab.config import Settings
+from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
+from lab.domain.run import Run
+from lab.domain.spec import DEFAULT_LIMITS, Limits, ServerSpec, build_spec
+from lab.domain.students import check_limit
+from lab.host import procs
+from lab.host.places import Core, Places
+from lab.measure.execute import execute
+from lab.nbd import diskmap
+from lab.service.automation import Automation
+from lab.service.events import EventBus, Subscription
+from lab.service.expiry import Reaper
+from lab.service.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
+from lab.service.managed import ServerRegistry
+from lab.service.retention import Retention
+from lab.service.scheduler import Job, Stop, WorkerPool
+from lab.service.store import Store
+from lab.service.sweeps import Sweep, SweepService
+
+__all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "LimitExceeded", "Manager", "ManagerConfig",
+           "ManagerError", "NotFound", "QueueFull", "ShuttingDown", "Sweep", "parse_fault"]
+
+log = logging.getLogger("lab.service.manager")
+
+SHUTDOWN_ERROR = "the service shut down during this run"
+
+
+_D = Settings.defaults()
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    """The slice of lab.config.Settings the manager uses; defaults are the settings' own (declared once)."""
+
+    workers: int = _D.workers
+    queue_size: int = _D.queue_size
+    run_timeout_s: float | None = _D.run_timeout_s
+    image_cache_bytes: int | None = None
+    max_servers: int = _D.max_servers
+    subscriber_queue: int = _D.event_queue
+    limits: Limits = DEFAULT_LIMITS
+    shutdown_grace_s: float = 10.0
+    # Progress events of runs finished longer ago than this are deleted (None: keep all) ...
+    progress_retention_s: float | None = _D.progress_retention_s
+    # ... and beyond this many progress rows, the oldest of finished runs go first (None: no cap).
+    max_progress_events: int | None = _D.max_progress_events or None
+    server_ttl_s: float | None = _D.server_ttl_s or None  # managed servers are stopped this long after they start
+    # Runs one student may have queued or running at once (None: no limit); runs without a
+    # student (the teacher's, scripts') are not counted.
+    max_queued_per_student: int | None = _D.max_queued_per_student or None
+    # Where files go (None: the process default a driver set, lab.host.places), the eras in-process
+    # (tests), the injected fault (reliability tests; None: none).
+    places: Places | None = None
+    clients_in_process: bool = False
+    fault: str | None = None
+
+    @property
+    def core(self) -> Core:
+        """What each run takes from the settings (lab.host.places.Core)."""
+        return Core(self.places, self.limits, self.clients_in_process)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManagerConfig:
+        """The manager's slice of the service's settings (0 in a setting means 'no limit' here: None)."""
+        return cls(workers=settings.workers, queue_size=settings.queue_size, run_timeout_s=settings.run_timeout_s,
+                   image_cache_bytes=settings.image_cache_bytes, max_servers=settings.max_servers,
+                   subscriber_queue=settings.event_queue, limits=settings.limits,
+                   progress_retention_s=settings.progress_retention_s,
+                   max_progress_events=settings.max_progress_events or None,
+                   server_ttl_s=settings.server_ttl_s or None,
+                   max_queued_per_student=settings.max_queued_per_student or None,
+                   places=Places.from_settings(settings), clients_in_process=settings.clients_in_process,
+                   fault=settings.fault)
+
+
+class Manager(Automation):
+    def __init__(self, store: Store, config: ManagerConfig | None = None, faults: Faults | None = None) -> None:
+        self.store = store
+        self.config = config or ManagerConfig()
+        self.bus = EventBus(store, self.config.subscriber_queue)
+        self.faults = faults if faults is not None else Faults.from_setting(self.config.fault)
+        self.pool = WorkerPool(self.config.workers, self.config.queue_size, work=self._work, finish=self._finish,
+                               queued=self._queued)
+        self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish)
+        self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy,
+                                      core=self.config.core)
+        self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
+        self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> Manager:
+        if self._started:
+            return self
+        self._started = True
+        with contextlib.suppress(OSError):
+            procs.sweep_stale_dirs(self.config.places)  # dirs a SIGKILLed predecessor left behind
+        self.prune_events()
+        self.pool.start()
+        self.reaper.start()
+        return self
+
+    def shutdown(self) -> None:
+        """Interrupt queued and running runs, stop all servers; nothing of ours survives."""
+        self.reaper.close()
+        stuck = self.pool.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s)
+        if stuck is None:
+            return
+        self.servers.close()
+        if stuck:
+            log.warning("workers still busy at shutdown: %s; killing their processes", ", ".join(stuck))
+            procs.kill_all()
+
+    # -- runs ------------------------------------------------------------------------------
+    def new_spec(self, fields: dict[str, Any]) -> ServerSpec:
+        """Validate server fields against this manager's limits (raises SpecError naming the field)."""
+        return build_spec(fields, self.config.limits)
+
+    def new_run(self, client: str, server: dict[str, Any] | ServerSpec | None = None,
+                server_id: str | None = None, **extra: Any) -> Run:
+        """A Run for `client` on fresh server fields or on managed server `server_id` (not yet queued)."""
+        if server_id is not None:
+            return Run(client=client, server=self.servers.get(server_id).server.spec, server_id=server_id, **extra)
+        spec = server if isinstance(server, ServerSpec) else build_spec(server or {}, self.config.limits)
+        return Run(client=client, server=spec, **extra)
+
+    def submit(self, run: Run) -> dict[str, Any]:
+        """Queue a run; returns its row (status queued). Raises QueueFull, NotFound, ShuttingDown."""
+        def admit(free: int) -> None:
+            if free < 1:
+                raise QueueFull(f"the run queue is full ({self.config.queue_size} runs waiting)")
+            check_limit(self.pool, run.student, 1, self.config.max_queued_per_student)
+            if run.server_id is not None and not self.servers.has(run.server_id):
+                raise NotFound(f"server {run.server_id} not found")
+
+        run.status = "queued"
+        row = run.to_dict()
+        self.pool.submit([run], admit=admit)
+        return row
+
+    def cancel(self, run_id: str, wait: float = 5.0) -> dict[str, Any]:
+        """Cancel a run: queued -> cancelled now; running -> cancel requested (waits up to `wait` s)."""
+        jobs = self.pool.cancel(lambda j: j.run.id == run_id, wait=wait)
+        if not jobs:
+            row = self.store.get_run(run_id)
+            if row is None:
+                raise NotFound(f"run {run_id} not found")
+            raise Conflict(f"run {run_id} has already finished ({row['status']})")
+        return self.store.get_run(run_id) or jobs[0].run.to_dict()
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise NotFound(f"run {run_id} not found")
+        return row
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until a run is final or `timeout` passes; returns its row (for headless callers and tests)."""
+        job = self.pool.find(run_id)
+        if job is not None:
+            job.done.wait(timeout)
+        return self.get_run(run_id)
+
+    # -- sweeps ----------------------------------------------------------------------------
+    def start_sweep(self, name: str, only: list[str] | None = None,
+                    overrides: dict[str, Any] | None = None, student: str | None = None) -> dict[str, Any]:
+        """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.service.sweeps.
+        A student's sweep counts against the per-student limit with all its runs."""
+        limit = self.config.max_queued_per_student
+        check = (lambda n: check_limit(self.pool, student, n, limit)) if student is not None else None
+        return self.sweeps.start(name, only, overrides, student=student, check=check).to_dict()
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        row = self.store.get_sweep(sweep_id)
+        if row is None:
+            raise NotFound(f"sweep {sweep_id} not found")
+        return row
+
+    def cancel_sweep(self, sweep_id: str, wait: float = 5.0) -> dict[str, Any]:
+        if not self.sweeps.cancel(sweep_id, wait):
+            row = self.get_sweep(sweep_id)
+            raise Conflict(f"sweep {sweep_id} has already finished ({row['status']})")
+        return self.get_sweep(sweep_id)
+
+    # -- managed servers -------------------------------------------------------------------
+    def create_server(self, spec: dict[str, Any] | ServerSpec, ttl_s: float | None = None) -> dict[str, Any]:
+        """Start a managed server, stopped after `ttl_s` (default: config.server_ttl_s; 0: never)."""
+        if not isinstance(spec, ServerSpec):
+            spec = build_spec(spec, self.config.limits)
+        self.pool.check_open()
+        ttl = self.config.server_ttl_s if ttl_s is None else ttl_s
+        return self.servers.create(spec, ttl_s=ttl or None)
+
+    def list_servers(self) -> list[dict[str, Any]]:
+        return self.servers.list()
+
+    def get_server(self, server_id: str) -> dict[str, Any]:
+        return self.servers.info(self.servers.get(server_id))
+
+    # -- events ----------------------------------------------------------------------------
+    def subscribe(self, after: int | None = None, run_id: str | None = None,
+                  sweep_id: str | None = None) -> Subscription:
+        return self.bus.subscribe(after=after, run_id=run_id, sweep_id=sweep_id)
+
+    def replay_start(self) -> int:
+        return self.bus.replay_start()
+
+    @property
+    def last_event_id(self) -> int:
+        return self.bus.last_id
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for /api/health. Takes no lock (each len() is atomic): health must answer
+        at once even while a worker holds the pool's lock across a database commit."""
+        return {"workers": self.config.workers, "queued": self.pool.queued, "running": self.pool.running,
+                "queue_size": self.config.queue_size, "servers": len(self.servers),
+                "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
+                "last_event_id": self.bus.last_id, "stopping": self.pool.stopping}
+
+    def prune_events(self) -> int:
+        """Delete progress events of long-finished runs (config retention and cap); returns how many."""
+        return self.retention.prune()
+
+    # -- the pool's callbacks ----------------------------------------------------------------
+    def _queued(self, job: Job) -> None:
+        run = job.run
+        self.bus.publish("state", run.id, run.sweep_id, save_run=run.to_dict(), status="queued", phase="queued")
+
+    def _work(self, job: Job) -> None:
+        run = job.run
+        managed = self.servers.claim(run.server_id) if run.server_id is not None else None
+        if run.server_id is not None and (managed is None or not managed.server.running):
+            run.status, run.error = ("cancelled", "cancelled") if job.cancel.is_set() else \
+                ("failed", f"server {run.server_id} is gone")
+            run.started_at = run.finished_at = time.time()
+            return
+        try:
+            execute(run, on_event=lambda ev: self._on_run_event(job, ev), cancel=job.cancel,
+                    server=managed.server if managed else None, timeout=self.config.run_timeout_s,
+                    image_cache_bytes=self.config.image_cache_bytes, core=self.config.core)
+        finally:
+            diskmap.keep_trace(self.store.dir, run)
+
+    def _on_run_event(self, job: Job, ev: dict[str, Any]) -> None:
+        """execute()'s sink: state changes also save the run (same transaction as the event)."""
+        run = job.run
+        fields = {k: v for k, v in ev.items() if k not in ("type", "run_id")}
+        type_ = ev.get("type", "progress")
+        row = run.to_dict() if type_ == "state" else None
+        self.bus.publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
+        if type_ == "state":
+            if run.sweep_id is not None:
+                self.sweeps.run_started(run.sweep_id)
+            self.faults.at_phase(run.id, fields.get("phase"), job.cancel)
+
+    def _finish(self, job: Job) -> None:
+        """Commit the final row with its `state` event, then announce `done`, then the sweep."""
+        run = job.run
+        row = run.to_dict()
+        try:
+            self.bus.publish("state", run.id, run.sweep_id, save_run=row, status=run.status, phase="finished")
+        except Exception:
+            log.exception("saving run %s", run.id)
+            with contextlib.suppress(Exception):
+                self.store.save_run(row)
+        self.faults.after_commit(run.id)
+        self.bus.publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
+        if run.sweep_id is not None:
+            self.sweeps.run_finished(run)
+        self.retention.maybe_prune()

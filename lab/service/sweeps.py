@@ -1,0 +1,207 @@
+"""The sweep service: a scenario's rows as one group of runs, queued all or nothing on a
+worker pool, with its own id and status. The web service and `lab scenario` both use it.
+
+It announces through `publish(type, run_id, sweep_id, **fields)` (the event bus in the web
+service, nothing for the CLI); its owner tells it when a run of a sweep starts and ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.domain.errors import NotFound, QueueFull
+from lab.domain.run import Run, new_id
+from lab.domain.scenarios import Row, get_scenario, runnable
+from lab.domain.spec import DEFAULT_LIMITS, Limits, build_spec
+from lab.domain.sweepspec import Planned
+from lab.service.scheduler import WorkerPool
+from lab.service.store import count_statuses, sweep_event_fields, sweep_status
+
+log = logging.getLogger("lab.service.sweeps")
+
+Publish = Callable[..., Any]
+
+
+def _no_publish(*_a: Any, **_k: Any) -> None:
+    return None
+
+
+@dataclass
+class Sweep:
+    """A group of runs made from a scenario, with its own id and status."""
+
+    name: str
+    runs: list[Run]
+    id: str = field(default_factory=new_id)
+    status: str = "queued"
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    statuses: dict[str, str] = field(default_factory=dict)  # run id -> final status
+    only: list[str] | None = None
+    overrides: dict[str, Any] | None = None
+    definition: dict[str, Any] | None = None  # a custom sweep's definition (lab.domain.sweepspec), normalised
+    repeats: int = 1
+    parallelism: int | None = None
+    priority: int = 0
+    student: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.id for r in self.runs]
+
+    @property
+    def total(self) -> int:
+        return len(self.runs)
+
+    def counts(self) -> dict[str, int]:
+        return count_statuses(self.statuses.values())
+
+    def final_status(self) -> str:
+        return sweep_status(self.statuses.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "status": self.status, "total": self.total,
+                "finished": len(self.statuses), "counts": self.counts(), "run_ids": self.run_ids,
+                "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
+                "only": self.only, "overrides": self.overrides, "kind": "custom" if self.definition else "scenario",
+                "definition": self.definition, "repeats": self.repeats, "parallelism": self.parallelism,
+                "priority": self.priority, "student": self.student}
+
+
+def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+         limits: Limits = DEFAULT_LIMITS) -> tuple[list[Run], dict[str, Any] | None]:
+    """The runs of scenario `name` (or of its rows in `only`), in scenario order, and the
+    overrides normalised (bytes, milliseconds). NotFound (field name/only) or SpecError.
+
+    `overrides` (server geometry such as size or delays, validated like any server field)
+    apply to every row; a row's reference figures are dropped when they change its server,
+    since the figures hold for the talk's geometry only (overrides equal to it keep them).
+    """
+    rows, _skipped = runnable(_rows(name, only))
+    specs = [build_spec({**r.server, **(overrides or {})}, limits) for r in rows]
+    if overrides and specs:  # echo them normalised
+        overrides = {k: getattr(specs[0], k) for k in overrides}
+    same = [not overrides or spec == build_spec(r.server, limits) for r, spec in zip(rows, specs, strict=True)]
+    runs = [Run(client=r.client, server=spec, label=r.key, reference=r.reference if keep else None)
+            for r, spec, keep in zip(rows, specs, same, strict=True)]
+    return runs, (dict(overrides) if overrides else None)
+
+
+def _rows(name: str, only: list[str] | None) -> list[Row]:
+    try:
+        rows = list(get_scenario(name).rows)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]), field="name") from None
+    if not only:
+        return rows
+    keys = [r.key for r in rows]
+    unknown = [k for k in only if k not in keys]
+    if unknown:
+        raise NotFound(f"scenario {name} has no row {unknown[0]!r}; rows are {', '.join(keys)}", field="only")
+    return [r for r in rows if r.key in set(only)]
+
+
+class SweepService:
+    def __init__(self, pool: WorkerPool, limits: Limits = DEFAULT_LIMITS, publish: Publish = _no_publish) -> None:
+        self.pool, self.limits, self._publish = pool, limits, publish
+        self._lock = threading.RLock()
+        self._live: dict[str, Sweep] = {}
+
+    def start(self, name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+              order: Callable[[Run], Any] | None = None, student: str | None = None,
+              check: Callable[[int], None] | None = None) -> Sweep:
+        """Plan scenario `name` (see plan()) and queue it as one sweep, all or nothing
+        (QueueFull when the queue has too few free slots). `order`, a sort key, changes the
+        order the runs are queued in (not the sweep's own order)."""
+        runs, overrides = plan(name, only, overrides, self.limits)
+        sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides, student=student)
+        return self._queue(sweep, sorted(runs, key=order) if order else runs, check)
+
+    def start_custom(self, planned: Planned) -> Sweep:
+        """Queue a custom sweep (lab.domain.sweepspec.plan()), all or nothing, with its priority and parallelism."""
+        runs = planned.runs()
+        sweep = Sweep(name=planned.name, runs=runs, definition=planned.definition, repeats=planned.repeats,
+                      parallelism=planned.parallelism, priority=planned.priority)
+        return self._queue(sweep, runs)
+
+    def _queue(self, sweep: Sweep, queue_order: list[Run], check: Callable[[int], None] | None = None) -> Sweep:
+        runs = sweep.runs
+        for run in runs:
+            run.sweep_id = sweep.id
+            run.student = sweep.student
+
+        def admit(free: int) -> None:  # under the pool's lock: no run of it is queued before this
+            if len(runs) > free:
+                raise QueueFull(f"the sweep needs {len(runs)} queue slots and {max(free, 0)} are free")
+            if check is not None:
+                check(len(runs))
+            with self._lock:
+                self._live[sweep.id] = sweep
+            d = sweep.to_dict()
+            self._publish("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
+
+        self.pool.submit(queue_order, admit=admit, priority=sweep.priority, group=sweep.id,
+                         group_limit=sweep.parallelism)
+        if not runs:
+            self._end(sweep, None)
+        return sweep
+
+    def live(self, sweep_id: str) -> Sweep | None:
+        """The sweep while it has runs queued or running, else None."""
+        with self._lock:
+            return self._live.get(sweep_id)
+
+    def cancel(self, sweep_id: str, wait: float = 5.0) -> bool:
+        """Cancel a live sweep's runs (waits up to `wait` s for running ones); False when it is not live."""
+        sweep = self.live(sweep_id)
+        if sweep is None:
+            return False
+        ids = set(sweep.run_ids)
+        self.pool.cancel(lambda j: j.run.id in ids, wait=wait)
+        return True
+
+    def run_started(self, sweep_id: str) -> None:
+        with self._lock:
+            sweep = self._live.get(sweep_id)
+            if sweep is None or sweep.status != "queued":
+                return
+            sweep.status, sweep.started_at = "running", time.time()
+            d = sweep.to_dict()
+            self._publish_safe("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
+
+    def run_finished(self, run: Run) -> None:
+        with self._lock:
+            sweep = self._live.get(run.sweep_id or "")
+            if sweep is None:
+                return
+            sweep.statuses[run.id] = run.status
+            if len(sweep.statuses) == sweep.total:
+                self._end(sweep, run.id)
+                return
+            if sweep.status == "queued":
+                sweep.status, sweep.started_at = "running", sweep.started_at or time.time()
+            d = sweep.to_dict()
+            self._publish_safe("sweep", None, sweep.id, save_sweep=d, last_run_id=run.id, **sweep_event_fields(d))
+
+    def _end(self, sweep: Sweep, last_run_id: str | None) -> None:
+        with self._lock:
+            sweep.status, sweep.finished_at = sweep.final_status(), time.time()
+            self._live.pop(sweep.id, None)
+            d = sweep.to_dict()
+            self._publish_safe("sweep", None, sweep.id, save_sweep=d, last_run_id=last_run_id,
+                               **sweep_event_fields(d))
+            self._publish_safe("sweep_done", None, sweep.id, status=sweep.status, sweep=d)
+        sweep.done.set()
+
+    def _publish_safe(self, type_: str, run_id: str | None, sweep_id: str | None, **kw: Any) -> None:
+        try:
+            self._publish(type_, run_id, sweep_id, **kw)
+        except Exception:
+            log.exception("publishing a %s event", type_)
