@@ -60,9 +60,11 @@ function detailText(body) {
   return { text: String(d), field: null };
 }
 
-// `announce401`: a refused token signs the presenter out (not for the sign-in check itself).
-export async function request(method, path, body, { announce401 = true } = {}) {
-  const headers = { Accept: "application/json" };
+// Every page's one way to call the service: the presenter's token on writes, errors as ApiError
+// with a sentence for people. `announce401`: a refused token signs the presenter out (not for the
+// sign-in check itself); `headers`: extra ones (an Idempotency-Key).
+export async function request(method, path, body, { announce401 = true, headers: extra = {} } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && token()) headers.Authorization = `Bearer ${token()}`;
   let res;

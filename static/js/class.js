@@ -1,10 +1,10 @@
 // The teacher's view (/class): students and their runs, the class's guesses per act.
 import { request } from "./api.js";
 import { init } from "./common.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 import { start, subscribe } from "./live.js";
 
-const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs = {}, text = null) {

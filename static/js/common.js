@@ -2,8 +2,8 @@
 
 import { api, config, isPresenter, onAuthLost, setToken, token } from "./api.js";
 import { onConnection } from "./live.js";
+import { $ } from "./format.js";
 
-const $ = (id) => document.getElementById(id);
 
 // --- messages ---------------------------------------------------------------------
 let messageTimer = null;

@@ -1,4 +1,8 @@
-// Formatting and tiny DOM helpers shared by every page.
+// Formatting and tiny DOM helpers shared by every page (the one `$` and the one `el`; the one
+// request helper is api.js's `request`).
+
+// The element with this id, or null.
+export const $ = (id) => document.getElementById(id);
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);

@@ -6,11 +6,11 @@
 import { ApiError, api, config, isPresenter } from "./api.js";
 import { init, onKey, onRoleChange, showMessage } from "./common.js";
 import { DELAY_FIELDS, FIELDS, TYPED, formServer } from "./fields.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 import { FINAL, loadMore, runs, start, store, subscribe, upsertRun } from "./live.js";
 import { failed, renderCard, renderRow } from "./runview.js";
 
-const $ = (id) => document.getElementById(id);
 const el = f.el;
 const form = $("run-form");
 // The server fields, their kinds and presets are the server's (lab.domain.spec.ServerSpec, in the page's config,

@@ -2,9 +2,8 @@
 
 import { request } from "./api.js";
 import { BACKEND_FIELDS, formServer } from "./fields.js";
-import { el } from "./format.js";
+import { $, el } from "./format.js";
 
-const $ = (id) => document.getElementById(id);
 const LENGTH = "16M"; // per range; 4 ranges: small enough for a live demo
 
 // What sits under the filter stack, as chosen in the form (the probe's own defaults do the rest).

@@ -3,11 +3,11 @@
 import { api, config, isPresenter } from "./api.js";
 import { buildModel, drawChart, exportPng, exportSvg } from "./chart.js";
 import { init, onKey, onRoleChange, onThemeChange, showMessage } from "./common.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 import { start, subscribe, watchScenario } from "./live.js";
 import { fastZeroText, failed } from "./runview.js";
 
-const $ = (id) => document.getElementById(id);
 const el = f.el;
 let scenarios = [];
 let current = null;

@@ -4,11 +4,11 @@
 import { api } from "./api.js";
 import { init, onKey, onThemeChange, showMessage } from "./common.js";
 import { DiskMap, cellSizeFor, drawRate, legend, unrle } from "./diskmap.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 import { FINAL, start, store, subscribe, upsertRun } from "./live.js";
 import { failed, fastZeroText, predictedLabel, statusLabel } from "./runview.js";
 
-const $ = (id) => document.getElementById(id);
 const el = f.el;
 const runId = decodeURIComponent(location.pathname.split("/").pop());
 const map = new DiskMap({ rows: 8, height: 160, label: "Disk map of this run" });

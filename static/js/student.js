@@ -2,11 +2,11 @@
 // Loaded on every page: it adds `student` (and, on the lab page, `prediction`) to the runs
 // and sweeps this browser starts, and fills the "My runs" card (guess beside result and model).
 import { api, request } from "./api.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 
 const KEY = "lab-student";
 const FIELDS = ["duration_s", "write_ops", "zero_ops"];
-const $ = (id) => document.getElementById(id);
 
 export function studentName() {
   try { return localStorage.getItem(KEY) || ""; } catch { return ""; }

@@ -3,8 +3,8 @@
 // retried request queues one sweep, not two.
 
 import { ApiError, isPresenter, request } from "./api.js";
+import { $ } from "./format.js";
 
-const $ = (id) => document.getElementById(id);
 const LIMIT = 10;
 
 function cell(text, cls) {

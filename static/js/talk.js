@@ -9,11 +9,11 @@ import { api, isPresenter } from "./api.js";
 import { barFor, buildModel, drawChart, rowSpec, runsByKey, runsForRow } from "./chart.js";
 import { init, onKey, onRoleChange, onThemeChange, showMessage, typing } from "./common.js";
 import { DiskMap, cellSizeFor, legend, unrle } from "./diskmap.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 import { start, store, subscribe, watchScenario } from "./live.js";
 import { reachedOf } from "./runview.js";
 
-const $ = (id) => document.getElementById(id);
 const el = f.el;
 let acts = [];
 let index = 0;

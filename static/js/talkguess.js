@@ -1,10 +1,10 @@
 // Before each act of the talk, a student guesses the copy time of each of its rows (server A, B);
 // after the act has run, their guess is shown beside the measurement and the model.
 import { request } from "./api.js";
+import { $ } from "./format.js";
 import * as f from "./format.js";
 import { studentName, submitGuess } from "./student.js";
 
-const $ = (id) => document.getElementById(id);
 let acts = [];
 let current = null;
 
