@@ -28,6 +28,7 @@ def lint(root: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_contract_holds() -> None:
+    assert LINT.exists(), f"{LINT} is missing: bash scripts/install.sh --dev installs import-linter"
     out = lint(ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout
