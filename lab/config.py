@@ -11,28 +11,14 @@ cannot go undocumented, and a read of the environment below the drivers fails th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.units import parse_size
-
-MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The bounds server fields are checked against (lab.domain.spec): a slice of the settings."""
-
-    max_size: int
-    max_delay_ms: float
-    min_maxdata: int
-    max_maxdata: int
-    # The NBD targets a server of kind external may use (lab.nbd.external): none unless listed.
-    external_targets: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings):
@@ -47,11 +33,14 @@ class Settings(BaseSettings):
         None, description="this machine's calibration (lab calibrate), shared by services on it (default: "
                           "DATA_DIR/calibration.json)")
     # -- limits on what a request (API or CLI) may ask for
-    max_size: int = Field(1 << 30, ge=1 << 20, description="largest image a server may have (bytes or '1G')")
-    max_delay_ms: float = Field(1000.0, ge=0, le=3_600_000,
+    max_size: int = Field(DEFAULT_LIMITS.max_size, ge=1 << 20,
+                          description="largest image a server may have (bytes or '1G')")
+    max_delay_ms: float = Field(DEFAULT_LIMITS.max_delay_ms, ge=0, le=3_600_000,
                                 description="largest per-request delay a server may have, in milliseconds")
-    min_maxdata: int = Field(4096, ge=512, description="smallest maxdata (largest backend write) a server may have")
-    max_maxdata: int = Field(32 * MiB, ge=4096, description="largest maxdata (largest backend write) a server may have")
+    min_maxdata: int = Field(DEFAULT_LIMITS.min_maxdata, ge=512,
+                             description="smallest maxdata (largest backend write) a server may have")
+    max_maxdata: int = Field(DEFAULT_LIMITS.max_maxdata, ge=4096,
+                             description="largest maxdata (largest backend write) a server may have")
     # -- the web service's queue and workers
     workers: int = Field(2, ge=1, le=32, description="runs carried out at once (worker threads)")
     queue_size: int = Field(64, ge=1, le=10_000, description="runs that may wait; beyond it POST answers 429")
@@ -116,10 +105,6 @@ class Settings(BaseSettings):
         return frozenset(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip())
 
     @property
-    def image_cache_dir(self) -> Path:
-        return self.image_dir or self.data_dir / "images"
-
-    @property
     def progress_retention_s(self) -> float | None:
         return self.progress_retention_h * 3600 if self.progress_retention_h > 0 else None
 
@@ -132,5 +117,3 @@ class Settings(BaseSettings):
         """The declared defaults, without reading the environment."""
         return cls.model_construct()
 
-
-DEFAULT_LIMITS = Settings.defaults().limits

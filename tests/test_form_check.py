@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.config import Limits
 from lab.domain import spec
+from lab.domain.limits import Limits
 from lab.domain.spec import FieldProblem, SpecError, build_spec, check_fields
 
 

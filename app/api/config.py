@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 from app.http.errors import responses
 from app.schemas.runs import Availability, ClientOut, ServerOut, ServerPartial
-from lab.config import DEFAULT_LIMITS, Limits
 from lab.domain import spec
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.host import storage
 from lab.host.places import Places
 from lab.nbd import backends

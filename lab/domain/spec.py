@@ -2,7 +2,7 @@
 
 `ServerSpec` is the one definition. Each field says, in one place, its type and default
 and, in its `ServerField` annotation, its unit kind, bounds (numbers, or names of
-`lab.config.Limits` attributes so the settings can tighten them), choices, help text and
+`lab.domain.limits.Limits` attributes so the settings can tighten them), choices, help text and
 where the dashboard shows it. Everything else is derived from it:
 
 - `check_fields`: THE validator, a whole form at once (every wrong field, one problem each, a sentence
@@ -38,7 +38,7 @@ from pydantic import (
     create_model,
 )
 
-from lab.config import DEFAULT_LIMITS, Limits
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.units import (
     DELAY_PATTERN,
     SIZE_PATTERN,
@@ -63,7 +63,7 @@ FILE_KINDS = ("qemu-nbd", "nbd-server")  # kinds whose disk is a file (or device
 MiB = 1 << 20
 MAX_JSON_INT = 1 << 53  # integers above this do not survive a JavaScript client
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "ServerSpec", "SpecError", "build_spec", "check_spec"]
+__all__ = ["ServerSpec", "SpecError", "build_spec", "check_spec"]
 
 Kind = Literal["choice", "size", "delay", "bool", "layout", "text"]
 Layer = Literal["source", "filters", "backend"]

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
-from lab.domain.spec import DEFAULT_LIMITS, Limits, ServerSpec, SpecError, build_spec
+from lab.domain.spec import ServerSpec, SpecError, build_spec
 from lab.nbd.clients import client_ids
 
 MAX_RUNS = 1000

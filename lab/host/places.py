@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported when used: the era clients' child process loads this module, not pydantic
-    from lab.config import Limits, Settings
+from lab.domain.limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:  # lab.config (pydantic) is imported when used: the era clients' child process loads
+    from lab.config import Settings  # this module, and starts faster without pydantic
 
 
 def default_runtime_dir() -> Path:
@@ -43,7 +45,7 @@ class Places:
     @classmethod
     def defaults(cls) -> Places:
         """The declared defaults (lab.config.Settings), without reading the environment."""
-        from lab.config import Settings
+        from lab.config import Settings  # here, not above: see TYPE_CHECKING
 
         return cls.from_settings(Settings.defaults())
 
@@ -77,19 +79,13 @@ def _private(path: Path) -> Path:
     return path
 
 
-def _default_limits() -> Limits:
-    from lab.config import DEFAULT_LIMITS
-
-    return DEFAULT_LIMITS
-
-
 @dataclass(frozen=True)
 class Core:
     """What a run takes from the driver's settings: where files go, the limits (kind external's
     targets, the size limit), and whether the re-enacted eras copy in this process (tests)."""
 
     places: Places | None = None  # None: the process default
-    limits: Limits = field(default_factory=_default_limits)
+    limits: Limits = DEFAULT_LIMITS
     clients_in_process: bool = False
 
     @classmethod

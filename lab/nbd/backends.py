@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.config import DEFAULT_LIMITS, Limits
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.spec import DISK_FORMATS, KINDS  # noqa: F401  (one definition, in the model)
 from lab.host import procs, storage
 from lab.host.places import Places

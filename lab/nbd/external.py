@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lab.config import DEFAULT_LIMITS, Limits
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.units import format_size
 
 ENV = "LAB_EXTERNAL_TARGETS"

@@ -324,7 +324,8 @@ def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH,
                  deadline_s: float = DEFAULT_DEADLINE_S, limits: Any = None, places: Any = None) -> dict[str, Any]:
     """Start a server from `fields` (probe defaults: zeroing passed through, no delays), probe it, stop it.
     `limits` and `places` (lab.host.places.Places) come from the driver's settings."""
-    from lab.domain.spec import DEFAULT_LIMITS, SpecError, build_spec
+    from lab.domain.limits import DEFAULT_LIMITS
+    from lab.domain.spec import SpecError, build_spec
     from lab.nbd.servers import Server
 
     raw = {**PROBE_SERVER_DEFAULTS, "size": 4 * length, **{k: v for k, v in fields.items() if v is not None}}

@@ -47,9 +47,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.config import DEFAULT_LIMITS, Limits
 from lab.domain.counts import BackendCounts, WireCounts
 from lab.domain.flags import ServerFlags
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.spec import ServerSpec
 from lab.domain.units import format_delay
 from lab.host import procs

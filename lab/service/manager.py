@@ -23,8 +23,9 @@ from typing import Any
 
 from lab.config import Settings
 from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
-from lab.domain.spec import DEFAULT_LIMITS, Limits, ServerSpec, build_spec
+from lab.domain.spec import ServerSpec, build_spec
 from lab.domain.students import check_limit
 from lab.host import procs
 from lab.host.places import Core, Places

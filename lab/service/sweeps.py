@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.domain.errors import NotFound, QueueFull
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run, new_id
 from lab.domain.scenarios import Row, get_scenario, runnable
-from lab.domain.spec import DEFAULT_LIMITS, Limits, build_spec
+from lab.domain.spec import build_spec
 from lab.domain.sweepspec import Planned
 from lab.service.scheduler import WorkerPool
 from lab.service.store import count_statuses, sweep_event_fields, sweep_status
