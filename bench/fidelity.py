@@ -18,7 +18,7 @@ shown too, but a bandwidth-bound copy keeps up to two cores busy by itself.
 Parallel clients (nbdcopy) overlap their requests: for them the serial sum is an upper
 bound, and the check is ratio <= 1.
 
-The floor ignores everything but the sleeps; the lab's calibrated expectation (lab/measure/calibrate.py:
+The floor ignores everything but the sleeps; the lab's calibrated expectation (lab/measure/expectation.py:
 the floor plus this machine's per-request, per-byte and fixed costs, measured by `lab calibrate`
 on geometries that are none of these) is checked too: every in-order row within 5% of
 expected_s, and the floor never above the measured time. The calibration is made first if this
@@ -251,9 +251,9 @@ def _quiet(r: dict[str, Any]) -> bool:
 def calibration_note() -> str:
     """The calibration the expectations came from: a noisy one explains a noisy column."""
     from lab.cli.report import calibration_table
-    from lab.measure import calibrate
+    from lab.measure import expectation
 
-    cal = calibrate.load()
+    cal = expectation.load()
     return "expected_s: no calibration" if cal is None else "expected_s from " + calibration_table(cal)
 
 
@@ -262,29 +262,29 @@ def steady_drift(when: str) -> list[list[Any]]:
     now, as the calibration measures it, per in-order kind: how far the machine has moved since."""
     import threading
 
-    from lab.measure import calibrate
+    from lab.measure import calibration, expectation
 
-    cal = calibrate.load()
+    cal = expectation.load()
     if cal is None:
         return []
-    steady = next(p for p in calibrate.PLAN_SERIAL if p.repeat > calibrate.REPEAT)._replace(repeat=3)
+    steady = next(p for p in calibration.PLAN_SERIAL if p.repeat > calibration.REPEAT)._replace(repeat=3)
     rows = []
-    for kind in calibrate.KINDS:
+    for kind in expectation.KINDS:
         fit = cal.fits.get(kind.key)
         then = next((p["measured_s"] for p in (fit.points if fit else []) if p["geometry"] == list(steady[:5])), None)
         if kind.parallel or kind.build != "single" or then is None:
             continue
-        [now] = calibrate._measure_plan(kind, [steady], threading.Event(), lambda: False)
+        [now] = calibration._measure_plan(kind, [steady], threading.Event(), lambda: False)
         rows.append([when, kind.key, then, now["measured_s"], f"{now['measured_s'] / then:.3f}"])
     return rows
 
 
 def ensure_calibrated(force: bool = False) -> None:
-    from lab.measure import calibrate
+    from lab.measure import calibration, expectation
 
-    if force or calibrate.load() is None:
+    if force or expectation.load() is None:
         print("calibrating this machine first (lab calibrate; cached in var/calibration.json)", file=sys.stderr)
-        calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr))
+        calibration.calibrate(progress=lambda m: print("  " + m, file=sys.stderr))
 
 
 def _count_exp(rows: list[dict[str, Any]]) -> list[Any]:

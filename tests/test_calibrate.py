@@ -20,7 +20,7 @@ from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.host import places
 from lab.host.places import Core, Places
-from lab.measure import calibrate
+from lab.measure import calibration, expectation
 from lab.measure.execute import execute
 from lab.service.export import COLUMNS, to_csv
 
@@ -30,7 +30,7 @@ TRUE = {"fixed": 0.040, "wire_requests": 80e-6, "backend_requests": 15e-6, "slee
 
 def _point(wire: float, backend: float, sleeps: float, mib: float, delays: float, coef=TRUE, d=1.0) -> dict:
     f = {"fixed": 1.0, "wire_requests": wire, "backend_requests": backend, "sleeps": sleeps, "mib": mib,
-         "warm_mib": min(mib, calibrate.WARM_MIB), "slept_mib": mib if sleeps else 0.0, "delays": delays}
+         "warm_mib": min(mib, expectation.WARM_MIB), "slept_mib": mib if sleeps else 0.0, "delays": delays}
     t = d * delays + sum(coef[k] * f[k] for k in coef)
     return {"features": f, "measured_s": t}
 
@@ -42,7 +42,7 @@ POINTS = [_point(48, 48, 0, 48, 0), _point(96, 192, 0, 192, 0), _point(32, 64, 6
 
 
 def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
-    coef = calibrate.fit(POINTS, {"delays": 1.0})
+    coef = expectation.fit(POINTS, {"delays": 1.0})
     assert coef["delays"] == 1.0
     for k, v in TRUE.items():
         assert coef[k] == pytest.approx(v, rel=1e-3), k
@@ -53,29 +53,30 @@ def test_the_plan_measures_each_per_byte_term_where_it_dominates():
     more than the others; bytes behind sleeps from a copy whose 1 MiB writes each sleep."""
     from lab.domain.units import parse_size
 
-    def mib(p: calibrate.Point) -> float:
-        return parse_size(p.size) / calibrate.MiB
+    def mib(p: calibration.Point) -> float:
+        return parse_size(p.size) / expectation.MiB
 
-    full_speed = [p for p in calibrate.PLAN_SERIAL if p.pattern == "full" and not p.delay_write_ms + p.delay_zero_ms]
+    full_speed = [p for p in calibration.PLAN_SERIAL if p.pattern == "full" and not p.delay_write_ms + p.delay_zero_ms]
     steady = max(full_speed, key=mib)
-    assert mib(steady) >= 8 * calibrate.WARM_MIB and steady.repeat > calibrate.REPEAT
-    assert any(p.delay_write_ms and p.pattern == "full" and mib(p) > calibrate.WARM_MIB for p in calibrate.PLAN_SERIAL)
-    assert any(mib(p) < calibrate.WARM_MIB / 4 for p in calibrate.PLAN_SERIAL)  # and the fixed cost from a tiny one
-    assert set(calibrate.PLAN_SERIAL) < set(calibrate.PLAN_PARALLEL)
+    assert mib(steady) >= 8 * expectation.WARM_MIB and steady.repeat > calibration.REPEAT
+    assert any(p.delay_write_ms and p.pattern == "full" and mib(p) > expectation.WARM_MIB
+               for p in calibration.PLAN_SERIAL)
+    assert any(mib(p) < expectation.WARM_MIB / 4 for p in calibration.PLAN_SERIAL)  # and the fixed cost from a tiny one
+    assert set(calibration.PLAN_SERIAL) < set(calibration.PLAN_PARALLEL)
 
 
 def test_fit_of_a_parallel_client_finds_its_delay_factor():
     pts = [_point(48, 48, 0, 48, 0, d=0.2), _point(96, 192, 0, 192, 0, d=0.2), _point(32, 64, 64, 64, 0.064, d=0.2),
            _point(4, 2048, 0, 8, 0, d=0.2), _point(192, 96, 0, 6, 0, d=0.2), _point(12, 192, 192, 12, 0.192, d=0.2),
            _point(1, 8, 0, 2, 0, d=0.2), _point(12, 192, 192, 12, 0.96, d=0.2)]
-    coef = calibrate.fit(pts, {})
+    coef = expectation.fit(pts, {})
     assert coef["delays"] == pytest.approx(0.2, rel=1e-3)
 
 
 def test_fit_never_returns_a_negative_cost():
     pts = [dict(p) for p in POINTS]
     pts[1] = {**pts[1], "measured_s": pts[1]["measured_s"] * 0.5}  # a run faster than its requests allow
-    coef = calibrate.fit(pts, {"delays": 1.0})
+    coef = expectation.fit(pts, {"delays": 1.0})
     assert all(v >= 0 for v in coef.values()), coef
 
 
@@ -85,10 +86,10 @@ def test_features_come_from_exact_counts():
     spec = build_spec({"delay_write": "20ms", "delay_zero": "0ms"})
     backend = BackendCounts(write_ops=400, write_bytes=100 << 20, zero_ops=4, flush_ops=1)
     log = WireCounts(write=50, write_bytes=50 << 20, zero=4, flush=1)
-    f = calibrate.features(spec, backend, log, 8.0)
+    f = expectation.features(spec, backend, log, 8.0)
     assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 100.0,
-                 "warm_mib": float(calibrate.WARM_MIB), "slept_mib": 100.0, "delays": 8.0}
-    small = calibrate.features(build_spec({"delay_write": "0ms", "delay_zero": "5ms"}),
+                 "warm_mib": float(expectation.WARM_MIB), "slept_mib": 100.0, "delays": 8.0}
+    small = expectation.features(build_spec({"delay_write": "0ms", "delay_zero": "5ms"}),
                                BackendCounts(write_ops=8, write_bytes=8 << 20, zero_ops=2), log, 0.01)
     assert (small["mib"], small["warm_mib"], small["slept_mib"], small["sleeps"]) == (8.0, 8.0, 0.0, 2.0)
 
@@ -96,27 +97,27 @@ def test_features_come_from_exact_counts():
 def test_a_model_fitted_on_the_plan_extrapolates_to_a_bandwidth_bound_gigabyte():
     """The issue-12 miss: a per-MiB cost fitted on small copies alone over-predicted 1 GiB copies.
     With the warm-up term and the plan's large copy, a 1 GiB copy is predicted from the steady rate."""
-    coef = calibrate.fit(POINTS, {"delays": 1.0})
+    coef = expectation.fit(POINTS, {"delays": 1.0})
     big = _point(513, 1025, 0, 1024, 0)
     predicted = sum(coef.get(k, 0.0) * v for k, v in big["features"].items())
     assert predicted == pytest.approx(big["measured_s"], rel=1e-3)
-    one_rate = calibrate.fit([{**p, "features": {**p["features"], "warm_mib": 0.0}} for p in POINTS[:1] + POINTS[3:]],
+    one_rate = expectation.fit([{**p, "features": {**p["features"], "warm_mib": 0.0}} for p in POINTS[:1] + POINTS[3:]],
                              {"delays": 1.0, "warm_mib": 0.0, "slept_mib": 0.0})
     old = sum(one_rate.get(k, 0.0) * v for k, v in big["features"].items() if k != "warm_mib")
     assert old > 1.1 * big["measured_s"]  # what the old plan and model did: fitted small, predicted too slow
 
 
-def _calibration(fp: str) -> calibrate.Calibration:
-    fits = {k: calibrate.Fit(k, {**TRUE, "delays": 1.0}) for k in
+def _calibration(fp: str) -> expectation.Calibration:
+    fits = {k: expectation.Fit(k, {**TRUE, "delays": 1.0}) for k in
             ("qemu-img/single", "era-q1/single", "era-q1/chain", "nbdcopy/single", "era-qN/single")}
-    return calibrate.Calibration(fp, {"cpu": "test"}, fits)
+    return expectation.Calibration(fp, {"cpu": "test"}, fits)
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    calibrate.forget()
+    expectation.forget()
     yield tmp_path
-    calibrate.forget()
+    expectation.forget()
 
 
 def _places(data_dir: Path) -> Places:
@@ -126,37 +127,37 @@ def _places(data_dir: Path) -> Places:
 
 def test_cache_is_tied_to_the_machine_and_tools(data_dir):
     where = _places(data_dir)
-    assert calibrate.load(places=where) is None
-    calibrate.save(_calibration("another-machine"), where)
-    assert calibrate.load(places=where) is None  # made elsewhere (or with other tool versions): not used
-    now = calibrate.fingerprint(calibrate.machine())
-    calibrate.save(_calibration(now), where)
-    calibrate.forget()
-    cal = calibrate.load(places=where)
+    assert expectation.load(places=where) is None
+    expectation.save(_calibration("another-machine"), where)
+    assert expectation.load(places=where) is None  # made elsewhere (or with other tool versions): not used
+    now = expectation.fingerprint(expectation.machine())
+    expectation.save(_calibration(now), where)
+    expectation.forget()
+    cal = expectation.load(places=where)
     assert cal is not None and cal.fingerprint == now
     assert json.loads((data_dir / "calibration.json").read_text())["fingerprint"] == now
-    assert calibrate.load(places=_places(data_dir / "elsewhere")) is None  # per calibration file
+    assert expectation.load(places=_places(data_dir / "elsewhere")) is None  # per calibration file
 
 
 def test_a_new_calibration_is_used_at_once(data_dir):
     where = _places(data_dir)
-    now = calibrate.fingerprint(calibrate.machine())
-    calibrate.save(_calibration(now), where)
-    assert calibrate.load(places=where).machine == {"cpu": "test"}
+    now = expectation.fingerprint(expectation.machine())
+    expectation.save(_calibration(now), where)
+    assert expectation.load(places=where).machine == {"cpu": "test"}
     newer = dataclasses.replace(_calibration(now), machine={"cpu": "newer"})
-    calibrate.save(newer, where)
-    assert calibrate.load(places=where).machine == {"cpu": "newer"}  # not the one loaded before
+    expectation.save(newer, where)
+    assert expectation.load(places=where).machine == {"cpu": "newer"}  # not the one loaded before
 
 
 def test_a_new_calibration_replaces_the_one_this_process_loaded(data_dir):
     """A recalibration (CLI, API, bench --recalibrate) is used at once, not the copy its own runs loaded."""
-    now = calibrate.fingerprint(calibrate.machine())
-    calibrate.save(_calibration(now))
-    assert calibrate.load().fits["era-q1/single"].coef["mib"] == TRUE["mib"]
+    now = expectation.fingerprint(expectation.machine())
+    expectation.save(_calibration(now))
+    assert expectation.load().fits["era-q1/single"].coef["mib"] == TRUE["mib"]
     newer = _calibration(now)
     newer.fits["era-q1/single"].coef["mib"] = 0.5e-3
-    calibrate.save(newer)
-    assert calibrate.load().fits["era-q1/single"].coef["mib"] == 0.5e-3
+    expectation.save(newer)
+    assert expectation.load().fits["era-q1/single"].coef["mib"] == 0.5e-3
 
 
 def test_breakdown_sums_to_the_expectation_and_includes_the_floor(data_dir):
@@ -176,8 +177,8 @@ def test_a_run_carries_expected_and_breakdown_when_calibrated(data_dir, no_lefto
     core = Core(places=_places(data_dir))
     run = execute(Run(client="qemu-2.8", server=spec), core=core)
     assert run.status == "succeeded" and run.expected_s is None and run.breakdown is None  # not calibrated yet
-    calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())), core.places)
-    calibrate.forget()
+    expectation.save(_calibration(expectation.fingerprint(expectation.machine())), core.places)
+    expectation.forget()
     run = execute(Run(client="qemu-2.8", server=spec), core=core)
     assert run.status == "succeeded" and run.calibration == "era-q1/single"
     assert run.breakdown["delays_s"] == pytest.approx(run.predicted_s)
@@ -199,23 +200,23 @@ def test_api_shows_the_calibration_or_says_there_is_none(data_dir):
     with client_for(data_dir / "data", calibration_file=data_dir / "calibration.json") as api:  # LAB_CALIBRATION_FILE
         r = api.get("/api/v1/calibration")
         assert r.status_code == 200 and r.json()["status"] == "none" and r.json()["calibration"] is None
-        calibrate.save(_calibration(calibrate.fingerprint(calibrate.machine())), _places(data_dir))
-        calibrate.forget()
+        expectation.save(_calibration(expectation.fingerprint(expectation.machine())), _places(data_dir))
+        expectation.forget()
         r = api.get("/api/v1/calibration")
         assert r.status_code == 200 and r.json()["status"] == "done"
         body = r.json()["calibration"]
         assert set(body["fits"]) >= {"qemu-img/single", "era-q1/chain"}
         assert body["fits"]["qemu-img/single"]["coef"]["delays"] == 1.0
         # a real calibration carries its measured points (features are a dict: once answered 500)
-        cal = _calibration(calibrate.fingerprint(calibrate.machine()))
+        cal = _calibration(expectation.fingerprint(expectation.machine()))
         point = {**_point(96, 192, 0, 192, 0), "geometry": ["384M", "full", "1M", 0, 0], "contended": False,
                  "runs_s": [0.29, 0.28, 0.3], "fitted_s": 0.28}
         cal.fits["era-q1/single"].points.append(point)
-        calibrate.save(cal, _places(data_dir))
+        expectation.save(cal, _places(data_dir))
         r = api.get("/api/v1/calibration")
         assert r.status_code == 200, r.text
         got = r.json()["calibration"]["fits"]["era-q1/single"]["points"][0]
-        assert got["features"]["warm_mib"] == calibrate.WARM_MIB and got["runs_s"] == [0.29, 0.28, 0.3]
+        assert got["features"]["warm_mib"] == expectation.WARM_MIB and got["runs_s"] == [0.29, 0.28, 0.3]
 
 
 def test_api_calibration_runs_in_the_background_and_stops_with_the_service(data_dir, no_leftovers):
@@ -228,7 +229,7 @@ def test_api_calibration_runs_in_the_background_and_stops_with_the_service(data_
         assert api.post("/api/v1/calibration", json={}).status_code == 429
         assert api.get("/api/v1/calibration").json()["status"] == "running"
     # the lifespan cancelled it: no nbdkit or client left (no_leftovers), the cache not written
-    assert calibrate.load(places=Places.under(data_dir)) is None
+    assert expectation.load(places=Places.under(data_dir)) is None
     assert not (data_dir / "data" / "calibration.json").exists()
 
 
@@ -238,10 +239,10 @@ def test_a_calibration_point_runs_where_it_is_told(tmp_path, no_leftovers):
     the runtime dir it was given (and removed), not in the process default's."""
     where = dataclasses.replace(Places.under(tmp_path), image_dir=places.current().image_dir)
     assert not where.runtime_dir.exists()
-    [point] = calibrate._measure_plan(calibrate.Kind("qemu-2.8", 1, "single", False),
-                                      [calibrate.Point("4M", "full", "1M", 0, 0)], threading.Event(),
+    [point] = calibration._measure_plan(expectation.Kind("qemu-2.8", 1, "single", False),
+                                      [calibration.Point("4M", "full", "1M", 0, 0)], threading.Event(),
                                       lambda: False, places=where)
-    assert point["measured_s"] > 0 and len(point["runs_s"]) == calibrate.REPEAT
+    assert point["measured_s"] > 0 and len(point["runs_s"]) == calibration.REPEAT
     assert point["own_cpu_s"] > 0  # the CPU the run's own processes used: the CPU fit's data
     assert where.runtime_dir.is_dir() and not list(where.runtime_dir.iterdir())
 
@@ -249,7 +250,7 @@ def test_a_calibration_point_runs_where_it_is_told(tmp_path, no_leftovers):
 def test_the_cpu_fit_is_the_same_model_without_the_sleeps():
     cpu_true = {k: v for k, v in TRUE.items() if k != "sleeps"}
     points = [{**p, "measured_s": sum(cpu_true[k] * p["features"][k] for k in cpu_true)} for p in POINTS]
-    got = calibrate.fit(points, {"delays": 0.0})
+    got = expectation.fit(points, {"delays": 0.0})
     assert got["delays"] == 0.0 and got.get("sleeps", 0.0) == pytest.approx(0.0, abs=1e-6)
     for k, v in cpu_true.items():
         assert got[k] == pytest.approx(v, rel=1e-3)
@@ -260,16 +261,16 @@ def test_a_run_that_burns_more_cpu_than_calibrated_is_marked(cpu_scale, slow, da
     """A real run judged against a calibration whose CPU expectation is far below (or above) what
     its processes really use: marked slow_copy_path with a note (or not)."""
     core = Core(places=_places(data_dir))
-    cal = _calibration(calibrate.fingerprint(calibrate.machine()))
+    cal = _calibration(expectation.fingerprint(expectation.machine()))
     for f in cal.fits.values():
         f.cpu_coef = {k: v * cpu_scale for k, v in TRUE.items()}
-    calibrate.save(cal, core.places)
+    expectation.save(cal, core.places)
     # 128 MiB: its own CPU (~0.1 s) is well above the margin a short copy's noise is given
     spec = build_spec({"size": "128M", "pattern": "full", "maxdata": "1M", "delay_write": "0ms", "delay_zero": "0ms"})
     run = execute(Run(client="qemu-img", server=spec), core=core)
     assert run.status == "succeeded"
     c = run.contention
-    feats = calibrate.features(spec, run.backend, run.server_log, run.predicted_s or 0.0)
+    feats = expectation.features(spec, run.backend, run.server_log, run.predicted_s or 0.0)
     assert c["expected_own_cpu_s"] == pytest.approx(sum(v * cpu_scale * feats[k] for k, v in TRUE.items()),
                                                     rel=1e-3, abs=1e-4)
     assert c["own_cpu_s"] > 0
@@ -282,10 +283,10 @@ def test_a_sleep_bound_run_is_not_judged_by_its_cpu(data_dir, no_leftovers):
     """Its time is its sleeps; over a long run the lab's own per-second work is in its CPU but not in
     the calibration's short points, so the CPU check would only raise false alarms there."""
     core = Core(places=_places(data_dir))
-    cal = _calibration(calibrate.fingerprint(calibrate.machine()))
+    cal = _calibration(expectation.fingerprint(expectation.machine()))
     for f in cal.fits.values():
         f.cpu_coef = {k: v * 1e-3 for k, v in TRUE.items()}
-    calibrate.save(cal, core.places)
+    expectation.save(cal, core.places)
     spec = build_spec({"size": "8M", "pattern": "full", "maxdata": "1M", "delay_write": "2ms", "delay_zero": "2ms"})
     run = execute(Run(client="qemu-img", server=spec), core=core)
     assert run.status == "succeeded" and run.expected_s is not None
@@ -300,8 +301,8 @@ def test_a_point_is_measured_by_its_runs_off_the_slow_copy_path():
         return Run(client="qemu-img", server=build_spec({}), duration_s=s, contention={"own_cpu_s": cpu})
 
     slow = run(0.9, 1.0)
-    assert calibrate._chosen([run(0.30, 0.35), slow, run(0.32, 0.36)]).duration_s == 0.30
+    assert calibration._chosen([run(0.30, 0.35), slow, run(0.32, 0.36)]).duration_s == 0.30
     five = [run(0.31, 0.36), run(0.29, 0.34), slow, run(0.33, 0.37), run(0.30, 0.35)]
-    assert calibrate._chosen(five).duration_s == 0.30  # median of the four clean runs (lower middle)
-    assert calibrate._chosen([run(0.30, 0.35), run(0.31, 0.36), run(0.35, 0.40)]).duration_s == 0.31
-    assert calibrate._chosen([slow]).duration_s == 0.9  # all alike: nothing to compare with
+    assert calibration._chosen(five).duration_s == 0.30  # median of the four clean runs (lower middle)
+    assert calibration._chosen([run(0.30, 0.35), run(0.31, 0.36), run(0.35, 0.40)]).duration_s == 0.31
+    assert calibration._chosen([slow]).duration_s == 0.9  # all alike: nothing to compare with

@@ -1,4 +1,5 @@
-"""This machine's calibration: the coefficients behind each run's `expected_s` (lab.measure.calibrate).
+"""This machine's calibration: the coefficients behind each run's `expected_s` (lab.measure.expectation,
+measured by lab.measure.calibration).
 
 Measuring takes about a minute, so POST starts it in the background (202) and GET reports it;
 the service's shutdown cancels one in progress (its runs stop and leave nothing behind).
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from app.http.errors import Problem, responses
 from app.schemas.runs import CalibrationState
 from lab.host.places import Places
-from lab.measure import calibrate
+from lab.measure import calibration, expectation
 
 router = APIRouter(tags=["calibration"])
 
@@ -49,8 +50,8 @@ class CalibrationJob:
 
     def _work(self) -> None:
         try:
-            calibrate.calibrate(cancel=self._cancel, places=self.places)
-        except calibrate.Cancelled:
+            calibration.calibrate(cancel=self._cancel, places=self.places)
+        except calibration.Cancelled:
             self.error = "cancelled (the service stopped)"
         except Exception as e:  # reported by GET; the previous calibration stays in use
             self.error = f"{type(e).__name__}: {e}"
@@ -63,7 +64,7 @@ class CalibrationJob:
             self._thread.join(timeout)
 
     def state(self) -> dict[str, Any]:
-        cal = calibrate.load(places=self.places)
+        cal = expectation.load(places=self.places)
         status = "running" if self.running else "failed" if self.error else "done" if cal else "none"
         return {"status": status, "started_at": self.started_at, "finished_at": self.finished_at,
                 "error": self.error, "calibration": cal.to_dict() if cal else None}

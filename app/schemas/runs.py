@@ -177,7 +177,7 @@ Scalar = float | int | str | bool | None
 
 
 class CalibrationPoint(_Open):
-    """One measured plan point of a calibration (lab.measure.calibrate._measure_plan)."""
+    """One measured plan point of a calibration (lab.measure.calibration._measure_plan)."""
 
     geometry: list[str | int] = Field(description="size, pattern, maxdata, delay-write ms, delay-zero ms")
     measured_s: float = Field(description="the run that counts, of those not on the slow copy path: the faster "
@@ -186,7 +186,8 @@ class CalibrationPoint(_Open):
     runs_cpu_s: list[float] = Field([], description="the CPU each run's own processes used (a run far above the "
                                     "point's cheapest took the slow copy path and does not count)")
     contended: bool = False
-    features: dict[str, float] = Field(description="the model's inputs (lab.measure.calibrate.TERMS) from exact counts")
+    features: dict[str, float] = Field(description="the model's inputs (lab.measure.expectation.TERMS) "
+                                       "from exact counts")
     fitted_s: float | None = Field(None, description="what the fitted coefficients give for this point")
 
 

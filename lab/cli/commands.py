@@ -254,11 +254,11 @@ def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from lab.measure import calibrate
+    from lab.measure import calibration, expectation
 
     where = _core().places
     if args.show:
-        cal = calibrate.load(places=where)
+        cal = expectation.load(places=where)
         if cal is None:
             print("lab calibrate: this machine is not calibrated (or its tools changed): run `lab calibrate`",
                   file=sys.stderr)
@@ -269,8 +269,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if load > cores:
             print(f"lab calibrate: warning: load average {load:.1f} on {cores} cores: the coefficients will "
                   "include other work's share; calibrate again on a quiet machine", file=sys.stderr)
-        cal = calibrate.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr),
-                                  places=where)
+        cal = calibration.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr),
+                                    places=where)
     print(json.dumps(cal.to_dict()) if args.json else report.calibration_table(cal))
     return 0
 
@@ -278,16 +278,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _ensure_calibrated() -> None:
     """The first run (or `lab serve`) on this machine calibrates it first: on a terminal, or always with
     LAB_AUTO_CALIBRATE=1; never with LAB_AUTO_CALIBRATE=0."""
-    from lab.measure import calibrate
+    from lab.measure import calibration, expectation
 
     settings = _settings()
     where = Places.from_settings(settings)
     mode = settings.auto_calibrate
-    if mode is False or (mode is None and not sys.stderr.isatty()) or calibrate.load(places=where) is not None:
+    if mode is False or (mode is None and not sys.stderr.isatty()) or expectation.load(places=where) is not None:
         return
     print("lab: first run on this machine: calibrating it once (about 30-60 s; `lab calibrate` redoes it)",
           file=sys.stderr)
-    calibrate.calibrate(progress=lambda m: print("  " + m, file=sys.stderr), places=where)
+    calibration.calibrate(progress=lambda m: print("  " + m, file=sys.stderr), places=where)
 
 
 def cmd_kinds(_args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from lab.domain.run import Run
 from lab.domain.units import human_bytes
-from lab.measure.calibrate import WARM_MIB
+from lab.measure.expectation import WARM_MIB
 
 
 class ProgressBar:
@@ -70,7 +70,7 @@ def contention_line(run: Run) -> str:
 
 
 def calibration_table(cal: Any) -> str:
-    """The coefficients of a lab.measure.calibrate.Calibration, one line per client kind / server build."""
+    """The coefficients of a lab.measure.expectation.Calibration, one line per client kind / server build."""
     out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
            f"{cal.machine.get('nbdkit')}; took {cal.took_s:.0f} s at load {cal.load_before:.1f})",
            f"{'':18}{'fixed':>7}{'per request, us':>22}{'':>4}{'per MiB, ms':>16}",

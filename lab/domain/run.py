@@ -99,7 +99,7 @@ class Run(BaseModel):
     duration_s: float | None = None
     verify_s: float | None = None
     predicted_s: float | None = None
-    # The calibrated expectation (lab.measure.calibrate): the floor plus this machine's measured per-request,
+    # The calibrated expectation (lab.measure.expectation): the floor plus this machine's measured per-request,
     # per-byte and fixed costs; `breakdown` splits it (delays_s, per_request_s, per_byte_s, fixed_s).
     expected_s: float | None = None
     breakdown: dict[str, float] | None = None

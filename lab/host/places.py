@@ -33,7 +33,7 @@ class Places:
     data_dir: Path  # the SQLite history; the `datadir` storage's scratch space is below it
     image_dir: Path  # the source-image cache
     runtime_dir: Path  # private 0700 dirs of servers and storages (sockets, logs, mounts)
-    calibration_file: Path  # this machine's calibration (lab.measure.calibrate)
+    calibration_file: Path  # this machine's calibration (lab.measure.expectation)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Places:

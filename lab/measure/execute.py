@@ -18,7 +18,7 @@ from lab.domain.counts import BackendCounts, WireCounts
 from lab.domain.run import Run
 from lab.host import images
 from lab.host.places import Core, Places
-from lab.measure import calibrate, contention
+from lab.measure import contention, expectation
 from lab.nbd import diskmap
 from lab.nbd.clients import Cancelled, Client, CopyContext, get_client
 from lab.nbd.servers import SINGLE, Server, describe_build, kind_notes, observers_yield, server_pids
@@ -38,7 +38,7 @@ def _expect(run: Run, srv: Server, places: Places | None, cpu_bound: bool) -> No
     # the coefficients are measured on nbdkit's memory plugin: a file on a disk stores at other costs
     if getattr(run.server, "kind", "nbdkit") != "nbdkit" or getattr(run.server, "plugin", "memory") != "memory":
         return
-    exp = calibrate.expectation(run.client, run.queue_depth, srv.topology, run.server, run.backend,
+    exp = expectation.expectation(run.client, run.queue_depth, srv.topology, run.server, run.backend,
                                 run.server_log, run.predicted_s or 0.0, places=places)
     if exp is not None:
         run.expected_s, run.breakdown, run.calibration = exp.expected_s, exp.breakdown, exp.calibration

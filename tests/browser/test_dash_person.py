@@ -515,10 +515,10 @@ def test_two_lanes_stand_side_by_side_on_a_projector_and_stack_on_a_phone(servic
 def test_a_run_on_the_slow_copy_path_says_so_on_its_card_and_row(service_factory, new_page, tmp_path) -> None:
     """A calibration that expects almost no CPU (planted, with this machine's fingerprint): a real copy
     without delays burns far more, so the service marks it and the page says so where the run is shown."""
-    from lab.measure import calibrate
+    from lab.measure import expectation
 
-    cal = calibrate.Calibration(calibrate.fingerprint(calibrate.machine()), {"cpu": "planted"}, {
-        k: calibrate.Fit(k, {"fixed": 0.01, "mib": 1e-3, "delays": 1.0}, [], {"fixed": 1e-4})
+    cal = expectation.Calibration(expectation.fingerprint(expectation.machine()), {"cpu": "planted"}, {
+        k: expectation.Fit(k, {"fixed": 0.01, "mib": 1e-3, "delays": 1.0}, [], {"fixed": 1e-4})
         for k in ("qemu-img/single", "era-q1/single", "era-qN/single", "nbdcopy/single", "era-q1/chain")})
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(cal.to_dict()))
