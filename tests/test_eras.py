@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lab.domain import layout
 from lab.domain.run import Run
 from lab.domain.spec import FASTZEROMODES, ZEROMODES, ServerSpec, build_spec
 from lab.host import images
@@ -49,7 +50,7 @@ def spec(zeromode: str = "none", fastzeromode: str = "default", size: str = "8M"
 
 def holes_of(s: ServerSpec) -> list[tuple[int, int]]:
     holes, pos = [], 0
-    for off, n in [*images.parse_pattern(s.pattern, s.size), (s.size, 0)]:
+    for off, n in [*layout.parse_pattern(s.pattern, s.size), (s.size, 0)]:
         if off > pos:
             holes.append((pos, off - pos))
         pos = off + n
@@ -87,7 +88,7 @@ def copy_on(srv: Server, client: str, queue_depth: int = 1, dirty_first: bool = 
 
 def expected(client: str, s: ServerSpec) -> dict[str, int]:
     """Backend and wire counts of one era's copy, from the strategy alone."""
-    data_runs = images.parse_pattern(s.pattern, s.size)
+    data_runs = layout.parse_pattern(s.pattern, s.size)
     holes = [n for _, n in holes_of(s)]
 
     can_zero = s.zeromode != "none"

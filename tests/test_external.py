@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from lab.config import Settings
+from lab.domain import targets
 from lab.domain.run import Run
 from lab.domain.spec import SpecError, build_spec
 from lab.host.places import Core
 from lab.measure.execute import execute
-from lab.nbd import backends, external
+from lab.nbd import backends
 
 FIELDS = {"size": "8M", "delay_write": 0, "delay_zero": 0, "zeromode": "plugin", "kind": "external"}
 
@@ -61,7 +62,7 @@ class Listener:
 
 
 def test_off_by_default(monkeypatch):
-    monkeypatch.setenv(external.ENV, "127.0.0.1:10809")  # the core reads no environment: only what it is handed
+    monkeypatch.setenv(targets.ENV, "127.0.0.1:10809")  # the core reads no environment: only what it is handed
     assert not backends.availability()["external"]["available"]
     with pytest.raises(SpecError) as e:
         build_spec({**FIELDS, "target": "127.0.0.1:10809", "destructive": True})
@@ -72,8 +73,8 @@ def test_off_by_default(monkeypatch):
 def test_the_setting_lists_targets_separated_by_commas_or_spaces():
     limits = listing(" /run/a.sock,127.0.0.1:10809  [::1]:10809 ,").limits
     assert limits.external_targets == ("/run/a.sock", "127.0.0.1:10809", "[::1]:10809")
-    assert [t.text for t in external.allowed_targets(limits)] == list(limits.external_targets)
-    assert external.allowed_targets(listing("not-a-target").limits) == []  # a malformed entry allows nothing
+    assert [t.text for t in targets.allowed_targets(limits)] == list(limits.external_targets)
+    assert targets.allowed_targets(listing("not-a-target").limits) == []  # a malformed entry allows nothing
 
 
 def test_unlisted_targets_are_refused_before_any_connection(monkeypatch, tmp_path):
@@ -132,8 +133,8 @@ def test_read_only_and_oversized_exports_are_refused(qemu_nbd, tmp_path):
 
 
 def test_target_parsing():
-    assert external.parse_target("[::1]:10809").host == "::1"
-    assert external.parse_target("/run/x/../y.sock").socket == "/run/y.sock"
+    assert targets.parse_target("[::1]:10809").host == "::1"
+    assert targets.parse_target("/run/x/../y.sock").socket == "/run/y.sock"
     for bad in ("host", "a:b", "1.2.3.4:70000", "nbd://x"):
-        with pytest.raises(external.ExternalError):
-            external.parse_target(bad)
+        with pytest.raises(targets.ExternalError):
+            targets.parse_target(bad)

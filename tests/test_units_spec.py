@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from lab.domain.layout import parse_pattern
 from lab.domain.spec import SpecError, build_spec
 from lab.domain.units import format_delay, format_size, parse_delay, parse_size
-from lab.host.images import parse_pattern
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from app.http.deps import ManagerDep
 from app.http.errors import responses
 from app.schemas.runs import Availability, ClientOut, ServerOut, ServerPartial
 from lab.domain import spec
@@ -116,10 +117,10 @@ FieldsBody = Annotated[dict[str, Any], Body(), WithJsonSchema({"$ref": "#/compon
 
 
 @router.post("/validate", response_model=ValidateOut, responses=responses(400, 401, 413, 422))
-def validate(fields: FieldsBody, request: Request) -> dict[str, Any]:
+def validate(fields: FieldsBody, manager: ManagerDep) -> dict[str, Any]:
     """Check server fields as a run would; nothing is started. A 422 lists EVERY wrong field in
     `errors[]` (`loc` ["body", field], `message` a sentence to show beside the field, `value` as sent)."""
-    check = spec.check_fields(fields, _limits(request), api=True)
+    check = manager.check_fields(fields, api=True)
     if check.spec is None:
         raise RequestValidationError([{"loc": ["body", p.field], "msg": p.sentence, "type": p.code}
                                       for p in check.problems])

@@ -12,8 +12,9 @@ from app.http.deps import CoreDep
 from app.http.errors import Problem, responses, spec_error
 from app.schemas.runs import KindsOut, ProbeCreate, ProbeOut
 from lab.domain.spec import DISK_FORMATS, SpecError
+from lab.domain.targets import ExternalError, allowed_targets
 from lab.host import storage
-from lab.nbd import backends, external, probe
+from lab.nbd import backends, probe
 
 router = APIRouter(tags=["servers"])
 # Probes write hundreds of MiB at full speed: one at a time keeps the others' runs honest.
@@ -25,7 +26,7 @@ def list_kinds(core: CoreDep) -> dict[str, Any]:
     """Each server kind and storage with `available` and, when not, `reason`."""
     return {"kinds": backends.availability(core.limits), "storages": storage.availability(core.places),
             "disk_formats": list(DISK_FORMATS),
-            "external_targets": [t.text for t in external.allowed_targets(core.limits)]}
+            "external_targets": [t.text for t in allowed_targets(core.limits)]}
 
 
 @router.post("/probes", response_model=ProbeOut, responses=responses(401, 413, 422, 429, 502))
@@ -42,7 +43,7 @@ async def create_probe(body: ProbeCreate, core: CoreDep) -> dict[str, Any]:
                                        core.places)
     except SpecError as e:
         raise spec_error(e, ("body", "server")) from None
-    except external.ExternalError as e:
+    except ExternalError as e:
         raise spec_error(SpecError(e.field, e.message), ("body", "server")) from None
     except (probe.ProbeError, backends.KindError, storage.StorageError) as e:
         raise Problem("probe-failed", str(e)) from None

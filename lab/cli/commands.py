@@ -18,10 +18,15 @@ from lab.config import Settings
 from lab.domain import spec
 from lab.domain.errors import NotFound
 from lab.domain.run import Run
-from lab.domain.scenarios import SCENARIOS, get_scenario, runnable
+from lab.domain.scenarios import SCENARIOS, get_scenario
 from lab.domain.spec import SpecError
+from lab.domain.units import parse_size
+from lab.host import storage
 from lab.host.places import Core, Places, use
+from lab.measure import calibration, expectation
 from lab.measure.execute import execute
+from lab.nbd import backends, probe
+from lab.nbd.backends import Machine
 from lab.nbd.clients import client_ids, get_client
 
 
@@ -101,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 86400:
         return bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
     try:
-        server = spec.build_spec(spec.cli_fields(args), _settings().limits)
+        server = spec.build_spec(spec.cli_fields(args), _settings().limits, Machine(_core().places))
     except SpecError as e:
         return bad(f"{spec.option(e.field)}: {e.message}")
     _ensure_calibrated()
@@ -141,7 +146,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def _print_skipped(name: str) -> None:
-    _, skipped = runnable(list(get_scenario(name).rows))
+    _, skipped = Machine(_core().places).runnable(list(get_scenario(name).rows))
     for key, why in skipped.items():
         print(f"skipped {key}: {why}", file=sys.stderr)
 
@@ -193,9 +198,6 @@ def cmd_clients(_args: argparse.Namespace) -> int:
 
 def _probe_length(args: argparse.Namespace) -> int | str:
     """The probe's range length in bytes, or the error message for it."""
-    from lab.domain.units import parse_size
-    from lab.nbd import probe
-
     try:
         length = parse_size(args.length)
     except ValueError as e:
@@ -207,16 +209,13 @@ def _probe_length(args: argparse.Namespace) -> int | str:
 
 def _probe_fields(args: argparse.Namespace, length: int) -> dict[str, Any]:
     """The server fields the options give (SpecError if they do not fit)."""
-    from lab.nbd import probe
-
     fields = spec.cli_fields(args)
-    spec.build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length, **fields}, _settings().limits)
+    core = _core()
+    spec.build_spec({**probe.PROBE_SERVER_DEFAULTS, "size": 4 * length, **fields}, core.limits, Machine(core.places))
     return fields
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from lab.nbd import probe
-
     length = _probe_length(args)
     if isinstance(length, str):
         return bad(length)
@@ -242,8 +241,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
-    from lab.nbd import probe
-
     if args.json:
         print(json.dumps(out if args.all else (out[0] if out else None)))
         return
@@ -254,8 +251,6 @@ def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from lab.measure import calibration, expectation
-
     where = _core().places
     if args.show:
         cal = expectation.load(places=where)
@@ -278,8 +273,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _ensure_calibrated() -> None:
     """The first run (or `lab serve`) on this machine calibrates it first: on a terminal, or always with
     LAB_AUTO_CALIBRATE=1; never with LAB_AUTO_CALIBRATE=0."""
-    from lab.measure import calibration, expectation
-
     settings = _settings()
     where = Places.from_settings(settings)
     mode = settings.auto_calibrate
@@ -291,9 +284,6 @@ def _ensure_calibrated() -> None:
 
 
 def cmd_kinds(_args: argparse.Namespace) -> int:
-    from lab.host import storage
-    from lab.nbd import backends
-
     core = _core()
     kinds, storages = backends.availability(core.limits), storage.availability(core.places)
     for title, avail in (("kinds", kinds), ("storages", storages)):

@@ -11,6 +11,7 @@ import time
 
 from lab.host.places import Core
 from lab.measure.execute import execute
+from lab.nbd.backends import Machine
 from lab.service.scheduler import Job, Stop, WorkerPool
 from lab.service.sweeps import Sweep, SweepService
 
@@ -61,7 +62,7 @@ class LocalSweep:
         self.pool = WorkerPool(workers, queue_size=queue_size,
                                work=lambda job: execute(job.run, cancel=job.cancel, core=core),
                                finish=self._finished, name=name)
-        self.service = SweepService(self.pool, core.limits)
+        self.service = SweepService(self.pool, core.limits, machine=Machine(core.places))
         self._sweep: Sweep | None = None
         self._lock = threading.Lock()
         self._done = 0

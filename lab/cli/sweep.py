@@ -23,6 +23,7 @@ from typing import Any
 from lab.cli.shared import MAX_WORKERS, LocalSweep, bad, workers_problem
 from lab.domain import sweepspec
 from lab.host.places import Core
+from lab.nbd.backends import Machine
 
 
 def add_parser(sub: Any) -> None:
@@ -66,7 +67,7 @@ def cmd_sweep(args: argparse.Namespace, core: Core) -> int:
         return bad(problem)
     here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, core=core, queue_size=sweepspec.MAX_RUNS)
     try:
-        planned = sweepspec.plan(load(args.file), core.limits)
+        planned = sweepspec.plan(load(args.file), core.limits, Machine(core.places))
     except OSError as e:
         return bad(f"{args.file}: {e.strerror or e}")
     except (ValueError, tomllib.TOMLDecodeError) as e:  # JSON/TOML syntax, or DefinitionError (names the place)

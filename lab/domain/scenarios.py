@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.domain.spec import build_spec
+
 SERVER_A = {"zeromode": "plugin"}  # zeroing is fast metadata
 SERVER_B = {"zeromode": "emulate"}  # zeroing falls back to writes
 
@@ -25,8 +27,6 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         """`server`: the fields the row sets, as written; `spec`: the whole server, normalised (bytes, ms)."""
-        from lab.domain.spec import build_spec
-
         return {"key": self.key, "label": self.label, "client": self.client, "server": dict(self.server),
                 "spec": build_spec(self.server).to_dict(), "reference": self.reference, "group": self.group}
 
@@ -199,7 +199,7 @@ _STORES = ("tmpfs", "datadir", "ext4", "xfs", "btrfs", "blockdev")
 
 def today_servers() -> tuple[tuple[str, dict[str, Any]], ...]:
     """(key, server fields) for every kind x storage; rows this machine cannot run are left
-    out when a sweep is planned (lab.domain.scenarios.runnable), never failed."""
+    out when a sweep is planned (lab.nbd.backends.Machine.runnable), never failed."""
     out: list[tuple[str, dict[str, Any]]] = [("memory", {"plugin": "memory"})]
     out += [(f"file-{st}", {"plugin": "file", "storage": st}) for st in _STORES]
     out += [(f"qemu-nbd-{st}", {"kind": "qemu-nbd", "storage": st}) for st in _STORES]
@@ -216,35 +216,6 @@ def _today_rows() -> tuple[Row, ...]:
             label = f"{client} on {skey}"
             rows.append(Row(f"{client}@{skey}", label, client, {**TODAY_BASE, **server}))
     return tuple(rows)
-
-
-def unavailable(row: Row) -> str | None:
-    """Why this machine cannot run `row` (a kind or storage it lacks), or None."""
-    from lab.host import storage
-    from lab.nbd import backends
-
-    kind = row.server.get("kind", "nbdkit")
-    k = backends.availability().get(kind, {"available": False, "reason": f"unknown kind {kind}"})
-    if not k["available"]:
-        return f"kind {kind}: {k['reason']}"
-    st = row.server.get("storage")
-    if st:
-        a = storage.availability().get(st, {"available": False, "reason": f"unknown storage {st}"})
-        if not a["available"]:
-            return f"storage {st}: {a['reason']}"
-    return None
-
-
-def runnable(rows: list[Row]) -> tuple[list[Row], dict[str, str]]:
-    """The rows this machine can run, and {row key: why not} for the others."""
-    keep, skipped = [], {}
-    for r in rows:
-        why = unavailable(r) if ("kind" in r.server or "storage" in r.server) else None
-        if why:
-            skipped[r.key] = why
-        else:
-            keep.append(r)
-    return keep, skipped
 
 
 SCENARIOS: dict[str, Scenario] = {

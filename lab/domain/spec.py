@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -38,7 +38,9 @@ from pydantic import (
     create_model,
 )
 
+from lab.domain.layout import parse_pattern
 from lab.domain.limits import DEFAULT_LIMITS, Limits
+from lab.domain.targets import ExternalError, check_target
 from lab.domain.units import (
     DELAY_PATTERN,
     SIZE_PATTERN,
@@ -48,7 +50,6 @@ from lab.domain.units import (
     parse_delay,
     parse_size,
 )
-from lab.host.images import parse_pattern
 
 ZEROMODES = ("none", "emulate", "notrim", "plugin")
 FASTZEROMODES = ("default", "none", "slow", "ignore")
@@ -270,7 +271,7 @@ def _delay_in(api: bool) -> Any:
     return check
 
 
-# The grammar of a source layout; lab.host.images.parse_pattern then checks alignment and extents.
+# The grammar of a source layout; lab.domain.layout.parse_pattern then checks alignment and extents.
 LAYOUT_PATTERN = rf"^\s*(full|empty|alternate:{SIZE_SPELLING}(:{SIZE_SPELLING})?)\s*$"
 
 # The API's spellings: a subset of the above (a whole number with a unit, no spaces), narrow enough
@@ -278,7 +279,7 @@ LAYOUT_PATTERN = rf"^\s*(full|empty|alternate:{SIZE_SPELLING}(:{SIZE_SPELLING})?
 # further to an instance's bounds). The CLI and the core take every spelling of lab.domain.units.
 API_SIZE_PATTERN = r"^[1-9][0-9]{0,14}[kKmMgG]$"
 API_DELAY_PATTERN = r"^(0|[1-9][0-9]{0,11})(ms|s)$"
-# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.host.images.parse_pattern needs.
+# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.domain.layout.parse_pattern needs.
 _LENGTH = r"([1-9][0-9]{0,5}[mMgG]|([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,3}([02468][048]|[13579][26]))[kK])"
 API_LAYOUT_PATTERN = rf"^(full|empty|alternate:{_LENGTH}(:{_LENGTH})?)$"
 
@@ -481,13 +482,19 @@ def _layout_problem(spec: ServerSpec) -> FieldProblem | None:
     return None
 
 
+# Whether this machine has a kind or a storage is not a property of the fields: lab.nbd.backends.Machine
+# knows it, and whoever accepts fields for work on this machine hands it in (the manager, the CLI). It
+# names each field this machine cannot serve; without it only the fields themselves are checked.
+MachineCheck = Callable[["ServerSpec"], Iterable["FieldProblem"]]
+
+
 def check_fields(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS, *,
-                 api: bool = False) -> FormCheck:
+                 api: bool = False, machine: MachineCheck | None = None) -> FormCheck:
     """THE validator of server fields, for a whole form at once: every field is checked, and each
     wrong one gets one problem. `api`: the API's narrow unit spellings; else every spelling of
     lab.domain.units (the CLI, scenario rows). A field that does not parse is left at its default for
     the later checks; the rules between the backend fields (kind, plugin, storage, ...) run only
-    when those all parsed, so a mistyped kind does not blame the storage."""
+    when those all parsed, so a mistyped kind does not blame the storage. `machine`: see MachineCheck."""
     values, found = _parse(dict(raw or {}), api)
     spec = ServerSpec(**values)
     bad = {p.field for p in found}
@@ -496,7 +503,7 @@ def check_fields(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIM
     if not bad & {"size", "pattern"}:
         found += [p for p in [_layout_problem(spec)] if p is not None]
     if not bad & set(fields_on("backend")):
-        for p in kind_problems(spec, limits):
+        for p in kind_problems(spec, limits, machine):
             if p.field not in bad:
                 found.append(p)
                 bad.add(p.field)
@@ -507,31 +514,27 @@ def check_fields(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIM
     return FormCheck(None if problems else spec, problems)
 
 
-def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS) -> ServerSpec:
+def build_spec(raw: dict[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS,
+               machine: MachineCheck | None = None) -> ServerSpec:
     """Validate user-supplied server fields (CLI strings or JSON values) into a ServerSpec;
     SpecError names the first wrong field (check_fields lists them all)."""
-    check = check_fields(raw, limits)
+    check = check_fields(raw, limits, machine=machine)
     if check.spec is None:
         raise check.problems[0].error(check.problems)
     return check.spec
 
 
-def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
+def check_spec(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS, machine: MachineCheck | None = None) -> None:
     """The bounds of every numeric field (from `limits`), the layout fits the size, the kind rules."""
-    p = next(_bound_problems(spec, limits), None) or _layout_problem(spec) or next(kind_problems(spec, limits), None)
+    p = next(_bound_problems(spec, limits), None) or _layout_problem(spec) or \
+        next(kind_problems(spec, limits, machine), None)
     if p is not None:
         raise p.error()
 
 
-def check_kind(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> None:
-    """The kind/storage fields fit together and this machine has them (no connection is made)."""
-    p = next(kind_problems(spec, limits), None)
-    if p is not None:
-        raise p.error()
-
-
-def kind_problems(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> Iterator[FieldProblem]:
-    """Every broken rule between the backend fields, and the kinds and storages this machine lacks."""
+def kind_problems(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS,
+                  machine: MachineCheck | None = None) -> Iterator[FieldProblem]:
+    """Every broken rule between the backend fields, and (given `machine`) what this machine lacks."""
     if spec.kind == "external":
         yield from _external_problems(spec, limits)
     else:
@@ -540,17 +543,16 @@ def kind_problems(spec: ServerSpec, limits: Limits = DEFAULT_LIMITS) -> Iterator
         if spec.destructive:
             yield FieldProblem("destructive", "only for kind external")
     yield from _disk_problems(spec)
-    yield from _availability_problems(spec)
+    if machine is not None:
+        yield from machine(spec)
 
 
 def _external_problems(spec: ServerSpec, limits: Limits) -> Iterator[FieldProblem]:
-    from lab.nbd import external
-
     if spec.storage:
         yield FieldProblem("storage", "an external server has its own storage")
     try:
-        external.check_target(spec.target, limits)
-    except external.ExternalError as e:
+        check_target(spec.target, limits)
+    except ExternalError as e:
         yield FieldProblem(e.field, e.message)
     if not spec.destructive:
         yield FieldProblem("destructive", "a run overwrites the external target: say destructive: true to allow it")
@@ -570,19 +572,6 @@ def _disk_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
                                         "nbd-server")
     if spec.kind != "nbdkit" and spec.plugin != "memory":
         yield FieldProblem("plugin", "plugin applies to kind nbdkit only")
-
-
-def _availability_problems(spec: ServerSpec) -> Iterator[FieldProblem]:
-    from lab.host import storage
-    from lab.nbd import backends
-
-    k = backends.availability()[spec.kind]
-    if not k["available"] and spec.kind != "external":
-        yield FieldProblem("kind", str(k["reason"]))
-    if spec.storage:
-        st = storage.availability()[spec.storage]
-        if not st["available"]:
-            yield FieldProblem("storage", f"{spec.storage} is not available here: {st['reason']}")
 
 
 # -- the command line -----------------------------------------------------------------------------

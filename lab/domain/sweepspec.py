@@ -28,7 +28,7 @@ from typing import Any
 
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
-from lab.domain.spec import ServerSpec, SpecError, build_spec
+from lab.domain.spec import MachineCheck, ServerSpec, SpecError, build_spec
 from lab.nbd.clients import client_ids
 
 MAX_RUNS = 1000
@@ -93,15 +93,18 @@ def _keys(d: Any, allowed: Sequence[str], loc: list[str | int], what: str) -> di
     return d
 
 
-def _spec(fields: dict[str, Any], limits: Limits, loc_of: dict[str, list[str | int]]) -> Any:
+def _spec(fields: dict[str, Any], limits: Limits, machine: MachineCheck | None,
+          loc_of: dict[str, list[str | int]]) -> ServerSpec:
     try:
-        return build_spec(fields, limits)
+        return build_spec(fields, limits, machine)
     except SpecError as e:
         raise DefinitionError(loc_of.get(e.field, [e.field]), e.message) from None
 
 
-def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Planned:
-    """Check a definition and make its rows; DefinitionError names the place at fault."""
+def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
+         machine: MachineCheck | None = None) -> Planned:
+    """Check a definition and make its rows; DefinitionError names the place at fault (`machine`:
+    lab.domain.spec.MachineCheck, what this machine has)."""
     d = _keys(definition, ("name", "rows", "grid", "server", "repeats", "parallelism", "priority"), [],
               "a sweep definition")
     name = d.get("name", "custom")
@@ -114,7 +117,8 @@ def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Planned
     if ("rows" in d) == ("grid" in d):
         raise DefinitionError(["rows" if "rows" in d else "grid"], "give either rows or grid (exactly one)")
     which = "grid" if "grid" in d else "rows"
-    rows = _grid_rows(d["grid"], base, limits) if which == "grid" else _list_rows(d["rows"], base, limits)
+    rows = _grid_rows(d["grid"], base, limits, machine) if which == "grid" else \
+        _list_rows(d["rows"], base, limits, machine)
     if len(rows) * repeats > MAX_RUNS:
         raise DefinitionError([which], f"{len(rows)} rows x {repeats} repeats = {len(rows) * repeats} runs; "
                                        f"at most {MAX_RUNS}")
@@ -127,19 +131,21 @@ def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Planned
     return Planned(name.strip(), rows, repeats, parallelism, priority, normal)
 
 
-def _list_rows(rows: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
+def _list_rows(rows: Any, base: dict[str, Any], limits: Limits,
+               machine: MachineCheck | None) -> list[tuple[str, str, Any, int]]:
     if not isinstance(rows, list) or not rows:
         raise DefinitionError(["rows"], "rows is a non-empty list")
-    return [_list_row(i, row, base, limits) for i, row in enumerate(rows)]
+    return [_list_row(i, row, base, limits, machine) for i, row in enumerate(rows)]
 
 
-def _list_row(i: int, row: Any, base: dict[str, Any], limits: Limits) -> tuple[str, str, Any, int]:
+def _list_row(i: int, row: Any, base: dict[str, Any], limits: Limits,
+              machine: MachineCheck | None) -> tuple[str, str, Any, int]:
     row = _keys(row, ("key", "client", "server", "queue_depth"), ["rows", i], "a row")
     client = _client(row.get("client", "qemu-img"), ["rows", i, "client"])
     server = _keys(row.get("server") or {}, FIELDS, ["rows", i, "server"], "server")
     loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
     loc_of.update({k: ["rows", i, "server", k] for k in server})
-    spec = _spec({**base, **server}, limits, loc_of)
+    spec = _spec({**base, **server}, limits, machine, loc_of)
     depth = _depth(row.get("queue_depth", 1), ["rows", i, "queue_depth"])
     key = row.get("key") or f"row-{i + 1}"
     if not isinstance(key, str) or len(key) > KEY_MAX:
@@ -147,7 +153,8 @@ def _list_row(i: int, row: Any, base: dict[str, Any], limits: Limits) -> tuple[s
     return key, client, spec, depth
 
 
-def _axes(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, list[Any]]]:
+def _axes(grid: Any, base: dict[str, Any], limits: Limits,
+          machine: MachineCheck | None) -> list[tuple[str, list[Any]]]:
     """The grid's axes, each value checked alone first (so an error names its index)."""
     if not isinstance(grid, dict) or not grid:
         raise DefinitionError(["grid"], "grid is an object: axis -> list of values (client, queue_depth or a "
@@ -166,13 +173,14 @@ def _axes(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, li
             elif axis == "queue_depth":
                 _depth(v, loc)
             else:
-                _spec({**base, axis: v}, limits, {**base_loc, axis: loc})
+                _spec({**base, axis: v}, limits, machine, {**base_loc, axis: loc})
         axes.append((axis, values))
     return axes
 
 
-def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[str, str, Any, int]]:
-    axes = _axes(grid, base, limits)
+def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits,
+               machine: MachineCheck | None) -> list[tuple[str, str, Any, int]]:
+    axes = _axes(grid, base, limits, machine)
     size = 1
     for _, values in axes:
         size *= len(values)
@@ -185,7 +193,7 @@ def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits) -> list[tuple[st
         depth = chosen.pop("queue_depth", 1)
         loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
         loc_of.update({k: ["grid", k] for k in chosen})  # an axis overrides the same field of server
-        spec = _spec({**base, **chosen}, limits, loc_of)
+        spec = _spec({**base, **chosen}, limits, machine, loc_of)
         out.append(("/".join(str(v).strip() for v in combo)[:KEY_MAX], client, spec, depth))
     return out
 

@@ -23,45 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.domain.units import format_size, parse_size
+from lab.domain.layout import BLOCK, parse_pattern
+from lab.domain.units import format_size
 from lab.host import procs
 from lab.host.places import Places, resolve
 
 RECIPE_VERSION = 2
 CHUNK = 1 << 20  # verification granularity
-BLOCK = 4096
 _MAGIC = b"FZLABDAT"
-
-_ALT_RE = re.compile(r"alternate:([^:]+)(?::([^:]+))?")
-
-
-def parse_pattern(pattern: str, size: int) -> list[tuple[int, int]]:
-    """Data extents (offset, length) for a pattern over `size` bytes.
-
-    `alternate:D[:H]`: D bytes of data then H (default D) bytes of hole, repeating;
-    `full`: all data; `empty`: all hole.
-    """
-    if pattern == "full":
-        return [(0, size)]
-    if pattern == "empty":
-        return []
-    m = _ALT_RE.fullmatch(pattern)
-    if not m:
-        raise ValueError(f"{pattern!r} is not a pattern: use alternate:1M, alternate:1M:3M, full or empty")
-    data = parse_size(m.group(1))
-    hole = parse_size(m.group(2)) if m.group(2) else data
-    for n, v in (("data", data), ("hole", hole)):
-        if v < BLOCK or v % BLOCK:
-            raise ValueError(f"{pattern!r}: the {n} length must be a multiple of 4k (got {v})")
-    if (size // (data + hole)) > 1 << 20:
-        raise ValueError(f"{pattern!r}: too many extents for a {format_size(size)} image")
-    extents = []
-    off = 0
-    while off < size:
-        extents.append((off, min(data, size - off)))
-        off += data + hole
-    return extents
-
 
 def block_bytes(offset: int) -> bytes:
     """The recognisable content of the 4 KiB block at `offset` (never all zero)."""
@@ -152,13 +121,6 @@ def acquire(size: int, pattern: str, max_cache_bytes: int | None = None,
         )
     finally:
         os.close(inuse)
-
-
-def evict(budget: int, root: Path | None = None) -> list[str]:
-    """Remove least-recently-used entries not in use until the cache fits `budget` bytes."""
-    root = root or cache_root()
-    with _flock(root / ".build.lock", fcntl.LOCK_EX):
-        return _evict(budget, root)
 
 
 def _evict(budget: int, root: Path) -> list[str]:

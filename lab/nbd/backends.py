@@ -20,14 +20,18 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab.domain.limits import DEFAULT_LIMITS, Limits
-from lab.domain.spec import DISK_FORMATS, KINDS  # noqa: F401  (one definition, in the model)
+from lab.domain.scenarios import Row
+from lab.domain.spec import KINDS, FieldProblem, ServerSpec
+from lab.domain.targets import allowed_targets, check_target
 from lab.host import procs, storage
 from lab.host.places import Places
+from lab.nbd.external import check_export
 
 READY_TIMEOUT = 15.0
 
@@ -38,23 +42,66 @@ class KindError(RuntimeError):
 
 def availability(limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, object]]:
     """Each kind with `available` and, when not, `reason` (external: when `limits` list a target)."""
-    from lab.nbd import external
-
     reasons: dict[str, str | None] = {
         "nbdkit": None if shutil.which("nbdkit") else "nbdkit not installed (Debian package nbdkit)",
         "qemu-nbd": None if shutil.which("qemu-nbd") else "qemu-nbd not installed (Debian package qemu-utils)",
         "nbd-server": None if shutil.which("nbd-server") else "nbd-server not installed (Debian package nbd-server)",
-        "external": None if external.allowed_targets(limits) else
+        "external": None if allowed_targets(limits) else
         "no target is listed in LAB_EXTERNAL_TARGETS (off by default)",
     }
     return {k: {"available": r is None, **({"reason": r} if r else {})} for k, r in reasons.items()}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What this machine has for a server: the kinds installed, and the storages usable under `places`.
+
+    A lab.domain.spec.MachineCheck: handed to check_fields/build_spec by whoever accepts server fields
+    for work here (the manager, the CLI), so fields asking for what is missing are refused, naming the
+    field, before anything starts. Scenario rows needing it are left out of a sweep (`runnable`).
+    """
+
+    places: Places | None = None  # None: the process default (lab.host.places)
+
+    def __call__(self, spec: ServerSpec) -> Iterator[FieldProblem]:
+        k = availability()[spec.kind]
+        if not k["available"] and spec.kind != "external":  # external's rules are the fields' own (targets)
+            yield FieldProblem("kind", str(k["reason"]))
+        if spec.storage:
+            st = storage.availability(self.places)[spec.storage]
+            if not st["available"]:
+                yield FieldProblem("storage", f"{spec.storage} is not available here: {st['reason']}")
+
+    def unavailable(self, row: Row) -> str | None:
+        """Why this machine cannot run a scenario row (a kind or storage it lacks), or None."""
+        kind = row.server.get("kind", "nbdkit")
+        k = availability().get(kind, {"available": False, "reason": f"unknown kind {kind}"})
+        if not k["available"]:
+            return f"kind {kind}: {k['reason']}"
+        st = row.server.get("storage")
+        if st:
+            a = storage.availability(self.places).get(st, {"available": False, "reason": f"unknown storage {st}"})
+            if not a["available"]:
+                return f"storage {st}: {a['reason']}"
+        return None
+
+    def runnable(self, rows: list[Row]) -> tuple[list[Row], dict[str, str]]:
+        """The rows this machine can run, and {row key: why not} for the others."""
+        keep, skipped = [], {}
+        for r in rows:
+            why = self.unavailable(r) if ("kind" in r.server or "storage" in r.server) else None
+            if why:
+                skipped[r.key] = why
+            else:
+                keep.append(r)
+        return keep, skipped
 
 
 @dataclass
 class Backend:
     """What runs under the filter stack. start() returns the nbdkit plugin arguments."""
 
-    spec: Any
+    spec: ServerSpec
     dir: Path | None = None
     layer: str = "nbd"  # the plugin layer's name in nbdkit's debug lines
     direct_uri: str | None = None
@@ -81,7 +128,7 @@ class Backend:
         return self.proc is None or self.proc.poll() is None
 
     def info(self) -> dict[str, Any]:
-        return {"kind": getattr(self.spec, "kind", "nbdkit"), "direct_uri": self.direct_uri,
+        return {"kind": self.spec.kind, "direct_uri": self.direct_uri,
                 "storage": self.store.info() if self.store else None,
                 "disk": str(self.disk) if self.disk else None,
                 "backend_pid": self.proc.pid if self.proc else None, "notes": list(self.notes)}
@@ -89,7 +136,7 @@ class Backend:
     # -- helpers -------------------------------------------------------------------------
     def _make_disk(self, dir: Path, name: str = "disk.img") -> Path:
         """The disk file (or device) on the chosen storage; the server's private dir if none."""
-        st = getattr(self.spec, "storage", None)
+        st = self.spec.storage
         if st:
             self.store = storage.provision(st, self.spec.size, name, self.places)
             assert self.store.disk is not None
@@ -99,7 +146,7 @@ class Backend:
         if not (self.store and self.store.is_block):
             with open(self.disk, "wb") as f:
                 f.truncate(self.spec.size)
-        if getattr(self.spec, "disk_init", "sparse") == "data":
+        if self.spec.disk_init == "data":
             fill_with_data(self.disk, self.spec.size)
         return self.disk
 
@@ -130,7 +177,7 @@ class NbdkitBackend(Backend):
 class QemuNbdBackend(Backend):
     def start(self, dir: Path) -> list[str]:
         self.dir = dir
-        fmt = getattr(self.spec, "disk_format", "raw")
+        fmt = self.spec.disk_format
         disk = self._make_disk(dir, f"disk.{fmt}")
         if fmt == "qcow2":
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), str(self.spec.size)],
@@ -168,11 +215,9 @@ class NbdServerBackend(Backend):
 
 class ExternalBackend(Backend):
     def start(self, dir: Path) -> list[str]:
-        from lab.nbd import external
-
         self.dir = dir
-        target = external.check_target(self.spec.target, self.limits)  # raises before any connection
-        external.check_export(target, self.spec, bool(getattr(self.spec, "destructive", False)), self.limits)
+        target = check_target(self.spec.target, self.limits)  # raises before any connection
+        check_export(target, self.spec, self.spec.destructive, self.limits)
         self.direct_uri = target.uri
         # The run sees exactly `size` bytes of the export: the truncate filter hides the rest.
         self.extra_filters = ["truncate"]
@@ -185,8 +230,8 @@ _BACKENDS: dict[str, type[Backend]] = {"nbdkit": NbdkitBackend, "qemu-nbd": Qemu
                                        "nbd-server": NbdServerBackend, "external": ExternalBackend}
 
 
-def make_backend(spec: Any, places: Places | None = None, limits: Limits = DEFAULT_LIMITS) -> Backend:
-    kind = getattr(spec, "kind", "nbdkit")
+def make_backend(spec: ServerSpec, places: Places | None = None, limits: Limits = DEFAULT_LIMITS) -> Backend:
+    kind = spec.kind
     try:
         return _BACKENDS[kind](spec, places=places, limits=limits)
     except KeyError:

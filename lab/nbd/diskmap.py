@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.domain.layout import parse_pattern
+
 log = logging.getLogger("lab.nbd.diskmap")
 
 MAX_CELLS = 512
@@ -92,8 +94,6 @@ class Layout:
 
     @classmethod
     def of(cls, pattern: str, size: int) -> Layout:
-        from lab.host.images import parse_pattern
-
         return cls(parse_pattern(pattern, size))
 
     def data_in(self, offset: int, count: int) -> int:

@@ -26,7 +26,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lab.domain.limits import DEFAULT_LIMITS, Limits
+from lab.domain.spec import SpecError, build_spec
 from lab.domain.units import format_size
+from lab.host import storage
+from lab.host.places import Places
+from lab.nbd import backends
+from lab.nbd.backends import Machine
+from lab.nbd.handle import close_handle
+from lab.nbd.servers import Server
 
 VERDICTS = ("fast", "advertised-but-slow", "refused-but-cheap", "refused-quickly", "not-advertised")
 CHEAP_RATIO = 0.5  # a zero costing at most half an overwrite is cheap; about as much or more is not
@@ -145,8 +153,6 @@ def _fill(n: int) -> bytes:
 def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:
     """Probe the NBD export at `uri` (it is written: its first 4 x length bytes are lost)."""
     import nbd
-
-    from lab.nbd.handle import close_handle
 
     if not MIN_LENGTH <= length <= MAX_LENGTH or length % 4096:
         raise ProbeError(f"length must be a multiple of 4 KiB between {format_size(MIN_LENGTH)} and "
@@ -320,16 +326,12 @@ def _pct(r: float | None) -> str:
     return "?" if r is None else f"{r * 100:.0f}%"
 
 
-def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH,
-                 deadline_s: float = DEFAULT_DEADLINE_S, limits: Any = None, places: Any = None) -> dict[str, Any]:
+def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH, deadline_s: float = DEFAULT_DEADLINE_S,
+                 limits: Limits | None = None, places: Places | None = None) -> dict[str, Any]:
     """Start a server from `fields` (probe defaults: zeroing passed through, no delays), probe it, stop it.
     `limits` and `places` (lab.host.places.Places) come from the driver's settings."""
-    from lab.domain.limits import DEFAULT_LIMITS
-    from lab.domain.spec import SpecError, build_spec
-    from lab.nbd.servers import Server
-
     raw = {**PROBE_SERVER_DEFAULTS, "size": 4 * length, **{k: v for k, v in fields.items() if v is not None}}
-    spec = build_spec(raw, limits or DEFAULT_LIMITS)
+    spec = build_spec(raw, limits or DEFAULT_LIMITS, Machine(places))
     if spec.size < 4 * length:  # refused before anything starts, naming the field
         raise SpecError("size", f"must hold the probe's 4 ranges of {format_size(length)} "
                                 f"(at least {format_size(4 * length)}; got {format_size(spec.size)})")
@@ -387,11 +389,8 @@ def _yn(v: bool) -> str:
     return "yes" if v else "no"
 
 
-def matrix(places: Any = None) -> list[dict[str, Any]]:
+def matrix(places: Places | None = None) -> list[dict[str, Any]]:
     """Every available kind x storage worth probing (README's table); external is left out."""
-    from lab.host import storage
-    from lab.nbd import backends
-
     k_ok = {k for k, a in backends.availability().items() if a["available"]}
     stores = [s for s, a in storage.availability(places).items() if a["available"]]
     out: list[dict[str, Any]] = [{"kind": "nbdkit", "plugin": "memory"}]

@@ -41,7 +41,7 @@ class Automation:
     def start_custom_sweep(self, definition: dict[str, Any]) -> dict[str, Any]:
         """Queue a custom sweep (rows or a grid, lab.domain.sweepspec); DefinitionError names the place at fault."""
         self.pool.check_open()
-        return self.sweeps.start_custom(sweepspec.plan(definition, self.config.limits)).to_dict()
+        return self.sweeps.start_custom(sweepspec.plan(definition, self.config.limits, self.sweeps.machine)).to_dict()
 
     def rerun_sweep(self, sweep_id: str) -> dict[str, Any]:
         """Queue a new sweep made like `sweep_id` (its scenario rows or its custom definition)."""

@@ -25,12 +25,13 @@ from lab.config import Settings
 from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
-from lab.domain.spec import ServerSpec, build_spec
+from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
 from lab.domain.students import check_limit
 from lab.host import procs
 from lab.host.places import Core, Places
 from lab.measure.execute import execute
 from lab.nbd import diskmap
+from lab.nbd.backends import Machine
 from lab.service.automation import Automation
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
@@ -105,7 +106,8 @@ class Manager(Automation):
         self.faults = faults if faults is not None else Faults.from_setting(self.config.fault)
         self.pool = WorkerPool(self.config.workers, self.config.queue_size, work=self._work, finish=self._finish,
                                queued=self._queued)
-        self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish)
+        self.machine = Machine(self.config.places)  # what this machine has: fields asking for more are refused
+        self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish, machine=self.machine)
         self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy,
                                       core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
@@ -138,14 +140,18 @@ class Manager(Automation):
     # -- runs ------------------------------------------------------------------------------
     def new_spec(self, fields: dict[str, Any]) -> ServerSpec:
         """Validate server fields against this manager's limits (raises SpecError naming the field)."""
-        return build_spec(fields, self.config.limits)
+        return build_spec(fields, self.config.limits, self.machine)
+
+    def check_fields(self, fields: dict[str, Any], api: bool = False) -> FormCheck:
+        """Every problem of a form of server fields at once (POST /validate), as a run would be checked."""
+        return check_fields(fields, self.config.limits, api=api, machine=self.machine)
 
     def new_run(self, client: str, server: dict[str, Any] | ServerSpec | None = None,
                 server_id: str | None = None, **extra: Any) -> Run:
         """A Run for `client` on fresh server fields or on managed server `server_id` (not yet queued)."""
         if server_id is not None:
             return Run(client=client, server=self.servers.get(server_id).server.spec, server_id=server_id, **extra)
-        spec = server if isinstance(server, ServerSpec) else build_spec(server or {}, self.config.limits)
+        spec = server if isinstance(server, ServerSpec) else build_spec(server or {}, self.config.limits, self.machine)
         return Run(client=client, server=spec, **extra)
 
     def submit(self, run: Run) -> dict[str, Any]:
@@ -210,7 +216,7 @@ class Manager(Automation):
     def create_server(self, spec: dict[str, Any] | ServerSpec, ttl_s: float | None = None) -> dict[str, Any]:
         """Start a managed server, stopped after `ttl_s` (default: config.server_ttl_s; 0: never)."""
         if not isinstance(spec, ServerSpec):
-            spec = build_spec(spec, self.config.limits)
+            spec = build_spec(spec, self.config.limits, self.machine)
         self.pool.check_open()
         ttl = self.config.server_ttl_s if ttl_s is None else ttl_s
         return self.servers.create(spec, ttl_s=ttl or None)

@@ -17,9 +17,10 @@ from typing import Any
 from lab.domain.errors import NotFound, QueueFull
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run, new_id
-from lab.domain.scenarios import Row, get_scenario, runnable
+from lab.domain.scenarios import Row, get_scenario
 from lab.domain.spec import build_spec
 from lab.domain.sweepspec import Planned
+from lab.nbd.backends import Machine
 from lab.service.scheduler import WorkerPool
 from lab.service.store import count_statuses, sweep_event_fields, sweep_status
 
@@ -77,7 +78,7 @@ class Sweep:
 
 
 def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
-         limits: Limits = DEFAULT_LIMITS) -> tuple[list[Run], dict[str, Any] | None]:
+         limits: Limits = DEFAULT_LIMITS, machine: Machine | None = None) -> tuple[list[Run], dict[str, Any] | None]:
     """The runs of scenario `name` (or of its rows in `only`), in scenario order, and the
     overrides normalised (bytes, milliseconds). NotFound (field name/only) or SpecError.
 
@@ -85,8 +86,9 @@ def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | N
     apply to every row; a row's reference figures are dropped when they change its server,
     since the figures hold for the talk's geometry only (overrides equal to it keep them).
     """
-    rows, _skipped = runnable(_rows(name, only))
-    specs = [build_spec({**r.server, **(overrides or {})}, limits) for r in rows]
+    machine = machine or Machine()
+    rows, _skipped = machine.runnable(_rows(name, only))
+    specs = [build_spec({**r.server, **(overrides or {})}, limits, machine) for r in rows]
     if overrides and specs:  # echo them normalised
         overrides = {k: getattr(specs[0], k) for k in overrides}
     same = [not overrides or spec == build_spec(r.server, limits) for r, spec in zip(rows, specs, strict=True)]
@@ -110,8 +112,10 @@ def _rows(name: str, only: list[str] | None) -> list[Row]:
 
 
 class SweepService:
-    def __init__(self, pool: WorkerPool, limits: Limits = DEFAULT_LIMITS, publish: Publish = _no_publish) -> None:
+    def __init__(self, pool: WorkerPool, limits: Limits = DEFAULT_LIMITS, publish: Publish = _no_publish,
+                 machine: Machine | None = None) -> None:
         self.pool, self.limits, self._publish = pool, limits, publish
+        self.machine = machine or Machine()
         self._lock = threading.RLock()
         self._live: dict[str, Sweep] = {}
 
@@ -121,7 +125,7 @@ class SweepService:
         """Plan scenario `name` (see plan()) and queue it as one sweep, all or nothing
         (QueueFull when the queue has too few free slots). `order`, a sort key, changes the
         order the runs are queued in (not the sweep's own order)."""
-        runs, overrides = plan(name, only, overrides, self.limits)
+        runs, overrides = plan(name, only, overrides, self.limits, self.machine)
         sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides, student=student)
         return self._queue(sweep, sorted(runs, key=order) if order else runs, check)
 
