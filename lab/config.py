@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     auto_calibrate: bool | None = Field(
         None, description="calibrate this machine before the first `lab run` or `lab serve`: 1 always, 0 never; "
                           "unset: only on a terminal")
+    # -- cluster mode (docs/design.md#cluster-mode)
+    broker_url: SecretStr | None = Field(
+        None, description="the Redis broker of cluster mode, with its password: redis://:PASSWORD@HOST:6379/0 or "
+                          "redis+socket://:PASSWORD@/PATH/redis.sock; set on `lab serve`, the service sends "
+                          "measurements to `lab worker`s; set on `lab worker`, where to take them from "
+                          "(unset: everything runs in this process)")
+    worker_name: str | None = Field(
+        None, description="`lab worker`: this machine's name in the cluster, unique per worker (default: the host"
+                          " name)")
     # -- for tests and bench only
     fault: str | None = Field(
         None, description="fault injection for the reliability tests: kill-after-commit or pause-at:PHASE")
@@ -89,7 +98,7 @@ class Settings(BaseSettings):
     def _size(cls, v: Any) -> Any:
         return parse_size(v) if isinstance(v, str) else v
 
-    @field_validator("token", "fault", "auto_calibrate", mode="before")
+    @field_validator("token", "fault", "auto_calibrate", "broker_url", "worker_name", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v is None or (isinstance(v, str) and not v.strip()) else v
@@ -111,6 +120,11 @@ class Settings(BaseSettings):
     @property
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token is not None else None
+
+    @property
+    def broker(self) -> str | None:
+        """The broker URL (a secret: never logged as it is, lab.cluster.broker.redact)."""
+        return self.broker_url.get_secret_value() if self.broker_url is not None else None
 
     @classmethod
     def defaults(cls) -> Settings:

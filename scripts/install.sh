@@ -24,7 +24,8 @@ done
 
 # python3-venv brings the pip wheel the venv needs: Debian's python3-pip is not required.
 # The server kinds and storages (lab kinds): nbd-server, and mkfs for the loop-mounted filesystem images.
-pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv nbd-server e2fsprogs xfsprogs btrfs-progs)
+# redis-server: the broker of cluster mode (`lab worker`, compose's `cluster` profile runs it from this image).
+pkgs=(nbdkit qemu-utils libnbd-bin python3-libnbd python3-venv nbd-server e2fsprogs xfsprogs btrfs-progs redis-server)
 # docker.io + debootstrap: the compose test runs the classroom image on a private dockerd.
 [ "$dev" = 1 ] && pkgs+=(chromium fonts-dejavu-core docker-compose docker.io debootstrap)
 

@@ -38,17 +38,18 @@ def _child_setup() -> None:
 
 
 def child_env() -> dict[str, str]:
-    """Our environment minus secrets: nbdkit and the clients have no use for the service's token.
+    """Our environment minus secrets: nbdkit and the clients have no use for the service's token
+    or the broker's password (LAB_BROKER_URL).
 
     This passes the environment on (PATH, locale, TMPDIR for the tools); it reads no setting.
     """
-    return {k: v for k, v in os.environ.items() if not (k.startswith("LAB_") and "TOKEN" in k)}
+    return {k: v for k, v in os.environ.items() if not (k.startswith("LAB_") and ("TOKEN" in k or "BROKER" in k))}
 
 
 def spawn(argv: Sequence[str], **kwargs) -> subprocess.Popen:
     """Start argv (a list, never a shell string) tied to this process's life.
 
-    Without an explicit `env` the child gets child_env(): no LAB_*TOKEN* variable; without an
+    Without an explicit `env` the child gets child_env(): no LAB_*TOKEN* or LAB_*BROKER* variable; without an
     explicit `stdin`, /dev/null (a child in a background process group must never read a tty).
 
     The child leads a process group of its own (stop() signals the whole group), in this

@@ -1,0 +1,77 @@
+"""Cluster mode's rules that need no broker: URLs with passwords, JSON-only messages that name their own
+stream, the broker's password kept from helpers and logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.cluster import broker, wire
+from lab.host import procs
+
+
+@pytest.mark.parametrize("url", ["redis://:pw@127.0.0.1:6379/0", "rediss://user:pw@broker.example:6380/2",
+                                 "redis+socket://:pw@/run/lab/redis.sock"])
+def test_a_redis_url_with_a_password_is_taken(url: str) -> None:
+    assert broker.check_url(url) == url
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis://127.0.0.1:6379/0", "password"),
+    ("redis://user@127.0.0.1:6379/0", "password"),
+    ("amqp://:pw@127.0.0.1:5672//", "must be Redis"),
+    ("sqs://:pw@x", "must be Redis"),
+    ("redis+socket://:pw@", "socket's path"),
+    ("redis://:pw@:6379/0", "host"),
+    ("not a url", "must be Redis"),
+])
+def test_other_urls_are_refused_saying_why_without_the_password(url: str, says: str) -> None:
+    with pytest.raises(broker.BrokerError) as e:
+        broker.check_url(url)
+    assert says in str(e.value)
+    assert "pw" not in str(e.value).replace("password", "")
+
+
+def test_redact_hides_the_password() -> None:
+    assert broker.redact("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
+    assert broker.redact("redis+socket://u:s3cret@/p/redis.sock") == "redis+socket://u:***@/p/redis.sock"
+    assert "s3cret" not in broker.redact("rediss://:s3cret@h:1/0")
+
+
+def test_the_celery_app_takes_json_only() -> None:
+    app = broker.celery_app("redis://:pw@127.0.0.1:1/0")
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.task_serializer == app.conf.result_serializer == app.conf.event_serializer == "json"
+    assert app.conf.result_backend is None and app.conf.task_ignore_result
+
+
+def _message(**over: object) -> dict:
+    base = {"job": {"id": "a1b2c3d4e5f6", "kind": "run", "payload": {"run": {}}, "who": {"lane": "teacher"}},
+            "service": "svc-1", "reply_to": "lab:events:svc-1"}
+    return {**base, **over}
+
+
+def test_a_job_message_answers_only_on_its_own_services_stream() -> None:
+    msg = wire.JobMessage.model_validate(_message())
+    assert msg.job.id == "a1b2c3d4e5f6" and msg.job.kind == "run"
+    assert msg.job.model_dump()["who"] == {"lane": "teacher"}  # the rest of the job travels along
+    for bad in (_message(reply_to="lab:worker:w1"), _message(reply_to="lab:events:other"),
+                _message(service="a b", reply_to="lab:events:a b"), _message(extra=1),
+                _message(job={"id": "../x", "kind": "run", "payload": {}}),
+                _message(job={"id": "a1", "kind": "Run!", "payload": {}}), _message(v=2)):
+        with pytest.raises(ValueError):
+            wire.JobMessage.model_validate(bad)
+
+
+def test_stream_entries_round_trip_and_strangers_are_refused() -> None:
+    fields = wire.entry("j1", "w1", 3, "event", {"type": "progress", "fraction": 0.5})
+    assert all(isinstance(v, str) for v in fields.values())  # a Redis stream holds strings
+    assert wire.read_entry(fields) == ("j1", "w1", 3, "event", {"type": "progress", "fraction": 0.5})
+    for bad in ({"job": "j1"}, {**fields, "type": "pickle"}, {**fields, "data": "{not json"}):
+        with pytest.raises(ValueError):
+            wire.read_entry(bad)
+
+
+def test_helpers_never_see_the_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_BROKER_URL", "redis://:s3cret@h:6379/0")
+    env = procs.child_env()
+    assert "LAB_BROKER_URL" not in env and not any("s3cret" in v for v in env.values())
