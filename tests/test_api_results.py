@@ -105,3 +105,26 @@ def test_sweep_rows_match_the_cli_scenario(api):
         flat, flat_ref = flatten(row), flatten(ref)
         assert {c: flat[c] for c in COUNTS} == {c: flat_ref[c] for c in COUNTS}, row["label"]
         assert row["server"] == ref["server"] and row["reference"] == ref["reference"]
+
+
+def test_a_talk_run_counts_in_its_rows_of_every_scenario(api):
+    """The service answers which run measures which row (one rule, lab.domain.scenarios.rows_of), for the
+    rows endpoint and on every run (`scenario_rows`): a talk act's run at the talk's geometry counts in
+    the act's row and in the case study's row of the same client and server; a labelled run at another
+    geometry counts in its act's row only, marked as not at the row's geometry."""
+    talk = api.post("/api/runs", json={"client": "qemu-2.8", "label": "act2-A",
+                                       "server": {"zeromode": "plugin", "fastzeromode": "none"}}).json()  # ~5 s
+    small = api.post("/api/runs", json={"client": "qemu-2.8", "label": "act2-A",
+                                        "server": {"zeromode": "plugin", "fastzeromode": "none", **FAST}}).json()
+    other = api.post("/api/runs", json={"client": "qemu-2.8", "server": {"zeromode": "emulate", **FAST}}).json()
+    assert talk["scenario_rows"] == {"act2-A": True, "qemu-2.8-A": True}
+    assert small["scenario_rows"] == {"act2-A": False}
+    assert other["scenario_rows"] == {}
+    for run in (talk, small, other):
+        assert wait_final(api, run["id"])["status"] == "succeeded"
+    acts = {r["key"]: r for r in api.get("/api/scenarios/acts/rows").json()["rows"]}
+    case = {r["key"]: r for r in api.get("/api/scenarios/case-study/rows").json()["rows"]}
+    assert {r["id"] for r in acts["act2-A"]["runs"]} == {talk["id"], small["id"]}
+    assert [r["id"] for r in case["qemu-2.8-A"]["runs"]] == [talk["id"]]
+    assert case["qemu-2.8-B"]["total"] == 0 and acts["act2-B"]["total"] == 0
+    assert all(r["scenario_rows"]["act2-A"] is (r["id"] == talk["id"]) for r in acts["act2-A"]["runs"])

@@ -8,18 +8,28 @@ delays turn them into the predicted times that are compared with the 2019 figure
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from lab.domain import floor
 from lab.domain.run import Run
-from lab.domain.scenarios import ACTS, OTHER_CLIENTS, REFERENCE_ROWS, SCENARIOS, Row, get_scenario
+from lab.domain.scenarios import (
+    ACTS,
+    OTHER_CLIENTS,
+    REFERENCE_ROWS,
+    SCENARIOS,
+    Row,
+    get_scenario,
+    rows_of,
+)
 from lab.domain.spec import build_spec
 from lab.measure.execute import execute
 from lab.nbd.backends import Machine
 from lab.nbd.clients import client_ids
 from lab.nbd.servers import nbdkit_version, topology
+from lab.testing import REPO
 
 ERAS = ("qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-4.2")
 TABLE = {  # the 2019 table: server params -> (time, backend writes, backend zeroes)
@@ -70,20 +80,69 @@ def test_every_row_is_valid_and_serialisable() -> None:
         json.dumps(s.to_dict())
 
 
+def _talk_table() -> list[tuple[str, str, str]]:
+    """docs/talk.md's table: (the talk's heading, what it showed, the act key or "")."""
+    rows = []
+    for line in (REPO / "docs" / "talk.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].isdigit():
+            act = re.match(r"`([\w-]+)`", cells[3])
+            rows.append((cells[1], cells[2], act[1] if act else ""))
+    return rows
+
+
 def test_acts_follow_the_talk() -> None:
+    """The act list, read as the page reads it, against the talk (docs/talk.md): its order, its
+    headings, a 2019 time only where the talk ran the copy, the status slide's two reasons."""
     acts = get_scenario("acts")
-    assert [a.key for a in acts.acts] == ["baseline", "write-zeroes", "pre-zero", "block-status", "no-fallback",
-                                          "fast-zero"]
-    assert [a.rows[0].client for a in acts.acts] == ["qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-bs", "qemu-4.0",
+    talk = [(heading, showed, key) for heading, showed, key in _talk_table() if key]
+    assert [a.key for a in acts.acts] == [key for _, _, key in talk] == [
+        "baseline", "write-zeroes", "block-status", "pre-zero", "no-fallback", "fast-zero"]
+    assert [a.heading for a in acts.acts] == [heading for heading, _, _ in talk]
+    assert [a.title.split(".")[0] for a in acts.acts] == ["1", "2", "2b", "3", "4", "5"]
+    for act, (_, showed, _) in zip(acts.acts, talk, strict=True):
+        ran = not showed.startswith(("a slide", "a graph slide"))  # the talk ran the copy: a 2019 time
+        assert all((r.reference is not None) == ran for r in act.rows), act.key
+        assert bool(act.no_reference) != ran, act.key
+        era = re.search(r"qemu (\d\.\d+)", showed)
+        if era:
+            assert act.era.startswith(f"qemu {era[1]}"), act.key
+    assert [a.rows[0].client for a in acts.acts] == ["qemu-2.7", "qemu-2.8", "qemu-bs", "qemu-3.1", "qemu-4.0",
                                                      "qemu-4.2"]
     assert acts.rows == tuple(r for a in ACTS for r in a.rows)
-    bs = acts.acts[3]  # block status: tmpfs (A) beside ext4 (B), the disk growing, block status visible
+    bs = acts.acts[2]  # block status: tmpfs (A) beside ext4 (B), the disk growing, block status visible
     assert [(r.group, r.server["storage"], r.server["size"]) for r in bs.rows] == [
         (g, st, size) for size in ("32M", "64M", "128M") for g, st in (("A", "tmpfs"), ("B", "ext4"))]
     assert all(r.server["noextents"] is False and r.server["disk_init"] == "data" for r in bs.rows)
-    for a in (*acts.acts[1:3], *acts.acts[4:]):  # server A beside server B
+    # the slide's two reasons: a trade when zeroing is fast, tmpfs's quadratic questions when it is slow
+    why = bs.takeaway
+    assert "Two reasons" in why and "fast" in why and "slow" in why and "tmpfs" in why and "square" in why
+    for a in (acts.acts[1], *acts.acts[3:]):  # server A beside server B
         assert [r.group for r in a.rows] == ["A", "B"]
         assert [_server(r)[0] for r in a.rows] == ["plugin", "emulate"]
+
+
+def test_no_act_quotes_a_figure_it_does_not_measure() -> None:
+    """An act's words carry counts the lab reproduces, never a time: times are measured on stage, and
+    the 2019 ones come from the reference rows alone."""
+    for a in ACTS:
+        for text in (a.summary, a.takeaway):
+            assert not re.search(r"\d+(\.\d+)?\s*s\b", text), (a.key, text)
+            assert not re.search(r"\d+(\.\d+)?\s*ms a question", text), (a.key, text)
+
+
+def test_a_run_knows_the_rows_it_measures() -> None:
+    """One rule (lab.domain.scenarios.rows_of) says which rows a run measures, filled in when the run
+    is made: a talk act's run counts in the case study's row of the same client and server."""
+    run = Run(client="qemu-2.8", server=build_spec({"zeromode": "plugin", "fastzeromode": "none"}), label="act2-A")
+    assert run.scenario_rows == {"qemu-2.8-A": True, "act2-A": True}
+    assert run.to_dict()["scenario_rows"] == run.scenario_rows
+    small = Run(client="qemu-2.8", server=build_spec({"zeromode": "plugin", "fastzeromode": "none", "size": "8M"}),
+                label="act2-A")
+    assert small.scenario_rows == {"act2-A": False}  # labelled, another geometry: no 2019 figures
+    assert Run(client="qemu-2.8", server=build_spec({"zeromode": "emulate"}), label="act2-A").scenario_rows == {}
+    for row in get_scenario("acts").rows:
+        assert rows_of(row.client, build_spec(row.server).to_dict())[row.key] is True, row.key
 
 
 def test_deviations_are_explained_and_point_somewhere_real() -> None:

@@ -13,16 +13,9 @@ from app.http.errors import Problem, responses, spec_error
 from app.http.headers import located
 from app.http.idempotency import IdempotencyKey, once
 from app.schemas.runs import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
-from lab.domain.scenarios import SCENARIOS
+from lab.domain.scenarios import SCENARIOS, row_match, rows_of
 from lab.domain.spec import SpecError, build_spec
 from lab.service.manager import NotFound
-
-# A run measures a row when its client and every one of these server fields agree.
-MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
-                "source_format")
-# Fields a row matches on only when it sets them (the block-status rows differ by storage
-# alone); runs stored before these fields existed still match the rows that leave them out.
-MATCH_IF_SET = ("kind", "storage", "disk_format", "disk_init", "noextents")
 
 router = APIRouter(tags=["scenarios"])
 
@@ -60,11 +53,12 @@ def scenario_rows(name: str, manager: ManagerDep,
                   per_row: Annotated[int, Query(ge=0, le=100)] = 5) -> dict[str, Any]:
     """Which runs belong to which row of the scenario (and of its acts), newest first.
 
-    Each row carries `match`: its client and full server spec as the runs store it, so a page
-    can tell whether a run it hears about later belongs to the row by comparing fields,
-    without parsing sizes or labels. A run matches when client and every field of `match`
-    agree, or when it carries the row's key as its label (a sweep with other geometry).
-    `total` counts every matching run; `runs` holds the newest `per_row` of them.
+    One rule (lab.domain.scenarios.rows_of): a run measures a row when its client and every
+    field of the row's `match` agree, or when it carries the row's key as its label with the
+    row's zero modes (a sweep at another geometry). Every run says which rows it measures in
+    `scenario_rows` ({row key: at the row's own geometry}), so a page that hears of a new run
+    needs no rule of its own. `total` counts every matching run; `runs` holds the newest
+    `per_row` of them.
     """
     scenario = SCENARIOS.get(name)
     if scenario is None:
@@ -78,22 +72,15 @@ def scenario_rows(name: str, manager: ManagerDep,
     out = []
     for row in rows.values():
         if row.client not in by_client:
-            by_client[row.client], _ = manager.store.list_runs(client=row.client, limit=5000)
-        spec = build_spec(row.server).to_dict()
-        match = {k: spec[k] for k in MATCH_FIELDS if k in spec}
-        match.update({k: spec[k] for k in MATCH_IF_SET if k in row.server and k in spec})
-        mine = [run for run in by_client[row.client] if _matches(run, row.key, match)]
+            listed, _ = manager.store.list_runs(client=row.client, limit=5000)
+            # membership by the one rule, as of now (a run stored before a row existed is counted too)
+            by_client[row.client] = [{**run, "scenario_rows": rows_of(run["client"], run.get("server") or {},
+                                                                      run.get("label"))} for run in listed]
+        mine = [run for run in by_client[row.client] if row.key in run["scenario_rows"]]
         out.append({**row.to_dict(), "server": _fields(row.server),
-                    "match": {"client": row.client, "server": match}, "total": len(mine),
+                    "match": {"client": row.client, "server": row_match(row)}, "total": len(mine),
                     "runs": mine[:per_row]})
     return {"name": name, "rows": out, "last_event_id": last}
-
-
-def _matches(run: dict[str, Any], key: str, match: dict[str, Any]) -> bool:
-    server = run.get("server") or {}
-    if all(server.get(k) == v for k, v in match.items()):
-        return True
-    return run.get("label") == key and all(server.get(k) == match[k] for k in ("zeromode", "fastzeromode"))
 
 
 @router.post("/scenarios/{name}/runs", status_code=202, response_model=SweepOut,

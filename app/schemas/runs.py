@@ -528,6 +528,8 @@ class ActOut(_Open):
     era: str
     summary: str
     takeaway: str = ""
+    heading: str = Field("", description="the heading of the 2019 talk's notes this act follows")
+    no_reference: str = Field("", description="why the act has no 2019 time, when it has none")
     rows: list[ScenarioRowOut]
 
 

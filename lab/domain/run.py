@@ -92,6 +92,10 @@ class Run(BaseModel):
     student: str | None = None
     prediction: dict[str, int | float] | None = None
     reference: dict[str, Any] | None = Field(None, description="the talk's figures for this scenario row")
+    # Which scenario rows it measures (lab.domain.scenarios.rows_of), filled when the run is made:
+    # {row key: true when the run is at the row's own geometry, so the row's 2019 figures hold}.
+    scenario_rows: dict[str, bool] | None = Field(None, description="the scenario rows this run measures: "
+                                                  "{row key: at the row's own geometry (its 2019 figures hold)}")
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -131,6 +135,14 @@ class Run(BaseModel):
         if isinstance(data, dict) and data.keys() & cls.model_computed_fields.keys():
             return {k: v for k, v in data.items() if k not in cls.model_computed_fields}
         return data
+
+    @model_validator(mode="after")
+    def _scenario_rows(self) -> Run:
+        if self.scenario_rows is None:  # once, when the run is made (or read back from before the field)
+            from lab.domain.scenarios import rows_of
+
+            self.__dict__["scenario_rows"] = rows_of(self.client, self.server.to_dict(), self.label)
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property

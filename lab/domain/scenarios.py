@@ -39,10 +39,13 @@ class Act:
     summary: str
     rows: tuple[Row, ...]
     takeaway: str = ""
+    heading: str = ""  # the heading of the talk's notes this act follows (docs/talk.md)
+    no_reference: str = ""  # why the act has no 2019 time (the talk showed no run there)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "era": self.era, "summary": self.summary,
-                "takeaway": self.takeaway, "rows": [r.to_dict() for r in self.rows]}
+                "takeaway": self.takeaway, "heading": self.heading, "no_reference": self.no_reference,
+                "rows": [r.to_dict() for r in self.rows]}
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,14 @@ def _client_rows() -> tuple[Row, ...]:
     return tuple(rows)
 
 
-def _pair(client: str, key: str, fastzeromode: str, ref_a: Row, ref_b: Row) -> tuple[Row, ...]:
-    """An act's two lanes: `client` on server A and on server B, the servers alike but for zeromode."""
+def _pair(client: str, key: str, fastzeromode: str, ref_a: Row, ref_b: Row, reference: bool = True
+          ) -> tuple[Row, ...]:
+    """An act's two lanes: `client` on server A and on server B, the servers alike but for zeromode.
+    `reference`: the 2019 time of `ref_a`/`ref_b` applies (the talk ran this on stage)."""
     return (Row(f"{key}-A", f"{client} on server A", client, {**SERVER_A, "fastzeromode": fastzeromode},
-                plain(ref_a), "A"),
+                plain(ref_a) if reference else None, "A"),
             Row(f"{key}-B", f"{client} on server B", client, {**SERVER_B, "fastzeromode": fastzeromode},
-                plain(ref_b), "B"))
+                plain(ref_b) if reference else None, "B"))
 
 
 # The block-status experiment: a reused destination (every byte data) on tmpfs (A) and ext4 (B).
@@ -145,45 +150,59 @@ BLOCK_STATUS_ROWS = tuple(
         {**BS_BASE, "storage": where, "size": size}, None, g)
     for size in ("32M", "64M", "128M") for g, where in (("A", "tmpfs"), ("B", "ext4")))
 
+# The acts in the order of the 2019 talk (docs/talk.md): its headings, its eras, its reasons.
+# A 2019 time only where the talk ran the convert on stage (its ".term" steps); the block-status
+# and no-fallback parts were slides, so those acts have none.
 ACTS = (
     Act("baseline", "1. Baseline: copy every byte", "qemu 2.7, Sep 2016",
-        "The client has no way to say 'zeroes here': every 1 MiB hole travels as 1 MiB of zero "
-        "bytes, and the server stores it like any other data.",
+        "A 100 MiB image that alternates 1 MiB of data and 1 MiB of hole. The client has no way to say "
+        "'zeroes here': every hole travels as 1 MiB of zero bytes, and the server stores it like any other data.",
         (Row("act1-baseline", "qemu-2.7, no write-zeroes", "qemu-2.7", {"zeromode": "none"},
              plain(REFERENCE_ROWS[0])),),
-        "400 writes of 256 KiB at 20 ms each: about 8 s, and half of those writes carry nothing but zeroes."),
-    Act("write-zeroes", "2. Writing zeroes: same requests, two servers", "qemu 2.8, Dec 2016",
-        "The client now sends WRITE_ZEROES for each hole: no payload on the wire. Server A notes the "
-        "range as zero in its metadata; server B has no such shortcut and writes zero-filled blocks.",
+        "400 writes of 256 KiB at 20 ms each, and half of them carry nothing but zeroes.",
+        heading="Case study baseline"),
+    Act("write-zeroes", "2. Writing zeroes: much ado about nothing", "qemu 2.8, Dec 2016",
+        "The client sends WRITE_ZEROES for each hole: no payload on the wire. The spec leaves the rest to the "
+        "server. Server A notes the range as zero in its metadata, whatever its size; server B has no such "
+        "shortcut and writes zero-filled blocks like any data.",
         _pair("qemu-2.8", "act2", "none", REFERENCE_ROWS[4], REFERENCE_ROWS[3]),
-        "Both get the same 50 zero requests. On A each costs one 5 ms zero, so the time halves; on B "
-        "each turns into four 20 ms writes, so nothing is gained."),
-    Act("pre-zero", "3. Pre-zeroing: a tale of two servers", "qemu 3.1, Dec 2018",
-        "Zero the whole disk first, then copy only the data and skip the holes. On server A that "
-        "is nearly free; on server B the pre-zero pass writes all 100 MiB, and then the data is "
-        "written again on top.",
-        _pair("qemu-3.1", "act3", "none", REFERENCE_ROWS[1], REFERENCE_ROWS[2]),
-        "A needs 4 big zero requests instead of 50. B needs 600 writes: half again as slow as "
-        "the baseline that did nothing clever at all."),
-    Act("block-status", "3b. Ask the destination first?", "qemu 2.12-3.0 experiment, 2018",
-        "Before each hole, one BLOCK_STATUS on the destination: if it already reads as zero, skip the zero. "
-        "Here the destination is a reused disk (data everywhere), so every answer is 'data' and every "
-        "question is overhead. Server A keeps its disk on tmpfs, server B on ext4 (nbdkit's file plugin, "
-        "block status visible, no delays); 64 KiB of data, 64 KiB hole, at 32, 64 and 128 MiB.",
+        "Both get the same 50 zero requests. On A each is one 5 ms note, so the time nearly halves; on B each "
+        "becomes four 20 ms writes: no real gain over the baseline. Can we do better?",
+        heading="Writing zeroes: much ado about nothing"),
+    Act("block-status", "2b. What's the status? Ask the destination first", "qemu 2.12, Apr 2018: an experiment",
+        "BLOCK_STATUS tells whether a range is a hole. A client could ask before each hole and skip the zero "
+        "where the destination already reads as zero. Here it asks on a reused disk (data everywhere, so each "
+        "answer is 'data'), kept on tmpfs and on ext4, as the disk grows from 32 to 128 MiB.",
         BLOCK_STATUS_ROWS,
-        "Twice the disk, twice the questions. On ext4 an answer stays about 0.1 ms; on tmpfs lseek(SEEK_HOLE) "
-        "walks the file (0.4 ms a question at 32 MiB, 2.6 ms at 256 MiB), so the total grows with the square. "
-        "That is why qemu-img convert does not ask."),
-    Act("no-fallback", "4. No fallback: safe, but slow again", "qemu 4.0, Apr 2019",
-        "qemu now wants the pre-zero only if it is fast: fail rather than fall back to writes. NBD "
-        "has no way to carry that wish, so over NBD the client never pre-zeroes and zeroes each hole.",
-        _pair("qemu-4.0", "act4", "none", REFERENCE_ROWS[4], REFERENCE_ROWS[3]),
-        "B is safe again (no pre-zero, 400 writes), but A has lost its shortcut: back to 50 zero requests."),
-    Act("fast-zero", "5. The fast-zero flag: both servers win", "qemu 4.2, Dec 2019",
-        "NBD gains a FAST_ZERO flag: 'zero this only if it is cheap, otherwise fail at once'. Server A "
-        "accepts, so the client pre-zeroes; server B refuses with ENOTSUP, so the client zeroes per hole.",
+        "Two reasons qemu-img convert does not ask. If zeroing is fast, a question at best replaces a zero "
+        "request and at worst comes before one. If zeroing is slow, skipping pays only while the answer is fast: "
+        "tmpfs answers lseek(SEEK_HOLE) by walking the file, so the questions cost grows with the square of "
+        "the disk.",
+        heading="What's the status?",
+        no_reference="The talk showed a slide here, not a run: no 2019 time."),
+    Act("pre-zero", "3. Pre-zeroing: a tale of two servers", "qemu 3.1, Dec 2018",
+        "Make sure the destination starts as all zeroes: zero the whole disk first (no payload, so it looks "
+        "free), then copy only the data and skip the holes.",
+        _pair("qemu-3.1", "act3", "none", REFERENCE_ROWS[1], REFERENCE_ROWS[2]),
+        "On A, 4 big zero requests replace 50: slightly faster. On B the pre-zero pass is written out, so every "
+        "data byte is written twice: 600 writes, slower than the baseline that did nothing clever at all.",
+        heading="Pre-zeroing: a tale of two servers"),
+    Act("no-fallback", "4. qemu's solution: no fallback", "qemu 4.0, Apr 2019",
+        "qemu now wants the pre-zero only if it is fast: fail rather than fall back to writes. NBD cannot carry "
+        "that wish, so without the server's help the only safe guess is that zeroing is slow: no pre-zero, one "
+        "zero request per hole.",
+        _pair("qemu-4.0", "act4", "none", REFERENCE_ROWS[4], REFERENCE_ROWS[3], reference=False),
+        "B is safe again (no doubled writes), but A has lost its shortcut: back to one zero request per hole.",
+        heading="qemu's solution",
+        no_reference="The talk showed a graph here, not a run: no 2019 time."),
+    Act("fast-zero", "5. Time to pull a fast one: the fast-zero flag", "qemu 4.2, Dec 2019",
+        "NBD gains NBD_CMD_FLAG_FAST_ZERO: 'zero this only if it is fast, otherwise fail at once'. Both ends must "
+        "support it; without it only speed is lost, never data. A accepts, so the client pre-zeroes; B refuses "
+        "with ENOTSUP, so the client zeroes per hole.",
         _pair("qemu-4.2", "act5", "default", REFERENCE_ROWS[6], REFERENCE_ROWS[5]),
-        "Best of both: A pre-zeroes in 4 requests; B costs one refused request and nothing more."),
+        "Both servers at their best out of the box: A pre-zeroes in 4 requests; B pays one refused request and "
+        "none of act 3's doubled writes.",
+        heading="Protocol extension: time to pull a fast one"),
 )
 
 # --- today: the 2019 question asked of today's servers and storage ----------------------
@@ -234,8 +253,8 @@ SCENARIOS: dict[str, Scenario] = {
                  "xfs, btrfs, a loop block device), no injected delays, 1 GiB (--size to change it).",
                  _today_rows()),
         Scenario("acts", "The talk, act by act",
-                 "The story in order: baseline, writing zeroes, pre-zeroing, asking the destination first "
-                 "(block status), no fallback, fast zero.",
+                 "The story in the talk's order: baseline, writing zeroes, asking the destination first "
+                 "(block status), pre-zeroing, no fallback, fast zero.",
                  tuple(r for a in ACTS for r in a.rows), ACTS),
     )
 }
@@ -246,3 +265,66 @@ def get_scenario(name: str) -> Scenario:
         return SCENARIOS[name]
     except KeyError:
         raise KeyError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}") from None
+
+
+# --- which run measures which row: the one rule (the API's rows, a run's scenario_rows, the pages) ----
+# A run measures a row when its client and every one of these server fields agree.
+MATCH_FIELDS = ("zeromode", "fastzeromode", "size", "pattern", "maxdata", "delay_write", "delay_zero", "plugin",
+                "source_format")
+# Fields a row matches on only when it sets them (the block-status rows differ by storage
+# alone); runs stored before these fields existed still match the rows that leave them out.
+MATCH_IF_SET = ("kind", "storage", "disk_init", "disk_format", "noextents")
+
+
+def row_match(row: Row) -> dict[str, Any]:
+    """The server fields (normalised: bytes, milliseconds) a run must share with `row` to measure it."""
+    from lab.domain.spec import build_spec
+
+    spec = build_spec(row.server).to_dict()
+    match = {k: spec[k] for k in MATCH_FIELDS if k in spec}
+    match.update({k: spec[k] for k in MATCH_IF_SET if k in row.server and k in spec})
+    return match
+
+
+@dataclass(frozen=True)
+class _Member:
+    key: str
+    match: dict[str, Any]
+    spec: dict[str, Any]  # the row's whole server: where its 2019 figures hold
+
+
+_INDEX: dict[str, list[_Member]] | None = None
+
+
+def _index() -> dict[str, list[_Member]]:
+    """Every row of every scenario (and act), once by key, by client."""
+    global _INDEX
+    if _INDEX is None:
+        from lab.domain.spec import build_spec
+
+        index: dict[str, list[_Member]] = {}
+        seen: set[str] = set()
+        for s in SCENARIOS.values():
+            for r in (*s.rows, *(r for a in s.acts for r in a.rows)):
+                if r.key not in seen:
+                    seen.add(r.key)
+                    index.setdefault(r.client, []).append(_Member(r.key, row_match(r), build_spec(r.server).to_dict()))
+        _INDEX = index
+    return _INDEX
+
+
+def rows_of(client: str, server: dict[str, Any], label: str | None = None) -> dict[str, bool]:
+    """{row key: at the row's own geometry} for every scenario row a run measures.
+
+    A run measures a row when its client and the row's match fields agree (whoever started it),
+    or when it carries the row's key as its label with the row's zero modes (a sweep at another
+    geometry). The value says whether the run's whole server is the row's, i.e. whether the row's
+    2019 figures hold for it. `server`: the run's normalised fields (ServerSpec.to_dict()).
+    """
+    out: dict[str, bool] = {}
+    for m in _index().get(client, ()):
+        if all(server.get(k) == v for k, v in m.match.items()):
+            out[m.key] = all(server.get(k) == v for k, v in m.spec.items())
+        elif label == m.key and all(server.get(k) == m.match.get(k) for k in ("zeromode", "fastzeromode")):
+            out[m.key] = False
+    return out

@@ -4,69 +4,42 @@
 
 import { config } from "./api.js";
 import * as f from "./format.js";
-import { FINAL, liveElapsed, rowsData, store } from "./live.js";
+import { FINAL, liveElapsed, store } from "./live.js";
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const FONT = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Roboto, sans-serif";
 
 // --- which run belongs to which row -------------------------------------------------
-// The service says (GET /api/v1/scenarios/{name}/rows): each row comes with `match`, its client
-// and full server spec as runs store them. A run is a measurement of a row when client and
-// every field agree, whoever started it (the sweep, a talk act, the lab form, a script), or
-// when it carries the row's key as its label (a sweep at another geometry). No sizes or
-// labels are parsed here.
-const SPEC_FIELDS = config.server_fields.map((x) => x.name);
+// The service says: every run carries `scenario_rows` ({row key: at the row's own geometry}), filled
+// by one rule (lab.domain.scenarios.rows_of) when the run is made, whoever started it (a sweep, a
+// talk act, the lab form, a script). No field is compared here.
 
-export function matchOf(row) {
-  if (row.match) return row.match;
-  for (const rows of rowsData.values()) {
-    const found = rows.find((r) => r.key === row.key);
-    if (found) return found.match;
-  }
-  return null;
-}
-
-// The row's server as the service normalised it (before its rows are read: the fields as written).
+// The row's server as the service normalised it (bytes, milliseconds).
 export function rowSpec(row) {
-  const m = matchOf(row);
-  return m ? m.server : { ...config.spec_defaults, ...(row.server || {}) };
+  return row.spec || { ...config.spec_defaults, ...(row.server || {}) };
 }
 
-export function specKey(client, server) {
-  return [client, ...SPEC_FIELDS.map((k) => (server ? server[k] : undefined))].join("|");
-}
-
-// Runs indexed two ways: by client + full server spec, and by label.
+// Runs by the rows they measure: row key -> [run], newest first.
 export function runsByKey() {
-  const bySpec = new Map();
-  const byLabel = new Map();
-  const add = (map, key, run) => { if (!map.has(key)) map.set(key, []); map.get(key).push(run); };
+  const byRow = new Map();
   for (const run of store.runs.values()) {
-    if (!run.server) continue;
-    add(bySpec, specKey(run.client, run.server), run);
-    if (run.label) add(byLabel, run.label, run);
+    for (const key of Object.keys(run.scenario_rows || {})) {
+      if (!byRow.has(key)) byRow.set(key, []);
+      byRow.get(key).push(run);
+    }
   }
-  return { bySpec, byLabel };
+  for (const list of byRow.values()) list.sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+  return byRow;
 }
 
-export function runsForRow(row, index) {
-  const m = matchOf(row);
-  const spec = rowSpec(row);
-  const labelled = (index.byLabel.get(row.key) || []).filter((r) => r.client === row.client &&
-    r.server.zeromode === spec.zeromode && r.server.fastzeromode === spec.fastzeromode);
-  const seen = new Set();
-  // the index narrows by the common fields; a row may also name others (storage, disk_init...)
-  const same = (r) => Object.entries(m.server).every(([k, v]) => r.server[k] === v);
-  return [...(m ? (index.bySpec.get(specKey(m.client, m.server)) || []).filter(same) : []), ...labelled]
-    .filter((r) => !seen.has(r.id) && seen.add(r.id))
-    .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+export function runsForRow(row, byRow) {
+  return byRow.get(row.key) || [];
 }
 
-// A row's 2019 figures hold for the row's own server only (the rule lab/service/sweeps.py applies to
-// overrides): a run of the row at another size, delay or storage shows no reference marker.
-export function referenceHolds(row, server) {
-  const own = rowSpec(row);
-  return SPEC_FIELDS.every((k) => server[k] === own[k]);
+// A row's 2019 figures hold for the row's own server only (the service says so per run): a run of
+// the row at another size, delay or storage shows no reference marker.
+export function referenceHolds(row, run) {
+  return Boolean(run && run.scenario_rows && run.scenario_rows[row.key] === true);
 }
 
 // The run to show for a row: the newest one still going, else the newest result.
@@ -83,7 +56,7 @@ export function barFor(row, byKey, since = 0) {
   const bar = { row, group: row.group || f.group(rowSpec(row)), ref: row.reference ? row.reference.time_s : null,
     run: current, state: "empty", value: null };
   if (!current) return bar;
-  if (!referenceHolds(row, current.server)) bar.ref = null;
+  if (!referenceHolds(row, current)) bar.ref = null;
   if (current.status === "running") {
     bar.state = "running";
     bar.value = liveElapsed(current.id) ?? 0;
