@@ -12,13 +12,10 @@ exported with it; the pages put it beside the measurement and the model.
 from __future__ import annotations
 
 import unicodedata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lab.domain.errors import StudentLimit
 from lab.domain.spec import SpecError
-
-if TYPE_CHECKING:
-    from lab.service.scheduler import WorkerPool
 
 MAX_NAME = 40
 PREDICTION_FIELDS = ("duration_s", "write_ops", "zero_ops")
@@ -67,13 +64,11 @@ def clean_prediction(raw: Any, field: str = "prediction") -> dict[str, float]:
     return out
 
 
-
-def check_limit(pool: WorkerPool, student: str | None, adding: int, limit: int | None) -> None:
-    """Raise StudentLimit when `adding` more runs would take `student` past `limit` runs queued or
-    running. Call under the pool's lock (from an admit function): two submits cannot both pass."""
+def check_limit(student: str | None, have: int, adding: int, limit: int | None) -> None:
+    """Raise StudentLimit when `adding` more runs would take `student`, who has `have` runs queued or
+    running, past `limit`. The caller counts under the scheduler's lock: two submits cannot both pass."""
     if student is None or limit is None:
         return
-    have = pool.count(lambda j: j.run.student == student)
     if have + adding > limit:
         runs = "run" if limit == 1 else "runs"
         raise StudentLimit(f"{student} already has {have} of at most {limit} {runs} queued or running "

@@ -159,7 +159,7 @@ class Manager(Automation):
         def admit(free: int) -> None:
             if free < 1:
                 raise QueueFull(f"the run queue is full ({self.config.queue_size} runs waiting)")
-            check_limit(self.pool, run.student, 1, self.config.max_queued_per_student)
+            check_limit(run.student, self._unfinished(run.student), 1, self.config.max_queued_per_student)
             if run.server_id is not None and not self.servers.has(run.server_id):
                 raise NotFound(f"server {run.server_id} not found")
 
@@ -191,13 +191,17 @@ class Manager(Automation):
             job.done.wait(timeout)
         return self.get_run(run_id)
 
+    def _unfinished(self, student: str | None) -> int:
+        """The student's runs queued or running (under the pool's lock, from an admit function)."""
+        return self.pool.count(lambda j: j.run.student == student)
+
     # -- sweeps ----------------------------------------------------------------------------
     def start_sweep(self, name: str, only: list[str] | None = None,
                     overrides: dict[str, Any] | None = None, student: str | None = None) -> dict[str, Any]:
         """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.service.sweeps.
         A student's sweep counts against the per-student limit with all its runs."""
         limit = self.config.max_queued_per_student
-        check = (lambda n: check_limit(self.pool, student, n, limit)) if student is not None else None
+        check = (lambda n: check_limit(student, self._unfinished(student), n, limit)) if student is not None else None
         return self.sweeps.start(name, only, overrides, student=student, check=check).to_dict()
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
