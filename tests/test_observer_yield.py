@@ -1,4 +1,4 @@
-"""The lab's watchers yield the CPU to a CPU-bound copy (lab.measure.contention.yield_cpu), and only then.
+"""The lab's watchers yield the CPU to a CPU-bound copy (lab.host.cpu.yield_cpu), and only then.
 
 Read-only checks of real threads' scheduling class: a server's debug readers and a run's
 progress thread are SCHED_IDLE while a copy without delays runs, normal otherwise."""

@@ -12,7 +12,7 @@ machine alone (`cpu_bound`); sleep-bound runs (in-order clients against delayed 
 few percent of a core each and share it.
 
 Observing: while a CPU-bound copy runs, the lab's threads that watch it (a server's debug
-readers, the run's progress thread) yield to it (`yield_cpu`): a SCHED_IDLE thread never
+readers, the run's progress thread) yield to it (lab.host.cpu.yield_cpu): a SCHED_IDLE thread never
 preempts a running task when it wakes and is placed on a core left idle, so they count in the
 time the copy leaves over (nbdkit's 1 MiB stderr pipe and the log file hold what is not read
 yet). Measured (1 GiB, no delays, qemu-4.2 at queue depth 16, 8 alternating rounds): lab / bare
@@ -21,13 +21,12 @@ yet). Measured (1 GiB, no delays, qemu-4.2 at queue depth 16, 8 alternating roun
 
 from __future__ import annotations
 
-import contextlib
-import os
-import resource
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from lab.domain.spec import ServerSpec
+from lab.host import cpu
 
 CONTENDED_CORES = 0.35  # others' CPU, in cores, above which a run's time is not a clean measurement
 # A run whose own processes used this much more CPU than the calibration expects for its counts
@@ -35,50 +34,11 @@ CONTENDED_CORES = 0.35  # others' CPU, in cores, above which a run's time is not
 # difference is noise of a short copy.
 SLOW_PATH_FACTOR = 1.3  # own CPU of normal runs stays within +-10% of the CPU fit (measured)
 SLOW_PATH_MARGIN_S = 0.05
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_bound(client_parallel: bool, queue_depth: int, spec: Any) -> bool:
+def cpu_bound(client_parallel: bool, queue_depth: int, spec: ServerSpec) -> bool:
+    """Would this run keep a core busy (and so need the machine alone)? See the module's Scheduling."""
     return client_parallel or queue_depth > 1 or (spec.delay_write <= 0 and spec.delay_zero <= 0)
-
-
-def yield_cpu(on: bool) -> None:
-    """Put the calling thread in the idle scheduling class (`on`) or back in the normal one.
-
-    Only ever the caller itself (pid 0 is the calling thread on Linux): a thread id set from
-    outside may, once that thread has ended, name somebody else's process."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: stay as it is
-        os.sched_setscheduler(0, os.SCHED_IDLE if on else os.SCHED_OTHER, os.sched_param(0))
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot (every core, everyone)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / _TICK
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a live process (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(rest[11]) + int(rest[12])) / _TICK
-
-
-def reap(proc: subprocess.Popen) -> float | None:
-    """Wait for a child (setting its returncode) and return its CPU seconds; None when someone
-    else (a cancel's kill) reaped it first."""
-    try:
-        _, status, ru = os.wait4(proc.pid, 0)
-    except ChildProcessError:
-        proc.wait()
-        return None
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ru.ru_utime + ru.ru_stime
 
 
 @dataclass
@@ -92,14 +52,14 @@ class Window:
 
     def start(self, pids: tuple[int, ...]) -> Window:
         self.pids = pids
-        self.t0, self.busy0 = time.monotonic(), machine_busy_s()
-        self.own0 = sum(process_cpu_s(p) for p in pids) + _self_cpu()
+        self.t0, self.busy0 = time.monotonic(), cpu.machine_busy_s()
+        self.own0 = sum(cpu.process_cpu_s(p) for p in pids) + cpu.self_cpu_s()
         return self
 
     def finish(self, client_cpu_s: float | None) -> dict[str, Any]:
         wall = max(1e-6, time.monotonic() - self.t0)
-        busy = machine_busy_s() - self.busy0
-        own = sum(process_cpu_s(p) for p in self.pids) + _self_cpu() - self.own0 + (client_cpu_s or 0.0)
+        busy = cpu.machine_busy_s() - self.busy0
+        own = sum(cpu.process_cpu_s(p) for p in self.pids) + cpu.self_cpu_s() - self.own0 + (client_cpu_s or 0.0)
         others = max(0.0, busy - own) / wall
         return {"machine_cores": round(busy / wall, 3), "own_cores": round(own / wall, 3),
                 "others_cores": round(others, 3), "limit_cores": CONTENDED_CORES,
@@ -132,9 +92,3 @@ def slow_copy_path(c: dict[str, Any] | None, expected_own_cpu_s: float | None) -
             f"{expected_own_cpu_s:.3f} s for the same requests and bytes ({own / expected_own_cpu_s:.1f}x): "
             "the machine moved bytes slowly in this run, so its time overstates the copy's cost "
             "(seen in bare nbdkit copies too; docs/benchmarks.md)")
-
-
-def _self_cpu() -> float:
-    """This process's CPU (the lab's own threads: readers, progress): the run's own work too."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime

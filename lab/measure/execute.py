@@ -16,7 +16,7 @@ from typing import Any
 from lab.domain import floor
 from lab.domain.counts import BackendCounts, WireCounts
 from lab.domain.run import Run
-from lab.host import images
+from lab.host import cpu, images
 from lab.host.places import Core, Places
 from lab.measure import contention, expectation
 from lab.nbd import diskmap
@@ -57,7 +57,7 @@ class _Progress:
 
     def __init__(self, run: Run, server: Server, sink: EventSink, t0: float, yielding: bool = False) -> None:
         self.run, self.server, self.sink, self.t0 = run, server, sink, t0
-        self.yielding = yielding  # a CPU-bound copy: this thread yields to it (lab.measure.contention.yield_cpu)
+        self.yielding = yielding  # a CPU-bound copy: this thread yields to it (lab.host.cpu.yield_cpu)
         self.base_backend = server.backend()
         self.base_top = server.top()
         self.client_info: dict[str, Any] = {}
@@ -86,7 +86,7 @@ class _Progress:
         self._thread.join(timeout=2)
 
     def _loop(self) -> None:
-        contention.yield_cpu(self.yielding)
+        cpu.yield_cpu(self.yielding)
         while not self._stop.is_set():
             self._dirty.wait()
             if self._stop.is_set():

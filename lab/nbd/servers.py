@@ -52,9 +52,8 @@ from lab.domain.flags import ServerFlags
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.spec import ServerSpec
 from lab.domain.units import format_delay
-from lab.host import procs
+from lab.host import cpu, procs
 from lab.host.places import Places
-from lab.measure import contention
 from lab.nbd import backends
 from lab.nbd.handle import close_handle, probe
 from lab.nbd.trace import SYNC_COUNT, DatapathScanner, LogParser, parse_stats
@@ -173,7 +172,7 @@ class _Nbdkit:
         self.thread: threading.Thread | None = None
         self.reader_cpu_s = 0.0
         self.exit_code: int | None = None
-        self.yielding = False  # wanted: yield the CPU to a copy (lab.measure.contention.yield_cpu)
+        self.yielding = False  # wanted: yield the CPU to a copy (lab.host.cpu.yield_cpu)
         self._yielded = False  # what the reader thread has applied to itself
 
     @property
@@ -208,7 +207,7 @@ class _Nbdkit:
         try:
             while data := os.read(fd, _CHUNK):
                 if self.yielding is not self._yielded:
-                    contention.yield_cpu(self.yielding)
+                    cpu.yield_cpu(self.yielding)
                     self._yielded = self.yielding
                 if len(data) < _SHORT_READ and self.ready.is_set():
                     time.sleep(_BATCH_PAUSE_S)  # let a batch gather (live counts lag by <= 5 ms)

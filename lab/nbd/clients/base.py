@@ -12,9 +12,8 @@ from typing import Any
 
 from lab.domain.counts import WireCounts
 from lab.domain.flags import ServerFlags
-from lab.host import procs
+from lab.host import cpu, procs
 from lab.host.images import Image
-from lab.measure import contention
 
 CANCEL_CHECK_S = 0.05  # how soon a cancel reaches a running client process
 
@@ -114,9 +113,9 @@ def run_process(argv: Sequence[str], ctx: CopyContext) -> tuple[float, float | N
     with supervised(proc, ctx):
         assert proc.stdout is not None
         output = proc.stdout.read()
-        cpu = contention.reap(proc)
+        cpu_s = cpu.reap(proc)
         elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         text = output.decode(errors="replace").strip()
         raise ClientError(f"{argv[0]} exited with status {proc.returncode}: {text[-500:]}")
-    return elapsed, cpu
+    return elapsed, cpu_s

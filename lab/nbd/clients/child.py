@@ -18,9 +18,8 @@ from typing import Any
 
 from lab.domain.counts import WireCounts
 from lab.domain.flags import ServerFlags
-from lab.host import procs
+from lab.host import cpu, procs
 from lab.host.images import Image
-from lab.measure import contention
 from lab.nbd.clients.base import ClientError, ClientResult, CopyContext, supervised
 
 
@@ -49,7 +48,7 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
                     ctx.report(msg["report"])
                 else:
                     outcome = msg
-            cpu = contention.reap(proc)
+            cpu_s = cpu.reap(proc)
         errfile.seek(0)
         stderr = errfile.read()
     if "error" in outcome:
@@ -58,7 +57,7 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
         raise ClientError(f"{client_id} client process exited with status {proc.returncode}: {stderr.strip()[-500:]}")
     r = outcome["result"]
     wire = WireCounts(**r["wire"])
-    return ClientResult(wire=wire, notes=r["notes"], elapsed_s=r["elapsed_s"], cpu_s=cpu)
+    return ClientResult(wire=wire, notes=r["notes"], elapsed_s=r["elapsed_s"], cpu_s=cpu_s)
 
 
 def _main() -> int:
