@@ -174,11 +174,13 @@ class LiveService:
 
     `root` holds its data (root/data), runtime (root/run) and log unless `data_dir` or
     `runtime_dir` say otherwise; `env` adds LAB_* settings; `token` sets LAB_TOKEN (unset:
-    none, whatever the environment says); `log_level` "info" logs each request.
+    none, whatever the environment says); `log_level` "info" logs each request; `user` (a name,
+    when we are root) runs it as that user, as the container does (its dirs must be that user's).
     """
 
     def __init__(self, root: Path, env: dict[str, str] | None = None, token: str | None = None,
-                 data_dir: Path | None = None, runtime_dir: Path | None = None, log_level: str = "info") -> None:
+                 data_dir: Path | None = None, runtime_dir: Path | None = None, log_level: str = "info",
+                 user: str | None = None) -> None:
         self.root = Path(root)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -187,6 +189,7 @@ class LiveService:
         self.token = token
         self.env = dict(env or {})
         self.log_level = log_level
+        self.user = user
         self.log = self.root / f"serve-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -204,11 +207,20 @@ class LiveService:
         """Start it and wait until /api/health answers; ServiceError (with the log's tail) if not."""
         env = {**os.environ, "LAB_DATA_DIR": str(self.data_dir), "LAB_RUNTIME_DIR": str(self.runtime_dir),
                "LAB_LOG_LEVEL": self.log_level, "LAB_TOKEN": self.token or "", **self.env}
-        lab = Path(sys.executable).with_name("lab")
+        argv: list[str | Path] = [Path(sys.executable).with_name("lab"), "serve", "--host", "127.0.0.1",
+                                  "--port", str(self.port)]
+        if self.user and os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam(self.user)
+            # the uid change clears the parent-death signal: setpriv sets it again
+            argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                    "--pdeathsig", "keep", *argv]
+            env["HOME"] = str(self.data_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = procs.spawn([lab, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=env,
-                                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = procs.spawn(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -214,6 +214,6 @@ def test_rows_needing_what_this_machine_lacks_are_left_out_with_the_reason(monke
     tmpfs_rows = {r.key for r in rows if r.server.get("storage") == "tmpfs"}
     assert tmpfs_rows and set(skipped) >= tmpfs_rows
     assert all("mount is not allowed here" in skipped[k] for k in tmpfs_rows)
-    runs, _ = sweeps.plan("today", overrides={"size": "8M"})
+    runs, _, _ = sweeps.plan("today", overrides={"size": "8M"})
     assert not any(r.server.storage == "tmpfs" for r in runs)
     assert len(runs) == len(keep)

@@ -21,18 +21,20 @@ router = APIRouter(tags=["scenarios"])
 
 
 @router.get("/scenarios", response_model=ScenarioList, response_model_exclude_unset=True)
-def list_scenarios() -> dict[str, Any]:
-    """Every scenario with its rows (client, server fields, reference figures) and acts."""
-    return {"scenarios": [normalised(s.to_dict()) for s in SCENARIOS.values()]}
+def list_scenarios(manager: ManagerDep) -> dict[str, Any]:
+    """Every scenario with its rows (client, server fields, reference figures) and acts, as this machine
+    runs them: a row it cannot run is listed with `available: false` and the `reason`."""
+    return {"scenarios": [normalised(s.to_dict()) for s in manager.scenarios_here(SCENARIOS.values())]}
 
 
 @router.get("/scenarios/{name}", response_model=ScenarioOut, response_model_exclude_unset=True,
             responses=responses(404))
-def get_scenario(name: str) -> dict[str, Any]:
+def get_scenario(name: str, manager: ManagerDep) -> dict[str, Any]:
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    return normalised(scenario.to_dict())
+    [here] = manager.scenarios_here([scenario])
+    return normalised(here.to_dict())
 
 
 def _fields(server: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +65,7 @@ def scenario_rows(name: str, manager: ManagerDep,
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+    [scenario] = manager.scenarios_here([scenario])  # the rows as this machine runs them (act 3b's storages)
     rows = {r.key: r for r in scenario.rows}
     for act in scenario.acts:
         for r in act.rows:

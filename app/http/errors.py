@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lab.domain.spec import SpecError
-from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, ShuttingDown
+from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, ShuttingDown
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "tag:fastzero-lab,2026:"
@@ -108,6 +108,7 @@ def spec_error(e: SpecError, prefix: Sequence[str] = ("body",)) -> RequestValida
 _STATUS: tuple[tuple[type[ManagerError], str], ...] = (
     (NotFound, "not-found"),
     (Conflict, "already-finished"),
+    (NotRunnable, "not-runnable"),
     (LimitExceeded, "limit-reached"),
     (ShuttingDown, "shutting-down"),
 )

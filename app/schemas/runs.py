@@ -297,6 +297,8 @@ class SweepOut(_Open):
     parallelism: int | None = Field(None, description="at most this many of its runs at once (null: no cap)")
     priority: int | None = Field(None, description="higher starts first")
     student: str | None = None
+    skipped: list[SkippedRow] | None = Field(None, description="the scenario's rows this machine cannot run, "
+                                             "left out with the reason")
     runs: list[RunOut] | None = Field(None, description="the sweep's runs, in scenario order (detail views)")
 
 
@@ -520,6 +522,14 @@ class ScenarioRowOut(_Open):
     server: ServerPartial = Field(description="the fields the row sets (the rest are the defaults)")
     reference: Reference | None = None
     group: str = Field("", description="A or B (the server of the case study), or empty")
+    available: bool | None = Field(None, description="whether this machine can run the row (its server kind, its "
+                                   "storage, room for its disk)")
+    reason: str | None = Field(None, description="why not, when `available` is false")
+
+
+class SkippedRow(BaseModel):
+    key: str
+    reason: str
 
 
 class ActOut(_Open):

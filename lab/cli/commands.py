@@ -16,7 +16,7 @@ from lab.cli import report, sweep
 from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_problem
 from lab.config import Settings
 from lab.domain import spec
-from lab.domain.errors import NotFound
+from lab.domain.errors import NotFound, NotRunnable
 from lab.domain.run import Run
 from lab.domain.scenarios import SCENARIOS, get_scenario
 from lab.domain.spec import SpecError
@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"rows run at once, 1 to {MAX_WORKERS} (default 1: strictly one after another)")
     s.add_argument("--only", help="comma-separated row keys to run (default all)")
     s.add_argument("--size", help="image size for every row, e.g. 256M (drops the 2019 reference figures)")
-    s.add_argument("--json", action="store_true", help='print {"name":..., "rows":[run...]}')
+    s.add_argument("--json", action="store_true",
+                   help='print {"name":..., "rows":[run...], "skipped":[{"key":..., "reason":...}]}')
 
     sv = sub.add_parser("serve", help="the web service and dashboard")
     sv.add_argument("--host", default="127.0.0.1")
@@ -136,24 +137,22 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         sweep = here.service.start(args.name, only, overrides, order=order)  # queued: nothing runs yet
     except NotFound as e:
         return bad(f"--only: {e}" if e.field == "only" else str(e))
+    except NotRunnable as e:
+        return bad(f"nothing to run on this machine: {e}")
     except SpecError as e:
         return bad(f"{spec.option(e.field)}: {e.message}")
     if not args.json:
-        _print_skipped(args.name)
+        for key, why in sweep.skipped.items():
+            print(f"skipped {key}: {why}", file=sys.stderr)
     wall = here.run(sweep)
-    _print_scenario(args, sweep.runs, wall)
+    _print_scenario(args, sweep.runs, wall, sweep.skipped)
     return 0 if all(r.status == "succeeded" for r in sweep.runs) else 1
 
 
-def _print_skipped(name: str) -> None:
-    _, skipped = Machine(_core().places).runnable(list(get_scenario(name).rows))
-    for key, why in skipped.items():
-        print(f"skipped {key}: {why}", file=sys.stderr)
-
-
-def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float) -> None:
+def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float, skipped: dict[str, str]) -> None:
     if args.json:
-        print(json.dumps({"name": args.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs]}))
+        print(json.dumps({"name": args.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs],
+                          "skipped": [{"key": k, "reason": why} for k, why in skipped.items()]}))
         return
     if args.name == "today":
         print(report.today_table(runs))
@@ -294,8 +293,12 @@ def cmd_kinds(_args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios(_args: argparse.Namespace) -> int:
+    machine = Machine(_core().places)
     for s in SCENARIOS.values():
-        print(f"{s.name:12} {len(s.rows):3} runs  {s.description}")
+        here = machine.scenario(s)
+        n = sum(1 for r in here.rows if r.available)
+        can = f"{len(s.rows):3} runs" if n == len(s.rows) else f"{n:3} of {len(s.rows)} runs here"
+        print(f"{s.name:12} {can}  {s.description}")
     return 0
 
 

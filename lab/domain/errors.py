@@ -19,6 +19,10 @@ class Conflict(ManagerError):
     pass
 
 
+class NotRunnable(ManagerError):
+    """What was asked needs what this machine lacks (a storage, a server kind): nothing was queued."""
+
+
 class LimitExceeded(ManagerError):
     """A configured limit (queue size, number of servers) is reached: try again later."""
 

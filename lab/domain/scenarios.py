@@ -7,7 +7,8 @@ delay-zero=5ms maxdata=256k; counts are what reached the plugin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lab.domain.spec import build_spec
@@ -24,11 +25,23 @@ class Row:
     server: dict[str, Any]
     reference: dict[str, Any] | None = None  # time_s, write_ops, zero_ops, fast_seen
     group: str = ""  # "A" / "B" / "" for charts that pair servers
+    # The same measurement on what a machine without mount rights has (same key), tried in order
+    # when this machine cannot run the row itself (lab.nbd.backends.Machine.here).
+    alternatives: tuple[Row, ...] = ()
+    avoid_fs: tuple[str, ...] = ()  # filesystems the row's disk must not land on (B's disk is not a tmpfs)
+    available: bool | None = None  # None until a machine has said (Machine.here)
+    reason: str | None = None  # why not, when available is False
 
     def to_dict(self) -> dict[str, Any]:
-        """`server`: the fields the row sets, as written; `spec`: the whole server, normalised (bytes, ms)."""
-        return {"key": self.key, "label": self.label, "client": self.client, "server": dict(self.server),
-                "spec": build_spec(self.server).to_dict(), "reference": self.reference, "group": self.group}
+        """`server`: the fields the row sets, as written; `spec`: the whole server, normalised (bytes, ms);
+        `available`/`reason` once a machine has said (lab.nbd.backends.Machine.here)."""
+        out = {"key": self.key, "label": self.label, "client": self.client, "server": dict(self.server),
+               "spec": build_spec(self.server).to_dict(), "reference": self.reference, "group": self.group}
+        if self.available is not None:
+            out["available"] = self.available
+            if self.reason:
+                out["reason"] = self.reason
+        return out
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,11 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "description": self.description,
                 "rows": [r.to_dict() for r in self.rows], "acts": [a.to_dict() for a in self.acts]}
+
+    def map_rows(self, fn: Callable[[Row], Row]) -> Scenario:
+        """The scenario with every row (and every act's rows) replaced by fn(row)."""
+        acts = tuple(replace(a, rows=tuple(fn(r) for r in a.rows)) for a in self.acts)
+        return replace(self, rows=tuple(fn(r) for r in self.rows), acts=acts)
 
 
 def _ref(time_s: float, write_ops: int, zero_ops: int | None, fast_seen: str,
@@ -143,12 +161,24 @@ def _pair(client: str, key: str, fastzeromode: str, ref_a: Row, ref_b: Row, refe
 
 
 # The block-status experiment: a reused destination (every byte data) on tmpfs (A) and ext4 (B).
+# Without mount rights (a container, any non-root user) the same question is asked of a tmpfs that
+# is already mounted (/dev/shm: storage shm) and of the data dir's own disk filesystem.
 BS_BASE = {"plugin": "file", "disk_init": "data", "noextents": False, "pattern": "alternate:64k",
            "zeromode": "plugin", "fastzeromode": "default", "delay_write": 0, "delay_zero": 0, "maxdata": "32M"}
-BLOCK_STATUS_ROWS = tuple(
-    Row(f"act-bs-{g}-{size}", f"{where}, reused disk, {size[:-1]} MiB ({int(size[:-1]) * 8} holes)", "qemu-bs",
-        {**BS_BASE, "storage": where, "size": size}, None, g)
-    for size in ("32M", "64M", "128M") for g, where in (("A", "tmpfs"), ("B", "ext4")))
+_BS_WHERE = {"tmpfs": "tmpfs", "ext4": "ext4", "shm": "tmpfs already mounted", "datadir": "data dir's disk"}
+_BS_INSTEAD = {"tmpfs": "shm", "ext4": "datadir"}
+TMPFS_LIKE = ("tmpfs", "ramfs")
+
+
+def _bs_row(group: str, where: str, size: str) -> Row:
+    alternatives = (_bs_row(group, _BS_INSTEAD[where], size),) if where in _BS_INSTEAD else ()
+    return Row(f"act-bs-{group}-{size}", f"{_BS_WHERE[where]}, reused disk, {size[:-1]} MiB "
+               f"({int(size[:-1]) * 8} holes)", "qemu-bs", {**BS_BASE, "storage": where, "size": size}, None, group,
+               alternatives, TMPFS_LIKE if group == "B" else ())
+
+
+BLOCK_STATUS_ROWS = tuple(_bs_row(g, where, size)
+                          for size in ("32M", "64M", "128M") for g, where in (("A", "tmpfs"), ("B", "ext4")))
 
 # The acts in the order of the 2019 talk (docs/talk.md): its headings, its eras, its reasons.
 # A 2019 time only where the talk ran the convert on stage (its ".term" steps); the block-status

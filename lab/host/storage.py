@@ -3,6 +3,9 @@
 Storages:
     tmpfs     a private tmpfs mount (needs mount rights)
     datadir   a private dir on the data dir's own filesystem (Places.scratch_dir; nothing to mount)
+    shm       a private dir on a tmpfs that is already mounted and writable (the runtime dir when it is a
+              tmpfs, else /dev/shm): tmpfs without mount rights (a container's /dev/shm is 64 MiB unless
+              compose's `shm_size` says more; a disk larger than the room left is refused, not half-written)
     ext4/xfs/btrfs  a filesystem image the lab makes (mkfs.*), loop-attached and mounted privately
     blockdev  a raw loop block device over a sparse file: the server gets /dev/loopN, so
               BLKZEROOUT / BLKDISCARD are the kernel's real block-layer paths
@@ -61,6 +64,87 @@ def data_root(places: Places | None = None) -> Path:
 
 # --- what this machine allows -----------------------------------------------------------
 
+TMPFS_TYPES = ("tmpfs", "ramfs")
+SHM_DIR = Path("/dev/shm")
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem type of the mount holding `path` (from /proc/self/mountinfo; "" if unknown)."""
+    try:
+        target = os.path.realpath(path)
+        best, kind = "", ""
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                parts = left.split()
+                if len(parts) < 5 or not right:
+                    continue
+                mp = parts[4].replace("\\040", " ")
+                if (target == mp or target.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                    best, kind = mp, right.split()[0]
+        return kind
+    except OSError:
+        return ""
+
+
+def room(path: Path) -> tuple[int, int]:
+    """(size, free) in bytes of the filesystem holding `path` (what this user may fill)."""
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def _shm_dir() -> Path:
+    return SHM_DIR / f"fastzero-lab-{os.getuid()}"
+
+
+def shm_root(places: Places | None = None, make: bool = True) -> Path:
+    """The `shm` storage's parent: the runtime dir when it is on tmpfs (ours already), else a
+    private per-user dir under /dev/shm (made on first use, unless `make` is False: then only
+    checked). OSError when neither is a writable tmpfs."""
+    where = resolve(places)
+    runtime = where.runtime()
+    if fs_type(runtime) == "tmpfs":
+        return runtime
+    if fs_type(SHM_DIR) != "tmpfs":
+        raise OSError(f"no tmpfs at {SHM_DIR} and the runtime dir {runtime} is not on tmpfs")
+    if not os.access(SHM_DIR, os.W_OK | os.X_OK):
+        raise OSError(f"{SHM_DIR} is not writable by uid {os.geteuid()}")
+    d = _shm_dir()
+    if not make and not d.exists():
+        return d
+    d.mkdir(mode=0o700, exist_ok=True)
+    if d.is_symlink() or d.stat().st_uid != os.getuid():  # someone else's: never ours to use
+        raise OSError(f"{d} is not owned by uid {os.getuid()}")
+    os.chmod(d, 0o700)
+    return d
+
+
+def parent_dir(name: str, places: Places | None = None, make: bool = True) -> Path | None:
+    """Where a storage that uses an existing filesystem puts its disks (datadir, shm); None for the
+    storages the lab makes itself (a mount or a loop device). OSError when it cannot be had."""
+    if name == "datadir":
+        return resolve(places).scratch()
+    if name == "shm":
+        return shm_root(places, make)
+    return None
+
+
+def too_small(name: str, size: int, places: Places | None = None) -> str | None:
+    """Why a disk of `size` bytes cannot fit on storage `name` at all (its filesystem is smaller), else
+    None. Only the storages on an existing filesystem have a fixed size; the free room is checked when
+    the disk is provisioned."""
+    try:
+        parent = parent_dir(name, places, make=False)
+        if parent is None:
+            return None
+        total, _ = room(parent if parent.exists() else parent.parent)
+    except OSError:
+        return None  # availability() says why
+    if size > total:
+        hint = " (a container: compose's shm_size, docker run --shm-size)" if name == "shm" else ""
+        return f"{name} at {parent} holds {total >> 20} MiB, this disk needs {size >> 20} MiB{hint}"
+    return None
+
 @functools.cache
 def _mount_reason(runtime: Path) -> str | None:
     """None if we may mount (checked once per runtime dir by mounting a tiny private tmpfs), else why not."""
@@ -108,6 +192,11 @@ def availability(places: Places | None = None) -> dict[str, dict[str, object]]:
                 where.scratch()
             except OSError as e:
                 reason = f"data dir not writable: {e}"
+        elif name == "shm":
+            try:
+                shm_root(where, make=False)
+            except OSError as e:
+                reason = f"no writable tmpfs already mounted: {e}"
         else:
             reason = _loop_reason() or (None if name == "blockdev" else _mount_reason(where.runtime()))
             if reason is None and name in FILESYSTEMS and not shutil.which(FILESYSTEMS[name][0]):
@@ -158,14 +247,19 @@ def provision(storage: str, size: int, disk_name: str = "disk.img", places: Plac
     for file storages: the kind creates it, raw or qcow2). Cleans up after itself on failure."""
     where = resolve(places)
     check_available(storage, where)
-    parent = where.scratch() if storage == "datadir" else where.runtime()
+    parent = parent_dir(storage, where) or where.runtime()
+    if storage == "shm":  # a shared tmpfs: refuse a disk that would fill it mid-copy
+        _, free = room(parent)
+        if size > free:
+            raise StorageError(f"not enough room on {parent}: {free >> 20} MiB free, the disk needs {size >> 20} "
+                               "MiB (a container: compose's shm_size)")
     d = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
     (d / procs.OWNER_FILE).write_text(str(os.getpid()))
     p = Provisioned(storage, size, d)
     try:
-        if storage == "datadir":
+        if storage in ("datadir", "shm"):
             p.disk = d / disk_name
-            p.fs_type = _fs_type(d)
+            p.fs_type = fs_type(d) or "unknown"
         elif storage == "tmpfs":
             mnt = d / "mnt"
             mnt.mkdir()
@@ -206,13 +300,6 @@ def _sparse(path: Path, size: int) -> None:
 
 def _attach(backing: Path) -> str:
     return _run(["losetup", "--find", "--show", str(backing)], "attaching a loop device").strip()
-
-
-def _fs_type(path: Path) -> str:
-    try:
-        return _run(["stat", "-f", "-c", "%T", str(path)], "stat").strip()
-    except StorageError:
-        return "unknown"
 
 
 # --- release, and the sweep of what a killed service left ------------------------------------
@@ -281,6 +368,9 @@ def sweep_stale(places: Places | None = None) -> list[str]:
     roots = [where.runtime()]
     with contextlib.suppress(OSError):
         roots.append(where.scratch())
+    shared = _shm_dir()  # only looked at, never made, here
+    if shared.is_dir() and not shared.is_symlink():
+        roots.append(shared)
     for root in roots:
         for entry in sorted(root.glob(PREFIX + "*")):
             if entry.is_dir() and not procs.owner_alive(entry):

@@ -21,13 +21,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lab.domain.limits import DEFAULT_LIMITS, Limits
-from lab.domain.scenarios import Row
-from lab.domain.spec import KINDS, FieldProblem, ServerSpec
+from lab.domain.scenarios import Row, Scenario
+from lab.domain.spec import KINDS, FieldProblem, ServerSpec, build_spec
 from lab.domain.targets import allowed_targets, check_target
 from lab.host import procs, storage
 from lab.host.places import Places
@@ -72,28 +72,64 @@ class Machine:
             if not st["available"]:
                 yield FieldProblem("storage", f"{spec.storage} is not available here: {st['reason']}")
 
-    def unavailable(self, row: Row) -> str | None:
-        """Why this machine cannot run a scenario row (a kind or storage it lacks), or None."""
+    def _have(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        return availability(), storage.availability(self.places)
+
+    def unavailable(self, row: Row, have: tuple[dict[str, Any], dict[str, Any]] | None = None) -> str | None:
+        """Why this machine cannot run a scenario row itself (a kind or storage it lacks, a disk its
+        storage cannot hold, a filesystem the row must not land on), or None. `have`: _have(), once."""
+        kinds, storages = have or self._have()
         kind = row.server.get("kind", "nbdkit")
-        k = availability().get(kind, {"available": False, "reason": f"unknown kind {kind}"})
+        k = kinds.get(kind, {"available": False, "reason": f"unknown kind {kind}"})
         if not k["available"]:
             return f"kind {kind}: {k['reason']}"
         st = row.server.get("storage")
-        if st:
-            a = storage.availability(self.places).get(st, {"available": False, "reason": f"unknown storage {st}"})
-            if not a["available"]:
-                return f"storage {st}: {a['reason']}"
+        if not st:
+            return None
+        a = storages.get(st, {"available": False, "reason": f"unknown storage {st}"})
+        if not a["available"]:
+            return f"storage {st}: {a['reason']}"
+        why = storage.too_small(st, build_spec(row.server).size, self.places)
+        if why:
+            return f"storage {why}"
+        if row.avoid_fs:
+            try:
+                parent = storage.parent_dir(st, self.places, make=False)
+            except OSError as e:
+                return f"storage {st}: {e}"
+            fs = storage.fs_type(parent) if parent else ""
+            if fs in row.avoid_fs:
+                return f"storage {st}: {parent} is on {fs}, the filesystem this row is compared against"
         return None
 
+    def here(self, row: Row, have: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Row:
+        """The row as this machine runs it: itself, else the first of its alternatives it can run
+        (same key and group), else itself with `available` False and every reason."""
+        have = have or self._have()
+        reasons = []
+        for candidate in (row, *row.alternatives):
+            why = self.unavailable(candidate, have)
+            if why is None:
+                return replace(candidate, alternatives=(), available=True, reason=None)
+            reasons.append(why)
+        return replace(row, alternatives=(), available=False, reason="; ".join(reasons))
+
+    def scenario(self, s: Scenario) -> Scenario:
+        """`s` with every row as here() gives it (`available` and `reason` set on each)."""
+        have = self._have()
+        return s.map_rows(lambda r: self.here(r, have))
+
     def runnable(self, rows: list[Row]) -> tuple[list[Row], dict[str, str]]:
-        """The rows this machine can run, and {row key: why not} for the others."""
+        """The rows this machine can run (an alternative standing in where the row's own storage is
+        missing), and {row key: why not} for the others."""
+        have = self._have()
         keep, skipped = [], {}
         for r in rows:
-            why = self.unavailable(r) if ("kind" in r.server or "storage" in r.server) else None
-            if why:
-                skipped[r.key] = why
+            resolved = self.here(r, have)
+            if resolved.available:
+                keep.append(resolved)
             else:
-                keep.append(r)
+                skipped[r.key] = resolved.reason or "not available here"
         return keep, skipped
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from lab.config import Settings
-from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, QueueFull, ShuttingDown
+from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, QueueFull, ShuttingDown
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
+from lab.domain.scenarios import Scenario
 from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
 from lab.domain.students import check_limit
 from lab.host import procs
@@ -43,7 +45,7 @@ from lab.service.store import Store
 from lab.service.sweeps import Sweep, SweepService
 
 __all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "LimitExceeded", "Manager", "ManagerConfig",
-           "ManagerError", "NotFound", "QueueFull", "ShuttingDown", "Sweep", "parse_fault"]
+           "ManagerError", "NotFound", "NotRunnable", "QueueFull", "ShuttingDown", "Sweep", "parse_fault"]
 
 log = logging.getLogger("lab.service.manager")
 
@@ -203,6 +205,11 @@ class Manager(Automation):
         limit = self.config.max_queued_per_student
         check = (lambda n: check_limit(student, self._unfinished(student), n, limit)) if student is not None else None
         return self.sweeps.start(name, only, overrides, student=student, check=check).to_dict()
+
+    def scenarios_here(self, scenarios: Iterable[Scenario]) -> list[Scenario]:
+        """Each scenario as this machine runs it: every row resolved (act 3b's storages), `available`
+        and `reason` set (lab.nbd.backends.Machine.scenario)."""
+        return [self.machine.scenario(s) for s in scenarios]
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         row = self.store.get_sweep(sweep_id)

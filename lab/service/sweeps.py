@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.domain.errors import NotFound, QueueFull
+from lab.domain.errors import NotFound, NotRunnable, QueueFull
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run, new_id
 from lab.domain.scenarios import Row, get_scenario
@@ -52,6 +52,7 @@ class Sweep:
     parallelism: int | None = None
     priority: int = 0
     student: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # row key -> why this machine cannot run it
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -74,27 +75,32 @@ class Sweep:
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
                 "only": self.only, "overrides": self.overrides, "kind": "custom" if self.definition else "scenario",
                 "definition": self.definition, "repeats": self.repeats, "parallelism": self.parallelism,
-                "priority": self.priority, "student": self.student}
+                "priority": self.priority, "student": self.student,
+                "skipped": [{"key": k, "reason": why} for k, why in self.skipped.items()]}
 
 
 def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
-         limits: Limits = DEFAULT_LIMITS, machine: Machine | None = None) -> tuple[list[Run], dict[str, Any] | None]:
-    """The runs of scenario `name` (or of its rows in `only`), in scenario order, and the
-    overrides normalised (bytes, milliseconds). NotFound (field name/only) or SpecError.
+         limits: Limits = DEFAULT_LIMITS, machine: Machine | None = None
+         ) -> tuple[list[Run], dict[str, Any] | None, dict[str, str]]:
+    """The runs of scenario `name` (or of its rows in `only`), in scenario order, the overrides
+    normalised (bytes, milliseconds), and {row key: why not} for the rows this machine cannot run
+    (left out; NotRunnable when that is every row). NotFound (field name/only) or SpecError.
 
     `overrides` (server geometry such as size or delays, validated like any server field)
     apply to every row; a row's reference figures are dropped when they change its server,
     since the figures hold for the talk's geometry only (overrides equal to it keep them).
     """
     machine = machine or Machine()
-    rows, _skipped = machine.runnable(_rows(name, only))
+    rows, skipped = machine.runnable(_rows(name, only))
+    if skipped and not rows:
+        raise NotRunnable("; ".join(f"{k}: {why}" for k, why in skipped.items()), field="only" if only else None)
     specs = [build_spec({**r.server, **(overrides or {})}, limits, machine) for r in rows]
     if overrides and specs:  # echo them normalised
         overrides = {k: getattr(specs[0], k) for k in overrides}
     same = [not overrides or spec == build_spec(r.server, limits) for r, spec in zip(rows, specs, strict=True)]
     runs = [Run(client=r.client, server=spec, label=r.key, reference=r.reference if keep else None)
             for r, spec, keep in zip(rows, specs, same, strict=True)]
-    return runs, (dict(overrides) if overrides else None)
+    return runs, (dict(overrides) if overrides else None), skipped
 
 
 def _rows(name: str, only: list[str] | None) -> list[Row]:
@@ -125,8 +131,9 @@ class SweepService:
         """Plan scenario `name` (see plan()) and queue it as one sweep, all or nothing
         (QueueFull when the queue has too few free slots). `order`, a sort key, changes the
         order the runs are queued in (not the sweep's own order)."""
-        runs, overrides = plan(name, only, overrides, self.limits, self.machine)
-        sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides, student=student)
+        runs, overrides, skipped = plan(name, only, overrides, self.limits, self.machine)
+        sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides, student=student,
+                      skipped=skipped)
         return self._queue(sweep, sorted(runs, key=order) if order else runs, check)
 
     def start_custom(self, planned: Planned) -> Sweep:

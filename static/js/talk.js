@@ -246,6 +246,24 @@ function renderDots() {
   });
 }
 
+// Rows this machine cannot run (GET /api/v1/scenarios says `available: false` and why) are no
+// lanes: the act runs the others, and a note under the lanes names what is missing and why.
+function splitAvailable(a) {
+  return { ...a, rows: a.rows.filter((r) => r.available !== false), unavailable: a.rows.filter((r) => r.available === false) };
+}
+
+function renderUnavailable(a) {
+  const box = $("lanes-unavailable");
+  const missing = (a && a.unavailable) || [];
+  box.hidden = !missing.length;
+  if (!missing.length) { box.replaceChildren(); return; }
+  const byReason = new Map();
+  for (const r of missing) byReason.set(r.reason || "", [...(byReason.get(r.reason || "") || []), r]);
+  box.replaceChildren(...[...byReason].map(([reason, rows]) => el("p", {},
+    el("b", {}, `${rows.map((r) => laneTitle({ row: r, group: r.group })).join(", ")}: `),
+    `not available here${reason ? `: ${reason}` : ""}.`)));
+}
+
 function busyBars() {
   if (!act()) return [];
   const byKey = runsByKey();
@@ -265,6 +283,7 @@ function render() {
     set($("act-summary"), "Every act as measured in this room; ◆ marks the 2019 time.");
     if (shownAct !== index) { $("lanes").replaceChildren(); lanes.clear(); shownAct = index; $("talk").classList.remove("talk-many"); }
     $("lane-legend").hidden = true;
+    renderUnavailable(null);
     $("outcome").hidden = true;
     const chart = $("talk-chart");
     chart.hidden = false;
@@ -302,6 +321,7 @@ function render() {
     // BLOCK_STATUS questions light up live where a row lets the client see extents
     const asks = a.rows.some((r) => r.server && r.server.noextents === false);
     $("lane-legend").replaceChildren(legend(asks ? ["D", "Z", "S", "."] : ["D", "W", "P", "Z", "p", "R", "."]));
+    renderUnavailable(a);
     shownAct = index;
   }
   const byKey = runsByKey();
@@ -312,8 +332,9 @@ function render() {
   const busy = starting || bars.some((b) => b.state === "running" || b.state === "queued");
   const btn = $("act-run");
   btn.disabled = busy;
-  const label = busy ? "Running…" : bars.some((b) => b.state === "failed") ? "Run again " : bars.length > 2 ? `Run all ${bars.length} ` : bars.length > 1 ? "Run both servers " : "Run ";
-  if (btn.dataset.label !== label) { btn.dataset.label = label; btn.replaceChildren(label, busy ? "" : el("kbd", {}, "Enter")); }
+  if (!bars.length) btn.disabled = true; // nothing of this act runs on this machine
+  const label = !bars.length ? "Not available here " : busy ? "Running…" : bars.some((b) => b.state === "failed") ? "Run again " : bars.length > 2 ? `Run all ${bars.length} ` : bars.length > 1 ? "Run both servers " : "Run ";
+  if (btn.dataset.label !== label) { btn.dataset.label = label; btn.replaceChildren(label, busy || !bars.length ? "" : el("kbd", {}, "Enter")); }
   $("act-cancel").hidden = !busy || starting;
 }
 
@@ -329,7 +350,7 @@ function go(i) {
 async function runAct() {
   if (!isPresenter() || starting) return;
   if (isSummary()) { runScenario("acts"); return; }
-  if (busyBars().length) return;
+  if (busyBars().length || !act().rows.length) return;
   const a = act();
   starting = true;
   render();
@@ -448,7 +469,7 @@ async function main() {
   try {
     const scenarios = await api.scenarios();
     const withActs = scenarios.find((s) => s.acts && s.acts.length);
-    acts = withActs ? withActs.acts : [];
+    acts = withActs ? withActs.acts.map(splitAvailable) : [];
     if (withActs) watchScenario(withActs.name, 3); // only the runs the acts need
   } catch (err) {
     showMessage(`Cannot read the acts: ${err.message}`, "error");

@@ -43,7 +43,7 @@ function render() {
   current = act;
   const box = $("talk-guess-fields");
   box.replaceChildren();
-  for (const row of act.rows) {
+  for (const row of act.rows.filter((r) => r.available !== false)) { // nothing to guess where nothing runs
     const input = f.el("input", { type: "number", min: "0", step: "0.1", inputmode: "decimal",
       id: `talk-guess-${row.key}`, "data-row": row.key });
     box.append(f.el("label", {}, `${rowName(row)}, s`, input));
