@@ -8,6 +8,7 @@ delays turn them into the predicted times that are compared with the 2019 figure
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -143,6 +144,106 @@ def test_a_run_knows_the_rows_it_measures() -> None:
     assert Run(client="qemu-2.8", server=build_spec({"zeromode": "emulate"}), label="act2-A").scenario_rows == {}
     for row in get_scenario("acts").rows:
         assert rows_of(row.client, build_spec(row.server).to_dict())[row.key] is True, row.key
+
+
+def _without(monkeypatch, *names: str) -> None:
+    """This machine as one without the storages `names` (the availability answer, nothing mounted)."""
+    from lab.host import storage
+
+    real = storage.availability()
+    fake = {**real, **{n: {"available": False, "reason": f"no {n} in this test"} for n in names}}
+    monkeypatch.setattr(storage, "availability", lambda places=None: fake)
+
+
+def test_act_3b_asks_an_unprivileged_machine_on_what_it_has(monkeypatch) -> None:
+    """Without mount rights act 3b's A lanes use a tmpfs already mounted (shm), B lanes the data dir's
+    disk: same keys, same groups, same geometry; the listing says which."""
+    from lab.host import storage
+
+    _without(monkeypatch, "tmpfs", "ext4")
+    have = storage.availability()
+    if not (have["shm"]["available"] and have["datadir"]["available"]):
+        pytest.skip("no writable /dev/shm or data dir here")
+    if storage.fs_type(storage.data_root()) in ("tmpfs", "ramfs"):
+        pytest.skip("the data dir is on tmpfs here: B has nothing to stand in")
+    here = Machine().scenario(get_scenario("acts"))
+    bs = next(a for a in here.acts if a.key == "block-status")
+    plain = next(a for a in ACTS if a.key == "block-status")
+    assert [r.key for r in bs.rows] == [r.key for r in plain.rows]
+    for row, orig in zip(bs.rows, plain.rows, strict=True):
+        assert row.available and row.group == orig.group and row.server["size"] == orig.server["size"]
+        assert row.server["storage"] == {"A": "shm", "B": "datadir"}[row.group]
+        assert {k: v for k, v in row.server.items() if k != "storage"} == \
+            {k: v for k, v in orig.server.items() if k != "storage"}
+        assert row.to_dict()["available"] is True
+    assert all(r.available for a in here.acts for r in a.rows)
+    # and a sweep of the act runs them there, skipping nothing
+    from lab.service import sweeps
+
+    runs, _, skipped = sweeps.plan("acts", only=[r.key for r in plain.rows])
+    assert not skipped and [r.server.storage for r in runs] == ["shm", "datadir"] * 3
+    # a run on a stand-in measures its row, at the row's own geometry
+    for run in runs:
+        assert run.scenario_rows.get(run.label) is True, (run.label, run.scenario_rows)
+
+
+def test_a_row_nothing_here_can_hold_is_listed_with_every_reason(monkeypatch) -> None:
+    _without(monkeypatch, "tmpfs", "ext4", "shm", "datadir")
+    here = Machine().scenario(get_scenario("acts"))
+    bs = next(a for a in here.acts if a.key == "block-status")
+    for row in bs.rows:
+        assert row.available is False
+        want = ("no tmpfs", "no shm") if row.group == "A" else ("no ext4", "no datadir")
+        assert all(w in row.reason for w in want), row.reason
+        d = row.to_dict()
+        assert d["available"] is False and d["reason"] == row.reason
+    assert all(r.available for a in here.acts if a.key != "block-status" for r in a.rows)
+    json.dumps(here.to_dict())
+    from lab.domain.errors import NotRunnable
+    from lab.service import sweeps
+
+    with pytest.raises(NotRunnable, match="act-bs-A-32M"):
+        sweeps.plan("acts", only=["act-bs-A-32M"])
+    runs, _, skipped = sweeps.plan("acts", only=["act-bs-A-32M", "act1-baseline"])
+    assert [r.label for r in runs] == ["act1-baseline"] and list(skipped) == ["act-bs-A-32M"]
+
+
+def test_a_disk_larger_than_a_mounted_tmpfs_is_not_offered_there(tmp_path) -> None:
+    """shm on a tmpfs smaller than the row's disk (a container's 64 MiB /dev/shm): the row says so."""
+    import subprocess
+
+    from lab.host import storage
+    from lab.host.places import Places
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    places = Places.under(tmp_path)
+    run_dir = places.runtime()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m,mode=0700", "tmpfs", str(run_dir)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        assert storage.shm_root(places) == run_dir  # the runtime dir is a tmpfs: used as it is
+        machine = Machine(places)
+        rows = {r.key: machine.here(r) for r in next(a for a in ACTS if a.key == "block-status").rows}
+        bs = next(a for a in ACTS if a.key == "block-status")
+        shm_a = [machine.unavailable(alt) for r in bs.rows if r.group == "A" for alt in r.alternatives]
+        assert shm_a[0] is None  # 32 MiB fits in 40
+        assert "holds 40 MiB" in shm_a[1] and "needs 64 MiB" in shm_a[1]
+        if not storage.availability(places)["tmpfs"]["available"]:
+            assert rows["act-bs-A-32M"].available and not rows["act-bs-A-64M"].available
+        p = storage.provision("shm", 8 << 20, places=places)
+        try:
+            assert p.dir.parent == run_dir and storage.fs_type(p.disk.parent) == "tmpfs"
+        finally:
+            p.release()
+        assert not p.dir.exists()
+        with pytest.raises(storage.StorageError, match="not enough room"):
+            storage.provision("shm", 48 << 20, places=places)
+        assert not list(run_dir.glob(storage.PREFIX + "*"))  # nothing left behind
+    finally:
+        subprocess.run(["umount", str(run_dir)], check=False)
 
 
 def test_deviations_are_explained_and_point_somewhere_real() -> None:

@@ -327,7 +327,8 @@ _INDEX: dict[str, list[_Member]] | None = None
 
 
 def _index() -> dict[str, list[_Member]]:
-    """Every row of every scenario (and act), once by key, by client."""
+    """Every row of every scenario (and act), once by key, by client; a row's stand-ins (its alternatives,
+    the storages a machine without mount rights uses) under the same key."""
     global _INDEX
     if _INDEX is None:
         from lab.domain.spec import build_spec
@@ -338,7 +339,9 @@ def _index() -> dict[str, list[_Member]]:
             for r in (*s.rows, *(r for a in s.acts for r in a.rows)):
                 if r.key not in seen:
                     seen.add(r.key)
-                    index.setdefault(r.client, []).append(_Member(r.key, row_match(r), build_spec(r.server).to_dict()))
+                    for alt in (r, *r.alternatives):
+                        index.setdefault(r.client, []).append(
+                            _Member(r.key, row_match(alt), build_spec(alt.server).to_dict()))
         _INDEX = index
     return _INDEX
 
