@@ -155,8 +155,8 @@ def _without(monkeypatch, *names: str) -> None:
     monkeypatch.setattr(storage, "availability", lambda places=None: fake)
 
 
-def test_act_3b_asks_an_unprivileged_machine_on_what_it_has(monkeypatch) -> None:
-    """Without mount rights act 3b's A lanes use a tmpfs already mounted (shm), B lanes the data dir's
+def test_the_block_status_act_asks_an_unprivileged_machine_on_what_it_has(monkeypatch) -> None:
+    """Without mount rights the block-status act's A lanes use a tmpfs already mounted (shm), B lanes the data dir's
     disk: same keys, same groups, same geometry; the listing says which."""
     from lab.host import storage
 

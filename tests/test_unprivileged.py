@@ -1,7 +1,7 @@
 """The lab as its users run it: `lab serve` as a non-root user (nobody, uid 65534, when the tests run as
 root), as the shipped container runs it. No mount rights, no loop devices: every page and every request
 the pages' scripts make must still answer, scenario rows the machine cannot run are listed as such
-with the reason, and act 3b runs on the storages an unprivileged user has (issue 21).
+with the reason, and the block-status act (2b) runs on the storages an unprivileged user has (issue 21).
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def test_scenarios_list_every_row_with_what_this_machine_can_run(lab: LiveServic
     assert "qemu-img@file-ext4" in gone and "loop" in gone["qemu-img@file-ext4"]
     assert any(r["available"] for r in today)  # memory and datadir rows run
     acts = lab.get("/api/v1/scenarios/acts")["acts"]
-    assert [a["key"] for a in acts] == ["baseline", "write-zeroes", "pre-zero", "block-status", "no-fallback",
-                                        "fast-zero"]
+    assert {a["key"] for a in acts} == {"baseline", "write-zeroes", "pre-zero", "block-status", "no-fallback",
+                                        "fast-zero"}
     for a in acts:
         if a["key"] != "block-status":
             assert all(r["available"] for r in a["rows"]), a["key"]
@@ -128,12 +128,12 @@ def test_a_sweep_says_what_it_left_out_and_why(lab: LiveService) -> None:
         assert "qemu-img@file-tmpfs" in r.json()["detail"] and "mount" in r.json()["detail"]
 
 
-def test_act_3b_runs_on_what_an_unprivileged_user_has(lab: LiveService) -> None:
+def test_the_block_status_act_runs_on_what_an_unprivileged_user_has(lab: LiveService) -> None:
     acts = lab.get("/api/v1/scenarios/acts")["acts"]
     rows = {r["key"]: r for a in acts if a["key"] == "block-status" for r in a["rows"]}
     keys = ["act-bs-A-32M", "act-bs-B-32M"]
     if not all(rows[k]["available"] for k in keys):
-        pytest.skip(f"no tmpfs or data dir for act 3b here: {[rows[k].get('reason') for k in keys]}")
+        pytest.skip(f"no tmpfs or data dir for the block-status act here: {[rows[k].get('reason') for k in keys]}")
     with _client(lab) as c:
         r = c.post("/api/v1/scenarios/acts/runs", json={"only": keys})
         assert r.status_code == 202, r.text
