@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.http.jsonbody import escaped
 from lab.domain.spec import SpecError
 from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, ShuttingDown
 
@@ -69,8 +70,10 @@ def problem(code: str, detail: str, *, instance: str | None = None,
     return body
 
 
-def problem_bytes(code: str, detail: str, instance: str | None = None) -> bytes:
-    return json.dumps(problem(code, detail, instance=instance)).encode()
+def problem_bytes(code: str, detail: str, instance: str | None = None,
+                  errors: list[dict[str, Any]] | None = None) -> bytes:
+    return json.dumps(_json_safe(problem(code, detail, instance=instance, errors=errors)),
+                      ensure_ascii=False).encode()
 
 
 def problem_response(code: str, detail: str, request: Request | None = None, *,
@@ -143,11 +146,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN and infinities (Python's json accepts them in a body) echoed back as text, not a 500."""
+    """What a problem echoes, made encodable: NaN and infinities (Python's json accepts them in a
+    body) as text, lone surrogates escaped (app/http/jsonbody.py), never a 500 for the echo."""
+    if isinstance(value, str):
+        return escaped(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {escaped(str(k)): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
@@ -237,6 +243,9 @@ def _where(loc: Sequence[Any]) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if exc.errors() and all(e.get("type") == "json_invalid" for e in exc.errors()):
+        # the guard (app/http/jsonbody.py) answers these first; a route reading a body itself lands here
+        return problem_response("bad-request", "the body is not JSON", request)
     items = field_items(request, exc.errors())
     first = items[0] if items else None
     detail = f"{_where(first['loc'])}: {first['message']}" if first else "the request is invalid"

@@ -9,6 +9,8 @@ RequestGuard, for POST/PUT/PATCH/DELETE (the methods that change something):
   preflight (text/plain, form-urlencoded, multipart) can never start anything;
 - a body larger than LAB_MAX_BODY_BYTES is refused with 413 before it is read, by its
   Content-Length, or as it streams in when it has none;
+- a body must be UTF-8 JSON text (400 `bad-request`) without a lone surrogate (422 naming it:
+  app/http/jsonbody.py), so no route meets text it cannot store or echo;
 - the body is kept (scope[RAW_BODY]) so errors can echo a field's value as it was sent.
 
 HeadMiddleware answers HEAD on every GET route with the GET's status and headers and no
@@ -18,18 +20,21 @@ body (an event stream is ended right after its headers).
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.http import jsonbody
 from app.http.errors import CODES, PROBLEM_JSON, RAW_BODY, RETRY_AFTER_S, problem_bytes
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def send_problem(send: Send, code: str, detail: str, path: str,
-                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = problem_bytes(code, detail, path)
+                       headers: list[tuple[bytes, bytes]] | None = None,
+                       errors: list[dict[str, Any]] | None = None) -> None:
+    body = problem_bytes(code, detail, path, errors)
     status = CODES[code][0]
     extra = [(b"retry-after", str(RETRY_AFTER_S).encode())] if status in (429, 503) else []
     await send({"type": "http.response.start", "status": status, "headers": [
@@ -54,13 +59,13 @@ def same_origin(origin: str, host: str | None) -> bool:
     """True when the Origin header names this service (scheme aside: a TLS proxy may sit in front)."""
     if not host or origin.strip().lower() == "null":
         return False
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    default = "443" if parts.scheme == "https" else "80"
-    given = f"{parts.hostname}:{parts.port or default}".lower()
-    h = urlsplit("//" + host.strip())
-    try:
+    try:  # urlsplit and .port raise ValueError ("[::1", a port not a number in 0..65535)
+        parts = urlsplit(origin.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        default = "443" if parts.scheme == "https" else "80"
+        given = f"{parts.hostname}:{parts.port or default}".lower()
+        h = urlsplit("//" + host.strip())
         want = f"{h.hostname}:{h.port or default}".lower()
     except ValueError:
         return False
@@ -106,6 +111,12 @@ class RequestGuard:
             return
         if body is None:  # the client left
             return
+        if body:
+            try:
+                jsonbody.check(body)
+            except jsonbody.BodyProblem as e:
+                await send_problem(send, e.code, e.detail, path, errors=e.errors)
+                return
         scope = {**scope, RAW_BODY: body}
         sent = False
 

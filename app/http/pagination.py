@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import inspect
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,9 +50,23 @@ def decode(cursor: str | None, sort: str) -> tuple[Any, int] | None:
         s, value, seq = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
         raise _no_page(cursor, "not a cursor this service made: use next_cursor as given") from None
-    if s != sort or not isinstance(value, int | float) or isinstance(value, bool) or not isinstance(seq, int):
-        raise _no_page(cursor, f"this cursor is for sort={s!r}, not {sort!r}: keep the same sort")
+    if not _sql_number(value) or not (isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < INT64):
+        raise _no_page(cursor, "not a cursor this service made: use next_cursor as given")
+    if s != sort:
+        raise _no_page(cursor, f"this cursor is for sort={str(s)[:40]!r}, not {sort!r}: keep the same sort")
     return value, seq
+
+
+INT64 = 1 << 63  # SQLite's integers are signed 64-bit: a larger one cannot even be bound as a parameter
+
+
+def _sql_number(value: Any) -> bool:
+    """A key SQLite can compare: a finite float, or an integer within its 64 bits (not a boolean)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -INT64 <= value < INT64
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _no_page(cursor: str, why: str) -> Problem:
