@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lab.domain import layout
+from lab.domain.clients import CATALOG, client_info
 from lab.domain.run import Run
 from lab.domain.spec import FASTZEROMODES, ZEROMODES, ServerSpec, build_spec
 from lab.host import images
@@ -294,11 +295,12 @@ def test_reports_phases_and_counts(no_leftovers: None) -> None:
 
 
 def test_client_info_and_registry() -> None:
+    """Every catalog entry (lab.domain.clients) has its implementation, and the eras are in-order, in-process."""
+    for about in CATALOG:
+        assert get_client(about.id).about == about and about.era and about.description
     for cid in ERAS:
-        c = get_client(cid)
-        info = c.info()
-        assert info["id"] == cid and info["era"] and info["description"]
-        assert info["parallel"] is False and info["real_binary"] is False
+        info = client_info(cid)
+        assert info.parallel is False and info.real_binary is False
 
 
 # --- faults: a server that refuses what the client believed it offered ----------------

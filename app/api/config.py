@@ -19,11 +19,11 @@ from app.http.deps import ManagerDep
 from app.http.errors import responses
 from app.schemas.runs import Availability, ClientOut, ServerOut, ServerPartial
 from lab.domain import spec
+from lab.domain.clients import CATALOG
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.host import storage
 from lab.host.places import Places
 from lab.nbd import backends
-from lab.nbd.clients import client_ids, get_client
 
 router = APIRouter(tags=["config"])
 
@@ -88,9 +88,7 @@ def _limits(request: Request) -> Limits:
 def lab_config(request: Request) -> dict[str, Any]:
     settings = _settings(request)
     clients = []
-    for cid in client_ids():
-        info = get_client(cid).info()
-        clients.append({k: info.get(k) for k in ("id", "label", "era", "description", "parallel", "real_binary")})
+    clients = [c.to_dict() for c in CATALOG]
     return {
         "auth_required": bool(settings is not None and settings.token_value),
         "server_fields": spec.field_table(_limits(request)),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from app.http.deps import ManagerDep
 from app.schemas.runs import ClientOut, HealthOut
-from lab.nbd.clients import client_ids, get_client
+from lab.domain.clients import CATALOG
 
 router = APIRouter(tags=["health"])
 
@@ -45,4 +45,4 @@ async def health(request: Request, manager: ManagerDep) -> dict[str, Any]:
 
 @router.get("/clients", response_model=list[ClientOut], tags=["runs"])
 def clients() -> list[dict[str, Any]]:
-    return [get_client(c).info() for c in client_ids()]
+    return [c.to_dict() for c in CATALOG]

@@ -25,11 +25,11 @@ from pydantic import (
     create_model,
 )
 
+from lab.domain.clients import client_ids
 from lab.domain.flags import ServerFlags
 from lab.domain.run import STATUSES, Run
 from lab.domain.spec import FieldsIn, ServerSpec, SizeIn, partial_model, request_model
 from lab.domain.students import MAX_DURATION_S, MAX_NAME, MAX_OPS, clean_name, clean_prediction
-from lab.nbd.clients import client_ids
 
 ClientId = StrEnum("ClientId", {c: c for c in client_ids()})
 RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})

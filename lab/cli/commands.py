@@ -16,6 +16,7 @@ from lab.cli import report, sweep
 from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_problem
 from lab.config import Settings
 from lab.domain import spec
+from lab.domain.clients import CATALOG, client_ids, client_info
 from lab.domain.errors import NotFound, NotRunnable
 from lab.domain.run import Run
 from lab.domain.scenarios import SCENARIOS, get_scenario
@@ -27,7 +28,6 @@ from lab.measure import calibration, expectation
 from lab.measure.execute import execute
 from lab.nbd import backends, probe
 from lab.nbd.backends import Machine
-from lab.nbd.clients import client_ids, get_client
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,7 +131,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     here = LocalSweep(args.workers, "lab-scenario", quiet=args.json, core=_core())
     # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
     # sleep-bound rows pile up beside them on a small machine.
-    order = (lambda r: not get_client(r.client).parallel) if args.workers > 1 else None
+    order = (lambda r: not client_info(r.client).parallel) if args.workers > 1 else None
     try:
         overrides = {"size": args.size} if args.size else None
         sweep = here.service.start(args.name, only, overrides, order=order)  # queued: nothing runs yet
@@ -189,9 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_clients(_args: argparse.Namespace) -> int:
-    for cid in client_ids():
-        c = get_client(cid)
-        print(f"{cid:10} {c.era:22} {c.description}")
+    for c in CATALOG:
+        print(f"{c.id:10} {c.era:22} {c.description}")
     return 0
 
 

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lab.domain.clients import client_ids
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
 from lab.domain.spec import MachineCheck, ServerSpec, SpecError, build_spec
-from lab.nbd.clients import client_ids
 
 MAX_RUNS = 1000
 MAX_REPEATS = 20

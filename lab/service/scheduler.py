@@ -22,14 +22,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from lab.domain.clients import CLIENTS, ClientInfo
 from lab.domain.errors import QueueFull, ShuttingDown
 from lab.domain.run import FINAL, Run
 from lab.measure import contention
-
-if TYPE_CHECKING:
-    from lab.nbd.clients import Client
 
 log = logging.getLogger("lab.service.scheduler")
 
@@ -69,14 +66,9 @@ class Job:
         return self.run.server_id
 
     @functools.cached_property
-    def client(self) -> Client | None:
+    def client(self) -> ClientInfo | None:
         """The run's client, looked up once (None for an unknown id: execute() fails such a run)."""
-        from lab.nbd.clients import get_client
-
-        try:
-            return get_client(self.run.client)
-        except KeyError:
-            return None
+        return CLIENTS.get(self.run.client)
 
     @functools.cached_property
     def exclusive(self) -> bool:

@@ -1,36 +1,24 @@
-"""Copy clients by id: the real binaries and the qemu-era re-enactments."""
+"""Copy clients by id: the implementations of the catalog (lab.domain.clients): the installed binaries
+and the qemu-era re-enactments."""
 
 from __future__ import annotations
 
-import contextlib
-
+from lab.domain.clients import CLIENTS, client_ids, client_info
 from lab.nbd.clients.base import Cancelled, Client, ClientError, ClientResult, CopyContext
+from lab.nbd.clients.eras import ERAS
 from lab.nbd.clients.real import NbdCopy, QemuImg
 
-_REGISTRY: dict[str, Client] = {}
-
-
-def register(client: Client) -> Client:
-    _REGISTRY[client.id] = client
-    return client
-
-
-for _c in (QemuImg(), NbdCopy()):
-    register(_c)
-
-with contextlib.suppress(ImportError):  # the era clients register themselves
-    from lab.nbd.clients import eras as _eras  # noqa: F401
-
-
-def client_ids() -> list[str]:
-    return list(_REGISTRY)
+_REGISTRY: dict[str, Client] = {c.id: c for c in (QemuImg(client_info("qemu-img")),
+                                                  NbdCopy(client_info("nbdcopy")), *ERAS)}
+if set(_REGISTRY) != set(CLIENTS):  # the catalog and the implementations name the same clients
+    raise RuntimeError(f"clients without an implementation: {set(CLIENTS) - set(_REGISTRY)}; "
+                       f"implementations not in the catalog: {set(_REGISTRY) - set(CLIENTS)}")
 
 
 def get_client(client_id: str) -> Client:
-    try:
-        return _REGISTRY[client_id]
-    except KeyError:
-        raise KeyError(f"unknown client {client_id!r}; choose one of {', '.join(_REGISTRY)}") from None
+    """The implementation of catalog client `client_id` (KeyError naming the choices)."""
+    client_info(client_id)
+    return _REGISTRY[client_id]
 
 
-__all__ = ["Cancelled", "Client", "ClientError", "ClientResult", "CopyContext", "client_ids", "get_client", "register"]
+__all__ = ["Cancelled", "Client", "ClientError", "ClientResult", "CopyContext", "client_ids", "get_client"]

@@ -6,10 +6,12 @@ import contextlib
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.domain.clients import ClientInfo
 from lab.domain.counts import WireCounts
 from lab.domain.flags import ServerFlags
 from lab.host import cpu, procs
@@ -58,22 +60,23 @@ class ClientResult:
     cpu_s: float | None = None  # the client process's CPU (rusage at its exit), for lab.measure.contention
 
 
-class Client:
-    """A copy strategy. Subclasses set the metadata and implement copy()."""
+class Client(ABC):
+    """How one client of the catalog (lab.domain.clients) copies: `about` is its catalog entry."""
 
-    id: str = ""
-    label: str = ""
-    era: str = ""
-    description: str = ""
-    parallel: bool = False  # many requests in flight: the serial delay sum is an upper bound
-    real_binary: bool = False
+    def __init__(self, about: ClientInfo) -> None:
+        self.about = about
 
+    @property
+    def id(self) -> str:
+        return self.about.id
+
+    @property
+    def parallel(self) -> bool:
+        return self.about.parallel
+
+    @abstractmethod
     def copy(self, ctx: CopyContext) -> ClientResult:
-        raise NotImplementedError
-
-    def info(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "era": self.era, "description": self.description,
-                "parallel": self.parallel, "real_binary": self.real_binary}
+        """Copy ctx.image to ctx.uri; Cancelled when ctx.cancel is set meanwhile."""
 
 
 @contextlib.contextmanager

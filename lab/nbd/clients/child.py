@@ -4,7 +4,8 @@ In the service the copy would otherwise share Python's GIL with the web layer, a
 audience of hundreds of event-stream subscribers measurably slowed the very copy being
 timed. A child process keeps the measurement clean, and a cancel is a plain kill of its
 process group. Protocol: the job as one JSON object on stdin; JSON lines on stdout:
-{"report": {...}} while copying, then {"result": {...}} or {"error": "..."}.
+{"report": {...}} while copying, then {"result": {...}} or {"error": "..."}. This is the parent's
+side; lab/nbd/clients/child_main.py is the child's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from lab.domain.counts import WireCounts
-from lab.domain.flags import ServerFlags
 from lab.host import cpu, procs
-from lab.host.images import Image
 from lab.nbd.clients.base import ClientError, ClientResult, CopyContext, supervised
 
 
@@ -36,7 +34,7 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
     outcome: dict[str, Any] = {}
     # stderr goes to a file, not a pipe: a chatty child can never block on it while we read stdout.
     with tempfile.TemporaryFile(mode="w+") as errfile:
-        proc = procs.spawn([sys.executable, "-m", "lab.nbd.clients.child"], stdin=subprocess.PIPE,
+        proc = procs.spawn([sys.executable, "-m", "lab.nbd.clients.child_main"], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1)
         with supervised(proc, ctx):
             assert proc.stdin is not None and proc.stdout is not None
@@ -58,33 +56,3 @@ def run_in_child(client_id: str, ctx: CopyContext) -> ClientResult:
     r = outcome["result"]
     wire = WireCounts(**r["wire"])
     return ClientResult(wire=wire, notes=r["notes"], elapsed_s=r["elapsed_s"], cpu_s=cpu_s)
-
-
-def _main() -> int:
-    from lab.nbd.clients import get_client
-
-    job = json.loads(sys.stdin.read())
-    img = job["image"]
-    image = Image(size=img["size"], pattern=img["pattern"], dir=Path(img["dir"]),
-                  extents=tuple((o, n) for o, n in img["extents"]), chunk_hashes=())
-
-    def emit(msg: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(msg) + "\n")
-        sys.stdout.flush()
-
-    ctx = CopyContext(image=image, uri=job["uri"], flags=ServerFlags(**job["flags"]),
-                      source_format=job["source_format"], queue_depth=job["queue_depth"],
-                      report=lambda info: emit({"report": info}))
-    client = get_client(job["client"])
-    try:
-        result = client.copy_here(ctx)  # type: ignore[attr-defined]
-    except ClientError as e:
-        emit({"error": str(e)})
-        return 1
-    emit({"result": {"wire": result.wire.to_dict() if result.wire else None, "notes": result.notes,
-                     "elapsed_s": result.elapsed_s}})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

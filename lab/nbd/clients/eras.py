@@ -37,10 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lab.domain.clients import ClientInfo, client_info
 from lab.domain.counts import WireCounts
 from lab.domain.units import format_size
-from lab.nbd.clients import register
 from lab.nbd.clients.base import Cancelled, Client, ClientError, ClientResult, CopyContext
+from lab.nbd.clients.child import run_in_child
+from lab.nbd.handle import close_handle
 
 MiB = 1 << 20
 DATA_CHUNK = 2 * MiB  # qemu-img IO_BUF_SIZE
@@ -354,20 +356,20 @@ class _Copy:
 
 
 class EraClient(Client):
-    strategy: Strategy
+    """One era of qemu-img convert (its catalog entry, lab.domain.clients) re-enacted by its `strategy`."""
+
+    def __init__(self, about: ClientInfo, strategy: Strategy) -> None:
+        super().__init__(about)
+        self.strategy = strategy
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         """Copy in a child process (see lab/nbd/clients/child.py), unless told to stay in this one."""
         if ctx.in_process:
             return self.copy_here(ctx)
-        from lab.nbd.clients.child import run_in_child
-
         return run_in_child(self.id, ctx)
 
     def copy_here(self, ctx: CopyContext) -> ClientResult:
-        import nbd
-
-        from lab.nbd.handle import close_handle
+        import nbd  # the bindings, when a copy is made
 
         if not os.path.exists(ctx.image.raw):
             raise ClientError(f"source image missing: {ctx.image.raw}")
@@ -395,37 +397,11 @@ class EraClient(Client):
         return ClientResult(wire=job.counts, notes=notes, elapsed_s=round(elapsed, 4))
 
 
-def _era(cid: str, label: str, era: str, description: str, strategy: Strategy) -> EraClient:
-    cls = type(f"Qemu{cid.split('-')[1].replace('.', '_')}", (EraClient,),
-               {"id": cid, "label": label, "era": era, "description": description, "strategy": strategy})
-    return cls()
-
-
 ERAS = (
-    _era("qemu-2.7", "qemu 2.7 (re-enacted)", "Sep 2016",
-         "No write-zeroes in the NBD client: every hole goes over the wire as zero bytes (<=16 MiB writes); "
-         "data in <=2 MiB writes, one request at a time.",
-         Strategy(write_zeroes=False, may_trim=False, prezero="none")),
-    _era("qemu-2.8", "qemu 2.8 (re-enacted)", "Dec 2016",
-         "Holes as WRITE_ZEROES with NO_HOLE (<=32 MiB); zero-byte writes if the server lacks write-zeroes.",
-         Strategy(write_zeroes=True, may_trim=False, prezero="none")),
-    _era("qemu-3.1", "qemu 3.1 (re-enacted)", "2.12-3.1, Dec 2018",
-         "Blind pre-zero pass over the whole target (WRITE_ZEROES, may trim, 32 MiB pieces) when the server "
-         "offers write-zeroes, then data only; if the pass fails, zeroes per hole (NO_HOLE: may-trim came in 4.0).",
-         Strategy(write_zeroes=True, may_trim=False, prezero="blind")),
-    _era("qemu-4.0", "qemu 4.0 (re-enacted)", "Apr 2019",
-         "Pre-zero asked with NO_FALLBACK, which NBD cannot express: refused before any request; "
-         "zeroes per hole (may trim).",
-         Strategy(write_zeroes=True, may_trim=True, prezero="no-fallback")),
-    _era("qemu-bs", "qemu 3.0 block-status experiment (re-enacted)", "2018, never merged",
-         "As qemu 2.8 (holes as WRITE_ZEROES with NO_HOLE), but first one BLOCK_STATUS (REQ_ONE) on the "
-         "destination per hole: no zero when the destination already reads as zero there.",
-         Strategy(write_zeroes=True, may_trim=False, prezero="none", check_dest=True)),
-    _era("qemu-4.2", "qemu 4.2 (re-enacted)", "Dec 2019",
-         "Pre-zero with FAST_ZERO in 32 MiB pieces when the server offers fast zero; the first refusal "
-         "(ENOTSUP) abandons it and zeroes go per hole (may trim).",
-         Strategy(write_zeroes=True, may_trim=True, prezero="fast")),
+    EraClient(client_info("qemu-2.7"), Strategy(write_zeroes=False, may_trim=False, prezero="none")),
+    EraClient(client_info("qemu-2.8"), Strategy(write_zeroes=True, may_trim=False, prezero="none")),
+    EraClient(client_info("qemu-3.1"), Strategy(write_zeroes=True, may_trim=False, prezero="blind")),
+    EraClient(client_info("qemu-4.0"), Strategy(write_zeroes=True, may_trim=True, prezero="no-fallback")),
+    EraClient(client_info("qemu-bs"), Strategy(write_zeroes=True, may_trim=False, prezero="none", check_dest=True)),
+    EraClient(client_info("qemu-4.2"), Strategy(write_zeroes=True, may_trim=True, prezero="fast")),
 )
-
-for _c in ERAS:
-    register(_c)

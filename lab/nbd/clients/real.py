@@ -8,12 +8,7 @@ from lab.nbd.clients.base import Client, ClientResult, CopyContext, run_process
 
 
 class QemuImg(Client):
-    id = "qemu-img"
-    label = "qemu-img (installed)"
-    era = "today"
-    description = ("The real qemu-img convert of this machine: writes data, one zero request per hole "
-                   "(WRITE_ZEROES when offered, else zero-filled writes), no pre-zero pass.")
-    real_binary = True
+    """qemu-img convert -n into the server's URI."""
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         src = ctx.image.path(ctx.source_format)
@@ -23,13 +18,7 @@ class QemuImg(Client):
 
 
 class NbdCopy(Client):
-    id = "nbdcopy"
-    label = "nbdcopy (installed)"
-    era = "today"
-    description = ("The real nbdcopy from libnbd: many requests in flight over several connections, "
-                   "zeroes per hole range, no fast-zero flag.")
-    parallel = True
-    real_binary = True
+    """nbdcopy from the raw source into the server's URI."""
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         # nbdcopy reads raw only; the raw file holds the same bytes as the qcow2.
