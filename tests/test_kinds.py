@@ -17,7 +17,7 @@ import pytest
 
 from lab.domain.run import Run
 from lab.domain.spec import SpecError, build_spec
-from lab.host import procs, storage
+from lab.host import leftovers, procs, storage
 from lab.measure.execute import execute
 from lab.nbd import backends
 from lab.nbd.servers import Server
@@ -169,7 +169,7 @@ def test_kill_9_leaves_what_the_startup_sweep_releases():
         proc.wait()
     wait_for(lambda: not any(p.alive() for p in helpers), 10, what="servers die with the killed service")
     assert storage._loops_backed_by(dirs[0]), "nothing released the loop device yet: the sweep must"
-    procs.sweep_stale_dirs()  # what Manager.start() runs
+    leftovers.sweep()  # what Manager.start() runs
     for d in dirs:
         assert not storage._mounts_under(d) and not storage._loops_backed_by(d) and not d.exists()
 

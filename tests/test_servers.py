@@ -11,7 +11,7 @@ import nbd
 import pytest
 
 from lab.domain.spec import build_spec
-from lab.host import procs
+from lab.host import leftovers
 from lab.nbd.servers import Server, ServerError, build_argv, build_chain_argv, close_handle, topology
 from lab.testing import alive, wait_for
 
@@ -201,5 +201,5 @@ def test_nbdkit_dies_with_its_parent(tmp_path):
     wait_for(lambda: not alive(int(pid_s)), 5, what="nbdkit dies with its owner (PR_SET_PDEATHSIG)")
     # its private dir is swept by the next start
     assert Path(sdir).exists()
-    procs.sweep_stale_dirs()
+    leftovers.sweep()
     assert not Path(sdir).exists()

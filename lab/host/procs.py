@@ -142,11 +142,10 @@ def remove_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep_stale_dirs(places: Places | None = None) -> int:
-    """Remove private dirs whose owning process is gone (left by a SIGKILLed service)."""
-    from lab.host import storage  # storage dirs hold mounts and loop devices: released first
-
-    removed = len(storage.sweep_stale(places))
+def remove_stale_dirs(places: Places | None = None) -> int:
+    """Remove private dirs whose owning process is gone (left by a SIGKILLed service). Storage dirs
+    (mounts, loop devices) must be released before: lab.host.leftovers does both in that order."""
+    removed = 0
     root = runtime_root(places)
     for entry in root.iterdir():
         if not entry.is_dir() or owner_alive(entry):

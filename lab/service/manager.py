@@ -29,7 +29,7 @@ from lab.domain.run import Run
 from lab.domain.scenarios import Scenario
 from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
 from lab.domain.students import check_limit
-from lab.host import procs
+from lab.host import leftovers, procs
 from lab.host.places import Core, Places
 from lab.measure.execute import execute
 from lab.nbd import diskmap
@@ -122,7 +122,7 @@ class Manager(Automation):
             return self
         self._started = True
         with contextlib.suppress(OSError):
-            procs.sweep_stale_dirs(self.config.places)  # dirs a SIGKILLed predecessor left behind
+            leftovers.sweep(self.config.places)  # dirs a SIGKILLed predecessor left behind
         self.prune_events()
         self.pool.start()
         self.reaper.start()
