@@ -40,6 +40,7 @@ from app.api import (
 )
 from app.http import auth, errors
 from app.http.allow import AllowMiddleware
+from app.http.hosts import HostGuard
 from app.http.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.pages import apidocs
 from app.schemas import openapi
@@ -96,13 +97,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   generate_unique_id_function=lambda route: route.name, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.core = Core.from_settings(settings)  # handed down to the core: no environment reads below
-    # outermost last: HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
+    # outermost last: Host -> HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
     app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value,
                        open_posts=frozenset(p + q for p in (API_PREFIX, LEGACY_PREFIX) for q in classroom.OPEN_POSTS))
     app.add_middleware(RequestGuard, max_body=settings.max_body_bytes, origins=settings.origins)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(LegacyPrefix, legacy=LEGACY_PREFIX, current=API_PREFIX)
+    app.add_middleware(HostGuard, hosts=settings.hosts)  # outermost: a rebinding page reaches nothing
     errors.install(app)
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     event_queue: int = Field(1000, ge=10, le=1_000_000,
                              description="events buffered per subscriber before it is resynced from the database")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger request bodies are refused (413)")
+    allowed_hosts: str = Field(
+        "", description="host names this service answers to (the Host header; comma-separated, `.example.org` for "
+                        "a domain and its subdomains, `*` for any, only behind a proxy that checks Host) besides "
+                        "localhost and IP addresses, which it always answers to; any other Host gets 400, so a "
+                        "DNS-rebinding page cannot reach the API. Set it to the name students type, if not an address")
     allowed_origins: str = Field(
         "", description="other origins (comma-separated, such as https://lab.example.org) whose pages may POST/DELETE;"
                         " by default only the service's own origin (the Host it is reached at) may")
@@ -108,6 +113,11 @@ class Settings(BaseSettings):
         return Limits(max_size=self.max_size, max_delay_ms=self.max_delay_ms, min_maxdata=self.min_maxdata,
                       max_maxdata=self.max_maxdata,
                       external_targets=tuple(t for t in re.split(r"[,\s]+", self.external_targets) if t))
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """LAB_ALLOWED_HOSTS as lower-case names without a trailing dot (a leading one kept: a domain)."""
+        return frozenset(h.strip().lower().rstrip(".") for h in self.allowed_hosts.split(",") if h.strip())
 
     @property
     def origins(self) -> frozenset[str]:

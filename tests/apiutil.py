@@ -26,6 +26,7 @@ SLOW = {"size": "8M", "delay_write": "60ms", "delay_zero": "1ms"}
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "workers": 2, "queue_size": 16, "token": None,
+                              "allowed_hosts": "testserver",  # the TestClient's Host
                               "run_timeout_s": 120, "sse_keepalive_s": 15}
     values.update(overrides)
     return Settings(**values)

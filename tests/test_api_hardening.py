@@ -80,3 +80,44 @@ def test_malformed_json_is_400(api, path, text):
     assert r.status_code == 400, (path, text, r.status_code, r.text[:200])
     assert r.json()["code"] == "bad-request"
     _nothing_started(api)
+
+
+# -- DNS rebinding: a Host outside LAB_ALLOWED_HOSTS is a 400 before routing --------------------------
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/runs"), ("GET", "/runs"), ("GET", "/events"),
+                                              ("DELETE", "/servers"), ("GET", "/health"), ("GET", "/nowhere")])
+def test_a_rebinding_host_is_refused_before_routing(api, method, path):
+    headers = {"Host": "rb.evil.example:8000", "Origin": "http://rb.evil.example:8000", **JSON}
+    r = api.request(method, B + path, content=b"{}" if method == "POST" else None, headers=headers)
+    assert r.status_code == 400, (method, path, r.status_code, r.text[:200])
+    assert r.json()["code"] == "unknown-host" and "LAB_ALLOWED_HOSTS" in r.json()["detail"]
+    r = api.get("/", headers={"Host": "rb.evil.example"})  # pages too: they show what the API holds
+    assert r.status_code == 400
+    _nothing_started(api)
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "LOCALHOST.", "127.0.0.1:8000", "[::1]:8000",
+                                  "192.168.1.5:8000", "10.0.0.7", "[fe80::1]", "testserver"])
+def test_addresses_and_localhost_are_always_answered(api, host):
+    """An IP address cannot be rebound (the attack needs a name the attacker's DNS answers), so a
+    student typing http://192.168.1.5:8000/ reaches the class's lab with no setting at all."""
+    assert api.get(f"{B}/health", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize("host", ["", "evil.example", "localhost.evil.example", "127.0.0.1.evil.example",
+                                  "[::1", "a b", "127.0.0.1:x", "0x7f.1"])
+def test_odd_hosts_are_refused(api, host):
+    assert api.get(f"{B}/health", headers={"Host": host}).status_code == 400, host
+
+
+def test_a_named_lab_is_listed_in_lab_allowed_hosts(tmp_path):
+    from apiutil import client_for
+
+    with client_for(tmp_path / "data", allowed_hosts="lab.school.example, .class.example") as api:
+        assert api.get(f"{B}/health", headers={"Host": "lab.school.example:8000"}).status_code == 200
+        assert api.get(f"{B}/health", headers={"Host": "pc3.class.example"}).status_code == 200
+        assert api.get(f"{B}/health", headers={"Host": "class.example"}).status_code == 200
+        assert api.get(f"{B}/health", headers={"Host": "evil.school.example"}).status_code == 400
+        assert api.get(f"{B}/health", headers={"Host": "localhost"}).status_code == 200  # still
+    with client_for(tmp_path / "data2", allowed_hosts="*") as api:  # behind a proxy that checks Host itself
+        assert api.get(f"{B}/health", headers={"Host": "anything.example"}).status_code == 200

@@ -18,13 +18,14 @@ PAGES = ("/", "/results", "/talk")
 
 @pytest.fixture
 def client(tmp_path: Path):
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         yield c
 
 
 @pytest.fixture
 def token_client(tmp_path: Path):
-    with TestClient(create_app(Settings(data_dir=tmp_path, token="classroom-secret"))) as c:
+    app = create_app(Settings(data_dir=tmp_path, token="classroom-secret"))
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 

@@ -119,7 +119,7 @@ def test_a_run_names_every_wrong_server_field_too(tmp_path) -> None:
     from app.main import create_app
     from app.settings import Settings
 
-    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as c:
         r = c.post("/api/v1/runs", json={"client": "qemu-img", "server": {"size": "2G", "delay_write": 5000}})
         assert r.status_code == 422
         assert [(e["loc"], e["value"]) for e in r.json()["errors"]] == [

@@ -31,7 +31,7 @@ from lab.service import export
 
 out = {}
 app = create_app(Settings(data_dir="data", max_maxdata="1M"))
-with TestClient(app) as c:
+with TestClient(app, base_url="http://localhost") as c:
     props = c.get("/openapi.json").json()["components"]["schemas"]["ServerFields"]["properties"]
     out["schema"] = props.get("frobnicate")
     cfg = c.get("/api/v1/config").json()
