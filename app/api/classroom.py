@@ -6,8 +6,6 @@ lets it through): a guess changes nothing that runs; it is a name, a target and 
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -21,6 +19,7 @@ from lab.domain.scenarios import ACTS
 from lab.domain.spec import SpecError
 from lab.domain.students import PREDICTION_FIELDS
 from lab.service.classbook import guess_rows
+from lab.service.export import csv_text
 
 router = APIRouter(tags=["class"])
 
@@ -129,10 +128,8 @@ def list_guesses(manager: ManagerDep, target: TargetQ = None, student: StudentQ 
 @router.get("/guesses.csv", response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 def guesses_csv(manager: ManagerDep, target: TargetQ = None, student: StudentQ = None) -> Response:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        guess_rows(manager.store.guesses(target, " ".join(student.split()) if student else None)))
-    return Response(buf.getvalue(), media_type="text/csv",
+    text = csv_text(guess_rows(manager.store.guesses(target, " ".join(student.split()) if student else None)))
+    return Response(text, media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="guesses.csv"'})
 
 

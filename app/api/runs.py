@@ -20,6 +20,7 @@ from app.schemas.runs import CancelledOut, ClientId, RunCreate, RunFilter, RunLi
 from lab.domain import spec
 from lab.domain.spec import ServerField, SpecError
 from lab.nbd import diskmap
+from lab.service.export import csv_lines
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -174,7 +175,8 @@ def get_trace(run_id: str, manager: ManagerDep,
         raise HTTPException(404, f"run {run_id} has no trace"
                             + (" yet: it is still going" if run["status"] in ("queued", "running") else ""))
     if format == "csv":
-        return StreamingResponse(diskmap.to_csv(diskmap.load(manager.store.dir, run_id)), media_type="text/csv",
+        return StreamingResponse(csv_lines(diskmap.csv_rows(diskmap.load(manager.store.dir, run_id))),
+                                 media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="trace-{run_id}.csv"'})
     return StreamingResponse(_file_chunks(path), media_type="application/x-ndjson")
 

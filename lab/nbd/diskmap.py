@@ -34,8 +34,6 @@ spans holes is shown as a pre-zero pass; the talk's layouts (1 MiB extents) are 
 from __future__ import annotations
 
 import bisect
-import csv
-import io
 import json
 import logging
 import re
@@ -284,13 +282,8 @@ def load(data_dir: Path, run_id: str) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def to_csv(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(FIELDS)
+def csv_rows(rows: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
+    """A trace as CSV rows, the header first (lab.service.export.csv_lines writes them)."""
+    yield list(FIELDS)
     for r in rows:
-        w.writerow(["" if r.get(k) is None else r.get(k) for k in FIELDS])
-        yield buf.getvalue()
-        buf.seek(0)
-        buf.truncate()
-    yield buf.getvalue()
+        yield [r.get(k) for k in FIELDS]

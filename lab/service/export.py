@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -72,14 +72,43 @@ def flatten(run: dict[str, Any]) -> dict[str, Any]:
 COLUMNS = tuple(flatten(PROTOTYPE))
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"):
+# `=HYPERLINK(...)` typed as a student's name must reach the teacher's spreadsheet as text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutral(text: str) -> str:
+    """`text` as a CSV cell no spreadsheet evaluates: a leading apostrophe when it (or its first
+    non-blank character) starts a formula. Numbers are not text and never pass here."""
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_START) or text.startswith(FORMULA_START) else text
+
+
 def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
     if isinstance(value, list | dict):
         return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return neutral(str(value))
+
+
+def csv_lines(rows: Iterable[Iterable[Any]]) -> Iterator[str]:
+    """THE writer of every CSV the lab serves (results, guesses, the class, traces): each row (the
+    header first) as one line, every cell through cell(): text neutralised, None empty."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        w.writerow([cell(v) for v in row])
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+
+
+def csv_text(rows: Iterable[Iterable[Any]]) -> str:
+    return "".join(csv_lines(rows))
 
 
 def to_csv(runs: Iterable[dict[str, Any]]) -> str:
@@ -87,9 +116,4 @@ def to_csv(runs: Iterable[dict[str, Any]]) -> str:
     columns = list(COLUMNS)
     for row in rows:  # fields a newer core added: appended, never dropped
         columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for row in rows:
-        w.writerow([cell(row.get(c)) for c in columns])
-    return buf.getvalue()
+    return csv_text([columns, *([row.get(c) for c in columns] for row in rows)])
