@@ -55,6 +55,10 @@ class Settings(BaseSettings):
                     " (0: never)")
     max_queued_per_student: int = Field(
         4, ge=0, le=10_000, description="runs one student may have queued or running (0: no limit); beyond it 429")
+    max_queued_anonymous: int = Field(
+        32, ge=0, le=10_000,
+        description="runs all callers without a student name (and without the token) may have queued or running "
+                    "together (0: no limit); beyond it 429")
     external_targets: str = Field(
         "", description="NBD targets a server of kind external may use: Unix socket paths or host:port, "
                         "comma-separated (none by default: external servers are off)")

@@ -45,17 +45,20 @@ def test_names_and_guesses_are_cleaned_and_bad_ones_named() -> None:
 
 
 def test_ten_students_at_once_limit_holds_nothing_lost(live_service) -> None:
-    svc = live_service(LAB_WORKERS="2", LAB_MAX_QUEUED_PER_STUDENT="4", log_level="warning")
+    svc = live_service(LAB_WORKERS="2", LAB_MAX_QUEUED_PER_STUDENT="4", token="teach", log_level="warning")
     base = svc.url
-    # The teacher's two long runs (no student: not limited) keep both workers busy meanwhile.
-    blockers = [httpx.post(f"{base}/api/v1/runs", json={"client": "qemu-img", "server": BLOCKER}, timeout=10).json()
-                for _ in range(2)]
+    auth = {"Authorization": "Bearer teach"}
+    # The teacher's two long runs (the token, no student: the teacher's lane, not limited) keep both
+    # workers busy meanwhile.
+    blockers = [httpx.post(f"{base}/api/v1/runs", json={"client": "qemu-img", "server": BLOCKER}, headers=auth,
+                           timeout=10).json() for _ in range(2)]
+    assert all(b["lane"] == "teacher" for b in blockers)
     students = [f"Student {i}" for i in range(10)]
     answers: dict[str, list[httpx.Response]] = {s: [] for s in students}
     go = threading.Barrier(len(students))
 
     def student(name: str) -> None:
-        with httpx.Client(timeout=30) as c:
+        with httpx.Client(timeout=30, headers=auth) as c:  # a name: the student's lane, whoever sends it
             go.wait()
             for n in range(6):
                 body = {"client": "qemu-img", "server": FAST, "student": name,
@@ -83,7 +86,7 @@ def test_ten_students_at_once_limit_holds_nothing_lost(live_service) -> None:
     assert view["total_runs"] == 40 and {s["student"] for s in view["students"]} == set(students)
     assert all(s["unfinished"] == 4 for s in view["students"])
     for b in blockers:
-        httpx.post(f"{base}/api/v1/runs/{b['id']}/cancel", timeout=10)
+        httpx.post(f"{base}/api/v1/runs/{b['id']}/cancel", headers=auth, timeout=10)
     runs = _wait_all(base, [i for ids in accepted.values() for i in ids])
     assert [r["status"] for r in runs] == ["succeeded"] * 40, [r.get("error") for r in runs]
     # The guesses came back with the results, and in the CSV export.

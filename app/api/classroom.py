@@ -96,10 +96,7 @@ class GuessCreate(_Strict):
 @router.get("/class", response_model=ClassOut)
 def class_view(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
     """Every student with runs: how many by status, first and last; and the per-student limit."""
-    queued: dict[str, int] = {}
-    for job in manager.pool.jobs():
-        if job.run.student is not None:
-            queued[job.run.student] = queued.get(job.run.student, 0) + 1
+    queued = manager.unfinished_by_student()
     students = [{**s, "unfinished": queued.get(s["student"], 0)} for s in manager.store.students()]
     return {"students": students, "max_queued_per_student": settings.max_queued_per_student or None,
             "total_runs": sum(s["total"] for s in students)}

@@ -14,6 +14,7 @@ from app.http.deps import ManagerDep
 from app.http.errors import field_error, responses, spec_error
 from app.http.headers import LINK_NEXT, located
 from app.http.idempotency import IdempotencyKey, once
+from app.http.identity import who_of
 from app.http.pagination import PageDep, link_next
 from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses
 from app.schemas.runs import CancelledOut, ClientId, RunCreate, RunFilter, RunList, RunOut, RunStatus
@@ -43,7 +44,7 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
                                   label=body.label, student=body.student, prediction=prediction)
         except SpecError as e:
             raise spec_error(e, ("body", "server")) from None
-        row = with_position(manager, manager.submit(run))
+        row = with_position(manager, manager.submit(run, who_of(request, run.student)))
         response.headers["Location"] = f"{API_PREFIX}/runs/{row['id']}"
         return row
 
@@ -102,16 +103,18 @@ def list_runs(
     runs, total, nxt = page.of(manager.store, "runs", filters)
     link_next(request, response, nxt)
     response.headers["X-Last-Event-ID"] = str(last)
-    return {"runs": [with_position(manager, r) for r in runs], "total": total, "next_cursor": nxt,
+    waiting = manager.waiting() if any(r.get("status") == "queued" for r in runs) else {}
+    return {"runs": [with_position(manager, r, waiting) for r in runs], "total": total, "next_cursor": nxt,
             "last_event_id": last}
 
 
-def with_position(manager: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """A queued run says how many runs are ahead of it (1: it starts next)."""
+def with_position(manager: Any, row: dict[str, Any], waiting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A queued run says its place in the order runs will start (1: next) and when it may start
+    (`estimated_start_s`, seconds from now); `waiting`: manager.waiting(), when the caller has it."""
     if row.get("status") == "queued":
-        pos = manager.pool.position(row["id"])
-        if pos is not None:
-            return {**row, "queue_position": pos}
+        place = (waiting if waiting is not None else manager.waiting()).get(row["id"])
+        if place is not None:
+            return {**row, **place}
     return row
 
 

@@ -12,6 +12,7 @@ from app.http.deps import ManagerDep
 from app.http.errors import Problem, responses, spec_error
 from app.http.headers import located
 from app.http.idempotency import IdempotencyKey, once
+from app.http.identity import who_of
 from app.schemas.runs import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
 from lab.domain.scenarios import SCENARIOS, row_match, rows_of
 from lab.domain.spec import SpecError, build_spec
@@ -93,10 +94,10 @@ def start_sweep(name: str, manager: ManagerDep, request: Request, response: Resp
                 body: Annotated[SweepCreate | None, Body()] = None, idempotency_key: IdempotencyKey = None) -> Any:
     """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""
     return once(manager.store, request, response, idempotency_key, 202,
-                lambda: _start_sweep(name, manager, response, body or SweepCreate()))
+                lambda: _start_sweep(name, manager, request, response, body or SweepCreate()))
 
 
-def _start_sweep(name: str, manager: Any, response: Response, body: SweepCreate) -> dict[str, Any]:
+def _start_sweep(name: str, manager: Any, request: Request, response: Response, body: SweepCreate) -> dict[str, Any]:
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
@@ -108,7 +109,8 @@ def _start_sweep(name: str, manager: Any, response: Response, body: SweepCreate)
                                    "value": key}])
     raw = body.server.raw() if body.server is not None else None
     try:
-        sweep = manager.start_sweep(name, only=body.only, overrides=raw, student=body.student)
+        sweep = manager.start_sweep(name, only=body.only, overrides=raw, student=body.student,
+                                    who=who_of(request, body.student))
     except SpecError as e:
         if raw and e.field in raw:  # the caller's override is at fault
             raise spec_error(e, ("body", "server")) from None

@@ -12,6 +12,7 @@ from app.http.deps import ManagerDep
 from app.http.errors import field_error, raw_json, responses
 from app.http.headers import LINK_NEXT, located
 from app.http.idempotency import IdempotencyKey, once
+from app.http.identity import who_of
 from app.http.pagination import PageDep, link_next
 from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses, wait_final
 from app.schemas.runs import RunStatus, SweepList, SweepOut
@@ -35,7 +36,7 @@ def start_custom_sweep(body: CustomSweepCreate, manager: ManagerDep, request: Re
             order = list(sent["grid"])  # the axes in the order given: it orders rows and keys
             definition["grid"] = {k: definition["grid"][k] for k in order if k in definition["grid"]}
         try:
-            sweep = manager.start_custom_sweep(definition)
+            sweep = manager.start_custom_sweep(definition, who=who_of(request))
         except DefinitionError as e:
             raise field_error(["body", *e.loc], e.message) from None
         response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
@@ -79,7 +80,7 @@ def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: 
     """Queue a new sweep made like this one: the same scenario rows, or the same custom definition."""
     def make() -> dict[str, Any]:
         try:
-            sweep = manager.rerun_sweep(sweep_id)
+            sweep = manager.rerun_sweep(sweep_id, who=who_of(request))
         except DefinitionError as e:  # the limits changed since it was saved
             raise field_error(["path", "sweep_id"], f"this sweep cannot run here any more: {e}") from None
         response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"

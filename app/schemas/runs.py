@@ -248,7 +248,10 @@ class RunOut(Run):
     reference: Reference | None = None  # type: ignore[assignment]
     contention: Contention | None = Field(  # type: ignore[assignment]
         None, description="machine_cores, own_cores, others_cores, limit_cores during the copy")
-    queue_position: int | None = Field(None, description="a queued run's place in the queue (1: starts next)")
+    queue_position: int | None = Field(None, description="a queued run's place in the order runs will start (1: next)")
+    estimated_start_s: float | None = Field(
+        None, description="a queued run: seconds from now until it may start, from the estimates of the runs running "
+                          "and ahead of it (a snapshot: the teacher's runs and newcomers' turns may move it)")
 
 
 class RunList(BaseModel):

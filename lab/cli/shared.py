@@ -10,9 +10,9 @@ import threading
 import time
 
 from lab.host.places import Core
-from lab.measure.execute import execute
 from lab.nbd.backends import Machine
-from lab.service.scheduler import Job, Stop, WorkerPool
+from lab.service.jobs import Job, LocalContext
+from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
 from lab.service.sweeps import Sweep, SweepService
 
 EXIT_USAGE = 2
@@ -50,19 +50,20 @@ class Interrupt:
 
 
 class LocalSweep:
-    """A sweep run here: a private worker pool carries out `workers` runs at once, a SweepService
-    queues them (`service.start` or `service.start_custom`), and each finished run prints a line on
-    stderr unless `quiet`. Nothing runs before run(). `core`: the settings' limits and places, handed
-    to every run."""
+    """A sweep run here: a private scheduler carries out up to `workers` runs at once (with the
+    service's rules: CPU-bound runs alone...), a SweepService queues them (`service.start` or
+    `service.start_custom`), and each finished run prints a line on stderr unless `quiet`. Nothing
+    runs before run(). `core`: the settings' limits and places, handed to every run; `timeout_s`:
+    a run still going after it is stopped and failed."""
 
     def __init__(self, workers: int, name: str, quiet: bool, core: Core | None = None,
-                 queue_size: int = 10_000) -> None:
+                 queue_size: int = 10_000, timeout_s: float | None = None) -> None:
         self.quiet = quiet
         core = core or Core()
-        self.pool = WorkerPool(workers, queue_size=queue_size,
-                               work=lambda job: execute(job.run, cancel=job.cancel, core=core),
-                               finish=self._finished, name=name)
-        self.service = SweepService(self.pool, core.limits, machine=Machine(core.places))
+        executor = LocalExecutor(workers, context=lambda job, emit: LocalContext(emit, job.cancel, core), name=name)
+        self.scheduler = Scheduler(executor, Admission(queue_size), on_finish=self._finished, name=name)
+        self.service = SweepService(self.scheduler, core.limits, timeout_s=timeout_s,
+                                    machine=Machine(core.places))
         self._sweep: Sweep | None = None
         self._lock = threading.Lock()
         self._done = 0
@@ -72,12 +73,12 @@ class LocalSweep:
         """Run the queued `sweep` to its end, or until Ctrl-C/SIGTERM cancels it; returns the wall
         time since this LocalSweep was made (planning and queueing included)."""
         self._sweep = sweep
-        self.pool.start()
+        self.scheduler.start()
         with Interrupt() as cancel:
             while not sweep.done.wait(0.1):
                 if cancel.is_set():
                     self.service.cancel(sweep.id, wait=0)
-        self.pool.shutdown(Stop(), grace=5)
+        self.scheduler.shutdown(Stop(), grace=5)
         return time.perf_counter() - self._t0
 
     def _finished(self, job: Job) -> None:

@@ -24,15 +24,30 @@ class NotRunnable(ManagerError):
 
 
 class LimitExceeded(ManagerError):
-    """A configured limit (queue size, number of servers) is reached: try again later."""
+    """A configured limit (queue size, number of servers) is reached. `limit` names which one;
+    `can_wait`: whether trying again later can help (False: the request can never fit)."""
+
+    limit = "limit"
+
+    def __init__(self, message: str, field: str | None = None, can_wait: bool = True) -> None:
+        super().__init__(message, field)
+        self.can_wait = can_wait
 
 
 class QueueFull(LimitExceeded):
-    pass
+    limit = "queue-full"
 
 
 class StudentLimit(LimitExceeded):
     """One student has as many runs queued or running as the per-student limit allows."""
+
+    limit = "per-student"
+
+
+class AnonymousLimit(LimitExceeded):
+    """Runs without a student name (and without the token) together hold the anonymous budget."""
+
+    limit = "anonymous"
 
 
 class ShuttingDown(ManagerError):

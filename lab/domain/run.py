@@ -90,6 +90,8 @@ class Run(BaseModel):
     label: str | None = None
     # Who asked for it (a display name, lab.domain.students) and what they expected (lab.domain.students.compare).
     student: str | None = None
+    lane: Literal["system", "teacher", "student", "anonymous"] | None = Field(
+        None, description="the queue lane it waited in (lab.service.scheduler): teacher, student or anonymous")
     prediction: dict[str, int | float] | None = None
     reference: dict[str, Any] | None = Field(None, description="the talk's figures for this scenario row")
     # Which scenario rows it measures (lab.domain.scenarios.rows_of), filled when the run is made:

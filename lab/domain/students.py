@@ -14,7 +14,6 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from lab.domain.errors import StudentLimit
 from lab.domain.spec import SpecError
 
 MAX_NAME = 40
@@ -62,14 +61,3 @@ def clean_prediction(raw: Any, field: str = "prediction") -> dict[str, float]:
     if not out:
         raise SpecError(field, f"give at least one of {', '.join(PREDICTION_FIELDS)}")
     return out
-
-
-def check_limit(student: str | None, have: int, adding: int, limit: int | None) -> None:
-    """Raise StudentLimit when `adding` more runs would take `student`, who has `have` runs queued or
-    running, past `limit`. The caller counts under the scheduler's lock: two submits cannot both pass."""
-    if student is None or limit is None:
-        return
-    if have + adding > limit:
-        runs = "run" if limit == 1 else "runs"
-        raise StudentLimit(f"{student} already has {have} of at most {limit} {runs} queued or running "
-                           f"(the per-student limit keeps the queue fair): wait until one finishes")

@@ -2,7 +2,8 @@
 
 A thin facade over parts with one job each; no web imports:
 
-- lab.service.scheduler.WorkerPool      a bounded queue and fixed worker threads; the one way to cancel jobs
+- lab.service.scheduler.Scheduler  the one queue of measurement jobs (runs, sweep rows, calibration points,
+                                   probes): what runs beside what, lanes and turns; the one way to cancel jobs
 - lab.service.sweeps.SweepService  a scenario's rows as one sweep (`lab scenario` uses it too)
 - lab.service.managed.ServerRegistry  managed (long-lived) nbdkit servers runs can target by `server_id`
 - lab.service.faults.Faults        fault injection for the reliability tests (the setting `fault`)
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,19 +28,18 @@ from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
 from lab.domain.scenarios import Scenario
 from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
-from lab.domain.students import check_limit
 from lab.host import leftovers, procs
 from lab.host.places import Core, Places
-from lab.measure.execute import execute
 from lab.nbd import diskmap
 from lab.nbd.backends import Machine
 from lab.service.automation import Automation
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
 from lab.service.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
+from lab.service.jobs import Job, LocalContext, Who, run_job, who_for
 from lab.service.managed import ServerRegistry
 from lab.service.retention import Retention
-from lab.service.scheduler import Job, Stop, WorkerPool
+from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
 from lab.service.store import Store
 from lab.service.sweeps import Sweep, SweepService
 
@@ -73,8 +72,9 @@ class ManagerConfig:
     max_progress_events: int | None = _D.max_progress_events or None
     server_ttl_s: float | None = _D.server_ttl_s or None  # managed servers are stopped this long after they start
     # Runs one student may have queued or running at once (None: no limit); runs without a
-    # student (the teacher's, scripts') are not counted.
+    # student share the anonymous budget; the teacher's are not counted (lab.service.scheduler.Admission).
     max_queued_per_student: int | None = _D.max_queued_per_student or None
+    max_queued_anonymous: int | None = _D.max_queued_anonymous or None
     # Where files go (None: the process default a driver set, lab.host.places), the eras in-process
     # (tests), the injected fault (reliability tests; None: none).
     places: Places | None = None
@@ -96,6 +96,7 @@ class ManagerConfig:
                    max_progress_events=settings.max_progress_events or None,
                    server_ttl_s=settings.server_ttl_s or None,
                    max_queued_per_student=settings.max_queued_per_student or None,
+                   max_queued_anonymous=settings.max_queued_anonymous or None,
                    places=Places.from_settings(settings), clients_in_process=settings.clients_in_process,
                    fault=settings.fault)
 
@@ -106,11 +107,15 @@ class Manager(Automation):
         self.config = config or ManagerConfig()
         self.bus = EventBus(store, self.config.subscriber_queue)
         self.faults = faults if faults is not None else Faults.from_setting(self.config.fault)
-        self.pool = WorkerPool(self.config.workers, self.config.queue_size, work=self._work, finish=self._finish,
-                               queued=self._queued)
+        self.local = LocalExecutor(self.config.workers, context=self._context)
+        admission = Admission(self.config.queue_size, self.config.max_queued_per_student,
+                              self.config.max_queued_anonymous)
+        self.scheduler = Scheduler(self.local, admission, on_finish=self._finish, on_event=self._on_event,
+                                   on_queued=self._queued)
         self.machine = Machine(self.config.places)  # what this machine has: fields asking for more are refused
-        self.sweeps = SweepService(self.pool, self.config.limits, publish=self.bus.publish, machine=self.machine)
-        self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.pool.busy,
+        self.sweeps = SweepService(self.scheduler, self.config.limits, publish=self.bus.publish,
+                                   timeout_s=self.config.run_timeout_s, machine=self.machine)
+        self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.scheduler.busy,
                                       core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
@@ -124,19 +129,19 @@ class Manager(Automation):
         with contextlib.suppress(OSError):
             leftovers.sweep(self.config.places)  # dirs a SIGKILLed predecessor left behind
         self.prune_events()
-        self.pool.start()
+        self.scheduler.start()
         self.reaper.start()
         return self
 
     def shutdown(self) -> None:
         """Interrupt queued and running runs, stop all servers; nothing of ours survives."""
         self.reaper.close()
-        stuck = self.pool.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s)
+        stuck = self.scheduler.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s)
         if stuck is None:
             return
         self.servers.close()
         if stuck:
-            log.warning("workers still busy at shutdown: %s; killing their processes", ", ".join(stuck))
+            log.warning("jobs still running at shutdown: %s; killing their processes", ", ".join(stuck))
             procs.kill_all()
 
     # -- runs ------------------------------------------------------------------------------
@@ -156,23 +161,23 @@ class Manager(Automation):
         spec = server if isinstance(server, ServerSpec) else build_spec(server or {}, self.config.limits, self.machine)
         return Run(client=client, server=spec, **extra)
 
-    def submit(self, run: Run) -> dict[str, Any]:
-        """Queue a run; returns its row (status queued). Raises QueueFull, NotFound, ShuttingDown."""
-        def admit(free: int) -> None:
-            if free < 1:
-                raise QueueFull(f"the run queue is full ({self.config.queue_size} runs waiting)")
-            check_limit(run.student, self._unfinished(run.student), 1, self.config.max_queued_per_student)
+    def submit(self, run: Run, who: Who | None = None) -> dict[str, Any]:
+        """Queue a run for `who` (default: its student, else the teacher: a headless caller runs the lab);
+        returns its row (status queued).
+        Raises QueueFull, StudentLimit (or AnonymousLimit), NotFound, ShuttingDown."""
+        def admit(_free: int) -> None:
             if run.server_id is not None and not self.servers.has(run.server_id):
                 raise NotFound(f"server {run.server_id} not found")
 
         run.status = "queued"
+        job = run_job(run, who or who_for(run.student, teacher=True), self.config.run_timeout_s)
         row = run.to_dict()
-        self.pool.submit([run], admit=admit)
+        self.scheduler.submit([job], admit=admit)
         return row
 
     def cancel(self, run_id: str, wait: float = 5.0) -> dict[str, Any]:
         """Cancel a run: queued -> cancelled now; running -> cancel requested (waits up to `wait` s)."""
-        jobs = self.pool.cancel(lambda j: j.run.id == run_id, wait=wait)
+        jobs = self.scheduler.cancel(lambda j: j.id == run_id and j.run is not None, wait=wait)
         if not jobs:
             row = self.store.get_run(run_id)
             if row is None:
@@ -188,23 +193,19 @@ class Manager(Automation):
 
     def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until a run is final or `timeout` passes; returns its row (for headless callers and tests)."""
-        job = self.pool.find(run_id)
+        job = self.scheduler.find(run_id)
         if job is not None:
             job.done.wait(timeout)
         return self.get_run(run_id)
 
-    def _unfinished(self, student: str | None) -> int:
-        """The student's runs queued or running (under the pool's lock, from an admit function)."""
-        return self.pool.count(lambda j: j.run.student == student)
-
     # -- sweeps ----------------------------------------------------------------------------
     def start_sweep(self, name: str, only: list[str] | None = None,
-                    overrides: dict[str, Any] | None = None, student: str | None = None) -> dict[str, Any]:
+                    overrides: dict[str, Any] | None = None, student: str | None = None,
+                    who: Who | None = None) -> dict[str, Any]:
         """Queue every row of scenario `name` (or the rows in `only`) as one sweep: see lab.service.sweeps.
         A student's sweep counts against the per-student limit with all its runs."""
-        limit = self.config.max_queued_per_student
-        check = (lambda n: check_limit(student, self._unfinished(student), n, limit)) if student is not None else None
-        return self.sweeps.start(name, only, overrides, student=student, check=check).to_dict()
+        return self.sweeps.start(name, only, overrides, student=student,
+                                 who=who or who_for(student, teacher=True)).to_dict()
 
     def scenarios_here(self, scenarios: Iterable[Scenario]) -> list[Scenario]:
         """Each scenario as this machine runs it: every row resolved (act 3b's storages), `available`
@@ -228,7 +229,7 @@ class Manager(Automation):
         """Start a managed server, stopped after `ttl_s` (default: config.server_ttl_s; 0: never)."""
         if not isinstance(spec, ServerSpec):
             spec = build_spec(spec, self.config.limits, self.machine)
-        self.pool.check_open()
+        self.scheduler.check_open()
         ttl = self.config.server_ttl_s if ttl_s is None else ttl_s
         return self.servers.create(spec, ttl_s=ttl or None)
 
@@ -253,41 +254,54 @@ class Manager(Automation):
     def stats(self) -> dict[str, Any]:
         """A snapshot for /api/health. Takes no lock (each len() is atomic): health must answer
         at once even while a worker holds the pool's lock across a database commit."""
-        return {"workers": self.config.workers, "queued": self.pool.queued, "running": self.pool.running,
+        return {"workers": self.config.workers, "queued": self.scheduler.queued, "running": self.scheduler.running,
                 "queue_size": self.config.queue_size, "servers": len(self.servers),
                 "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
-                "last_event_id": self.bus.last_id, "stopping": self.pool.stopping}
+                "last_event_id": self.bus.last_id, "stopping": self.scheduler.stopping}
+
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Queued runs' `queue_position` and `estimated_start_s`, by run id (lab.service.scheduler)."""
+        return self.scheduler.waiting()
+
+    def unfinished_by_student(self) -> dict[str, int]:
+        """Runs queued or running per student name."""
+        out: dict[str, int] = {}
+        for job in self.scheduler.jobs():
+            if job.run is not None and job.run.student is not None:
+                out[job.run.student] = out.get(job.run.student, 0) + 1
+        return out
 
     def prune_events(self) -> int:
         """Delete progress events of long-finished runs (config retention and cap); returns how many."""
         return self.retention.prune()
 
-    # -- the pool's callbacks ----------------------------------------------------------------
+    # -- the scheduler's callbacks -------------------------------------------------------------
+    def _context(self, job: Job, emit: Any) -> LocalContext:
+        """What a job carried out in this process gets: this service's settings and its managed servers."""
+        return LocalContext(emit, job.cancel, self.config.core, self.config.image_cache_bytes, servers=self._claim)
+
+    def _claim(self, server_id: str) -> Any:
+        managed = self.servers.claim(server_id)
+        return managed.server if managed is not None else None
+
     def _queued(self, job: Job) -> None:
         run = job.run
-        self.bus.publish("state", run.id, run.sweep_id, save_run=run.to_dict(), status="queued", phase="queued")
+        if run is not None:
+            self.bus.publish("state", run.id, run.sweep_id, save_run=run.to_dict(), status="queued", phase="queued")
 
-    def _work(self, job: Job) -> None:
+    def _on_event(self, job: Job, ev: dict[str, Any]) -> None:
+        """A job's event: a run's is published (a state change saves the run's row, carried by the
+        event, in the same transaction); another job's goes to its listener."""
         run = job.run
-        managed = self.servers.claim(run.server_id) if run.server_id is not None else None
-        if run.server_id is not None and (managed is None or not managed.server.running):
-            run.status, run.error = ("cancelled", "cancelled") if job.cancel.is_set() else \
-                ("failed", f"server {run.server_id} is gone")
-            run.started_at = run.finished_at = time.time()
+        if run is None:
+            if job.listener is not None:
+                job.listener(ev)
             return
-        try:
-            execute(run, on_event=lambda ev: self._on_run_event(job, ev), cancel=job.cancel,
-                    server=managed.server if managed else None, timeout=self.config.run_timeout_s,
-                    image_cache_bytes=self.config.image_cache_bytes, core=self.config.core)
-        finally:
-            diskmap.keep_trace(self.store.dir, run)
-
-    def _on_run_event(self, job: Job, ev: dict[str, Any]) -> None:
-        """execute()'s sink: state changes also save the run (same transaction as the event)."""
-        run = job.run
-        fields = {k: v for k, v in ev.items() if k not in ("type", "run_id")}
+        fields = {k: v for k, v in ev.items() if k not in ("type", "run_id", "row")}
         type_ = ev.get("type", "progress")
-        row = run.to_dict() if type_ == "state" else None
+        row = ev.get("row") if type_ == "state" else None
+        if row is not None:  # the service's Run follows (filters such as cancel-by-status read it)
+            run.status, run.started_at = row["status"], row.get("started_at")
         self.bus.publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
         if type_ == "state":
             if run.sweep_id is not None:
@@ -295,8 +309,11 @@ class Manager(Automation):
             self.faults.at_phase(run.id, fields.get("phase"), job.cancel)
 
     def _finish(self, job: Job) -> None:
-        """Commit the final row with its `state` event, then announce `done`, then the sweep."""
+        """Commit a run's final row with its `state` event, then announce `done`, then the sweep."""
         run = job.run
+        if run is None:
+            return
+        diskmap.keep_trace(self.store.dir, run)
         row = run.to_dict()
         try:
             self.bus.publish("state", run.id, run.sweep_id, save_run=row, status=run.status, phase="finished")

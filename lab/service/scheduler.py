@@ -1,40 +1,53 @@
-"""The worker pool: a bounded queue of runs, a fixed set of worker threads, one way to stop jobs.
+"""The one scheduler: every measurement job (a run, a sweep's row, a calibration point, a probe, an
+audit step) is queued here, and only here is it decided what may run beside what, where, and in
+which order; one cancel stops any of them.
 
-It knows nothing of events, sweeps or servers beyond a run's `server_id`: a run on a managed
-server waits while another run uses that server (workers take runs in order, skipping those).
-What a job does, and what happens when it ends, are the owner's callbacks:
+What it decides, per machine (this one, and remote workers when an executor offers them):
+- at most `slots` jobs; a CPU-bound job (`needs.alone`) has its machine to itself, and while it
+  waits for that machine to empty nothing ordered after it starts there;
+- a job timed from a process's spawn (`needs.spawn_clocked`, a real binary) starts only when no
+  job started on its machine in the last LAUNCH_QUIET_S, and nothing starts beside it for as long;
+- a managed server (`needs.server_id`) serves one job at a time; a sweep (`group`) runs at most
+  `group_limit` of its rows at once;
+- order: the service's own jobs, then the teacher's, then the fair lane where each student and
+  the anonymous callers (as one) take turns (round-robin), and anonymous callers take turns among
+  themselves; `priority` orders one owner's own jobs, then queue order.
 
-- `work(job)` carries the run out (in a worker thread; it should not raise);
-- `finish(job)` records a run that reached a final status, run or not (a cancelled queued
-  run is finished under the pool's lock, so nothing can start it meanwhile).
+Who may queue (admission, all or none per submit): see `Admission`.
 
-`cancel(match, stop)` is the one way to stop jobs, whoever asks (a user, a sweep, a deleted
-server, shutdown): queued ones end at once with `stop`'s status and error, running ones get
-their cancel event set and end with `stop`'s status when execute() reports them cancelled.
+Jobs are plain data (lab.service.jobs.Job); an `Executor` carries them out on a machine and reports
+events and the outcome back through the scheduler (`Report`). `LocalExecutor` runs them in threads
+of this process; a remote executor (Celery workers) implements the same seam.
+
+The owner's callbacks: `on_queued(job)` (under the lock: the job is queued), `on_event(job, ev)`
+(in emit order, from the executor's thread), `on_finish(job)` (the job reached its final state,
+run or not; a queued job stopped by cancel is finished under the lock, so nothing starts it).
 """
 
 from __future__ import annotations
 
-import functools
+import heapq
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from lab.domain.clients import CLIENTS, ClientInfo
-from lab.domain.errors import QueueFull, ShuttingDown
+from lab.domain.errors import AnonymousLimit, QueueFull, ShuttingDown, StudentLimit
 from lab.domain.run import FINAL, Run
-from lab.measure import contention
+from lab.service.jobs import HANDLERS, LANE_RANK, Context, Job, LocalContext
 
 log = logging.getLogger("lab.service.scheduler")
 
 # A real binary (qemu-img) is clocked from spawn to exit, so its own start-up is in its time; the
-# era clients clock themselves once connected. A run clocked from spawn starts only when no other
-# run started less than this long ago, and none starts beside it for as long: a burst of servers
-# and client processes starting at once would otherwise land inside its measurement.
+# era clients clock themselves once connected. A job clocked from spawn starts only when no other
+# job started on its machine less than this long ago, and none starts beside it for as long: a
+# burst of servers and client processes starting at once would otherwise land inside its measurement.
 LAUNCH_QUIET_S = 1.0
+LOCAL = "local"  # the service's own machine
+LOST_ERROR = "the worker running it was lost"
 
 
 @dataclass(frozen=True)
@@ -46,101 +59,184 @@ class Stop:
     error_running: str | None = None  # when a running job's error differs (default: `error`)
 
 
-CANCELLED = Stop()  # a user's cancel: execute() reports the run cancelled itself
+CANCELLED = Stop()  # a user's cancel: the job reports itself cancelled
 
 
-@dataclass
-class Job:
-    run: Run
-    cancel: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
-    stop: Stop | None = None  # why it was stopped, when not by a user's plain cancel
-    priority: int = 0  # higher starts first; equal priorities in queue order
-    group: str | None = None  # a sweep whose runs share `group_limit` (its parallelism)
-    group_limit: int | None = None
-    started_at: float | None = None  # time.monotonic() when a worker took it
+@dataclass(frozen=True)
+class Worker:
+    """Where jobs run: this process's threads (LOCAL) or a `lab worker` on some machine; `slots`: jobs at
+    once; `capabilities`: what jobs may ask for (lab.service.jobs.Needs)."""
 
-    @property
-    def resource(self) -> str | None:
-        """What the job needs to itself while it runs (its managed server)."""
-        return self.run.server_id
-
-    @functools.cached_property
-    def client(self) -> ClientInfo | None:
-        """The run's client, looked up once (None for an unknown id: execute() fails such a run)."""
-        return CLIENTS.get(self.run.client)
-
-    @functools.cached_property
-    def exclusive(self) -> bool:
-        """A CPU-bound run (parallel client, queue depth > 1, no delays) gets the machine alone."""
-        parallel = self.client is not None and self.client.parallel
-        return contention.cpu_bound(parallel, self.run.queue_depth, self.run.server)
-
-    @property
-    def clocked_from_spawn(self) -> bool:
-        """Its client's time includes the client's own start (a real binary): see LAUNCH_QUIET_S."""
-        return self.client is not None and self.client.real_binary
-
-    def launching(self, now: float) -> bool:
-        return self.started_at is not None and now - self.started_at < LAUNCH_QUIET_S
+    id: str
+    slots: int
+    capabilities: frozenset[str] = frozenset()
+    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def _holds_machine(job: Job, now: float) -> bool:
-    """A CPU-bound run has the machine alone; a real binary starts undisturbed (LAUNCH_QUIET_S)."""
-    return job.exclusive or (job.launching(now) and job.clocked_from_spawn)
+class Report(Protocol):
+    """The scheduler's side of the seam: executors report through it, from any thread."""
+
+    def event(self, job_id: str, event: dict[str, Any]) -> None: ...
+
+    def finished(self, job_id: str, outcome: dict[str, Any]) -> None: ...
+
+    def workers_changed(self) -> None: ...
 
 
-def _held_back(job: Job, barrier: int | None, launching: bool) -> bool:
-    """Queued behind a CPU-bound job (starting it would keep that one waiting), or a real
-    binary while others are starting (it waits for their start-up to pass)."""
-    return (barrier is not None and job.priority <= barrier) or (launching and job.clocked_from_spawn)
+class Executor(Protocol):
+    """Carries out jobs on the machines it offers. launch() must not block for long nor refuse: the
+    job ends through report.finished (status "lost" when its machine died or left)."""
+
+    def workers(self) -> list[Worker]: ...
+
+    def launch(self, job: Job, worker_id: str, report: Report) -> None: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
-def _launch_window_left(active: Iterable[Job]) -> float | None:
-    """Seconds until the youngest running job's start-up window ends (None: none is open),
-    so a worker held back by LAUNCH_QUIET_S looks again when it closes."""
-    now = time.monotonic()
-    left = [LAUNCH_QUIET_S - (now - j.started_at) for j in active if j.launching(now) and j.started_at is not None]
-    return max(0.01, min(left)) if left else None
+ContextFactory = Callable[[Job, Callable[[dict[str, Any]], None]], Context]
 
 
-Admit = Callable[[int], None]  # called under the lock with the free slots; raises to refuse
+class LocalExecutor:
+    """Jobs in threads of this process, on one machine (LOCAL) with `slots` at once."""
 
-
-class WorkerPool:
-    def __init__(self, workers: int, queue_size: int, work: Callable[[Job], None],
-                 finish: Callable[[Job], None], queued: Callable[[Job], None] | None = None,
+    def __init__(self, slots: int, context: ContextFactory | None = None, capabilities: Iterable[str] = ("managed",),
                  name: str = "lab-worker") -> None:
-        self.workers, self.queue_size, self.name = workers, queue_size, name
-        self._work, self._finish, self._queued = work, finish, queued or (lambda _j: None)
-        self.lock = threading.Condition(threading.RLock())
-        self._pending: deque[Job] = deque()
-        self._active: dict[str, Job] = {}
-        self._busy: set[str] = set()
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
+        self.worker = Worker(LOCAL, slots, frozenset(capabilities))
+        self.name = name
+        self._context = context or (lambda job, emit: LocalContext(emit, job.cancel))
+        self._jobs: dict[str, Job] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> WorkerPool:
-        for i in range(self.workers):
-            t = threading.Thread(target=self._worker, name=f"{self.name}-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+    def workers(self) -> list[Worker]:
+        return [self.worker]
+
+    def launch(self, job: Job, worker_id: str, report: Report) -> None:
+        t = threading.Thread(target=self._carry_out, args=(job, report), name=f"{self.name}-{job.id}", daemon=True)
+        with self._lock:
+            self._jobs[job.id] = job
+            self._threads[job.id] = t
+        t.start()
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is not None:
+            job.cancel.set()
+
+    def busy(self) -> list[str]:
+        """Names of the threads still carrying a job out."""
+        with self._lock:
+            return [t.name for t in self._threads.values() if t.is_alive()]
+
+    def close(self) -> None:
+        return None
+
+    def _carry_out(self, job: Job, report: Report) -> None:
+        outcome: dict[str, Any]
+        try:
+            ctx = self._context(job, lambda ev: report.event(job.id, ev))
+            result = HANDLERS[job.kind](job.payload, ctx)
+            outcome = {"status": "cancelled" if job.cancel.is_set() else "succeeded", "result": result,
+                       "error": None}
+        except Exception as e:  # a handler should not raise; the worker must survive if it does
+            log.exception("job %s (%s)", job.id, job.kind)
+            outcome = {"status": "failed", "result": None, "error": f"{type(e).__name__}: {e}"}
+        outcome["started_copying"] = job.started_copying
+        try:
+            report.finished(job.id, outcome)
+        finally:
+            with self._lock:
+                self._jobs.pop(job.id, None)
+                self._threads.pop(job.id, None)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Who may queue how much (0 or None: no limit).
+
+    - `queue_size`: jobs waiting in the fair lane (students and anonymous callers); a student who
+      has nothing queued or running is let in even when it is full (everyone gets a turn; at most
+      `2 * queue_size` wait in all). The teacher's and the system's jobs are never refused because
+      students filled it: they have a queue of `queue_size` of their own.
+    - `per_student`: jobs one student may have queued or running.
+    - `anonymous`: jobs all nameless callers together may have queued or running."""
+
+    queue_size: int = 64
+    per_student: int | None = None
+    anonymous: int | None = None
+
+
+def _adopt(run: Run, row: dict[str, Any]) -> None:
+    """Make `run` (the owner's object, which sweeps and callers hold) the finished run `row`."""
+    new = Run.model_validate(row)
+    for name in Run.model_fields:
+        if name != "trace":
+            run.__dict__[name] = new.__dict__[name]
+    if new.__pydantic_extra__:
+        run.__pydantic_extra__ = dict(new.__pydantic_extra__)
+
+
+class Scheduler:
+    def __init__(self, executors: Executor | Sequence[Executor], admission: Admission | None = None, *,
+                 on_finish: Callable[[Job], None], on_event: Callable[[Job, dict[str, Any]], None] | None = None,
+                 on_queued: Callable[[Job], None] | None = None, estimate: Callable[[Job], float] | None = None,
+                 name: str = "lab-scheduler") -> None:
+        self.executors: list[Executor] = list(executors) if isinstance(executors, Sequence) else [executors]
+        self.admission = admission or Admission()
+        self.name = name
+        self._on_finish, self._on_event = on_finish, on_event or (lambda _j, _e: None)
+        self._on_queued = on_queued or (lambda _j: None)
+        self._estimate = estimate or (lambda _j: 5.0)
+        self.lock = threading.Condition(threading.RLock())
+        self._pending: dict[str, Job] = {}  # queue order = insertion order (seq)
+        self._active: dict[str, Job] = {}
+        self._on: dict[str, dict[str, Job]] = {}  # machine id -> its running jobs
+        self._busy: set[str] = set()  # managed servers in use
+        self._served: dict[str, int] = {}  # owner -> the turn it last started a job at (round-robin)
+        self._served_client: dict[str, int] = {}  # anonymous client -> the same, inside the anonymous owner
+        self._turn = 0
+        self._seq = 0
+        self._machines: list[tuple[Worker, Executor]] = []
+        self._machines_stale = True
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> Scheduler:
+        with self.lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._dispatch_loop, name=self.name, daemon=True)
+                self._thread.start()
         return self
 
     def shutdown(self, stop: Stop, grace: float) -> list[str] | None:
-        """Stop every job with `stop`, wait `grace` s for the workers; returns the names of
-        workers still busy (None when shutdown had already begun)."""
+        """Stop every job with `stop` and wait up to `grace` s for the running ones to end; returns
+        the ids of jobs still running (None when shutdown had already begun)."""
         with self.lock:
             if self._stopping:
                 return None
             self._stopping = True
-            self.cancel(lambda _j: True, stop)
+            running = self.cancel(lambda _j: True, stop)
             self.lock.notify_all()
         deadline = time.monotonic() + grace
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return [t.name for t in self._threads if t.is_alive()]
+        for job in running:
+            job.done.wait(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            self._closed = True
+            self.lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        for ex in self.executors:
+            try:
+                ex.close()
+            except Exception:
+                log.exception("closing an executor")
+        return [j.id for j in running if not j.done.is_set()]
 
     @property
     def stopping(self) -> bool:
@@ -150,72 +246,117 @@ class WorkerPool:
         if self._stopping:
             raise ShuttingDown("the service is shutting down")
 
-    # -- jobs --------------------------------------------------------------------------------
-    def submit(self, runs: Sequence[Run], admit: Admit | None = None, priority: int = 0,
-               group: str | None = None, group_limit: int | None = None) -> list[Job]:
-        """Queue `runs` in order, all or none. `admit(free)` may refuse (raise) or announce
-        what the runs belong to before they are queued; by default a full queue refuses.
-        `priority`: higher starts before lower; `group_limit`: at most that many of the
-        runs of `group` run at once (a sweep's parallelism)."""
+    # -- submitting --------------------------------------------------------------------------------
+    def submit(self, jobs: Sequence[Job], admit: Callable[[int], None] | None = None) -> list[Job]:
+        """Queue `jobs` in order, all or none. Refused (raises) by the admission rules (QueueFull,
+        StudentLimit, AnonymousLimit: each says which limit) or by `admit(free)`, called under the
+        lock with the free places of the jobs' lane after the rules passed (it may announce what
+        the jobs belong to before they are queued)."""
         with self.lock:
             self.check_open()
-            free = self.queue_size - len(self._pending)
+            free = self._admit(jobs)
             if admit is not None:
                 admit(free)
-            elif len(runs) > free:
-                raise QueueFull(f"the run queue is full ({self.queue_size} runs waiting)")
-            jobs = [Job(run, priority=priority, group=group, group_limit=group_limit) for run in runs]
             for job in jobs:
-                job.run.status = "queued"
-                self._queued(job)
-                self._pending.append(job)
+                self._seq += 1
+                job.seq, job.status = self._seq, "queued"
+                if job.run is not None:
+                    job.run.status = "queued"
+                self._on_queued(job)
+                self._pending[job.id] = job
             self.lock.notify_all()
-            return jobs
+            return list(jobs)
 
-    def cancel(self, match: Callable[[Job], bool], stop: Stop = CANCELLED, wait: float = 0.0) -> list[Job]:
-        """Stop every queued or running job `match` picks (see the module doc); wait up to
-        `wait` s in all for the running ones to end. Returns the jobs stopped."""
+    def requeue(self, jobs: Sequence[Job]) -> list[Job]:
+        """Queue jobs that were queued before a restart, in their old order, without admission (they
+        were admitted then)."""
         with self.lock:
-            queued = [j for j in self._pending if match(j)]
+            self.check_open()
+            for job in jobs:
+                self._seq += 1
+                job.seq, job.status = self._seq, "queued"
+                self._pending[job.id] = job
+            self.lock.notify_all()
+            return list(jobs)
+
+    def _admit(self, jobs: Sequence[Job]) -> int:
+        """Check the admission rules for `jobs` (one submit: one caller); returns the free places."""
+        a, n = self.admission, len(jobs)
+        if not jobs:
+            return a.queue_size
+        who = jobs[0].who
+        if who.lane in ("system", "teacher"):
+            waiting = sum(1 for j in self._pending.values() if j.who.lane in ("system", "teacher"))
+            free = a.queue_size - waiting
+            if n > free:
+                raise QueueFull(f"the teacher's queue is full ({a.queue_size} waiting): this needs {n} places "
+                                f"and {max(free, 0)} are free", can_wait=n <= a.queue_size)
+            return free
+        fair = [j for j in self._pending.values() if j.who.lane in ("student", "anonymous")]
+        free = a.queue_size - len(fair)
+        mine = self.count(lambda j: j.who.owner == who.owner)
+        if who.lane == "student" and a.per_student and mine + n > a.per_student:
+            raise StudentLimit(f"{who.name} already has {mine} of at most {a.per_student} runs queued or running "
+                               f"and this needs {n} more (the per-student limit keeps the queue fair): wait until "
+                               f"one finishes", can_wait=n <= a.per_student)
+        if who.lane == "anonymous" and a.anonymous and mine + n > a.anonymous:
+            raise AnonymousLimit(f"runs without a student name already hold {mine} of the {a.anonymous} places they "
+                                 f"share and this needs {n} more (the anonymous budget keeps the queue for "
+                                 f"everyone): give a student name, or wait until one finishes",
+                                 can_wait=n <= a.anonymous)
+        newcomer = who.lane == "student" and mine == 0 and n == 1 and len(fair) < 2 * a.queue_size
+        if n > free and not newcomer:
+            raise QueueFull(f"the run queue is full ({a.queue_size} runs waiting)" if n == 1 else
+                            f"the queue has {max(free, 0)} free places of {a.queue_size} and this needs {n}",
+                            can_wait=n <= a.queue_size)
+        return max(free, 1 if newcomer else 0)
+
+    # -- cancel ----------------------------------------------------------------------------------
+    def cancel(self, match: Callable[[Job], bool], stop: Stop = CANCELLED, wait: float = 0.0) -> list[Job]:
+        """Stop every queued or running job `match` picks: queued ones end at once with `stop`'s
+        status and error; running ones are asked to stop (their executor's cancel) and end with
+        `stop`'s status once they report; wait up to `wait` s in all for them. Returns the jobs."""
+        with self.lock:
+            queued = [j for j in self._pending.values() if match(j)]
             for job in queued:
-                self._pending.remove(job)
+                del self._pending[job.id]
                 self._end_unstarted(job, stop)
             running = [j for j in self._active.values() if match(j)]
             for job in running:
                 if stop is not CANCELLED:
                     job.stop = stop
                 job.cancel.set()
+            self.lock.notify_all()
+        for job in running:
+            ex = self._executor_of(job)
+            if ex is not None:
+                try:
+                    ex.cancel(job.id)
+                except Exception:
+                    log.exception("cancelling job %s", job.id)
         deadline = time.monotonic() + wait
         for job in running:
             job.done.wait(max(0.0, deadline - time.monotonic()))
         return queued + running
 
-    def find(self, run_id: str) -> Job | None:
+    # -- looking ---------------------------------------------------------------------------------
+    def find(self, job_id: str) -> Job | None:
         with self.lock:
-            return self._active.get(run_id) or next((j for j in self._pending if j.run.id == run_id), None)
-
-    def position(self, run_id: str) -> int | None:
-        """1-based place of a queued run in the queue (1: next to start), None when not queued:
-        the runs before it by priority, then by queue order."""
-        with self.lock:
-            order = sorted(self._pending, key=lambda j: -j.priority)  # stable: queue order within a priority
-            for i, job in enumerate(order):
-                if job.run.id == run_id:
-                    return i + 1
-        return None
+            return self._active.get(job_id) or self._pending.get(job_id)
 
     def jobs(self) -> list[Job]:
-        """Queued and running jobs, a snapshot."""
+        """Queued (in the order they would start) and running jobs, a snapshot."""
         with self.lock:
-            return [*self._pending, *self._active.values()]
+            return [*self._order(), *self._active.values()]
 
     def count(self, match: Callable[[Job], bool]) -> int:
         """Queued and running jobs `match` picks."""
         with self.lock:
-            return sum(1 for j in self._pending if match(j)) + sum(1 for j in self._active.values() if match(j))
+            return sum(1 for j in self._pending.values() if match(j)) + sum(1 for j in self._active.values()
+                                                                             if match(j))
 
     def busy(self, resource: str) -> bool:
-        """Whether a run is using `resource` now (no lock: a set lookup is atomic)."""
+        """Whether a job is using managed server `resource` now (no lock: a set lookup is atomic)."""
         return resource in self._busy
 
     @property
@@ -226,81 +367,345 @@ class WorkerPool:
     def running(self) -> int:
         return len(self._active)
 
-    # -- internals ---------------------------------------------------------------------------
-    def _end_unstarted(self, job: Job, stop: Stop) -> None:
+    def workers(self) -> list[Worker]:
+        with self.lock:
+            return [m for m, _ex in self._current_machines()]
+
+    def waiting(self) -> dict[str, dict[str, Any]]:
+        """Each queued job's place in the order they would start (`queue_position`, 1: next) and
+        when it may start (`estimated_start_s`, seconds from now, from the estimates of the jobs
+        running and ahead of it and the machines' slots). A snapshot; new arrivals may change it."""
+        with self.lock:
+            order = self._order()
+            active = [(j, j.started_at) for j in self._active.values()]
+            machines = [m for m, _ex in self._current_machines()]
+        now = time.monotonic()
+        running = [(j, max(0.0, self.estimate(j) - (now - (t or now)))) for j, t in active]
+        starts = _simulate(order, running, machines, self.estimate)
+        return {j.id: {"queue_position": i + 1, "estimated_start_s": round(starts[j.id], 1)}
+                for i, j in enumerate(order)}
+
+    def estimate(self, job: Job) -> float:
+        """How long `job` should take, in seconds (its owner's estimate, asked once)."""
+        if job.estimate_s is None:
+            try:
+                job.estimate_s = max(0.0, float(self._estimate(job)))
+            except Exception:
+                log.exception("estimating job %s", job.id)
+                job.estimate_s = 0.0
+        return job.estimate_s
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place of a queued job in the order they would start; None when it is not queued."""
+        with self.lock:
+            for i, job in enumerate(self._order()):
+                if job.id == job_id:
+                    return i + 1
+        return None
+
+    # -- Report: what executors call ----------------------------------------------------------------
+    def event(self, job_id: str, event: dict[str, Any]) -> None:
+        job = self._active.get(job_id)
+        if job is None:
+            return
+        if event.get("type") == "state" and event.get("phase") == "copy":
+            job.started_copying = True
+        try:
+            self._on_event(job, event)
+        except Exception:
+            log.exception("job %s: an event", job_id)
+
+    def finished(self, job_id: str, outcome: dict[str, Any]) -> None:
+        job = self._active.get(job_id)
+        if job is None:
+            return
+        job.started_copying = job.started_copying or bool(outcome.get("started_copying"))
+        if outcome.get("status") == "lost" and not job.started_copying and job.attempt == 0 and not job.cancel.is_set():
+            self._release(job)
+            with self.lock:
+                job.attempt, job.worker, job.started_at, job.status = 1, None, None, "queued"
+                job.seq = -job.seq  # the front of its owner's queue
+                self._pending[job.id] = job
+                self.lock.notify_all()
+            log.warning("job %s: its worker was lost before it started copying; queued again", job_id)
+            return
+        try:
+            self._settle(job, outcome)
+            self._end(job)
+        finally:
+            self._release(job)
+
+    def workers_changed(self) -> None:
+        with self.lock:
+            self._machines_stale = True
+            self.lock.notify_all()
+
+    # -- internals --------------------------------------------------------------------------------
+    def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
+        """The job's final status and error from its outcome and why it was stopped."""
+        job.outcome = outcome
+        status, error = outcome.get("status") or "failed", outcome.get("error")
+        result = outcome.get("result") or {}
         run = job.run
-        run.status, run.error, run.finished_at = stop.status, stop.error, time.time()
+        if run is not None and isinstance(result.get("run"), dict):
+            _adopt(run, result["run"])
+            run.trace = result.get("trace")
+            status, error = run.status, run.error
+        if status == "lost":
+            status, error = "interrupted", f"{LOST_ERROR} ({job.worker})"
+        stop = job.stop
+        if status == "cancelled" and stop is not None:
+            status, error = stop.status, stop.error_running or stop.error
+        elif status not in FINAL:
+            status, error = "failed", error or f"the job ended in state {status}"
+        job.status = status
+        if run is not None:
+            run.status, run.error = status, error  # type: ignore[assignment]
+            run.finished_at = run.finished_at or time.time()
+        elif error is not None:
+            outcome["error"] = error
+
+    def _end_unstarted(self, job: Job, stop: Stop) -> None:
+        job.status = stop.status
+        job.outcome = {"status": stop.status, "result": None, "error": stop.error, "started_copying": False}
+        if job.run is not None:
+            job.run.status, job.run.error, job.run.finished_at = stop.status, stop.error, time.time()  # type: ignore
         self._end(job)
 
     def _end(self, job: Job) -> None:
         try:
-            self._finish(job)
+            self._on_finish(job)
+        except Exception:
+            log.exception("job %s: finishing", job.id)
         finally:
             job.done.set()
 
-    def _take_next(self) -> Job | None:
-        """The first runnable job of the highest priority: its managed server free, its sweep
-        under its parallelism, and the machine to itself if it is CPU-bound (sleep-bound runs share
-        it; a CPU-bound one waits for the machine to empty and nothing queued after it starts meanwhile),
-        and a run clocked from spawn starting only outside the others' start-up (LAUNCH_QUIET_S)."""
-        now = time.monotonic()
-        active = self._active.values()
-        if any(_holds_machine(j, now) for j in active):
-            return None
-        launching = any(j.launching(now) for j in active)
-        running_in = Counter(j.group for j in active if j.group is not None)
-        best: Job | None = None
-        barrier: int | None = None  # priority of a CPU-bound job waiting for the machine to empty
-        for job in self._pending:
-            if not self._may_start(job, running_in):
-                continue
-            if job.exclusive and self._active:
-                barrier = job.priority if barrier is None else max(barrier, job.priority)
-            elif not _held_back(job, barrier, launching) and (best is None or job.priority > best.priority):
-                best = job
-        if best is not None:
-            self._pending.remove(best)
-        return best
+    def _release(self, job: Job) -> None:
+        with self.lock:
+            self._active.pop(job.id, None)
+            if job.worker is not None:
+                self._on.get(job.worker, {}).pop(job.id, None)
+            if job.needs.server_id is not None:
+                self._busy.discard(job.needs.server_id)
+            self.lock.notify_all()
 
-    def _may_start(self, job: Job, running_in: Counter[str]) -> bool:
-        """Its managed server free and its sweep under its parallelism."""
-        if job.resource is not None and job.resource in self._busy:
-            return False
-        return job.group_limit is None or running_in.get(job.group or "", 0) < job.group_limit
+    def _executor_of(self, job: Job) -> Executor | None:
+        with self.lock:
+            for m, ex in self._current_machines():
+                if m.id == job.worker:
+                    return ex
+        return None
 
-    def _worker(self) -> None:
+    def _current_machines(self) -> list[tuple[Worker, Executor]]:
+        if self._machines_stale:
+            seen: set[str] = set()
+            out = []
+            for ex in self.executors:
+                try:
+                    ms = ex.workers()
+                except Exception:
+                    log.exception("asking an executor for its machines")
+                    continue
+                for m in ms:
+                    if m.id not in seen:
+                        seen.add(m.id)
+                        out.append((m, ex))
+            self._machines, self._machines_stale = out, any(not isinstance(ex, LocalExecutor)
+                                                             for ex in self.executors)
+        return self._machines
+
+    def _order(self) -> list[Job]:
+        """Queued jobs in the order they would start if nothing else arrived (see the module doc)."""
+        return _order(self._pending.values(), self._served, self._served_client)
+
+    def _dispatch_loop(self) -> None:
         while True:
             with self.lock:
-                job = None
-                while job is None:
-                    if self._stopping:
+                picks: list[tuple[Job, Executor]] = []
+                while not picks:
+                    if self._closed:
                         return
-                    job = self._take_next()
-                    if job is None:
-                        self.lock.wait(_launch_window_left(self._active.values()))
-                job.started_at = time.monotonic()
-                self._active[job.run.id] = job
-                if job.resource is not None:
-                    self._busy.add(job.resource)
-            try:
-                self._carry_out(job)
-            finally:
-                with self.lock:
-                    self._active.pop(job.run.id, None)
-                    if job.resource is not None:
-                        self._busy.discard(job.resource)
-                    self.lock.notify_all()
+                    if not self._stopping:
+                        picks = self._pick()
+                    if not picks:
+                        self.lock.wait(self._launch_window_left())
+            for job, ex in picks:
+                try:
+                    ex.launch(job, job.worker or LOCAL, self)
+                except Exception as e:
+                    log.exception("launching job %s", job.id)
+                    self.finished(job.id, {"status": "failed", "result": None, "error": f"{type(e).__name__}: {e}",
+                                           "started_copying": False})
 
-    def _carry_out(self, job: Job) -> None:
-        run = job.run
-        try:
-            self._work(job)
-        except Exception as e:  # work() should not raise; a worker must survive if it does
-            log.exception("run %s", run.id)
-            run.status, run.error, run.finished_at = "failed", f"{type(e).__name__}: {e}", time.time()
-        stop = job.stop
-        if run.status == "cancelled" and stop is not None:
-            run.status, run.error = stop.status, stop.error_running or stop.error
-        elif run.status not in FINAL:
-            run.status, run.error = "failed", run.error or f"the run ended in state {run.status}"
-        self._end(job)
+    def _pick(self) -> list[tuple[Job, Executor]]:
+        """Take every job that may start now, each on a machine (under the lock)."""
+        picks = []
+        while True:
+            found = self._pick_one(time.monotonic())
+            if found is None:
+                return picks
+            job, machine, ex = found
+            del self._pending[job.id]
+            self._turn += 1
+            self._served[job.who.owner] = self._turn
+            if job.who.lane == "anonymous" and job.who.client is not None:
+                self._served_client[job.who.client] = self._turn
+            job.worker, job.started_at, job.status = machine.id, time.monotonic(), "running"
+            if job.run is not None:
+                job.run.status = "running"
+            self._active[job.id] = job
+            self._on.setdefault(machine.id, {})[job.id] = job
+            if job.needs.server_id is not None:
+                self._busy.add(job.needs.server_id)
+            picks.append((job, ex))
+
+    def _pick_one(self, now: float) -> tuple[Job, Worker, Executor] | None:
+        machines = self._current_machines()
+        running_in = Counter(j.group for j in self._active.values() if j.group is not None)
+        reserved: set[str] = set()  # machines a CPU-bound job waits to have to itself
+        for job in self._order():
+            if job.needs.server_id is not None and job.needs.server_id in self._busy:
+                continue
+            if job.group_limit is not None and running_in.get(job.group or "", 0) >= job.group_limit:
+                continue
+            fits = [(m, ex) for m, ex in machines if _eligible(job, m) and m.id not in reserved]
+            for m, ex in sorted(fits, key=lambda p: len(self._on.get(p[0].id, {}))):
+                if self._fits(job, m, now):
+                    return job, m, ex
+            if job.alone and fits:  # it waits for the least busy one to empty; nothing after it starts there
+                reserved.add(min(fits, key=lambda p: len(self._on.get(p[0].id, {})))[0].id)
+        return None
+
+    def _fits(self, job: Job, machine: Worker, now: float) -> bool:
+        there = self._on.get(machine.id, {}).values()
+        if len(there) >= machine.slots:
+            return False
+        if any(j.alone or (j.needs.spawn_clocked and j.launching(now, LAUNCH_QUIET_S)) for j in there):
+            return False
+        if job.alone and there:
+            return False
+        return not (job.needs.spawn_clocked and any(j.launching(now, LAUNCH_QUIET_S) for j in there))
+
+    def _launch_window_left(self) -> float | None:
+        """Seconds until the youngest running job's start-up window ends (None: none is open), so the
+        dispatcher looks again when a job held back by LAUNCH_QUIET_S may start; remote machines'
+        slots are looked at again every few seconds."""
+        now = time.monotonic()
+        left = [LAUNCH_QUIET_S - (now - j.started_at) for j in self._active.values()
+                if j.started_at is not None and j.launching(now, LAUNCH_QUIET_S)]
+        if left:
+            return max(0.01, min(left))
+        return 2.0 if self._machines_stale and self._pending else None
+
+
+def _eligible(job: Job, machine: Worker) -> bool:
+    n = job.needs
+    if n.worker is not None and n.worker != machine.id:
+        return False
+    return all(c in machine.capabilities for c in n.capabilities)
+
+
+def _order(pending: Iterable[Job], served: dict[str, int], served_client: dict[str, int]) -> list[Job]:
+    """Jobs in the order they would start: by lane; within the teacher's and the system's lane by
+    priority then queue order; in the fair lane round-robin across owners (the one that started a
+    job longest ago goes next; anonymous callers are one owner and take turns among themselves),
+    each owner's own jobs by priority then queue order."""
+    by_lane: dict[int, list[Job]] = {}
+    for job in pending:
+        by_lane.setdefault(LANE_RANK.get(job.who.lane, 2), []).append(job)
+    out: list[Job] = []
+    for rank in sorted(by_lane):
+        jobs = by_lane[rank]
+        if rank < 2:
+            out += sorted(jobs, key=lambda j: (-j.priority, j.seq))
+        else:
+            out += _round_robin(jobs, served, served_client)
+    return out
+
+
+def _own_order(j: Job) -> tuple[int, int]:
+    return (-j.priority, j.seq)
+
+
+def _round_robin(jobs: list[Job], served: dict[str, int], served_client: dict[str, int]) -> list[Job]:
+    owners: dict[str, list[Job]] = {}
+    for job in jobs:
+        owners.setdefault(job.who.owner, []).append(job)
+    queues: dict[str, Any] = {}
+    for owner, js in owners.items():
+        if owner == "anonymous":  # its own round-robin across clients
+            queues[owner] = iter(_round_robin_clients(js, served_client))
+        else:
+            queues[owner] = iter(sorted(js, key=_own_order))
+    first = {o: min(j.seq for j in js) for o, js in owners.items()}
+    heap = [(served.get(o, -1), first[o], o) for o in owners]
+    heapq.heapify(heap)
+    turn = max(served.values(), default=0)
+    out = []
+    while heap:
+        _t, f, o = heapq.heappop(heap)
+        job = next(queues[o], None)
+        if job is None:
+            continue
+        out.append(job)
+        turn += 1
+        heapq.heappush(heap, (turn, f, o))
+    return out
+
+
+def _round_robin_clients(jobs: list[Job], served_client: dict[str, int]) -> list[Job]:
+    clients: dict[str, list[Job]] = {}
+    for job in jobs:
+        clients.setdefault(job.who.client or "", []).append(job)
+    queues = {c: iter(sorted(js, key=_own_order)) for c, js in clients.items()}
+    heap = [(served_client.get(c, -1), min(j.seq for j in js), c) for c, js in clients.items()]
+    heapq.heapify(heap)
+    turn = max(served_client.values(), default=0)
+    out = []
+    while heap:
+        _t, f, c = heapq.heappop(heap)
+        job = next(queues[c], None)
+        if job is None:
+            continue
+        out.append(job)
+        turn += 1
+        heapq.heappush(heap, (turn, f, c))
+    return out
+
+
+def _simulate(order: list[Job], running: list[tuple[Job, float]], machines: list[Worker],
+              estimate: Callable[[Job], float]) -> dict[str, float]:
+    """When each job of `order` would start (seconds from now) if each took its estimate: every
+    machine's slots free up as their jobs end; a CPU-bound job waits for its machine to empty."""
+    free: dict[str, list[float]] = {m.id: [0.0] * max(1, m.slots) for m in machines}
+    for job, left in running:
+        slots = free.get(job.worker or LOCAL)
+        if slots is None:
+            continue
+        if job.alone:
+            slots[:] = [left] * len(slots)
+        else:
+            i = slots.index(min(slots))
+            slots[i] = max(slots[i], left)
+    out: dict[str, float] = {}
+    for job in order:
+        best: tuple[float, str] | None = None
+        for m in machines:
+            if not _eligible(job, m):
+                continue
+            slots = free[m.id]
+            at = max(slots) if job.alone else min(slots)
+            if best is None or at < best[0]:
+                best = (at, m.id)
+        if best is None:
+            out[job.id] = 0.0
+            continue
+        at, mid = best
+        took = max(0.0, estimate(job))
+        slots = free[mid]
+        if job.alone:
+            slots[:] = [at + took] * len(slots)
+        else:
+            slots[slots.index(min(slots))] = at + took
+        out[job.id] = at
+    return out

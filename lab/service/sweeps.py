@@ -1,5 +1,5 @@
-"""The sweep service: a scenario's rows as one group of runs, queued all or nothing on a
-worker pool, with its own id and status. The web service and `lab scenario` both use it.
+"""The sweep service: a scenario's rows as one group of runs, queued all or nothing on the
+scheduler, with its own id and status. The web service and `lab scenario` both use it.
 
 It announces through `publish(type, run_id, sweep_id, **fields)` (the event bus in the web
 service, nothing for the CLI); its owner tells it when a run of a sweep starts and ends.
@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.domain.errors import NotFound, NotRunnable, QueueFull
+from lab.domain.errors import NotFound, NotRunnable
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run, new_id
 from lab.domain.scenarios import Row, get_scenario
 from lab.domain.spec import build_spec
 from lab.domain.sweepspec import Planned
 from lab.nbd.backends import Machine
-from lab.service.scheduler import WorkerPool
+from lab.service.jobs import TEACHER, Who, run_job
+from lab.service.scheduler import Scheduler
 from lab.service.store import count_statuses, sweep_event_fields, sweep_status
 
 log = logging.getLogger("lab.service.sweeps")
@@ -118,49 +119,46 @@ def _rows(name: str, only: list[str] | None) -> list[Row]:
 
 
 class SweepService:
-    def __init__(self, pool: WorkerPool, limits: Limits = DEFAULT_LIMITS, publish: Publish = _no_publish,
-                 machine: Machine | None = None) -> None:
-        self.pool, self.limits, self._publish = pool, limits, publish
+    def __init__(self, scheduler: Scheduler, limits: Limits = DEFAULT_LIMITS, publish: Publish = _no_publish,
+                 timeout_s: float | None = None, machine: Machine | None = None) -> None:
+        self.scheduler, self.limits, self._publish, self.timeout_s = scheduler, limits, publish, timeout_s
         self.machine = machine or Machine()
         self._lock = threading.RLock()
         self._live: dict[str, Sweep] = {}
 
     def start(self, name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
               order: Callable[[Run], Any] | None = None, student: str | None = None,
-              check: Callable[[int], None] | None = None) -> Sweep:
-        """Plan scenario `name` (see plan()) and queue it as one sweep, all or nothing
-        (QueueFull when the queue has too few free slots). `order`, a sort key, changes the
-        order the runs are queued in (not the sweep's own order)."""
+              who: Who | None = None) -> Sweep:
+        """Plan scenario `name` (see plan()) and queue it as one sweep for `who` (default: the
+        teacher), all or nothing (the scheduler's admission may refuse it). `order`, a sort key,
+        changes the order the runs are queued in (not the sweep's own order)."""
         runs, overrides, skipped = plan(name, only, overrides, self.limits, self.machine)
         sweep = Sweep(name=name, runs=runs, only=list(only) if only else None, overrides=overrides, student=student,
                       skipped=skipped)
-        return self._queue(sweep, sorted(runs, key=order) if order else runs, check)
+        return self._queue(sweep, sorted(runs, key=order) if order else runs, who or TEACHER)
 
-    def start_custom(self, planned: Planned) -> Sweep:
+    def start_custom(self, planned: Planned, who: Who | None = None) -> Sweep:
         """Queue a custom sweep (lab.domain.sweepspec.plan()), all or nothing, with its priority and parallelism."""
         runs = planned.runs()
         sweep = Sweep(name=planned.name, runs=runs, definition=planned.definition, repeats=planned.repeats,
                       parallelism=planned.parallelism, priority=planned.priority)
-        return self._queue(sweep, runs)
+        return self._queue(sweep, runs, who or TEACHER)
 
-    def _queue(self, sweep: Sweep, queue_order: list[Run], check: Callable[[int], None] | None = None) -> Sweep:
+    def _queue(self, sweep: Sweep, queue_order: list[Run], who: Who) -> Sweep:
         runs = sweep.runs
         for run in runs:
             run.sweep_id = sweep.id
             run.student = sweep.student
 
-        def admit(free: int) -> None:  # under the pool's lock: no run of it is queued before this
-            if len(runs) > free:
-                raise QueueFull(f"the sweep needs {len(runs)} queue slots and {max(free, 0)} are free")
-            if check is not None:
-                check(len(runs))
+        def admit(_free: int) -> None:  # under the scheduler's lock: no run of it is queued before this
             with self._lock:
                 self._live[sweep.id] = sweep
             d = sweep.to_dict()
             self._publish("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
 
-        self.pool.submit(queue_order, admit=admit, priority=sweep.priority, group=sweep.id,
-                         group_limit=sweep.parallelism)
+        jobs = [run_job(run, who, self.timeout_s, group=sweep.id, group_limit=sweep.parallelism,
+                        priority=sweep.priority) for run in queue_order]
+        self.scheduler.submit(jobs, admit=admit)
         if not runs:
             self._end(sweep, None)
         return sweep
@@ -176,7 +174,7 @@ class SweepService:
         if sweep is None:
             return False
         ids = set(sweep.run_ids)
-        self.pool.cancel(lambda j: j.run.id in ids, wait=wait)
+        self.scheduler.cancel(lambda j: j.id in ids and j.run is not None, wait=wait)
         return True
 
     def run_started(self, sweep_id: str) -> None:
