@@ -252,8 +252,9 @@ def test_a_running_teacher_job_keeps_order_and_turns_follow_who_started_last():
         assert started == ["ana0"]
         teacher = tagged("teacher", TEACHER, gate=gates[4])
         sched.submit([teacher])
-        for j in [*jobs, teacher]:
+        for j in [*jobs, teacher]:  # from now on each ends as soon as it starts: one at a time, in order
             _GATES[j.payload["gate"]].set()
+        for j in [*jobs, teacher]:
             assert j.done.wait(10)
     finally:
         sched.shutdown(Stop(), grace=5)
