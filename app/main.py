@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             restore()
             if getattr(app.state, "calibration", None) is not None:
                 await run_in_threadpool(app.state.calibration.stop)
-            manager.bus.close_all()
+            manager.close_streams()
             await run_in_threadpool(manager.shutdown)
             store.close()
 
@@ -139,7 +139,7 @@ def _end_streams_on_signal(manager: Manager) -> Callable[[], None]:
 
     def handler(sig: int, frame: FrameType | None) -> None:
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(manager.bus.close_all)
+            loop.call_soon_threadsafe(manager.close_streams)
         prev = previous.get(sig)
         if callable(prev):
             prev(sig, frame)

@@ -28,8 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.http.deps import ManagerDep, SettingsDep
 from app.http.errors import responses
-from lab.service.events import Subscription
-from lab.service.store import Event
+from lab.service.manager import Event, Subscription
 
 router = APIRouter(tags=["events"])
 
@@ -146,7 +145,7 @@ def _finished_before(manager: ManagerDep, kind: str, key: str, after: int | None
     """True when the closing event of a run/sweep is at or before `after`: nothing left to send."""
     if after is None:
         return False
-    closing = manager.store.closing_event_id(kind, key)
+    closing = manager.history.closing_event_id(kind, key)
     return closing is not None and closing <= after
 
 

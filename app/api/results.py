@@ -40,7 +40,7 @@ def results_json(manager: ManagerDep, request: Request, response: Response, page
                  server: ServerFiltersDep, sweep_id: SweepQ = None, client: ClientId | None = None,
                  status: RunStatus | None = None, label: LabelQ = None) -> dict[str, Any]:
     """Runs newest first (`sort=created_at`: a sweep's rows in their order), each as `lab run --json` prints it."""
-    rows, _, nxt = page.of(manager.store, "runs", _filters(sweep_id, client, status, label, server))
+    rows, _, nxt = page.of(manager.history, "runs", _filters(sweep_id, client, status, label, server))
     link_next(request, response, nxt)
     return {"rows": rows, "count": len(rows), "columns": list(COLUMNS), "next_cursor": nxt}
 
@@ -54,7 +54,7 @@ def results_csv(manager: ManagerDep, request: Request, page: ResultsPage, server
                 sweep_id: SweepQ = None, client: ClientId | None = None, status: RunStatus | None = None,
                 label: LabelQ = None) -> Response:
     """The same rows, one column per leaf (`backend.write_ops`, `server.zeromode`, ...)."""
-    rows, _, nxt = page.of(manager.store, "runs", _filters(sweep_id, client, status, label, server))
+    rows, _, nxt = page.of(manager.history, "runs", _filters(sweep_id, client, status, label, server))
     out = Response(to_csv(rows), media_type="text/csv; charset=utf-8",
                    headers={"Content-Disposition": 'inline; filename="fastzero-results.csv"'})
     link_next(request, out, nxt)

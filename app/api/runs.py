@@ -20,8 +20,6 @@ from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_response
 from app.schemas.runs import CancelledOut, ClientId, RunCreate, RunFilter, RunList, RunOut, RunStatus
 from lab.domain import spec
 from lab.domain.spec import ServerField, SpecError
-from lab.nbd import diskmap
-from lab.service.export import csv_lines
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -48,7 +46,7 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
         response.headers["Location"] = f"{API_PREFIX}/runs/{row['id']}"
         return row
 
-    return once(manager.store, request, response, idempotency_key, 202, make)
+    return once(manager.idempotency, request, response, idempotency_key, 202, make)
 
 
 def _filter_param(name: str, meta: ServerField) -> inspect.Parameter:
@@ -100,7 +98,7 @@ def list_runs(
     filters = {"status": status.value if status else None, "client": client.value if client else None,
                "sweep_id": sweep_id, "server_id": server_id, "label": label,
                "student": " ".join(student.split()) if student else None, **server}
-    runs, total, nxt = page.of(manager.store, "runs", filters)
+    runs, total, nxt = page.of(manager.history, "runs", filters)
     link_next(request, response, nxt)
     response.headers["X-Last-Event-ID"] = str(last)
     waiting = manager.waiting() if any(r.get("status") == "queued" for r in runs) else {}
@@ -173,13 +171,12 @@ def get_trace(run_id: str, manager: ManagerDep,
 
     Kept for finished runs that reached the copy; 404 for a run that has none (yet)."""
     run = manager.get_run(run_id)
-    path = diskmap.trace_path(manager.store.dir, run_id)
+    path = manager.history.trace_path(run_id)
     if not path.exists():
         raise HTTPException(404, f"run {run_id} has no trace"
                             + (" yet: it is still going" if run["status"] in ("queued", "running") else ""))
     if format == "csv":
-        return StreamingResponse(csv_lines(diskmap.csv_rows(diskmap.load(manager.store.dir, run_id))),
-                                 media_type="text/csv",
+        return StreamingResponse(manager.history.trace_csv(run_id), media_type="text/csv",
                                  headers={"Content-Disposition": f'attachment; filename="trace-{run_id}.csv"'})
     return StreamingResponse(_file_chunks(path), media_type="application/x-ndjson")
 

@@ -93,7 +93,7 @@ def scenario_rows(name: str, manager: ManagerDep,
 def start_sweep(name: str, manager: ManagerDep, request: Request, response: Response,
                 body: Annotated[SweepCreate | None, Body()] = None, idempotency_key: IdempotencyKey = None) -> Any:
     """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""
-    return once(manager.store, request, response, idempotency_key, 202,
+    return once(manager.idempotency, request, response, idempotency_key, 202,
                 lambda: _start_sweep(name, manager, request, response, body or SweepCreate()))
 
 

@@ -32,7 +32,7 @@ def create_server(fields: ServerCreate, manager: ManagerDep, request: Request, r
         response.headers["Location"] = f"{API_PREFIX}/servers/{info['id']}"
         return info
 
-    return once(manager.store, request, response, idempotency_key, 201, make)
+    return once(manager.idempotency, request, response, idempotency_key, 201, make)
 
 
 @router.delete("", response_model=ServerList, responses=responses(401, 403))

@@ -18,6 +18,7 @@ from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_response
 from app.schemas.runs import RunStatus, SweepList, SweepOut
 from app.schemas.sweeps import CustomSweepCreate, SweepRowsOut
 from lab.domain.sweepspec import DefinitionError, group_rows
+from lab.service.manager import Manager
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -42,7 +43,7 @@ def start_custom_sweep(body: CustomSweepCreate, manager: ManagerDep, request: Re
         response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
         return with_runs(manager, sweep)
 
-    return once(manager.store, request, response, idempotency_key, 202, make)
+    return once(manager.idempotency, request, response, idempotency_key, 202, make)
 
 
 @router.get("", response_model=SweepList, response_model_exclude_unset=True,
@@ -58,7 +59,7 @@ def list_sweeps(
     """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next."""
     last = manager.last_event_id
     filters = {"status": status.value if status else None, "name": name}
-    sweeps, total, nxt = page.of(manager.store, "sweeps", filters)
+    sweeps, total, nxt = page.of(manager.history, "sweeps", filters)
     link_next(request, response, nxt)
     return {"sweeps": sweeps, "total": total, "next_cursor": nxt, "last_event_id": last}
 
@@ -86,7 +87,7 @@ def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: 
         response.headers["Location"] = f"{API_PREFIX}/sweeps/{sweep['id']}"
         return with_runs(manager, sweep)
 
-    return once(manager.store, request, response, idempotency_key, 202, make)
+    return once(manager.idempotency, request, response, idempotency_key, 202, make)
 
 
 @router.get("/{sweep_id}/results", response_model=SweepRowsOut, responses=responses(404, 422))
@@ -106,6 +107,5 @@ def cancel_sweep(sweep_id: str, manager: ManagerDep) -> dict[str, Any]:
     return with_runs(manager, manager.cancel_sweep(sweep_id))
 
 
-def with_runs(manager: Any, sweep: dict[str, Any]) -> dict[str, Any]:
-    runs, _ = manager.store.list_runs(sweep_id=sweep["id"], limit=None, newest_first=False)
-    return {**sweep, "runs": runs}
+def with_runs(manager: Manager, sweep: dict[str, Any]) -> dict[str, Any]:
+    return {**sweep, "runs": manager.history.sweep_runs(sweep["id"])}

@@ -19,7 +19,7 @@ from fastapi import Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 
 from app.http.errors import RAW_BODY, Problem
-from lab.service.store import Store
+from lab.service.manager import IdempotencyLog
 
 KEEP_S = 24 * 3600.0
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
@@ -36,7 +36,7 @@ def _fingerprint(request: Request) -> str:
     return h.hexdigest()
 
 
-def once(store: Store, request: Request, response: Response, key: str | None, status: int,
+def once(store: IdempotencyLog, request: Request, response: Response, key: str | None, status: int,
          make: Callable[[], dict[str, Any]]) -> Any:
     """Answer with make() (which sets response's status and headers), or replay the answer to `key`."""
     if key is None:

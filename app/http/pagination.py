@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, Query, Request, Response
 
 from app.http.errors import Problem
+from lab.service.manager import History
 
 Sort = StrEnum("Sort", {s: s for s in ("-created_at", "created_at", "-finished_at", "finished_at", "-duration_s",
                                         "duration_s")})
@@ -92,9 +93,10 @@ class Page:
     cursor: str | None
     limit: int
 
-    def of(self, store: Any, table: str, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], int, str | None]:
+    def of(self, history: History, table: str,
+           filters: dict[str, Any]) -> tuple[list[dict[str, Any]], int, str | None]:
         """This page of `table`: its rows, how many match in all, the next page's cursor (None on the last)."""
-        rows, total, more = store.page(table, filters, self.sort, decode(self.cursor, self.sort), self.limit,
+        rows, total, more = history.page(table, filters, self.sort, decode(self.cursor, self.sort), self.limit,
                                        self.since, self.until)
         return rows, total, (encode(self.sort, more) if more else None)
 

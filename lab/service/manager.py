@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lab.config import Settings
 from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, QueueFull, ShuttingDown
@@ -36,15 +36,18 @@ from lab.service.automation import Automation
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
 from lab.service.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
+from lab.service.history import History
 from lab.service.jobs import Job, LocalContext, Who, run_job, who_for
 from lab.service.managed import ServerRegistry
 from lab.service.retention import Retention
 from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
-from lab.service.store import Store
+from lab.service.store import Event, Store
 from lab.service.sweeps import Sweep, SweepService
 
-__all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "LimitExceeded", "Manager", "ManagerConfig",
-           "ManagerError", "NotFound", "NotRunnable", "QueueFull", "ShuttingDown", "Sweep", "parse_fault"]
+# The service facade: app/ imports this module (and domain values) only (pyproject's import contract).
+__all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "Event", "History", "IdempotencyLog",
+           "LimitExceeded", "Manager", "ManagerConfig", "ManagerError", "NotFound", "NotRunnable", "QueueFull",
+           "ShuttingDown", "Subscription", "Sweep", "parse_fault"]
 
 log = logging.getLogger("lab.service.manager")
 
@@ -101,6 +104,16 @@ class ManagerConfig:
                    fault=settings.fault)
 
 
+class IdempotencyLog(Protocol):
+    """What a POST with an Idempotency-Key needs (lab.service.store.Store keeps it)."""
+
+    def idem_claim(self, key: str, fingerprint: str, keep_s: float) -> tuple[str, int | None, str | None] | None: ...
+
+    def idem_complete(self, key: str, status: int, response: str) -> None: ...
+
+    def idem_release(self, key: str) -> None: ...
+
+
 class Manager(Automation):
     def __init__(self, store: Store, config: ManagerConfig | None = None, faults: Faults | None = None) -> None:
         self.store = store
@@ -120,6 +133,9 @@ class Manager(Automation):
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
         self._started = False
+        # What the web layer may use of the store: the read side, and the log of retried POSTs.
+        self.history = History(store)
+        self.idempotency: IdempotencyLog = store
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> Manager:
@@ -243,6 +259,10 @@ class Manager(Automation):
     def subscribe(self, after: int | None = None, run_id: str | None = None,
                   sweep_id: str | None = None) -> Subscription:
         return self.bus.subscribe(after=after, run_id=run_id, sweep_id=sweep_id)
+
+    def close_streams(self) -> None:
+        """End every event stream now (the service is stopping: clients reconnect with their last id)."""
+        self.bus.close_all()
 
     def replay_start(self) -> int:
         return self.bus.replay_start()

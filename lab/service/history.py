@@ -1,0 +1,44 @@
+"""What has been run, as pages and scripts ask for it: pages of runs and sweeps, a sweep's runs, a
+run's trace, where a stream ends. The read side of the service facade (`Manager.history`), so the
+web layer never holds the store itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lab.nbd import diskmap
+from lab.service.export import csv_lines
+from lab.service.store import Store
+
+PageKey = tuple[Any, int]  # a keyset page's position: the sort value and seq of the last row shown
+
+
+class History:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def page(self, table: str, filters: dict[str, Any], sort: str = "-created_at", after: PageKey | None = None,
+             limit: int = 100, since: float | None = None,
+             until: float | None = None) -> tuple[list[dict[str, Any]], int, PageKey | None]:
+        """One page of runs or sweeps (lab.service.store.Store.page: filters in SQL, keyset order)."""
+        return self._store.page(table, filters, sort, after, limit, since, until)
+
+    def sweep_runs(self, sweep_id: str) -> list[dict[str, Any]]:
+        """The sweep's runs in the sweep's order."""
+        runs, _ = self._store.list_runs(sweep_id=sweep_id, limit=None, newest_first=False)
+        return runs
+
+    def trace_path(self, run_id: str) -> Path:
+        """Where a finished run's per-request trace is kept (it may not exist: not finished, or no copy)."""
+        return diskmap.trace_path(self._store.dir, run_id)
+
+    def trace_csv(self, run_id: str) -> Iterator[str]:
+        """The trace as CSV text, in chunks (the run must have one: see trace_path)."""
+        return csv_lines(diskmap.csv_rows(diskmap.load(self._store.dir, run_id)))
+
+    def closing_event_id(self, kind: str, key: str) -> int | None:
+        """The id of the event that ends a run's stream (`done`) or a sweep's (`sweep_done`), if it happened."""
+        return self._store.closing_event_id(kind, key)
