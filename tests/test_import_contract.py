@@ -8,6 +8,7 @@ import into a function does not hide a cycle from it.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -38,6 +39,22 @@ def test_every_ignored_import_still_exists() -> None:
     """pyproject's ignore_imports lists the violations still to untangle: one that is gone leaves the list."""
     gone = [line.strip("- ") for line in lint(ROOT).stdout.splitlines() if "No matches for ignored import" in line]
     assert not gone, "remove these from pyproject.toml's ignore_imports: " + "; ".join(gone)
+
+
+# What app/ may use of the Manager: its methods and the facade objects it hands out for this (history,
+# idempotency, config); not the parts it is made of.
+MANAGER_INSIDES = ("store", "pool", "bus", "scheduler", "sweeps", "servers", "faults", "retention", "reaper",
+                   "machine")
+
+
+def test_app_does_not_reach_into_the_manager() -> None:
+    found = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in MANAGER_INSIDES and \
+                    isinstance(node.value, ast.Name) and node.value.id == "manager":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: manager.{node.attr}")
+    assert not found, "app/ reaches past the facade (add a Manager or History method):\n" + "\n".join(found)
 
 
 @pytest.fixture

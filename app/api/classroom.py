@@ -97,7 +97,7 @@ class GuessCreate(_Strict):
 def class_view(manager: ManagerDep, settings: SettingsDep) -> dict[str, Any]:
     """Every student with runs: how many by status, first and last; and the per-student limit."""
     queued = manager.unfinished_by_student()
-    students = [{**s, "unfinished": queued.get(s["student"], 0)} for s in manager.store.students()]
+    students = [{**s, "unfinished": queued.get(s["student"], 0)} for s in manager.history.students()]
     return {"students": students, "max_queued_per_student": settings.max_queued_per_student or None,
             "total_runs": sum(s["total"] for s in students)}
 
@@ -113,19 +113,19 @@ def add_guess(body: GuessCreate, manager: ManagerDep) -> dict[str, Any]:
         prediction = body.prediction.raw()
     except SpecError as e:
         raise spec_error(e, ("body",)) from None
-    return manager.store.add_guess(body.student, body.target, prediction)
+    return manager.add_guess(body.student, body.target, prediction)
 
 
 @router.get("/guesses", response_model=GuessList)
 def list_guesses(manager: ManagerDep, target: TargetQ = None, student: StudentQ = None) -> dict[str, Any]:
-    rows = manager.store.guesses(target, " ".join(student.split()) if student else None)
+    rows = manager.history.guesses(target, " ".join(student.split()) if student else None)
     return {"guesses": rows, "count": len(rows)}
 
 
 @router.get("/guesses.csv", response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 def guesses_csv(manager: ManagerDep, target: TargetQ = None, student: StudentQ = None) -> Response:
-    text = csv_text(guess_rows(manager.store.guesses(target, " ".join(student.split()) if student else None)))
+    text = csv_text(guess_rows(manager.history.guesses(target, " ".join(student.split()) if student else None)))
     return Response(text, media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="guesses.csv"'})
 
@@ -133,15 +133,14 @@ def guesses_csv(manager: ManagerDep, target: TargetQ = None, student: StudentQ =
 @router.get("/class/acts", response_model=ActsOut)
 def acts_view(manager: ManagerDep) -> dict[str, Any]:
     """Per act and row: the class's guesses and the latest finished run of that row (measured, model)."""
-    guesses = manager.store.guesses()
+    guesses = manager.history.guesses()
+    latest = manager.history.latest_succeeded([row.key for act in ACTS for row in act.rows])
     out = []
     for act in ACTS:
         rows = []
         for row in act.rows:
             mine = [g for g in guesses if g["target"] == row.key]
-            runs, _, _ = manager.store.page("runs", {"label": row.key, "status": "succeeded"}, "-created_at",
-                                            None, 1)
-            run = runs[0] if runs else None
+            run = latest.get(row.key)
             rows.append({
                 "key": row.key, "group": row.group, "client": row.client,
                 "guesses": {k: [g["prediction"][k] for g in mine if k in g["prediction"]] for k in PREDICTION_FIELDS},

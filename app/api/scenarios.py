@@ -14,7 +14,7 @@ from app.http.headers import located
 from app.http.idempotency import IdempotencyKey, once
 from app.http.identity import who_of
 from app.schemas.runs import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
-from lab.domain.scenarios import SCENARIOS, row_match, rows_of
+from lab.domain.scenarios import SCENARIOS, row_match
 from lab.domain.spec import SpecError, build_spec
 from lab.service.manager import NotFound
 
@@ -72,18 +72,11 @@ def scenario_rows(name: str, manager: ManagerDep,
         for r in act.rows:
             rows.setdefault(r.key, r)
     last = manager.last_event_id
-    by_client: dict[str, list[dict[str, Any]]] = {}
     out = []
     for row in rows.values():
-        if row.client not in by_client:
-            listed, _ = manager.store.list_runs(client=row.client, limit=5000)
-            # membership by the one rule, as of now (a run stored before a row existed is counted too)
-            by_client[row.client] = [{**run, "scenario_rows": rows_of(run["client"], run.get("server") or {},
-                                                                      run.get("label"))} for run in listed]
-        mine = [run for run in by_client[row.client] if row.key in run["scenario_rows"]]
+        mine, total = manager.history.row_runs(row, per_row)
         out.append({**row.to_dict(), "server": _fields(row.server),
-                    "match": {"client": row.client, "server": row_match(row)}, "total": len(mine),
-                    "runs": mine[:per_row]})
+                    "match": {"client": row.client, "server": row_match(row)}, "total": total, "runs": mine})
     return {"name": name, "rows": out, "last_event_id": last}
 
 

@@ -346,6 +346,12 @@ def _index() -> dict[str, list[_Member]]:
     return _INDEX
 
 
+def row_matches(client: str, key: str) -> list[dict[str, Any]]:
+    """The match fields of row `key` and of each of its stand-ins: a run of `client` measures the row when
+    its server agrees with one of them (or carries the key as its label with the same zero modes)."""
+    return [m.match for m in _index().get(client, ()) if m.key == key]
+
+
 def rows_of(client: str, server: dict[str, Any], label: str | None = None) -> dict[str, bool]:
     """{row key: at the row's own geometry} for every scenario row a run measures.
 

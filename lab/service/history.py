@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lab.domain.scenarios import Row, row_matches, rows_of
 from lab.nbd import diskmap
 from lab.service.export import csv_lines
 from lab.service.store import Store
@@ -25,6 +26,25 @@ class History:
              until: float | None = None) -> tuple[list[dict[str, Any]], int, PageKey | None]:
         """One page of runs or sweeps (lab.service.store.Store.page: filters in SQL, keyset order)."""
         return self._store.page(table, filters, sort, after, limit, since, until)
+
+    def row_runs(self, row: Row, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The runs that measure a scenario row (lab.domain.scenarios.rows_of, as of now), newest first:
+        the newest `limit` of them, each with its `scenario_rows`, and how many in all."""
+        runs, total = self._store.runs_measuring(row.client, row_matches(row.client, row.key), row.key, limit)
+        return [{**run, "scenario_rows": rows_of(run["client"], run.get("server") or {}, run.get("label"))}
+                for run in runs], total
+
+    def latest_succeeded(self, labels: list[str]) -> dict[str, dict[str, Any]]:
+        """{label (a scenario row's key): its newest succeeded run} for the labels that have one."""
+        return self._store.latest_by_label(labels, "succeeded")
+
+    def students(self) -> list[dict[str, Any]]:
+        """Each student who started a run: runs by status, total, first and last run time; by name."""
+        return self._store.students()
+
+    def guesses(self, target: str | None = None, student: str | None = None) -> list[dict[str, Any]]:
+        """The class's guesses oldest first, optionally of one act row and/or one student."""
+        return self._store.guesses(target, student)
 
     def sweep_runs(self, sweep_id: str) -> list[dict[str, Any]]:
         """The sweep's runs in the sweep's order."""

@@ -260,6 +260,10 @@ class Manager(Automation):
                   sweep_id: str | None = None) -> Subscription:
         return self.bus.subscribe(after=after, run_id=run_id, sweep_id=sweep_id)
 
+    def add_guess(self, student: str, target: str, prediction: dict[str, Any]) -> dict[str, Any]:
+        """Keep a student's guess before an act (it starts nothing); its row as stored."""
+        return self.store.add_guess(student, target, prediction)
+
     def close_streams(self) -> None:
         """End every event stream now (the service is stopping: clients reconnect with their last id)."""
         self.bus.close_all()

@@ -233,6 +233,43 @@ class _Reads:
         last = (rows[-1][1], rows[-1][2]) if more and rows else None
         return [json.loads(r[0]) for r in rows], total, last
 
+    def latest_by_label(self, labels: Sequence[str], status: str) -> dict[str, dict[str, Any]]:
+        """{label: its newest run with `status`} for those of `labels` that have one (one query)."""
+        if not labels:
+            return {}
+        marks = ", ".join("?" * len(labels))
+        rows = self._r().execute(
+            "SELECT label, data FROM (SELECT label, data, ROW_NUMBER() OVER (PARTITION BY label "
+            "ORDER BY COALESCE(created_at, 0) DESC, seq DESC) AS n FROM runs "
+            f"WHERE status = ? AND label IN ({marks})) WHERE n = 1", [status, *labels]).fetchall()
+        return {label: json.loads(data) for label, data in rows}
+
+    def runs_measuring(self, client: str, matches: list[dict[str, Any]], label: str,
+                       limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Runs of `client` whose server agrees with one of `matches` (server field -> value), or that
+        carry `label` with one of their zero modes (lab.domain.scenarios.rows_of, in SQL): the newest
+        `limit`, and how many in all."""
+        def agree(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+            if not all(k.isidentifier() for k in fields):  # names go into the SQL text
+                raise ValueError(fields)
+            return (" AND ".join(f"json_extract(data, '$.server.{k}') IS ?" for k in fields) or "1",
+                    [int(v) if isinstance(v, bool) else v for v in fields.values()])
+        either, args = [], []
+        for match in matches:
+            sql, values = agree(match)
+            modes = {k: match.get(k) for k in ("zeromode", "fastzeromode")}
+            label_sql, label_values = agree(modes)
+            either += [f"({sql})", f"(label = ? AND {label_sql})"]
+            args += [*values, label, *label_values]
+        if not either:
+            return [], 0
+        where = f" WHERE client = ? AND ({' OR '.join(either)})"
+        conn = self._r()
+        total = conn.execute(f"SELECT COUNT(*) FROM runs{where}", [client, *args]).fetchone()[0]
+        rows = conn.execute(f"SELECT data FROM runs{where} ORDER BY COALESCE(created_at, 0) DESC, seq DESC LIMIT ?",
+                            [client, *args, limit]).fetchall()
+        return [json.loads(r[0]) for r in rows], total
+
     def get_sweep(self, sweep_id: str) -> dict[str, Any] | None:
         row = self._r().execute("SELECT data FROM sweeps WHERE id=?", (sweep_id,)).fetchone()
         return json.loads(row[0]) if row else None
