@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +42,7 @@ from app.http import auth, errors
 from app.http.allow import AllowMiddleware
 from app.http.hosts import HostGuard
 from app.http.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
+from app.http.query import only_known_query
 from app.pages import apidocs
 from app.schemas import openapi
 from app.settings import Settings
@@ -108,10 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
+    strict_query = [Depends(only_known_query)]  # an unknown query parameter is a 400 naming it
     for module in (health, config, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=strict_query)
     for module in (health, config, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
-        app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False,
+        app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False, dependencies=strict_query,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
     apidocs.install(app)
     _add_pages(app)

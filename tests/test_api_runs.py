@@ -95,8 +95,11 @@ def test_bad_fields_are_422_naming_the_field(api, body, loc):
     assert set(problem["errors"][0]) <= {"loc", "message", "code", "value"}, "no ctx, no input"
 
 
-def test_nan_and_broken_json_are_422_not_500(api):
-    for text in ('{"server": {"delay_zero": NaN}}', '{"server": {"size": Infinity}}', '{"server": ', "[]", "7"):
+def test_nan_and_broken_json_are_400_and_wrong_shapes_422_not_500(api):
+    for text in ('{"server": {"delay_zero": NaN}}', '{"server": {"size": Infinity}}', '{"server": '):
+        r = api.post("/api/runs", content=text, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["code"] == "bad-request", (text, r.text)  # not JSON (RFC 8259)
+    for text in ("[]", "7"):
         r = api.post("/api/runs", content=text, headers={"content-type": "application/json"})
         assert r.status_code == 422, (text, r.text)
     r = api.post("/api/runs", content=b"{" + b" " * 200_000 + b"}", headers={"content-type": "application/json"})

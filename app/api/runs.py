@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api import API_PREFIX
+from app.api.filters import RunFiltersDep
 from app.http.deps import ManagerDep
 from app.http.errors import field_error, responses, spec_error
 from app.http.headers import LINK_NEXT, located
@@ -17,9 +17,8 @@ from app.http.idempotency import IdempotencyKey, once
 from app.http.identity import who_of
 from app.http.pagination import PageDep, link_next
 from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses
-from app.schemas.runs import CancelledOut, ClientId, RunCreate, RunFilter, RunList, RunOut, RunStatus
-from lab.domain import spec
-from lab.domain.spec import ServerField, SpecError
+from app.schemas.runs import CancelledOut, RunCreate, RunFilter, RunList, RunOut
+from lab.domain.spec import SpecError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -49,55 +48,13 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
     return once(manager.idempotency, request, response, idempotency_key, 202, make)
 
 
-def _filter_param(name: str, meta: ServerField) -> inspect.Parameter:
-    """A query parameter per server field, as runs echo it (bytes, milliseconds): from lab.domain.spec."""
-    annotation: Any
-    if meta.kind == "choice":
-        annotation = spec.enum_of(name) | None
-    elif meta.kind == "bool":
-        annotation = bool | None
-    elif meta.kind == "size":
-        annotation = Annotated[int | None, Query(ge=0, le=spec.MAX_JSON_INT, description="bytes")]
-    elif meta.kind == "delay":
-        annotation = Annotated[float | None, Query(ge=0, le=3_600_000, description="milliseconds")]
-    else:
-        annotation = Annotated[str | None, Query(max_length=int(meta.high or 64))]
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-
-
-def server_filters(**values: Any) -> dict[str, Any]:
-    """Filters on the runs' server fields, as the runs echo them (bytes, milliseconds)."""
-    return {f"server.{k}": (v.value if isinstance(v, StrEnum) else v) for k, v in values.items()}
-
-
-server_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [_filter_param(name, meta) for name, meta in spec.SERVER_FIELDS.items()])
-
-ServerFiltersDep = Annotated[dict[str, Any], Depends(server_filters)]
-
-
 @router.get("", response_model=RunList, response_model_exclude_unset=True,
     responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(404, 422)})
-def list_runs(
-    manager: ManagerDep,
-    request: Request,
-    response: Response,
-    page: PageDep,
-    server: ServerFiltersDep,
-    status: RunStatus | None = None,
-    client: ClientId | None = None,
-    sweep_id: Annotated[str | None, Query(max_length=64)] = None,
-    server_id: Annotated[str | None, Query(max_length=64)] = None,
-    label: Annotated[str | None, Query(max_length=80)] = None,
-    student: Annotated[str | None, Query(min_length=1, max_length=80,
-                                         description="only this student's runs (the name as they typed it)")] = None,
-) -> dict[str, Any]:
+def list_runs(manager: ManagerDep, request: Request, response: Response, page: PageDep,
+              filters: RunFiltersDep) -> dict[str, Any]:
     """Newest first (see `sort`), one page: follow `next_cursor` (or the `Link` header) for the next.
     `last_event_id` lets a watcher subscribe to /api/v1/events from exactly this point."""
     last = manager.last_event_id  # before the read: events after it may already be in the list, none lost
-    filters = {"status": status.value if status else None, "client": client.value if client else None,
-               "sweep_id": sweep_id, "server_id": server_id, "label": label,
-               "student": " ".join(student.split()) if student else None, **server}
     runs, total, nxt = page.of(manager.history, "runs", filters)
     link_next(request, response, nxt)
     response.headers["X-Last-Event-ID"] = str(last)

@@ -35,6 +35,8 @@ RAW_BODY = "fastzero.raw_body"  # scope key: the request body as received (app/h
 # code -> (status, title, what it means: for the OpenAPI document and docs/api.md)
 CODES: dict[str, tuple[int, str, str]] = {
     "bad-request": (400, "Bad request", "the body is not UTF-8 JSON text"),
+    "unknown-parameter": (400, "Unknown query parameter", "the query names a parameter this operation does not "
+                                                          "take (a misspelt filter): errors[].loc names it"),
     "unknown-host": (400, "Unknown host", "the Host header names a host this service does not answer to "
                                           "(LAB_ALLOWED_HOSTS: the guard against DNS rebinding)"),
     "missing-token": (401, "Token required", "LAB_TOKEN is set and the request has no bearer token"),

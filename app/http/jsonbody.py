@@ -40,7 +40,7 @@ def check(body: bytes) -> None:
     except UnicodeDecodeError as e:
         raise BodyProblem("bad-request", f"the body is not UTF-8 text (byte {e.start}): send JSON") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise BodyProblem("bad-request", "the body is not JSON this service reads: nested too deeply") from None
     except ValueError as e:
@@ -56,6 +56,11 @@ def check(body: bytes) -> None:
                   "half of a UTF-16 pair is not a character; send the pair or the character itself"
         raise BodyProblem("invalid-request", f"{'.'.join(map(str, loc))}: {message}", [
             {"loc": loc, "message": message, "code": "string_unicode", "value": escaped(sent)}])
+
+
+def _not_json(name: str) -> Any:
+    """NaN and Infinity: Python's json reads them, JSON (RFC 8259) has no such numbers."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _first_lone(node: Any, loc: list[str | int]) -> tuple[list[str | int], str, str] | None:

@@ -243,6 +243,10 @@ def _size_in(api: bool) -> Any:
     spelling = "a whole number with k, M or G" if api else "a number with k, M, G or T"
 
     def check(v: Any) -> int:
+        if isinstance(v, float) and not isinstance(v, bool):  # JSON Schema's integer: 16777216.0 is 16777216
+            if not v.is_integer():
+                raise ValueError(f"a size is a whole number of bytes (got {v!r})")
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int | str):
             raise ValueError("a size is an integer number of bytes or a string with a unit such as '16M'")
         if isinstance(v, int) and not 0 <= v <= MAX_JSON_INT:

@@ -626,6 +626,8 @@ def _page_filters(filters: dict[str, Any], since: float | None, until: float | N
             raise ValueError(name)
         if field:
             w.add(f"json_extract(data, '$.server.{field}') = ?", int(value) if isinstance(value, bool) else value)
+        elif name == "contended":  # a run field, not a column; not measured (null) counts as not contended
+            w.add("COALESCE(json_extract(data, '$.contended'), 0) = ?", int(bool(value)))
         else:
             w.add(f"{name} = ?", value)
     return w.add("created_at >= ?", since).add("created_at < ?", until)
