@@ -40,8 +40,8 @@ from typing import Any
 from lab.domain.clients import ClientInfo, client_info
 from lab.domain.counts import WireCounts
 from lab.domain.units import format_size
+from lab.nbd.clients import child
 from lab.nbd.clients.base import Cancelled, Client, ClientError, ClientResult, CopyContext
-from lab.nbd.clients.child import run_in_child
 from lab.nbd.handle import close_handle
 
 MiB = 1 << 20
@@ -366,7 +366,7 @@ class EraClient(Client):
         """Copy in a child process (see lab/nbd/clients/child.py), unless told to stay in this one."""
         if ctx.in_process:
             return self.copy_here(ctx)
-        return run_in_child(self.id, ctx)
+        return child.run_in_child(self.id, ctx)
 
     def copy_here(self, ctx: CopyContext) -> ClientResult:
         import nbd  # the bindings, when a copy is made
