@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     external_targets: str = Field(
         "", description="NBD targets a server of kind external may use: Unix socket paths or host:port, "
                         "comma-separated (none by default: external servers are off)")
+    audit_devices: str = Field(
+        "", description="block devices the zero audit may overwrite (storage dev:/dev/X, with destructive), "
+                        "comma-separated (none by default)")
+    audit_paths: str = Field(
+        "", description="existing directories an audit requested over the API may put its scratch disk in "
+                        "(storage path:/dir), comma-separated; the CLI takes any directory (none by default)")
     token: SecretStr | None = Field(
         None, description='when set, POST and DELETE need "Authorization: Bearer <token>"; reads stay open')
     sse_keepalive_s: float = Field(
@@ -116,7 +122,8 @@ class Settings(BaseSettings):
     def limits(self) -> Limits:
         return Limits(max_size=self.max_size, max_delay_ms=self.max_delay_ms, min_maxdata=self.min_maxdata,
                       max_maxdata=self.max_maxdata,
-                      external_targets=tuple(t for t in re.split(r"[,\s]+", self.external_targets) if t))
+                      external_targets=_items(self.external_targets), audit_devices=_items(self.audit_devices),
+                      audit_paths=_items(self.audit_paths))
 
     @property
     def hosts(self) -> frozenset[str]:
@@ -145,3 +152,7 @@ class Settings(BaseSettings):
         """The declared defaults, without reading the environment."""
         return cls.model_construct()
 
+
+def _items(text: str) -> tuple[str, ...]:
+    """A comma- (or space-) separated setting as its items."""
+    return tuple(t for t in re.split(r"[,\s]+", text) if t)

@@ -20,6 +20,10 @@ class Limits:
     max_maxdata: int = 32 * MiB
     # The NBD targets a server of kind external may use (lab.domain.targets): none unless listed.
     external_targets: tuple[str, ...] = ()
+    # Places the zero audit may use that the lab did not make (lab.host.userstore): block devices it
+    # may overwrite, and directories an API request may put a scratch disk in (the CLI takes any directory).
+    audit_devices: tuple[str, ...] = ()
+    audit_paths: tuple[str, ...] = ()
 
 
 DEFAULT_LIMITS = Limits()

@@ -2,13 +2,18 @@
 
 Storages:
     tmpfs     a private tmpfs mount (needs mount rights)
+    ramfs     a private ramfs mount: no fallocate at all, so every zero a server does is written out
     datadir   a private dir on the data dir's own filesystem (Places.scratch_dir; nothing to mount)
     shm       a private dir on a tmpfs that is already mounted and writable (the runtime dir when it is a
               tmpfs, else /dev/shm): tmpfs without mount rights (a container's /dev/shm is 64 MiB unless
               compose's `shm_size` says more; a disk larger than the room left is refused, not half-written)
-    ext4/xfs/btrfs  a filesystem image the lab makes (mkfs.*), loop-attached and mounted privately
+    ext4/xfs/btrfs/ext2/vfat  a filesystem image the lab makes (mkfs.*), loop-attached and mounted
+              privately (ext2: punch hole only, no zero-range or allocate; vfat: where the kernel has it)
     blockdev  a raw loop block device over a sparse file: the server gets /dev/loopN, so
               BLKZEROOUT / BLKDISCARD are the kernel's real block-layer paths
+
+The audit (lab.nbd.audit) also takes a place the user names (lab.host.userstore): an existing
+directory, or a block device on an allow-list.
 
 Ownership is by path, never by guess: everything we create lives in one private dir of ours
 (`sto-*`, its owner pid recorded beside it): the mount points are inside it and the loop
@@ -35,7 +40,11 @@ from lab.host.places import Places, resolve
 
 FILESYSTEMS = {"ext4": ["mkfs.ext4", "-q", "-F", "-E", "nodiscard"],
                "xfs": ["mkfs.xfs", "-q", "-f", "-K"],
-               "btrfs": ["mkfs.btrfs", "-q", "-f", "-K"]}
+               "btrfs": ["mkfs.btrfs", "-q", "-f", "-K"],
+               "ext2": ["mkfs.ext2", "-q", "-F", "-E", "nodiscard"],
+               "vfat": ["mkfs.vfat"]}
+PACKAGES = {"ext4": "e2fsprogs", "xfs": "xfsprogs", "btrfs": "btrfs-progs", "ext2": "e2fsprogs", "vfat": "dosfstools"}
+MEMORY_FS = ("tmpfs", "ramfs")  # mounted from memory: no loop device
 XFS_MIN = 320 << 20  # mkfs.xfs refuses filesystems under 300 MiB
 PREFIX = "sto-"
 TOOL_TIMEOUT = 120.0
@@ -179,29 +188,45 @@ def _loop_reason() -> str | None:
     return None
 
 
+def kernel_filesystems() -> frozenset[str]:
+    """What the running kernel can mount now (/proc/filesystems)."""
+    try:
+        with open("/proc/filesystems") as f:
+            return frozenset(line.split()[-1] for line in f if line.strip())
+    except OSError:
+        return frozenset()
+
+
+def _reason(name: str, where: Places) -> str | None:
+    if name == "datadir":
+        try:
+            where.scratch()
+        except OSError as e:
+            return f"data dir not writable: {e}"
+        return None
+    if name == "shm":
+        try:
+            shm_root(where, make=False)
+        except OSError as e:
+            return f"no writable tmpfs already mounted: {e}"
+        return None
+    if name in MEMORY_FS:
+        reason = _mount_reason(where.runtime())
+    else:
+        reason = _loop_reason() or (None if name == "blockdev" else _mount_reason(where.runtime()))
+    if reason is None and name not in ("blockdev", "tmpfs") and name not in kernel_filesystems():
+        return f"the kernel cannot mount {name} (not in /proc/filesystems; no module loaded)"
+    if reason is None and name in FILESYSTEMS and not shutil.which(FILESYSTEMS[name][0]):
+        return f"{FILESYSTEMS[name][0]} not installed (Debian package {PACKAGES[name]})"
+    return reason
+
+
 def availability(places: Places | None = None) -> dict[str, dict[str, object]]:
     """Each storage with `available` and, when not, `reason`."""
     where = resolve(places)
     out: dict[str, dict[str, object]] = {}
     for name in STORAGES:
-        reason: str | None = None
-        if name == "tmpfs":
-            reason = _mount_reason(where.runtime())
-        elif name == "datadir":
-            try:
-                where.scratch()
-            except OSError as e:
-                reason = f"data dir not writable: {e}"
-        elif name == "shm":
-            try:
-                shm_root(where, make=False)
-            except OSError as e:
-                reason = f"no writable tmpfs already mounted: {e}"
-        else:
-            reason = _loop_reason() or (None if name == "blockdev" else _mount_reason(where.runtime()))
-            if reason is None and name in FILESYSTEMS and not shutil.which(FILESYSTEMS[name][0]):
-                pkg = {"ext4": "e2fsprogs", "xfs": "xfsprogs", "btrfs": "btrfs-progs"}[name]
-                reason = f"{FILESYSTEMS[name][0]} not installed (Debian package {pkg})"
+        reason = _reason(name, where)
         out[name] = {"available": reason is None, **({"reason": reason} if reason else {})}
     return out
 
@@ -230,7 +255,7 @@ class Provisioned:
 
     @property
     def is_block(self) -> bool:
-        return self.storage == "blockdev"
+        return self.storage in ("blockdev", "device")
 
     def info(self) -> dict[str, object]:
         return {"storage": self.storage, "dir": str(self.dir), "disk": str(self.disk) if self.disk else None,
@@ -260,15 +285,16 @@ def provision(storage: str, size: int, disk_name: str = "disk.img", places: Plac
         if storage in ("datadir", "shm"):
             p.disk = d / disk_name
             p.fs_type = fs_type(d) or "unknown"
-        elif storage == "tmpfs":
+        elif storage in MEMORY_FS:
             mnt = d / "mnt"
             mnt.mkdir()
             # Room for the disk plus a qcow2's metadata; pages are only used when written.
-            _run(["mount", "-t", "tmpfs", "-o", f"size={size + (64 << 20)},mode=0700", "tmpfs", str(mnt)],
-                 "mounting a tmpfs")
+            # (ramfs has no size limit: the size the spec allows is its bound.)
+            opts = f"size={size + (64 << 20)},mode=0700" if storage == "tmpfs" else "mode=0700"
+            _run(["mount", "-t", storage, "-o", opts, storage, str(mnt)], f"mounting a {storage}")
             p.mounts.append(mnt)
             p.disk = mnt / disk_name
-            p.fs_type = "tmpfs"
+            p.fs_type = storage
         elif storage == "blockdev":
             backing = d / "blockdev.img"
             _sparse(backing, size)
