@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lab.cli import report, sweep
+from lab.cli import audit, report, sweep
 from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_problem
 from lab.config import Settings
 from lab.domain import spec
@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("clients", help="list the copy clients")
     sub.add_parser("scenarios", help="list the scenarios")
     sweep.add_parser(sub)
+    audit.add_parsers(sub)
     return p
 
 
@@ -163,6 +164,10 @@ def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float, skip
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     return sweep.cmd_sweep(args, _core())
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    return audit.cmd_audit(args, _core())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -308,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     use(Places.from_settings(_settings()))
     handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve, "sweep": cmd_sweep,
                "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios,
-               "calibrate": cmd_calibrate}[args.command]
+               "calibrate": cmd_calibrate, "audit": cmd_audit,
+               "audit-report": audit.cmd_audit_report}[args.command]
     return handler(args)
 
 
