@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.config import DEFAULT_LIMITS, Limits
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.spec import STORAGES
 from lab.host import procs, storage
 from lab.host.places import Places, resolve

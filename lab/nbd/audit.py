@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lab.config import DEFAULT_LIMITS, Limits
 from lab.domain.latency import by_operation
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.units import format_size
 from lab.host.places import Places
 from lab.nbd import audit_repro, audit_verdict

@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lab.config import DEFAULT_LIMITS, Limits
+from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.host import procs, storecaps
 from lab.host.places import Places
 from lab.host.storage import Provisioned
