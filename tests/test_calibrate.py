@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.host import places
 from lab.host.places import Core, Places
-from lab.measure import calibration, expectation
+from lab.measure import calibration, drift, expectation, fitting
 from lab.measure.execute import execute
 from lab.service.export import COLUMNS, to_csv
 
@@ -42,7 +43,7 @@ POINTS = [_point(48, 48, 0, 48, 0), _point(96, 192, 0, 192, 0), _point(32, 64, 6
 
 
 def test_fit_recovers_known_coefficients_and_keeps_the_floor_fixed():
-    coef = expectation.fit(POINTS, {"delays": 1.0})
+    coef = fitting.fit(POINTS, expectation.TERMS, {"delays": 1.0})
     assert coef["delays"] == 1.0
     for k, v in TRUE.items():
         assert coef[k] == pytest.approx(v, rel=1e-3), k
@@ -69,14 +70,14 @@ def test_fit_of_a_parallel_client_finds_its_delay_factor():
     pts = [_point(48, 48, 0, 48, 0, d=0.2), _point(96, 192, 0, 192, 0, d=0.2), _point(32, 64, 64, 64, 0.064, d=0.2),
            _point(4, 2048, 0, 8, 0, d=0.2), _point(192, 96, 0, 6, 0, d=0.2), _point(12, 192, 192, 12, 0.192, d=0.2),
            _point(1, 8, 0, 2, 0, d=0.2), _point(12, 192, 192, 12, 0.96, d=0.2)]
-    coef = expectation.fit(pts, {})
+    coef = fitting.fit(pts, expectation.TERMS, {})
     assert coef["delays"] == pytest.approx(0.2, rel=1e-3)
 
 
 def test_fit_never_returns_a_negative_cost():
     pts = [dict(p) for p in POINTS]
     pts[1] = {**pts[1], "measured_s": pts[1]["measured_s"] * 0.5}  # a run faster than its requests allow
-    coef = expectation.fit(pts, {"delays": 1.0})
+    coef = fitting.fit(pts, expectation.TERMS, {"delays": 1.0})
     assert all(v >= 0 for v in coef.values()), coef
 
 
@@ -87,8 +88,9 @@ def test_features_come_from_exact_counts():
     backend = BackendCounts(write_ops=400, write_bytes=100 << 20, zero_ops=4, flush_ops=1)
     log = WireCounts(write=50, write_bytes=50 << 20, zero=4, flush=1)
     f = expectation.features(spec, backend, log, 8.0)
-    assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "mib": 100.0,
-                 "warm_mib": float(expectation.WARM_MIB), "slept_mib": 100.0, "delays": 8.0}
+    assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "short_sleeps": 0.0,
+                 "mib": 100.0, "warm_mib": float(expectation.WARM_MIB), "grown_mib": 0.0, "slept_mib": 100.0,
+                 "zero_mib": 0.0, "delays": 8.0}
     small = expectation.features(build_spec({"delay_write": "0ms", "delay_zero": "5ms"}),
                                BackendCounts(write_ops=8, write_bytes=8 << 20, zero_ops=2), log, 0.01)
     assert (small["mib"], small["warm_mib"], small["slept_mib"], small["sleeps"]) == (8.0, 8.0, 0.0, 2.0)
@@ -97,12 +99,12 @@ def test_features_come_from_exact_counts():
 def test_a_model_fitted_on_the_plan_extrapolates_to_a_bandwidth_bound_gigabyte():
     """The issue-12 miss: a per-MiB cost fitted on small copies alone over-predicted 1 GiB copies.
     With the warm-up term and the plan's large copy, a 1 GiB copy is predicted from the steady rate."""
-    coef = expectation.fit(POINTS, {"delays": 1.0})
+    coef = fitting.fit(POINTS, expectation.TERMS, {"delays": 1.0})
     big = _point(513, 1025, 0, 1024, 0)
     predicted = sum(coef.get(k, 0.0) * v for k, v in big["features"].items())
     assert predicted == pytest.approx(big["measured_s"], rel=1e-3)
-    one_rate = expectation.fit([{**p, "features": {**p["features"], "warm_mib": 0.0}} for p in POINTS[:1] + POINTS[3:]],
-                             {"delays": 1.0, "warm_mib": 0.0, "slept_mib": 0.0})
+    one_rate = fitting.fit([{**p, "features": {**p["features"], "warm_mib": 0.0}} for p in POINTS[:1] + POINTS[3:]],
+                           expectation.TERMS, {"delays": 1.0, "warm_mib": 0.0, "slept_mib": 0.0})
     old = sum(one_rate.get(k, 0.0) * v for k, v in big["features"].items() if k != "warm_mib")
     assert old > 1.1 * big["measured_s"]  # what the old plan and model did: fitted small, predicted too slow
 
@@ -250,7 +252,7 @@ def test_a_calibration_point_runs_where_it_is_told(tmp_path, no_leftovers):
 def test_the_cpu_fit_is_the_same_model_without_the_sleeps():
     cpu_true = {k: v for k, v in TRUE.items() if k != "sleeps"}
     points = [{**p, "measured_s": sum(cpu_true[k] * p["features"][k] for k in cpu_true)} for p in POINTS]
-    got = expectation.fit(points, {"delays": 0.0})
+    got = fitting.fit(points, expectation.TERMS, {"delays": 0.0})
     assert got["delays"] == 0.0 and got.get("sleeps", 0.0) == pytest.approx(0.0, abs=1e-6)
     for k, v in cpu_true.items():
         assert got[k] == pytest.approx(v, rel=1e-3)
@@ -306,3 +308,201 @@ def test_a_point_is_measured_by_its_runs_off_the_slow_copy_path():
     assert calibration._chosen(five).duration_s == 0.30  # median of the four clean runs (lower middle)
     assert calibration._chosen([run(0.30, 0.35), run(0.31, 0.36), run(0.35, 0.40)]).duration_s == 0.31
     assert calibration._chosen([slow]).duration_s == 0.9  # all alike: nothing to compare with
+
+
+# --- intervals, verdicts, blind spots, drift ------------------------------------------------
+
+
+def _with(p: dict, **extra: float) -> dict:
+    return {**p, "features": {**p["features"], **extra}}
+
+
+def test_a_blind_spot_term_stays_only_where_the_points_need_it():
+    """zero_mib: a point of zero-filled writes costs 0.5 ms/MiB more than data, or nothing more."""
+    zeroed = _with(_point(64, 64, 64, 64, 0.128), zero_mib=64.0)
+    for extra, kept in ((0.5e-3, True), (0.0, False)):
+        pts = [*POINTS, {**zeroed, "measured_s": zeroed["measured_s"] + extra * 64}]
+        pts = [{**p, "runs_s": [p["measured_s"] * 0.99, p["measured_s"] * 1.01]} for p in pts]
+        coef, blind = fitting.select(pts, expectation.TERMS, {"delays": 1.0}, expectation.BLIND_SPOTS)
+        assert ("zero_mib" in blind) is kept, (extra, coef)
+        assert coef["zero_mib"] == pytest.approx(extra, abs=2e-5)
+        assert "short_sleeps" not in blind and "grown_mib" not in blind  # no point needs them
+        assert coef["mib"] == pytest.approx(TRUE["mib"], rel=1e-2)
+
+
+def test_each_part_inherits_the_scatter_of_the_points_it_dominates():
+    """Byte-heavy points that vary by 8% run to run, request-heavy ones by 1%: the per-byte part's
+    spread comes out near 8%, the per-request part's at its floor."""
+    pts = []
+    for p in POINTS:
+        t = p["measured_s"]
+        share = (TRUE["mib"] * p["features"]["mib"]) / t
+        s = 0.08 if share > 0.5 else 0.01
+        pts.append({**p, "runs_s": [t * (1 - s), t, t * (1 + s)]})
+    coef = fitting.fit(pts, expectation.TERMS, {"delays": 1.0})
+    got = fitting.spread(pts, coef, expectation.GROUPS, 7, expectation.SPREAD_FLOORS)
+    assert 0.06 < got["per_byte_s"] < 0.12, got
+    assert got["per_request_s"] == expectation.SPREAD_FLOORS["per_request_s"], got
+
+
+def _calibrated(spread: dict | None = None, control: dict | None = None) -> expectation.Calibration:
+    cal = _calibration("x")
+    for f in cal.fits.values():
+        f.spread = spread or {"delays_s": 0.0, "per_request_s": 0.2, "per_byte_s": 0.04, "fixed_s": 0.2,
+                              "abs_s": 0.003}
+        f.control = control or {"reference_s": 0.1, "spread": 0.01}
+    return cal
+
+
+TALK_ROW = {"fixed": 1.0, "wire_requests": 54.0, "backend_requests": 254.0, "sleeps": 250.0, "mib": 50.0,
+            "warm_mib": 32.0, "slept_mib": 50.0, "delays": 4.25}  # qemu 4.2 on A, the talk's geometry
+GIB_FULL = {"fixed": 1.0, "wire_requests": 1025.0, "backend_requests": 1025.0, "mib": 1024.0, "warm_mib": 32.0,
+            "grown_mib": 896.0}  # 1 GiB of data, 1 MiB requests, no delays
+
+
+def test_an_interval_is_narrow_where_sleeps_dominate_and_wider_where_bytes_do():
+    cal = _calibrated()
+    talk = cal.expect("qemu-4.2", 1, "single", TALK_ROW)
+    gib = cal.expect("qemu-4.2", 1, "single", GIB_FULL)
+    assert talk.regime == "delay-bound" and gib.regime == "bandwidth-bound"
+    for e in (talk, gib):
+        assert e.low_s < e.expected_s < e.high_s and e.coverage == expectation.COVERAGE
+    half = {e.regime: (e.high_s - e.low_s) / 2 / e.expected_s for e in (talk, gib)}
+    assert half["delay-bound"] < 0.02 < 0.05 < half["bandwidth-bound"] < 0.12, half
+    assert talk.low_s >= talk.breakdown["delays_s"]  # an in-order client never beats its sleeps
+    # the interval of a parallel client may reach below its serial sleeps (they overlap)
+    assert cal.expect("nbdcopy", 1, "single", TALK_ROW).low_s > 0
+
+
+def test_a_run_outside_its_interval_says_which_way_and_the_part_most_likely_off():
+    """1 GiB of zero-filled writes behind 2 ms sleeps (the sweep's qemu-2.7 row): the bytes are its
+    largest uncertain part, so a miss is laid at their door."""
+    spread = {"delays_s": 0.0, "per_request_s": 0.1, "per_byte_s": 0.04, "fixed_s": 0.2, "abs_s": 0.003}
+    e = _calibrated(spread).expect("qemu-2.7", 1, "single", {**GIB_FULL, "slept_mib": 1024.0, "delays": 2.048,
+                                                             "sleeps": 1024.0, "zero_mib": 1024.0})
+    assert e.verdict(e.expected_s) == ("within", None)
+    assert e.verdict(e.high_s * 1.5) == ("slower-than-model", "per_byte_s")
+    assert e.verdict(e.low_s * 0.9) == ("faster-than-model", "per_byte_s")
+
+
+def test_a_fresh_control_scales_the_non_sleep_parts_and_is_shown():
+    cal = _calibrated()
+    plain = cal.expect("qemu-4.2", 1, "single", GIB_FULL)
+    slow = drift.Control("era-q1/single", cal.id, [0.12, 0.121, 0.119], [0.12, 0.121, 0.119], 0.1,
+                         stale_beyond=0.08)
+    e = cal.expect("qemu-4.2", 1, "single", GIB_FULL, slow)
+    assert slow.factor == pytest.approx(1.2) and e.machine_factor == slow.factor
+    assert e.expected_s == pytest.approx(plain.expected_s * 1.2, rel=1e-3)
+    # measured just now, the machine's drift is known to the control's precision: a narrower interval
+    assert (e.high_s - e.low_s) / e.expected_s < (plain.high_s - plain.low_s) / plain.expected_s
+    sleepy = cal.expect("qemu-4.2", 1, "single", TALK_ROW, slow)
+    assert sleepy.breakdown["delays_s"] == 4.25  # sleeps do not scale
+
+
+def test_a_control_beyond_the_spread_marks_the_calibration_stale(data_dir):
+    where = _places(data_dir)
+    cal = _calibrated()
+    cal.fingerprint = expectation.fingerprint(expectation.machine())
+    expectation.save(cal, where)
+    beyond = drift.stale_beyond(0.01, expectation.Z)
+    assert 0.05 < beyond < 0.15
+    path = expectation.cache_path(where)
+    drift.record(path, drift.Control("era-q1/single", cal.id, [0.103], [0.103], 0.1, stale_beyond=beyond))
+    assert expectation.state(where)["stale"] is False
+    drift.record(path, drift.Control("era-q1/single", cal.id, [0.13, 0.131], [0.13, 0.131], 0.1,
+                                     stale_beyond=beyond))
+    drift.record(path, drift.Control("era-q1/single", cal.id, [0.5, 0.6], [], 0.1, stale_beyond=beyond))  # disturbed
+    st = expectation.state(where)
+    assert st["stale"] is True and st["stale_kinds"] == {"era-q1/single": pytest.approx(1.305)}
+    assert drift.latest(path, cal.id, "era-q1/single").factor == pytest.approx(1.305)  # the disturbed one is no say
+    # a control of another calibration says nothing about this one
+    assert drift.latest(path, "other@1", "era-q1/single") is None
+    # an old control no longer corrects, nor does one of another kind
+    old = drift.Control("qemu-img/single", cal.id, [0.2], [0.2], 0.1, at=time.time() - drift.FRESH_S - 1)
+    drift.record(path, old)
+    assert drift.fresh(path, cal.id, "qemu-img/single") is None
+    assert drift.fresh(path, cal.id, "era-q1/single").factor == pytest.approx(1.305)
+
+
+def _plant(where: Places, scale: float = 1.0, reference_s: float = 0.1, fixed_s: float | None = None,
+           spread: dict | None = None) -> expectation.Calibration:
+    """A calibration with this machine's fingerprint and planted figures (coefficients x `scale`)."""
+    cal = _calibrated(spread, {"reference_s": reference_s, "spread": 0.01})
+    cal.fingerprint = expectation.fingerprint(expectation.machine())
+    for f in cal.fits.values():
+        f.coef = {k: v * scale for k, v in f.coef.items() if k != "delays"} | {"delays": f.coef.get("delays", 1.0)}
+        if fixed_s is not None:
+            f.coef = {"fixed": fixed_s, "delays": 1.0}
+    expectation.save(cal, where)
+    expectation.forget()
+    return cal
+
+
+FULL_SPEED = {"size": "64M", "pattern": "full", "maxdata": "1M", "delay_write": "0ms", "delay_zero": "0ms"}
+
+
+def test_a_planted_drifted_calibration_is_found_stale_by_its_control(data_dir, no_leftovers):
+    """A calibration whose control took 10 s for 128 MiB (planted): the control a CPU-bound run measures
+    first runs it in a fraction of that, disturbed or not (others' work only slows a copy), so the
+    calibration says it is stale, and the run says so too."""
+    core = Core(places=_places(data_dir))
+    cal = _plant(core.places, reference_s=10.0)
+    run = Run(client="qemu-2.8", server=build_spec(FULL_SPEED), sweep_id="s1")
+    c = calibration.before_run(run, core)
+    assert c is not None and c.kind == "era-q1/single" and c.calibration == cal.id
+    assert len(c.runs_s) == calibration.CONTROL_RUNS and c.stale, c.to_dict()
+    assert any(n.startswith("control: 3 copies of 128M") for n in run.notes), run.notes
+    assert expectation.state(core.places)["stale"] is True
+    # the next CPU-bound row within SWEEP_CONTROL_S measures no control again
+    assert calibration.before_run(Run(client="qemu-2.8", server=build_spec(FULL_SPEED), sweep_id="s1"), core) is None
+    done = execute(run, core=core)
+    assert done.status == "succeeded" and done.calibration_stale is True
+    assert any(n.startswith("calibration stale:") for n in done.notes), done.notes
+    # a sleep-bound run measures no control (it shares the machine), a run of another kind its own
+    assert calibration.before_run(Run(client="qemu-2.8", server=build_spec({"size": "4M"})), core) is None
+
+
+def test_a_model_that_expects_far_less_than_the_machine_does_says_slower_than_model(data_dir, no_leftovers):
+    """Coefficients planted at a hundredth of the real costs: a run with delays (no control corrects it)
+    lands above its interval, says so with the part most likely short, in a note, flat in the CSV."""
+    core = Core(places=_places(data_dir))
+    _plant(core.places, scale=0.01)
+    spec = build_spec({"size": "32M", "pattern": "full", "maxdata": "1M", "delay_write": "1ms", "delay_zero": "1ms"})
+    run = execute(Run(client="qemu-2.8", server=spec), core=core)
+    assert run.status == "succeeded" and run.machine_factor is None
+    assert run.expected_low_s < run.expected_s < run.expected_high_s < run.duration_s
+    assert run.model_verdict == "slower-than-model" and run.model_term in expectation.PARTS
+    assert run.regime == "delay-bound" and run.expected_coverage == expectation.COVERAGE
+    assert any(n.startswith("slower than the model:") for n in run.notes), run.notes
+    header, row = list(csv.reader(io.StringIO(to_csv([run.to_dict()]))))[:2]
+    got = dict(zip(header, row, strict=True))
+    assert got["model_verdict"] == "slower-than-model" and float(got["expected_high_s"]) == run.expected_high_s
+    assert {"expected_low_s", "expected_high_s", "model_term", "regime", "machine_factor"} <= set(COLUMNS)
+
+
+def test_a_cpu_hog_started_mid_sweep_makes_the_rows_after_it_slower_than_model(data_dir, no_leftovers):
+    """A sweep of four full-speed rows against an expectation planted at the first row's own time:
+    three processes spinning on the 2 cores from the third row on push those rows above their intervals."""
+    import subprocess
+    import sys
+
+    core = Core(places=_places(data_dir))
+    spec = build_spec(FULL_SPEED)
+    first = execute(Run(client="qemu-img", server=spec, sweep_id="s2"), core=core)
+    assert first.status == "succeeded"
+    _plant(core.places, fixed_s=first.duration_s, spread={"fixed_s": 0.05, "abs_s": 0.003})
+    hogs: list[subprocess.Popen] = []
+    verdicts = []
+    try:
+        for i in range(3):
+            if i == 1:
+                hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+            run = execute(Run(client="qemu-img", server=spec, sweep_id="s2"), core=core)
+            assert run.status == "succeeded"
+            verdicts.append((run.model_verdict, run.contended, run.duration_s, run.expected_high_s))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert [v[0] for v in verdicts[1:]] == ["slower-than-model"] * 2, verdicts
+    assert all(v[1] for v in verdicts[1:]), verdicts  # and they say others used the CPU

@@ -30,6 +30,10 @@ from lab.domain.spec import ServerSpec
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(RunStatus)
 FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+# A run against its calibrated expectation (lab.measure.expectation): what the time is mostly made of,
+# and whether it fell inside the interval.
+Regime = Literal["delay-bound", "per-request-bound", "bandwidth-bound"]
+ModelVerdict = Literal["within", "slower-than-model", "faster-than-model"]
 
 
 
@@ -110,6 +114,18 @@ class Run(BaseModel):
     expected_s: float | None = None
     breakdown: dict[str, float] | None = None
     calibration: str | None = None  # the coefficient set used, e.g. "era-q1/single"
+    # The interval that holds `expected_coverage` of runs, the part the expectation is mostly made of, and
+    # where this run fell: outside, `model_term` names the breakdown part most likely short (or long).
+    expected_low_s: float | None = None
+    expected_high_s: float | None = None
+    expected_coverage: float | None = None
+    regime: Regime | None = None
+    model_verdict: ModelVerdict | None = None
+    model_term: str | None = None
+    # The control's correction in expected_s (this machine now / at its calibration; None: none applied),
+    # and whether the control says the calibration is stale (lab.measure.drift).
+    machine_factor: float | None = None
+    calibration_stale: bool | None = None
     # Others' CPU during the copy above lab.measure.contention.CONTENDED_CORES: the time is not a clean measurement.
     contended: bool | None = None
     contention: dict[str, Any] | None = None  # machine_cores, own_cores, others_cores, limit_cores

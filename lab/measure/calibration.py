@@ -4,13 +4,18 @@ coefficients (lab.measure.expectation) on this machine.
 Each kind (client class and server build) runs a plan of geometries chosen so each term of the
 model dominates one of them; none is a geometry of the case study or of bench/fidelity.py's sweep.
 Every point runs on a fresh server, through the same `execute()` as any run, so what is measured
-is what a run costs. The fit and the cache are the model's (lab.measure.expectation); this module
-only measures.
+is what a run costs. The model, its fit and its cache are lab.measure.expectation and
+lab.measure.fitting; this module measures.
+
+It also measures the control (lab.measure.drift): the steady point at small size, a few short
+copies, at the start and the end of each kind's plan (the reference and its spread), and again
+later, before CPU-bound runs (`before_run`), to see how far the machine has moved since.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,18 +24,38 @@ from typing import Any, NamedTuple
 from lab.domain.run import Run
 from lab.domain.spec import ServerSpec, build_spec
 from lab.host.places import Core, Places
-from lab.measure.contention import burned_too_much
+from lab.measure import drift, fitting
+from lab.measure.contention import burned_too_much, cpu_bound
 from lab.measure.execute import execute
-from lab.measure.expectation import KINDS, TERMS, Calibration, Fit, Kind, features, fingerprint, fit, machine, save
-from lab.nbd.servers import Server
+from lab.measure.expectation import (
+    ABS_FLOOR_S,
+    BLIND_SPOTS,
+    GROUPS,
+    KINDS,
+    SPREAD_FLOORS,
+    TERMS,
+    Calibration,
+    Fit,
+    Kind,
+    Z,
+    cache_path,
+    features,
+    fingerprint,
+    kind_key,
+    load,
+    machine,
+    save,
+)
+from lab.nbd.clients import get_client
+from lab.nbd.servers import Server, topology
 
 REPEAT = 2  # each plan point twice (see _chosen for which run counts)
 EXTRA = 1  # ... and once more if all were contended (others used the CPU): a quieter moment may come,
-EXTRA_UNTIL_S = 40.0  # while the whole calibration has taken less than this (it must stay under a minute)
+EXTRA_UNTIL_S = 50.0  # while the whole calibration has taken less than this (it must stay about a minute)
 
 
 class Point(NamedTuple):
-    """One calibration geometry; `repeat` runs of it, the fastest counts."""
+    """One calibration geometry; `repeat` runs of it (see _chosen for which counts)."""
 
     size: str
     pattern: str
@@ -38,7 +63,18 @@ class Point(NamedTuple):
     delay_write_ms: int
     delay_zero_ms: int
     repeat: int = REPEAT
+    zeromode: str = "plugin"  # "none": the server offers no write-zeroes, so a client writes its holes
 
+
+# The control: the steady point (384M below) at small size, past the warm-up, about 0.1 s a copy on
+# the development machine. Run CONTROL_RUNS times at the start and at the end of each kind's plan
+# (the reference), and CONTROL_RUNS times for a later control (a few hundred ms in all).
+CONTROL = Point("128M", "full", "1M", 0, 0, 3)
+CONTROL_RUNS = 3
+# How old the newest control of a kind may be before a CPU-bound run measures it again: a sweep's
+# CPU-bound rows are where drift moves figures most, so their controls are kept fresher.
+SWEEP_CONTROL_S = 60.0
+SINGLE_CONTROL_S = 600.0
 
 # Each point makes one term large. None of them is a geometry of the case study or of
 # bench/fidelity.py's sweep.
@@ -46,13 +82,18 @@ PLAN_SERIAL = (
     Point("48M", "full", "1M", 0, 0),  # bytes, most of them in the warm-up
     # bytes at full speed: the steady per-MiB rate that every large copy extrapolates from, so the
     # longest point, and five runs, the median counting (a large copy varies by +-5% run to run; the
-    # median of three still moved the rate by up to 9% between calibrations)
+    # median of three still moved the rate by up to 9% between calibrations); past GROWN_MIB, beside
+    # the control's 128 MiB, it also says whether a growing server costs another rate
     Point("384M", "full", "1M", 0, 0, REPEAT + 3),
-    Point("64M", "full", "1M", 1, 0),  # bytes that each waited out a sleep
+    Point("64M", "full", "1M", 1, 0),  # bytes that each waited out a (short) sleep
     Point("8M", "full", "4k", 0, 0),  # backend requests (2048 of 4k)
     Point("12M", "alternate:64k", "64k", 0, 0),  # wire requests (96 writes + 96 zeroes)
-    Point("12M", "full", "64k", 1, 1),  # sleeps (192 of 1 ms)
+    Point("12M", "full", "64k", 1, 1),  # sleeps (192 of 1 ms: short ones)
+    Point("6M", "full", "64k", 3, 3),  # sleeps (96 of 3 ms): against the 1 ms point, what a short sleep adds
     Point("2M", "full", "256k", 0, 0),  # fixed
+    # zero-filled data: a server without write-zeroes, so the client writes every hole, 2 ms each (the
+    # 1 GiB empty qemu-2.7 row of the sweep, at a tenth of its size)
+    Point("96M", "empty", "1M", 2, 0, zeromode="none"),
     # mixed points: more equations than terms, so one disturbed run cannot set a coefficient alone
     Point("24M", "alternate:256k", "256k", 2, 1),
     Point("32M", "full", "256k", 0, 0),
@@ -66,14 +107,16 @@ class Cancelled(Exception):
     pass
 
 
-def _run_once(kind: Kind, point: Point, cancel: threading.Event, places: Places | None = None) -> Run:
-    """One calibration copy on a fresh server (a succeeded Run), or Cancelled."""
+def _run_once(kind: Kind, point: Point, cancel: threading.Event, places: Places | None = None,
+              verify_bytes: bool = True) -> Run:
+    """One calibration copy on a fresh server (a succeeded Run), or Cancelled. `verify_bytes=False`: a
+    control copy, not verified (its time is the copy's alone either way)."""
     spec = point_spec(point)
     if cancel.is_set():
         raise Cancelled()
     with Server(spec, build=kind.build, places=places) as srv:
         run = execute(Run(client=kind.client, server=spec, queue_depth=kind.queue_depth), server=srv,
-                      cancel=cancel, timeout=120, core=Core(places))
+                      cancel=cancel, timeout=120, core=Core(places), verify_bytes=verify_bytes)
     if cancel.is_set():
         raise Cancelled()
     if run.status != "succeeded":
@@ -82,8 +125,8 @@ def _run_once(kind: Kind, point: Point, cancel: threading.Event, places: Places 
 
 
 def point_spec(point: Point) -> ServerSpec:
-    return build_spec({"zeromode": "plugin", "fastzeromode": "none", "size": point.size, "pattern": point.pattern,
-                       "maxdata": point.maxdata, "delay_write": f"{point.delay_write_ms}ms",
+    return build_spec({"zeromode": point.zeromode, "fastzeromode": "none", "size": point.size,
+                       "pattern": point.pattern, "maxdata": point.maxdata, "delay_write": f"{point.delay_write_ms}ms",
                        "delay_zero": f"{point.delay_zero_ms}ms"})
 
 
@@ -91,15 +134,30 @@ def _own_cpu(run: Any) -> float:
     return (run.contention or {}).get("own_cpu_s") or 0.0
 
 
+def _off_slow_path(runs: list[Any]) -> list[Any]:
+    """The runs whose own processes used no more than SLOW_PATH_FACTOR x the CPU of the cheapest (the
+    repeats of a point do the same work; one that burned far more took the machine's slow copy path,
+    lab.measure.contention); all of them if none did."""
+    least = min(_own_cpu(r) for r in runs)
+    return [r for r in runs if not burned_too_much(_own_cpu(r), least)] or runs
+
+
 def _chosen(runs: list[Any]) -> Any:
     """The run that stands for a point: the fastest of two (the less disturbed), the median of three or
-    more (a large copy varies by +-5% from run to run even on a quiet machine), among the runs whose own
-    processes used no more than SLOW_PATH_FACTOR x the CPU of the point's cheapest run (the repeats of a
-    point do the same work; one that burned far more took the machine's slow copy path, lab.measure.contention)."""
-    least = min(_own_cpu(r) for r in runs)
-    clean = [r for r in runs if not burned_too_much(_own_cpu(r), least)] or runs
-    ordered = sorted(clean, key=lambda r: r.duration_s)
+    more (a large copy varies by +-5% from run to run even on a quiet machine), among the runs off the
+    slow copy path."""
+    ordered = sorted(_off_slow_path(runs), key=lambda r: r.duration_s)
     return ordered[0] if len(ordered) < 3 else ordered[(len(ordered) - 1) // 2]
+
+
+def _point(point: Point, done: list[Run]) -> dict[str, Any]:
+    run = _chosen(done)
+    return {"geometry": list(point[:5]), "zeromode": point.zeromode, "measured_s": run.duration_s,
+            "contended": bool(run.contended), "own_cpu_s": (run.contention or {}).get("own_cpu_s"),
+            "runs_s": [r.duration_s for r in done], "runs_cpu_s": [_own_cpu(r) for r in done],
+            # the runs that count for the point's spread: a slow-path run says nothing about the model
+            "clean_runs_s": [r.duration_s for r in _off_slow_path(done)],
+            "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)}
 
 
 def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, extra_ok: Callable[[], bool],
@@ -110,43 +168,132 @@ def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, ex
     geometry sweep's large rows (they mostly follow large rows) better in the runs made here."""
     points = []
     for point in plan:
-        done: list[Any] = []
+        done: list[Run] = []
         while len(done) < point.repeat or (len(done) < point.repeat + EXTRA and all(r.contended for r in done)
                                            and extra_ok()):
             done.append(_run_once(kind, point, cancel, places))
-        run = _chosen(done)
-        points.append({"geometry": list(point[:5]), "measured_s": run.duration_s, "contended": bool(run.contended),
-                       "own_cpu_s": (run.contention or {}).get("own_cpu_s"),
-                       "runs_s": [r.duration_s for r in done], "runs_cpu_s": [_own_cpu(r) for r in done],
-                       "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)})
+        points.append(_point(point, done))
     return points
+
+
+def _control_runs(kind: Kind, cancel: threading.Event, places: Places | None = None) -> list[Run]:
+    return [_run_once(kind, CONTROL, cancel, places, verify_bytes=False) for _ in range(CONTROL_RUNS)]
+
+
+def _clean(runs: list[Run]) -> list[float]:
+    """The control runs nobody disturbed: not contended, off the slow copy path."""
+    return [r.duration_s for r in _off_slow_path(runs) if not r.contended and r.duration_s]
+
+
+def _fit_kind(kind: Kind, points: list[dict[str, Any]], control: list[Run]) -> Fit:
+    """Coefficients (blind spots where the points need them), the CPU fit, each part's spread and
+    the control's reference, from one kind's measured points."""
+    fixed = {} if kind.parallel else {"delays": 1.0}
+    coef, kept = fitting.select(points, TERMS, fixed, BLIND_SPOTS)
+    terms = [t for t in TERMS if t not in BLIND_SPOTS or t in kept]
+    for p in points:
+        p["fitted_s"] = round(fitting.predict(coef, p["features"]), 4)
+    free = len([t for t in terms if t not in fixed])
+    spread = fitting.spread(points, coef, GROUPS, free, SPREAD_FLOORS)
+    # a copy's absolute jitter, from the repeats of the short points (a few tens of ms or less)
+    short = [statistics.variance(runs) for p in points
+             if p["measured_s"] < 0.1 and len(runs := p.get("clean_runs_s") or []) >= 2]
+    spread["abs_s"] = round(max(ABS_FLOOR_S, (statistics.fmean(short) ** 0.5) if short else 0.0), 5)
+    cpu_points = [{**p, "measured_s": p["own_cpu_s"]} for p in points if p.get("own_cpu_s")]
+    cpu = fitting.fit(cpu_points, terms, {"delays": 0.0}) if len(cpu_points) == len(points) else {}
+    times = _clean(control) or [r.duration_s for r in control]
+    ref = {"geometry": list(CONTROL[:5]), "runs_s": [r.duration_s for r in control], "clean_s": times,
+           "reference_s": round(statistics.median(times), 4), "spread": round(drift.relative_sd(times), 4)}
+    return Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points,
+               {k: round(v, 9) for k, v in cpu.items() if v}, spread, ref, kept)
 
 
 def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS,
               cancel: threading.Event | None = None, places: Places | None = None) -> Calibration:
-    """Measure every kind's coefficients (about 35-45 s on 2 cores) and cache them; a set
-    `cancel` stops it between (or inside) runs with Cancelled, the cache untouched."""
+    """Measure every kind's coefficients, spreads and control reference (about 45-60 s on 2 cores)
+    and cache them; a set `cancel` stops it between (or inside) runs with Cancelled, the cache
+    untouched."""
     say = progress or (lambda _m: None)
     cancel = cancel or threading.Event()
     m = machine()
     t0 = time.perf_counter()
-    load = os.getloadavg()[0]
+    load_before = os.getloadavg()[0]
     fits: dict[str, Fit] = {}
     for kind in kinds:
         plan = PLAN_PARALLEL if kind.parallel else PLAN_SERIAL
+        control = _control_runs(kind, cancel, places)
         points = _measure_plan(kind, plan, cancel, lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S, places)
-        for g, pt in zip(plan, points, strict=True):
+        control += _control_runs(kind, cancel, places)
+        # the control's copies are a point of the fit too (the steady rate below GROWN_MIB)
+        points.append(_point(CONTROL, _off_slow_path(control)))
+        for g, pt in zip((*plan, CONTROL), points, strict=True):
             say(f"{kind.key}: {g.size} {g.pattern} maxdata {g.maxdata} delays {g.delay_write_ms}/"
-                f"{g.delay_zero_ms} ms: {pt['measured_s']:.3f} s")
-        coef = fit(points, {} if kind.parallel else {"delays": 1.0})
-        for p in points:
-            p["fitted_s"] = round(sum(coef.get(t, 0.0) * p["features"].get(t, 0.0) for t in TERMS), 4)
-        cpu_points = [{**p, "measured_s": p["own_cpu_s"]} for p in points if p.get("own_cpu_s")]
-        cpu = fit(cpu_points, {"delays": 0.0}) if len(cpu_points) == len(points) else {}
-        fits[kind.key] = Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points,
-                             {k: round(v, 9) for k, v in cpu.items() if v})
-    cal = Calibration(fingerprint(m), m, fits, took_s=round(time.perf_counter() - t0, 2), load_before=load)
+                f"{g.delay_zero_ms} ms{'' if g.zeromode == 'plugin' else ' zeromode ' + g.zeromode}: "
+                f"{pt['measured_s']:.3f} s")
+        fits[kind.key] = _fit_kind(kind, points, control)
+    cal = Calibration(fingerprint(m), m, fits, took_s=round(time.perf_counter() - t0, 2), load_before=load_before)
     save(cal, places)
     return cal
 
 
+# --- controls: how far the machine has moved since ---------------------------------------------
+
+
+def control(kind: Kind, cancel: threading.Event | None = None, places: Places | None = None) -> drift.Control | None:
+    """Measure `kind`'s control now against the calibration in use, and record it (None: not calibrated)."""
+    cal = load(places=places)
+    fit = cal.fits.get(kind.key) if cal is not None else None
+    if cal is None or fit is None or not fit.control:
+        return None
+    runs = _control_runs(kind, cancel or threading.Event(), places)
+    c = drift.Control(kind.key, cal.id, [r.duration_s for r in runs if r.duration_s], _clean(runs),
+                      fit.control["reference_s"], stale_beyond=drift.stale_beyond(fit.control.get("spread", 0.0), Z))
+    drift.record(cache_path(places), c)
+    return c
+
+
+def kind_of(client: str, queue_depth: int, build: str) -> Kind | None:
+    """The calibration kind a run of this client, depth and build is expected with (its fallback
+    to the single-process build, as Calibration.fit_for)."""
+    by_key = {k.key: k for k in KINDS}
+    return by_key.get(kind_key(client, queue_depth, build)) or by_key.get(kind_key(client, queue_depth, "single"))
+
+
+def before_run(run: Run, core: Core | None = None, cancel: threading.Event | None = None,
+               max_age_s: float | None = None) -> drift.Control | None:
+    """Before a CPU-bound run (it has the machine alone), measure its kind's control again if the newest
+    is older than `max_age_s` (default: SWEEP_CONTROL_S in a sweep, else SINGLE_CONTROL_S), so its
+    expectation is scaled by the machine's state now. Adds a note to the run; never fails it."""
+    places = (core or Core()).places
+    spec = run.server
+    client = get_client(run.client) if run.client else None
+    if (client is None or getattr(spec, "kind", "nbdkit") != "nbdkit" or getattr(spec, "plugin", "memory") != "memory"
+            or not cpu_bound(client.parallel, run.queue_depth, spec)):
+        return None
+    cal = load(places=places)
+    kind = kind_of(run.client, run.queue_depth, topology(spec))
+    if cal is None or kind is None:
+        return None
+    age = max_age_s if max_age_s is not None else SWEEP_CONTROL_S if run.sweep_id else SINGLE_CONTROL_S
+    newest = drift.latest(cache_path(places), cal.id, kind.key, clean=False)
+    if newest is not None and time.time() - newest.at <= age:
+        return None
+    try:
+        c = control(kind, cancel, places)
+    except Cancelled:
+        return None
+    except Exception as e:  # a failed control leaves the run as it was, uncorrected
+        run.notes.append(f"control not measured: {type(e).__name__}: {e}")
+        return None
+    if c is not None:
+        run.notes.append(control_note(c))
+    return c
+
+
+def control_note(c: drift.Control) -> str:
+    f = c.factor
+    head = (f"control: {len(c.runs_s)} copies of {CONTROL.size} just before ({', '.join(f'{t:.3f}' for t in c.runs_s)}"
+            f" s) against {c.reference_s:.3f} s at calibration")
+    if f is None:
+        return head + ": every one disturbed (contended or slow), so no correction"
+    return head + f": this machine now {f:.2f}x" + (" (calibration stale)" if c.stale else "")

@@ -1,4 +1,4 @@
-"""A calibrated expectation beside the floor: what a copy should take on *this* machine.
+"""A calibrated expectation beside the floor: what a copy should take on *this* machine, and how sure.
 
 The floor (`lab.domain.floor.predict_seconds`) counts only the injected sleeps. Everything else a
 copy costs is, to a good approximation, linear in things the lab counts exactly:
@@ -7,29 +7,34 @@ copy costs is, to a good approximation, linear in things the lab counts exactly:
              + a_w x wire requests   (a round trip: client, socket, nbdkit's core and filters)
              + a_b x backend requests (blocksize split, the plugin's work, the debug lines)
              + a_s x sleeps          (the delay filter's timer overshoot, per sleeping request)
+             + a_1 x short sleeps    (blind spot: the extra of a sleep of at most SHORT_SLEEP_MS)
              + c   x MiB stored      (the socket, then the plugin copying into fresh memory)
              + c_w x min(MiB stored, WARM_MIB)  (a fresh server's first MiB cost more: warm-up)
-             + c_z x MiB stored, if writes sleep (data that waited out a delay is out of cache)
+             + c_g x MiB stored past GROWN_MIB  (blind spot: a fresh server's growth past that)
+             + c_s x MiB stored, if writes sleep (data that waited out a delay is out of cache)
+             + c_z x zero-filled MiB the client wrote (blind spot: a client that sends holes as data)
              + k                     (connect, handshake, flush, a binary's start and exit)
 
-Why the per-byte cost has three terms (issue 12; figures in docs/benchmarks.md): version 2 fitted
-one per-MiB coefficient on copies of at most 48 MiB, and bandwidth-bound 256 MiB-1 GiB copies
-then ran at 0.68-0.91 of expected. Small copies cost more per MiB than large ones: nbdkit's CPU
-per MiB stored (per-thread schedstat, 1 MiB writes) is ~1.0 ms for a ~16 MiB stretch early in
-a fresh server's life and ~0.6 ms after it, and the client warms up likewise; a least-squares
-fit on relative error lets the many small points set the rate, so it came out 1.5x too high.
-Bytes that wait out a sleep cost more too (1 MiB writes: ~1.0 ms per MiB beyond a 2 ms sleep
-against ~0.8 back to back, nbdkit's CPU per MiB +10%: a CPU woken from idle, data out of cache).
-So the plan now measures the steady rate on a large copy,
-and `warm_mib` and `slept_mib` are fitted beside it (a term the data does not need comes out 0).
-Bytes are counted where they are stored (the plugin's writes): a zero the server emulates is
-stored as written zeroes, which cost memory like any data.
+Why the per-byte cost has several terms (figures in docs/benchmarks.md): small copies cost more
+per MiB than large ones (nbdkit's CPU per MiB stored is ~1.0 ms for a ~16 MiB stretch early in a
+fresh server's life and ~0.6 ms after it), so the steady rate comes from a large copy and the
+warm-up is fitted beside it; bytes that waited out a sleep cost more (a CPU woken from idle, data
+out of cache). Bytes are counted where they are stored (the plugin's writes): a zero the server
+emulates is stored as written zeroes. The three blind-spot terms (docs/design.md#measurement-model)
+are measured by `lab calibrate` like the others and kept only where the calibration's points need
+them (lab.measure.fitting.select).
+
+An expectation is an interval: `low_s`-`high_s` holds COVERAGE of runs. Each part of the breakdown
+varies by a relative amount measured at calibration (the points' misfit and their run-to-run
+spread, lab.measure.fitting.spread), and the non-sleep parts also by how far the machine may have
+moved since the calibration: little right after a control measured it (the expectation is then
+scaled by the control's factor, lab.measure.drift), UNCORRECTED_DRIFT otherwise. A run outside its
+interval gets a verdict (`slower-than-model`, `faster-than-model`) and the part most likely off.
 
 The coefficients are per client kind (qemu-img, nbdcopy, an era client at queue depth 1 or
-deeper) and server build (one process, or the two-process chain), fitted here (least squares on
-relative error, coefficients kept non-negative) to what lab.measure.calibration measured, and
-cached in the data dir under a fingerprint of the machine and the tool versions: a different
-machine or nbdkit means a new calibration. This module is the model only: it runs no copy.
+deeper) and server build (one process, or the two-process chain), measured by
+lab.measure.calibration and cached in the data dir under a fingerprint of the machine and the
+tool versions: a different machine or nbdkit means a new calibration. This module runs no copy.
 """
 
 from __future__ import annotations
@@ -37,25 +42,47 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from statistics import NormalDist
+from typing import Any, get_args
 
+from lab.domain.run import ModelVerdict, Regime
+from lab.host.images import parse_pattern
 from lab.host.places import Places, resolve
+from lab.measure import drift, fitting
 
-VERSION = 3  # 3: "mib" is MiB stored (was: the log's writes); warm_mib and slept_mib added
+VERSION = 4  # 4: intervals (per-part spread), controls, the blind-spot terms
 MiB = 1 << 20
 WARM_MIB = 32  # a fresh server's first MiB: measured slower per MiB up to about this far into a copy
-TERMS = ("fixed", "wire_requests", "backend_requests", "sleeps", "mib", "warm_mib", "slept_mib", "delays")
+GROWN_MIB = 128  # past this many MiB stored, a fresh server's growth may cost another rate
+SHORT_SLEEP_MS = 1.0  # a sleep this short may cost more than its timer's overshoot (1 ms rows ran 5% over)
+TERMS = ("fixed", "wire_requests", "backend_requests", "sleeps", "short_sleeps", "mib", "warm_mib", "grown_mib",
+         "slept_mib", "zero_mib", "delays")
+BLIND_SPOTS = ("zero_mib", "short_sleeps", "grown_mib")  # kept only where the calibration's points need them
 # what each term is called in a breakdown
 GROUPS = {"delays": "delays_s", "wire_requests": "per_request_s", "backend_requests": "per_request_s",
-          "sleeps": "per_request_s", "mib": "per_byte_s", "warm_mib": "per_byte_s",
-          "slept_mib": "per_byte_s", "fixed": "fixed_s"}
+          "sleeps": "per_request_s", "short_sleeps": "per_request_s", "mib": "per_byte_s", "warm_mib": "per_byte_s",
+          "grown_mib": "per_byte_s", "slept_mib": "per_byte_s", "zero_mib": "per_byte_s", "fixed": "fixed_s"}
+PARTS = ("delays_s", "per_request_s", "per_byte_s", "fixed_s")
+# A run's regime: the part its expectation is mostly made of (fixed costs count as per-request).
+REGIMES: tuple[str, ...] = get_args(Regime)
+_REGIME_OF = {"delays_s": "delay-bound", "per_request_s": "per-request-bound", "fixed_s": "per-request-bound",
+              "per_byte_s": "bandwidth-bound"}
+VERDICTS: tuple[str, ...] = get_args(ModelVerdict)
+
+COVERAGE = 0.90  # the share of runs an interval is built to hold
+Z = NormalDist().inv_cdf(0.5 + COVERAGE / 2)
+# The least each part varies, relative (its scatter is measured; this keeps a lucky calibration, whose
+# few points happened to agree, from promising more than the machine keeps): a large copy varies by
+# +-5% run to run on a quiet machine, a request's handling and a process start by more.
+SPREAD_FLOORS = {"delays_s": 0.0, "per_request_s": 0.05, "per_byte_s": 0.03, "fixed_s": 0.10}
+ABS_FLOOR_S = 0.003  # and every copy by a few ms however short (the clock, a scheduler tick)
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,7 @@ KINDS = (
     Kind("qemu-2.8", 16, "single", True),
     Kind("qemu-2.8", 1, "chain", False),
 )
+_SERIAL = frozenset(k.key for k in KINDS if not k.parallel)
 
 
 @dataclass
@@ -97,6 +125,11 @@ class Fit:
     points: list[dict[str, Any]] = field(default_factory=list)  # features, measured, fitted
     # the same model fitted to the CPU the run's own processes used (no delay term: a sleep costs none)
     cpu_coef: dict[str, float] = field(default_factory=dict)
+    # relative standard deviation of each part (PARTS), and "abs_s": the absolute one (lab.measure.fitting.spread)
+    spread: dict[str, float] = field(default_factory=dict)
+    # the control point's reference: {"geometry", "runs_s", "reference_s", "spread"} (lab.measure.drift)
+    control: dict[str, Any] = field(default_factory=dict)
+    blind_spots: list[str] = field(default_factory=list)  # the blind-spot terms this kind's points needed
 
     @property
     def worst(self) -> float:
@@ -114,6 +147,11 @@ class Calibration:
     version: int = VERSION
 
     @property
+    def id(self) -> str:
+        """This calibration (machine and moment): what a control compares with."""
+        return f"{self.fingerprint}@{int(self.created_at)}"
+
+    @property
     def contended(self) -> tuple[int, int]:
         """(points measured while others used the CPU, all points): a noisy calibration says so."""
         pts = [p for f in self.fits.values() for p in f.points]
@@ -124,26 +162,47 @@ class Calibration:
         for k, f in self.fits.items():
             d["fits"][k]["worst"] = round(f.worst, 4)
         d["contended_points"], d["points"] = self.contended
+        d["id"], d["coverage"] = self.id, COVERAGE
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        fits = {k: Fit(v["key"], v["coef"], v.get("points", []), v.get("cpu_coef", {})) for k, v in d["fits"].items()}
+        fits = {k: Fit(v["key"], v["coef"], v.get("points", []), v.get("cpu_coef", {}), v.get("spread", {}),
+                       v.get("control", {}), v.get("blind_spots", [])) for k, v in d["fits"].items()}
         return cls(d["fingerprint"], d["machine"], fits, d.get("created_at", 0.0), d.get("took_s", 0.0),
                    d.get("load_before", 0.0), d.get("version", 0))
 
-    def expect(self, client: str, queue_depth: int, build: str, features: dict[str, float]) -> Expectation | None:
-        fit = self.fits.get(kind_key(client, queue_depth, build)) or self.fits.get(kind_key(client, queue_depth,
-                                                                                            "single"))
+    def fit_for(self, client: str, queue_depth: int, build: str) -> Fit | None:
+        return self.fits.get(kind_key(client, queue_depth, build)) or self.fits.get(
+            kind_key(client, queue_depth, "single"))
+
+    def expect(self, client: str, queue_depth: int, build: str, features: dict[str, float],
+               control: drift.Control | None = None) -> Expectation | None:
+        """The expectation of a run with these counts; scaled by `control`'s factor when given."""
+        fit = self.fit_for(client, queue_depth, build)
         if fit is None:
             return None
-        parts = {g: 0.0 for g in ("delays_s", "per_request_s", "per_byte_s", "fixed_s")}
-        for term in TERMS:
-            parts[GROUPS[term]] += fit.coef.get(term, 0.0) * features.get(term, 0.0)
+        parts = fitting.parts({t: fit.coef.get(t, 0.0) for t in TERMS}, features, GROUPS)
+        factor = control.factor if control is not None else None
+        if factor is not None:  # the machine moves bytes and requests this much slower (or faster) now
+            parts = {g: v if g == "delays_s" else v * factor for g, v in parts.items()}
         total = sum(parts.values())
-        cpu = sum(c * features.get(t, 0.0) for t, c in fit.cpu_coef.items()) if fit.cpu_coef else None
-        return Expectation(round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint,
-                           None if cpu is None else round(cpu, 4))
+        # how much each part may be off: its own spread, and for the non-sleep parts the machine's drift
+        moved = (control.spread / math.sqrt(len(control.clean_s)) if control is not None and control.clean_s
+                 else math.hypot(fit.control.get("spread", 0.0), drift.UNCORRECTED_DRIFT))
+        sd = {g: parts[g] * math.hypot(fit.spread.get(g, SPREAD_FLOORS[g]), 0.0 if g == "delays_s" else moved)
+              for g in PARTS}
+        half = Z * math.sqrt(sum(v * v for v in sd.values()) + fit.spread.get("abs_s", ABS_FLOOR_S) ** 2)
+        floor = parts["delays_s"] if fit.key in _SERIAL else 0.0  # a serial client never beats its sleeps
+        cpu = fitting.predict(fit.cpu_coef, features) * (factor or 1.0) if fit.cpu_coef else None
+        regime_part = max(("delays_s", "per_request_s", "per_byte_s"),
+                          key=lambda g: parts[g] + (parts["fixed_s"] if g == "per_request_s" else 0.0))
+        return Expectation(
+            round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint,
+            None if cpu is None else round(cpu, 4), low_s=round(max(total - half, floor), 4),
+            high_s=round(total + half, 4), regime=_REGIME_OF[regime_part],
+            likely=max(sd, key=lambda g: sd[g]), machine_factor=factor,
+            control_age_s=None if control is None else round(time.time() - control.at, 1))
 
 
 @dataclass(frozen=True)
@@ -153,6 +212,23 @@ class Expectation:
     calibration: str  # the coefficient set used, e.g. "era-q1/single"
     fingerprint: str
     own_cpu_s: float | None = None  # the CPU the run's own processes should use (None: not calibrated for it)
+    low_s: float | None = None  # the interval that holds COVERAGE of runs
+    high_s: float | None = None
+    coverage: float = COVERAGE
+    regime: str | None = None  # REGIMES
+    likely: str | None = None  # the part most likely off when a run falls outside (the most uncertain one)
+    machine_factor: float | None = None  # the control's correction applied (None: no fresh control)
+    control_age_s: float | None = None
+    # this kind's newest control's factor, when it drifted beyond what the intervals allow for (None: not stale)
+    stale: float | None = None
+
+    def verdict(self, measured_s: float) -> tuple[str, str | None]:
+        """(VERDICTS, the breakdown part most likely short or long; None when within)."""
+        if self.high_s is not None and measured_s > self.high_s:
+            return "slower-than-model", self.likely
+        if self.low_s is not None and measured_s < self.low_s:
+            return "faster-than-model", self.likely
+        return "within", None
 
 
 # --- features of a finished run -----------------------------------------------------------
@@ -163,61 +239,22 @@ def features(spec: Any, backend: Any, server_log: Any, floor_s: float) -> dict[s
 
     Bytes stored are the plugin's writes (a zero the server emulates is stored as written zeroes,
     wherever in the stack it was emulated; a plugin zero stores nothing). Every backend write
-    sleeps when delay_write is set, so then all stored bytes waited."""
+    sleeps when delay_write is set, so then all stored bytes waited. Zero-filled MiB are what the
+    client wrote beyond the source's data: holes sent as data (qemu 2.7, or any client when the
+    server offers no write-zeroes)."""
     wire = server_log.write + server_log.zero + server_log.trim + server_log.flush
-    sleeps = (backend.write_ops if spec.delay_write > 0 else 0) + (backend.zero_ops if spec.delay_zero > 0 else 0)
+    w_sleeps = backend.write_ops if spec.delay_write > 0 else 0
+    z_sleeps = backend.zero_ops if spec.delay_zero > 0 else 0
+    short = ((w_sleeps if spec.delay_write <= SHORT_SLEEP_MS else 0)
+             + (z_sleeps if spec.delay_zero <= SHORT_SLEEP_MS else 0))
     stored = backend.write_bytes / MiB
+    data = sum(n for _, n in parse_pattern(spec.pattern, spec.size))
+    zero_filled = min(max(0, server_log.write_bytes - data) / MiB, stored)
     return {"fixed": 1.0, "wire_requests": float(wire),
             "backend_requests": float(backend.write_ops + backend.zero_ops + backend.trim_ops + backend.flush_ops),
-            "sleeps": float(sleeps), "mib": stored, "warm_mib": min(stored, float(WARM_MIB)),
-            "slept_mib": stored if spec.delay_write > 0 else 0.0, "delays": floor_s}
-
-
-# --- fitting ---------------------------------------------------------------------------------
-
-
-def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
-    """Gaussian elimination with partial pivoting; None if singular."""
-    n = len(b)
-    m = [[*row, b[i]] for i, row in enumerate(a)]
-    for col in range(n):
-        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
-        if abs(m[piv][col]) < 1e-15:
-            return None
-        m[col], m[piv] = m[piv], m[col]
-        for r in range(n):
-            if r != col:
-                f = m[r][col] / m[col][col]
-                for c in range(col, n + 1):
-                    m[r][c] -= f * m[col][c]
-    return [m[i][n] / m[i][i] for i in range(n)]
-
-
-def _least_squares(points: Sequence[dict[str, Any]], free: list[str], fixed: dict[str, float]) -> list[float]:
-    """The free terms minimising the relative error, by the normal equations."""
-    rows, rhs = [], []
-    for p in points:
-        t = p["measured_s"]
-        rows.append([p["features"].get(k, 0.0) / t for k in free])
-        rhs.append((t - sum(c * p["features"].get(k, 0.0) for k, c in fixed.items())) / t)
-    n = len(free)
-    ata = [[sum(r[i] * r[j] for r in rows) + (1e-9 if i == j else 0.0) for j in range(n)] for i in range(n)]
-    atb = [sum(r[i] * y for r, y in zip(rows, rhs, strict=True)) for i in range(n)]
-    return _solve(ata, atb) or [0.0] * n  # the ridge touch keeps a near-collinear pair finite
-
-
-def fit(points: Sequence[dict[str, Any]], fixed: dict[str, float]) -> dict[str, float]:
-    """Least squares on relative error: minimise sum((model - t) / t)^2 over the free terms,
-    with `fixed` terms held (e.g. delays = 1 for a serial client); negative terms are dropped."""
-    free = [t for t in TERMS if t not in fixed]
-    while True:
-        sol = _least_squares(points, free, fixed) if free else []
-        neg = [k for k, v in zip(free, sol, strict=True) if v < 0]
-        if not neg:
-            return {**fixed, **dict(zip(free, sol, strict=True))}
-        worst = min(neg, key=lambda k: sol[free.index(k)])
-        fixed = {**fixed, worst: 0.0}
-        free.remove(worst)
+            "sleeps": float(w_sleeps + z_sleeps), "short_sleeps": float(short), "mib": stored,
+            "warm_mib": min(stored, float(WARM_MIB)), "grown_mib": max(0.0, stored - GROWN_MIB),
+            "slept_mib": stored if spec.delay_write > 0 else 0.0, "zero_mib": zero_filled, "delays": floor_s}
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -303,8 +340,28 @@ def forget() -> None:
 
 def expectation(client: str, queue_depth: int, build: str, spec: Any, backend: Any, server_log: Any,
                 floor_s: float, places: Places | None = None) -> Expectation | None:
-    """The calibrated expectation of a finished run, or None when this machine is not calibrated."""
+    """The calibrated expectation of a finished run, scaled by a fresh control of its kind if there
+    is one, or None when this machine is not calibrated."""
     cal = load(places=places)
     if cal is None or backend is None or server_log is None:
         return None
-    return cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s))
+    fit = cal.fit_for(client, queue_depth, build)
+    if fit is None:
+        return None
+    path = cache_path(places)
+    control = drift.fresh(path, cal.id, fit.key)
+    exp = cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s), control)
+    stale = drift.stale_kinds(path, cal.id).get(fit.key)
+    return exp if exp is None or stale is None else replace(exp, stale=stale)
+
+
+def state(places: Places | None = None) -> dict[str, Any]:
+    """The calibration's standing against this machine now: `stale` when a kind's newest control
+    drifted beyond what the intervals allow for, with each such kind's factor, and the newest
+    controls (a drift table)."""
+    cal = load(places=places)
+    if cal is None:
+        return {"stale": False, "stale_kinds": {}, "controls": []}
+    kinds = drift.stale_kinds(cache_path(places), cal.id)
+    recent = drift.history(cache_path(places), cal.id)[-20:]
+    return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in recent]}

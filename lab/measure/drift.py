@@ -1,0 +1,156 @@
+"""How far the machine has moved since its calibration: the control measurements and what they say.
+
+A control is a short copy, the calibration's steady point at small size (lab.measure.calibration.
+CONTROL), a few runs on fresh servers. The calibration measures it for every kind at its start and
+its end: the reference time and its spread. Later controls (before a sweep's CPU-bound rows, now and
+then before a single CPU-bound run) measure it again; `factor` = now / reference says how much
+faster or slower this machine moves bytes and requests than when it was calibrated, and a run's
+expectation scales its non-sleep parts by it (the correction is shown with the run). A control whose
+factor is beyond what the intervals allow for uncorrected drift marks the calibration `stale`.
+
+This module keeps the records (a small JSON file beside the calibration file, shared by every
+process that uses that calibration) and answers from them; it runs no copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FRESH_S = 900.0  # a control older than this no longer corrects an expectation
+KEEP = 60  # records kept in the file (the drift table's history)
+# Without a fresh control, the machine may have moved since the calibration by this much (relative
+# standard deviation): the calibration's steady point, measured again minutes later on a quiet
+# machine, read 0.96-1.12 of itself (docs/benchmarks.md, round 3). Intervals of uncorrected
+# expectations include it; a control beyond Z x this marks the calibration stale.
+UNCORRECTED_DRIFT = 0.05
+
+
+@dataclass
+class Control:
+    """One control measurement of one kind."""
+
+    kind: str  # lab.measure.expectation.kind_key
+    calibration: str  # the calibration it compares with (fingerprint@created_at)
+    runs_s: list[float]
+    clean_s: list[float]  # the runs nobody disturbed (not contended, not on the slow copy path)
+    reference_s: float
+    at: float = field(default_factory=time.time)
+    stale_beyond: float = 0.0  # |factor - 1| above this marks the calibration stale
+
+    @property
+    def now_s(self) -> float | None:
+        return statistics.median(self.clean_s) if self.clean_s else None
+
+    @property
+    def factor(self) -> float | None:
+        """now / reference from the clean runs; None when every run was disturbed."""
+        now = self.now_s
+        return None if now is None or not self.reference_s else round(now / self.reference_s, 4)
+
+    @property
+    def spread(self) -> float:
+        """The clean runs' relative standard deviation (how well the factor is known)."""
+        return relative_sd(self.clean_s)
+
+    @property
+    def stale(self) -> bool:
+        """Drifted beyond `stale_beyond`. With every run disturbed the factor is unknown, but others' work
+        only slows a copy: a machine that copies faster than calibrated even then has moved."""
+        f = self.factor
+        if f is None and self.runs_s and self.reference_s:
+            return min(self.runs_s) / self.reference_s < 1 - self.stale_beyond
+        return f is not None and abs(f - 1) > self.stale_beyond
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "now_s": self.now_s, "factor": self.factor, "spread": round(self.spread, 4),
+                "stale": self.stale}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Control:
+        return cls(d["kind"], d["calibration"], list(d["runs_s"]), list(d["clean_s"]), d["reference_s"],
+                   d.get("at", 0.0), d.get("stale_beyond", 0.0))
+
+
+def relative_sd(values: list[float]) -> float:
+    """Standard deviation over median (0 for fewer than two values)."""
+    v = [x for x in values if x]
+    return statistics.stdev(v) / statistics.median(v) if len(v) >= 2 else 0.0
+
+
+def stale_beyond(reference_spread: float, z: float) -> float:
+    """The drift beyond which the calibration is stale: what the intervals allow for without a control."""
+    return round(z * math.hypot(reference_spread, UNCORRECTED_DRIFT), 4)
+
+
+def path_for(calibration_file: Path) -> Path:
+    return calibration_file.with_name(calibration_file.stem + ".controls.json")
+
+
+_lock = threading.Lock()
+
+
+def record(calibration_file: Path, control: Control) -> None:
+    """Append a control to the file beside the calibration (the newest KEEP are kept)."""
+    path = path_for(calibration_file)
+    with _lock:
+        rows = _read(path)
+        rows.append(control.to_dict())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rows[-KEEP:], indent=1))
+        os.replace(tmp, path)
+
+
+def history(calibration_file: Path, calibration: str | None = None) -> list[Control]:
+    """Every kept control, oldest first (of one calibration, when given)."""
+    with _lock:
+        rows = _read(path_for(calibration_file))
+    out = []
+    for d in rows:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            c = Control.from_dict(d)
+            if calibration is None or c.calibration == calibration:
+                out.append(c)
+    return out
+
+
+def latest(calibration_file: Path, calibration: str, kind: str, clean: bool = True) -> Control | None:
+    """The newest control of `kind` against `calibration` (with a factor, when `clean`: one whose
+    runs were all disturbed says nothing about the machine's speed)."""
+    for c in reversed(history(calibration_file, calibration)):
+        if c.kind == kind and (c.factor is not None or not clean):
+            return c
+    return None
+
+
+def fresh(calibration_file: Path, calibration: str, kind: str, now: float | None = None) -> Control | None:
+    """The control that corrects an expectation of `kind` now: the newest clean one, if fresh."""
+    c = latest(calibration_file, calibration, kind)
+    return c if c is not None and (now or time.time()) - c.at <= FRESH_S else None
+
+
+def stale_kinds(calibration_file: Path, calibration: str) -> dict[str, float]:
+    """kind -> factor (now / calibrated; of the fastest run when every one was disturbed), for each
+    kind whose newest telling control drifted beyond the calibration's spread."""
+    newest: dict[str, Control] = {}
+    for c in history(calibration_file, calibration):
+        if c.factor is not None or c.stale:
+            newest[c.kind] = c
+    return {k: c.factor or round(min(c.runs_s) / c.reference_s, 4) for k, c in newest.items() if c.stale}
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return rows if isinstance(rows, list) else []
