@@ -19,6 +19,7 @@ from lab.domain.run import Run
 from lab.domain.scenarios import get_scenario
 from lab.domain.spec import build_spec
 from lab.host import images
+from lab.measure.calibration import before_run
 from lab.measure.execute import execute
 from lab.nbd.clients import get_client
 
@@ -53,14 +54,19 @@ def warm_source(spec: Any) -> None:
                     pass
 
 
-def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
-    """Execute one case (fresh server, as `lab run` does) and flatten the result."""
+def run_case(case: Case, t_origin: float | None = None, control_age_s: float | None = None) -> dict[str, Any]:
+    """Execute one case (fresh server, as `lab run` does) and flatten the result. `control_age_s`: a
+    CPU-bound case first measures its kind's control when the newest is older (as a sweep's rows do,
+    lab.measure.calibration.before_run); None: no control."""
     _timeline.keep_lab_logs()
     spec = build_spec(case.server)
     warm_source(spec)
+    run = Run(client=case.client, server=spec, label=case.key)
+    if control_age_s is not None:
+        before_run(run, max_age_s=control_age_s)
     t_start = time.perf_counter()
     busy = MachineBusy()
-    run = execute(Run(client=case.client, server=spec, label=case.key), timeout=600)
+    run = execute(run, timeout=600)
     t_end = time.perf_counter()
     text = _timeline.last_lab_log()
     tl = _timeline.parse(text) if text else None
@@ -75,6 +81,7 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         ok = abs(ratio - 1) <= TOLERANCE
     b = run.backend
     origin = t_origin if t_origin is not None else t_start
+    uncorrected = _uncorrected(run) if run.machine_factor is not None else None
     exp_ratio = run.duration_s / run.expected_s if run.duration_s and run.expected_s else None
     return {
         "key": case.key, "client": case.client, "note": case.note, "parallel": parallel,
@@ -92,10 +99,27 @@ def run_case(case: Case, t_origin: float | None = None) -> dict[str, Any]:
         "others_cores": (run.contention or {}).get("others_cores"), "contended": run.contended,
         "slow_copy_path": (run.contention or {}).get("slow_copy_path"),
         "expected_s": run.expected_s, "breakdown": run.breakdown, "calibration": run.calibration,
+        "expected_low_s": run.expected_low_s, "expected_high_s": run.expected_high_s, "regime": run.regime,
+        "model_verdict": run.model_verdict, "model_term": run.model_term, "machine_factor": run.machine_factor,
+        "calibration_stale": run.calibration_stale, "notes": run.notes, "uncorrected": uncorrected,
         "exp_ratio": exp_ratio, "exp_ok": None if exp_ratio is None or parallel else abs(exp_ratio - 1) <= TOLERANCE,
         "floor_ok": None if parallel or run.predicted_s is None or not run.duration_s
         else run.predicted_s <= run.duration_s,
     }
+
+
+def _uncorrected(run: Run) -> list[float | None] | None:
+    """[expected, low, high] of a run whose expectation a control scaled, as if no control had: what the
+    correction changed."""
+    from lab.measure import expectation
+    from lab.nbd.servers import topology
+
+    cal = expectation.load()
+    if cal is None or run.backend is None or run.server_log is None:
+        return None
+    feats = expectation.features(run.server, run.backend, run.server_log, run.predicted_s or 0.0)
+    e = cal.expect(run.client, run.queue_depth, topology(run.server), feats)
+    return None if e is None else [e.expected_s, e.low_s, e.high_s]
 
 
 def warm_up() -> None:

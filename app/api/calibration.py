@@ -67,7 +67,8 @@ class CalibrationJob:
         cal = expectation.load(places=self.places)
         status = "running" if self.running else "failed" if self.error else "done" if cal else "none"
         return {"status": status, "started_at": self.started_at, "finished_at": self.finished_at,
-                "error": self.error, "calibration": cal.to_dict() if cal else None}
+                "error": self.error, "calibration": cal.to_dict() if cal else None,
+                **expectation.state(self.places)}
 
 
 def job(request: Request) -> CalibrationJob:
@@ -80,7 +81,8 @@ def job(request: Request) -> CalibrationJob:
 @router.get("/calibration", response_model=CalibrationState)
 def get_calibration(request: Request) -> dict[str, Any]:
     """`status`: none (this machine and these tool versions were never calibrated), running, done or
-    failed; `calibration`: the coefficients in use (null when none)."""
+    failed; `calibration`: the coefficients in use (null when none); `stale`: a control (a short copy
+    measured before CPU-bound runs) drifted beyond what the intervals allow for, `controls` the newest."""
     return job(request).state()
 
 

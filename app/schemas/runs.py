@@ -197,6 +197,22 @@ class FitOut(_Open):
     cpu_coef: dict[str, float] = Field({}, description="the same terms fitted to the runs' own CPU seconds")
     points: list[CalibrationPoint] = []
     worst: float | None = None
+    spread: dict[str, float] = Field({}, description="each breakdown part's relative standard deviation, and "
+                                     "abs_s: what every copy varies by (lab.measure.fitting.spread)")
+    control: dict[str, Any] = Field({}, description="the control point's reference: reference_s, spread, runs_s")
+    blind_spots: list[str] = Field([], description="the blind-spot terms this kind's points needed")
+
+
+class ControlOut(_Open):
+    """A control measurement: the calibration's steady point at small size, run again (lab.measure.drift)."""
+
+    kind: str
+    at: float
+    runs_s: list[float]
+    clean_s: list[float] = Field(description="the runs nobody disturbed (not contended, off the slow copy path)")
+    reference_s: float
+    factor: float | None = Field(None, description="now / at calibration (null: every run disturbed)")
+    stale: bool
 
 
 class CalibrationOut(_Open):
@@ -215,6 +231,9 @@ class CalibrationState(_Open):
     finished_at: float | None = None
     error: str | None = None
     calibration: CalibrationOut | None = Field(None, description="the coefficients in use (null when none)")
+    stale: bool = Field(False, description="a kind's newest control drifted beyond what the intervals allow for")
+    stale_kinds: dict[str, float] = Field({}, description="kind -> its control's factor, for the stale kinds")
+    controls: list[ControlOut] = Field([], description="the newest controls against this calibration")
 
 
 class ReferenceNote(_Open):

@@ -21,10 +21,12 @@ from lab.domain.errors import NotFound, NotRunnable
 from lab.domain.run import Run
 from lab.domain.scenarios import SCENARIOS, get_scenario
 from lab.domain.spec import SpecError
+from lab.domain.sweepspec import MAX_REPEATS
 from lab.domain.units import parse_size
 from lab.host import storage
 from lab.host.places import Core, Places, use
 from lab.measure import calibration, expectation
+from lab.measure.calibration import before_run
 from lab.measure.execute import execute
 from lab.nbd import backends, probe
 from lab.nbd.backends import Machine
@@ -46,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--queue-depth", type=int, default=1,
                    help="requests in flight for the lab's own clients (default 1)")
     r.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
-    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help=f"run it N times (1-{MAX_REPEATS}), each on a fresh server, and report the median and "
+                        "spread (a copy without delays varies by 5-10%% from run to run)")
+    r.add_argument("--json", action="store_true", help="print one JSON object (with --repeat: runs and repeat)")
 
     s = sub.add_parser("scenario", help="run a named scenario (case-study, reference, acts)")
     s.add_argument("name", help=f"one of: {', '.join(SCENARIOS)}")
@@ -76,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="measure this machine's per-request, per-byte and fixed costs "
                          "(under a minute; cached in the data dir) for the calibrated expectation")
     cal.add_argument("--show", action="store_true", help="print the cached calibration, measure nothing")
+    cal.add_argument("--control", action="store_true",
+                     help="measure each kind's control now (a few short copies) against the calibration: how far "
+                          "the machine has moved since; exit status 1 when the calibration is stale")
     cal.add_argument("--json", action="store_true", help="print the calibration as JSON")
     sub.add_parser("kinds", help="list the server kinds and storages, and whether this machine has them")
     sub.add_parser("clients", help="list the copy clients")
@@ -107,22 +115,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         return bad(f"--queue-depth: must be between 1 and 64 (got {args.queue_depth})")
     if not 0 < args.timeout <= 86400:
         return bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
+    if not 1 <= args.repeat <= MAX_REPEATS:
+        return bad(f"--repeat: must be between 1 and {MAX_REPEATS} (got {args.repeat})")
     try:
         server = spec.build_spec(spec.cli_fields(args), _settings().limits, Machine(_core().places))
     except SpecError as e:
         return bad(f"{spec.option(e.field)}: {e.message}")
     _ensure_calibrated()
-    run = Run(client=args.client, server=server, queue_depth=args.queue_depth)
-    bar = None if args.json else report.ProgressBar(sys.stderr, server.size)
+    core = _core()
+    runs: list[Run] = []
     with Interrupt() as cancel:
-        execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout, core=_core())
-    if bar:
-        bar.close()
+        while len(runs) < args.repeat and not cancel.is_set():
+            run = Run(client=args.client, server=server, queue_depth=args.queue_depth)
+            bar = None if args.json else report.ProgressBar(sys.stderr, server.size)
+            before_run(run, core, cancel)  # a CPU-bound run: the machine's state now
+            execute(run, on_event=bar.update if bar else None, cancel=cancel, timeout=args.timeout, core=core)
+            if bar:
+                bar.close()
+            runs.append(run)
+            if args.repeat > 1 and not args.json:
+                print(f"run {len(runs)}/{args.repeat}: {run.status}, {report.fmt_s(run.duration_s)}", file=sys.stderr)
+    summary = report.repeat_summary(runs) if args.repeat > 1 else None
     if args.json:
-        print(json.dumps(run.to_dict()))
+        print(json.dumps(runs[-1].to_dict() if summary is None else {"runs": [r.to_dict() for r in runs],
+                                                                     "repeat": summary}))
     else:
-        print(report.run_table(run))
-    return 0 if run.status == "succeeded" else 1
+        print(report.run_table(report.median_run(runs) if summary else runs[-1]))
+        if summary:
+            print(report.repeat_lines(summary))
+    return 0 if len(runs) == args.repeat and all(r.status == "succeeded" for r in runs) else 1
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -255,22 +276,29 @@ def _print_probes(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     where = _core().places
-    if args.show:
+    if args.show or args.control:
         cal = expectation.load(places=where)
         if cal is None:
             print("lab calibrate: this machine is not calibrated (or its tools changed): run `lab calibrate`",
                   file=sys.stderr)
             return 1
+        if args.control:
+            with Interrupt() as cancel:
+                for kind in expectation.KINDS:
+                    c = calibration.control(kind, cancel, where)
+                    if c is not None and not args.json:
+                        print(f"  {kind.key}: {calibration.control_note(c)}", file=sys.stderr)
     else:
-        print("calibrating: copies of 2-384 MiB by every client kind, about 35-60 s", file=sys.stderr)
+        print("calibrating: copies of 2-384 MiB by every client kind, about 45-75 s", file=sys.stderr)
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
         if load > cores:
             print(f"lab calibrate: warning: load average {load:.1f} on {cores} cores: the coefficients will "
                   "include other work's share; calibrate again on a quiet machine", file=sys.stderr)
         cal = calibration.calibrate(progress=None if args.json else lambda m: print("  " + m, file=sys.stderr),
                                     places=where)
-    print(json.dumps(cal.to_dict()) if args.json else report.calibration_table(cal))
-    return 0
+    state = expectation.state(where)
+    print(json.dumps({**cal.to_dict(), **state}) if args.json else report.calibration_table(cal, state))
+    return 1 if args.control and state["stale"] else 0
 
 
 def _ensure_calibrated() -> None:

@@ -46,14 +46,76 @@ def _fmt(v: float | None, unit: str = "s") -> str:
     return "-" if v is None else f"{v:.2f} {unit}"
 
 
+def fmt_s(v: float | None) -> str:
+    return _fmt(v)
+
+
+def interval(expected_s: float | None, low_s: float | None, high_s: float | None) -> str:
+    """"expected 3.3 s (3.1-3.5)": as many digits as it takes for the bounds to differ from the middle."""
+    if expected_s is None:
+        return "-"
+    if low_s is None or high_s is None:
+        return f"{expected_s:.2f} s"
+    digits = 1
+    while digits < 4 and len({f"{v:.{digits}f}" for v in (low_s, expected_s, high_s)}) < 3:
+        digits += 1
+    return f"{expected_s:.{digits}f} s ({low_s:.{digits}f}-{high_s:.{digits}f})"
+
+
+VERDICT_WORDS = {"within": "within the model", "slower-than-model": "SLOWER than the model",
+                 "faster-than-model": "FASTER than the model"}
+
+
 def expected_line(run: Run) -> str:
     if run.expected_s is None or not run.breakdown:
         return f"{'expected':16}{'-':>12}   (this machine is not calibrated: `lab calibrate`)"
     b = run.breakdown
     ratio = f", measured/expected {run.duration_s / run.expected_s:.3f}" if run.duration_s and run.expected_s else ""
-    return (f"{'expected':16}{_fmt(run.expected_s):>12}   (delays {b['delays_s']:.3f} + per-request "
-            f"{b['per_request_s']:.3f} + per-byte {b['per_byte_s']:.3f} + fixed {b['fixed_s']:.3f} s, "
-            f"{run.calibration}{ratio})")
+    cover = f"{100 * run.expected_coverage:.0f}% interval" if run.expected_coverage else "interval"
+    verdict = VERDICT_WORDS.get(run.model_verdict or "", "")
+    lines = [f"{'expected':16}{interval(run.expected_s, run.expected_low_s, run.expected_high_s):>24}   "
+             f"({cover}, {run.regime or '-'}; {verdict or 'no verdict'})",
+             f"{'':16}{'':>24}   delays {b['delays_s']:.3f} + per-request {b['per_request_s']:.3f} + per-byte "
+             f"{b['per_byte_s']:.3f} + fixed {b['fixed_s']:.3f} s, {run.calibration}{ratio}"]
+    if run.machine_factor is not None:
+        lines.append(f"{'':16}{'':>24}   scaled by the machine's state now: x{run.machine_factor:.2f} "
+                     "(a control just before, against the calibration's)")
+    if run.calibration_stale:
+        lines.append(f"{'':16}{'':>24}   the calibration is STALE (its control drifted): `lab calibrate`")
+    return "\n".join(lines)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The succeeded run with the median copy time (the lower middle of an even count), else the last."""
+    ok = sorted((r for r in runs if r.status == "succeeded" and r.duration_s is not None), key=lambda r: r.duration_s)
+    return ok[(len(ok) - 1) // 2] if ok else runs[-1]
+
+
+def repeat_summary(runs: list[Run]) -> dict[str, Any]:
+    """`lab run --repeat`: the copy times' median and spread, and the median run against its interval."""
+    from lab.domain.sweepspec import stats
+
+    ok = [r for r in runs if r.status == "succeeded" and r.duration_s is not None]
+    mid = median_run(runs)
+    verdicts = {v: sum(1 for r in ok if r.model_verdict == v) for v in {r.model_verdict for r in ok} if v}
+    return {"n": len(runs), "succeeded": len(ok), "duration_s": stats([r.duration_s for r in ok]),
+            "runs_s": [r.duration_s for r in runs], "median_run": mid.id, "expected_s": mid.expected_s,
+            "expected_low_s": mid.expected_low_s, "expected_high_s": mid.expected_high_s,
+            "model_verdict": mid.model_verdict, "verdicts": verdicts}
+
+
+def repeat_lines(summary: dict[str, Any]) -> str:
+    d = summary.get("duration_s")
+    if not d:
+        return f"{'repeats':16}{summary['n']:>12}   (none succeeded)"
+    times = ", ".join(f"{t:.3f}" for t in summary["runs_s"] if t is not None)
+    out = [f"{'repeats':16}{summary['succeeded']:>12}   median {d['median']:.3f} s, min-max {d['min']:.3f}-"
+           f"{d['max']:.3f} s ({100 * d['rel_spread']:.1f}% of the median): {times} (the table above: the median run)"]
+    if summary.get("expected_s") is not None:
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(summary["verdicts"].items()))
+        expected = interval(summary["expected_s"], summary["expected_low_s"], summary["expected_high_s"])
+        out.append(f"{'':16}{'':>12}   expected {expected}; runs: {counts or '-'}")
+    return "\n".join(out)
 
 
 def contention_line(run: Run) -> str:
@@ -69,25 +131,60 @@ def contention_line(run: Run) -> str:
             f"this run {c['own_cores']:.2f}, whole machine {c['machine_cores']:.2f}{cpu})")
 
 
-def calibration_table(cal: Any) -> str:
-    """The coefficients of a lab.measure.expectation.Calibration, one line per client kind / server build."""
+def calibration_table(cal: Any, state: dict[str, Any] | None = None) -> str:
+    """The coefficients of a lab.measure.expectation.Calibration, one line per client kind / server
+    build; then each kind's spreads, blind spots and control; then the controls since (`state`:
+    lab.measure.expectation.state)."""
+    from lab.measure.expectation import COVERAGE, GROWN_MIB, SHORT_SLEEP_MS
+
     out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
            f"{cal.machine.get('nbdkit')}; took {cal.took_s:.0f} s at load {cal.load_before:.1f})",
-           f"{'':18}{'fixed':>7}{'per request, us':>22}{'':>4}{'per MiB, ms':>16}",
-           f"{'kind':18}{'ms':>7}{'wire':>9}{'backend':>9}{'sleep':>8}{'stored':>8}{'warm':>7}"
-           f"{'slept':>7}{'delay x':>8}{'worst fit':>10}"]
+           f"{'':18}{'fixed':>7}{'per request, us':>30}{'':>4}{'per MiB, ms':>30}",
+           f"{'kind':18}{'ms':>7}{'wire':>9}{'backend':>9}{'sleep':>8}{'short':>8}{'stored':>8}{'warm':>7}"
+           f"{'grown':>7}{'slept':>7}{'zeroes':>7}{'delay x':>8}{'worst fit':>10}"]
     for key, f in cal.fits.items():
         c = f.coef
         out.append(f"{key:18}{1e3 * c.get('fixed', 0):7.2f}{1e6 * c.get('wire_requests', 0):9.1f}"
                    f"{1e6 * c.get('backend_requests', 0):9.1f}{1e6 * c.get('sleeps', 0):8.1f}"
-                   f"{1e3 * c.get('mib', 0):8.3f}{1e3 * c.get('warm_mib', 0):7.3f}"
-                   f"{1e3 * c.get('slept_mib', 0):7.3f}{c.get('delays', 0):8.3f}{100 * f.worst:9.1f}%")
-    out.append(f"per MiB stored (the plugin's writes); warm: extra for the first {WARM_MIB} MiB of a fresh "
-               "server; slept: extra for bytes that waited out a delay")
+                   f"{1e6 * c.get('short_sleeps', 0):8.1f}{1e3 * c.get('mib', 0):8.3f}"
+                   f"{1e3 * c.get('warm_mib', 0):7.3f}{1e3 * c.get('grown_mib', 0):7.3f}"
+                   f"{1e3 * c.get('slept_mib', 0):7.3f}{1e3 * c.get('zero_mib', 0):7.3f}{c.get('delays', 0):8.3f}"
+                   f"{100 * f.worst:9.1f}%")
+    out.append(f"per MiB stored (the plugin's writes); warm: extra for the first {WARM_MIB} MiB of a fresh server; "
+               f"grown: extra past {GROWN_MIB} MiB; slept: extra for bytes that waited out a delay; zeroes: extra for "
+               f"zero-filled MiB the client wrote; short: extra per sleep of at most {SHORT_SLEEP_MS:g} ms")
+    out += ["", f"{'kind':18}{'spread (relative sd) of each part':>40}{'abs ms':>8}   {'blind spots kept':24}"
+            f"{'control s (spread)':>20}",
+            f"{'':18}{'delays':>10}{'request':>10}{'byte':>10}{'fixed':>10}"]
+    for key, f in cal.fits.items():
+        sp, ctl = f.spread, f.control
+        ref = f"{ctl['reference_s']:.4f} ({100 * ctl.get('spread', 0):.1f}%)" if ctl else "-"
+        out.append(f"{key:18}" + "".join(f"{100 * sp.get(g, 0):9.1f}%" for g in
+                                         ("delays_s", "per_request_s", "per_byte_s", "fixed_s"))
+                   + f"{1e3 * sp.get('abs_s', 0):8.1f}   {', '.join(f.blind_spots) or '-':24}{ref:>20}")
+    out.append(f"intervals hold {100 * COVERAGE:.0f}% of runs: each part's spread, and the machine's drift since "
+               "the calibration (measured by a control before CPU-bound runs)")
     noisy, total = cal.contended
     if noisy:
         out.append(f"{noisy} of {total} points were measured while other work used the CPU (contended): "
                    "run `lab calibrate` again on a quiet machine for figures to trust")
+    if state and state.get("controls"):
+        out += ["", control_table(state["controls"])]
+    if state and state.get("stale"):
+        kinds = ", ".join(f"{k} x{v:.2f}" for k, v in state["stale_kinds"].items())
+        out.append(f"STALE: the newest control of {kinds} drifted beyond what the intervals allow for: "
+                   "run `lab calibrate` again")
+    return "\n".join(out)
+
+
+def control_table(controls: list[dict[str, Any]]) -> str:
+    """The controls since the calibration: how far the machine moved (lab.measure.drift)."""
+    out = [f"{'control at':20}{'kind':18}{'runs s':>26}{'reference s':>13}{'now / then':>12}  "]
+    for c in controls:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["at"]))
+        runs = ", ".join(f"{t:.3f}" for t in c["runs_s"])
+        f = f"{c['factor']:.3f}" if c.get("factor") is not None else "disturbed"
+        out.append(f"{at:20}{c['kind']:18}{runs:>26}{c['reference_s']:13.4f}{f:>12}  {'STALE' if c['stale'] else ''}")
     return "\n".join(out)
 
 
@@ -160,9 +257,14 @@ def scenario_table(title: str, runs: list[Run]) -> str:
     return "\n".join([title, "", head, "-" * len(head), *map(_scenario_row, runs), *_nbdkit_notes(runs)])
 
 
+# A cell whose run fell outside its expectation's interval says so (lab.measure.expectation).
+OUTSIDE_MARK = {"slower-than-model": " (slower than model)", "faster-than-model": " (faster than model)"}
+
+
 def today_table(runs: list[Run]) -> str:
     """Scenario `today` as Markdown: one row per server, one column per client; each cell the
-    copy time, then the zero requests the server got (backend view), a mark if not verified."""
+    copy time, then the zero requests the server got (backend view), a mark if not verified or
+    outside the model's interval."""
     servers: dict[str, dict[str, Run]] = {}
     clients: list[str] = []
     for r in runs:
@@ -184,6 +286,6 @@ def today_table(runs: list[Run]) -> str:
                 cells.append(f"{r.status}" + (" (not verified)" if r.verified is False else ""))
             else:
                 z = r.backend.zero_ops if r.backend else 0
-                cells.append(f"{r.duration_s:.2f} s / {z} z")
+                cells.append(f"{r.duration_s:.2f} s / {z} z" + OUTSIDE_MARK.get(r.model_verdict or "", ""))
         lines.append(f"| {server} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

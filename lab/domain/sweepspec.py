@@ -12,7 +12,8 @@ of `grid`. A grid's axes are `client`, `queue_depth` and any server field; its r
 product, in the order the axes are given, keyed by their values joined with `/`
 ("qemu-3.1/plugin"). `repeats` runs every row that many times, in rounds (all rows, then all
 rows again), so slow drift of the machine spreads over every row alike; results then give
-each row's median and spread.
+each row's median and spread. A row without delays (bandwidth-bound) runs at least
+BANDWIDTH_REPEATS times whatever `repeats` says.
 
 Errors name the place in the definition (`DefinitionError.loc`, such as
 ["grid", "size", 1] or ["rows", 2, "server", "delay_write"]), as the API's 422s do.
@@ -56,10 +57,26 @@ class Planned:
     priority: int
     definition: dict[str, Any]
 
+    def row_repeats(self, spec: ServerSpec) -> int:
+        """How many times a row runs: `repeats`, and at least BANDWIDTH_REPEATS for a row without delays."""
+        return max(self.repeats, BANDWIDTH_REPEATS) if bandwidth_bound(spec) else self.repeats
+
     def runs(self) -> list[Run]:
-        """repeats rounds of every row (each run a fresh Run)."""
+        """Rounds of every row (each run a fresh Run); a row runs in row_repeats(spec) of them."""
+        n = [self.row_repeats(spec) for _, _, spec, _ in self.rows]
         return [Run(client=client, server=spec, label=key, queue_depth=depth)
-                for _ in range(self.repeats) for key, client, spec, depth in self.rows]
+                for k in range(max(n, default=0))
+                for (key, client, spec, depth), times in zip(self.rows, n, strict=True) if k < times]
+
+
+# A row without injected delays is a bandwidth-bound copy, often sub-second, whose time varies by
+# 5-10% from run to run on a quiet machine (docs/benchmarks.md): one run of it says little, so a sweep
+# runs it at least this many times and reports the median and spread.
+BANDWIDTH_REPEATS = 3
+
+
+def bandwidth_bound(spec: ServerSpec) -> bool:
+    return spec.delay_write <= 0 and spec.delay_zero <= 0
 
 
 def _int(d: dict[str, Any], name: str, default: int | None, allowed: range) -> int | None:
@@ -119,16 +136,20 @@ def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
     which = "grid" if "grid" in d else "rows"
     rows = _grid_rows(d["grid"], base, limits, machine) if which == "grid" else \
         _list_rows(d["rows"], base, limits, machine)
-    if len(rows) * repeats > MAX_RUNS:
-        raise DefinitionError([which], f"{len(rows)} rows x {repeats} repeats = {len(rows) * repeats} runs; "
-                                       f"at most {MAX_RUNS}")
     keys = [r[0] for r in rows]
     dup = next((k for k in keys if keys.count(k) > 1), None)
     if dup is not None:
         raise DefinitionError([which, keys.index(dup), "key"], f"two rows have the key {dup!r}")
     normal = {"name": name.strip(), "server": dict(base), "repeats": repeats, "parallelism": parallelism,
               "priority": priority, which: d[which]}
-    return Planned(name.strip(), rows, repeats, parallelism, priority, normal)
+    planned = Planned(name.strip(), rows, repeats, parallelism, priority, normal)
+    total = sum(planned.row_repeats(spec) for _, _, spec, _ in rows)
+    if total > MAX_RUNS:
+        extra = (f" (rows without delays run at least {BANDWIDTH_REPEATS} times)"
+                 if total > len(rows) * repeats else "")
+        raise DefinitionError([which], f"{len(rows)} rows x {repeats} repeats = {total} runs{extra}; "
+                                       f"at most {MAX_RUNS}")
+    return planned
 
 
 def _list_rows(rows: Any, base: dict[str, Any], limits: Limits,

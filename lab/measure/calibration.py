@@ -194,7 +194,7 @@ def _fit_kind(kind: Kind, points: list[dict[str, Any]], control: list[Run]) -> F
     for p in points:
         p["fitted_s"] = round(fitting.predict(coef, p["features"]), 4)
     free = len([t for t in terms if t not in fixed])
-    spread = fitting.spread(points, coef, GROUPS, free, SPREAD_FLOORS)
+    spread = fitting.spread(points, coef, GROUPS, free, SPREAD_FLOORS, exact=() if kind.parallel else ("delays_s",))
     # a copy's absolute jitter, from the repeats of the short points (a few tens of ms or less)
     short = [statistics.variance(runs) for p in points
              if p["measured_s"] < 0.1 and len(runs := p.get("clean_runs_s") or []) >= 2]
@@ -266,8 +266,11 @@ def before_run(run: Run, core: Core | None = None, cancel: threading.Event | Non
     expectation is scaled by the machine's state now. Adds a note to the run; never fails it."""
     places = (core or Core()).places
     spec = run.server
-    client = get_client(run.client) if run.client else None
-    if (client is None or getattr(spec, "kind", "nbdkit") != "nbdkit" or getattr(spec, "plugin", "memory") != "memory"
+    try:
+        client = get_client(run.client)
+    except KeyError:  # execute() fails such a run itself
+        return None
+    if (getattr(spec, "kind", "nbdkit") != "nbdkit" or getattr(spec, "plugin", "memory") != "memory"
             or not cpu_bound(client.parallel, run.queue_depth, spec)):
         return None
     cal = load(places=places)

@@ -112,8 +112,13 @@ def parts(coef: Mapping[str, float], features: Mapping[str, float], groups: Mapp
     return out
 
 
+# A point that lands further off than this (relative) was disturbed, not scattered by the model: it
+# counts as this far, so one disturbed point cannot set a part's spread alone.
+WORST_COUNTED = 0.5
+
+
 def spread(points: Sequence[Point], coef: Mapping[str, float], groups: Mapping[str, str], free: int,
-           floors: Mapping[str, float]) -> dict[str, float]:
+           floors: Mapping[str, float], exact: Sequence[str] = ()) -> dict[str, float]:
     """How much each part of an expectation varies, as a relative standard deviation per part.
 
     Each point says how far off a run of it lands: its misfit (the fit's relative residual, scaled up
@@ -121,8 +126,9 @@ def spread(points: Sequence[Point], coef: Mapping[str, float], groups: Mapping[s
     squared error is shared among the point's parts in proportion to their squared shares, and the
     per-part variances come from a non-negative least squares over all points, each at least its
     floor. So a per-byte part inherits the scatter of the byte-heavy points, a per-request part that
-    of the request-heavy ones."""
-    names = list(floors)
+    of the request-heavy ones. `exact` parts vary by nothing of their own (an in-order client's
+    sleeps are what the delay filter injects: their overshoot is a per-request cost)."""
+    names = [g for g in floors if g not in exact]
     n = len(points)
     dof = n / (n - free) if n > free else 2.0
     rows, rhs = [], []
@@ -130,6 +136,6 @@ def spread(points: Sequence[Point], coef: Mapping[str, float], groups: Mapping[s
         t = p["measured_s"]
         share = parts(coef, p["features"], groups)
         rows.append([(share.get(g, 0.0) / t) ** 2 for g in names])
-        rhs.append(((predict(coef, p["features"]) - t) / t) ** 2 * dof + run_variance(p))
+        rhs.append(min(((predict(coef, p["features"]) - t) / t) ** 2 * dof + run_variance(p), WORST_COUNTED ** 2))
     var = nonnegative(rows, rhs, names) if rows else {}
-    return {g: round(max(math.sqrt(max(var.get(g, 0.0), 0.0)), floors[g]), 5) for g in names}
+    return {g: 0.0 if g in exact else round(max(math.sqrt(max(var.get(g, 0.0), 0.0)), floors[g]), 5) for g in floors}

@@ -194,6 +194,7 @@ class LocalContext:
 def carry_out_run(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """A run job: execute() on this machine; state events carry the run's row (`row`) so whoever
     records it (the service) need not hold the Run; the result is the final run and its trace."""
+    from lab.measure.calibration import before_run
     from lab.measure.execute import execute
 
     run = Run.model_validate(payload["run"])
@@ -212,6 +213,7 @@ def carry_out_run(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
             ev = {**ev, "row": run.to_dict()}
         ctx.emit(ev)
 
+    before_run(run, ctx.core, ctx.cancel)  # a CPU-bound run has the machine alone: its state now, first
     execute(run, on_event=emit, cancel=ctx.cancel, server=server, timeout=payload.get("timeout_s"),
             image_cache_bytes=getattr(ctx, "image_cache_bytes", None), core=ctx.core)
     return {"run": run.to_dict(), "trace": run.trace}

@@ -208,6 +208,7 @@ export function drawChart(model, width, opts = {}) {
   const xs = (v) => left + (Math.max(0, v) / max) * (right - left);
   const plotTop = y;
   let footnote = false;
+  let outside = false;
   const grid = node("g");
   svg.append(grid);
 
@@ -241,11 +242,26 @@ export function drawChart(model, width, opts = {}) {
       else if (bar.state === "failed") text = bar.value ? `${f.seconds(bar.value)} ✗` : "failed";
       else if (bar.state === "done") text = f.seconds(bar.value);
       if (text && differs(bar.row)) { text += " †"; footnote = true; }
+      // a measured run outside its expectation's interval is marked (lab.measure.expectation)
+      const verdict = bar.state === "done" && bar.run ? bar.run.model_verdict : null;
+      if (text && OUTSIDE[verdict]) { text += ` ${OUTSIDE[verdict]}`; outside = true; }
       // the value goes right of the bar, and right of the reference marker when they meet
       let tx = w ? left + w + 6 * k : left + 8 * k;
       if (bar.ref && Math.abs(xs(bar.ref) - (left + w)) < 60 * k && xs(bar.ref) + 8 * k > tx - 6 * k) tx = xs(bar.ref) + 10 * k;
       b.append(node("text", { x: Math.min(tx, right + 4 * k), y: y + barH / 2 + 5 * k, fill: bar.state === "failed" ? p.bad : p.text,
         "font-weight": 700, "font-size": 14 * k }, text));
+      const run = bar.state === "done" ? bar.run : null;
+      if (run && run.expected_low_s != null && run.expected_high_s != null) {
+        // the interval expected_coverage of runs land in: a whisker across the bar
+        const cy = y + barH / 2;
+        const [lo, hi] = [xs(run.expected_low_s), xs(run.expected_high_s)];
+        const wk = node("g", { class: "interval", stroke: p.text, "stroke-width": 1.5 * k, "stroke-opacity": 0.8 });
+        wk.append(node("line", { x1: lo, x2: hi, y1: cy, y2: cy }), node("line", { x1: lo, x2: lo, y1: cy - 5 * k, y2: cy + 5 * k }),
+          node("line", { x1: hi, x2: hi, y1: cy - 5 * k, y2: cy + 5 * k }),
+          node("title", {}, `${bar.row.label}: expected ${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)}`
+            + (OUTSIDE[run.model_verdict] ? `; measured ${f.seconds(run.duration_s)}: ${f.outsideText(run)}` : "")));
+        b.append(wk);
+      }
       if (bar.ref) {
         const rx = xs(bar.ref);
         b.append(node("line", { x1: rx, x2: rx, y1: y - 2 * k, y2: y + barH + 2 * k, stroke: p.ref, "stroke-width": 2 * k }));
@@ -271,6 +287,12 @@ export function drawChart(model, width, opts = {}) {
   }
   grid.append(node("text", { x: right, y: plotBottom + 36 * k, fill: p.muted, "font-size": 13 * k, "text-anchor": "end" }, "seconds (copy time)"));
   let height = plotBottom + 46 * k + (opts.title ? 12 * k : 0);
+  if (outside) {
+    height += 14 * k;
+    svg.append(node("text", { x: x0, y: height, fill: p.muted, "font-size": 13 * k },
+      "▲ slower, ▼ faster than this machine's calibrated expectation (its interval: the whisker)"));
+    height += 8 * k;
+  }
   if (footnote) {
     const words = "† On this lab's nbdkit (1.32) this row cannot behave as in 2019: zeromode=emulate now runs in nbdkit's core, which refuses the fast-zero flag before the nozero filter could ignore it.";
     // SVG text does not wrap by itself
@@ -290,6 +312,8 @@ export function drawChart(model, width, opts = {}) {
   if (bgRect) bgRect.setAttribute("height", height);
   return svg;
 }
+
+const OUTSIDE = { "slower-than-model": "▲", "faster-than-model": "▼" };
 
 // A reference row whose counts or time this nbdkit cannot reproduce (lab.domain.scenarios notes it).
 export function differs(row) {

@@ -26,6 +26,27 @@ export function seconds(s, digits = 2) {
   return `${Number(s).toFixed(digits)} s`;
 }
 
+// An expectation with its interval, "3.3 s (3.1-3.5)": as many digits as it takes for the bounds to
+// differ from the middle (lab.cli.report.interval spells it the same way).
+export function interval(expected, low, high) {
+  if (expected === null || expected === undefined) return "–";
+  if (low === null || low === undefined || high === null || high === undefined) return seconds(expected);
+  let d = 1;
+  while (d < 4 && new Set([low, expected, high].map((v) => Number(v).toFixed(d))).size < 3) d++;
+  return `${Number(expected).toFixed(d)} s (${Number(low).toFixed(d)}–${Number(high).toFixed(d)})`;
+}
+
+// A run outside its expectation's interval, in words ("" when within or not judged).
+export const VERDICT_WORDS = { "slower-than-model": "slower than the model", "faster-than-model": "faster than the model" };
+export const PART_WORDS = { delays_s: "delays", per_request_s: "per-request", per_byte_s: "per-byte", fixed_s: "fixed" };
+
+export function outsideText(run) {
+  const v = VERDICT_WORDS[run && run.model_verdict];
+  if (!v) return "";
+  const part = PART_WORDS[run.model_term];
+  return part ? `${v} (${part} part most likely ${run.model_verdict === "slower-than-model" ? "short" : "over"})` : v;
+}
+
 // Numbers the server normalised, spelt as lab.domain.units spells them (human_bytes, format_size,
 // format_delay; tests/test_units_spec.py holds the cases both must agree on). No parsing here.
 export function bytes(n) {

@@ -95,7 +95,12 @@ function redrawRows(m) {
         el("td", { "data-label": "Client", class: "nowrap" }, bar.row.client),
         el("td", { "data-label": "Server", class: "mono wide" }, f.serverSummary({ fastzeromode: "default", ...bar.row.server })),
         el("td", { "data-label": "Measured", class: "num" },
-          bar.state === "running" ? `${f.seconds(bar.value, 1)}…` : bar.state === "queued" && !bar.value ? "queued" : f.seconds(bar.value)),
+          bar.state === "running" ? `${f.seconds(bar.value, 1)}…` : bar.state === "queued" && !bar.value ? "queued" : f.seconds(bar.value),
+          run && bar.state === "done" && run.expected_s != null
+            ? el("div", { class: "hint" }, `${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)} exp.`) : null,
+          run && bar.state === "done" && f.outsideText(run)
+            ? el("div", { class: `hint outside outside-${run.model_verdict === "slower-than-model" ? "slower" : "faster"}`, title: f.outsideText(run) },
+              run.model_verdict === "slower-than-model" ? "▲ slower than model" : "▼ faster than model") : null),
         el("td", { "data-label": "Reference", class: "num" }, ref ? f.seconds(ref.time_s) : "–"),
         el("td", { "data-label": "Backend W / Z", class: "num" },
           run && run.backend && bar.state !== "running" ? `${run.backend.write_ops} / ${run.backend.zero_ops}` : "–"),

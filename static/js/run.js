@@ -49,7 +49,11 @@ function renderRun(run) {
   const total = times.reduce((s, [, v]) => s + (v || 0), 0);
   $("run-times").replaceChildren(...times.flatMap(([k, v]) => dd(k, v === null || v === undefined ? "–"
     : `${f.seconds(v)}${total ? ` (${Math.round((v / total) * 100)}%)` : ""}`)),
-    ...(parts.length && run.expected_s ? [...dd("copy expected", f.seconds(run.expected_s)),
+    ...(parts.length && run.expected_s ? [...dd("copy expected", f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)
+        + (run.expected_coverage ? ` · ${Math.round(run.expected_coverage * 100)}% of runs` : "") + (run.regime ? ` · ${run.regime}` : ""), "expected"),
+      ...(run.model_verdict ? dd("against the model", run.model_verdict === "within" ? "within its interval" : f.outsideText(run), "verdict") : []),
+      ...(run.machine_factor != null ? dd("machine now", `×${run.machine_factor.toFixed(2)} its calibrated speed (a control just before; the expectation is scaled by it)`, "machine") : []),
+      ...(run.calibration_stale ? dd("calibration", "stale: its control drifted beyond what the intervals allow for (lab calibrate)", "stale") : []),
       ...parts.flatMap(([k, v]) => dd(`· ${k}`, f.seconds(v)))] : []));
   $("run-model").textContent = run.predicted_s ? (run.model === "serial-upper-bound"
     ? `The model (writes × delay-write + zeroes × delay-zero) is an upper bound for a client with many requests in flight: measured ${f.seconds(run.duration_s)} of at most ${f.seconds(run.predicted_s)}.`

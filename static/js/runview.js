@@ -128,7 +128,7 @@ export function renderCard(run, node = null) {
   if (run.status === "succeeded" || (done && run.duration_s !== null && run.duration_s !== undefined)) {
     items = [
       ["time", "time", f.seconds(run.duration_s)],
-      ...(run.expected_s != null ? [["expected", "expected", f.seconds(run.expected_s)]] : []),
+      ...(run.expected_s != null ? [["expected", "expected", f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)]] : []),
       ["predicted", run.expected_s != null ? "floor" : predictedLabel(run), f.seconds(run.predicted_s)],
       ["writes", "writes", run.backend ? run.backend.write_ops : "–"],
       ["zeroes", "zeroes", run.backend ? run.backend.zero_ops : "–"],
@@ -160,6 +160,7 @@ export function renderCard(run, node = null) {
       ["geometry", "geometry", f.geometry(run.server)]];
   }
   setStats(r.stats, items);
+  markOutside(r.stats.querySelector('dd[data-stat="expected"]'), run);
 
   const live = store.cells.get(run.id);
   const map = done ? run.diskmap || live : live || run.diskmap; // live cells may show BLOCK_STATUS asks
@@ -198,6 +199,15 @@ export function renderCard(run, node = null) {
 
 const slowPath = (run) => Boolean(run.contention && run.contention.slow_copy_path);
 
+// The expected time of a run that fell outside its interval is marked, and says which way.
+function markOutside(node, run) {
+  if (!node) return;
+  const outside = f.outsideText(run);
+  const cls = outside ? (run.model_verdict === "slower-than-model" ? "outside outside-slower" : "outside outside-faster") : "";
+  if (node.className !== cls) node.className = cls;
+  if ((node.title || "") !== outside) node.title = outside;
+}
+
 // Why this time is not a clean measurement: others competed for the CPU, and/or the run's own
 // processes burned more CPU than the calibration expects for its counts (both can be true).
 function contendedNote(run) {
@@ -224,7 +234,7 @@ const PARTS = [["delays_s", "delays"], ["per_request_s", "per request"], ["per_b
 
 function breakdownBar(run) {
   const b = run.breakdown;
-  const span = Math.max(run.expected_s, run.duration_s || 0) || 1;
+  const span = Math.max(run.expected_high_s || 0, run.expected_s, run.duration_s || 0) || 1;
   const pct = (v) => `${Math.max(0, Math.min(100, (100 * v) / span)).toFixed(2)}%`;
   const segs = PARTS.filter(([k]) => b[k] > 0).map(([k, label]) => {
     const s = el("span", { class: `bd-seg bd-${k.replace("_s", "")}`, title: `${label}: ${f.seconds(b[k])}` });
@@ -233,12 +243,23 @@ function breakdownBar(run) {
   });
   const tick = el("span", { class: "bd-tick", title: `measured ${f.seconds(run.duration_s)}` });
   tick.style.left = pct(run.duration_s || 0);
+  // the interval that holds expected_coverage of runs: a band over the bar
+  const hasBand = run.expected_low_s != null && run.expected_high_s != null;
+  const band = hasBand ? el("span", { class: "bd-band", title: `${Math.round((run.expected_coverage || 0) * 100)}% of runs land in ${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)}` }) : null;
+  if (band) { band.style.left = pct(run.expected_low_s); band.style.width = pct(run.expected_high_s - run.expected_low_s); }
+  const outside = f.outsideText(run);
+  const factor = run.machine_factor != null ? `machine now ×${run.machine_factor.toFixed(2)}` : "";
   const legend = el("div", { class: "bd-legend" }, ...PARTS.filter(([k]) => b[k] > 0).map(([k, label]) =>
     el("span", {}, el("i", { class: `bd-key bd-${k.replace("_s", "")}` }), `${label} ${f.seconds(b[k])}`)),
-    el("span", { class: "k" }, `measured / expected ${(run.duration_s / run.expected_s).toFixed(3)}`));
+    el("span", { class: "k" }, `measured / expected ${(run.duration_s / run.expected_s).toFixed(3)}`),
+    factor ? el("span", { class: "k", title: "a control copy just before, against the calibration's: the expectation is scaled by it" }, factor) : null,
+    run.calibration_stale ? el("span", { class: "outside", title: "the calibration's control drifted beyond what the intervals allow for: lab calibrate" }, "calibration stale") : null);
+  const verdict = outside ? el("p", { class: `outside outside-${run.model_verdict === "slower-than-model" ? "slower" : "faster"}` },
+    el("b", {}, "outside the model: "), `${outside}; expected ${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)}`) : null;
   return el("div", { class: "breakdown", role: "img",
-    "aria-label": `expected ${f.seconds(run.expected_s)}: ` + PARTS.map(([k, l]) => `${l} ${f.seconds(b[k])}`).join(", ") },
-  el("div", { class: "bd-bar" }, ...segs, tick), legend);
+    "aria-label": `expected ${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)}: `
+      + PARTS.map(([k, l]) => `${l} ${f.seconds(b[k])}`).join(", ") + (outside ? `; ${outside}` : "") },
+  el("div", { class: "bd-bar" }, ...segs, band, tick), legend, verdict);
 }
 
 function td(label, content, cls = null) {
@@ -270,7 +291,9 @@ export function renderRow(run, isNew = false) {
       el("span", { class: "hint when" }, [f.clock(run.started_at || run.created_at), run.label].filter(Boolean).join(" · "))], "wide"),
     td("Server", server, "wide"),
     td("Time", [el("b", {}, f.seconds(run.duration_s)),
-      run.expected_s != null ? el("div", { class: "hint" }, `${f.seconds(run.expected_s)} exp.`) : null,
+      run.expected_s != null ? el("div", { class: "hint" }, `${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)} exp.`) : null,
+      f.outsideText(run) ? el("div", { class: `hint outside outside-${run.model_verdict === "slower-than-model" ? "slower" : "faster"}`,
+        title: f.outsideText(run) }, run.model_verdict === "slower-than-model" ? "▲ slower than model" : "▼ faster than model") : null,
       run.predicted_s !== null && run.predicted_s !== undefined
         ? el("div", { class: "hint" }, `${run.model === "serial-upper-bound" ? "≤ " : ""}${f.seconds(run.predicted_s)} ${run.expected_s != null ? "floor" : "pred."}`) : null], "num"),
     td("Verified", run.contended || slowPath(run) ? [verifiedCell(run), el("div", { class: "hint contended",

@@ -1,0 +1,59 @@
+"""Repeats where they matter: a sweep's rows without delays run at least three times, and `lab run
+--repeat N` reports the median and spread (lab.domain.sweepspec, lab.cli)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.domain.sweepspec import BANDWIDTH_REPEATS, MAX_RUNS, DefinitionError, plan
+
+LAB = str(Path(sys.executable).with_name("lab"))
+
+
+def test_a_sweep_runs_its_bandwidth_bound_rows_at_least_three_times_in_rounds():
+    planned = plan({"grid": {"delay_write": ["0ms", "2ms"]}, "server": {"size": "8M", "delay_zero": "0ms"}})
+    labels = [r.label for r in planned.runs()]
+    assert labels.count("0ms") == BANDWIDTH_REPEATS == 3 and labels.count("2ms") == 1
+    assert labels == ["0ms", "2ms", "0ms", "0ms"]  # rounds: every row once, then the rows that run again
+    more = plan({"grid": {"delay_write": ["0ms", "2ms"]}, "server": {"size": "8M", "delay_zero": "0ms"},
+                 "repeats": 5})
+    assert [r.label for r in more.runs()].count("0ms") == 5  # asking for more is never cut down
+
+
+def test_the_runs_limit_counts_the_extra_repeats_and_says_why():
+    rows = [{"key": f"r{i}", "server": {"delay_write": "0ms", "delay_zero": "0ms"}} for i in range(MAX_RUNS // 3 + 1)]
+    with pytest.raises(DefinitionError) as e:
+        plan({"rows": rows, "server": {"size": "8M"}})
+    assert "rows without delays run at least 3 times" in str(e.value) and e.value.loc == ["rows"]
+
+
+def lab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([LAB, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def test_lab_run_repeat_reports_median_and_spread(no_leftovers):
+    p = lab("run", "--client", "qemu-2.8", "--size", "8M", "--delay-write", "1ms", "--delay-zero", "1ms",
+            "--repeat", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    times = [r["duration_s"] for r in out["runs"]]
+    assert len(times) == 3 and len({r["id"] for r in out["runs"]}) == 3
+    d = out["repeat"]["duration_s"]
+    assert d["n"] == 3 and d["median"] == sorted(times)[1] and d["min"] == min(times) and d["max"] == max(times)
+    assert out["repeat"]["median_run"] in {r["id"] for r in out["runs"]}
+    text = lab("run", "--client", "qemu-2.8", "--size", "8M", "--delay-write", "1ms", "--delay-zero", "1ms",
+               "--repeat", "2")
+    assert text.returncode == 0 and "repeats" in text.stdout and "median" in text.stdout
+    assert "run 2/2: succeeded" in text.stderr
+
+
+@pytest.mark.parametrize("n", ["0", "21", "x"])
+def test_lab_run_repeat_out_of_range_exits_2(n, no_leftovers):
+    p = lab("run", "--size", "8M", "--repeat", n)
+    assert p.returncode == 2 and "--repeat" in p.stderr and p.stdout == ""
