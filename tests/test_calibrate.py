@@ -506,3 +506,31 @@ def test_a_cpu_hog_started_mid_sweep_makes_the_rows_after_it_slower_than_model(d
             h.wait()
     assert [v[0] for v in verdicts[1:]] == ["slower-than-model"] * 2, verdicts
     assert all(v[1] for v in verdicts[1:]), verdicts  # and they say others used the CPU
+
+
+@pytest.mark.parametrize(("e", "lo", "hi", "text"), [
+    (3.27, 3.1, 3.44, "3.3 s (3.1-3.4)"), (0.0644, 0.064, 0.0694, "0.0644 s (0.0640-0.0694)"),
+    (8.3, 8.25, 8.36, "8.3 s (8.2-8.4)"), (8.3, 8.29, 8.33, "8.30 s (8.29-8.33)"), (1.0, None, None, "1.00 s"),
+    (None, None, None, "-")])
+def test_an_interval_is_spelt_with_the_digits_it_needs(e, lo, hi, text):
+    from lab.domain.units import format_interval
+
+    assert format_interval(e, lo, hi) == text
+
+
+def test_a_kind_is_fitted_from_its_steps_with_the_controls_reference_from_its_quiet_runs():
+    """fit_kind takes the steps() measured in order: the controls at both ends give the reference
+    (their undisturbed runs) and are one more point of the fit."""
+    kind = expectation.KINDS[2]
+    plan = calibration.steps(kind)
+    assert plan[0] == plan[-1] == calibration.CONTROL and len(plan) == len(calibration.PLAN_SERIAL) + 2
+    pts = [{**p, "runs_s": [p["measured_s"]] * 2, "clean_runs_s": [p["measured_s"]] * 2,
+            "quiet_runs_s": [p["measured_s"]] * 2, "own_cpu_s": None} for p in POINTS]
+    ctl = {**_point(129, 129, 0, 128, 0), "own_cpu_s": None}
+    first = {**ctl, "runs_s": [0.10, 0.30, 0.11], "clean_runs_s": [0.10, 0.30, 0.11], "quiet_runs_s": [0.10, 0.11]}
+    last = {**ctl, "runs_s": [0.12, 0.10, 0.11], "clean_runs_s": [0.12, 0.10, 0.11], "quiet_runs_s": [0.12, 0.10, 0.11]}
+    fit = calibration.fit_kind(kind, [first, *pts, last])
+    assert fit.control["reference_s"] == 0.11 and fit.control["clean_s"] == [0.10, 0.11, 0.12, 0.10, 0.11]
+    assert 0.05 < fit.control["spread"] < 0.1
+    assert len(fit.points) == len(pts) + 1 and fit.spread["delays_s"] == 0.0  # an in-order client's sleeps are exact
+    assert fit.coef["delays"] == 1.0 and set(expectation.PARTS) <= set(fit.spread)

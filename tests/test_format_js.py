@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.domain.units import format_delay, format_size, human_bytes
+from lab.domain.units import format_delay, format_interval, format_size, human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [0, 512, 1000, 4096, 262144, 1 << 20, 100 << 20, 3 << 30, 1 << 40, 1536 * 1024, (1 << 30) + 512]
 DELAYS = [0.0, 1.0, 5.0, 20.0, 1000.0]
 BYTES = [0, 1, 1023, 1024, 1536, 10 * 1024 * 1024, 123456789, 5 << 30, 3 << 40]
+INTERVALS = [[3.27, 3.1, 3.44], [0.0644, 0.064, 0.0694], [8.3, 8.29, 8.33], [12.23, 12.1, 12.4], [1.0, None, None]]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's module")
@@ -27,10 +28,12 @@ def test_js_formats_like_python(tmp_path: Path) -> None:
     module.write_text((ROOT / "static" / "js" / "format.js").read_text())
     script = (f"import * as f from {json.dumps(module.as_uri())};\n"
               f"console.log(JSON.stringify({{size: {SIZES}.map(f.size), delay: {DELAYS}.map(f.delay), "
-              f"bytes: {BYTES}.map(f.bytes)}}));")
+              f"bytes: {BYTES}.map(f.bytes), interval: {json.dumps(INTERVALS)}.map((a) => f.interval(...a))}}));")
     r = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     js = json.loads(r.stdout)
     assert js["size"] == [format_size(n) for n in SIZES]
     assert js["delay"] == [format_delay(ms) for ms in DELAYS]
     assert js["bytes"] == [human_bytes(n) for n in BYTES]
+    # an expectation's interval: the same digits, an en dash between the bounds on the page
+    assert js["interval"] == [format_interval(*a).replace("-", "\u2013") for a in INTERVALS]

@@ -191,6 +191,16 @@ class CalibrationPoint(_Open):
     fitted_s: float | None = Field(None, description="what the fitted coefficients give for this point")
 
 
+class ControlReference(_Open):
+    """The calibration's control (its steady point at small size) as the calibration measured it."""
+
+    geometry: list[str | int] = Field([], description="size, pattern, maxdata, delay-write ms, delay-zero ms")
+    runs_s: list[float] = Field([], description="every run, at the start and at the end")
+    clean_s: list[float] = Field([], description="the runs nobody disturbed (all, when every one was)")
+    reference_s: float | None = Field(None, description="their median: what later controls compare with")
+    spread: float | None = Field(None, description="their relative standard deviation")
+
+
 class FitOut(_Open):
     key: str
     coef: dict[str, float]
@@ -199,7 +209,9 @@ class FitOut(_Open):
     worst: float | None = None
     spread: dict[str, float] = Field({}, description="each breakdown part's relative standard deviation, and "
                                      "abs_s: what every copy varies by (lab.measure.fitting.spread)")
-    control: dict[str, Any] = Field({}, description="the control point's reference: reference_s, spread, runs_s")
+    control: ControlReference = Field(default_factory=lambda: ControlReference(),
+                                      description="the control's reference, measured at the calibration's start "
+                                                  "and end")
     blind_spots: list[str] = Field([], description="the blind-spot terms this kind's points needed")
 
 

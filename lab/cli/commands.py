@@ -122,7 +122,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SpecError as e:
         return bad(f"{spec.option(e.field)}: {e.message}")
     _ensure_calibrated()
-    core = _core()
+    runs = _runs(args, server, _core())
+    summary = report.repeat_summary(runs) if args.repeat > 1 else None
+    if args.json:
+        print(json.dumps(runs[-1].to_dict() if summary is None else {"runs": [r.to_dict() for r in runs],
+                                                                     "repeat": summary}))
+    else:
+        print(report.run_table(report.median_run(runs) if summary else runs[-1]))
+        if summary:
+            print(report.repeat_lines(summary))
+    return 0 if len(runs) == args.repeat and all(r.status == "succeeded" for r in runs) else 1
+
+
+def _runs(args: argparse.Namespace, server: spec.ServerSpec, core: Core) -> list[Run]:
+    """`lab run`'s copies, --repeat of them, each on a fresh server; Ctrl-C stops after the current one."""
     runs: list[Run] = []
     with Interrupt() as cancel:
         while len(runs) < args.repeat and not cancel.is_set():
@@ -135,15 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runs.append(run)
             if args.repeat > 1 and not args.json:
                 print(f"run {len(runs)}/{args.repeat}: {run.status}, {report.fmt_s(run.duration_s)}", file=sys.stderr)
-    summary = report.repeat_summary(runs) if args.repeat > 1 else None
-    if args.json:
-        print(json.dumps(runs[-1].to_dict() if summary is None else {"runs": [r.to_dict() for r in runs],
-                                                                     "repeat": summary}))
-    else:
-        print(report.run_table(report.median_run(runs) if summary else runs[-1]))
-        if summary:
-            print(report.repeat_lines(summary))
-    return 0 if len(runs) == args.repeat and all(r.status == "succeeded" for r in runs) else 1
+    return runs
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:

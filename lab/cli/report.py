@@ -7,6 +7,7 @@ import time
 from typing import Any, TextIO
 
 from lab.domain.run import Run
+from lab.domain.units import format_interval as interval
 from lab.domain.units import human_bytes
 from lab.measure.expectation import WARM_MIB
 
@@ -48,18 +49,6 @@ def _fmt(v: float | None, unit: str = "s") -> str:
 
 def fmt_s(v: float | None) -> str:
     return _fmt(v)
-
-
-def interval(expected_s: float | None, low_s: float | None, high_s: float | None) -> str:
-    """"expected 3.3 s (3.1-3.5)": as many digits as it takes for the bounds to differ from the middle."""
-    if expected_s is None:
-        return "-"
-    if low_s is None or high_s is None:
-        return f"{expected_s:.2f} s"
-    digits = 1
-    while digits < 4 and len({f"{v:.{digits}f}" for v in (low_s, expected_s, high_s)}) < 3:
-        digits += 1
-    return f"{expected_s:.{digits}f} s ({low_s:.{digits}f}-{high_s:.{digits}f})"
 
 
 VERDICT_WORDS = {"within": "within the model", "slower-than-model": "SLOWER than the model",

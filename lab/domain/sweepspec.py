@@ -143,13 +143,18 @@ def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
     normal = {"name": name.strip(), "server": dict(base), "repeats": repeats, "parallelism": parallelism,
               "priority": priority, which: d[which]}
     planned = Planned(name.strip(), rows, repeats, parallelism, priority, normal)
+    _check_runs(planned, which)
+    return planned
+
+
+def _check_runs(planned: Planned, which: str) -> None:
+    """At most MAX_RUNS runs in a sweep, counting the extra repeats of rows without delays."""
+    rows, repeats = planned.rows, planned.repeats
     total = sum(planned.row_repeats(spec) for _, _, spec, _ in rows)
     if total > MAX_RUNS:
-        extra = (f" (rows without delays run at least {BANDWIDTH_REPEATS} times)"
-                 if total > len(rows) * repeats else "")
+        extra = f" (rows without delays run at least {BANDWIDTH_REPEATS} times)" if total > len(rows) * repeats else ""
         raise DefinitionError([which], f"{len(rows)} rows x {repeats} repeats = {total} runs{extra}; "
                                        f"at most {MAX_RUNS}")
-    return planned
 
 
 def _list_rows(rows: Any, base: dict[str, Any], limits: Limits,

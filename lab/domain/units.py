@@ -110,3 +110,16 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"  # unreachable
+
+
+def format_interval(expected_s: float | None, low_s: float | None, high_s: float | None) -> str:
+    """An expectation with its interval, "3.3 s (3.1-3.5)": as many digits as it takes (up to 4) for
+    the bounds to differ from the middle. static/js/format.js `interval` spells it alike (en dash)."""
+    if expected_s is None:
+        return "-"
+    if low_s is None or high_s is None:
+        return f"{expected_s:.2f} s"
+    digits = 1
+    while digits < 4 and len({f"{v:.{digits}f}" for v in (low_s, expected_s, high_s)}) < 3:
+        digits += 1
+    return f"{expected_s:.{digits}f} s ({low_s:.{digits}f}-{high_s:.{digits}f})"

@@ -69,8 +69,8 @@ class Point(NamedTuple):
 # The control: the steady point (384M below) at small size, past the warm-up, about 0.1 s a copy on
 # the development machine. Run CONTROL_RUNS times at the start and at the end of each kind's plan
 # (the reference), and CONTROL_RUNS times for a later control (a few hundred ms in all).
-CONTROL = Point("128M", "full", "1M", 0, 0, 3)
 CONTROL_RUNS = 3
+CONTROL = Point("128M", "full", "1M", 0, 0, CONTROL_RUNS)
 # How old the newest control of a kind may be before a CPU-bound run measures it again: a sweep's
 # CPU-bound rows are where drift moves figures most, so their controls are kept fresher.
 SWEEP_CONTROL_S = 60.0
@@ -152,65 +152,82 @@ def _chosen(runs: list[Any]) -> Any:
 
 def _point(point: Point, done: list[Run]) -> dict[str, Any]:
     run = _chosen(done)
+    off = {id(r) for r in _off_slow_path(done)}
     return {"geometry": list(point[:5]), "zeromode": point.zeromode, "measured_s": run.duration_s,
             "contended": bool(run.contended), "own_cpu_s": (run.contention or {}).get("own_cpu_s"),
             "runs_s": [r.duration_s for r in done], "runs_cpu_s": [_own_cpu(r) for r in done],
             # the runs that count for the point's spread: a slow-path run says nothing about the model
-            "clean_runs_s": [r.duration_s for r in _off_slow_path(done)],
+            "clean_runs_s": [r.duration_s for r in done if id(r) in off],
+            # and for a control, the runs nobody disturbed (not contended either)
+            "quiet_runs_s": [r.duration_s for r in done if id(r) in off and not r.contended and r.duration_s],
             "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)}
+
+
+def steps(kind: Kind) -> tuple[Point, ...]:
+    """What `lab calibrate` measures for one kind, in order: the control, the plan, the control again
+    (each a unit a scheduler may hand out as one job: measure_point)."""
+    return (CONTROL, *(PLAN_PARALLEL if kind.parallel else PLAN_SERIAL), CONTROL)
+
+
+def measure_point(kind: Kind, point: Point, cancel: threading.Event, places: Places | None = None,
+                  extra_ok: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """One point, its repeats back to back (one more while every run was contended and `extra_ok()`);
+    the control's copies are not verified (nobody keeps their bytes). A large copy's time depends on
+    what ran just before it (measured: 384 MiB right after another 384 MiB copy 0.275-0.295 s, after
+    small copies 0.30-0.34 s, on a quiet machine); the steady rate is taken in the first state, which
+    matched the geometry sweep's large rows (they mostly follow large rows) better."""
+    done: list[Run] = []
+    while len(done) < point.repeat or (len(done) < point.repeat + EXTRA and all(r.contended for r in done)
+                                       and extra_ok()):
+        done.append(_run_once(kind, point, cancel, places, verify_bytes=point != CONTROL))
+    return _point(point, done)
 
 
 def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, extra_ok: Callable[[], bool],
                   places: Places | None = None) -> list[dict[str, Any]]:
-    """Every point of `plan`, its repeats back to back. A large copy's time depends on what ran just
-    before it (measured: 384 MiB right after another 384 MiB copy 0.275-0.295 s, after small copies
-    0.30-0.34 s, on a quiet machine); the steady rate is taken in the first state, which matched the
-    geometry sweep's large rows (they mostly follow large rows) better in the runs made here."""
-    points = []
-    for point in plan:
-        done: list[Run] = []
-        while len(done) < point.repeat or (len(done) < point.repeat + EXTRA and all(r.contended for r in done)
-                                           and extra_ok()):
-            done.append(_run_once(kind, point, cancel, places))
-        points.append(_point(point, done))
-    return points
+    return [measure_point(kind, point, cancel, places, extra_ok) for point in plan]
 
 
-def _control_runs(kind: Kind, cancel: threading.Event, places: Places | None = None) -> list[Run]:
-    return [_run_once(kind, CONTROL, cancel, places, verify_bytes=False) for _ in range(CONTROL_RUNS)]
+def _abs_jitter(points: list[dict[str, Any]]) -> float:
+    """A copy's absolute jitter, from the repeats of the short points (a few tens of ms or less)."""
+    short = [statistics.variance(runs) for p in points
+             if p["measured_s"] < 0.1 and len(runs := p.get("clean_runs_s") or []) >= 2]
+    return round(max(ABS_FLOOR_S, statistics.fmean(short) ** 0.5 if short else 0.0), 5)
 
 
-def _clean(runs: list[Run]) -> list[float]:
-    """The control runs nobody disturbed: not contended, off the slow copy path."""
-    return [r.duration_s for r in _off_slow_path(runs) if not r.contended and r.duration_s]
+def _reference(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """The control's reference from its runs at the start and the end: the median of the undisturbed
+    ones (of all, when every one was disturbed) and their spread."""
+    times = first["quiet_runs_s"] + last["quiet_runs_s"] or first["runs_s"] + last["runs_s"]
+    return {"geometry": list(CONTROL[:5]), "runs_s": first["runs_s"] + last["runs_s"], "clean_s": times,
+            "reference_s": round(statistics.median(times), 4), "spread": round(drift.relative_sd(times), 4)}
 
 
-def _fit_kind(kind: Kind, points: list[dict[str, Any]], control: list[Run]) -> Fit:
-    """Coefficients (blind spots where the points need them), the CPU fit, each part's spread and
-    the control's reference, from one kind's measured points."""
+def fit_kind(kind: Kind, measured: list[dict[str, Any]]) -> Fit:
+    """A kind's Fit from its steps() measured in order: coefficients (blind spots where the points need
+    them), the CPU fit, each part's spread and the control's reference. The control's copies (start
+    and end together) are a point of the fit too: the steady rate below GROWN_MIB."""
+    first, *plan, last = measured
+    points = [*plan, {**first, "runs_s": first["runs_s"] + last["runs_s"],
+                      "clean_runs_s": first["clean_runs_s"] + last["clean_runs_s"],
+                      "measured_s": statistics.median(first["clean_runs_s"] + last["clean_runs_s"])}]
     fixed = {} if kind.parallel else {"delays": 1.0}
     coef, kept = fitting.select(points, TERMS, fixed, BLIND_SPOTS)
     terms = [t for t in TERMS if t not in BLIND_SPOTS or t in kept]
     for p in points:
         p["fitted_s"] = round(fitting.predict(coef, p["features"]), 4)
-    free = len([t for t in terms if t not in fixed])
-    spread = fitting.spread(points, coef, GROUPS, free, SPREAD_FLOORS, exact=() if kind.parallel else ("delays_s",))
-    # a copy's absolute jitter, from the repeats of the short points (a few tens of ms or less)
-    short = [statistics.variance(runs) for p in points
-             if p["measured_s"] < 0.1 and len(runs := p.get("clean_runs_s") or []) >= 2]
-    spread["abs_s"] = round(max(ABS_FLOOR_S, (statistics.fmean(short) ** 0.5) if short else 0.0), 5)
+    spread = fitting.spread(points, coef, GROUPS, len([t for t in terms if t not in fixed]), SPREAD_FLOORS,
+                            exact=() if kind.parallel else ("delays_s",))
+    spread["abs_s"] = _abs_jitter(points)
     cpu_points = [{**p, "measured_s": p["own_cpu_s"]} for p in points if p.get("own_cpu_s")]
     cpu = fitting.fit(cpu_points, terms, {"delays": 0.0}) if len(cpu_points) == len(points) else {}
-    times = _clean(control) or [r.duration_s for r in control]
-    ref = {"geometry": list(CONTROL[:5]), "runs_s": [r.duration_s for r in control], "clean_s": times,
-           "reference_s": round(statistics.median(times), 4), "spread": round(drift.relative_sd(times), 4)}
     return Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points,
-               {k: round(v, 9) for k, v in cpu.items() if v}, spread, ref, kept)
+               {k: round(v, 9) for k, v in cpu.items() if v}, spread, _reference(first, last), kept)
 
 
 def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kind] = KINDS,
               cancel: threading.Event | None = None, places: Places | None = None) -> Calibration:
-    """Measure every kind's coefficients, spreads and control reference (about 45-60 s on 2 cores)
+    """Measure every kind's coefficients, spreads and control reference (about 45-75 s on 2 cores)
     and cache them; a set `cancel` stops it between (or inside) runs with Cancelled, the cache
     untouched."""
     say = progress or (lambda _m: None)
@@ -220,20 +237,21 @@ def calibrate(progress: Callable[[str], None] | None = None, kinds: Sequence[Kin
     load_before = os.getloadavg()[0]
     fits: dict[str, Fit] = {}
     for kind in kinds:
-        plan = PLAN_PARALLEL if kind.parallel else PLAN_SERIAL
-        control = _control_runs(kind, cancel, places)
-        points = _measure_plan(kind, plan, cancel, lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S, places)
-        control += _control_runs(kind, cancel, places)
-        # the control's copies are a point of the fit too (the steady rate below GROWN_MIB)
-        points.append(_point(CONTROL, _off_slow_path(control)))
-        for g, pt in zip((*plan, CONTROL), points, strict=True):
-            say(f"{kind.key}: {g.size} {g.pattern} maxdata {g.maxdata} delays {g.delay_write_ms}/"
-                f"{g.delay_zero_ms} ms{'' if g.zeromode == 'plugin' else ' zeromode ' + g.zeromode}: "
-                f"{pt['measured_s']:.3f} s")
-        fits[kind.key] = _fit_kind(kind, points, control)
+        measured = []
+        for point in steps(kind):
+            measured.append(measure_point(kind, point, cancel, places,
+                                          lambda: time.perf_counter() - t0 < EXTRA_UNTIL_S))
+            say(f"{kind.key}: {describe(point)}: {measured[-1]['measured_s']:.3f} s")
+        fits[kind.key] = fit_kind(kind, measured)
     cal = Calibration(fingerprint(m), m, fits, took_s=round(time.perf_counter() - t0, 2), load_before=load_before)
     save(cal, places)
     return cal
+
+
+def describe(point: Point) -> str:
+    return (f"{point.size} {point.pattern} maxdata {point.maxdata} delays {point.delay_write_ms}/"
+            f"{point.delay_zero_ms} ms" + ("" if point.zeromode == "plugin" else f" zeromode {point.zeromode}")
+            + (" (control)" if point == CONTROL else ""))
 
 
 # --- controls: how far the machine has moved since ---------------------------------------------
@@ -245,9 +263,9 @@ def control(kind: Kind, cancel: threading.Event | None = None, places: Places | 
     fit = cal.fits.get(kind.key) if cal is not None else None
     if cal is None or fit is None or not fit.control:
         return None
-    runs = _control_runs(kind, cancel or threading.Event(), places)
-    c = drift.Control(kind.key, cal.id, [r.duration_s for r in runs if r.duration_s], _clean(runs),
-                      fit.control["reference_s"], stale_beyond=drift.stale_beyond(fit.control.get("spread", 0.0), Z))
+    got = measure_point(kind, CONTROL, cancel or threading.Event(), places)
+    c = drift.Control(kind.key, cal.id, got["runs_s"], got["quiet_runs_s"], fit.control["reference_s"],
+                      stale_beyond=drift.stale_beyond(fit.control.get("spread", 0.0), Z))
     drift.record(cache_path(places), c)
     return c
 

@@ -16,6 +16,7 @@ from typing import Any
 from lab.domain import floor
 from lab.domain.counts import BackendCounts, WireCounts
 from lab.domain.run import Run
+from lab.domain.units import format_interval
 from lab.host import cpu, images
 from lab.host.places import Core, Places
 from lab.measure import contention, expectation
@@ -73,9 +74,9 @@ def outside_note(run: Run) -> str:
         why.append(f"others used {c.get('others_cores', 0):.2f} cores during the copy")
     if c.get("slow_copy_path"):
         why.append("its own processes burned more CPU than calibrated (slow copy path)")
-    return (f"{side} than the model: {run.duration_s:.3f} s against expected {run.expected_s:.3f} s "
-            f"({run.expected_low_s:.3f}-{run.expected_high_s:.3f}, {100 * (run.expected_coverage or 0):.0f}%); "
-            + "; ".join(why))
+    expected = format_interval(run.expected_s, run.expected_low_s, run.expected_high_s)
+    return (f"{side} than the model: {run.duration_s:.3f} s against expected {expected} "
+            f"({100 * (run.expected_coverage or 0):.0f}% of runs land inside); " + "; ".join(why))
 
 
 def _top_as_wire(top: BackendCounts) -> dict[str, int]:

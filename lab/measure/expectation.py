@@ -187,22 +187,33 @@ class Calibration:
         if factor is not None:  # the machine moves bytes and requests this much slower (or faster) now
             parts = {g: v if g == "delays_s" else v * factor for g, v in parts.items()}
         total = sum(parts.values())
-        # how much each part may be off: its own spread, and for the non-sleep parts the machine's drift
-        moved = (control.spread / math.sqrt(len(control.clean_s)) if control is not None and control.clean_s
-                 else math.hypot(fit.control.get("spread", 0.0), drift.UNCORRECTED_DRIFT))
-        sd = {g: parts[g] * math.hypot(fit.spread.get(g, SPREAD_FLOORS[g]), 0.0 if g == "delays_s" else moved)
-              for g in PARTS}
+        sd = _part_sd(fit, parts, control)
         half = Z * math.sqrt(sum(v * v for v in sd.values()) + fit.spread.get("abs_s", ABS_FLOOR_S) ** 2)
         floor = parts["delays_s"] if fit.key in _SERIAL else 0.0  # a serial client never beats its sleeps
         cpu = fitting.predict(fit.cpu_coef, features) * (factor or 1.0) if fit.cpu_coef else None
-        regime_part = max(("delays_s", "per_request_s", "per_byte_s"),
-                          key=lambda g: parts[g] + (parts["fixed_s"] if g == "per_request_s" else 0.0))
         return Expectation(
             round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint,
             None if cpu is None else round(cpu, 4), low_s=round(max(total - half, floor), 4),
-            high_s=round(total + half, 4), regime=_REGIME_OF[regime_part],
-            likely=max(sd, key=lambda g: sd[g]), machine_factor=factor,
-            control_age_s=None if control is None else round(time.time() - control.at, 1))
+            high_s=round(total + half, 4), regime=regime(parts), likely=max(sd, key=lambda g: sd[g]),
+            machine_factor=factor, control_age_s=None if control is None else round(time.time() - control.at, 1))
+
+
+def _part_sd(fit: Fit, parts: dict[str, float], control: drift.Control | None) -> dict[str, float]:
+    """Each part's standard deviation in seconds: its own spread, and for the non-sleep parts the
+    machine's drift since the calibration (known to the control's precision right after one)."""
+    if control is not None and control.clean_s:
+        moved = control.spread / math.sqrt(len(control.clean_s))
+    else:
+        moved = math.hypot(fit.control.get("spread", 0.0), drift.UNCORRECTED_DRIFT)
+    return {g: parts[g] * math.hypot(fit.spread.get(g, SPREAD_FLOORS[g]), 0.0 if g == "delays_s" else moved)
+            for g in PARTS}
+
+
+def regime(parts: dict[str, float]) -> str:
+    """The part an expectation is mostly made of (fixed costs count as per-request)."""
+    top = max(("delays_s", "per_request_s", "per_byte_s"),
+              key=lambda g: parts[g] + (parts["fixed_s"] if g == "per_request_s" else 0.0))
+    return _REGIME_OF[top]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ export function seconds(s, digits = 2) {
 }
 
 // An expectation with its interval, "3.3 s (3.1-3.5)": as many digits as it takes for the bounds to
-// differ from the middle (lab.cli.report.interval spells it the same way).
+// differ from the middle (lab.domain.units.format_interval spells it alike, with a hyphen).
 export function interval(expected, low, high) {
   if (expected === null || expected === undefined) return "–";
   if (low === null || low === undefined || high === null || high === undefined) return seconds(expected);
