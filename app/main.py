@@ -46,10 +46,7 @@ from app.http.query import only_known_query
 from app.pages import apidocs
 from app.schemas import openapi
 from app.settings import Settings
-from lab.host import places
-from lab.host.places import Core, Places
-from lab.service.manager import Manager, ManagerConfig
-from lab.service.store import Store
+from lab.service.manager import Manager, tool_versions, use_as_default
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,23 +63,16 @@ stay open.
 """
 
 
-def manager_config(settings: Settings) -> ManagerConfig:
-    return ManagerConfig.from_settings(settings)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:  # this factory is the driver that read the environment (uvicorn --factory, `lab serve`):
         settings = Settings()  # its places are also the process default (lab.host.places), as `lab` sets them
-        places.use(Places.from_settings(settings))
+        use_as_default(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await run_in_threadpool(Store, settings.data_dir)
-        if store.recovered:
-            log.warning("marked %d runs/sweeps interrupted (left active by a previous service)", len(store.recovered))
-        manager = Manager(store, manager_config(settings)).start()
+        manager = await run_in_threadpool(Manager.open, settings)
         app.state.manager = manager
-        app.state.versions = await run_in_threadpool(health.tool_versions)
+        app.state.versions = await run_in_threadpool(tool_versions)
         restore = _end_streams_on_signal(manager)
         try:
             yield
@@ -91,13 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if getattr(app.state, "calibration", None) is not None:
                 await run_in_threadpool(app.state.calibration.stop)
             manager.close_streams()
-            await run_in_threadpool(manager.shutdown)
-            store.close()
+            await run_in_threadpool(manager.close)
 
     app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=lambda route: route.name, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.core = Core.from_settings(settings)  # handed down to the core: no environment reads below
     # outermost last: Host -> HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
     app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value,

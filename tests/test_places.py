@@ -144,5 +144,5 @@ def test_the_app_factory_is_a_driver_only_when_it_reads_the_environment(tmp_path
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "env-data"))
     monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path / "env-run"))
     app = create_app()
-    assert places.current() == app.state.core.places
+    assert places.current() == places.Places.from_settings(app.state.settings)
     assert places.current().runtime_dir == tmp_path / "env-run" and places.current().data_dir == tmp_path / "env-data"

@@ -74,7 +74,7 @@ class CalibrationJob:
 def job(request: Request) -> CalibrationJob:
     j = getattr(request.app.state, "calibration", None)
     if j is None:
-        j = request.app.state.calibration = CalibrationJob(request.app.state.core.places)
+        j = request.app.state.calibration = CalibrationJob(request.app.state.manager.config.places)
     return j
 
 

@@ -20,10 +20,6 @@ from app.http.errors import responses
 from app.schemas.runs import Availability, ClientOut, ServerOut, ServerPartial
 from lab.domain import spec
 from lab.domain.clients import CATALOG
-from lab.domain.limits import DEFAULT_LIMITS, Limits
-from lab.host import storage
-from lab.host.places import Places
-from lab.nbd import backends
 
 router = APIRouter(tags=["config"])
 
@@ -71,34 +67,18 @@ class ValidateOut(BaseModel):
     text: dict[str, str] = Field(description="the same values as a person types them (100M, 20ms)")
 
 
-def _settings(request: Request) -> Any:
-    return getattr(request.app.state, "settings", None)
-
-
-def _places(request: Request) -> Places | None:
-    core = getattr(request.app.state, "core", None)
-    return core.places if core is not None else None
-
-
-def _limits(request: Request) -> Limits:
-    settings = _settings(request)
-    return settings.limits if settings is not None else DEFAULT_LIMITS
-
-
 def lab_config(request: Request) -> dict[str, Any]:
-    settings = _settings(request)
-    clients = []
-    clients = [c.to_dict() for c in CATALOG]
+    """GET /api/config's answer (the pages render it into themselves)."""
+    settings, manager = request.app.state.settings, request.app.state.manager
     return {
-        "auth_required": bool(settings is not None and settings.token_value),
-        "server_fields": spec.field_table(_limits(request)),
+        "auth_required": bool(settings.token_value),
+        "server_fields": spec.field_table(manager.config.limits),
         "presets": spec.presets(),
         "spec_defaults": spec.DEFAULTS.to_dict(),
         "spec_defaults_text": spec.spec_text(spec.DEFAULTS),
-        "clients": clients,
+        "clients": [c.to_dict() for c in CATALOG],
         # choices this machine lacks, with the reason (the form disables them and says why)
-        "availability": {"kind": backends.availability(_limits(request)),
-                         "storage": storage.availability(_places(request))},
+        "availability": manager.availability(),
     }
 
 

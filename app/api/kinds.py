@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from app.http.deps import CoreDep
+from app.http.deps import ManagerDep
 from app.http.errors import Problem, responses, spec_error
 from app.schemas.runs import KindsOut, ProbeCreate, ProbeOut
 from lab.domain.spec import DISK_FORMATS, SpecError
@@ -22,15 +22,15 @@ _probe_lock = threading.Lock()
 
 
 @router.get("/kinds", response_model=KindsOut)
-def list_kinds(core: CoreDep) -> dict[str, Any]:
+def list_kinds(manager: ManagerDep) -> dict[str, Any]:
     """Each server kind and storage with `available` and, when not, `reason`."""
-    return {"kinds": backends.availability(core.limits), "storages": storage.availability(core.places),
-            "disk_formats": list(DISK_FORMATS),
-            "external_targets": [t.text for t in allowed_targets(core.limits)]}
+    have = manager.availability()
+    return {"kinds": have["kind"], "storages": have["storage"], "disk_formats": list(DISK_FORMATS),
+            "external_targets": [t.text for t in allowed_targets(manager.config.limits)]}
 
 
 @router.post("/probes", response_model=ProbeOut, responses=responses(401, 413, 422, 429, 502))
-async def create_probe(body: ProbeCreate, core: CoreDep) -> dict[str, Any]:
+async def create_probe(body: ProbeCreate, manager: ManagerDep) -> dict[str, Any]:
     """Start a server from `server`, probe its zeroing (as `lab probe --json`), stop it; answers when done."""
     raw = body.server.raw() if body.server else {}
     length = body.length or probe.DEFAULT_LENGTH
@@ -39,8 +39,8 @@ async def create_probe(body: ProbeCreate, core: CoreDep) -> dict[str, Any]:
     if not _probe_lock.acquire(blocking=False):
         raise Problem("limit-reached", "a probe is already running; try again when it is done")
     try:
-        return await run_in_threadpool(probe.probe_server, raw, length, probe.DEFAULT_DEADLINE_S, core.limits,
-                                       core.places)
+        return await run_in_threadpool(probe.probe_server, raw, length, probe.DEFAULT_DEADLINE_S,
+                                       manager.config.limits, manager.config.places)
     except SpecError as e:
         raise spec_error(e, ("body", "server")) from None
     except ExternalError as e:

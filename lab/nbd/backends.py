@@ -72,6 +72,10 @@ class Machine:
             if not st["available"]:
                 yield FieldProblem("storage", f"{spec.storage} is not available here: {st['reason']}")
 
+    def availability(self, limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, dict[str, object]]]:
+        """Per field (kind, storage), per choice: `available`, and `reason` when not."""
+        return {"kind": availability(limits), "storage": storage.availability(self.places)}
+
     def _have(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         return availability(), storage.availability(self.places)
 

@@ -28,7 +28,7 @@ from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
 from lab.domain.scenarios import Scenario
 from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
-from lab.host import leftovers, procs
+from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap
 from lab.nbd.backends import Machine
@@ -43,13 +43,20 @@ from lab.service.retention import Retention
 from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
 from lab.service.store import Event, Store
 from lab.service.sweeps import Sweep, SweepService
+from lab.service.versions import tool_versions
 
 # The service facade: app/ imports this module (and domain values) only (pyproject's import contract).
 __all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "Event", "History", "IdempotencyLog",
            "LimitExceeded", "Manager", "ManagerConfig", "ManagerError", "NotFound", "NotRunnable", "QueueFull",
-           "ShuttingDown", "Subscription", "Sweep", "parse_fault"]
+           "ShuttingDown", "Subscription", "Sweep", "parse_fault", "tool_versions", "use_as_default"]
 
 log = logging.getLogger("lab.service.manager")
+
+
+def use_as_default(settings: Settings) -> None:
+    """Make the places of `settings` the process default (lab.host.places), as a driver that read the
+    environment does (`lab`, uvicorn's app factory); library code not handed places then uses them."""
+    places.use(Places.from_settings(settings))
 
 SHUTDOWN_ERROR = "the service shut down during this run"
 
@@ -138,6 +145,22 @@ class Manager(Automation):
         self.idempotency: IdempotencyLog = store
 
     # -- lifecycle -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: Settings) -> Manager:
+        """The service's manager over the history in settings.data_dir, started. Opening the store marks
+        what a dead predecessor left queued or running as interrupted."""
+        store = Store(settings.data_dir)
+        if store.recovered:
+            log.warning("marked %d runs/sweeps interrupted (left active by a previous service)", len(store.recovered))
+        return cls(store, ManagerConfig.from_settings(settings)).start()
+
+    def close(self) -> None:
+        """shutdown(), then close the store (the manager is not used again)."""
+        try:
+            self.shutdown()
+        finally:
+            self.store.close()
+
     def start(self) -> Manager:
         if self._started:
             return self
@@ -263,6 +286,10 @@ class Manager(Automation):
     def add_guess(self, student: str, target: str, prediction: dict[str, Any]) -> dict[str, Any]:
         """Keep a student's guess before an act (it starts nothing); its row as stored."""
         return self.store.add_guess(student, target, prediction)
+
+    def availability(self) -> dict[str, dict[str, dict[str, object]]]:
+        """What this machine has, per field (kind, storage) and choice: `available`, and `reason` when not."""
+        return self.machine.availability(self.config.limits)
 
     def close_streams(self) -> None:
         """End every event stream now (the service is stopping: clients reconnect with their last id)."""
