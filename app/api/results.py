@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from app.api.filters import RunFiltersDep
 from app.http.deps import ManagerDep
 from app.http.errors import responses
+from app.http.etag import ETAG_DOC, NOT_MODIFIED_DOC, IfNoneMatch, conditional, tag_of
 from app.http.headers import LINK_NEXT
 from app.http.pagination import Page, link_next, page_query
 from app.schemas.runs import ResultsOut
@@ -28,25 +29,33 @@ ResultsPage = Annotated[Page, Depends(page_query(default_limit=1000, most=MAX_RO
 
 
 @router.get("/results.json", response_model=ResultsOut, response_model_exclude_unset=True,
-            responses={200: {"headers": {"Link": LINK_NEXT}}, **responses(404, 422)})
+            responses={200: {"headers": {"Link": LINK_NEXT, "ETag": ETAG_DOC}}, 304: NOT_MODIFIED_DOC,
+                       **responses(404, 422)})
 def results_json(manager: ManagerDep, request: Request, response: Response, page: ResultsPage,
-                 filters: RunFiltersDep) -> dict[str, Any]:
-    """Runs newest first (`sort=created_at`: a sweep's rows in their order), each as `lab run --json` prints it."""
+                 filters: RunFiltersDep, if_none_match: IfNoneMatch = None) -> Any:
+    """Runs newest first (`sort=created_at`: a sweep's rows in their order), each as `lab run --json` prints it.
+    The page has an ETag: If-None-Match with it answers 304 while nothing on the page changed."""
     rows, _, nxt = page.of(manager.history, "runs", filters)
+    out = {"rows": rows, "count": len(rows), "columns": list(COLUMNS), "next_cursor": nxt}
     link_next(request, response, nxt)
-    return {"rows": rows, "count": len(rows), "columns": list(COLUMNS), "next_cursor": nxt}
+    return conditional(tag_of(out), if_none_match, response) or out
 
 
 @router.get("/results.csv", response_class=Response, responses={
     200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-          "headers": {"Link": LINK_NEXT, "X-Next-Cursor": {"description": "the next page's cursor",
-                                                            "schema": {"type": "string"}}}},
-    **responses(404, 422)})
-def results_csv(manager: ManagerDep, request: Request, page: ResultsPage, filters: RunFiltersDep) -> Response:
-    """The same rows, one column per leaf (`backend.write_ops`, `server.zeromode`, ...)."""
+          "headers": {"Link": LINK_NEXT, "ETag": ETAG_DOC,
+                      "X-Next-Cursor": {"description": "the next page's cursor", "schema": {"type": "string"}}}},
+    304: NOT_MODIFIED_DOC, **responses(404, 422)})
+def results_csv(manager: ManagerDep, request: Request, page: ResultsPage, filters: RunFiltersDep,
+                if_none_match: IfNoneMatch = None) -> Response:
+    """The same rows, one column per leaf (`backend.write_ops`, `server.zeromode`, ...); an ETag as for JSON."""
     rows, _, nxt = page.of(manager.history, "runs", filters)
-    out = Response(to_csv(rows), media_type="text/csv; charset=utf-8",
+    text = to_csv(rows)
+    out = Response(text, media_type="text/csv; charset=utf-8",
                    headers={"Content-Disposition": 'inline; filename="fastzero-results.csv"'})
+    not_modified = conditional(tag_of(text.encode()), if_none_match, out)
+    if not_modified is not None:
+        return not_modified
     link_next(request, out, nxt)
     if nxt:
         out.headers["X-Next-Cursor"] = nxt

@@ -12,11 +12,12 @@ from app.api import API_PREFIX
 from app.api.filters import RunFiltersDep
 from app.http.deps import ManagerDep
 from app.http.errors import field_error, responses, spec_error
+from app.http.etag import ETAG_DOC, NOT_MODIFIED_DOC, IfNoneMatch, conditional, tag_of
 from app.http.headers import LINK_NEXT, located
 from app.http.idempotency import IdempotencyKey, once
 from app.http.identity import who_of
 from app.http.pagination import PageDep, link_next
-from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses
+from app.http.waiting import WaitQ, answer_final, finished_responses
 from app.schemas.runs import CancelledOut, RunCreate, RunFilter, RunList, RunOut
 from lab.domain.spec import SpecError
 
@@ -118,24 +119,32 @@ def cancel_run(run_id: str, manager: ManagerDep, response: Response) -> dict[str
 
 TRACE_DOC = {200: {"description": "one row per request: seq, t0/t1 (s since the copy started), op, kind, offset, "
                                   "count, flags, result, conn, source",
-                   "content": {"application/x-ndjson": {}, "text/csv": {}}}}
+                   "headers": {"ETag": ETAG_DOC}, "content": {"application/x-ndjson": {}, "text/csv": {}}}}
 
 
-@router.get("/{run_id}/trace", response_class=StreamingResponse, responses={**TRACE_DOC, **responses(404, 422)})
-def get_trace(run_id: str, manager: ManagerDep,
-              format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson") -> StreamingResponse:
+@router.get("/{run_id}/trace", response_class=StreamingResponse,
+            responses={**TRACE_DOC, 304: NOT_MODIFIED_DOC, **responses(404, 422)})
+def get_trace(run_id: str, manager: ManagerDep, if_none_match: IfNoneMatch = None,
+              format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson") -> Response:
     """The run's requests as nbdkit's log filter recorded them (see lab/nbd/diskmap.py for the kinds).
 
-    Kept for finished runs that reached the copy; 404 for a run that has none (yet)."""
+    Kept for finished runs that reached the copy; 404 for a run that has none (yet). A trace never
+    changes once written: its ETag (If-None-Match -> 304) saves fetching it again."""
     run = manager.get_run(run_id)
     path = manager.history.trace_path(run_id)
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         raise HTTPException(404, f"run {run_id} has no trace"
-                            + (" yet: it is still going" if run["status"] in ("queued", "running") else ""))
+                            + (" yet: it is still going" if run["status"] in ("queued", "running") else "")) from None
+    tag = tag_of([run_id, format, stat.st_size, stat.st_mtime_ns])
+    out: StreamingResponse
     if format == "csv":
-        return StreamingResponse(manager.history.trace_csv(run_id), media_type="text/csv",
-                                 headers={"Content-Disposition": f'attachment; filename="trace-{run_id}.csv"'})
-    return StreamingResponse(_file_chunks(path), media_type="application/x-ndjson")
+        out = StreamingResponse(manager.history.trace_csv(run_id), media_type="text/csv",
+                                headers={"Content-Disposition": f'attachment; filename="trace-{run_id}.csv"'})
+    else:
+        out = StreamingResponse(_file_chunks(path), media_type="application/x-ndjson")
+    return conditional(tag, if_none_match, out) or out
 
 
 def _file_chunks(path: Any) -> Any:

@@ -7,21 +7,32 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.api import API_PREFIX
-from app.http.deps import ManagerDep
-from app.http.errors import responses, spec_error
+from app.http.deps import ManagerDep, SettingsDep
+from app.http.errors import field_error, responses, spec_error
 from app.http.headers import located
 from app.http.idempotency import IdempotencyKey, once
-from app.schemas.runs import ManagedServerOut, ServerCreate, ServerList
+from app.schemas.runs import MAX_TTL_S, ManagedServerOut, ServerCreate, ServerList
+from app.settings import Settings
 from lab.domain.spec import SpecError
 
 router = APIRouter(prefix="/servers", tags=["servers"])
 
 
+def ttl_most(settings: Settings) -> float:
+    """The longest ttl_s a request may ask: LAB_SERVER_TTL_S (0, servers that live until deleted: MAX_TTL_S)."""
+    return settings.server_ttl_s or MAX_TTL_S
+
+
 @router.post("", status_code=201, response_model=ManagedServerOut,
              responses=located(201, "started", 400, 401, 409, 413, 422, 429, 503))
-def create_server(fields: ServerCreate, manager: ManagerDep, request: Request, response: Response,
-                  idempotency_key: IdempotencyKey = None) -> Any:
+def create_server(fields: ServerCreate, manager: ManagerDep, settings: SettingsDep, request: Request,
+                  response: Response, idempotency_key: IdempotencyKey = None) -> Any:
     """Start an nbdkit server with these fields; runs may then target it with `server_id`."""
+    most = ttl_most(settings)
+    if fields.ttl_s is not None and fields.ttl_s > most:
+        raise field_error(["body", "ttl_s"], f"at most {most:g} s on this service (LAB_SERVER_TTL_S)",
+                          "less_than_equal")
+
     def make() -> dict[str, Any]:
         raw = fields.raw()
         try:

@@ -10,11 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from app.api import API_PREFIX
 from app.http.deps import ManagerDep
 from app.http.errors import field_error, raw_json, responses
+from app.http.etag import ETAG_DOC, NOT_MODIFIED_DOC, IfNoneMatch, conditional, tag_of
 from app.http.headers import LINK_NEXT, located
 from app.http.idempotency import IdempotencyKey, once
 from app.http.identity import who_of
 from app.http.pagination import PageDep, link_next
-from app.http.waiting import IfNoneMatch, WaitQ, answer_final, finished_responses, wait_final
+from app.http.waiting import WaitQ, answer_final, finished_responses, wait_final
 from app.schemas.runs import RunStatus, SweepList, SweepOut
 from app.schemas.sweeps import CustomSweepCreate, SweepRowsOut
 from lab.domain.sweepspec import DefinitionError, group_rows
@@ -90,14 +91,18 @@ def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: 
     return once(manager.idempotency, request, response, idempotency_key, 202, make)
 
 
-@router.get("/{sweep_id}/results", response_model=SweepRowsOut, responses=responses(404, 422))
-async def sweep_results(sweep_id: str, manager: ManagerDep, wait: WaitQ = 0) -> dict[str, Any]:
+@router.get("/{sweep_id}/results", response_model=SweepRowsOut,
+            responses={200: {"headers": {"ETag": ETAG_DOC}}, 304: NOT_MODIFIED_DOC, **responses(404, 422)})
+async def sweep_results(sweep_id: str, manager: ManagerDep, response: Response, wait: WaitQ = 0,
+                        if_none_match: IfNoneMatch = None) -> Any:
     """The sweep's runs grouped per row (in order), with the median, min, max and spread of the
-    succeeded runs' time, prediction, ratio and backend counts. `?wait=S` as for the sweep."""
+    succeeded runs' time, prediction, ratio and backend counts. `?wait=S` as for the sweep.
+    An ETag: If-None-Match with it answers 304 while nothing changed."""
     sweep = await wait_final(lambda: manager.get_sweep(sweep_id), wait)
     runs = (await run_in_threadpool(with_runs, manager, sweep))["runs"]
-    return {"sweep_id": sweep["id"], "name": sweep["name"], "status": sweep["status"],
-            "repeats": sweep.get("repeats") or 1, "rows": group_rows(runs)}
+    out = {"sweep_id": sweep["id"], "name": sweep["name"], "status": sweep["status"],
+           "repeats": sweep.get("repeats") or 1, "rows": group_rows(runs)}
+    return conditional(tag_of(out), if_none_match, response) or out
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepOut, response_model_exclude_unset=True,

@@ -56,7 +56,11 @@ CODES: dict[str, tuple[int, str, str]] = {
     "invalid-request": (422, "Invalid request", "a field is invalid: errors[].loc names it"),
     "idempotency-key-reused": (409, "Idempotency-Key reused",
                                "this Idempotency-Key was used with a different request body"),
-    "limit-reached": (429, "Limit reached", "the run queue or the server limit is full; retry after Retry-After"),
+    "never-fits": (422, "Never fits", "the request needs more than a limit can ever hold (a sweep with more runs "
+                                      "than the queue has places, or than one student may queue): waiting will not "
+                                      "help, make it smaller; `limit` names the limit"),
+    "limit-reached": (429, "Limit reached", "the run queue, a per-student budget or the server limit is full now; "
+                                            "retry after Retry-After; `limit` names the limit"),
     "shutting-down": (503, "Shutting down", "the service is stopping; retry after Retry-After"),
     "probe-failed": (502, "Probe failed", "the probed server could not be started or answered with an error"),
 }
@@ -123,6 +127,8 @@ _STATUS: tuple[tuple[type[ManagerError], str], ...] = (
 
 async def _manager_error(request: Request, exc: Exception) -> JSONResponse:
     code = next((c for cls, c in _STATUS if isinstance(exc, cls)), "bad-request")
+    if isinstance(exc, LimitExceeded):  # which limit, and whether waiting can help (429) or never (422)
+        return problem_response(code if exc.can_wait else "never-fits", str(exc), request, limit=exc.limit)
     return problem_response(code, str(exc), request)
 
 

@@ -4,12 +4,14 @@ A client that did not hear the answer (a time-out, a dropped connection) retries
 same key and gets the first answer again, replayed from SQLite (`Idempotent-Replayed: true`),
 instead of a second run. The key is bound to the request: the same key with another method,
 path or body is a 409 `idempotency-key-reused`; a retry while the first request is still
-being answered is a 409 `idempotency-conflict`. Only successful answers are kept (a 429 may
+being answered is a 409 `idempotency-conflict`. Bodies are compared by their JSON's meaning
+(keys in any order, any spacing), not byte for byte. Only successful answers are kept (a 429 may
 be retried and then succeed); keys are forgotten after KEEP_S.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -30,9 +32,16 @@ IdempotencyKey = Annotated[str | None, Header(
 
 
 def _fingerprint(request: Request) -> str:
+    """The request's method, path and body's meaning: its JSON written canonically (keys sorted, no
+    spaces), so a retry that orders keys or spaces differently is the same request. The guard
+    (app/http/jsonbody.py) has already refused a body that is not JSON."""
     h = hashlib.sha256()
     h.update(request.method.encode() + b" " + request.url.path.encode() + b"\n")
-    h.update(request.scope.get(RAW_BODY) or b"")
+    raw = request.scope.get(RAW_BODY) or b""
+    if raw:
+        with contextlib.suppress(ValueError):
+            raw = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    h.update(raw)
     return h.hexdigest()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import inspect
 import json
 import math
@@ -117,13 +116,3 @@ def page_query(default_limit: int = 100, most: int = 1000) -> Callable[..., Page
 
 
 PageDep = Annotated[Page, Depends(page_query())]
-
-
-def finished_etag(row: dict[str, Any], if_none_match: str | None, response: Response) -> Response | None:
-    """A finished run's or sweep's ETag on `response`; a 304 to answer instead when If-None-Match names it."""
-    tag = '"' + hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] + '"'
-    tags = [t.strip().removeprefix("W/") for t in (if_none_match or "").split(",") if t.strip()]
-    if "*" in tags or tag in tags:
-        return Response(status_code=304, headers={"ETag": tag})
-    response.headers["ETag"] = tag
-    return None

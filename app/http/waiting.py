@@ -12,18 +12,17 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Response
+from fastapi import Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.http.errors import responses
+from app.http.etag import conditional, tag_of
 from app.http.headers import ETAG
-from app.http.pagination import finished_etag
 from lab.domain.run import FINAL
 
 MAX_WAIT_S = 60.0
 WaitQ = Annotated[float, Query(ge=0, le=MAX_WAIT_S,
                                description="block up to this many seconds until it is finished (0: answer now)")]
-IfNoneMatch = Annotated[str | None, Header(max_length=1000)]
 
 
 def finished_responses(what: str) -> dict[int | str, dict[str, Any]]:
@@ -57,5 +56,5 @@ async def answer_final(fetch: Callable[[], dict[str, Any]], shape: Callable[[dic
     row = await wait_final(fetch, seconds)
     shown = await run_in_threadpool(shape, row)
     if row["status"] in FINAL:
-        return finished_etag(shown, if_none_match, response) or shown
+        return conditional(tag_of(shown), if_none_match, response) or shown
     return shown

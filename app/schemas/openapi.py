@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from app.api import API_PREFIX
 from app.http.errors import CODES, PROBLEM_JSON
+from app.schemas.runs import MAX_TTL_S
 from app.schemas.unitregex import with_units
 from app.settings import Settings
 from lab.domain import spec
@@ -141,6 +142,10 @@ def install(app: FastAPI, settings: Settings) -> None:
                 if b is not None:
                     kind = spec.SERVER_FIELDS[field].kind
                     _bounds(prop, *b, _PARSE[kind], _UNITS[kind])
+        ttl = schema["components"]["schemas"].get("ServerCreate", {}).get("properties", {}).get("ttl_s")
+        if ttl is not None:  # the longest a request may ask: LAB_SERVER_TTL_S (app/api/servers.py checks it)
+            _each(ttl, lambda s: s.update(maximum=settings.server_ttl_s or MAX_TTL_S) if s["type"] == "number"
+                  else None)
         for name, variants in ONE_OF.items():
             _split_one_of(schema["components"]["schemas"], name, variants)
         _add_links(schema)

@@ -73,11 +73,16 @@ ServerFields: type[FieldsIn] = request_model(
     "ServerFields", ("mode", "geometry"), "A server's fields (all optional; defaults = the talk's baseline).")
 
 
+MAX_TTL_S = 30 * 86_400  # when LAB_SERVER_TTL_S is 0 (servers live until deleted), what a request may ask
+
+
 class ServerCreate(ServerFields):
     """A long-lived server: its fields, and how long it may live."""
 
-    ttl_s: Annotated[float, Field(gt=0, le=30 * 86_400)] | None = Field(
-        None, description="stop it this many seconds after it starts (default LAB_SERVER_TTL_S)")
+    # strict: a number (7 or 7.0), never a boolean or a string; at most LAB_SERVER_TTL_S (the route
+    # checks the setting, app/schemas/openapi.py writes it into the schema's maximum)
+    ttl_s: Annotated[float, Field(gt=0, le=MAX_TTL_S, strict=True)] | None = Field(
+        None, description="stop it this many seconds after it starts (default and most: LAB_SERVER_TTL_S)")
 
     def raw(self) -> dict[str, Any]:
         out = super().raw()
@@ -397,6 +402,10 @@ class Problem(BaseModel):
     detail: str = Field(description="what went wrong, for people")
     instance: str | None = Field(None, description="the request path")
     errors: list[ProblemItem] = Field(default_factory=list, description="the invalid fields (422)")
+    limit: str | None = Field(None, description="limit-reached and never-fits: which limit (queue-full, "
+                              "per-student, anonymous, servers)")
+
+
 # -- kinds and probes -----------------------------------------------------------------------
 
 

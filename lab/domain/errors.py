@@ -50,5 +50,11 @@ class AnonymousLimit(LimitExceeded):
     limit = "anonymous"
 
 
+class ServerLimit(LimitExceeded):
+    """As many long-lived servers run as LAB_MAX_SERVERS allows."""
+
+    limit = "servers"
+
+
 class ShuttingDown(ManagerError):
     pass

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.domain.errors import LimitExceeded, NotFound, ShuttingDown
+from lab.domain.errors import NotFound, ServerLimit, ShuttingDown
 from lab.domain.spec import ServerSpec
 from lab.host.places import Core
 from lab.nbd.servers import Server
@@ -44,13 +44,14 @@ class ServerRegistry:
         self._closed = False
 
     def create(self, spec: ServerSpec, ttl_s: float | None = None) -> dict[str, Any]:
-        """Start a server for `spec` (stopped `ttl_s` after; see expired()); LimitExceeded at
+        """Start a server for `spec` (stopped `ttl_s` after; see expired()); ServerLimit at
         max_servers, ShuttingDown once closed."""
         with self._lock:
             if self._closed:
                 raise ShuttingDown("the service is shutting down")
             if len(self._servers) >= self.max_servers:
-                raise LimitExceeded(f"at most {self.max_servers} servers may run at once")
+                raise ServerLimit(f"at most {self.max_servers} servers may run at once",
+                                  can_wait=self.max_servers > 0)
             managed = Managed(Server(spec, places=self.core.places, limits=self.core.limits), ttl_s=ttl_s)
             srv = managed.server
             self._servers[srv.id] = managed  # holds the slot while nbdkit starts
