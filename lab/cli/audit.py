@@ -70,10 +70,10 @@ def plan_from(args: argparse.Namespace, core: Core) -> Any:
 
 
 def cmd_audit(args: argparse.Namespace, core: Core) -> int:
+    from lab.domain.targets import ExternalError
     from lab.host.storage import StorageError
     from lab.nbd import audit
     from lab.nbd.backends import KindError
-    from lab.nbd.external import ExternalError
     from lab.service import audit_report
 
     if not 0 < args.deadline <= 86400:

@@ -99,8 +99,9 @@ def check_request(fields: dict[str, Any], plan: Plan, limits: Limits = DEFAULT_L
                   places: Places | None = None, api: bool = False) -> dict[str, Any]:
     """The server fields, checked with the place and the target before anything starts (AuditError names
     the field at fault). Returns the fields the audit uses."""
+    from lab.domain import targets as external
     from lab.host import userstore
-    from lab.nbd import backends, external
+    from lab.nbd import backends
 
     server = server_fields(fields)
     kind = server["kind"]

@@ -286,7 +286,7 @@ class ExternalTarget(Target):
         return "external"
 
     def _start(self) -> None:
-        from lab.nbd import external
+        from lab.domain import targets as external
 
         target = external.check_target(self.fields.get("target"), self.limits)
         if not self.fields.get("destructive"):
