@@ -36,6 +36,8 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     create_model,
+    field_serializer,
+    field_validator,
 )
 
 from lab.domain.layout import parse_pattern
@@ -167,13 +169,24 @@ class ServerSpec(BaseModel):
         "choice", "what a file-backed disk holds before the copy: sparse, or data (every byte written, like a "
         "reused destination)", choices=DISK_INITS, group="mode", form="more", layer="backend")] = "sparse"
 
+    @field_validator("plugin", mode="before")
+    @classmethod
+    def _no_plugin_is_the_default(cls, v: Any) -> Any:
+        return "memory" if v is None else v  # as written out for kinds without a plugin (below)
+
+    @field_serializer("plugin")
+    def _plugin_only_where_it_applies(self, v: str) -> str | None:
+        """qemu-nbd, nbd-server and external targets have no nbdkit plugin: their JSON says null, not memory."""
+        return v if self.kind == "nbdkit" else None
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
     def describe(self) -> str:
         t = spec_text(self)
+        plugin = f"plugin={self.plugin} " if self.kind == "nbdkit" else ""
         where = "" if self.kind == "nbdkit" and self.plugin == "memory" else \
-            f"kind={self.kind} plugin={self.plugin} storage={self.storage or 'private'} "
+            f"kind={self.kind} {plugin}storage={self.storage or 'private'} "
         return where + (f"zeromode={t['zeromode']} fastzeromode={t['fastzeromode']} size={t['size']} "
                         f"pattern={t['pattern']} maxdata={t['maxdata']} delay-write={t['delay_write']} "
                         f"delay-zero={t['delay_zero']}")

@@ -151,6 +151,9 @@ class Backend:
     extra_filters: list[str] = field(default_factory=list)
     extra_params: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # the real server's command line (empty: nbdkit itself)
+    plugin_args: list[str] | None = None  # what start() put under the filter stack (shown in listings)
+    real_flags: Any = None  # lab.domain.flags.ServerFlags the real server advertises, asked without the proxy
     places: Places | None = None  # where a disk on a storage goes (lab.host.places)
     limits: Limits = DEFAULT_LIMITS  # the external targets allowed, the size limit
 
@@ -168,7 +171,8 @@ class Backend:
         return self.proc is None or self.proc.poll() is None
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.spec.kind, "direct_uri": self.direct_uri,
+        return {"kind": self.spec.kind, "direct_uri": self.direct_uri, "argv": list(self.argv) or None,
+                "flags": self.real_flags.to_dict() if self.real_flags is not None else None,
                 "storage": self.store.info() if self.store else None,
                 "disk": str(self.disk) if self.disk else None,
                 "backend_pid": self.proc.pid if self.proc else None, "notes": list(self.notes)}
@@ -191,6 +195,7 @@ class Backend:
         return self.disk
 
     def _spawn(self, argv: list[str], what: str, sock: Path) -> None:
+        self.argv = list(argv)
         errlog = open(self.dir / f"{what}.log", "wb")  # noqa: SIM115 - the child keeps it
         try:
             self.proc = procs.spawn(argv, stdin=subprocess.DEVNULL, stdout=errlog, stderr=subprocess.STDOUT)
@@ -248,7 +253,20 @@ class NbdServerBackend(Backend):
                         f"    exportname = {disk}\n"
                         "    trim = true\n    flush = true\n    fua = true\n")
         self.notes.append("nbd-server -d (serves one connection: the proxy's shared one)")
-        self._spawn(["nbd-server", "-C", str(conf), "-d"], "nbd-server", sock)
+        argv = ["nbd-server", "-C", str(conf), "-d"]
+        # Its flags asked directly first: that uses up the process's one connection, so it starts again
+        # for the proxy's (the disk stays).
+        self._spawn(argv, "nbd-server", sock)
+        from lab.nbd.handle import probe
+
+        self.real_flags = probe(f"nbd+unix:///lab?socket={sock}")
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            procs.stop(self.proc)
+        sock.unlink(missing_ok=True)
+        self._spawn(argv, "nbd-server", sock)
         self.direct_uri = None  # one connection only: the proxy's (a probe goes through it)
         return self._proxy(socket=str(sock), export="lab")
 
@@ -259,9 +277,11 @@ class ExternalBackend(Backend):
         target = check_target(self.spec.target, self.limits)  # raises before any connection
         check_export(target, self.spec, self.spec.destructive, self.limits)
         self.direct_uri = target.uri
-        # The run sees exactly `size` bytes of the export: the truncate filter hides the rest.
-        self.extra_filters = ["truncate"]
-        self.extra_params = [f"truncate={self.spec.size}"]
+        # The run sees exactly `size` bytes of the export: the offset filter's window hides the rest. Not the
+        # truncate filter: it advertises fast zero whatever the target does (truncate_can_fast_zero returns 1 in
+        # nbdkit 1.32), and the proxy must not add a flag; offset passes every can_* through.
+        self.extra_filters = ["offset"]
+        self.extra_params = [f"range={self.spec.size}"]
         self.notes.append(f"external target {target.text}: the first {self.spec.size} bytes are written")
         return self._proxy(**target.nbd_plugin_params())
 

@@ -339,7 +339,7 @@ class Server:
         self.dir = procs.private_dir("srv-", self.backend_kind.places)
         try:
             be = self.backend_kind
-            plugin_args = be.start(self.dir)
+            plugin_args = be.plugin_args = be.start(self.dir)
             self._log.open(self.dir / "wire.log")
             self._plugin_layer = be.layer
             self._nbdkits = self._processes(plugin_args)
@@ -354,6 +354,7 @@ class Server:
             except Exception as e:  # e.g. the back of a chain refuses the front's connection
                 raise ServerError(self._failure_text(f"nbdkit does not serve its export ({e})")) from e
             if be.direct_uri and self.spec.kind != "nbdkit":
+                be.real_flags = probe(be.direct_uri)  # the real server's own answer, no proxy in between
                 self.proxy_cost = measure_proxy_cost(be.direct_uri, self.uri)
         except BaseException:
             self.stop()
@@ -508,12 +509,35 @@ def kind_notes(srv: Server) -> list[str]:
     notes = list(be.notes)
     if be.store is not None:
         notes.append(f"disk on {be.store.storage} ({be.store.fs_type}): {be.disk}")
+    if be.real_flags is not None and srv.flags is not None:
+        notes.append(proxy_flags_note(srv.spec, be.real_flags, srv.flags))
     if srv.proxy_cost:
         c = srv.proxy_cost
         notes.append(f"nbdkit nbd proxy in front of {srv.spec.kind}: {c['added_us_per_request']:+.0f} us per "
                      f"request ({c['direct_us']:.0f} us direct, {c['proxied_us']:.0f} us proxied, "
                      f"{c['reads']} 4 KiB reads)")
     return notes
+
+
+ZERO_FLAGS = ("can_zero", "can_fast_zero", "can_trim")
+
+
+def proxy_flags_note(spec: ServerSpec, real: ServerFlags, seen: ServerFlags) -> str:
+    """What the real server advertises, and whether the lab's stack in front changed it: by the spec's
+    own modes (zeromode, fastzeromode) that is the point; otherwise it would be a defect of the proxy."""
+    changed = [k for k in ZERO_FLAGS if getattr(real, k) != getattr(seen, k)]
+    text = f"the real server advertises: {flag_text(real)}"
+    if not changed:
+        return text + " (the lab's stack in front passes them on unchanged)"
+    if spec.zeromode in ("plugin", "notrim") and spec.fastzeromode == "default":
+        return text + f"; the lab's stack in front changes {', '.join(changed)} (a defect: it should not)"
+    return text + f"; zeromode={spec.zeromode} fastzeromode={spec.fastzeromode} change {', '.join(changed)} " \
+                  "for the client (as asked)"
+
+
+def flag_text(f: ServerFlags) -> str:
+    return ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in f.to_dict().items() if k in
+                     ("can_zero", "can_fast_zero", "can_trim", "can_flush", "can_fua"))
 
 
 def observers_yield(srv: Server, on: bool) -> None:
@@ -532,7 +556,9 @@ def server_pids(srv: Server) -> tuple[int, ...]:
 def shown_argv(spec: ServerSpec, build: str, be: Any) -> dict[str, list[str]]:
     """The command line(s) of a server, with placeholder paths, for listings."""
     disk = Path("disk.img") if spec.plugin == "file" else None
-    under = {"extra_filters": be.extra_filters, "extra_params": be.extra_params}
+    # What is really under the stack once started (the nbd proxy of a qemu-nbd, nbd-server or external kind);
+    # before that, the plugin the spec names.
+    under = {"extra_filters": be.extra_filters, "extra_params": be.extra_params, "plugin_args": be.plugin_args}
     if build == SINGLE:
         return {"argv": build_argv(spec, Path("SOCKET"), Path("wire.log"), Path("stats.txt"), disk, **under)}
     front, back = build_chain_argv(spec, Path("SOCKET"), Path("BACK_SOCKET"), Path("wire.log"), Path("stats.txt"),
