@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,24 @@ def test_every_ignored_import_still_exists() -> None:
     """pyproject's ignore_imports lists the violations still to untangle: one that is gone leaves the list."""
     gone = [line.strip("- ") for line in lint(ROOT).stdout.splitlines() if "No matches for ignored import" in line]
     assert not gone, "remove these from pyproject.toml's ignore_imports: " + "; ".join(gone)
+
+
+SERVICE_PUBLIC = {"lab.service.manager", "lab.service.export", "lab.service.jobs"}  # see pyproject.toml
+
+
+def test_every_service_module_is_public_or_closed_to_app() -> None:
+    """A new lab.service module is either added to the public surface (here and in pyproject's comment)
+    or forbidden to app/ (pyproject's app-through-facade contract): nobody forgets to decide."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    [facade] = [c for c in contracts if c["id"] == "app-through-facade"]
+    closed = {m for m in facade["forbidden_modules"] if m.startswith("lab.service.")}
+    modules = {f"lab.service.{p.stem}" for p in (ROOT / "lab" / "service").glob("*.py") if p.stem != "__init__"}
+    modules |= {f"lab.service.{p.name}" for p in (ROOT / "lab" / "service").iterdir()
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert not closed & SERVICE_PUBLIC
+    assert modules == closed | SERVICE_PUBLIC, (f"undecided: {sorted(modules - closed - SERVICE_PUBLIC)}; "
+                                                f"gone: {sorted((closed | SERVICE_PUBLIC) - modules)}")
 
 
 # What app/ may use of the Manager: its methods and the facade objects it hands out for this (history,

@@ -18,8 +18,7 @@ from app.schemas.runs import Prediction, Reference, Student, _Strict
 from lab.domain.scenarios import ACTS
 from lab.domain.spec import SpecError
 from lab.domain.students import PREDICTION_FIELDS
-from lab.service.classbook import guess_rows
-from lab.service.export import csv_text
+from lab.service.export import csv_text, guess_rows
 
 router = APIRouter(tags=["class"])
 

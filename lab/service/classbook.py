@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -59,13 +58,3 @@ class ClassBook:
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self._r().execute(f"SELECT data FROM guesses{where} ORDER BY seq", args).fetchall()
         return [json.loads(r[0]) for r in rows]
-
-
-def guess_rows(guesses: list[dict[str, Any]]) -> Iterator[list[Any]]:
-    """CSV rows (header first) of guesses: one column per prediction field."""
-    from lab.domain.students import PREDICTION_FIELDS
-
-    yield ["id", "student", "target", "created_at", *PREDICTION_FIELDS]
-    for g in guesses:
-        yield [g["id"], g["student"], g["target"], g["created_at"],
-               *(g["prediction"].get(k) for k in PREDICTION_FIELDS)]

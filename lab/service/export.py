@@ -117,3 +117,11 @@ def to_csv(runs: Iterable[dict[str, Any]]) -> str:
     for row in rows:  # fields a newer core added: appended, never dropped
         columns += [k for k in row if k not in columns]
     return csv_text([columns, *([row.get(c) for c in columns] for row in rows)])
+
+
+def guess_rows(guesses: list[dict[str, Any]]) -> Iterator[list[Any]]:
+    """CSV rows (header first) of guesses: one column per prediction field."""
+    yield ["id", "student", "target", "created_at", *PREDICTION_FIELDS]
+    for g in guesses:
+        yield [g["id"], g["student"], g["target"], g["created_at"],
+               *(g["prediction"].get(k) for k in PREDICTION_FIELDS)]
