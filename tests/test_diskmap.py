@@ -56,6 +56,38 @@ def test_cells_paint_in_order_and_round_trip_through_rle() -> None:
     assert diskmap.cell_size_for(4096) == 4096
 
 
+def test_a_cell_that_holds_data_and_a_hole_shows_both_at_any_hole_size() -> None:
+    """The block-status act at 64 and 128 MiB: 64 KiB extents, cells of 128 and 256 KiB. Every data
+    extent written, every hole zeroed after it: each cell shows data and zero, not the last painter."""
+    for size in (32 * MiB, 64 * MiB, 128 * MiB):
+        ext = 64 * 1024
+        rows = [{"kind": "data", "offset": o, "count": ext} for o in range(0, size, 2 * ext)]
+        rows += [{"kind": "zero", "offset": o + ext, "count": ext} for o in range(0, size, 2 * ext)]
+        cells = diskmap.paint_cells(rows, size)
+        main, second, marks = cells.layers()
+        if cells.cell == ext:  # 32 MiB: a cell per extent, one kind each
+            assert main == "DZ" * (len(main) // 2) and second == main
+        else:
+            assert set(main) == {"D"} and set(second) == {"Z"}, (size, set(main), set(second))
+        assert set(marks) == {"."}
+        enc = diskmap.encoded(cells)
+        assert ("under" in enc) == (cells.cell > ext) and "marks" not in enc
+
+
+def test_the_main_kind_is_the_one_covering_most_of_a_cell() -> None:
+    rows = [{"kind": "prezero-write", "offset": 0, "count": 4 * MiB},
+            {"kind": "data", "offset": 0, "count": 768 * 1024}]  # three quarters of the first 1 MiB cell
+    main, second, _ = diskmap.paint_cells(rows, 4 * MiB, cell=MiB).layers()
+    assert (main, second) == ("DPPP", "PPPP")
+
+
+def test_a_refused_fast_zero_leaves_a_mark_and_changes_nothing() -> None:
+    rows = [{"kind": "refused", "offset": 0, "count": 2 * MiB}, {"kind": "zero-write", "offset": MiB, "count": MiB}]
+    cells = diskmap.paint_cells(rows, 4 * MiB, cell=MiB)
+    assert cells.layers() == (".W..", ".W..", "RR..")
+    assert diskmap.encoded(cells) == {"cells": ".W2.", "marks": "2R2."}
+
+
 @pytest.fixture
 def api(tmp_path):
     yield from serve(tmp_path)

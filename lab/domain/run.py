@@ -60,11 +60,15 @@ class Reached(TypedDict, total=False):
 
 
 class DiskMap(TypedDict, total=False):
-    """The disk map of a copy (lab.nbd.diskmap): cells run-length encoded, one letter per cell."""
+    """The disk map of a copy (lab.nbd.diskmap): run-length encoded, one letter per cell: `cells` the
+    kind covering most of a cell, `under` a second kind where a cell holds two, `marks` "R" where a
+    fast zero was refused."""
 
     cell_size: int
     size: int
     cells: str
+    under: str
+    marks: str
     requests: int
     truncated: bool
 

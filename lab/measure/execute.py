@@ -94,7 +94,7 @@ class _Progress:
         self.base_top = server.top()
         self.client_info: dict[str, Any] = {}
         self.watch = diskmap.Watch(server, run.server.pattern, run.server.size, time.time())
-        self._last_cells: str | None = None
+        self._last_cells: dict[str, str] | None = None
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"progress-{run.id}", daemon=True)
@@ -140,7 +140,7 @@ class _Progress:
         cells = self.watch.update()
         extra: dict[str, Any] = {}
         if cells != self._last_cells:  # unchanged cells are not sent again: watchers keep the last
-            extra = {"cells": cells, "cell_size": self.watch.cell}
+            extra = {**cells, "cell_size": self.watch.cell}
             self._last_cells = cells
         return {
             "type": "progress",

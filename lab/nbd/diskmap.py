@@ -19,13 +19,17 @@ start/end time. Each row gets a *kind*, from the request and the source image's 
 A refused fast zero that nbdkit's core answers before the log filter (server B) is not in
 the log; the lab's own clients report it, and it is added with `source="client"`.
 
-The disk is drawn as at most MAX_CELLS cells of a power-of-two size; each request paints
-every cell it touches with its kind's letter, in the order the requests started, so the
-map of a finished run is a pure function of its trace (`paint()`; the browser does the
-same). Cells travel in progress events run-length encoded (`rle()`). A live map also shows
-the BLOCK_STATUS questions asked since the previous progress event: those cells read "S"
-in that one event (a question changes nothing on disk, so the next event shows the cells
-as they are again); the map kept with the run never has them.
+The disk is drawn as at most MAX_CELLS cells of a power-of-two size, each kept as SUB
+sub-cells: a request paints the sub-cells it touches with its kind's letter, in the order the
+requests started, so the map of a finished run is a pure function of its trace (`Cells`,
+`paint()`; the browser does the same, static/js/diskmap.js). A cell shows the kind that covers
+most of it (`cells`) and, when another kind covers part of it, that one too (`under`): a cell
+that holds a 64 KiB data extent and a 64 KiB hole shows data and zero, whatever painted last.
+A refused fast zero changes nothing on disk; the cells it asked for keep a mark (`marks`, "R").
+All three travel run-length encoded (`rle()`); `under` and `marks` only when they say
+something. A live map also shows the BLOCK_STATUS questions asked since the previous progress
+event: those cells read "S" in that one event (a question changes nothing on disk, so the next
+event shows the cells as they are again); the map kept with the run never has them.
 
 Caveat: with holes smaller than a client's write (say alternate:4k), a data write that
 spans holes is shown as a pre-zero pass; the talk's layouts (1 MiB extents) are exact.
@@ -126,22 +130,76 @@ def classify(op: str, offset: int, count: int, result: str, layout: Layout) -> s
     return op.lower()
 
 
-def paint(rows: Iterable[TraceRow | dict[str, Any]], size: int, cell: int | None = None) -> str:
-    """The final cell map of a trace: each painting request, in start order, over the cells it touches."""
-    cell = cell or cell_size_for(size)
-    cells = bytearray(UNTOUCHED.encode() * -(-size // cell))
+SUB = 64  # sub-cells per cell
+# Which of two kinds covering a cell equally is its main one: data first, then the zeroes.
+_ORDER = {ord(c): i for i, c in enumerate("DWPZpT.")}
+
+
+class Cells:
+    """The destination as cells of `cell` bytes, each kept as SUB sub-cells, and the cells a
+    refused fast zero asked for. `layers()` gives each cell's main kind, its second kind (the
+    main one again when the cell holds one kind) and the refusal marks."""
+
+    def __init__(self, size: int, cell: int | None = None) -> None:
+        self.cell = cell or cell_size_for(size)
+        self.n = -(-size // self.cell)
+        self.sub = max(1, self.cell // SUB)
+        self.fine = bytearray(UNTOUCHED.encode() * (self.n * SUB))
+        self.main = bytearray(UNTOUCHED.encode() * self.n)
+        self.second = bytearray(self.main)
+        self.marks = bytearray(self.main)
+        self._dirty: set[int] = set()
+
+    def paint(self, kind: str, offset: int, count: int) -> None:
+        code = CODES.get(kind)
+        if code is None or count <= 0:
+            return
+        if code == "R":
+            first, last = offset // self.cell, min(self.n, -(-(offset + count) // self.cell))
+            self.marks[first:last] = b"R" * max(0, last - first)
+        elif code in PAINTS:
+            first, last = offset // self.sub, min(len(self.fine), -(-(offset + count) // self.sub))
+            if last > first:
+                self.fine[first:last] = code.encode() * (last - first)
+                self._dirty.update(range(first // SUB, (last - 1) // SUB + 1))
+
+    def layers(self) -> tuple[str, str, str]:
+        """(main kinds, second kinds, marks), one letter per cell."""
+        for i in self._dirty:
+            seg = self.fine[i * SUB:(i + 1) * SUB]
+            if seg.count(seg[0]) == SUB:
+                self.main[i] = self.second[i] = seg[0]
+                continue
+            kinds = sorted(set(seg), key=lambda c: (-seg.count(c), _ORDER.get(c, 99)))
+            self.main[i], self.second[i] = kinds[0], kinds[1]
+        self._dirty.clear()
+        return self.main.decode(), self.second.decode(), self.marks.decode()
+
+
+def paint_cells(rows: Iterable[TraceRow | dict[str, Any]], size: int, cell: int | None = None) -> Cells:
+    """A trace painted: each request in start order over the sub-cells it touches; refusals marked."""
+    cells = Cells(size, cell)
     for r in rows:
         d = r if isinstance(r, dict) else r.to_dict()
-        paint_one(cells, cell, d["kind"], d["offset"], d["count"])
-    return cells.decode()
+        cells.paint(d["kind"], d["offset"], d["count"])
+    return cells
 
 
-def paint_one(cells: bytearray, cell: int, kind: str, offset: int, count: int) -> None:
-    code = CODES.get(kind)
-    if code is None or code not in PAINTS or count <= 0:
-        return
-    first, last = offset // cell, min(len(cells), -(-(offset + count) // cell))
-    cells[first:last] = code.encode() * max(0, last - first)
+def paint(rows: Iterable[TraceRow | dict[str, Any]], size: int, cell: int | None = None) -> str:
+    """The final map of a trace: each cell's main kind (see Cells)."""
+    return paint_cells(rows, size, cell).layers()[0]
+
+
+def encoded(cells: Cells) -> dict[str, str]:
+    """The map as it travels: {"cells"}, plus {"under"} when a cell holds two kinds and {"marks"}
+    when a fast zero was refused, run-length encoded."""
+    main, second, marks = cells.layers()
+    out = {"cells": rle(main)}
+    if second != main:
+        out["under"] = rle(second)
+    if "R" in marks:
+        out["marks"] = rle(marks)
+    return out
 
 
 def rle(cells: str) -> str:
@@ -176,7 +234,7 @@ class Watch:
         self.layout = Layout.of(pattern, size)
         self.size = size
         self.cell = cell_size_for(size)
-        self.cells = bytearray(UNTOUCHED.encode() * -(-size // self.cell))
+        self.cells = Cells(size, self.cell)
         self.t0_wall = t0_wall
         self.first = server.trace_len()
         self._painted = self.first
@@ -186,9 +244,9 @@ class Watch:
     def _rows(self, upto: int | None = None) -> list[Any]:
         return self.server.trace_rows(self._painted, upto)
 
-    def update(self) -> str:
-        """Paint what was logged since the last call; the cells, run-length encoded, with the
-        cells asked about by BLOCK_STATUS since the last call shown as "S" (this once)."""
+    def update(self) -> dict[str, str]:
+        """Paint what was logged since the last call; the map as it travels (`encoded()`), with
+        the cells asked about by BLOCK_STATUS since the last call shown as "S" (this once)."""
         asked: list[tuple[int, int]] = []
         for raw in self._rows():
             self._painted += 1
@@ -196,15 +254,16 @@ class Watch:
             if kind == "status":
                 asked.append((raw.offset, raw.count))
             else:
-                paint_one(self.cells, self.cell, kind, raw.offset, raw.count)
+                self.cells.paint(kind, raw.offset, raw.count)
+        out = encoded(self.cells)
         if not asked:
-            return rle(self.cells.decode())
-        shown = bytearray(self.cells)
+            return out
+        shown = bytearray(unrle(out["cells"]).encode())
         for offset, count in asked:
             first = offset // self.cell
             last = min(len(shown), max(first + 1, -(-(offset + count) // self.cell)))
             shown[first:last] = b"S" * max(0, last - first)
-        return rle(shown.decode())
+        return {**out, "cells": rle(shown.decode())}
 
     def client_errors(self, errors: Iterable[str], now_wall: float) -> None:
         """Refused fast zeroes the client saw but the log could not (nbdkit's core answered them)."""
@@ -220,6 +279,7 @@ class Watch:
             t = round(now_wall - self.t0_wall, 6)
             self.client_refused.append(TraceRow(0, t, t, "Zero", "refused", offset, count, "fast",
                                                 text.rsplit(": ", 1)[-1], 0, "client"))
+            self.cells.paint("refused", offset, count)  # a mark that stays on the live map
 
     def trace(self) -> list[TraceRow]:
         rows: list[TraceRow] = []
@@ -242,7 +302,7 @@ class Watch:
         return rows
 
     def summary(self, rows: list[TraceRow]) -> dict[str, Any]:
-        return {"cell_size": self.cell, "size": self.size, "cells": rle(paint(rows, self.size, self.cell)),
+        return {"cell_size": self.cell, "size": self.size, **encoded(paint_cells(rows, self.size, self.cell)),
                 "requests": len(rows), "truncated": len(rows) >= MAX_ROWS}
 
 

@@ -1,50 +1,33 @@
 // The disk map: the destination drawn as cells by offset, each request painted as it lands,
 // and a small requests-per-second chart. The cell letters and the painting rule are the
-// server's (lab/nbd/diskmap.py): a request paints every cell it touches with its kind, in the
-// order the requests started; refused fast zeroes and BLOCK_STATUS only flash.
+// server's (lab/nbd/diskmap.py, `Cells`): a request paints the sub-cells it touches with its
+// kind, in the order the requests started; a cell shows the kind covering most of it and, in
+// its lower half, a second kind it also holds (a data extent and a hole in one cell show both).
+// A refused fast zero changes nothing on disk: it flashes, and its cells keep a mark (a band
+// along their top). BLOCK_STATUS only flashes.
 
+import { CODES, Cells, cellSizeFor, unrle } from "./cells.js";
 import { el } from "./format.js";
 
-// letter -> [kind in the trace, words for the legend, CSS colour variable]
+export { cellSizeFor, unrle };
+
+// letter -> [words for the legend, CSS colour variable]; the letters are cells.js's CODES
 export const KINDS = {
-  D: ["data", "data written", "--map-data"],
-  W: ["zero-write", "zero carried out as writes", "--map-zero-write"],
-  P: ["prezero-write", "pre-zero pass, written out", "--map-prezero-write"],
-  Z: ["zero", "zero as metadata", "--map-zero"],
-  p: ["prezero", "pre-zero pass, as metadata", "--map-prezero"],
-  T: ["trim", "trim", "--map-trim"],
-  R: ["refused", "refused fast zero (flash)", "--map-refused"],
-  S: ["status", "BLOCK_STATUS (flash)", "--map-status"],
-  ".": ["untouched", "not written", "--map-empty"],
+  D: ["data written", "--map-data"],
+  W: ["zero carried out as writes", "--map-zero-write"],
+  P: ["pre-zero pass, written out", "--map-prezero-write"],
+  Z: ["zero as metadata", "--map-zero"],
+  p: ["pre-zero pass, as metadata", "--map-prezero"],
+  T: ["trim", "--map-trim"],
+  R: ["refused fast zero (marked)", "--map-refused"],
+  S: ["BLOCK_STATUS (flash)", "--map-status"],
+  ".": ["not written", "--map-empty"],
 };
-const PAINTS = new Set(["D", "W", "P", "Z", "p", "T"]);
-export const CODE_OF = Object.fromEntries(Object.entries(KINDS).map(([code, [kind]]) => [kind, code]));
 const FLASH_MS = 450;
 
-export function unrle(text) {
-  let out = "";
-  let n = "";
-  for (const ch of text || "") {
-    if (ch >= "0" && ch <= "9") n += ch;
-    else { out += ch.repeat(n ? parseInt(n, 10) : 1); n = ""; }
-  }
-  return out;
-}
-
-export function cellSizeFor(size) {
-  let cell = 4096;
-  while (cell * 512 < size) cell *= 2;
-  return cell;
-}
-
-// The same rule as lab.nbd.diskmap.paint(), for a replay and for the tests.
-export function paintRow(cells, cellSize, row) {
-  const code = CODE_OF[row.kind];
-  if (!PAINTS.has(code) || !(row.count > 0)) return false;
-  const first = Math.floor(row.offset / cellSize);
-  const last = Math.min(cells.length, Math.ceil((row.offset + row.count) / cellSize));
-  for (let i = first; i < last; i++) cells[i] = code;
-  return true;
+// A map as it travels ({cells, under, marks, cell_size}, run-length encoded) into setCells().
+export function showMap(map, m) {
+  map.setCells(unrle(m.cells), m.cell_size, { under: m.under ? unrle(m.under) : null, marks: m.marks ? unrle(m.marks) : null });
 }
 
 // The theme's colours, read once per theme: reading styles in every draw would force the
@@ -55,7 +38,7 @@ function colors() {
   if (palette) return palette;
   const cs = getComputedStyle(document.documentElement);
   palette = { muted: cs.getPropertyValue("--muted").trim() };
-  for (const [code, [, , v]] of Object.entries(KINDS)) palette[code] = cs.getPropertyValue(v).trim() || "#888";
+  for (const [code, [, v]] of Object.entries(KINDS)) palette[code] = cs.getPropertyValue(v).trim() || "#888";
   return palette;
 }
 
@@ -78,10 +61,13 @@ export function counts(cells) {
   return c;
 }
 
-function describe(cells) {
+function describe(cells, under = null, marks = null) {
   const c = counts(cells);
-  const parts = Object.entries(KINDS).filter(([code]) => c[code]).map(([code, [, words]]) => `${c[code]} ${words}`);
-  return `Disk map, ${cells.length} cells: ${parts.join(", ")}`;
+  const parts = Object.entries(KINDS).filter(([code]) => c[code]).map(([code, [words]]) => `${c[code]} ${words}`);
+  const two = under ? under.filter((u, i) => u !== cells[i]).length : 0;
+  const refused = marks ? marks.filter((m) => m === "R").length : 0;
+  return `Disk map, ${cells.length} cells: ${parts.join(", ")}${two ? `; ${two} cells hold two kinds` : ""}`
+    + `${refused ? `; ${refused} cells where a fast zero was refused` : ""}`;
 }
 
 /** A canvas of cells; `rows` = how many lines the disk wraps onto (1 = a strip). */
@@ -90,6 +76,9 @@ export class DiskMap {
     this.rows = rows;
     this.height = height;
     this.cells = [];
+    this.under = null; // each cell's second kind, where one holds two
+    this.marks = null; // "R" where a fast zero was refused
+    this.key = "";
     this.cellSize = 0;
     this.flashes = []; // [code, first, last, until]
     this.canvas = el("canvas", { class: "diskmap", role: "img", "aria-label": label, height });
@@ -99,34 +88,44 @@ export class DiskMap {
     this.canvas._redraw = () => this.draw();
   }
 
-  setCells(cells, cellSize) {
+  // `under`: each cell's second kind (or null: one kind each); `marks`: "R" where a fast zero was refused.
+  setCells(cells, cellSize, { under = null, marks = null } = {}) {
     const arr = typeof cells === "string" ? [...cells] : cells;
-    const same = arr.length === this.cells.length && arr.every((c, i) => c === this.cells[i]);
+    const und = under && under.length === arr.length ? [...under] : null;
+    const mk = marks && marks.length === arr.length ? [...marks] : null;
+    const text = arr.join("");
+    const key = `${text}|${und ? und.join("") : ""}|${mk ? mk.join("") : ""}`;
     this.cellSize = cellSize || this.cellSize;
-    if (same) return;
+    if (key === this.key) return;
+    this.key = key;
     this.cells = arr;
-    this.canvas.dataset.cells = arr.join("");
-    this.canvas.setAttribute("aria-label", describe(arr));
+    this.under = und;
+    this.marks = mk;
+    this.canvas.dataset.cells = text;
+    if (und) this.canvas.dataset.under = und.join(""); else delete this.canvas.dataset.under;
+    if (mk) this.canvas.dataset.marks = mk.join(""); else delete this.canvas.dataset.marks;
+    this.canvas.setAttribute("aria-label", describe(arr, und, mk));
     this.draw();
   }
 
+  // A replay from the trace: the cells as the service paints them, request by request.
   reset(size) {
     this.cellSize = cellSizeFor(size);
-    this.cells = Array(Math.ceil(size / this.cellSize)).fill(".");
+    this.painter = new Cells(size, this.cellSize);
     this.flashes = [];
-    this.canvas.dataset.cells = this.cells.join("");
-    this.draw();
+    this.commit();
   }
 
-  // One trace row: paint it, or flash it (refused fast zero, BLOCK_STATUS).
+  // One trace row: paint it (or mark it: a refused fast zero), and flash what changes nothing.
   apply(row) {
-    const code = CODE_OF[row.kind];
-    if (paintRow(this.cells, this.cellSize, row)) return;
+    const code = CODES[row.kind];
+    const painted = this.painter.paint(row);
     if (code === "R" || code === "S") {
       const first = Math.floor(row.offset / this.cellSize);
-      const last = Math.min(this.cells.length, Math.ceil((row.offset + (row.count || this.cellSize)) / this.cellSize));
+      const last = Math.min(this.painter.n, Math.ceil((row.offset + (row.count || this.cellSize)) / this.cellSize));
       this.flash(code, first, last);
     }
+    return painted;
   }
 
   flash(code, first, last) {
@@ -138,9 +137,9 @@ export class DiskMap {
   }
 
   commit() {
-    this.canvas.dataset.cells = this.cells.join("");
-    this.canvas.setAttribute("aria-label", describe(this.cells));
-    this.draw();
+    const { cells, under, marks } = this.painter.layers();
+    const two = under.some((c, i) => c !== cells[i]);
+    this.setCells([...cells], this.cellSize, { under: two ? [...under] : null, marks: marks.includes("R") ? [...marks] : null });
   }
 
   draw() {
@@ -160,11 +159,21 @@ export class DiskMap {
     const rh = this.height / this.rows;
     const gap = cw > 3 ? 0.5 : 0;
     const vgap = this.rows > 1 ? 1 : 0;
+    const w = Math.max(0.5, cw - gap);
     for (let i = 0; i < n; i++) {
       const r = Math.floor(i / perRow);
       const x = (i % perRow) * cw;
       ctx.fillStyle = pal[this.cells[i]] || pal["."];
-      ctx.fillRect(x, r * rh, Math.max(0.5, cw - gap), rh - vgap);
+      const two = this.under && this.under[i] !== this.cells[i];
+      ctx.fillRect(x, r * rh, w, two ? (rh - vgap) / 2 : rh - vgap);
+      if (two) { // the cell's second kind fills its lower half
+        ctx.fillStyle = pal[this.under[i]] || pal["."];
+        ctx.fillRect(x, r * rh + (rh - vgap) / 2, w, (rh - vgap) / 2);
+      }
+      if (this.marks && this.marks[i] === "R") { // a refused fast zero: a band that stays
+        ctx.fillStyle = pal.R;
+        ctx.fillRect(x, r * rh, w, Math.max(2, (rh - vgap) * 0.3));
+      }
     }
     const now = performance.now();
     this.flashes = this.flashes.filter((f) => f[3] > now);
@@ -180,7 +189,7 @@ export class DiskMap {
 
 export function legend(codes = ["D", "W", "P", "Z", "p", "R", "."]) {
   return el("ul", { class: "map-legend", "aria-label": "Disk map colours" },
-    codes.map((code) => el("li", {}, el("span", { class: "swatch", style: `background: var(${KINDS[code][2]})` }), KINDS[code][1])));
+    codes.map((code) => el("li", {}, el("span", { class: "swatch", style: `background: var(${KINDS[code][1]})` }), KINDS[code][0])));
 }
 
 // --- requests per second ------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { init, onKey, onThemeChange, showMessage } from "./common.js";
-import { DiskMap, cellSizeFor, drawRate, legend, unrle } from "./diskmap.js";
+import { DiskMap, cellSizeFor, drawRate, legend, showMap } from "./diskmap.js";
 import { $ } from "./format.js";
 import * as f from "./format.js";
 import { FINAL, start, store, subscribe, upsertRun } from "./live.js";
@@ -68,7 +68,7 @@ function renderRun(run) {
 // --- the map: live while the run goes, from the trace once it is done --------------------
 function showLive() {
   const live = store.cells.get(runId);
-  if (live) map.setCells(unrle(live.cells), live.cell_size);
+  if (live) showMap(map, live);
   const series = store.series.get(runId);
   if (series && series.length > 1) drawRate($("run-rate"), series, { height: 90, label: "backend requests per second" });
 }
@@ -160,7 +160,7 @@ async function loadTrace(run) {
     $("map-sub").textContent = `${map.cells.length} cells of ${f.size(map.cellSize)}; each request paints the cells it covers, in the order they started.`;
   } catch (err) {
     $("trace-more").textContent = err.message;
-    if (run.diskmap) map.setCells(unrle(run.diskmap.cells), run.diskmap.cell_size);
+    if (run.diskmap) showMap(map, run.diskmap);
   }
 }
 

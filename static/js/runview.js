@@ -2,7 +2,7 @@
 
 import { config, isPresenter } from "./api.js";
 import * as f from "./format.js";
-import { DiskMap, drawRate, unrle } from "./diskmap.js";
+import { DiskMap, drawRate, showMap } from "./diskmap.js";
 import { FINAL, liveElapsed, store } from "./live.js";
 
 const el = f.el;
@@ -166,7 +166,7 @@ export function renderCard(run, node = null) {
   const map = done ? run.diskmap || live : live || run.diskmap; // live cells may show BLOCK_STATUS asks
   r.mapbox.hidden = !map;
   if (map) {
-    r.map.setCells(unrle(map.cells), map.cell_size);
+    showMap(r.map, map);
     const refused = progress && !done ? ((wireOf(run, progress) || {}).fast_zero_failed || 0) : 0;
     if (refused > (r.refused || 0)) r.map.flash("R", 0, r.map.cells.length); // a refused fast zero: a flash
     r.refused = refused;
