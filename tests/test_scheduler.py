@@ -366,3 +366,39 @@ def test_jobs_go_only_where_their_capabilities_are():
     assert picked == {local_only.id: "local", pinned.id: "w1"}, "the job no machine offers waits"
     assert nowhere.status == "queued"
     sched.cancel(lambda _j: True)
+
+
+# -- probes and calibration go through the scheduler ----------------------------------------------------
+
+
+def test_a_probe_started_while_a_cpu_bound_run_runs_waits_for_it(tmp_path, no_leftovers):
+    """The acceptance of issue 23: a probe (which writes at full speed) is a job of the one scheduler,
+    so one asked for while a CPU-bound run copies starts only once that run has ended."""
+    from lab.service.manager import Manager, ManagerConfig
+    from lab.service.store import Store
+
+    store = Store(tmp_path / "data")
+    m = Manager(store, ManagerConfig(workers=2, queue_size=4, run_timeout_s=120)).start()
+    try:
+        started = threading.Event()
+        cpu = m.new_run("nbdcopy", {"size": "64M", "pattern": "full", "delay_write": 0, "delay_zero": 0})
+        sub = m.subscribe(after=0, run_id=cpu.id)
+        m.submit(cpu)
+
+        def watch() -> None:
+            while not started.is_set():
+                for ev in sub.get(timeout=30):
+                    if ev.type == "state" and ev.data.get("phase") == "copy":
+                        started.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        assert started.wait(60), "the CPU-bound run never started copying"
+        result = m.probe({"size": "16M"}, 2 << 20, 60)
+        sub.close()
+        run = m.wait(cpu.id, 60)
+        assert run["status"] == "succeeded", run["error"]
+        assert result["started_at"] >= run["finished_at"], "the probe ran beside a CPU-bound run"
+        assert result["verdict"] and result["all_zero_ranges_read_zero"] is True
+    finally:
+        m.shutdown()
+        store.close()

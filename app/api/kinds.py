@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.http.deps import ManagerDep
 from app.http.errors import Problem, responses, spec_error
+from app.http.identity import who_of
 from app.schemas.runs import KindsOut, ProbeCreate, ProbeOut
 from lab.domain.spec import DISK_FORMATS, SpecError
-from lab.domain.targets import ExternalError, allowed_targets
-from lab.host import storage
-from lab.nbd import backends, probe
+from lab.domain.targets import allowed_targets
+from lab.nbd import probe
+from lab.service.jobs import JobFailed
 
 router = APIRouter(tags=["servers"])
-# Probes write hundreds of MiB at full speed: one at a time keeps the others' runs honest.
-_probe_lock = threading.Lock()
 
 
 @router.get("/kinds", response_model=KindsOut)
@@ -30,22 +28,18 @@ def list_kinds(manager: ManagerDep) -> dict[str, Any]:
 
 
 @router.post("/probes", response_model=ProbeOut, responses=responses(401, 413, 422, 429, 502))
-async def create_probe(body: ProbeCreate, manager: ManagerDep) -> dict[str, Any]:
-    """Start a server from `server`, probe its zeroing (as `lab probe --json`), stop it; answers when done."""
+async def create_probe(body: ProbeCreate, manager: ManagerDep, request: Request) -> dict[str, Any]:
+    """Start a server from `server`, probe its zeroing (as `lab probe --json`), stop it; answers when done.
+    The probe is a job of the one scheduler: it waits for runs that need the machine alone."""
     raw = body.server.raw() if body.server else {}
     length = body.length or probe.DEFAULT_LENGTH
     if not probe.MIN_LENGTH <= length <= probe.MAX_LENGTH or length % 4096:
         raise spec_error(SpecError("length", "must be a multiple of 4K between 1M and 256M"), ("body",))
-    if not _probe_lock.acquire(blocking=False):
-        raise Problem("limit-reached", "a probe is already running; try again when it is done")
     try:
-        return await run_in_threadpool(probe.probe_server, raw, length, probe.DEFAULT_DEADLINE_S,
-                                       manager.config.limits, manager.config.places)
+        return await run_in_threadpool(manager.probe, raw, length, probe.DEFAULT_DEADLINE_S, who_of(request))
     except SpecError as e:
         raise spec_error(e, ("body", "server")) from None
-    except ExternalError as e:
-        raise spec_error(SpecError(e.field, e.message), ("body", "server")) from None
-    except (probe.ProbeError, backends.KindError, storage.StorageError) as e:
-        raise Problem("probe-failed", str(e)) from None
-    finally:
-        _probe_lock.release()
+    except JobFailed as e:
+        if e.field is not None and e.kind in ("SpecError", "ExternalError"):
+            raise spec_error(SpecError(e.field, e.message), ("body", "server")) from None
+        raise Problem("probe-failed", e.message) from None

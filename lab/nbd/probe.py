@@ -22,12 +22,13 @@ range (four ranges), and a deadline after which the probe stops and says so.
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lab.domain.limits import DEFAULT_LIMITS, Limits
-from lab.domain.spec import SpecError, build_spec
+from lab.domain.spec import ServerSpec, SpecError, build_spec
 from lab.domain.units import format_size
 from lab.host import storage
 from lab.host.places import Places
@@ -87,8 +88,11 @@ class _Run:
     can_flush: bool
     chunk: int
     steps: list[Step] = field(default_factory=list)
+    cancel: threading.Event | None = None
 
     def check_time(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise ProbeError("the probe was cancelled")
         if time.monotonic() > self.deadline:
             raise ProbeError("the probe ran out of time (deadline reached); try a smaller --length")
 
@@ -150,8 +154,10 @@ def _fill(n: int) -> bytes:
     return _FILL_CACHE[n]
 
 
-def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAULT_DEADLINE_S) -> dict[str, Any]:
-    """Probe the NBD export at `uri` (it is written: its first 4 x length bytes are lost)."""
+def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAULT_DEADLINE_S,
+              cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Probe the NBD export at `uri` (it is written: its first 4 x length bytes are lost); a set
+    `cancel` stops it between requests (ProbeError)."""
     import nbd
 
     if not MIN_LENGTH <= length <= MAX_LENGTH or length % 4096:
@@ -162,7 +168,7 @@ def probe_uri(uri: str, length: int = DEFAULT_LENGTH, deadline_s: float = DEFAUL
         h.connect_uri(uri)
         flags = read_flags(h, length)
         r = _Run(h, length, time.monotonic() + deadline_s, flags["can_flush"],
-                 min(REQUEST_MAX, flags["block_size_max"] or REQUEST_MAX))
+                 min(REQUEST_MAX, flags["block_size_max"] or REQUEST_MAX), cancel=cancel)
         t0 = time.perf_counter()
         run_steps(r, flags)
         total = time.perf_counter() - t0
@@ -326,18 +332,27 @@ def _pct(r: float | None) -> str:
     return "?" if r is None else f"{r * 100:.0f}%"
 
 
-def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH, deadline_s: float = DEFAULT_DEADLINE_S,
-                 limits: Limits | None = None, places: Places | None = None) -> dict[str, Any]:
-    """Start a server from `fields` (probe defaults: zeroing passed through, no delays), probe it, stop it.
-    `limits` and `places` (lab.host.places.Places) come from the driver's settings."""
+def probe_spec(fields: dict[str, Any], length: int = DEFAULT_LENGTH, limits: Limits | None = None,
+               places: Places | None = None) -> ServerSpec:
+    """The server a probe of `fields` starts (probe defaults: zeroing passed through, no delays), or
+    SpecError naming the field, before anything starts."""
     raw = {**PROBE_SERVER_DEFAULTS, "size": 4 * length, **{k: v for k, v in fields.items() if v is not None}}
     spec = build_spec(raw, limits or DEFAULT_LIMITS, Machine(places))
-    if spec.size < 4 * length:  # refused before anything starts, naming the field
+    if spec.size < 4 * length:
         raise SpecError("size", f"must hold the probe's 4 ranges of {format_size(length)} "
                                 f"(at least {format_size(4 * length)}; got {format_size(spec.size)})")
+    return spec
+
+
+def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH, deadline_s: float = DEFAULT_DEADLINE_S,
+                 limits: Limits | None = None, places: Places | None = None,
+                 cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Start a server from `fields` (see probe_spec), probe it, stop it. `limits` and `places`
+    (lab.host.places.Places) come from the driver's settings; a set `cancel` stops it (ProbeError)."""
+    spec = probe_spec(fields, length, limits, places)
     t0 = time.perf_counter()
     with Server(spec, places=places, limits=limits or DEFAULT_LIMITS) as srv:
-        out = probe_uri(srv.uri, length, deadline_s)
+        out = probe_uri(srv.uri, length, deadline_s, cancel)
         server = {**spec.to_dict(), "real_server": srv.backend_kind.info(), "proxy_cost": srv.proxy_cost}
     return {"server": server, **out, "wall_s": round(time.perf_counter() - t0, 3)}
 

@@ -220,12 +220,29 @@ def carry_out_run(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 def carry_out_probe(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """A probe job: start a server from the fields, probe its zeroing, stop it (lab.nbd.probe)."""
+    """A probe job: start a server from the fields, probe its zeroing, stop it (lab.nbd.probe); the
+    result says when it ran (`started_at`, `finished_at`)."""
     from lab.nbd import probe
 
-    ctx.emit({"type": "progress", "message": "probing"})
-    return probe.probe_server(payload.get("server") or {}, int(payload["length"]), float(payload["deadline_s"]),
-                              ctx.core.limits, ctx.core.places)
+    t0 = time.time()
+    ctx.emit({"type": "state", "phase": "copy"})  # it writes from the start: not retried elsewhere if lost
+    out = probe.probe_server(payload.get("server") or {}, int(payload["length"]), float(payload["deadline_s"]),
+                             ctx.core.limits, ctx.core.places, ctx.cancel)
+    return {**out, "started_at": t0, "finished_at": time.time()}
+
+
+def probe_job(fields: dict[str, Any], length: int, deadline_s: float, who: Who) -> Job:
+    """A probe writes hundreds of MiB at full speed: it has its worker to itself."""
+    return Job("probe", {"server": fields, "length": length, "deadline_s": deadline_s}, who, Needs(alone=True))
+
+
+class JobFailed(Exception):
+    """A job that ended without its result: `kind` (the exception's class name where it failed, or the
+    final status), `field` (the input at fault, when the failure names one) and the message."""
+
+    def __init__(self, kind: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.field = kind, message, field
 
 
 Handler = Callable[[dict[str, Any], Context], dict[str, Any]]

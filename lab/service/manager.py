@@ -30,14 +30,14 @@ from lab.domain.scenarios import Scenario
 from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
 from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
-from lab.nbd import diskmap
+from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
 from lab.service.automation import Automation
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
 from lab.service.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
 from lab.service.history import History
-from lab.service.jobs import Job, LocalContext, Who, run_job, who_for
+from lab.service.jobs import TEACHER, Job, JobFailed, LocalContext, Who, probe_job, run_job, who_for
 from lab.service.managed import ServerRegistry
 from lab.service.retention import Retention
 from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
@@ -59,6 +59,7 @@ def use_as_default(settings: Settings) -> None:
     places.use(Places.from_settings(settings))
 
 SHUTDOWN_ERROR = "the service shut down during this run"
+PROBE_WAIT_S = 900.0  # a probe waits in the queue and runs within this, or gives up
 
 
 _D = Settings.defaults()
@@ -236,6 +237,25 @@ class Manager(Automation):
         if job is not None:
             job.done.wait(timeout)
         return self.get_run(run_id)
+
+    # -- probes --------------------------------------------------------------------------------
+    def probe(self, fields: dict[str, Any], length: int, deadline_s: float, who: Who | None = None,
+              wait_s: float = PROBE_WAIT_S) -> dict[str, Any]:
+        """Probe a server made from `fields` (lab.nbd.probe) as a job of the scheduler: it waits for the
+        machine to itself (a CPU-bound run ahead of it first ends) and answers when done. SpecError
+        before anything is queued; JobFailed when it failed (its kind and field say why); QueueFull
+        and the like when it may not queue; ShuttingDown; JobFailed("timeout") after `wait_s` in all."""
+        probe.probe_spec(fields, length, self.config.limits, self.config.places)  # the fields' errors first
+        job = probe_job(fields, length, deadline_s, who or TEACHER)
+        self.scheduler.submit([job])
+        if not job.done.wait(wait_s):
+            self.scheduler.cancel(lambda j: j is job, wait=5)
+            raise JobFailed("timeout", f"the probe did not end within {wait_s:g} s (it waits for runs that need "
+                                       "the machine alone); try again when the lab is quieter")
+        out = job.outcome or {}
+        if job.status != "succeeded":
+            raise JobFailed(out.get("error_kind") or job.status, out.get("error") or job.status, out.get("error_field"))
+        return out["result"]
 
     # -- sweeps ----------------------------------------------------------------------------
     def start_sweep(self, name: str, only: list[str] | None = None,

@@ -142,9 +142,12 @@ class LocalExecutor:
             result = HANDLERS[job.kind](job.payload, ctx)
             outcome = {"status": "cancelled" if job.cancel.is_set() else "succeeded", "result": result,
                        "error": None}
-        except Exception as e:  # a handler should not raise; the worker must survive if it does
-            log.exception("job %s (%s)", job.id, job.kind)
-            outcome = {"status": "failed", "result": None, "error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # a run's handler does not raise; others' errors say what and where
+            if job.kind == "run":
+                log.exception("job %s (%s)", job.id, job.kind)
+            outcome = {"status": "cancelled" if job.cancel.is_set() else "failed", "result": None,
+                       "error": f"{type(e).__name__}: {e}" if job.kind == "run" else str(e),
+                       "error_kind": type(e).__name__, "error_field": getattr(e, "field", None)}
         outcome["started_copying"] = job.started_copying
         try:
             report.finished(job.id, outcome)
