@@ -32,6 +32,7 @@ from app.api import (
     events,
     health,
     kinds,
+    queue,
     results,
     runs,
     scenarios,
@@ -98,9 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
     strict_query = [Depends(only_known_query)]  # an unknown query parameter is a 400 naming it
-    for module in (health, config, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
+    routers = (health, config, servers, kinds, runs, queue, sweeps, scenarios, results, events, classroom, calibration)
+    for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=strict_query)
-    for module in (health, config, servers, kinds, runs, sweeps, scenarios, results, events, classroom, calibration):
+    for module in routers:
         app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False, dependencies=strict_query,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
     apidocs.install(app)

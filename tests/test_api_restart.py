@@ -1,5 +1,5 @@
-"""Restarts: what was queued or running comes back `interrupted`, finished results intact,
-event ids continue, and a watcher resumes across the restart with Last-Event-ID."""
+"""Restarts: what was running comes back `interrupted`, what was queued is queued again and runs,
+finished results intact, event ids continue, and a watcher resumes across the restart with Last-Event-ID."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def test_graceful_stop_then_restart(tmp_path):
         wait_for(lambda: api.get(f"/api/runs/{running['id']}").json()["status"] == "running")
     with client_for(data, workers=1) as api:
         assert api.get(f"/api/runs/{done['id']}").json() == done
-        for rid in (running["id"], queued["id"]):
-            row = api.get(f"/api/runs/{rid}").json()
-            assert row["status"] == "interrupted" and "shut down" in row["error"]
+        row = api.get(f"/api/runs/{running['id']}").json()
+        assert row["status"] == "interrupted" and "shut down" in row["error"]
+        assert wait_final(api, queued["id"])["status"] == "succeeded", "a queued run is queued again and runs"
 
 
 # Slow enough that all four are still copying when the service dies (16 s serial; nbdcopy's
@@ -33,7 +33,8 @@ CRAWL = {"size": "8M", "delay_write": "500ms", "delay_zero": "500ms"}
 def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch, live_service):
     """kill -9 during four concurrent runs (qemu-img and three era clients; the pool runs a CPU-bound
     nbdcopy alone, never among others): every process of ours dies with the service; the next
-    start sweeps its dirs, marks the runs interrupted and keeps what had finished."""
+    start sweeps its dirs, marks the running runs interrupted, keeps what had finished and queues
+    again what was queued."""
     data, runtime = tmp_path / "data", tmp_path / "run"
     svc = live_service(LAB_WORKERS="4", LAB_MAX_DELAY_MS="5000")
     with svc.http() as http:
@@ -64,7 +65,7 @@ def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch, live_service):
     with client_for(data) as api:
         assert not any(d.exists() for d in stale), "the next start swept them"
         assert api.get(f"/api/runs/{done['id']}").json() == done, "a finished result is intact"
-        for rid in [r["id"] for r in running] + [queued["id"]]:
+        for rid in [r["id"] for r in running]:
             row = api.get(f"/api/runs/{rid}").json()
             assert row["status"] == "interrupted", row
             assert row["error"] == "the service stopped before this run finished"
@@ -79,8 +80,9 @@ def test_kill_9_during_runs_then_restart(tmp_path, monkeypatch, live_service):
                         break
         ids = [int(e["id"]) for e in events]
         assert ids[0] > last_seen and ids == sorted(set(ids))
-        interrupted = {e["data"]["run_id"] for e in events if e["event"] == "done"}
-        assert interrupted == {r["id"] for r in running} | {queued["id"]}
+        ended = {e["data"]["run_id"]: e["data"]["status"] for e in events if e["event"] == "done"}
+        assert ended == {**{r["id"]: "interrupted" for r in running}, queued["id"]: "succeeded"}, \
+            "the running ones interrupted, the queued one queued again and run"
         # a run stream resumed from before the kill ends with the run's done event
         with api.stream("GET", f"/api/runs/{running[0]['id']}/events",
                         headers={"Last-Event-ID": str(last_seen)}) as resp:

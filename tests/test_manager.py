@@ -209,19 +209,33 @@ def test_runs_on_a_managed_server_take_turns(manager: Manager):
         manager.get_server(info["id"])
 
 
-def test_shutdown_interrupts_everything_and_leaves_nothing(store: Store, no_leftovers):
+def test_shutdown_interrupts_what_runs_keeps_the_queue_and_leaves_nothing(store: Store, no_leftovers):
     m = Manager(store, ManagerConfig(workers=1, queue_size=4)).start()
-    m.create_server(FAST)
+    server = m.create_server(FAST)
     running = m.new_run("qemu-img", SLOW)
     queued = m.new_run("qemu-img", FAST)
+    on_server = m.new_run("qemu-4.2", server_id=server["id"])
     m.submit(running)
     m.submit(queued)
+    m.submit(on_server)
     _wait_running(m, running.id)
     t = threading.Thread(target=m.shutdown)
     t.start()
     t.join(30)
     assert not t.is_alive()
-    for rid in (running.id, queued.id):
-        row = store.get_run(rid)
-        assert row["status"] == "interrupted", row
-        assert store.closing_event_id("run", rid) is not None
+    row = store.get_run(running.id)
+    assert row["status"] == "interrupted", row
+    assert store.closing_event_id("run", running.id) is not None
+    assert store.get_run(queued.id)["status"] == "queued", "a queued run stays queued for the next start"
+    assert store.get_run(on_server.id)["status"] == "interrupted", "its managed server stopped with the service"
+    assert [j["id"] for j in store.queued_jobs()] == [queued.id]
+    store.close()
+    store2 = Store(store.dir)  # the next start queues it again
+    try:
+        again = Manager(store2, ManagerConfig(workers=1, queue_size=4)).start()
+        try:
+            assert again.wait(queued.id, 60)["status"] == "succeeded"
+        finally:
+            again.shutdown()
+    finally:
+        store2.close()

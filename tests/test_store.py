@@ -253,3 +253,32 @@ def test_a_failing_migration_changes_nothing(tmp_path: Path, monkeypatch):
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
     conn.close()
     assert "runs_label" not in _indexes(tmp_path / "lab.sqlite3"), "no half-applied migration"
+
+
+def test_open_keeps_queued_runs_with_their_jobs_and_their_sweeps(tmp_path: Path):
+    """A queued run whose job was kept stays queued (the next service queues it again), and so does
+    its sweep; a queued run on a managed server, or without a kept job, is interrupted."""
+    store = Store(tmp_path)
+    done = _run("succeeded", sweep_id="s1")
+    waiting = _run("queued", sweep_id="s1")
+    on_server = {**_run("queued"), "server_id": "srv1"}
+    lost = _run("queued")
+    store.append_event("state", done["id"], "s1", {"status": "succeeded"}, run=done)
+    for row in (waiting, on_server):
+        store.append_event("state", row["id"], row.get("sweep_id"), {"status": "queued"}, run=row,
+                           job={"id": row["id"], "kind": "run", "payload": {}, "who": {"lane": "teacher"}})
+    store.append_event("state", lost["id"], None, {"status": "queued"}, run=lost)
+    store.save_sweep({"id": "s1", "name": "reference", "status": "running", "run_ids": [done["id"], waiting["id"]]})
+    store.close()
+
+    store = Store(tmp_path)
+    try:
+        assert sorted(store.recovered) == sorted([on_server["id"], lost["id"]])
+        assert store.get_run(waiting["id"])["status"] == "queued"
+        assert [j["id"] for j in store.queued_jobs()] == [waiting["id"]]
+        assert store.get_sweep("s1")["status"] == "running", "its sweep goes on"
+        row = {**waiting, "status": "running"}
+        store.append_event("state", row["id"], "s1", {"status": "running"}, run=row)
+        assert store.queued_jobs() == [], "a job leaves the table when its run leaves the queue"
+    finally:
+        store.close()

@@ -50,12 +50,14 @@ class EventBus:
         *,
         save_run: dict[str, Any] | None = None,
         save_sweep: dict[str, Any] | None = None,
+        save_job: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Event:
-        """Persist (with the `save_run`/`save_sweep` rows in the same transaction), then fan out."""
+        """Persist (with the `save_run`/`save_sweep`/`save_job` rows in the same transaction), then fan out."""
         wake: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         with self._lock:
-            ev = self.store.append_event(type_, run_id, sweep_id, fields, run=save_run, sweep=save_sweep)
+            ev = self.store.append_event(type_, run_id, sweep_id, fields, run=save_run, sweep=save_sweep,
+                                         job=save_job)
             for sub in self._subs:
                 loop = sub._offer(ev)
                 if loop is not None and sub._async_wake is not None:

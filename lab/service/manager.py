@@ -33,6 +33,7 @@ from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
 from lab.service.automation import Automation
+from lab.service.estimate import Estimator
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
 from lab.service.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
@@ -131,8 +132,9 @@ class Manager(Automation):
         self.local = LocalExecutor(self.config.workers, context=self._context)
         admission = Admission(self.config.queue_size, self.config.max_queued_per_student,
                               self.config.max_queued_anonymous)
+        self.estimator = Estimator(lambda client: self.store.list_runs(status="succeeded", client=client, limit=200)[0])
         self.scheduler = Scheduler(self.local, admission, on_finish=self._finish, on_event=self._on_event,
-                                   on_queued=self._queued)
+                                   on_queued=self._queued, estimate=self.estimator)
         self.machine = Machine(self.config.places)  # what this machine has: fields asking for more are refused
         self.sweeps = SweepService(self.scheduler, self.config.limits, publish=self.bus.publish,
                                    timeout_s=self.config.run_timeout_s, machine=self.machine)
@@ -169,14 +171,37 @@ class Manager(Automation):
         with contextlib.suppress(OSError):
             leftovers.sweep(self.config.places)  # dirs a SIGKILLed predecessor left behind
         self.prune_events()
+        self._queue_again()
         self.scheduler.start()
         self.reaper.start()
         return self
 
+    def _queue_again(self) -> None:
+        """Queue again, in their order, the runs a previous service left queued (the store kept their
+        jobs), and bring their sweeps back to life."""
+        jobs = []
+        for d in self.store.queued_jobs():
+            row = self.store.get_run(d["id"])
+            if row is None or row["status"] != "queued":
+                continue
+            job = Job.from_dict(d)
+            job.run = Run.model_validate(row)
+            jobs.append(job)
+        for sweep_id in dict.fromkeys(j.run.sweep_id for j in jobs if j.run is not None and j.run.sweep_id):
+            row = self.store.get_sweep(sweep_id)
+            if row is not None:
+                queued = {j.id: j.run for j in jobs if j.run is not None and j.run.sweep_id == sweep_id}
+                self.sweeps.resume(row, queued, self.store.get_run)
+        if jobs:
+            self.scheduler.requeue(jobs)
+            log.info("queued again %d runs a previous service left queued", len(jobs))
+
     def shutdown(self) -> None:
-        """Interrupt queued and running runs, stop all servers; nothing of ours survives."""
+        """Interrupt running runs and stop all servers (nothing of ours survives); queued runs stay
+        queued in the store for the next start (those on a managed server end: it stops too)."""
         self.reaper.close()
-        stuck = self.scheduler.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s)
+        stuck = self.scheduler.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s,
+                                        keep=lambda j: j.run is not None and j.needs.server_id is None)
         if stuck is None:
             return
         self.servers.close()
@@ -334,6 +359,19 @@ class Manager(Automation):
         """Queued runs' `queue_position` and `estimated_start_s`, by run id (lab.service.scheduler)."""
         return self.scheduler.waiting()
 
+    def queue(self) -> dict[str, Any]:
+        """The queue as it stands: each queued run in the order they will start (its place, when it
+        may start, its lane and student), and each worker with its slots and what runs there."""
+        waiting = self.scheduler.waiting()
+        jobs = self.scheduler.jobs()
+        queued = [{"id": j.id, **waiting[j.id], "lane": j.who.lane, "student": j.run.student}
+                  for j in jobs if j.status == "queued" and j.run is not None and j.id in waiting]
+        workers = [{"id": w.id, "slots": w.slots,
+                    "running": [j.id for j in jobs if j.status == "running" and j.worker == w.id]}
+                   for w in self.scheduler.workers()]
+        return {"runs": queued, "queued": len(queued), "running": sum(len(w["running"]) for w in workers),
+                "workers": workers}
+
     def unfinished_by_student(self) -> dict[str, int]:
         """Runs queued or running per student name."""
         out: dict[str, int] = {}
@@ -357,8 +395,9 @@ class Manager(Automation):
 
     def _queued(self, job: Job) -> None:
         run = job.run
-        if run is not None:
-            self.bus.publish("state", run.id, run.sweep_id, save_run=run.to_dict(), status="queued", phase="queued")
+        if run is not None:  # its job is kept with it: a restart queues it again
+            self.bus.publish("state", run.id, run.sweep_id, save_run=run.to_dict(), save_job=job.to_dict(),
+                             status="queued", phase="queued")
 
     def _on_event(self, job: Job, ev: dict[str, Any]) -> None:
         """A job's event: a run's is published (a state change saves the run's row, carried by the
@@ -393,6 +432,7 @@ class Manager(Automation):
             with contextlib.suppress(Exception):
                 self.store.save_run(row)
         self.faults.after_commit(run.id)
+        self.estimator.learned(run)
         self.bus.publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
         if run.sweep_id is not None:
             self.sweeps.run_finished(run)

@@ -217,13 +217,17 @@ class Scheduler:
                 self._thread.start()
         return self
 
-    def shutdown(self, stop: Stop, grace: float) -> list[str] | None:
+    def shutdown(self, stop: Stop, grace: float, keep: Callable[[Job], bool] | None = None) -> list[str] | None:
         """Stop every job with `stop` and wait up to `grace` s for the running ones to end; returns
-        the ids of jobs still running (None when shutdown had already begun)."""
+        the ids of jobs still running (None when shutdown had already begun). Queued jobs `keep`
+        picks are left as they are (their owner has kept them for the next start: see requeue())."""
         with self.lock:
             if self._stopping:
                 return None
             self._stopping = True
+            if keep is not None:
+                for job in [j for j in self._pending.values() if keep(j)]:
+                    del self._pending[job.id]
             running = self.cancel(lambda _j: True, stop)
             self.lock.notify_all()
         deadline = time.monotonic() + grace

@@ -8,8 +8,10 @@
   under the write lock), so `Last-Event-ID` means the same thing across restarts.
 - A run's row and the event announcing it can be written in one transaction: nothing
   is announced that a crash could lose.
-- Opening the store turns runs and sweeps left `queued`/`running` by a dead service
-  into `interrupted`, with the events a watcher expects (state, then done). A run whose
+- Opening the store turns runs left `running` by a dead service into `interrupted`, with
+  the events a watcher expects (state, then done); a `queued` run whose job is kept (the
+  jobs table) stays queued for the next service to queue again (queued_jobs()); sweeps
+  with no run left queued are closed. A run whose
   final row was committed but whose `done` event was not (the service died in between)
   gets its `done` then, carrying the committed row: a run stream always ends.
 - Opening checks the recorded schema version: an older database is migrated (MIGRATIONS,
@@ -104,6 +106,9 @@ MIGRATIONS: tuple[str, ...] = (
        CREATE TABLE IF NOT EXISTS guesses (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
            student TEXT NOT NULL, target TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL);
        CREATE INDEX IF NOT EXISTS guesses_target ON guesses(target, created_at)""",
+    # 5: the scheduler's queued jobs (lab.service.jobs.Job.to_dict(): who asked, what it needs, its sweep's
+    #    parallelism), so a restart queues them again; a row lives while its run is queued.
+    """CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, data TEXT NOT NULL)""",
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -352,8 +357,11 @@ class _Recovery:
         self._last_event_id = self._insert_event(type_, run_id, sweep_id, fields).id
 
     def _interrupt_runs(self, now: float) -> list[str]:
+        """Running runs, and queued ones that cannot be queued again (no job kept, or on a managed
+        server: those stopped with the service)."""
         rows = self._w.execute(
-            f"SELECT data FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))}) ORDER BY seq", ACTIVE).fetchall()
+            """SELECT data FROM runs WHERE status = 'running' OR (status = 'queued' AND (server_id IS NOT NULL
+               OR id NOT IN (SELECT id FROM jobs))) ORDER BY seq""").fetchall()
         changed = []
         for (text,) in rows:
             run = json.loads(text)
@@ -385,6 +393,8 @@ class _Recovery:
         for (text,) in rows:
             sweep = json.loads(text)
             statuses = self._run_statuses(sweep.get("run_ids", []))
+            if "queued" in statuses:  # its queued runs are queued again: it goes on
+                continue
             done = [s for s in statuses if s in FINAL]
             # Every run had finished: the sweep had too, it only missed its last event.
             whole = len(done) == len(sweep.get("run_ids", [])) and "interrupted" not in done
@@ -484,7 +494,18 @@ class Store(_Reads, _Recovery, ClassBook):
                 self._last_event_id = self._max_event_id()
                 raise
 
+    def _upsert_job(self, job: dict[str, Any]) -> None:
+        self._w.execute("INSERT OR REPLACE INTO jobs(id, seq, data) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
+                        "FROM jobs), ?)", (job["id"], _dumps(job)))
+
+    def queued_jobs(self) -> list[dict[str, Any]]:
+        """The jobs of queued runs a previous service left (lab.service.jobs.Job.to_dict()), in queue order."""
+        return [json.loads(text) for (text,) in self._r().execute(
+            "SELECT data FROM jobs WHERE id IN (SELECT id FROM runs WHERE status = 'queued') ORDER BY seq")]
+
     def _upsert_run(self, run: dict[str, Any]) -> None:
+        if run["status"] != "queued":  # its job has left the queue
+            self._w.execute("DELETE FROM jobs WHERE id = ?", (run["id"],))
         self._w.execute(
             """INSERT INTO runs(id, status, client, sweep_id, server_id, label, student, created_at, finished_at,
                  data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -522,11 +543,15 @@ class Store(_Reads, _Recovery, ClassBook):
         fields: dict[str, Any] | None = None,
         run: dict[str, Any] | None = None,
         sweep: dict[str, Any] | None = None,
+        job: dict[str, Any] | None = None,
     ) -> Event:
-        """Write an event (and the run/sweep it announces) in one transaction; return it with its id."""
+        """Write an event (and the run/sweep it announces, and a queued run's job) in one transaction;
+        return it with its id."""
         with self._transaction():
             if run is not None:
                 self._upsert_run(run)
+            if job is not None:
+                self._upsert_job(job)
             if sweep is not None:
                 self._upsert_sweep(sweep)
             ev = self._insert_event(type_, run_id, sweep_id, fields or {})

@@ -163,6 +163,30 @@ class SweepService:
             self._end(sweep, None)
         return sweep
 
+    def resume(self, row: dict[str, Any], queued: dict[str, Run],
+               stored: Callable[[str], dict[str, Any] | None]) -> Sweep:
+        """Bring back to life a sweep a previous service left with runs queued (`row`: its stored row;
+        `queued`: its queued runs by id, about to be queued again; `stored`: a run's stored row)."""
+        runs: list[Run] = []
+        statuses: dict[str, str] = {}
+        for rid in row.get("run_ids", []):
+            run = queued.get(rid)
+            if run is None:
+                r = stored(rid)
+                if r is None:
+                    continue
+                run = Run.model_validate(r)
+                statuses[rid] = run.status
+            runs.append(run)
+        fields = {k: row.get(k) for k in ("only", "overrides", "definition", "parallelism", "student", "started_at")}
+        skipped = {s["key"]: s["reason"] for s in row.get("skipped") or []}
+        sweep = Sweep(name=row["name"], runs=runs, id=row["id"], status=row.get("status") or "queued",
+                      created_at=row.get("created_at") or time.time(), statuses=statuses,
+                      repeats=row.get("repeats") or 1, priority=row.get("priority") or 0, skipped=skipped, **fields)
+        with self._lock:
+            self._live[sweep.id] = sweep
+        return sweep
+
     def live(self, sweep_id: str) -> Sweep | None:
         """The sweep while it has runs queued or running, else None."""
         with self._lock:

@@ -131,6 +131,7 @@ export const api = {
   runs: async (params = "") => unwrapList(await request("GET", `/api/v1/runs${params}`), "runs"),
   runList: (params = "") => request("GET", `/api/v1/runs${params}`),
   run: (id) => request("GET", `/api/v1/runs/${encodeURIComponent(id)}`),
+  queue: () => request("GET", "/api/v1/queue"),
   startRun: (body) => request("POST", "/api/v1/runs", body),
   cancelRun: (id) => request("POST", `/api/v1/runs/${encodeURIComponent(id)}/cancel`),
   scenarioRows: (name, perRow = 3) => request("GET", `/api/v1/scenarios/${encodeURIComponent(name)}/rows?per_row=${perRow}`),

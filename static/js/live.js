@@ -18,6 +18,7 @@ export const store = {
   phase: new Map(),     // id -> "setup" | "copy" | "verify"
   cells: new Map(),     // id -> {cells (run-length encoded), cell_size}: the live disk map
   series: new Map(),    // id -> [{t, w, z}] cumulative backend writes/zeroes over copy time
+  waiting: new Map(),   // id -> {queue_position, estimated_start_s, at (ms)}: a queued run's place (GET /api/v1/queue)
   total: null,          // runs the service has (from the last page read)
   nextCursor: null,     // where the next history page starts
   pages: 0,             // history pages read
@@ -52,6 +53,7 @@ export function upsertRun(run) {
   const old = store.runs.get(run.id);
   if (old && FINAL.has(old.status) && !FINAL.has(run.status)) return;
   store.runs.set(run.id, old ? { ...old, ...run } : run);
+  takeWaiting(run.id, run);
   if (!old && store.total !== null) store.total += 1; // a new run: one more in the service's history
   notify(old ? "run" : "new", run.id);
 }
@@ -64,6 +66,30 @@ export function liveElapsed(id) {
   if (run && FINAL.has(run.status)) return p.elapsed_s;
   if (store.phase.get(id) === "verify") return p.elapsed_s;
   return p.elapsed_s + (performance.now() - p.receivedAt) / 1000;
+}
+
+// A queued run's place and estimate change whenever the queue moves: read GET /api/v1/queue again
+// after the events that move it (a run queued, started or ended), at most once a second, and only
+// while this page shows a queued run. No polling: a quiet queue is read once.
+let queueTimer = null;
+let queueReadAt = 0;
+function takeWaiting(id, w) {
+  if (w && w.queue_position != null) store.waiting.set(id, { ...w, at: Date.now() });
+}
+function queueMoved() {
+  if (queueTimer) return;
+  const anyQueued = [...store.runs.values()].some((r) => r.status === "queued");
+  if (!anyQueued) { store.waiting.clear(); return; }
+  queueTimer = setTimeout(readQueue, Math.max(0, 1000 - (Date.now() - queueReadAt)));
+}
+async function readQueue() {
+  queueReadAt = Date.now();
+  try {
+    const q = await api.queue();
+    store.waiting.clear();
+    for (const w of q.runs || []) takeWaiting(w.id, w);
+    notify("queue");
+  } catch { /* the next move reads it again */ } finally { queueTimer = null; }
 }
 
 const fetching = new Map();
@@ -84,12 +110,13 @@ function handle(ev) {
       // after it carries the row (time, counts, verified): show the end once, with everything.
       if (FINAL.has(ev.status) && !(ev.run && typeof ev.run === "object")) return;
       const run = store.runs.get(id);
-      if (!run) { fetchRun(id); return; }
+      if (!run) { fetchRun(id); queueMoved(); return; }
       if (ev.phase) store.phase.set(id, ev.phase);
       if (ev.status && !(FINAL.has(run.status) && !FINAL.has(ev.status))) {
         run.status = ev.status;
         if (ev.status === "running" && !run.started_at) run.started_at = Date.now() / 1000;
       }
+      if (ev.status === "queued" || ev.phase === "setup") queueMoved(); // queued, or one left the queue
       if (ev.run && typeof ev.run === "object") { upsertRun(ev.run); return; }
       notify("run", id);
       return;
@@ -118,6 +145,8 @@ function handle(ev) {
       else fetchRun(id);
       if (result.status === "succeeded") store.progress.delete(id);
       store.phase.delete(id);
+      store.waiting.delete(id);
+      queueMoved();
       notify("done", id);
       return;
     }
@@ -137,6 +166,7 @@ function takeList(list) {
     if (old && FINAL.has(old.status) && !FINAL.has(run.status)) continue;
     store.runs.set(run.id, old ? { ...old, ...run } : run);
     if (FINAL.has(run.status)) store.phase.delete(run.id);
+    takeWaiting(run.id, run);
   }
 }
 

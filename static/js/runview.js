@@ -95,6 +95,17 @@ function setStats(dl, items) {
   });
 }
 
+// A queued run's place in line and when it may start (GET /api/v1/queue, kept by live.js): "next",
+// "#3 in line · about 40 s", counting down between reads of the queue.
+export function waitingText(run) {
+  const w = store.waiting.get(run.id);
+  if (!w) return "for a worker";
+  const left = Math.max(0, w.estimated_start_s - (Date.now() - w.at) / 1000);
+  const place = w.queue_position === 1 ? "next in line" : `#${w.queue_position} in line`;
+  if (left < 1) return place;
+  return `${place} · about ${left < 90 ? `${Math.round(left)} s` : `${Math.round(left / 60)} min`}`;
+}
+
 export function renderCard(run, node = null) {
   const card = node || buildCard(run);
   const r = card._refs;
@@ -156,7 +167,7 @@ export function renderCard(run, node = null) {
     ];
     if (wire && (wire.fast_zero || wire.fast_zero_failed)) items.push(["fast", "fast zero sent/refused", fastZeroText(wire)]);
   } else {
-    items = [["state", run.status === "queued" ? "waiting" : "starting", run.status === "queued" ? "for a worker" : "the server…"],
+    items = [["state", run.status === "queued" ? "waiting" : "starting", run.status === "queued" ? waitingText(run) : "the server…"],
       ["geometry", "geometry", f.geometry(run.server)]];
   }
   setStats(r.stats, items);

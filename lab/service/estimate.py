@@ -1,0 +1,83 @@
+"""How long a queued job should hold its worker, for `estimated_start_s` (lab.service.scheduler).
+
+A run of the same client, depth and server fields finished before is the best guess: the median
+time its recent runs held a worker (setup + copy + verify). Without one, a floor from the request
+x delay model on the source's layout (every data byte written in maxdata pieces, one zero per hole)
+plus a start-up allowance; CPU-bound runs without delays at a modest copy rate. An estimate, said
+as one: it orders nothing, it only tells a student roughly when.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lab.domain.layout import parse_pattern
+from lab.domain.run import Run
+from lab.domain.spec import ServerSpec
+
+START_UP_S = 0.6  # image, server and client start, and the verify of a small copy (measured: 0.3-0.8 s)
+BYTES_PER_S = 400e6  # a copy without delays, roughly, on a small machine
+OTHER_JOB_S = 30.0  # a probe or a calibration point
+SAMPLES = 5  # recent runs the median is taken over
+CACHE_S = 30.0
+
+
+def floor_s(spec: ServerSpec) -> float:
+    """The request x delay floor of a copy of `spec`'s source, plus start-up (see the module doc)."""
+    try:
+        extents = parse_pattern(spec.pattern, spec.size)
+    except ValueError:
+        return START_UP_S
+    writes = sum(math.ceil(n / spec.maxdata) for _off, n in extents)
+    data = sum(n for _off, n in extents)
+    holes = len(extents) + 1 if data < spec.size else 0
+    sleeps = (writes * spec.delay_write + holes * spec.delay_zero) / 1000.0
+    return round(START_UP_S + sleeps + data / BYTES_PER_S, 3)
+
+
+def held_s(row: dict[str, Any]) -> float | None:
+    """How long a finished run held its worker."""
+    parts = [row.get("setup_s"), row.get("duration_s"), row.get("verify_s")]
+    return sum(p for p in parts if p) if row.get("duration_s") else None
+
+
+class Estimator:
+    """estimate(job) for the scheduler; `recent(client)` gives the newest finished runs of a client
+    (the store's), looked at once per key and CACHE_S."""
+
+    def __init__(self, recent: Callable[[str], list[dict[str, Any]]]) -> None:
+        self._recent = recent
+        self._cache: dict[str, tuple[float, float | None]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(run: Run) -> str:
+        return f"{run.client}/{run.queue_depth}/{run.server.model_dump_json()}"
+
+    def learned(self, run: Run) -> None:
+        """A run finished: the next estimate of its kind looks at the history again."""
+        with self._lock:
+            self._cache.pop(self._key(run), None)
+
+    def __call__(self, job: Any) -> float:
+        run: Run | None = getattr(job, "run", None)
+        if run is None:
+            return OTHER_JOB_S
+        key = self._key(run)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is None or now - hit[0] > CACHE_S:
+            same = [held_s(r) for r in self._recent(run.client)
+                    if r.get("status") == "succeeded" and r.get("queue_depth", 1) == run.queue_depth
+                    and r.get("server") == run.server.to_dict()]
+            times = [t for t in same if t][:SAMPLES]
+            hit = (now, statistics.median(times) if times else None)
+            with self._lock:
+                self._cache[key] = hit
+        return hit[1] if hit[1] is not None else floor_s(run.server)
