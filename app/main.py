@@ -14,7 +14,6 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -44,12 +43,11 @@ from app.http.allow import AllowMiddleware
 from app.http.hosts import HostGuard
 from app.http.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.http.query import only_known_query
-from app.pages import apidocs
+from app.pages import apidocs, views
+from app.pages.assets import dashboard_dir
 from app.schemas import openapi
 from app.settings import Settings
 from lab.service.manager import Manager, tool_versions, use_as_default
-
-ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("app")
 
@@ -148,22 +146,16 @@ def _end_streams_on_signal(manager: Manager) -> Callable[[], None]:
 
 
 def _add_pages(app: FastAPI) -> None:
-    """The dashboard (templates/, static/, app/pages/views.py) when present; the API works without it."""
-    try:
-        from app.pages import views
-    except ModuleNotFoundError as e:
-        if e.name != "app.pages.views":
-            raise
-        views = None
-    if views is not None:
+    """The dashboard (app/pages with templates/ and static/, app/pages/assets.py finds them); an
+    installation without them serves the API alone, and / says where its documents are."""
+    if dashboard_dir("templates").is_dir():
         app.include_router(views.router)
     else:
         @app.get("/", include_in_schema=False)
         def index() -> JSONResponse:
             return JSONResponse({"name": "fastzero-lab", "docs": "/docs", "openapi": "/openapi.json"})
-    static = ROOT / "static"
-    if static.is_dir():
-        app.mount("/static", StaticFiles(directory=static), name="static")
+    if dashboard_dir("static").is_dir():
+        app.mount("/static", StaticFiles(directory=dashboard_dir("static")), name="static")
 
 
 def _version() -> str:

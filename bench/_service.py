@@ -1,4 +1,4 @@
-"""A real `lab serve` for the web benchmarks (lab.testing.LiveService), plus a minimal asyncio SSE client.
+"""A real `lab serve` for the web benchmarks (testkit.LiveService), plus a minimal asyncio SSE client.
 
 The service runs on a free loopback port with the bench's private LAB_DATA_DIR and
 LAB_RUNTIME_DIR (set by _common.setup_env), so it shares nothing with a running lab.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.testing import LiveService, cpu_s, free_port
+from testkit import LiveService, cpu_s, free_port
 
 __all__ = ["Received", "Service", "SseResult", "cpu_s", "free_port", "subscribe"]
 

@@ -28,7 +28,7 @@ TMP = setup_env()
 
 from _service import Service  # noqa: E402
 
-from lab.testing import descendants  # noqa: E402
+from testkit import descendants  # noqa: E402
 
 CANCEL_TARGET_MS = 1000.0
 KILL_TARGET_MS = 5000.0

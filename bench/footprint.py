@@ -22,7 +22,7 @@ TMP = setup_env()
 
 from _service import Service  # noqa: E402
 
-from lab.testing import children, rss_kib, threads  # noqa: E402
+from testkit import children, rss_kib, threads  # noqa: E402
 
 RSS_TARGET_MIB = 150.0
 SMALL = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}

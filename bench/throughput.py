@@ -51,7 +51,7 @@ from lab.domain.run import Run  # noqa: E402
 from lab.domain.spec import ServerSpec, build_spec  # noqa: E402
 from lab.host import images, procs  # noqa: E402
 from lab.measure.execute import execute  # noqa: E402
-from lab.testing import rss_kib  # noqa: E402
+from testkit import rss_kib  # noqa: E402
 
 TARGET_VS_NBDCOPY = 0.8
 TARGET_OBSERVER = 1.05

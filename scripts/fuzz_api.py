@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.http.waiting import MAX_WAIT_S  # noqa: E402
 from lab.domain.spec import fields_on  # noqa: E402
-from lab.testing import LiveService, Proc  # noqa: E402
+from testkit import LiveService, Proc  # noqa: E402
 
 FUZZ_SETTINGS = {
     # The defaults (100M, 20ms) must stay valid, or every body that leaves them out is refused

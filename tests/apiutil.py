@@ -14,7 +14,7 @@ with warnings.catch_warnings():  # starlette's note about httpx2; the suite pins
 
 from app.main import create_app
 from app.settings import Settings
-from lab.testing import wait_for
+from testkit import wait_for
 
 __all__ = ["FAST", "SLOW", "client_for", "make_settings", "real_events", "serve", "sse_events", "start_run",
            "wait_final", "wait_for", "wait_phase"]

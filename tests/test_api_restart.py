@@ -8,7 +8,7 @@ import threading
 
 from apiutil import FAST, SLOW, client_for, sse_events, start_run, wait_final, wait_for
 
-from lab.testing import Proc, descendants, mentioning
+from testkit import Proc, descendants, mentioning
 
 
 def test_graceful_stop_then_restart(tmp_path):

@@ -23,7 +23,7 @@ import pytest
 
 from lab.host import storage
 from lab.nbd import audit
-from lab.testing import mentioning, own_helpers
+from testkit import mentioning, own_helpers
 
 MiB = 1 << 20
 AVAIL = storage.availability()

@@ -1,6 +1,8 @@
-"""Small rooms (issue 11): no function in lab/ or app/ above radon complexity 15, no class above
-200 lines. The few that are over today are listed by name, so a new one fails here and a fixed
-one must leave the list (the list only shrinks)."""
+"""Shape as a review note, not a wall: functions in lab/ and app/ above radon complexity 15 and
+classes above 200 lines are printed at the end of a test session ("shape notes", tests/conftest.py)
+or by `python tests/test_code_shape.py`, for a reviewer to read. Code is not bent to a number: a
+class cut at 199 lines, or a helper moved out of the class whose privates it needs, reads worse
+than the long class (issue 23)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,10 @@ import ast
 from radon.complexity import cc_visit
 from radon.visitors import Function
 
-from lab.testing import REPO
+from testkit import REPO
 
 MAX_COMPLEXITY = 15
 MAX_CLASS_LINES = 200
-# Over the limits when this test was written; split them, then delete their line here.
-KNOWN_COMPLEX: set[str] = set()
-KNOWN_LONG: set[str] = set()
 
 
 def _sources() -> list[tuple[str, str]]:
@@ -42,23 +41,17 @@ def _class_lines() -> dict[str, int]:
     return out
 
 
-def test_no_new_complex_function():
-    scores = _complexity()
-    over = {k for k, v in scores.items() if v > MAX_COMPLEXITY}
-    new = sorted((k, scores[k]) for k in over - KNOWN_COMPLEX)
-    assert not new, f"above complexity {MAX_COMPLEXITY}: {new}"
-    fixed = KNOWN_COMPLEX - over
-    assert not fixed, f"no longer above the limit: delete them from KNOWN_COMPLEX: {sorted(fixed)}"
-
-
-def test_no_new_long_class():
-    lines = _class_lines()
-    over = {k for k, v in lines.items() if v > MAX_CLASS_LINES}
-    assert over <= KNOWN_LONG, f"above {MAX_CLASS_LINES} lines: {sorted((k, lines[k]) for k in over - KNOWN_LONG)}"
-    assert not KNOWN_LONG - over, f"no longer long: delete them from KNOWN_LONG: {sorted(KNOWN_LONG - over)}"
+def notes() -> list[str]:
+    scores, lines = _complexity(), _class_lines()
+    return [*(f"{k}: complexity {v} (over {MAX_COMPLEXITY})" for k, v in sorted(scores.items()) if v > MAX_COMPLEXITY),
+            *(f"{k}: {v} lines (over {MAX_CLASS_LINES})" for k, v in sorted(lines.items()) if v > MAX_CLASS_LINES)]
 
 
 def test_the_measure_sees_a_complex_function():
     body = "".join(f"    if x == {i}:\n        return {i}\n" for i in range(MAX_COMPLEXITY + 1))
     (block,) = cc_visit(f"def f(x):\n{body}    return -1\n")
     assert isinstance(block, Function) and block.complexity > MAX_COMPLEXITY
+
+
+if __name__ == "__main__":
+    print("\n".join(notes()) or "nothing to note")

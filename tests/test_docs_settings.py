@@ -52,7 +52,7 @@ def test_every_environment_variable_the_code_names_is_a_declared_setting() -> No
 ENV_READERS = {
     ("lab/cli/commands.py", "*"): "the `lab` driver builds Settings() from the environment",
     ("lab/config.py", "*"): "Settings itself (pydantic-settings reads LAB_*)",
-    ("lab/testing.py", "LiveService.start"): "starts `lab serve` with an environment: the subprocess's driver",
+    ("testkit/__init__.py", "LiveService.start"): "starts `lab serve` with an environment: the subprocess's driver",
     ("lab/host/procs.py", "child_env"): "passes the environment on to nbdkit and the clients (minus tokens); "
                                    "it reads no setting",
 }

@@ -1,4 +1,4 @@
-"""The live-service harness itself (lab.testing): a restart keeps port and data, a stop leaves
+"""The live-service harness itself (testkit): a restart keeps port and data, a stop leaves
 nothing of ours, and the process checks see what the service starts."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import signal
 
 from apiutil import FAST
 
-from lab.testing import wait_for
+from testkit import wait_for
 
 
 def test_restart_keeps_port_and_data_and_stop_leaves_nothing(live_service):

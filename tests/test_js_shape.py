@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from lab.testing import REPO
+from testkit import REPO
 
 JS = REPO / "static" / "js"
 # fetch() outside api.js, left to move onto `request` (the list only shrinks): layers moves sweeps.js (issue 23).

@@ -21,7 +21,7 @@ from lab.host import leftovers, procs, storage
 from lab.measure.execute import execute
 from lab.nbd import backends
 from lab.nbd.servers import Server
-from lab.testing import children, wait_for
+from testkit import children, wait_for
 
 AVAIL = storage.availability()
 SMALL = {"size": "8M", "delay_write": 0, "delay_zero": 0, "zeromode": "plugin"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.host import storage
-from lab.testing import wait_for
+from testkit import wait_for
 
 
 def _need(*names: str) -> None:

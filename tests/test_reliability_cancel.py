@@ -16,7 +16,7 @@ import time
 import pytest
 from apiutil import FAST, client_for, start_run, wait_for, wait_phase
 
-from lab.testing import HELPERS, descendants, mentioning
+from testkit import HELPERS, descendants, mentioning
 
 CRAWL = {**FAST, "delay_write": "500ms", "delay_zero": "500ms"}
 CLIENT_PROCESS = {"qemu-img": "qemu-img", "nbdcopy": "nbdcopy", "qemu-4.2": "python"}

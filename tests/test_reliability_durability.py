@@ -17,7 +17,7 @@ from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.service.manager import Manager, ManagerConfig, parse_fault
 from lab.service.store import Store
-from lab.testing import descendants, mentioning
+from testkit import descendants, mentioning
 
 
 def _fresh_row(db: Path, run_id: str) -> dict | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from apiutil import FAST, client_for, start_run, wait_final
 
-from lab.testing import descendants, mentioning
+from testkit import descendants, mentioning
 
 MiB = 1 << 20
 

@@ -21,7 +21,7 @@ from lab.domain.spec import build_spec
 from lab.host import images, procs
 from lab.host.places import Places
 from lab.nbd.servers import Server
-from lab.testing import REPO, cmdline, descendants, environ
+from testkit import REPO, cmdline, descendants, environ
 
 SCANNED = ["lab", "app", "scripts", "bench"]
 TOKEN = "tok-3f9c2a7e51d84b06-presenter"

@@ -177,7 +177,7 @@ def test_client_killed_mid_copy(no_leftovers):
     import os
     import signal
 
-    from lab.testing import descendants
+    from testkit import descendants
 
     spec = build_spec({"size": "32M", "delay_write": "10ms"})
     killed: list[int] = []

@@ -30,7 +30,7 @@ from lab.measure.execute import execute
 from lab.nbd.backends import Machine
 from lab.nbd.clients import client_ids
 from lab.nbd.servers import nbdkit_version, topology
-from lab.testing import REPO
+from testkit import REPO
 
 ERAS = ("qemu-2.7", "qemu-2.8", "qemu-3.1", "qemu-4.0", "qemu-4.2")
 TABLE = {  # the 2019 table: server params -> (time, backend writes, backend zeroes)

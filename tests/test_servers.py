@@ -13,7 +13,7 @@ import pytest
 from lab.domain.spec import build_spec
 from lab.host import leftovers
 from lab.nbd.servers import Server, ServerError, build_argv, build_chain_argv, close_handle, topology
-from lab.testing import alive, wait_for
+from testkit import alive, wait_for
 
 
 def test_argv_stacks_the_filters_in_order():

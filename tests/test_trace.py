@@ -16,7 +16,7 @@ from lab.host import procs
 from lab.nbd.handle import close_handle
 from lab.nbd.servers import build_argv
 from lab.nbd.trace import DatapathScanner, LogParser, parse_stats
-from lab.testing import wait_for
+from testkit import wait_for
 
 MiB = 1 << 20
 

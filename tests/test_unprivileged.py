@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lab.testing import REPO, LiveService
+from testkit import REPO, LiveService
 
 USER = "nobody"
 TOKEN = "unprivileged-teacher"

@@ -8,7 +8,6 @@ a token) is rendered into it here, from the same registries the CLI uses.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,9 +16,9 @@ from fastapi.templating import Jinja2Templates
 
 from app.api.config import lab_config
 from app.http.auth import token_ok
+from app.pages.assets import dashboard_dir
 
-ROOT = Path(__file__).resolve().parents[2]
-templates = Jinja2Templates(directory=str(ROOT / "templates"))
+templates = Jinja2Templates(directory=dashboard_dir("templates"))
 router = APIRouter(include_in_schema=False)
 
 PAGES = (("lab", "/", "Lab"), ("results", "/results", "Case study"), ("talk", "/talk", "Talk"),

@@ -1,4 +1,4 @@
-"""A real `lab serve` for browser tests (lab.testing.LiveService with httpx answers), and press(): a person's click.
+"""A real `lab serve` for browser tests (testkit.LiveService with httpx answers), and press(): a person's click.
 
 It is our own child (we stop it, nothing else), with a private data dir, so a test can
 stop it and start it again on the same port and data to see what the page does meanwhile.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from lab.testing import REPO, LiveService
+from testkit import REPO, LiveService
 
 ROOT = REPO
 SMALL = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}

@@ -35,7 +35,7 @@ from lab.host import procs
 if TYPE_CHECKING:
     import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the checkout: testkit/ is beside lab/
 HELPERS = frozenset({"nbdkit", "qemu-img", "qemu-nbd", "nbdcopy", "nbd-server"})
 
 
