@@ -87,8 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # outermost last: Host -> HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
     app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
-    app.add_middleware(auth.TokenMiddleware, token=settings.token_value,
-                       open_posts=frozenset(p + q for p in (API_PREFIX, LEGACY_PREFIX) for q in classroom.OPEN_POSTS))
+    app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
     app.add_middleware(RequestGuard, max_body=settings.max_body_bytes, origins=settings.origins)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(LegacyPrefix, legacy=LEGACY_PREFIX, current=API_PREFIX)

@@ -109,26 +109,35 @@ def test_sweeps_carry_the_student_and_count_against_the_limit(live_service) -> N
     assert {run["student"] for run in r.json()["runs"]} == {"Bo"}
 
 
-def test_guesses_need_no_token_and_are_shown_per_act(live_service) -> None:
+def test_joined_students_guess_and_the_act_shows_their_guesses(live_service) -> None:
     svc = live_service(token="t0ken", log_level="warning")
     base, auth = svc.url, {"Authorization": "Bearer t0ken"}
-    # Students cannot start runs without the token, but may guess.
+    # Without joining, a student can neither run nor guess; with the teacher's code they join and guess.
     assert httpx.post(f"{base}/api/v1/runs", json={"student": "Cy"}, timeout=10).status_code == 401
+    assert httpx.post(f"{base}/api/v1/guesses", json={"student": "Cy", "target": "act1-baseline",
+                                                      "prediction": {"duration_s": 3}}, timeout=10).status_code == 401
+    code = httpx.get(f"{base}/api/v1/class/session", headers=auth, timeout=10).json()["code"]
+    keys = {}
     for name, secs in (("Cy", 3.0), ("Di", 9.5), ("Ed", 8.0)):
-        r = httpx.post(f"{base}/api/v1/guesses", timeout=10,
-                       json={"student": name, "target": "act1-baseline", "prediction": {"duration_s": secs}})
+        keys[name] = {"Authorization": "Bearer " + httpx.post(f"{base}/api/v1/class/join", timeout=10,
+                                                             json={"code": code, "name": name}).json()["key"]}
+        r = httpx.post(f"{base}/api/v1/guesses", timeout=10, headers=keys[name],
+                       json={"target": "act1-baseline", "prediction": {"duration_s": secs}})
         assert r.status_code == 201, r.text
-    bad = httpx.post(f"{base}/api/v1/guesses", json={"student": "Cy", "target": "act9", "prediction": {"zero_ops": 1}},
-                     timeout=10)
+    bad = httpx.post(f"{base}/api/v1/guesses", json={"target": "act9", "prediction": {"zero_ops": 1}},
+                     headers=keys["Cy"], timeout=10)
     assert bad.status_code == 404 and bad.json()["errors"][0]["loc"][-1] == "target"
     run = httpx.post(f"{base}/api/v1/runs", headers=auth, timeout=10,
                      json={"client": "qemu-2.7", "server": FAST, "label": "act1-baseline"}).json()
     _wait_all(base, [run["id"]])
     acts = httpx.get(f"{base}/api/v1/class/acts", timeout=10).json()["acts"]
-    row = acts[0]["rows"][0]
+    act = next(a for a in acts if a["key"] == "baseline")
+    row = act["rows"][0]
+    assert act["state"]["locked"] and act["state"]["revealed"]  # the act ran and ended: the reveal
     assert row["key"] == "act1-baseline" and sorted(row["guesses"]["duration_s"]) == [3.0, 8.0, 9.5]
     assert row["students"] == ["Cy", "Di", "Ed"] and row["measured"]["run_id"] == run["id"]
     assert row["measured"]["write_ops"] == 32 and row["measured"]["predicted_s"] > 0
+    assert [r["student"] for r in act["ranking"]] == ["Cy", "Ed", "Di"]  # closest to the 8M run's time first
     text = httpx.get(f"{base}/api/v1/guesses.csv", timeout=10).text
     lines = list(csv.reader(io.StringIO(text)))
     assert lines[0] == ["id", "student", "target", "created_at", "duration_s", "write_ops", "zero_ops"]

@@ -15,10 +15,11 @@ from app.http.errors import field_error, responses, spec_error
 from app.http.etag import ETAG_DOC, NOT_MODIFIED_DOC, IfNoneMatch, conditional, tag_of
 from app.http.headers import LINK_NEXT, located
 from app.http.idempotency import IdempotencyKey, once
-from app.http.identity import who_of
+from app.http.identity import CallerDep, student_of, who_of
 from app.http.pagination import PageDep, link_next
 from app.http.waiting import WaitQ, answer_final, finished_responses
 from app.schemas.runs import CancelledOut, RunCreate, RunFilter, RunList, RunOut
+from lab.domain.errors import Forbidden
 from lab.domain.spec import SpecError
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -26,10 +27,12 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 @router.post("", status_code=202, response_model=RunOut, response_model_exclude_unset=True,
     responses=located(202, "queued", 400, 401, 404, 409, 413, 422, 429, 503))
-def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: Response,
+def start_run(body: RunCreate, manager: ManagerDep, caller: CallerDep, request: Request, response: Response,
               idempotency_key: IdempotencyKey = None) -> Any:
-    """Queue a run. It starts when a worker is free; follow it at /api/v1/runs/{id}/events."""
+    """Queue a run. It starts when a worker is free; follow it at /api/v1/runs/{id}/events. A student's run
+    is theirs whatever `student` says (their key names them)."""
     def make() -> dict[str, Any]:
+        student = student_of(caller, body.student, manager.classroom)
         if body.server is not None and body.server_id is not None:
             raise field_error(["body", "server_id"], "give either server fields or server_id, not both")
         raw = body.server.raw() if body.server is not None else {}
@@ -39,7 +42,7 @@ def start_run(body: RunCreate, manager: ManagerDep, request: Request, response: 
             raise spec_error(e, ("body",)) from None
         try:
             run = manager.new_run(body.client.value, raw, server_id=body.server_id, queue_depth=body.queue_depth,
-                                  label=body.label, student=body.student, prediction=prediction)
+                                  label=body.label, student=student, prediction=prediction)
         except SpecError as e:
             raise spec_error(e, ("body", "server")) from None
         row = with_position(manager, manager.submit(run, who_of(request, run.student)))
@@ -85,10 +88,12 @@ async def get_run(run_id: str, manager: ManagerDep, response: Response,
 
 
 @router.post("/cancel", response_model=CancelledOut, response_model_exclude_unset=True,
-             responses=responses(401, 422))
-def cancel_runs(body: RunFilter, manager: ManagerDep) -> dict[str, Any]:
+             responses=responses(401, 403, 422))
+def cancel_runs(body: RunFilter, manager: ManagerDep, caller: CallerDep) -> dict[str, Any]:
     """Cancel every queued or running run the filter picks (every field given must match; `{}` picks
-    them all). Queued ones end at once, running ones are stopped (waits up to 5 s)."""
+    them all). Queued ones end at once, running ones are stopped (waits up to 5 s). The teacher's."""
+    if not caller.teaches:
+        raise Forbidden("cancelling by filter is the teacher's (their token): cancel your own runs one by one")
     given = body.model_dump(exclude_none=True)
 
     def match(run: Any) -> bool:
@@ -107,10 +112,14 @@ def cancel_runs(body: RunFilter, manager: ManagerDep) -> dict[str, Any]:
     responses={
     200: {"description": "the run is cancelled (final state in the body)"},
     202: {"description": "cancel requested; the run is still stopping", "model": RunOut},
-    **responses(401, 404, 409),
+    **responses(401, 403, 404, 409),
 })
-def cancel_run(run_id: str, manager: ManagerDep, response: Response) -> dict[str, Any]:
-    """Queued: cancelled at once. Running: its processes are stopped (waits up to 5 s). Finished: 409."""
+def cancel_run(run_id: str, manager: ManagerDep, caller: CallerDep, response: Response) -> dict[str, Any]:
+    """Queued: cancelled at once. Running: its processes are stopped (waits up to 5 s). Finished: 409.
+    A student cancels only their own runs; another's needs the teacher's token (403)."""
+    owner = manager.get_run(run_id).get("student")
+    if not caller.may_change(owner):
+        raise Forbidden(f"run {run_id} is not yours ({owner or 'nobody named'}): only the teacher may cancel it")
     row = manager.cancel(run_id)
     if row["status"] in ("queued", "running"):
         response.status_code = 202

@@ -12,7 +12,7 @@ from app.http.deps import ManagerDep
 from app.http.errors import Problem, responses, spec_error
 from app.http.headers import located
 from app.http.idempotency import IdempotencyKey, once
-from app.http.identity import who_of
+from app.http.identity import CallerDep, student_of, who_of
 from app.schemas.runs import ScenarioList, ScenarioOut, ScenarioRowsOut, SweepCreate, SweepOut
 from lab.domain.scenarios import SCENARIOS, row_match
 from lab.domain.spec import SpecError, build_spec
@@ -83,14 +83,18 @@ def scenario_rows(name: str, manager: ManagerDep,
 @router.post("/scenarios/{name}/runs", status_code=202, response_model=SweepOut,
              response_model_exclude_unset=True,
     responses=located(202, "queued", 400, 401, 404, 409, 413, 422, 429, 503))
-def start_sweep(name: str, manager: ManagerDep, request: Request, response: Response,
+def start_sweep(name: str, manager: ManagerDep, caller: CallerDep, request: Request, response: Response,
                 body: Annotated[SweepCreate | None, Body()] = None, idempotency_key: IdempotencyKey = None) -> Any:
-    """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued."""
+    """Queue every row of the scenario (or `only` some) as one sweep; all rows fit in the queue or none is queued.
+    A student's sweep is theirs whatever `student` says (their key names them)."""
+    body = body or SweepCreate()
+    student = student_of(caller, body.student, manager.classroom)
     return once(manager.idempotency, request, response, idempotency_key, 202,
-                lambda: _start_sweep(name, manager, request, response, body or SweepCreate()))
+                lambda: _start_sweep(name, manager, request, response, body, student))
 
 
-def _start_sweep(name: str, manager: Any, request: Request, response: Response, body: SweepCreate) -> dict[str, Any]:
+def _start_sweep(name: str, manager: Any, request: Request, response: Response, body: SweepCreate,
+                 student: str | None) -> dict[str, Any]:
     scenario = SCENARIOS.get(name)
     if scenario is None:
         raise NotFound(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
@@ -102,8 +106,8 @@ def _start_sweep(name: str, manager: Any, request: Request, response: Response, 
                                    "value": key}])
     raw = body.server.raw() if body.server is not None else None
     try:
-        sweep = manager.start_sweep(name, only=body.only, overrides=raw, student=body.student,
-                                    who=who_of(request, body.student))
+        sweep = manager.start_sweep(name, only=body.only, overrides=raw, student=student,
+                                    who=who_of(request, student))
     except SpecError as e:
         if raw and e.field in raw:  # the caller's override is at fault
             raise spec_error(e, ("body", "server")) from None

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.http.jsonbody import escaped
+from lab.domain.errors import BadJoinCode, Forbidden, GuessesLocked, NameTaken, RateLimited
 from lab.domain.spec import SpecError
 from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, ShuttingDown
 
@@ -59,6 +60,14 @@ CODES: dict[str, tuple[int, str, str]] = {
     "never-fits": (422, "Never fits", "the request needs more than a limit can ever hold (a sweep with more runs "
                                       "than the queue has places, or than one student may queue): waiting will not "
                                       "help, make it smaller; `limit` names the limit"),
+    "forbidden": (403, "Not yours to do", "another student's run, or the teacher's controls: they need the "
+                  "teacher's token (LAB_TOKEN)"),
+    "bad-join-code": (403, "Wrong join code", "the code is not this class session's: the teacher shows it on /class"),
+    "name-taken": (409, "Name taken", "a student of this class has this name, or one that looks like it"),
+    "guesses-locked": (409, "Guesses closed", "the act has started: its guesses are closed until the teacher "
+                       "reopens them"),
+    "rate-limited": (429, "Too many requests", "too many joins or guesses from one student or address; retry "
+                     "after Retry-After"),
     "limit-reached": (429, "Limit reached", "the run queue, a per-student budget or the server limit is full now; "
                                             "retry after Retry-After; `limit` names the limit"),
     "shutting-down": (503, "Shutting down", "the service is stopping; retry after Retry-After"),
@@ -117,6 +126,11 @@ def spec_error(e: SpecError, prefix: Sequence[str] = ("body",)) -> RequestValida
 
 
 _STATUS: tuple[tuple[type[ManagerError], str], ...] = (
+    (BadJoinCode, "bad-join-code"),
+    (Forbidden, "forbidden"),
+    (NameTaken, "name-taken"),
+    (GuessesLocked, "guesses-locked"),
+    (RateLimited, "rate-limited"),
     (NotFound, "not-found"),
     (Conflict, "already-finished"),
     (NotRunnable, "not-runnable"),
@@ -127,9 +141,15 @@ _STATUS: tuple[tuple[type[ManagerError], str], ...] = (
 
 async def _manager_error(request: Request, exc: Exception) -> JSONResponse:
     code = next((c for cls, c in _STATUS if isinstance(exc, cls)), "bad-request")
+    if isinstance(exc, RateLimited):
+        return problem_response(code, str(exc), request,
+                                headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
     if isinstance(exc, LimitExceeded):  # which limit, and whether waiting can help (429) or never (422)
         return problem_response(code if exc.can_wait else "never-fits", str(exc), request, limit=exc.limit)
-    return problem_response(code, str(exc), request)
+    errors = None
+    if isinstance(exc, Forbidden | NameTaken | GuessesLocked) and getattr(exc, "field", None):
+        errors = [{"loc": ["body", exc.field], "message": str(exc), "code": code}]
+    return problem_response(code, str(exc), request, errors=errors)
 
 
 async def _problem(request: Request, exc: Exception) -> JSONResponse:

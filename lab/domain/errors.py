@@ -19,6 +19,22 @@ class Conflict(ManagerError):
     pass
 
 
+class Forbidden(ManagerError):
+    """The caller is known, and this is not theirs to do (another student's run; the teacher's controls)."""
+
+
+class BadJoinCode(Forbidden):
+    """A join with a code that is not the class session's."""
+
+
+class NameTaken(Conflict):
+    """A student joined with this name, or one that looks like it, already."""
+
+
+class GuessesLocked(Conflict):
+    """The act has started: its guesses are closed."""
+
+
 class NotRunnable(ManagerError):
     """What was asked needs what this machine lacks (a storage, a server kind): nothing was queued."""
 
@@ -36,6 +52,16 @@ class LimitExceeded(ManagerError):
 
 class QueueFull(LimitExceeded):
     limit = "queue-full"
+
+
+class RateLimited(LimitExceeded):
+    """Too many requests of one kind from one student or one client address: retry after `retry_after` s."""
+
+    limit = "rate"
+
+    def __init__(self, message: str, retry_after: float = 1.0, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.retry_after = retry_after
 
 
 class StudentLimit(LimitExceeded):

@@ -36,6 +36,41 @@ def clean_name(raw: Any, field: str = "student") -> str:
     return name
 
 
+# Letters that look like Latin ones (Unicode TR39's confusables for Cyrillic and Greek, the ones a
+# keyboard or a copy-paste hands a student), folded before the case, so "Ana" with a Cyrillic A is "ana":
+# Latin letter -> the Cyrillic and Greek letters (and Latin script g) that look like it.
+_LOOKALIKE_OF = {
+    "A": "\u0391\u0410", "a": "\u03b1\u0430", "B": "\u0392\u0412", "b": "\u0432\u044c", "C": "\u0421",
+    "c": "\u0441", "D": "\u0500", "d": "\u0501", "E": "\u0395\u0415", "e": "\u03b5\u0435", "g": "\u0261",
+    "H": "\u0397\u041d", "h": "\u043d\u04bb", "I": "\u0399\u0406\u04c0", "i": "\u03b9\u0456", "J": "\u0408",
+    "j": "\u0458", "K": "\u039a\u041a", "k": "\u03ba\u043a", "l": "\u04cf", "M": "\u039c\u041c", "m": "\u043c",
+    "N": "\u039d", "n": "\u03b7", "O": "\u039f\u041e", "o": "\u03bf\u043e", "P": "\u03a1\u0420",
+    "p": "\u03c1\u0440", "Q": "\u051a", "q": "\u051b", "S": "\u0405", "s": "\u0455", "T": "\u03a4\u0422",
+    "t": "\u03c4\u0442", "u": "\u03c5", "v": "\u03bd", "W": "\u051c", "w": "\u03c9\u051d", "X": "\u03a7\u0425",
+    "x": "\u03c7\u0445", "Y": "\u03a5\u0423\u04ae", "y": "\u03b3\u0443\u04af", "Z": "\u0396",
+}
+_LOOKALIKES = str.maketrans({c: latin for latin, cs in _LOOKALIKE_OF.items() for c in cs})
+
+
+def canonical(name: str) -> str:
+    """Who a display name is, for telling students apart: NFKC, accents dropped, Cyrillic and Greek
+    look-alikes folded to Latin, case-folded, anything but letters and digits dropped (spaces too).
+    "Ana", "ana", "Ana." and "Ana" with a Cyrillic A are one student; "" when nothing is left."""
+    text = unicodedata.normalize("NFKC", name).translate(_LOOKALIKES)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    text = unicodedata.normalize("NFKC", text.translate(_LOOKALIKES)).casefold()
+    return "".join(c for c in text if c.isalnum())
+
+
+def clean_student(raw: Any, field: str = "student") -> tuple[str, str]:
+    """(display, canonical) of a name a student typed; SpecError when no letter or digit is left."""
+    display = clean_name(raw, field)
+    key = canonical(display)
+    if not key:
+        raise SpecError(field, "must contain a letter or a digit")
+    return display, key
+
+
 def clean_prediction(raw: Any, field: str = "prediction") -> dict[str, float]:
     """A guess with any of duration_s (seconds), write_ops and zero_ops (whole numbers), at least one."""
     if not isinstance(raw, dict):

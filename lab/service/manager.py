@@ -33,6 +33,7 @@ from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
 from lab.service.automation import Automation
+from lab.service.classroom import ClassRoom, Member, is_student_key
 from lab.service.estimate import Estimator
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
@@ -48,8 +49,9 @@ from lab.service.versions import tool_versions
 
 # The service facade: app/ imports this module (and domain values) only (pyproject's import contract).
 __all__ = ["FAULT_ENV", "FAULT_PHASES", "PAUSE_MAX_S", "Conflict", "Event", "History", "IdempotencyLog",
-           "LimitExceeded", "Manager", "ManagerConfig", "ManagerError", "NotFound", "NotRunnable", "QueueFull",
-           "ShuttingDown", "Subscription", "Sweep", "parse_fault", "tool_versions", "use_as_default"]
+           "LimitExceeded", "Manager", "ManagerConfig", "ManagerError", "Member", "NotFound", "NotRunnable",
+           "QueueFull", "ShuttingDown", "Subscription", "Sweep", "is_student_key", "parse_fault", "tool_versions",
+           "use_as_default"]
 
 log = logging.getLogger("lab.service.manager")
 
@@ -141,6 +143,7 @@ class Manager(Automation):
         self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.scheduler.busy,
                                       core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
+        self.classroom = ClassRoom(store)  # the class session, its members and their guesses
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
         self._started = False
         # What the web layer may use of the store: the read side, and the log of retried POSTs.
@@ -327,10 +330,6 @@ class Manager(Automation):
     def subscribe(self, after: int | None = None, run_id: str | None = None,
                   sweep_id: str | None = None) -> Subscription:
         return self.bus.subscribe(after=after, run_id=run_id, sweep_id=sweep_id)
-
-    def add_guess(self, student: str, target: str, prediction: dict[str, Any]) -> dict[str, Any]:
-        """Keep a student's guess before an act (it starts nothing); its row as stored."""
-        return self.store.add_guess(student, target, prediction)
 
     def availability(self) -> dict[str, dict[str, dict[str, object]]]:
         """What this machine has, per field (kind, storage) and choice: `available`, and `reason` when not."""

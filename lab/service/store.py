@@ -109,6 +109,17 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: the scheduler's queued jobs (lab.service.jobs.Job.to_dict(): who asked, what it needs, its sweep's
     #    parallelism), so a restart queues them again; a row lives while its run is queued.
     """CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, data TEXT NOT NULL)""",
+    # 6: the class session (its join code), its members (canonical name, display name, key's hash),
+    #    each act's guessing state, and guesses bound to a session and a member (lab.service.classbook).
+    """CREATE TABLE IF NOT EXISTS class_sessions (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+           code TEXT NOT NULL, started_at REAL NOT NULL);
+       CREATE TABLE IF NOT EXISTS class_members (session TEXT NOT NULL, canonical TEXT NOT NULL,
+           display TEXT NOT NULL, key_hash TEXT UNIQUE, joined_at REAL NOT NULL, PRIMARY KEY (session, canonical));
+       CREATE TABLE IF NOT EXISTS class_acts (session TEXT NOT NULL, act TEXT NOT NULL, reopened_at REAL,
+           revealed_at REAL, PRIMARY KEY (session, act));
+       ALTER TABLE guesses ADD COLUMN session TEXT;
+       ALTER TABLE guesses ADD COLUMN canonical TEXT;
+       CREATE INDEX IF NOT EXISTS guesses_member ON guesses(session, canonical, target)""",
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
