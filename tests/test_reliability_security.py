@@ -131,7 +131,8 @@ def test_no_request_field_or_parameter_is_a_path(tmp_path):
         spec = api.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
     request_models = {"RunCreate", "SweepCreate", "ServerFields", "GeometryFields", "ProbeCreate", "ServerCreate",
-                      "RunFilter", "CustomSweepCreate", "SweepGrid", "SweepRowIn", "GuessCreate", "Prediction"}
+                      "RunFilter", "CustomSweepCreate", "SweepGrid", "SweepRowIn", "GuessCreate", "Prediction",
+                      "JoinCreate"}
     variants = {m: [r["$ref"].rsplit("/", 1)[-1] for r in schemas[m].get("oneOf", [])] or [m] for m in request_models}
     fields = {f"{m}.{f}" for m in request_models for v in variants[m] for f in schemas[v]["properties"]} \
         - {"ServerFields.target", "ServerCreate.target", "SweepGrid.target"}

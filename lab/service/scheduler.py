@@ -303,7 +303,8 @@ class Scheduler:
         free = a.queue_size - len(fair)
         mine = self.count(lambda j: j.who.owner == who.owner)
         if who.lane == "student" and a.per_student and mine + n > a.per_student:
-            raise StudentLimit(f"{who.name} already has {mine} of at most {a.per_student} runs queued or running "
+            shown = (jobs[0].payload.get("run") or {}).get("student") or who.name  # the name as typed
+            raise StudentLimit(f"{shown} already has {mine} of at most {a.per_student} runs queued or running "
                                f"and this needs {n} more (the per-student limit keeps the queue fair): wait until "
                                f"one finishes", can_wait=n <= a.per_student)
         if who.lane == "anonymous" and a.anonymous and mine + n > a.anonymous:
