@@ -51,7 +51,8 @@ function auth() {
 function row(sweep) {
   const tr = document.createElement("tr");
   tr.dataset.sweep = sweep.id;
-  const runs = sweep.repeats > 1 ? `${sweep.total} (${sweep.total / sweep.repeats} x ${sweep.repeats})` : `${sweep.total}`;
+  // rows without delays run at least 3 times whatever `repeats` says: the total is not rows x repeats
+  const runs = sweep.repeats > 1 ? `${sweep.total} (×${sweep.repeats} per row)` : `${sweep.total}`;
   tr.append(cell(sweep.name), cell(sweep.kind || "scenario"), cell(sweep.status), cell(runs, "num"),
     cell(when(sweep.created_at)));
   const per = document.createElement("td");
