@@ -23,7 +23,7 @@ def test_a_saved_sweep_is_rerun_from_the_page(service, new_page):
     row = page.locator(f'#sweeps-body tr[data-sweep="{first["id"]}"]')
     row.wait_for()
     assert "grid from a script" in row.inner_text() and "custom" in row.inner_text()
-    assert "4 (×2 per row)" in row.inner_text()
+    assert "4 (\u00d72 per row)" in row.inner_text()
     press(page, f'#sweeps-body tr[data-sweep="{first["id"]}"] button')
     page.locator("#sweeps-status").filter(has_text="Queued grid from a script again").wait_for()
     sweeps = httpx.get(f"{service.url}/api/v1/sweeps", timeout=10).json()
