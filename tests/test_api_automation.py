@@ -132,20 +132,20 @@ def test_custom_grid_sweep_with_repeats_grouped_per_row(api):
     assert r.status_code == 202, r.text
     sweep = r.json()
     assert sweep["kind"] == "custom" and sweep["total"] == 8 and sweep["repeats"] == 2
-    assert [run["label"] for run in sweep["runs"][:4]] == ["plugin/qemu-img", "plugin/qemu-4.2", "none/qemu-img",
-                                                           "none/qemu-4.2"], "axes in the order given"
+    assert [run["label"] for run in sweep["runs"][:4]] == ["qemu-img/plugin", "qemu-img/none", "qemu-4.2/plugin",
+                                                           "qemu-4.2/none"], "axes in one order (client first)"
     done = api.get(f"/api/v1/sweeps/{sweep['id']}", params={"wait": 60}).json()
     assert done["status"] == "succeeded", done
     res = api.get(f"/api/v1/sweeps/{sweep['id']}/results").json()
-    assert [row["key"] for row in res["rows"]] == ["plugin/qemu-img", "plugin/qemu-4.2", "none/qemu-img",
-                                                  "none/qemu-4.2"]
+    assert [row["key"] for row in res["rows"]] == ["qemu-img/plugin", "qemu-img/none", "qemu-4.2/plugin",
+                                                  "qemu-4.2/none"]
     for row in res["rows"]:
         assert row["runs"] == row["succeeded"] == 2
         st = row["stats"]["duration_s"]
-        assert st["n"] == 2 and st["min"] <= st["median"] <= st["max"] and st["spread"] == st["max"] - st["min"]
+        assert st["n"] == 2 and st["min"] <= st["p50"] <= st["max"] and st["spread"] == st["max"] - st["min"]
         assert row["stats"]["backend.write_ops"]["spread"] == 0, "the same row writes the same"
-    none_img = next(r for r in res["rows"] if r["key"] == "none/qemu-img")
-    assert none_img["stats"]["backend.write_ops"]["median"] == 32
+    none_img = next(r for r in res["rows"] if r["key"] == "qemu-img/none")
+    assert none_img["stats"]["backend.write_ops"]["p50"] == 32
     # re-run: a new sweep made the same way
     again = api.post(f"/api/v1/sweeps/{sweep['id']}/rerun")
     assert again.status_code == 202 and again.json()["definition"] == sweep["definition"]

@@ -52,7 +52,7 @@ def main(base: str) -> int:
     assert isinstance(rows, SweepRowsOut)
     for row in rows.rows:
         stats = row.stats.duration_s
-        median = stats.median if isinstance(stats, RowStats) else float("nan")
+        median = stats.p50 if isinstance(stats, RowStats) else float("nan")
         print(f"{row.key}: {row.succeeded}/{row.runs} median {median:.3f} s")
     csv = results_csv.sync(client=client, sweep_id=sweep.id, limit=100)
     assert isinstance(csv, str)

@@ -33,7 +33,7 @@ def test_a_toml_grid_with_repeats(tmp_path, no_leftovers):
                                                 "qemu-4.2/none"]
     assert all(r["succeeded"] == 2 for r in body["rows"]) and len(body["runs"]) == 8
     none = body["rows"][1]["stats"]["backend.write_ops"]
-    assert none["median"] == 32 and none["spread"] == 0
+    assert none["p50"] == 32 and none["spread"] == 0
     text = subprocess.run([LAB, "sweep", str(f)], capture_output=True, text=True, timeout=300).stdout
     assert "qemu-4.2/plugin" in text and "±" in text
 

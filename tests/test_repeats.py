@@ -45,7 +45,7 @@ def test_lab_run_repeat_reports_median_and_spread(no_leftovers):
     times = [r["duration_s"] for r in out["runs"]]
     assert len(times) == 3 and len({r["id"] for r in out["runs"]}) == 3
     d = out["repeat"]["duration_s"]
-    assert d["n"] == 3 and d["median"] == sorted(times)[1] and d["min"] == min(times) and d["max"] == max(times)
+    assert d["n"] == 3 and d["p50"] == sorted(times)[1] and d["min"] == min(times) and d["max"] == max(times)
     assert out["repeat"]["median_run"] in {r["id"] for r in out["runs"]}
     text = lab("run", "--client", "qemu-2.8", "--size", "8M", "--delay-write", "1ms", "--delay-zero", "1ms",
                "--repeat", "2")

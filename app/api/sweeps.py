@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api import API_PREFIX
 from app.http.deps import ManagerDep
-from app.http.errors import field_error, raw_json, responses
+from app.http.errors import field_error, responses
 from app.http.etag import ETAG_DOC, NOT_MODIFIED_DOC, IfNoneMatch, conditional, tag_of
 from app.http.headers import LINK_NEXT, located
 from app.http.idempotency import IdempotencyKey, once
@@ -19,6 +19,7 @@ from app.http.waiting import WaitQ, answer_final, finished_responses, wait_final
 from app.schemas.runs import RunStatus, SweepList, SweepOut
 from app.schemas.sweeps import CustomSweepCreate, SweepRowsOut
 from lab.domain.sweepspec import DefinitionError, group_rows
+from lab.service.export import row_csv
 from lab.service.manager import Manager
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -32,11 +33,7 @@ def start_custom_sweep(body: CustomSweepCreate, manager: ManagerDep, request: Re
     queue_depth, any server field), each run `repeats` times; all runs fit in the queue or none is
     queued. `parallelism` caps its runs at once, `priority` orders it against other queued runs."""
     def make() -> dict[str, Any]:
-        definition = body.definition()
-        sent = raw_json(request)
-        if "grid" in definition and isinstance(sent, dict) and isinstance(sent.get("grid"), dict):
-            order = list(sent["grid"])  # the axes in the order given: it orders rows and keys
-            definition["grid"] = {k: definition["grid"][k] for k in order if k in definition["grid"]}
+        definition = body.definition()  # a grid's axes go in one order (lab.domain.sweepspec.AXES)
         try:
             sweep = manager.start_custom_sweep(definition, who=who_of(request))
         except DefinitionError as e:
@@ -91,18 +88,40 @@ def rerun_sweep(sweep_id: str, manager: ManagerDep, request: Request, response: 
     return once(manager.idempotency, request, response, idempotency_key, 202, make)
 
 
+ContendedQ = Annotated[bool | None, Query(
+    description="false: leave contended runs out of the statistics; true: only them (default: all, with a warning)")]
+
+
+async def _rows(manager: Any, sweep_id: str, wait: float, contended: bool | None) -> dict[str, Any]:
+    sweep = await wait_final(lambda: manager.get_sweep(sweep_id), wait)
+    runs = (await run_in_threadpool(with_runs, manager, sweep))["runs"]
+    return {"sweep_id": sweep["id"], "name": sweep["name"], "status": sweep["status"],
+            "repeats": sweep.get("repeats") or 1, "contended": contended, "rows": group_rows(runs, contended)}
+
+
 @router.get("/{sweep_id}/results", response_model=SweepRowsOut,
             responses={200: {"headers": {"ETag": ETAG_DOC}}, 304: NOT_MODIFIED_DOC, **responses(404, 422)})
 async def sweep_results(sweep_id: str, manager: ManagerDep, response: Response, wait: WaitQ = 0,
-                        if_none_match: IfNoneMatch = None) -> Any:
-    """The sweep's runs grouped per row (in order), with the median, min, max and spread of the
-    succeeded runs' time, prediction, ratio and backend counts. `?wait=S` as for the sweep.
-    An ETag: If-None-Match with it answers 304 while nothing changed."""
-    sweep = await wait_final(lambda: manager.get_sweep(sweep_id), wait)
-    runs = (await run_in_threadpool(with_runs, manager, sweep))["runs"]
-    out = {"sweep_id": sweep["id"], "name": sweep["name"], "status": sweep["status"],
-           "repeats": sweep.get("repeats") or 1, "rows": group_rows(runs)}
+                        contended: ContendedQ = None, if_none_match: IfNoneMatch = None) -> Any:
+    """The sweep's runs grouped per row (in order), with p50, p95, min, max and spread of the
+    succeeded runs' time, prediction, ratio and backend counts; `contended` per row counts the
+    runs marked contended, `warnings` says what makes a row less clean than it looks. `?wait=S` as
+    for the sweep. An ETag: If-None-Match with it answers 304 while nothing changed."""
+    out = await _rows(manager, sweep_id, wait, contended)
     return conditional(tag_of(out), if_none_match, response) or out
+
+
+@router.get("/{sweep_id}/results.csv", response_class=Response, responses={
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "headers": {"ETag": ETAG_DOC}},
+    304: NOT_MODIFIED_DOC, **responses(404, 422)})
+async def sweep_results_csv(sweep_id: str, manager: ManagerDep, wait: WaitQ = 0, contended: ContendedQ = None,
+                            if_none_match: IfNoneMatch = None) -> Response:
+    """The same rows, one line each and one column per figure (`duration_s.p50`, `server.size`, ...):
+    no JSON in a cell."""
+    text = row_csv((await _rows(manager, sweep_id, wait, contended))["rows"])
+    out = Response(text, media_type="text/csv; charset=utf-8",
+                   headers={"Content-Disposition": f'inline; filename="sweep-{sweep_id}.csv"'})
+    return conditional(tag_of(text.encode()), if_none_match, out) or out
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepOut, response_model_exclude_unset=True,

@@ -29,7 +29,7 @@ class CustomSweepCreate(BaseModel):
     grid: SweepGrid = Field(None, json_schema_extra=no_default,  # type: ignore[valid-type]
                             description="axis -> values: client, queue_depth or any server field")
     server: ServerFields | None = Field(None, description="server fields every row starts from")
-    repeats: Repeats = Field(1, description="runs per row (median and spread)")
+    repeats: Repeats = Field(1, description="runs per row (p50, p95 and spread)")
     parallelism: Parallelism | None = Field(
         None, description="at most this many of its runs at once (default: as many workers as are free)")
     priority: Priority = Field(
@@ -45,12 +45,20 @@ class CustomSweepCreate(BaseModel):
 
 
 class RowStats(BaseModel):
-    median: float
+    p50: float = Field(description="the median")
+    p95: float = Field(description="linear between the closest ranks (numpy's default)")
     min: float
     max: float
     spread: float = Field(description="max - min")
-    rel_spread: float = Field(description="spread / median")
+    rel_spread: float = Field(description="spread / p50")
     n: int = Field(description="succeeded runs measured")
+
+
+class RowWarning(BaseModel):
+    """What makes a row's statistics less clean than they look."""
+
+    type: str = Field(description="contended (runs with others' CPU use counted in) or slow-copy-path")
+    message: str
 
 
 class RowStatsSet(BaseModel):
@@ -69,9 +77,11 @@ class RowResult(BaseModel):
     server: ServerOut | None = None
     runs: int
     succeeded: int
+    contended: int = Field(description="succeeded runs marked contended (in the statistics unless contended=false)")
     run_ids: list[str]
     statuses: dict[str, int]
     stats: RowStatsSet
+    warnings: list[RowWarning] = []
 
 
 class SweepRowsOut(BaseModel):
@@ -79,4 +89,6 @@ class SweepRowsOut(BaseModel):
     name: str
     status: str
     repeats: int
+    contended: bool | None = Field(None, description="as asked: null all runs, false without contended ones, true "
+                                                     "only them")
     rows: list[RowResult]

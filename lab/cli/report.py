@@ -98,7 +98,7 @@ def repeat_lines(summary: dict[str, Any]) -> str:
     if not d:
         return f"{'repeats':16}{summary['n']:>12}   (none succeeded)"
     times = ", ".join(f"{t:.3f}" for t in summary["runs_s"] if t is not None)
-    out = [f"{'repeats':16}{summary['succeeded']:>12}   median {d['median']:.3f} s, min-max {d['min']:.3f}-"
+    out = [f"{'repeats':16}{summary['succeeded']:>12}   median {d['p50']:.3f} s, min-max {d['min']:.3f}-"
            f"{d['max']:.3f} s ({100 * d['rel_spread']:.1f}% of the median): {times} (the table above: the median run)"]
     if summary.get("expected_s") is not None:
         counts = ", ".join(f"{n} {v}" for v, n in sorted(summary["verdicts"].items()))

@@ -44,7 +44,7 @@ def load(path: str) -> dict[str, Any]:
 def _fmt(stats: dict[str, Any] | None, unit: str = "", digits: int = 2) -> str:
     if not stats:
         return "-"
-    med = f"{stats['median']:.{digits}f}{unit}"
+    med = f"{stats['p50']:.{digits}f}{unit}"
     return med if stats["n"] < 2 else f"{med} ±{stats['spread'] / 2:.{digits}f}"
 
 

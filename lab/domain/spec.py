@@ -477,6 +477,14 @@ def _parse(given: dict[str, Any], api: bool) -> tuple[dict[str, Any], list[Field
     return model.model_validate({k: v for k, v in given.items() if k not in bad}).raw(), problems
 
 
+def normal_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The given fields, each parsed on its own (every spelling; no limits, no rules between fields),
+    as runs echo them: {"size": "16M"} -> {"size": 16777216}. A field that does not parse is kept as
+    given (build_spec names it)."""
+    values, _ = _parse(dict(raw), api=False)
+    return {k: values.get(k, v) for k, v in raw.items()}
+
+
 def _bound_problems(spec: ServerSpec, limits: Limits) -> Iterator[FieldProblem]:
     for name in SERVER_FIELDS:
         b = bounds(name, limits)

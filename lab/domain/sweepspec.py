@@ -9,10 +9,13 @@ A definition is plain data (from JSON, TOML or the API's body):
 
 or `"rows": [{"key": "a", "client": "qemu-4.2", "server": {...}, "queue_depth": 1}, ...]` instead
 of `grid`. A grid's axes are `client`, `queue_depth` and any server field; its rows are their
-product, in the order the axes are given, keyed by their values joined with `/`
-("qemu-3.1/plugin"). `repeats` runs every row that many times, in rounds (all rows, then all
-rows again), so slow drift of the machine spreads over every row alike; results then give
-each row's median and spread. A row without delays (bandwidth-bound) runs at least
+product, keyed by their values joined with `/` ("qemu-3.1/plugin/16M"). Axes go in one fixed
+order (AXES: client, queue_depth, then the server fields' own order) and values in one spelling
+(sizes and delays as a person types them: 16M, 5ms), whatever order and spelling a definition
+used: the API, `lab sweep` and a definition posted back name every row alike. `repeats` runs
+every row that many times, in rounds (all rows, then all rows again), so slow drift of the
+machine spreads over every row alike; results then give each row's p50, p95, min and max, with
+contended runs counted apart (group_rows). A row without delays (bandwidth-bound) runs at least
 BANDWIDTH_REPEATS times whatever `repeats` says.
 
 Errors name the place in the definition (`DefinitionError.loc`, such as
@@ -30,7 +33,7 @@ from typing import Any
 from lab.domain.clients import client_ids
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
-from lab.domain.spec import MachineCheck, ServerSpec, SpecError, build_spec
+from lab.domain.spec import MachineCheck, ServerSpec, SpecError, build_spec, normal_fields, text
 
 MAX_RUNS = 1000
 MAX_REPEATS = 20
@@ -38,6 +41,7 @@ MAX_PARALLELISM = 64
 PRIORITIES = range(-10, 11)
 KEY_MAX = 80
 FIELDS = tuple(ServerSpec.model_fields)
+AXES = ("client", "queue_depth", *FIELDS)  # the one order of a grid's axes (rows and keys)
 
 
 class DefinitionError(ValueError):
@@ -140,11 +144,24 @@ def plan(definition: dict[str, Any], limits: Limits = DEFAULT_LIMITS,
     dup = next((k for k in keys if keys.count(k) > 1), None)
     if dup is not None:
         raise DefinitionError([which, keys.index(dup), "key"], f"two rows have the key {dup!r}")
-    normal = {"name": name.strip(), "server": dict(base), "repeats": repeats, "parallelism": parallelism,
-              "priority": priority, which: d[which]}
+    normal = {"name": name.strip(), "server": normal_fields(base), "repeats": repeats, "parallelism": parallelism,
+              "priority": priority,
+              which: _normal_grid(d["grid"]) if which == "grid" else _normal_rows(d["rows"], rows)}
     planned = Planned(name.strip(), rows, repeats, parallelism, priority, normal)
     _check_runs(planned, which)
     return planned
+
+
+def _normal_grid(grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The grid as saved: axes in AXES order, server-field values as runs echo them (bytes, ms)."""
+    return {axis: [v if axis in ("client", "queue_depth") else normal_fields({axis: v})[axis] for v in grid[axis]]
+            for axis in AXES if axis in grid}
+
+
+def _normal_rows(given: list[dict[str, Any]], rows: list[tuple[str, str, Any, int]]) -> list[dict[str, Any]]:
+    """The rows as saved: each with its key (row-N filled in), client, depth and server fields normalised."""
+    return [{"key": key, "client": client, "server": normal_fields(row.get("server") or {}), "queue_depth": depth}
+            for row, (key, client, _, depth) in zip(given, rows, strict=True)]
 
 
 def _check_runs(planned: Planned, which: str) -> None:
@@ -181,15 +198,17 @@ def _list_row(i: int, row: Any, base: dict[str, Any], limits: Limits,
 
 def _axes(grid: Any, base: dict[str, Any], limits: Limits,
           machine: MachineCheck | None) -> list[tuple[str, list[Any]]]:
-    """The grid's axes, each value checked alone first (so an error names its index)."""
+    """The grid's axes in AXES' order, each value checked alone first (so an error names its index)."""
     if not isinstance(grid, dict) or not grid:
         raise DefinitionError(["grid"], "grid is an object: axis -> list of values (client, queue_depth or a "
                                         "server field)")
     base_loc: dict[str, list[str | int]] = {k: ["server", k] for k in base}
     axes = []
-    for axis, values in grid.items():
-        if axis not in ("client", "queue_depth", *FIELDS):
+    for axis in grid:
+        if axis not in AXES:
             raise DefinitionError(["grid", axis], f"unknown axis; use client, queue_depth or {', '.join(FIELDS)}")
+    for axis in (a for a in AXES if a in grid):  # AXES' order, whatever the definition's
+        values = grid[axis]
         if not isinstance(values, list) or not values:
             raise DefinitionError(["grid", axis], "an axis is a non-empty list of values")
         for j, v in enumerate(values):
@@ -220,7 +239,9 @@ def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits,
         loc_of: dict[str, list[str | int]] = {k: ["server", k] for k in base}
         loc_of.update({k: ["grid", k] for k in chosen})  # an axis overrides the same field of server
         spec = _spec({**base, **chosen}, limits, machine, loc_of)
-        out.append(("/".join(str(v).strip() for v in combo)[:KEY_MAX], client, spec, depth))
+        parts = [str(v) if axis in ("client", "queue_depth") else text(axis, getattr(spec, axis))
+                 for (axis, _), v in zip(axes, combo, strict=True)]
+        out.append(("/".join(parts)[:KEY_MAX], client, spec, depth))
     return out
 
 
@@ -238,30 +259,60 @@ def _get(run: dict[str, Any], path: str) -> float | None:
     return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
 
 
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear between the closest ranks (numpy's default): with 5 runs, p95 lies 80% of the way from
+    the 4th to the 5th."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo])
+
+
 def stats(values: Sequence[float]) -> dict[str, float] | None:
-    """median, min, max, spread (max - min) and relative spread (spread / median) of the values."""
+    """p50 (the median), p95, min, max, spread (max - min) and relative spread (spread / p50)."""
     if not values:
         return None
-    med = statistics.median(values)
-    lo, hi = min(values), max(values)
-    return {"median": med, "min": lo, "max": hi, "spread": hi - lo, "rel_spread": (hi - lo) / med if med else 0.0,
-            "n": len(values)}
+    ordered = sorted(values)
+    p50 = statistics.median(ordered)
+    lo, hi = ordered[0], ordered[-1]
+    return {"p50": p50, "p95": _quantile(ordered, 0.95), "min": lo, "max": hi, "spread": hi - lo,
+            "rel_spread": (hi - lo) / p50 if p50 else 0.0, "n": len(ordered)}
 
 
-def group_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _warnings(ok: Sequence[dict[str, Any]], contended: int, counted: bool) -> list[dict[str, str]]:
+    """What makes a row's statistics less clean than they look (typed, as hyperfine's warnings)."""
+    out = []
+    if contended and counted:
+        out.append({"type": "contended", "message": f"{contended} of {len(ok)} succeeded runs were contended "
+                    "(others' CPU use during the copy): their times say more about the neighbours than the "
+                    "protocol; leave them out with contended=false"})
+    slow = sum(1 for r in ok if (r.get("contention") or {}).get("slow_copy_path"))
+    if slow:
+        out.append({"type": "slow-copy-path", "message": f"{slow} of {len(ok)} succeeded runs took the slow copy "
+                    "path (own CPU well above the calibration's): the machine moved their bytes slowly"})
+    return out
+
+
+def group_rows(runs: Sequence[dict[str, Any]], contended: bool | None = None) -> list[dict[str, Any]]:
     """A sweep's runs grouped by row (label), in first-seen order, with statistics over the
-    succeeded runs of each row (`duration_s`, `predicted_s`, `ratio`, backend write and zero ops)."""
+    succeeded runs of each row (`duration_s`, `predicted_s`, `ratio`, backend write and zero ops).
+
+    `contended`: None counts every succeeded run (a warning says how many were contended), False
+    only the runs not marked contended, True only those; `contended` in each row counts them anyway."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(run.get("label") or run["id"], []).append(run)
     out = []
     for key, members in groups.items():
         ok = [r for r in members if r.get("status") == "succeeded"]
+        n_contended = sum(1 for r in ok if r.get("contended"))
+        measured = ok if contended is None else [r for r in ok if bool(r.get("contended")) == contended]
         first = members[0]
         out.append({
             "key": key, "client": first.get("client"), "server": first.get("server"),
-            "runs": len(members), "succeeded": len(ok), "run_ids": [r["id"] for r in members],
+            "runs": len(members), "succeeded": len(ok), "contended": n_contended, "run_ids": [r["id"] for r in members],
             "statuses": {s: sum(r.get("status") == s for r in members) for s in {r.get("status") for r in members}},
-            "stats": {f: stats([v for r in ok if (v := _get(r, f)) is not None]) for f in STAT_FIELDS},
+            "stats": {f: stats([v for r in measured if (v := _get(r, f)) is not None]) for f in STAT_FIELDS},
+            "warnings": _warnings(measured, sum(1 for r in measured if r.get("contended")), contended is None),
         })
     return out

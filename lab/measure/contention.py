@@ -41,6 +41,11 @@ def cpu_bound(client_parallel: bool, queue_depth: int, spec: ServerSpec) -> bool
     return client_parallel or queue_depth > 1 or (spec.delay_write <= 0 and spec.delay_zero <= 0)
 
 
+# The keys of a run's `contention` (Window.finish, then slow_copy_path()): the CSV's columns.
+FIELDS = ("machine_cores", "own_cores", "others_cores", "limit_cores", "client_cpu_known", "contended", "own_cpu_s",
+          "expected_own_cpu_s", "slow_copy_path")
+
+
 @dataclass
 class Window:
     """Machine and own CPU over one copy. start(), then finish() with the client's CPU seconds."""
