@@ -7,22 +7,25 @@ A thin facade over parts with one job each; no web imports:
 - lab.service.sweeps.SweepService  a scenario's rows as one sweep (`lab scenario` uses it too)
 - lab.service.managed.ServerRegistry  managed (long-lived) nbdkit servers runs can target by `server_id`
 - lab.service.faults.Faults        fault injection for the reliability tests (the setting `fault`)
+- lab.service.history.History      the read side the web layer uses (`manager.history`): pages, rows, traces
 
 What the manager itself adds: every change goes through the event bus, which persists it
 before anyone sees it (a run's final row is committed with the `state` event that announces
 it, before its `done` event); shutdown() interrupts queued and running runs, stops every
 server and leaves no process behind; old progress events are pruned (lab.service.retention).
+Scripts' conveniences (custom sweeps, re-runs, cancel by filter, deleting servers) are methods here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lab.config import Settings
+from lab.domain import sweepspec
 from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, QueueFull, ShuttingDown
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
@@ -32,7 +35,6 @@ from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
-from lab.service.automation import Automation
 from lab.service.classroom import ClassRoom, Member, is_student_key
 from lab.service.estimate import Estimator
 from lab.service.events import EventBus, Subscription
@@ -125,7 +127,7 @@ class IdempotencyLog(Protocol):
     def idem_release(self, key: str) -> None: ...
 
 
-class Manager(Automation):
+class Manager:
     def __init__(self, store: Store, config: ManagerConfig | None = None, faults: Faults | None = None) -> None:
         self.store = store
         self.config = config or ManagerConfig()
@@ -310,6 +312,48 @@ class Manager(Automation):
             row = self.get_sweep(sweep_id)
             raise Conflict(f"sweep {sweep_id} has already finished ({row['status']})")
         return self.get_sweep(sweep_id)
+
+    # -- custom sweeps -----------------------------------------------------------------------
+    def start_custom_sweep(self, definition: dict[str, Any], who: Who | None = None) -> dict[str, Any]:
+        """Queue a custom sweep (rows or a grid, lab.domain.sweepspec); DefinitionError names the place at fault."""
+        self.scheduler.check_open()
+        planned = sweepspec.plan(definition, self.config.limits, self.sweeps.machine)
+        return self.sweeps.start_custom(planned, who=who).to_dict()
+
+    def rerun_sweep(self, sweep_id: str, who: Who | None = None) -> dict[str, Any]:
+        """Queue a new sweep made like `sweep_id` (its scenario rows or its custom definition)."""
+        old = self.get_sweep(sweep_id)
+        if old.get("definition"):
+            return self.start_custom_sweep(old["definition"], who=who)
+        student = old.get("student")  # a student's sweep again is that student's
+        return self.start_sweep(old["name"], only=old.get("only"), overrides=old.get("overrides"),
+                                student=student, who=who_for(student) if student else who)
+
+    # -- clean-up ----------------------------------------------------------------------------
+    def cancel_where(self, match: Callable[[Run], bool], wait: float = 5.0) -> list[dict[str, Any]]:
+        """Cancel every queued or running run `match` picks; returns their rows (final, or still stopping)."""
+        jobs = self.scheduler.cancel(lambda j: j.run is not None and match(j.run), wait=wait)
+        return [self.store.get_run(j.run.id) or j.run.to_dict() for j in jobs]
+
+    def delete_server(self, server_id: str, wait: float = 5.0, reason: str = "deleted") -> dict[str, Any]:
+        """Stop a managed server (deleted, or expired: its TTL is over); runs queued or running
+        on it are cancelled first."""
+        m = self.servers.remove(server_id)
+        gone = f"server {server_id} was {reason}"
+        self.scheduler.cancel(lambda j: j.needs.server_id == server_id,
+                              Stop("cancelled", gone, f"{gone} during the run"), wait=wait)
+        info = self.servers.info(m)
+        self.servers.stop(m, reason)
+        info["running"] = False
+        return info
+
+    def delete_servers(self, wait: float = 5.0) -> list[dict[str, Any]]:
+        """Stop every managed server (as delete_server each)."""
+        out = []
+        for server_id in self.servers.ids():
+            with contextlib.suppress(NotFound):  # deleted meanwhile
+                out.append(self.delete_server(server_id, wait))
+        return out
 
     # -- managed servers -------------------------------------------------------------------
     def create_server(self, spec: dict[str, Any] | ServerSpec, ttl_s: float | None = None) -> dict[str, Any]:
