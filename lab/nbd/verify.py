@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from lab.host.images import CHUNK, Image, chunk_digest
 
+MAX_RANGES = 16
+
 
 @dataclass
 class VerifyResult:
@@ -19,6 +21,7 @@ class VerifyResult:
     bad_chunks: int
     first_bad_offset: int | None
     detail: str
+    bad_ranges: list[list[int]] | None = None  # [offset, length] of runs of bad chunks (the stale ranges)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -38,6 +41,7 @@ def verify(uri: str, image: Image, cancel: threading.Event | None = None, max_re
         piece = max(4096, min(CHUNK, max_request))
         bad = 0
         first_bad = None
+        ranges: list[list[int]] = []
         buf = bytearray(CHUNK)
         for i, expected in enumerate(image.chunk_hashes):
             if cancel is not None and cancel.is_set():
@@ -52,10 +56,27 @@ def verify(uri: str, image: Image, cancel: threading.Event | None = None, max_re
                 bad += 1
                 if first_bad is None:
                     first_bad = off
+                _add_range(ranges, off, n)
         chunks = len(image.chunk_hashes)
         if bad:
             return VerifyResult(False, chunks, bad, first_bad,
-                                f"{bad} of {chunks} 1 MiB chunks differ from the source (first at offset {first_bad})")
+                                f"{bad} of {chunks} 1 MiB chunks differ from the source (first at offset {first_bad}; "
+                                f"stale ranges {ranges_text(ranges)})", ranges)
         return VerifyResult(True, chunks, 0, None, f"all {chunks} chunks match the source")
     finally:
         close_handle(h)
+
+
+def _add_range(ranges: list[list[int]], off: int, n: int) -> None:
+    if ranges and ranges[-1][0] + ranges[-1][1] == off:
+        ranges[-1][1] += n
+    elif len(ranges) < MAX_RANGES:
+        ranges.append([off, n])
+
+
+def ranges_text(ranges: list[list[int]]) -> str:
+    """64M-128M, 320M-384M: where a destination differs, as a person reads it."""
+    from lab.domain.units import format_size
+
+    text = ", ".join(f"{format_size(o)}-{format_size(o + n)}" for o, n in ranges)
+    return text + (", ..." if len(ranges) >= MAX_RANGES else "")
