@@ -181,7 +181,7 @@ def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float, skip
         print(json.dumps({"name": args.name, "wall_s": round(wall, 3), "rows": [r.to_dict() for r in runs],
                           "skipped": [{"key": k, "reason": why} for k, why in skipped.items()]}))
         return
-    if args.name == "today":
+    if args.name in ("today", "today-dirty"):
         print(report.today_table(runs))
     else:
         print(report.scenario_table(get_scenario(args.name).title, runs))
@@ -221,7 +221,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_clients(_args: argparse.Namespace) -> int:
     for c in CATALOG:
-        print(f"{c.id:10} {c.era:22} {c.description}")
+        print(f"{c.id:17} {c.era:22} {c.description}")
     return 0
 
 

@@ -18,6 +18,10 @@ class ClientInfo:
     description: str
     parallel: bool = False  # many requests in flight: the serial delay sum is an upper bound, the CPU is busy
     real_binary: bool = False  # an installed binary, clocked from its spawn to its exit (start-up included)
+    # A variant of another client: the same binary with `options` that change its zero traffic (the
+    # calibrated expectation treats it as its base client).
+    base: str = ""
+    options: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -30,6 +34,17 @@ CATALOG: tuple[ClientInfo, ...] = (
     ClientInfo("nbdcopy", "nbdcopy (installed)", "today",
                "The real nbdcopy from libnbd: many requests in flight over several connections, "
                "zeroes per hole range, no fast-zero flag.", parallel=True, real_binary=True),
+    ClientInfo("qemu-img-S0", "qemu-img -S 0 (installed)", "today",
+               "qemu-img convert -S 0: no sparse detection, every hole is written as zero bytes and no zero request "
+               "is sent (the destination ends fully allocated): a copy that does not trust the server's zero.",
+               real_binary=True, base="qemu-img", options=("-S", "0")),
+    ClientInfo("nbdcopy-allocated", "nbdcopy --allocated (installed)", "today",
+               "nbdcopy --allocated: zero requests carry NO_HOLE (the destination stays allocated), up to 128 MiB "
+               "each.", parallel=True, real_binary=True, base="nbdcopy", options=("--allocated",)),
+    ClientInfo("nbdcopy-1conn", "nbdcopy --connections=1 (installed)", "today",
+               "nbdcopy over one connection: the same requests, so a server's per-connection state (nbdkit's "
+               "file plugin learning what fallocate cannot do) sees them all.", parallel=True, real_binary=True,
+               base="nbdcopy", options=("--connections=1",)),
     ClientInfo("qemu-2.7", "qemu 2.7 (re-enacted)", "Sep 2016",
                "No write-zeroes in the NBD client: every hole goes over the wire as zero bytes (<=16 MiB writes); "
                "data in <=2 MiB writes, one request at a time."),

@@ -98,7 +98,12 @@ class Kind:
 
 
 def client_class(client: str, queue_depth: int) -> str:
-    """qemu-img and nbdcopy are themselves; every era client shares one libnbd engine."""
+    """qemu-img and nbdcopy are themselves (their variants with options too); every era client shares one
+    libnbd engine."""
+    from lab.domain.clients import CLIENTS
+
+    about = CLIENTS.get(client)
+    client = (about.base if about is not None and about.base else client)
     if client in ("qemu-img", "nbdcopy"):
         return client
     return "era-q1" if queue_depth <= 1 else "era-qN"

@@ -8,8 +8,9 @@ from lab.nbd.clients.base import Cancelled, Client, ClientError, ClientResult, C
 from lab.nbd.clients.eras import ERAS
 from lab.nbd.clients.real import NbdCopy, QemuImg
 
-_REGISTRY: dict[str, Client] = {c.id: c for c in (QemuImg(client_info("qemu-img")),
-                                                  NbdCopy(client_info("nbdcopy")), *ERAS)}
+_BINARIES = {"qemu-img": QemuImg, "nbdcopy": NbdCopy}  # the installed ones, and their variants (options)
+_REGISTRY: dict[str, Client] = {c.id: c for c in (
+    *(_BINARIES[c.base or c.id](c) for c in CLIENTS.values() if (c.base or c.id) in _BINARIES), *ERAS)}
 if set(_REGISTRY) != set(CLIENTS):  # the catalog and the implementations name the same clients
     raise RuntimeError(f"clients without an implementation: {set(CLIENTS) - set(_REGISTRY)}; "
                        f"implementations not in the catalog: {set(_REGISTRY) - set(CLIENTS)}")

@@ -12,8 +12,8 @@ class QemuImg(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         src = ctx.image.path(ctx.source_format)
-        elapsed, cpu = run_process(["qemu-img", "convert", "-n", "-f", ctx.source_format, "-O", "raw", str(src),
-                                    ctx.uri], ctx)
+        elapsed, cpu = run_process(["qemu-img", "convert", "-n", *self.about.options, "-f", ctx.source_format,
+                                    "-O", "raw", str(src), ctx.uri], ctx)
         return ClientResult(elapsed_s=round(elapsed, 4), clock="spawn to exit", cpu_s=cpu)
 
 
@@ -22,7 +22,7 @@ class NbdCopy(Client):
 
     def copy(self, ctx: CopyContext) -> ClientResult:
         # nbdcopy reads raw only; the raw file holds the same bytes as the qcow2.
-        elapsed, cpu = run_process(["nbdcopy", "--", str(ctx.image.raw), ctx.uri], ctx)
+        elapsed, cpu = run_process(["nbdcopy", *self.about.options, "--", str(ctx.image.raw), ctx.uri], ctx)
         return ClientResult(notes=["source read from the raw copy of the image"], elapsed_s=round(elapsed, 4),
                             clock="spawn to exit", cpu_s=cpu)
 
