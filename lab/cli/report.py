@@ -209,9 +209,25 @@ def run_table(run: Run) -> str:
             f"wire ({w.source}): write {w.write}  zero {w.zero}  fast_zero {w.fast_zero} "
             f"(failed {w.fast_zero_failed})  trim {w.trim}  flush {w.flush}",
         ]
+    lines += latency_lines(run.request_stats)
     if run.error:
         lines += ["", f"error: {run.error}"]
     return "\n".join(lines)
+
+
+def latency_lines(stats: dict[str, Any] | None) -> list[str]:
+    """Per-operation latency percentiles and the zero requests' sizes (lab.domain.latency), for a run or an audit."""
+    if not stats or not stats.get("latency"):
+        return []
+    out = ["", f"{'latency, ms':16}{'n':>8}{'p50':>10}{'p90':>10}{'p99':>10}{'max':>10}"]
+    for op, p in stats["latency"].items():
+        if p:
+            out.append(f"{'  ' + op:16}{p['n']:>8}{p['p50_ms']:>10.3f}{p['p90_ms']:>10.3f}{p['p99_ms']:>10.3f}"
+                       f"{p['max_ms']:>10.3f}")
+    if stats.get("zero_sizes"):
+        sizes = ", ".join(f"<={human_bytes(b['le'])}: {b['count']}" for b in stats["zero_sizes"])
+        out.append(f"{'zero sizes':16}{sizes}")
+    return out
 
 
 def _scenario_row(r: Run) -> str:
@@ -250,6 +266,14 @@ def scenario_table(title: str, runs: list[Run]) -> str:
 OUTSIDE_MARK = {"slower-than-model": " (slower than model)", "faster-than-model": " (faster than model)"}
 
 
+def stale_text(detail: str | None) -> str:
+    """'stale 64M-128M, ...' from a failed verification's detail (lab.nbd.verify), else 'not verified'."""
+    import re
+
+    m = re.search(r"stale ranges ([^)]*)", detail or "")
+    return f"stale {m.group(1)}" if m else "not verified"
+
+
 def today_table(runs: list[Run]) -> str:
     """Scenario `today` as Markdown: one row per server, one column per client; each cell the
     copy time, then the zero requests the server got (backend view), a mark if not verified or
@@ -261,9 +285,10 @@ def today_table(runs: list[Run]) -> str:
         servers.setdefault(server, {})[client] = r
         if client not in clients:
             clients.append(client)
-    from lab.domain.scenarios import TODAY_CLIENTS
+    from lab.domain.scenarios import DIRTY_CLIENTS, TODAY_CLIENTS
 
-    clients.sort(key=lambda c: TODAY_CLIENTS.index(c) if c in TODAY_CLIENTS else len(TODAY_CLIENTS))
+    order = list(dict.fromkeys((*TODAY_CLIENTS, *DIRTY_CLIENTS)))
+    clients.sort(key=lambda c: order.index(c) if c in order else len(order))
     lines = ["| server | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
     for server, by in servers.items():
         cells = []
@@ -272,7 +297,7 @@ def today_table(runs: list[Run]) -> str:
             if r is None:
                 cells.append("-")
             elif r.status != "succeeded":
-                cells.append(f"{r.status}" + (" (not verified)" if r.verified is False else ""))
+                cells.append(f"{r.status}" + (f" ({stale_text(r.verify_detail)})" if r.verified is False else ""))
             else:
                 z = r.backend.zero_ops if r.backend else 0
                 cells.append(f"{r.duration_s:.2f} s / {z} z" + OUTSIDE_MARK.get(r.model_verdict or "", ""))

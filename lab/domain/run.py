@@ -145,6 +145,11 @@ class Run(BaseModel):
     error: str | None = None
     # How far the copy got (fraction, bytes, phase): what a cancelled or failed run had reached.
     reached: Reached | None = None
+    # From the log filter's trace (lab.domain.latency): {"latency": {op: {n, p50_ms, p90_ms, p99_ms, max_ms}},
+    # "zero_sizes": [{le: bytes, count}]}.
+    request_stats: dict[str, Any] | None = Field(
+        None, description="per-operation latency percentiles (ms) as the log filter timed each request, and "
+                          "the zero requests' size histogram (power-of-two buckets)")
     # The disk map of the copy: {"cell_size", "size", "cells" (run-length encoded), "requests"}.
     diskmap: DiskMap | None = None
     # The per-request trace (lab.nbd.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.

@@ -15,6 +15,7 @@ from typing import Any
 
 from lab.domain import floor
 from lab.domain.counts import BackendCounts, WireCounts
+from lab.domain.latency import by_operation
 from lab.domain.run import Run
 from lab.domain.units import format_interval
 from lab.host import cpu, images
@@ -160,6 +161,8 @@ class _Progress:
         snap = self.snapshot()
         self.run.trace = self.watch.trace()
         self.run.diskmap = self.watch.summary(self.run.trace)
+        self.run.request_stats = by_operation((r.op, r.count, None if r.t1 is None else r.t1 - r.t0)
+                                              for r in self.run.trace if r.source == "log")
         self.run.reached = {"fraction": snap["fraction"], "bytes_done": snap["bytes_done"],
                             "elapsed_s": snap["elapsed_s"], "backend": snap["backend"],
                             "phase": (self.client_info or {}).get("phase")}
