@@ -267,6 +267,30 @@ def _today_rows() -> tuple[Row, ...]:
     return tuple(rows)
 
 
+# --- today-dirty: the same question on a reused destination with big holes ------------------------
+# Every byte of the destination holds data before the copy (disk_init data) and the image has 240 MiB
+# holes, so a client sends zero requests larger than 64 MiB (nbdcopy: one per hole run, up to 128 MiB)
+# onto data: nbd-server 3.24 and nbdkit 1.32's write fallback (ramfs; ext2 from a connection's second
+# NO_HOLE zero) leave part of them stale and the copy fails verification, naming the stale ranges.
+# qemu-img's zeroes are at most 32 MiB and pass; a fresh sparse destination would hide it all.
+DIRTY_CLIENTS = ("qemu-img", "nbdcopy", "nbdcopy-allocated", "qemu-img-S0")
+DIRTY_BASE = {**TODAY_BASE, "pattern": "alternate:16M:240M", "disk_init": "data"}
+
+
+def dirty_servers() -> tuple[tuple[str, dict[str, Any]], ...]:
+    return (("nbd-server-tmpfs", {"kind": "nbd-server", "storage": "tmpfs"}),
+            ("nbd-server-ext4", {"kind": "nbd-server", "storage": "ext4"}),
+            ("file-ramfs", {"plugin": "file", "storage": "ramfs"}),
+            ("file-ext2", {"plugin": "file", "storage": "ext2"}),
+            ("file-tmpfs", {"plugin": "file", "storage": "tmpfs"}),
+            ("qemu-nbd-tmpfs", {"kind": "qemu-nbd", "storage": "tmpfs"}))
+
+
+def _dirty_rows() -> tuple[Row, ...]:
+    return tuple(Row(f"{client}@{skey}-dirty", f"{client} on {skey}, dirty disk", client, {**DIRTY_BASE, **server})
+                 for skey, server in dirty_servers() for client in DIRTY_CLIENTS)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -282,6 +306,11 @@ SCENARIOS: dict[str, Scenario] = {
                  "kind x storage (nbdkit memory/file, qemu-nbd raw/qcow2, nbd-server on tmpfs, the data dir, ext4, "
                  "xfs, btrfs, a loop block device), no injected delays, 1 GiB (--size to change it).",
                  _today_rows()),
+        Scenario("today-dirty", "Today's servers on a reused destination",
+                 "qemu-img and nbdcopy (and the options that change their zeroes: --allocated, -S 0) into "
+                 "destinations whose every byte holds data, 1 GiB of 16 MiB data / 240 MiB holes: zero requests "
+                 "over 64 MiB land on data, where nbd-server 3.24 and nbdkit 1.32's write fallback leave part of "
+                 "them stale (the copy fails verification, naming the stale ranges).", _dirty_rows()),
         Scenario("acts", "The talk, act by act",
                  "The story in the talk's order: baseline, writing zeroes, asking the destination first "
                  "(block status), pre-zeroing, no fallback, fast zero.",
