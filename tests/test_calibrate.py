@@ -511,6 +511,7 @@ def test_a_cpu_hog_started_mid_sweep_makes_the_rows_after_it_slower_than_model(d
 
 @pytest.mark.parametrize(("e", "lo", "hi", "text"), [
     (3.27, 3.1, 3.44, "3.3 s (3.1-3.4)"), (0.0644, 0.064, 0.0694, "0.0644 s (0.0640-0.0694)"),
+    (0.1503, 0.02, 0.31, "0.15 s (0.02-0.31)"), (12.23, 12.1, 12.4, "12.2 s (12.1-12.4)"),
     (8.3, 8.25, 8.36, "8.3 s (8.2-8.4)"), (8.3, 8.29, 8.33, "8.30 s (8.29-8.33)"), (1.0, None, None, "1.00 s"),
     (None, None, None, "-")])
 def test_an_interval_is_spelt_with_the_digits_it_needs(e, lo, hi, text):
@@ -535,3 +536,15 @@ def test_a_kind_is_fitted_from_its_steps_with_the_controls_reference_from_its_qu
     assert 0.05 < fit.control["spread"] < 0.1
     assert len(fit.points) == len(pts) + 1 and fit.spread["delays_s"] == 0.0  # an in-order client's sleeps are exact
     assert fit.coef["delays"] == 1.0 and set(expectation.PARTS) <= set(fit.spread)
+
+
+def test_a_control_beside_a_calibration_this_process_may_not_write_is_kept_in_memory(data_dir):
+    """A shared calibration file that is read-only here: the control still corrects this process's runs."""
+    where = _places(data_dir)
+    cal = _calibrated()
+    cal.fingerprint = expectation.fingerprint(expectation.machine())
+    expectation.save(cal, where)
+    path = expectation.cache_path(where)
+    drift.path_for(path).mkdir()  # where the records would go is not a file: the write fails
+    drift.record(path, drift.Control("era-q1/single", cal.id, [0.11], [0.11], 0.1, stale_beyond=0.08))
+    assert drift.fresh(path, cal.id, "era-q1/single").factor == pytest.approx(1.1)

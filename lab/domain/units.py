@@ -113,13 +113,14 @@ def human_bytes(n: float) -> str:
 
 
 def format_interval(expected_s: float | None, low_s: float | None, high_s: float | None) -> str:
-    """An expectation with its interval, "3.3 s (3.1-3.5)": as many digits as it takes (up to 4) for
-    the bounds to differ from the middle. static/js/format.js `interval` spells it alike (en dash)."""
+    """An expectation with its interval, "3.3 s (3.1-3.5)": two significant digits at least, more (up
+    to 4 decimals) until the bounds differ from the middle. static/js/format.js `interval` spells it
+    alike (with an en dash)."""
     if expected_s is None:
         return "-"
     if low_s is None or high_s is None:
         return f"{expected_s:.2f} s"
-    digits = 1
+    digits = max(1, 1 - math.floor(math.log10(expected_s))) if expected_s > 0 else 1
     while digits < 4 and len({f"{v:.{digits}f}" for v in (low_s, expected_s, high_s)}) < 3:
         digits += 1
     return f"{expected_s:.{digits}f} s ({low_s:.{digits}f}-{high_s:.{digits}f})"

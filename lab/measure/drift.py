@@ -96,6 +96,9 @@ def path_for(calibration_file: Path) -> Path:
 
 
 _lock = threading.Lock()
+# Controls this process could not write beside a calibration it may only read (a shared, read-only
+# calibration file): kept here, so its own runs are still corrected and not measured again and again.
+_unsaved: dict[Path, list[dict[str, Any]]] = {}
 
 
 def record(calibration_file: Path, control: Control) -> None:
@@ -104,16 +107,21 @@ def record(calibration_file: Path, control: Control) -> None:
     with _lock:
         rows = _read(path)
         rows.append(control.to_dict())
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rows[-KEEP:], indent=1))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(rows[-KEEP:], indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            _unsaved.setdefault(path, []).append(control.to_dict())
+            del _unsaved[path][:-KEEP]
 
 
 def history(calibration_file: Path, calibration: str | None = None) -> list[Control]:
     """Every kept control, oldest first (of one calibration, when given)."""
+    path = path_for(calibration_file)
     with _lock:
-        rows = _read(path_for(calibration_file))
+        rows = sorted(_read(path) + _unsaved.get(path, []), key=lambda d: d.get("at", 0.0))
     out = []
     for d in rows:
         with contextlib.suppress(KeyError, TypeError, ValueError):

@@ -26,12 +26,12 @@ export function seconds(s, digits = 2) {
   return `${Number(s).toFixed(digits)} s`;
 }
 
-// An expectation with its interval, "3.3 s (3.1-3.5)": as many digits as it takes for the bounds to
-// differ from the middle (lab.domain.units.format_interval spells it alike, with a hyphen).
+// An expectation with its interval, "3.3 s (3.1-3.5)": two significant digits at least, more until the
+// bounds differ from the middle (lab.domain.units.format_interval spells it alike, with a hyphen).
 export function interval(expected, low, high) {
   if (expected === null || expected === undefined) return "–";
   if (low === null || low === undefined || high === null || high === undefined) return seconds(expected);
-  let d = 1;
+  let d = expected > 0 ? Math.max(1, 1 - Math.floor(Math.log10(expected))) : 1;
   while (d < 4 && new Set([low, expected, high].map((v) => Number(v).toFixed(d))).size < 3) d++;
   return `${Number(expected).toFixed(d)} s (${Number(low).toFixed(d)}–${Number(high).toFixed(d)})`;
 }
