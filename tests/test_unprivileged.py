@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lab.domain.run import FINAL
 from testkit import REPO, LiveService
 
 USER = "nobody"
 TOKEN = "unprivileged-teacher"
 PAGES = ("/", "/results", "/talk", "/talk?follow", "/class")
-FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 def _as_user() -> pwd.struct_passwd | None:

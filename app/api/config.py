@@ -20,6 +20,7 @@ from app.http.errors import responses
 from app.schemas.runs import Availability, ClientOut, ServerOut, ServerPartial
 from lab.domain import spec
 from lab.domain.clients import CATALOG
+from lab.domain.vocabulary import vocabulary
 
 router = APIRouter(tags=["config"])
 
@@ -60,6 +61,16 @@ class ConfigOut(BaseModel):
     clients: list[ClientOut]
     availability: dict[str, dict[str, Availability]] = Field(
         description="per server field, per choice: available, and the reason when not")
+    vocabulary: VocabularyOut = Field(description="the words the service defines once (lab/domain/vocabulary.py)")
+
+
+class VocabularyOut(BaseModel):
+    run_statuses: list[str]
+    active_statuses: list[str] = Field(description="a run (or sweep) still to finish")
+    final_statuses: list[str] = Field(description="a run that will not change any more")
+    model_verdicts: dict[str, str] = Field(description="model_verdict -> words")
+    model_parts: dict[str, str] = Field(description="a breakdown part (model_term) -> words")
+    event_types: list[str]
 
 
 class ValidateOut(BaseModel):
@@ -79,6 +90,7 @@ def lab_config(request: Request) -> dict[str, Any]:
         "clients": [c.to_dict() for c in CATALOG],
         # choices this machine lacks, with the reason (the form disables them and says why)
         "availability": manager.availability(),
+        "vocabulary": vocabulary(),
     }
 
 

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.http.deps import ManagerDep, SettingsDep
 from app.http.errors import responses
+from lab.domain.vocabulary import EVENT_TYPES
 from lab.service.manager import Event, Subscription
 
 router = APIRouter(tags=["events"])
@@ -101,7 +102,6 @@ async def _frames(sub: Subscription, keepalive_s: float,
 
 
 KEEPALIVE = format_sse_event(comment="keepalive")
-EVENT_TYPES = ["state", "progress", "done", "sweep", "sweep_done", "server"]
 # One event on the wire (OpenAPI 3.2 itemSchema, as FastAPI documents its own SSE routes);
 # `data` is the JSON text of the event, described by contentSchema.
 EVENT_DATA = {
@@ -109,7 +109,7 @@ EVENT_DATA = {
     "required": ["id", "type", "ts", "run_id", "sweep_id"],
     "properties": {
         "id": {"type": "integer", "minimum": 1},
-        "type": {"type": "string", "enum": EVENT_TYPES},
+        "type": {"type": "string", "enum": list(EVENT_TYPES)},
         "ts": {"type": "number"},
         "run_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
         "sweep_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
@@ -128,7 +128,7 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
             "type": "object",
             "properties": {
                 "id": {"type": "string", "pattern": "^[0-9]+$"},
-                "event": {"type": "string", "enum": EVENT_TYPES},
+                "event": {"type": "string", "enum": list(EVENT_TYPES)},
                 "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": EVENT_DATA},
                 "retry": {"type": "integer", "minimum": 0},
             },

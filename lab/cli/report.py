@@ -6,6 +6,7 @@ import textwrap
 import time
 from typing import Any, TextIO
 
+from lab.domain.run import VERDICT_WORDS as DOMAIN_VERDICT_WORDS
 from lab.domain.run import Run
 from lab.domain.units import format_interval as interval
 from lab.domain.units import human_bytes
@@ -51,8 +52,8 @@ def fmt_s(v: float | None) -> str:
     return _fmt(v)
 
 
-VERDICT_WORDS = {"within": "within the model", "slower-than-model": "SLOWER than the model",
-                 "faster-than-model": "FASTER than the model"}
+# The domain's words, the surprise in capitals for a terminal.
+VERDICT_WORDS = {k: v.replace("slower", "SLOWER").replace("faster", "FASTER") for k, v in DOMAIN_VERDICT_WORDS.items()}
 
 
 def expected_line(run: Run) -> str:

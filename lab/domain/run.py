@@ -29,11 +29,17 @@ from lab.domain.spec import ServerSpec
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(RunStatus)
-FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+ACTIVE: tuple[str, ...] = ("queued", "running")  # a run (or sweep) still to finish
+FINAL: tuple[str, ...] = tuple(s for s in STATUSES if s not in ACTIVE)  # succeeded ... interrupted: it stays
 # A run against its calibrated expectation (lab.measure.expectation): what the time is mostly made of,
 # and whether it fell inside the interval.
 Regime = Literal["delay-bound", "per-request-bound", "bandwidth-bound"]
 ModelVerdict = Literal["within", "slower-than-model", "faster-than-model"]
+VERDICT_WORDS: dict[str, str] = {"within": "within the model", "slower-than-model": "slower than the model",
+                                 "faster-than-model": "faster than the model"}
+# The breakdown's parts (Run.breakdown keys; `model_term` names one) in words.
+PART_WORDS: dict[str, str] = {"delays_s": "delays", "per_request_s": "per-request", "per_byte_s": "per-byte",
+                              "fixed_s": "fixed"}
 
 
 

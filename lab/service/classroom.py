@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.domain.errors import BadJoinCode, GuessesLocked, NameTaken, NotFound, RateLimited
+from lab.domain.run import FINAL
 from lab.domain.scenarios import ACTS, Act
 from lab.domain.students import clean_student
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a projector
 CODE_LENGTH = 6
 KEY_PREFIX = "s_"
-FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)

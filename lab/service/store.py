@@ -34,12 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.domain.run import ACTIVE, FINAL
 from lab.service.classbook import ClassBook
 
 log = logging.getLogger("lab.service.store")
 
-ACTIVE = ("queued", "running")
-FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 INTERRUPTED_ERROR = "the service stopped before this run finished"
 
 # The schema as version 1 created it. Never edit it: change the schema by appending a migration.

@@ -1,6 +1,8 @@
 // Formatting and tiny DOM helpers shared by every page (the one `$` and the one `el`; the one
 // request helper is api.js's `request`).
 
+import { PART_WORDS, VERDICT_WORDS } from "./vocabulary.js";
+
 // The element with this id, or null.
 export const $ = (id) => document.getElementById(id);
 
@@ -37,11 +39,8 @@ export function interval(expected, low, high) {
 }
 
 // A run outside its expectation's interval, in words ("" when within or not judged).
-export const VERDICT_WORDS = { "slower-than-model": "slower than the model", "faster-than-model": "faster than the model" };
-export const PART_WORDS = { delays_s: "delays", per_request_s: "per-request", per_byte_s: "per-byte", fixed_s: "fixed" };
-
 export function outsideText(run) {
-  const v = VERDICT_WORDS[run && run.model_verdict];
+  const v = run && run.model_verdict !== "within" ? VERDICT_WORDS[run.model_verdict] : "";
   if (!v) return "";
   const part = PART_WORDS[run.model_term];
   return part ? `${v} (${part} part most likely ${run.model_verdict === "slower-than-model" ? "short" : "over"})` : v;

@@ -7,8 +7,9 @@
 // (a new data dir).
 
 import { api, unwrapList } from "./api.js";
+import { FINAL } from "./vocabulary.js";
 
-export const FINAL = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
+export { FINAL };
 
 export const PAGE = 100; // runs per history page
 
