@@ -37,6 +37,7 @@ from app.api import (
     scenarios,
     servers,
     sweeps,
+    workers,
 )
 from app.http import auth, errors
 from app.http.allow import AllowMiddleware
@@ -96,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /api/v1 is the API; /api, its first unversioned home, answers the same for one more release
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
     strict_query = [Depends(only_known_query)]  # an unknown query parameter is a 400 naming it
-    routers = (health, config, servers, kinds, runs, queue, sweeps, scenarios, results, events, classroom, calibration)
+    routers = (health, config, servers, kinds, runs, queue, sweeps, scenarios, results, events, classroom, calibration,
+               workers)
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=strict_query)
     for module in routers:

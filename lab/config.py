@@ -144,7 +144,7 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str | None:
-        """The broker URL (a secret: never logged as it is, lab.cluster.broker.redact)."""
+        """The broker URL (a secret: never logged as it is, lab.service.broker.redact)."""
         return self.broker_url.get_secret_value() if self.broker_url is not None else None
 
     @classmethod

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cluster import broker, wire
 from lab.host import procs
+from lab.service import broker, wire
 
 
 @pytest.mark.parametrize("url", ["redis://:pw@127.0.0.1:6379/0", "rediss://user:pw@broker.example:6380/2",

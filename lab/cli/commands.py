@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lab.cli import audit, report, sweep
+from lab.cli import audit, broker, report, sweep, worker
 from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_problem
 from lab.config import Settings
 from lab.domain import spec
@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("scenarios", help="list the scenarios")
     sweep.add_parser(sub)
     audit.add_parsers(sub)
+    worker.add_parser(sub)
+    broker.add_parser(sub)
     return p
 
 
@@ -201,7 +203,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return bad(f"--port: must be between 1 and 65535 (got {args.port})")
     import uvicorn
 
-    _ensure_calibrated()  # before serving: the first runs then carry an expectation
+    settings = _settings()
+    if settings.broker:  # cluster mode: the measurements run on workers, which calibrate themselves
+        from lab.service import broker
+
+        try:
+            broker.check_url(settings.broker)
+        except broker.BrokerError as e:
+            return bad(f"LAB_BROKER_URL: {e}")
+    else:
+        _ensure_calibrated()  # before serving: the first runs then carry an expectation
 
     # By name, so the core never imports the web layer.
     # Open event streams never end by themselves: after 3 s of graceful shutdown they are
@@ -217,6 +228,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return worker.cmd_worker(args, _settings())
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    return broker.cmd_broker(args, _settings())
 
 
 def cmd_clients(_args: argparse.Namespace) -> int:
@@ -347,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve, "sweep": cmd_sweep,
                "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios,
                "calibrate": cmd_calibrate, "audit": cmd_audit,
-               "audit-report": audit.cmd_audit_report}[args.command]
+               "audit-report": audit.cmd_audit_report, "worker": cmd_worker, "broker": cmd_broker}[args.command]
     return handler(args)
 
 

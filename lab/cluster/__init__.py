@@ -1,7 +1,7 @@
-"""Cluster mode: measurement jobs carried out by `lab worker`s on other machines, through Celery + Redis.
+"""`lab worker`: a machine of a cluster, carrying out the measurement jobs the service sends it.
 
-A layer above the service: `lab worker` (lab.cluster.worker) runs the service's own job handlers on
-its machine, and lab.cluster.remote is the scheduler's executor for those workers, which the driver
-(`lab serve` with LAB_BROKER_URL) hands to the service. Nothing here is imported unless a broker is
-configured or `lab worker` runs. What goes over the broker: lab.cluster.broker.
+A layer above the service: the worker runs the service's own job handlers (lab.service.jobs.HANDLERS)
+on its machine, with its own settings. The service's side of cluster mode (the executor whose machines
+are workers, what goes over the broker) is lab.service.remote, lab.service.broker, lab.service.wire.
+Nothing here is imported unless `lab worker` runs.
 """

@@ -55,6 +55,14 @@ class StatsCheck(TypedDict):
     agree: bool | None
 
 
+class WorkerStamp(TypedDict):
+    """The `lab worker` that ran a run (cluster mode) and the calibration its expectation came from."""
+
+    name: str
+    fingerprint: str  # the worker's machine and tool versions (lab.measure.expectation.fingerprint)
+    calibrated_at: float | None  # when that worker was calibrated (None: it was not; no expectation)
+
+
 class Reached(TypedDict, total=False):
     """How far a copy got (what a cancelled or failed run had reached)."""
 
@@ -158,6 +166,9 @@ class Run(BaseModel):
                           "the zero requests' size histogram (power-of-two buckets)")
     # The disk map of the copy: {"cell_size", "size", "cells" (run-length encoded), "requests"}.
     diskmap: DiskMap | None = None
+    worker: WorkerStamp | None = Field(
+        None, description="cluster mode: the worker that ran it, and the calibration behind its expected_s "
+                          "(null: this service's own machine)")
     # The per-request trace (lab.nbd.diskmap.TraceRow); kept apart from to_dict(), saved by the manager.
     trace: list[Any] | None = Field(None, repr=False, exclude=True)
 

@@ -52,6 +52,11 @@ def availability(limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, object]
     return {k: {"available": r is None, **({"reason": r} if r else {})} for k, r in reasons.items()}
 
 
+def needs(spec: ServerSpec) -> tuple[str, ...]:
+    """The capabilities a server of `spec` needs from the machine it runs on: its kind, its storage."""
+    return (f"kind:{spec.kind}", *((f"storage:{spec.storage}",) if spec.storage else ()))
+
+
 @dataclass(frozen=True)
 class Machine:
     """What this machine has for a server: the kinds installed, and the storages usable under `places`.
@@ -75,6 +80,15 @@ class Machine:
     def availability(self, limits: Limits = DEFAULT_LIMITS) -> dict[str, dict[str, dict[str, object]]]:
         """Per field (kind, storage), per choice: `available`, and `reason` when not."""
         return {"kind": availability(limits), "storage": storage.availability(self.places)}
+
+    def capabilities(self, limits: Limits = DEFAULT_LIMITS) -> frozenset[str]:
+        """What this machine offers jobs (lab.service.jobs.Needs): `kind:K` and `storage:S` for each one
+        available here (see needs(); kind external when `limits` list a target), `root` when it is root."""
+        caps = {f"kind:{k}" for k, a in availability(limits).items() if a["available"]}
+        caps |= {f"storage:{s}" for s, a in storage.availability(self.places).items() if a["available"]}
+        if os.geteuid() == 0:
+            caps.add("root")
+        return frozenset(caps)
 
     def _have(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         return availability(), storage.availability(self.places)

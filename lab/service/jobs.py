@@ -19,6 +19,7 @@ from lab.domain.clients import CLIENTS
 from lab.domain.run import Run, new_id
 from lab.host.places import Core
 from lab.measure import contention
+from lab.nbd.backends import needs
 
 JobKind = Literal["run", "calibration_point", "probe", "audit_step"]
 Lane = Literal["system", "teacher", "student", "anonymous"]
@@ -93,13 +94,14 @@ class Needs:
 
 def run_needs(run: Run) -> Needs:
     """A run's needs: a CPU-bound run (parallel client, queue depth > 1, no delays) the machine alone;
-    a real binary (timed from spawn) a quiet start; a run on a managed server the service's machine."""
+    a real binary (timed from spawn) a quiet start; a run on a managed server the service's machine;
+    a fresh server a machine with its kind and storage (lab.nbd.backends.needs)."""
+    caps = ("managed",) if run.server_id else needs(run.server)
     client = CLIENTS.get(run.client)
-    if client is None:  # execute() fails such a run at once: it needs nothing
-        return Needs(server_id=run.server_id, capabilities=("managed",) if run.server_id else ())
+    if client is None:  # execute() fails such a run at once: it needs nothing more
+        return Needs(server_id=run.server_id, capabilities=caps)
     alone = contention.cpu_bound(client.parallel, run.queue_depth, run.server)
-    caps = ["managed"] if run.server_id else []
-    return Needs(alone=alone, spawn_clocked=client.real_binary, server_id=run.server_id, capabilities=tuple(caps))
+    return Needs(alone=alone, spawn_clocked=client.real_binary, server_id=run.server_id, capabilities=caps)
 
 
 @dataclass(eq=False)

@@ -40,9 +40,11 @@ from lab.service.estimate import Estimator
 from lab.service.events import EventBus, Subscription
 from lab.service.expiry import Reaper
 from lab.service.faults import FAULT_ENV, FAULT_PHASES, PAUSE_MAX_S, Faults, parse_fault
+from lab.service.fleet import Fleet
 from lab.service.history import History
 from lab.service.jobs import TEACHER, Job, JobFailed, LocalContext, Who, probe_job, run_job, who_for
 from lab.service.managed import ServerRegistry
+from lab.service.remote import CeleryExecutor
 from lab.service.retention import Retention
 from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
 from lab.service.store import Event, Store
@@ -128,20 +130,29 @@ class IdempotencyLog(Protocol):
 
 
 class Manager:
-    def __init__(self, store: Store, config: ManagerConfig | None = None, faults: Faults | None = None) -> None:
+    def __init__(self, store: Store, config: ManagerConfig | None = None, faults: Faults | None = None,
+                 remote: CeleryExecutor | None = None) -> None:
+        """`remote`: cluster mode: measurements go to its workers, and this machine runs only the jobs
+        that need it (runs on its managed servers); None: everything runs here, as always."""
         self.store = store
         self.config = config or ManagerConfig()
         self.bus = EventBus(store, self.config.subscriber_queue)
         self.faults = faults if faults is not None else Faults.from_setting(self.config.fault)
-        self.local = LocalExecutor(self.config.workers, context=self._context)
+        self.machine = Machine(self.config.places)  # what this machine has: fields asking for more are refused
+        local_caps = ("managed",) if remote else ("managed", *self.machine.capabilities(self.config.limits))
+        self.local = LocalExecutor(self.config.workers, context=self._context, capabilities=local_caps)
         admission = Admission(self.config.queue_size, self.config.max_queued_per_student,
                               self.config.max_queued_anonymous)
         self.estimator = Estimator(lambda client: self.store.list_runs(status="succeeded", client=client, limit=200)[0])
-        self.scheduler = Scheduler(self.local, admission, on_finish=self._finish, on_event=self._on_event,
-                                   on_queued=self._queued, estimate=self.estimator)
-        self.machine = Machine(self.config.places)  # what this machine has: fields asking for more are refused
+        self.remote = remote
+        self.scheduler = Scheduler([self.local, remote] if remote else self.local, admission, on_finish=self._finish,
+                                   on_event=self._on_event, on_queued=self._queued, estimate=self.estimator)
+        if remote is not None:
+            remote.bind(self.scheduler)
+        # what runs may ask for: this machine's kinds and storages, or in cluster mode the workers'
+        self.offers: Machine | Fleet = Fleet(self.scheduler.workers) if remote else self.machine
         self.sweeps = SweepService(self.scheduler, self.config.limits, publish=self.bus.publish,
-                                   timeout_s=self.config.run_timeout_s, machine=self.machine)
+                                   timeout_s=self.config.run_timeout_s, machine=self.offers)
         self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.scheduler.busy,
                                       core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
@@ -160,7 +171,9 @@ class Manager:
         store = Store(settings.data_dir)
         if store.recovered:
             log.warning("marked %d runs/sweeps interrupted (left active by a previous service)", len(store.recovered))
-        return cls(store, ManagerConfig.from_settings(settings)).start()
+        # cluster mode (LAB_BROKER_URL): the measurements go to `lab worker`s (lab.service.remote)
+        remote = CeleryExecutor(settings.broker).start() if settings.broker else None
+        return cls(store, ManagerConfig.from_settings(settings), remote=remote).start()
 
     def close(self) -> None:
         """shutdown(), then close the store (the manager is not used again)."""
@@ -217,18 +230,18 @@ class Manager:
     # -- runs ------------------------------------------------------------------------------
     def new_spec(self, fields: dict[str, Any]) -> ServerSpec:
         """Validate server fields against this manager's limits (raises SpecError naming the field)."""
-        return build_spec(fields, self.config.limits, self.machine)
+        return build_spec(fields, self.config.limits, self.offers)
 
     def check_fields(self, fields: dict[str, Any], api: bool = False) -> FormCheck:
         """Every problem of a form of server fields at once (POST /validate), as a run would be checked."""
-        return check_fields(fields, self.config.limits, api=api, machine=self.machine)
+        return check_fields(fields, self.config.limits, api=api, machine=self.offers)
 
     def new_run(self, client: str, server: dict[str, Any] | ServerSpec | None = None,
                 server_id: str | None = None, **extra: Any) -> Run:
         """A Run for `client` on fresh server fields or on managed server `server_id` (not yet queued)."""
         if server_id is not None:
             return Run(client=client, server=self.servers.get(server_id).server.spec, server_id=server_id, **extra)
-        spec = server if isinstance(server, ServerSpec) else build_spec(server or {}, self.config.limits, self.machine)
+        spec = server if isinstance(server, ServerSpec) else build_spec(server or {}, self.config.limits, self.offers)
         return Run(client=client, server=spec, **extra)
 
     def submit(self, run: Run, who: Who | None = None) -> dict[str, Any]:
@@ -297,9 +310,9 @@ class Manager:
                                  who=who or who_for(student, teacher=True)).to_dict()
 
     def scenarios_here(self, scenarios: Iterable[Scenario]) -> list[Scenario]:
-        """Each scenario as this machine runs it: every row resolved (act 3b's storages), `available`
-        and `reason` set (lab.nbd.backends.Machine.scenario)."""
-        return [self.machine.scenario(s) for s in scenarios]
+        """Each scenario as this machine (in cluster mode: its workers) runs it: every row resolved (act 3b's
+        storages), `available` and `reason` set (lab.nbd.backends.Machine.scenario, lab.service.fleet)."""
+        return [self.offers.scenario(s) for s in scenarios]
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         row = self.store.get_sweep(sweep_id)
@@ -397,6 +410,11 @@ class Manager:
                 "queue_size": self.config.queue_size, "servers": len(self.servers),
                 "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
                 "last_event_id": self.bus.last_id, "stopping": self.scheduler.stopping}
+
+    def cluster(self) -> dict[str, Any]:
+        """Whether measurements go to `lab worker`s, and every worker alive, as its heartbeat says
+        (GET /api/v1/workers); without a broker, no cluster and no workers."""
+        return {"cluster": self.remote is not None, "workers": self.remote.status() if self.remote else []}
 
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Queued runs' `queue_position` and `estimated_start_s`, by run id (lab.service.scheduler)."""

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from lab.domain.errors import AnonymousLimit, QueueFull, ShuttingDown, StudentLimit
 from lab.domain.run import FINAL, Run
+from lab.nbd.backends import Machine
 from lab.service.jobs import HANDLERS, LANE_RANK, Context, Job, LocalContext
 
 log = logging.getLogger("lab.service.scheduler")
@@ -102,9 +103,11 @@ ContextFactory = Callable[[Job, Callable[[dict[str, Any]], None]], Context]
 class LocalExecutor:
     """Jobs in threads of this process, on one machine (LOCAL) with `slots` at once."""
 
-    def __init__(self, slots: int, context: ContextFactory | None = None, capabilities: Iterable[str] = ("managed",),
+    def __init__(self, slots: int, context: ContextFactory | None = None, capabilities: Iterable[str] | None = None,
                  name: str = "lab-worker") -> None:
-        self.worker = Worker(LOCAL, slots, frozenset(capabilities))
+        # default: managed servers and what this machine has (lab.nbd.backends.Machine: its kinds and storages)
+        caps = ("managed", *Machine().capabilities()) if capabilities is None else capabilities
+        self.worker = Worker(LOCAL, slots, frozenset(caps))
         self.name = name
         self._context = context or (lambda job, emit: LocalContext(emit, job.cancel))
         self._jobs: dict[str, Job] = {}

@@ -21,6 +21,7 @@ from lab.domain.scenarios import Row, get_scenario
 from lab.domain.spec import build_spec
 from lab.domain.sweepspec import Planned
 from lab.nbd.backends import Machine
+from lab.service.fleet import Fleet
 from lab.service.jobs import TEACHER, Who, run_job
 from lab.service.scheduler import Scheduler
 from lab.service.store import count_statuses, sweep_event_fields, sweep_status
@@ -81,7 +82,7 @@ class Sweep:
 
 
 def plan(name: str, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
-         limits: Limits = DEFAULT_LIMITS, machine: Machine | None = None
+         limits: Limits = DEFAULT_LIMITS, machine: Machine | Fleet | None = None
          ) -> tuple[list[Run], dict[str, Any] | None, dict[str, str]]:
     """The runs of scenario `name` (or of its rows in `only`), in scenario order, the overrides
     normalised (bytes, milliseconds), and {row key: why not} for the rows this machine cannot run
@@ -120,7 +121,7 @@ def _rows(name: str, only: list[str] | None) -> list[Row]:
 
 class SweepService:
     def __init__(self, scheduler: Scheduler, limits: Limits = DEFAULT_LIMITS, publish: Publish = _no_publish,
-                 timeout_s: float | None = None, machine: Machine | None = None) -> None:
+                 timeout_s: float | None = None, machine: Machine | Fleet | None = None) -> None:
         self.scheduler, self.limits, self._publish, self.timeout_s = scheduler, limits, publish, timeout_s
         self.machine = machine or Machine()
         self._lock = threading.RLock()

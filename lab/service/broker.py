@@ -2,7 +2,7 @@
 
 What goes over the broker (docs/design.md#cluster-mode):
 
-- a job: one Celery task message `lab.job` with one JSON argument (lab.cluster.wire.JobMessage), sent
+- a job: one Celery task message `lab.job` with one JSON argument (lab.service.wire.JobMessage), sent
   to one worker's own queue `lab.<worker>`: the service decides where a job runs, a worker never takes
   jobs from a shared queue (and empties its own when it starts: what waited there was for a predecessor);
 - a cancel: the remote-control command `lab_cancel` (Celery's broadcast, to that worker only);
@@ -67,7 +67,7 @@ def redact(url: str) -> str:
 def celery_app(url: str) -> Celery:
     """The lab's Celery app on `url` (checked): JSON only, no result backend, jobs acknowledged when a
     worker takes them (the service, not Celery, decides what happens to a job whose worker died:
-    lab.cluster.remote)."""
+    lab.service.remote)."""
     from celery import Celery
 
     app = Celery("lab", broker=check_url(url), set_as_current=False)
@@ -118,3 +118,29 @@ def node_name(worker: str) -> str:
 def queue_name(worker: str) -> str:
     """The one queue a worker takes jobs from."""
     return f"lab.{worker}"
+
+
+def password(url: str) -> str:
+    """The broker URL's password (the URL checked first)."""
+    from kombu.utils.url import url_to_parts
+
+    return unquote(url_to_parts(check_url(url)).password or "")
+
+
+def redis_config(secret: str, port: int, bind: tuple[str, ...] = (), unixsocket: str | None = None,
+                 workdir: str = ".", logfile: str = "") -> str:
+    """A redis-server configuration for the lab's broker: a password, no persistence (the queue lives
+    in the service's SQLite store; the broker holds only jobs in flight, their answers and heartbeats),
+    and the commands a leaked password would be worst with renamed away. `lab broker` and the tests
+    use it; it holds the password: a file it goes into is private (0600), or it goes on redis-server's stdin."""
+    if any(c in secret for c in ' "\n\r\t\\'):
+        raise BrokerError("the broker password may not contain spaces, quotes, backslashes or newlines")
+    lines = [f"port {port}", f'requirepass "{secret}"', 'save ""', "appendonly no", f"dir {workdir}",
+             "daemonize no", f'logfile "{logfile}"', "protected-mode yes",
+             'rename-command CONFIG ""', 'rename-command REPLICAOF ""', 'rename-command SLAVEOF ""',
+             'rename-command FLUSHALL ""', 'rename-command FLUSHDB ""', 'rename-command DEBUG ""']
+    if bind:
+        lines.append("bind " + " ".join(bind))
+    if unixsocket:
+        lines += [f"unixsocket {unixsocket}", "unixsocketperm 700"]
+    return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lab.cluster.broker import NAME, events_key
+from lab.service.broker import NAME, events_key
 
 VERSION = 1
 TRACE_CHUNK = 5_000  # trace rows per stream entry (a 1 GiB copy of 4k writes has 262,144 of them)

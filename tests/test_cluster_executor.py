@@ -1,0 +1,180 @@
+"""The scheduler with `lab worker`s for machines (lab.service.remote.CeleryExecutor), on a real broker:
+a redis-server of the test's own and two workers, each a simulated machine (own dirs, own network
+namespace where this process may make one). No timing asserts: what ran where, in which order, and
+what is left afterwards."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clusterkit import Cluster
+
+from lab.domain.run import Run
+from lab.domain.spec import build_spec
+from lab.service.jobs import Job, run_job
+from lab.service.remote import CeleryExecutor
+from lab.service.scheduler import Admission, Scheduler
+from lab.testing import wait_for
+
+FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
+SLOW = {"size": "64M", "delay_write": "20ms", "delay_zero": "5ms"}  # ~6 s of sleeps: long enough to act on
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Recorder:
+    """The scheduler's owner in these tests: what finished, and every event per job in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.done: dict[str, Job] = {}
+        self.lock = threading.Lock()
+
+    def on_event(self, job: Job, ev: dict[str, Any]) -> None:
+        with self.lock:
+            self.events[job.id].append(ev)
+
+    def on_finish(self, job: Job) -> None:
+        with self.lock:
+            self.done[job.id] = job
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with Cluster(tmp_path, n=2, slots=2) as c:
+        yield c
+
+
+@pytest.fixture
+def scheduled(cluster: Cluster) -> Iterator[tuple[Scheduler, CeleryExecutor, Recorder]]:
+    ex = CeleryExecutor(cluster.url).start()
+    rec = Recorder()
+    sched = Scheduler([ex], Admission(queue_size=64), on_finish=rec.on_finish, on_event=rec.on_event).start()
+    ex.bind(sched)
+    wait_for(lambda: len(sched.workers()) == 2, 30, what="both workers as machines")
+    try:
+        yield sched, ex, rec
+    finally:
+        sched.shutdown(__import__("lab.service.scheduler", fromlist=["Stop"]).Stop("interrupted", "test over"), 20)
+
+
+def _run(fields: dict[str, str], client: str = "qemu-2.8") -> Job:
+    return run_job(Run(client=client, server=build_spec(fields)), timeout_s=120)
+
+
+def test_workers_say_who_they_are(cluster: Cluster) -> None:
+    for w in cluster.workers:
+        beat = w.heartbeat(cluster.broker)
+        assert beat is not None and beat["state"] == "ready" and beat["slots"] == 2
+        assert len(beat["fingerprint"]) == 16 and beat["machine"]["nbdkit"]
+        assert "kind:nbdkit" in beat["capabilities"]
+        assert beat["calibration"] is None  # LAB_AUTO_CALIBRATE=0: no expectation from these workers
+
+
+def test_runs_spread_over_both_workers_in_order_and_verified(scheduled: Any, cluster: Cluster) -> None:
+    sched, _ex, rec = scheduled
+    jobs = sched.submit([_run(FAST) for _ in range(8)])
+    wait_for(lambda: len(rec.done) == len(jobs), 180, 0.1, what="8 runs done")
+    names = {w.name for w in cluster.workers}
+    ran_on = set()
+    for job in jobs:
+        run = job.run
+        assert run is not None and run.status == "succeeded" and run.verified, (run.status, run.error)
+        # zeromode none: the holes are written too, all 8 MiB in 256k requests (what a local run counts)
+        assert run.backend is not None and (run.backend.write_ops, run.backend.write_bytes) == (32, 8 << 20)
+        assert run.worker is not None and run.worker["name"] in names
+        ran_on.add(run.worker["name"])
+        assert run.trace, "the trace came back in chunks"
+        kinds = [(e["type"], e.get("phase")) for e in rec.events[job.id] if e["type"] == "state"]
+        assert kinds == [("state", "setup"), ("state", "copy"), ("state", "verify")]
+        progress = [e for e in rec.events[job.id] if e["type"] == "progress"]
+        assert progress and all(a["elapsed_s"] <= b["elapsed_s"] for a, b in itertools.pairwise(progress))
+    assert ran_on == names
+
+
+def test_cancel_reaches_a_remote_run_and_frees_its_processes(scheduled: Any, cluster: Cluster) -> None:
+    sched, _ex, rec = scheduled
+    (job,) = sched.submit([_run(SLOW)])
+    wait_for(lambda: any(e.get("phase") == "copy" for e in rec.events[job.id]), 60, 0.02, what="copying")
+    worker = next(w for w in cluster.workers if w.watch())
+    assert any(p.name == "nbdkit" for p in worker.seen)
+    sched.cancel(lambda j: j.id == job.id)
+    wait_for(lambda: job.id in rec.done, 30, 0.02, what="the cancelled run reported")
+    assert job.run is not None and job.run.status == "cancelled"
+    wait_for(lambda: not worker.left(), 10, 0.05, what=f"{worker.name}'s helpers gone")
+
+
+def test_kill_9_of_a_worker_mid_run_leaves_it_interrupted_and_nothing_running(scheduled: Any,
+                                                                              cluster: Cluster) -> None:
+    sched, _ex, rec = scheduled
+    (job,) = sched.submit([_run(SLOW)])
+    wait_for(lambda: any(e.get("phase") == "copy" for e in rec.events[job.id]), 60, 0.02, what="copying")
+    worker = next(w for w in cluster.workers if w.watch())
+    worker.kill9()
+    wait_for(lambda: job.id in rec.done, 30, 0.1, what="the run of the killed worker ended")
+    assert job.run is not None and job.run.status == "interrupted", (job.run.status, job.run.error)
+    assert worker.name in (job.run.error or "")
+    wait_for(lambda: not worker.left(), 10, 0.05, what="nothing of the killed worker left")
+    assert sorted(m.id for m in sched.workers()) == sorted(w.name for w in cluster.workers if w is not worker)
+    # what it left on its disk (its server's private dir) goes when a worker starts there again
+    stale = [p for p in worker.runtime_dir.iterdir() if p.is_dir()]
+    assert stale
+    again = cluster.add_worker(cluster.workers.index(worker), name=worker.name)
+    again.wait_ready(cluster.broker)
+    assert not [p for p in stale if p.exists()]
+
+
+def test_a_job_lost_before_it_started_copying_runs_again_elsewhere(tmp_path: Path) -> None:
+    """A worker that stops answering (frozen: SIGSTOP) after a job was sent to it: the job is taken back
+    when its heartbeat expires and runs on the other worker, once (attempt 1)."""
+    import signal
+
+    with Cluster(tmp_path, n=2, slots=1, started=1) as c:
+        ex = CeleryExecutor(c.url).start()
+        rec = Recorder()
+        sched = Scheduler([ex], Admission(), on_finish=rec.on_finish, on_event=rec.on_event).start()
+        try:
+            wait_for(lambda: len(sched.workers()) == 1, 30, what="one worker")
+            frozen = c.workers[0]
+            frozen.proc.send_signal(signal.SIGSTOP)  # its last heartbeat stays valid for a few seconds
+            (job,) = sched.submit([_run(FAST)])
+            wait_for(lambda: job.worker == frozen.name, 10, 0.02, what="the job placed on the frozen worker")
+            other = c.add_worker(1)
+            other.wait_ready(c.broker)
+            wait_for(lambda: job.id in rec.done, 60, 0.1, what="the job done after all")
+            assert job.run is not None and job.run.status == "succeeded", (job.run.status, job.run.error)
+            assert job.attempt == 1 and job.run.worker is not None and job.run.worker["name"] == other.name
+        finally:
+            c.workers[0].proc.send_signal(signal.SIGKILL)
+            sched.shutdown(__import__("lab.service.scheduler", fromlist=["Stop"]).Stop("interrupted", "over"), 20)
+
+
+def test_a_worker_refuses_pickled_messages(cluster: Cluster) -> None:
+    """Celery on a worker accepts JSON only: a pickled job is never carried out, a JSON one is."""
+    from celery import Celery
+
+    from lab.service import broker, wire
+
+    worker = cluster.workers[0]
+    r = cluster.broker.client()
+    r.set(broker.service_key("svc-t"), "1", ex=60)
+    pickled, plain = _run(FAST), _run(FAST)
+    sender = Celery("evil", broker=cluster.url, set_as_current=False)
+    sender.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
+    for job, app in ((pickled, sender), (plain, broker.celery_app(cluster.url))):
+        msg = wire.JobMessage(job=job.to_dict(), service="svc-t", reply_to=broker.events_key("svc-t")).model_dump()
+        app.send_task(broker.TASK, args=[msg], queue=broker.queue_name(worker.name))
+
+    def ended() -> set[str]:
+        entries = r.xrange(broker.events_key("svc-t"))
+        return {f["job"] for _id, f in entries if f["type"] == "end"}
+
+    wait_for(lambda: plain.id in ended(), 60, 0.1, what="the JSON job done")
+    wait_for(lambda: "untrusted content" in worker.log_text(), 10, 0.1, what="the pickled job refused")
+    assert pickled.id not in {f["job"] for _id, f in r.xrange(broker.events_key("svc-t"))}
