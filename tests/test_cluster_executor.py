@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import Cluster
 
 from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.service.jobs import Job, run_job
 from lab.service.remote import CeleryExecutor
 from lab.service.scheduler import Admission, Scheduler
-from lab.testing import wait_for
+from testkit import wait_for
+from testkit.cluster import Cluster
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 SLOW = {"size": "64M", "delay_write": "20ms", "delay_zero": "5ms"}  # ~6 s of sleeps: long enough to act on

@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import Cluster
 
-from lab.testing import LiveService, wait_for
+from testkit import LiveService, wait_for
+from testkit.cluster import Cluster
 
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 SLOW = {"size": "64M", "delay_write": "20ms", "delay_zero": "5ms"}  # ~6 s of sleeps: long enough to act on

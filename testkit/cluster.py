@@ -1,5 +1,5 @@
 """A cluster of the test's own: a password-protected redis-server and `lab worker` processes, each
-worker a simulated machine (its own data and runtime dirs, and, as root with iproute2, its own
+a simulated machine (its own data and runtime dirs, and, as root with iproute2, its own
 network namespace joined to the broker by a veth pair). For tests and bench/cluster.py.
 
 Everything is made with names carrying this harness's random tag and removed on every path by
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.host import procs
-from lab.testing import Proc, descendants, free_port, wait_for
+from testkit import Proc, descendants, free_port, wait_for
 
 LAB = Path(sys.executable).with_name("lab")
 
