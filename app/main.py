@@ -78,8 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             restore()
-            if getattr(app.state, "calibration", None) is not None:
-                await run_in_threadpool(app.state.calibration.stop)
             manager.close_streams()
             await run_in_threadpool(manager.close)
 

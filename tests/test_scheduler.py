@@ -4,6 +4,7 @@ admission, its one cancel, an executor that loses a job; and the sweep service w
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -402,3 +403,66 @@ def test_a_probe_started_while_a_cpu_bound_run_runs_waits_for_it(tmp_path, no_le
     finally:
         m.shutdown()
         store.close()
+
+
+def test_a_calibration_is_jobs_one_point_at_a_time_each_alone_before_the_queued_runs(tmp_path, monkeypatch,
+                                                                                       no_leftovers):
+    """Calibration through the scheduler: its points run one at a time with the machine to themselves,
+    in the system's lane (a student's run queued meanwhile waits for them), then the fit is saved. The
+    points are tiny and the fit is left out (the procedure's own tests cover it): the scheduling is
+    what is tested."""
+    from lab.measure import calibration, expectation
+    from lab.service.calibrating import Calibrating
+    from lab.service.manager import Manager, ManagerConfig
+    from lab.service.store import Store
+
+    tiny = calibration.Point("4M", "full", "1M", 0, 0, 1)
+    monkeypatch.setattr(calibration, "steps", lambda kind: (tiny, tiny, tiny))
+    fitted: list[int] = []
+
+    def fit_kind(kind, measured):
+        fitted.append(len(measured))
+        points = [{**p, "fitted_s": p["measured_s"]} for p in measured]
+        return expectation.Fit(kind.key, {"delays": 1.0}, points, {}, {}, {}, [])
+
+    monkeypatch.setattr(calibration, "fit_kind", fit_kind)
+    spans: list[tuple[float, float]] = []
+    real = calibration.measure_point
+
+    def measure_point(*a, **kw):
+        t0 = time.time()
+        try:
+            return real(*a, **kw)
+        finally:
+            spans.append((t0, time.time()))
+
+    monkeypatch.setattr(calibration, "measure_point", measure_point)
+    import dataclasses
+
+    from lab.host import places
+    from lab.host.places import Places
+
+    here = dataclasses.replace(Places.under(tmp_path), image_dir=places.current().image_dir)  # its own calibration file
+    store = Store(tmp_path / "data")
+    m = Manager(store, ManagerConfig(workers=2, queue_size=8, run_timeout_s=60, places=here)).start()
+    kinds = (expectation.Kind("qemu-2.8", 1, "single", False), expectation.Kind("qemu-img", 1, "single", False))
+    m.calibrating = Calibrating(m.scheduler, m.config.places, kinds)
+    try:
+        assert m.calibrate() and not m.calibrate(), "one calibration at a time"
+        run = m.new_run("qemu-4.2", {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}, student="ana")
+        m.submit(run)
+        row = m.wait(run.id, 120)
+        deadline = time.monotonic() + 120
+        while m.calibration_state()["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state = m.calibration_state()
+    finally:
+        m.shutdown()
+        store.close()
+    assert state["status"] == "done", state
+    assert (state["step"], state["steps"]) == (6, 6) and fitted == [3, 3]
+    assert row["status"] == "succeeded"
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two calibration points overlapped"
+    assert row["started_at"] >= spans[-1][1], "the student's run went before the calibration's points"
+    assert here.calibration_file.exists(), "saved where this service keeps its calibration"

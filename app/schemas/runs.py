@@ -243,7 +243,9 @@ class CalibrationOut(_Open):
 
 
 class CalibrationState(_Open):
-    status: str = Field(description="none, running, done or failed")
+    status: str = Field(description="none, queued (its first point waits for the machine), running, done or failed")
+    step: int = Field(0, description="points measured so far (each a job of the scheduler)")
+    steps: int = Field(0, description="points in all (0: none asked for since the service started)")
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None

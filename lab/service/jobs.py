@@ -247,8 +247,30 @@ class JobFailed(Exception):
         self.kind, self.message, self.field = kind, message, field
 
 
+def carry_out_calibration_point(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """A calibration point job: one point of one kind, its repeats back to back (lab.measure.calibration
+    .measure_point); one more repeat while every one was contended, until `extra_until` (a wall-clock
+    time the calibration set for itself). The result is the measured point."""
+    from lab.measure.calibration import Point, measure_point
+    from lab.measure.expectation import Kind
+
+    kind, point = Kind(**payload["kind"]), Point(*payload["point"])
+    ctx.emit({"type": "state", "phase": "copy"})  # it copies from the start: not retried elsewhere if lost
+    until = float(payload.get("extra_until") or 0.0)
+    return measure_point(kind, point, ctx.cancel, ctx.core.places, lambda: time.time() < until)
+
+
+def calibration_point_job(kind: Any, point: Any, extra_until: float, group: str, worker: str | None = None) -> Job:
+    """A calibration point has its worker to itself, in the system's lane; `group` (its calibration)
+    runs one point at a time, in order; `worker` pins it (a worker calibrates itself)."""
+    payload = {"kind": {"client": kind.client, "queue_depth": kind.queue_depth, "build": kind.build,
+                        "parallel": kind.parallel}, "point": list(point), "extra_until": extra_until}
+    return Job("calibration_point", payload, SYSTEM, Needs(alone=True, worker=worker), group=group, group_limit=1)
+
+
 Handler = Callable[[dict[str, Any], Context], dict[str, Any]]
-HANDLERS: dict[str, Handler] = {"run": carry_out_run, "probe": carry_out_probe}
+HANDLERS: dict[str, Handler] = {"run": carry_out_run, "probe": carry_out_probe,
+                                "calibration_point": carry_out_calibration_point}
 
 
 def register(kind: str, handler: Handler) -> None:

@@ -35,6 +35,7 @@ from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
+from lab.service.calibrating import Calibrating
 from lab.service.classroom import ClassRoom, Member, is_student_key
 from lab.service.estimate import Estimator
 from lab.service.events import EventBus, Subscription
@@ -151,6 +152,7 @@ class Manager:
             remote.bind(self.scheduler)
         # what runs may ask for: this machine's kinds and storages, or in cluster mode the workers'
         self.offers: Machine | Fleet = Fleet(self.scheduler.workers) if remote else self.machine
+        self.calibrating = Calibrating(self.scheduler, self.config.places)
         self.sweeps = SweepService(self.scheduler, self.config.limits, publish=self.bus.publish,
                                    timeout_s=self.config.run_timeout_s, machine=self.offers)
         self.servers = ServerRegistry(self.config.max_servers, publish=self.bus.publish, busy=self.scheduler.busy,
@@ -280,6 +282,15 @@ class Manager:
         if job is not None:
             job.done.wait(timeout)
         return self.get_run(run_id)
+
+    # -- calibration ---------------------------------------------------------------------------
+    def calibrate(self) -> bool:
+        """Measure this machine's calibration again, as jobs of the scheduler (lab.service.calibrating);
+        False when one is already under way. calibration_state() follows it."""
+        return self.calibrating.start()
+
+    def calibration_state(self) -> dict[str, Any]:
+        return self.calibrating.state()
 
     # -- probes --------------------------------------------------------------------------------
     def probe(self, fields: dict[str, Any], length: int, deadline_s: float, who: Who | None = None,

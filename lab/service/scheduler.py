@@ -72,6 +72,9 @@ class Worker:
     slots: int
     capabilities: frozenset[str] = frozenset()
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # When set, it takes only jobs that ask for one of these (the service's own threads beside remote
+    # workers take only runs on its managed servers: "managed").
+    only: frozenset[str] = frozenset()
 
 
 class Report(Protocol):
@@ -104,10 +107,10 @@ class LocalExecutor:
     """Jobs in threads of this process, on one machine (LOCAL) with `slots` at once."""
 
     def __init__(self, slots: int, context: ContextFactory | None = None, capabilities: Iterable[str] | None = None,
-                 name: str = "lab-worker") -> None:
+                 name: str = "lab-worker", only: Iterable[str] = ()) -> None:
         # default: managed servers and what this machine has (lab.nbd.backends.Machine: its kinds and storages)
         caps = ("managed", *Machine().capabilities()) if capabilities is None else capabilities
-        self.worker = Worker(LOCAL, slots, frozenset(caps))
+        self.worker = Worker(LOCAL, slots, frozenset(caps), only=frozenset(only))
         self.name = name
         self._context = context or (lambda job, emit: LocalContext(emit, job.cancel))
         self._jobs: dict[str, Job] = {}
@@ -214,6 +217,12 @@ class Scheduler:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Scheduler:
+        """Start dispatching; an executor with a `bind(report)` gets this scheduler first (so it can say
+        its workers changed before its first launch)."""
+        for ex in self.executors:
+            bind = getattr(ex, "bind", None)
+            if bind is not None:
+                bind(self)
         with self.lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._dispatch_loop, name=self.name, daemon=True)
@@ -295,8 +304,10 @@ class Scheduler:
         if not jobs:
             return a.queue_size
         who = jobs[0].who
-        if who.lane in ("system", "teacher"):
-            waiting = sum(1 for j in self._pending.values() if j.who.lane in ("system", "teacher"))
+        if who.lane == "system":  # the service's own jobs (a calibration's points)
+            return a.queue_size
+        if who.lane == "teacher":
+            waiting = sum(1 for j in self._pending.values() if j.who.lane == "teacher")
             free = a.queue_size - waiting
             if n > free:
                 raise QueueFull(f"the teacher's queue is full ({a.queue_size} waiting): this needs {n} places "
@@ -612,6 +623,8 @@ class Scheduler:
 def _eligible(job: Job, machine: Worker) -> bool:
     n = job.needs
     if n.worker is not None and n.worker != machine.id:
+        return False
+    if machine.only and not (machine.only & set(n.capabilities)) and n.worker != machine.id:
         return False
     return all(c in machine.capabilities for c in n.capabilities)
 
