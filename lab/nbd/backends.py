@@ -32,6 +32,7 @@ from lab.domain.targets import allowed_targets, check_target
 from lab.host import procs, storage
 from lab.host.places import Places
 from lab.nbd.external import check_export
+from lab.nbd.handle import probe
 
 READY_TIMEOUT = 15.0
 
@@ -250,6 +251,7 @@ class QemuNbdBackend(Backend):
                 "--discard=unmap", "--detect-zeroes=off", str(disk)]
         self._spawn(argv, "qemu-nbd", sock)
         self.direct_uri = f"nbd+unix:///?socket={sock}"
+        self.real_flags = probe(self.direct_uri)  # the real server's own answer, no proxy in between
         return self._proxy(socket=str(sock))
 
 
@@ -271,8 +273,6 @@ class NbdServerBackend(Backend):
         # Its flags asked directly first: that uses up the process's one connection, so it starts again
         # for the proxy's (the disk stays).
         self._spawn(argv, "nbd-server", sock)
-        from lab.nbd.handle import probe
-
         self.real_flags = probe(f"nbd+unix:///lab?socket={sock}")
         assert self.proc is not None
         try:
@@ -291,6 +291,7 @@ class ExternalBackend(Backend):
         target = check_target(self.spec.target, self.limits)  # raises before any connection
         check_export(target, self.spec, self.spec.destructive, self.limits)
         self.direct_uri = target.uri
+        self.real_flags = probe(self.direct_uri)
         # The run sees exactly `size` bytes of the export: the offset filter's window hides the rest. Not the
         # truncate filter: it advertises fast zero whatever the target does (truncate_can_fast_zero returns 1 in
         # nbdkit 1.32), and the proxy must not add a flag; offset passes every can_* through.

@@ -354,7 +354,6 @@ class Server:
             except Exception as e:  # e.g. the back of a chain refuses the front's connection
                 raise ServerError(self._failure_text(f"nbdkit does not serve its export ({e})")) from e
             if be.direct_uri and self.spec.kind != "nbdkit":
-                be.real_flags = probe(be.direct_uri)  # the real server's own answer, no proxy in between
                 self.proxy_cost = measure_proxy_cost(be.direct_uri, self.uri)
         except BaseException:
             self.stop()
