@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api import (
     API_PREFIX,
     LEGACY_PREFIX,
+    audits,
     calibration,
     classroom,
     config,
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
     strict_query = [Depends(only_known_query)]  # an unknown query parameter is a 400 naming it
     routers = (health, config, servers, kinds, runs, queue, sweeps, scenarios, results, events, classroom, calibration,
-               workers)
+               workers, audits)
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=strict_query)
     for module in routers:

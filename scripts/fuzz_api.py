@@ -64,6 +64,7 @@ SKIPPED = {
     "/api/v1/events": "an endless stream by design",
     "/api/v1/probes": "each probe writes hundreds of MiB at full speed (tests/test_probe.py covers it)",
     "/api/v1/calibration": "POST measures the machine for a minute (tests/test_calibrate.py covers it)",
+    "/api/v1/audits": "POST starts a zero audit: minutes of full-speed writes (tests/test_api_audits.py covers it)",
 }
 
 

@@ -22,7 +22,7 @@ templates = Jinja2Templates(directory=dashboard_dir("templates"))
 router = APIRouter(include_in_schema=False)
 
 PAGES = (("lab", "/", "Lab"), ("results", "/results", "Case study"), ("talk", "/talk", "Talk"),
-         ("class", "/class", "Class"))
+         ("class", "/class", "Class"), ("audits", "/audits", "Audit"))
 
 
 def lab_token(request: Request) -> str | None:
@@ -63,6 +63,12 @@ def talk_page(request: Request) -> HTMLResponse:
 def class_page(request: Request) -> HTMLResponse:
     """The teacher's view: who ran what, and the class's guesses per act against the result."""
     return _render(request, "class.html", "class")
+
+
+@router.get("/audits", response_class=HTMLResponse)
+def audits_page(request: Request) -> HTMLResponse:
+    """The zero audit: start one, follow them, read one, compare several side by side."""
+    return _render(request, "audits.html", "audits")
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)

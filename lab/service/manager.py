@@ -35,6 +35,7 @@ from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
+from lab.service.audits import AuditBook
 from lab.service.calibrating import Calibrating
 from lab.service.classroom import ClassRoom, Member, is_student_key
 from lab.service.estimate import Estimator
@@ -159,6 +160,7 @@ class Manager:
                                       core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
         self.classroom = ClassRoom(store)  # the class session, its members and their guesses
+        self.audits = AuditBook(self.scheduler, self.config.places, self.config.limits)  # zero audits, as jobs
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
         self._started = False
         # What the web layer may use of the store: the read side, and the log of retried POSTs.
