@@ -30,22 +30,6 @@ AUDIT_DEADLINE_S = 1800.0
 FINAL = ("done", "incomplete", "cancelled", "failed", "interrupted")
 
 
-def carry_out_audit(payload: dict[str, Any], ctx: jobs.Context) -> dict[str, Any]:
-    """An audit_step job: the whole audit of payload["server"] with payload["plan"] (lab.nbd.audit)."""
-    from lab.nbd import audit
-
-    p = payload["plan"]
-    plan = audit.make_plan(p["sizes"], flags=tuple(p["flags"]), disks=tuple(p["disks"]), inflight=p["inflight"],
-                           limits=ctx.core.limits)
-    ctx.emit({"type": "state", "phase": "copy"})  # it writes from the start: not retried elsewhere if lost
-    return audit.run_audit(payload["server"], plan, deadline_s=float(payload["deadline_s"]), cancel=ctx.cancel,
-                           on_event=lambda e: ctx.emit({"type": "progress", **e}), places=ctx.core.places,
-                           limits=ctx.core.limits, api=bool(payload.get("api")))
-
-
-jobs.register("audit_step", carry_out_audit)
-
-
 class AuditBook:
     """Submit, follow, list and cancel audits; their files are the record."""
 
@@ -72,8 +56,8 @@ class AuditBook:
         aid = new_id()
         summary = {"id": aid, "status": "queued", "label": audit.label(server), "server": server,
                    "plan": made.to_dict(), "created_at": time.time(), "progress": None, "verdict": None}
-        job = jobs.Job("audit_step", {"server": server, "plan": made.to_dict(), "deadline_s": deadline_s,
-                                      "api": True}, who or jobs.TEACHER, jobs.Needs(alone=True), id=aid)
+        job = jobs.audit_job(aid, {"server": server, "plan": made.to_dict(), "deadline_s": deadline_s, "api": True},
+                             who or jobs.TEACHER)
         job.listener = lambda ev: self._event(aid, ev)
         with self._lock:
             self._live[aid] = summary

@@ -238,6 +238,31 @@ def probe_job(fields: dict[str, Any], length: int, deadline_s: float, who: Who) 
     return Job("probe", {"server": fields, "length": length, "deadline_s": deadline_s}, who, Needs(alone=True))
 
 
+def carry_out_audit(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """An audit_step job: the whole zero audit of payload["server"] with payload["plan"] (lab.nbd.audit);
+    its server and disk live for the whole audit, so one step is the whole audit, on one machine."""
+    from lab.nbd import audit
+
+    p = payload["plan"]
+    plan = audit.make_plan(p["sizes"], flags=tuple(p["flags"]), disks=tuple(p["disks"]), inflight=p["inflight"],
+                           limits=ctx.core.limits)
+    ctx.emit({"type": "state", "phase": "copy"})  # it writes from the start: not retried elsewhere if lost
+    return audit.run_audit(payload["server"], plan, deadline_s=float(payload["deadline_s"]), cancel=ctx.cancel,
+                           on_event=lambda e: ctx.emit({"type": "progress", **e}), places=ctx.core.places,
+                           limits=ctx.core.limits, api=bool(payload.get("api")))
+
+
+def audit_job(job_id: str, payload: dict[str, Any], who: Who) -> Job:
+    """An audit writes at full speed for minutes and judges cost by the clock where the storage shows
+    nothing: its machine to itself; a machine with the server's kind and storage (a place the user named,
+    a directory or a device, is the service's own machine: `managed`)."""
+    server = payload["server"]
+    place = str(server.get("storage") or "")
+    caps = [f"kind:{server.get('kind', 'nbdkit')}"]
+    caps += ["managed"] if place.startswith(("path:", "dev:")) else [f"storage:{place}"] if place else []
+    return Job("audit_step", payload, who, Needs(alone=True, capabilities=tuple(caps)), id=job_id)
+
+
 class JobFailed(Exception):
     """A job that ended without its result: `kind` (the exception's class name where it failed, or the
     final status), `field` (the input at fault, when the failure names one) and the message."""
@@ -270,7 +295,7 @@ def calibration_point_job(kind: Any, point: Any, extra_until: float, group: str,
 
 Handler = Callable[[dict[str, Any], Context], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {"run": carry_out_run, "probe": carry_out_probe,
-                                "calibration_point": carry_out_calibration_point}
+                                "calibration_point": carry_out_calibration_point, "audit_step": carry_out_audit}
 
 
 def register(kind: str, handler: Handler) -> None:
