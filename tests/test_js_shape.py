@@ -9,8 +9,8 @@ import re
 from testkit import REPO
 
 JS = REPO / "static" / "js"
-# fetch() outside api.js, left to move onto `request` (the list only shrinks): layers moves sweeps.js (issue 23).
-KNOWN_FETCH = {"sweeps.js"}
+# fetch() outside api.js, left to move onto `request` (the list only shrinks).
+KNOWN_FETCH: set[str] = set()
 
 
 def _sources() -> dict[str, str]:

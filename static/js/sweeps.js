@@ -1,9 +1,11 @@
 // Saved sweeps (templates/partials/sweeps.html): the latest sweeps, each with a Re-run button.
 // A re-run is POST /api/v1/sweeps/{id}/rerun with an Idempotency-Key, so a double click or a
-// retried request queues one sweep, not two.
+// retried request queues one sweep, not two. The list is read again when the event stream says a
+// sweep changed (live.js: `sweep`, `sweep_done`) or the stream is back after a cut; never on a timer.
 
-import { ApiError, isPresenter, request } from "./api.js";
+import { isPresenter, request } from "./api.js";
 import { $ } from "./format.js";
+import { onConnection, subscribe } from "./live.js";
 
 const LIMIT = 10;
 
@@ -26,11 +28,8 @@ async function rerun(sweep, button) {
   button.disabled = true;
   const status = $("sweeps-status");
   try {
-    const res = await fetch(`/api/v1/sweeps/${encodeURIComponent(sweep.id)}/rerun`, {
-      method: "POST", headers: { Accept: "application/json", "Idempotency-Key": button.dataset.key, ...auth() },
-    });
-    const body = await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError(res.status, (body && body.detail) || `answered ${res.status}`, null, body);
+    const body = await request("POST", `/api/v1/sweeps/${encodeURIComponent(sweep.id)}/rerun`, undefined,
+      { headers: { "Idempotency-Key": button.dataset.key } });
     status.textContent = `Queued ${body.name} again: ${body.total} runs (sweep ${body.id}).`;
     button.dataset.key = key();  // the next click is a new re-run
     await load();
@@ -39,13 +38,6 @@ async function rerun(sweep, button) {
   } finally {
     button.disabled = false;
   }
-}
-
-function auth() {
-  try {
-    const t = sessionStorage.getItem("lab-token");
-    return t ? { Authorization: `Bearer ${t}` } : {};
-  } catch { return {}; }
 }
 
 function row(sweep) {
@@ -76,18 +68,46 @@ function row(sweep) {
   return tr;
 }
 
+// Rows are kept while their sweep is unchanged: a re-read never swaps a button from under the pointer.
+const shown = new Map(); // sweep id -> {sig, tr}
+
 async function load() {
   const body = $("sweeps-body");
   try {
     const page = await request("GET", `/api/v1/sweeps?limit=${LIMIT}`);
-    body.replaceChildren(...(page.sweeps.length ? page.sweeps.map(row)
-      : [Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="7" class="hint">No sweeps yet.</td>' })]));
+    if (!page.sweeps.length) {
+      shown.clear();
+      body.replaceChildren(Object.assign(document.createElement("tr"),
+        { innerHTML: '<td colspan="7" class="hint">No sweeps yet.</td>' }));
+      return;
+    }
+    const rows = page.sweeps.map((sweep) => {
+      const sig = JSON.stringify([sweep.status, sweep.total, sweep.name, sweep.kind, sweep.repeats, isPresenter()]);
+      const had = shown.get(sweep.id);
+      const tr = had && had.sig === sig ? had.tr : row(sweep);
+      shown.set(sweep.id, { sig, tr });
+      return tr;
+    });
+    const ids = new Set(page.sweeps.map((w) => w.id));
+    for (const id of [...shown.keys()]) if (!ids.has(id)) shown.delete(id);
+    if (rows.some((tr, i) => body.children[i] !== tr) || body.children.length !== rows.length) body.replaceChildren(...rows);
   } catch (e) {
     $("sweeps-status").textContent = `Sweeps unavailable: ${e.message}`;
   }
 }
 
+// Events come in bursts (a sweep's every run): one read for a burst.
+let pending = null;
+function soon() {
+  if (pending === null) pending = setTimeout(() => { pending = null; load(); }, 300);
+}
+
 if ($("sweeps-body")) {
   load();
-  setInterval(load, 5000);
+  subscribe((kind) => { if (kind === "sweep" || kind === "sweep_done") soon(); });
+  let cut = false;
+  onConnection((c) => {
+    if (c.state === "live" && cut) soon();  // back after a cut: what changed meanwhile
+    cut = c.state !== "live" && c.state !== "connecting";
+  });
 }
