@@ -332,26 +332,35 @@ def test_a_blind_spot_term_stays_only_where_the_points_need_it():
         assert coef["mib"] == pytest.approx(TRUE["mib"], rel=1e-2)
 
 
-def test_each_part_inherits_the_scatter_of_the_points_it_dominates():
-    """Byte-heavy points that vary by 8% run to run, request-heavy ones by 1%: the per-byte part's
-    spread comes out near 8%, the per-request part's at its floor."""
+def test_each_regime_inherits_the_scatter_of_its_points_and_short_copies_the_jitter():
+    """Byte-heavy points that vary by 8% run to run, the others by 1%: the bandwidth-bound spread comes
+    out from those 8% (of the variable part), the others low; a few ms of jitter on every copy goes to
+    abs_s."""
     pts = []
+    coef = fitting.fit(POINTS, expectation.TERMS, {"delays": 1.0})
     for p in POINTS:
         t = p["measured_s"]
-        share = (TRUE["mib"] * p["features"]["mib"]) / t
-        s = 0.08 if share > 0.5 else 0.01
+        share = fitting.parts(coef, p["features"], expectation.GROUPS)
+        s = 0.08 if expectation.regime(share) == "bandwidth-bound" else 0.01
         pts.append({**p, "runs_s": [t * (1 - s), t, t * (1 + s)]})
-    coef = fitting.fit(pts, expectation.TERMS, {"delays": 1.0})
-    got = fitting.spread(pts, coef, expectation.GROUPS, 7, expectation.SPREAD_FLOORS)
-    assert 0.06 < got["per_byte_s"] < 0.12, got
-    assert got["per_request_s"] == expectation.SPREAD_FLOORS["per_request_s"], got
+    got = fitting.spread(pts, coef, expectation.GROUPS, 7, expectation.regime, expectation.SPREAD_FLOORS,
+                         exact=("delays_s",), abs_floor=0.001)
+    # 8% of a variable part that is 68-100% of the point, and as much again for the fit's own error (7
+    # points, 7 terms: a new run's expectation is as uncertain as a run)
+    assert 0.08 * 2 ** 0.5 <= got["bandwidth-bound"] < 0.16, got
+    assert got["per-request-bound"] < 0.04 or got["per-request-bound"] == expectation.SPREAD_FLOORS[
+        "per-request-bound"], got
+    # and a jitter of 5 ms on every copy shows as abs_s, not as a regime's spread
+    jitter = [{**p, "runs_s": [p["measured_s"] - 0.005, p["measured_s"] + 0.005]} for p in POINTS]
+    got = fitting.spread(jitter, coef, expectation.GROUPS, 7, expectation.regime, expectation.SPREAD_FLOORS,
+                         exact=("delays_s",), abs_floor=0.001)
+    assert 0.005 < got["abs_s"] < 0.012 and got["bandwidth-bound"] < 0.05, got
 
 
 def _calibrated(spread: dict | None = None, control: dict | None = None) -> expectation.Calibration:
     cal = _calibration("x")
     for f in cal.fits.values():
-        f.spread = spread or {"delays_s": 0.0, "per_request_s": 0.2, "per_byte_s": 0.04, "fixed_s": 0.2,
-                              "abs_s": 0.003}
+        f.spread = spread or {"delay-bound": 0.2, "per-request-bound": 0.2, "bandwidth-bound": 0.04, "abs_s": 0.003}
         f.control = control or {"reference_s": 0.1, "spread": 0.01}
     return cal
 
@@ -379,7 +388,7 @@ def test_an_interval_is_narrow_where_sleeps_dominate_and_wider_where_bytes_do():
 def test_a_run_outside_its_interval_says_which_way_and_the_part_most_likely_off():
     """1 GiB of zero-filled writes behind 2 ms sleeps (the sweep's qemu-2.7 row): the bytes are its
     largest uncertain part, so a miss is laid at their door."""
-    spread = {"delays_s": 0.0, "per_request_s": 0.1, "per_byte_s": 0.04, "fixed_s": 0.2, "abs_s": 0.003}
+    spread = {"delay-bound": 0.1, "per-request-bound": 0.2, "bandwidth-bound": 0.04, "abs_s": 0.003}
     e = _calibrated(spread).expect("qemu-2.7", 1, "single", {**GIB_FULL, "slept_mib": 1024.0, "delays": 2.048,
                                                              "sleeps": 1024.0, "zero_mib": 1024.0})
     assert e.verdict(e.expected_s) == ("within", None)
@@ -493,7 +502,7 @@ def test_a_cpu_hog_started_mid_sweep_makes_the_rows_after_it_slower_than_model(d
     spec = build_spec(FULL_SPEED)
     before = [execute(Run(client="qemu-img", server=spec, sweep_id="s2"), core=core) for _ in range(3)]
     assert all(r.status == "succeeded" for r in before)
-    _plant(core.places, fixed_s=min(r.duration_s for r in before), spread={"fixed_s": 0.05, "abs_s": 0.003})
+    _plant(core.places, fixed_s=min(r.duration_s for r in before), spread={"per-request-bound": 0.05, "abs_s": 0.003})
     hogs: list[subprocess.Popen] = []
     verdicts = []
     try:
@@ -536,8 +545,8 @@ def test_a_kind_is_fitted_from_its_steps_with_the_controls_reference_from_its_qu
     fit = calibration.fit_kind(kind, [first, *pts, last])
     assert fit.control["reference_s"] == 0.11 and fit.control["clean_s"] == [0.10, 0.11, 0.12, 0.10, 0.11]
     assert 0.05 < fit.control["spread"] < 0.1
-    assert len(fit.points) == len(pts) + 1 and fit.spread["delays_s"] == 0.0  # an in-order client's sleeps are exact
-    assert fit.coef["delays"] == 1.0 and set(expectation.PARTS) <= set(fit.spread)
+    assert len(fit.points) == len(pts) + 1 and fit.coef["delays"] == 1.0
+    assert set(fit.spread) == {*expectation.REGIMES, "abs_s"}
 
 
 def test_a_control_beside_a_calibration_this_process_may_not_write_is_kept_in_memory(data_dir):

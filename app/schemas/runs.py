@@ -212,8 +212,8 @@ class FitOut(_Open):
     cpu_coef: dict[str, float] = Field({}, description="the same terms fitted to the runs' own CPU seconds")
     points: list[CalibrationPoint] = []
     worst: float | None = None
-    spread: dict[str, float] = Field({}, description="each breakdown part's relative standard deviation, and "
-                                     "abs_s: what every copy varies by (lab.measure.fitting.spread)")
+    spread: dict[str, float] = Field({}, description="per regime, the variable part's relative standard deviation, "
+                                     "and abs_s: what every copy varies by (lab.measure.fitting.spread)")
     control: ControlReference = Field(default_factory=lambda: ControlReference(),
                                       description="the control's reference, measured at the calibration's start "
                                                   "and end")

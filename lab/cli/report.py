@@ -143,17 +143,18 @@ def calibration_table(cal: Any, state: dict[str, Any] | None = None) -> str:
     out.append(f"per MiB stored (the plugin's writes); warm: extra for the first {WARM_MIB} MiB of a fresh server; "
                f"grown: extra past {GROWN_MIB} MiB; slept: extra for bytes that waited out a delay; zeroes: extra for "
                f"zero-filled MiB the client wrote; short: extra per sleep of at most {SHORT_SLEEP_MS:g} ms")
-    out += ["", f"{'kind':18}{'spread (relative sd) of each part':>40}{'abs ms':>8}   {'blind spots kept':24}"
+    out += ["", f"{'kind':18}{'spread of the variable part (relative sd)':>44}{'abs ms':>8}   {'blind spots kept':24}"
             f"{'control s (spread)':>20}",
-            f"{'':18}{'delays':>10}{'request':>10}{'byte':>10}{'fixed':>10}"]
+            f"{'':18}{'delay-bound':>16}{'per-request':>14}{'bandwidth':>14}"]
     for key, f in cal.fits.items():
         sp, ctl = f.spread, f.control
         ref = f"{ctl['reference_s']:.4f} ({100 * ctl.get('spread', 0):.1f}%)" if ctl else "-"
-        out.append(f"{key:18}" + "".join(f"{100 * sp.get(g, 0):9.1f}%" for g in
-                                         ("delays_s", "per_request_s", "per_byte_s", "fixed_s"))
+        out.append(f"{key:18}" + "".join(f"{100 * sp.get(r, 0):{w}.1f}%" for r, w in
+                                         (("delay-bound", 15), ("per-request-bound", 13), ("bandwidth-bound", 13)))
                    + f"{1e3 * sp.get('abs_s', 0):8.1f}   {', '.join(f.blind_spots) or '-':24}{ref:>20}")
-    out.append(f"intervals hold {100 * COVERAGE:.0f}% of runs: each part's spread, and the machine's drift since "
-               "the calibration (measured by a control before CPU-bound runs)")
+    out.append(f"intervals hold {100 * COVERAGE:.0f}% of runs: the variable part's spread for the run's regime, a "
+               "copy's absolute jitter, and the machine's drift since the calibration (measured by a control before "
+               "CPU-bound runs)")
     noisy, total = cal.contended
     if noisy:
         out.append(f"{noisy} of {total} points were measured while other work used the CPU (contended): "

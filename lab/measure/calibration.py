@@ -44,6 +44,7 @@ from lab.measure.expectation import (
     kind_key,
     load,
     machine,
+    regime,
     save,
 )
 from lab.nbd.clients import get_client
@@ -188,13 +189,6 @@ def _measure_plan(kind: Kind, plan: Sequence[Point], cancel: threading.Event, ex
     return [measure_point(kind, point, cancel, places, extra_ok) for point in plan]
 
 
-def _abs_jitter(points: list[dict[str, Any]]) -> float:
-    """A copy's absolute jitter, from the repeats of the short points (a few tens of ms or less)."""
-    short = [statistics.variance(runs) for p in points
-             if p["measured_s"] < 0.1 and len(runs := p.get("clean_runs_s") or []) >= 2]
-    return round(max(ABS_FLOOR_S, statistics.fmean(short) ** 0.5 if short else 0.0), 5)
-
-
 def _reference(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
     """The control's reference from its runs at the start and the end: the median of the undisturbed
     ones (of all, when every one was disturbed) and their spread."""
@@ -216,9 +210,8 @@ def fit_kind(kind: Kind, measured: list[dict[str, Any]]) -> Fit:
     terms = [t for t in TERMS if t not in BLIND_SPOTS or t in kept]
     for p in points:
         p["fitted_s"] = round(fitting.predict(coef, p["features"]), 4)
-    spread = fitting.spread(points, coef, GROUPS, len([t for t in terms if t not in fixed]), SPREAD_FLOORS,
-                            exact=() if kind.parallel else ("delays_s",))
-    spread["abs_s"] = _abs_jitter(points)
+    spread = fitting.spread(points, coef, GROUPS, len([t for t in terms if t not in fixed]), regime, SPREAD_FLOORS,
+                            exact=() if kind.parallel else ("delays_s",), abs_floor=ABS_FLOOR_S)
     cpu_points = [{**p, "measured_s": p["own_cpu_s"]} for p in points if p.get("own_cpu_s")]
     cpu = fitting.fit(cpu_points, terms, {"delays": 0.0}) if len(cpu_points) == len(points) else {}
     return Fit(kind.key, {k: round(v, 9) for k, v in coef.items()}, points,

@@ -87,8 +87,9 @@ def relative_sd(values: list[float]) -> float:
 
 
 def stale_beyond(reference_spread: float, z: float) -> float:
-    """The drift beyond which the calibration is stale: what the intervals allow for without a control."""
-    return round(z * math.hypot(reference_spread, UNCORRECTED_DRIFT), 4)
+    """The drift beyond which the calibration is stale: what the intervals allow for without a control,
+    plus what the control's own runs scatter by (a control of three runs is known to spread / sqrt(3))."""
+    return round(z * math.hypot(reference_spread / math.sqrt(3), UNCORRECTED_DRIFT), 4)
 
 
 def path_for(calibration_file: Path) -> Path:

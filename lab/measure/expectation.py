@@ -24,12 +24,13 @@ emulates is stored as written zeroes. The three blind-spot terms (docs/design.md
 are measured by `lab calibrate` like the others and kept only where the calibration's points need
 them (lab.measure.fitting.select).
 
-An expectation is an interval: `low_s`-`high_s` holds COVERAGE of runs. Each part of the breakdown
-varies by a relative amount measured at calibration (the points' misfit and their run-to-run
-spread, lab.measure.fitting.spread), and the non-sleep parts also by how far the machine may have
-moved since the calibration: little right after a control measured it (the expectation is then
-scaled by the control's factor, lab.measure.drift), UNCORRECTED_DRIFT otherwise. A run outside its
-interval gets a verdict (`slower-than-model`, `faster-than-model`) and the part most likely off.
+An expectation is an interval: `low_s`-`high_s` holds COVERAGE of runs. Its variable part (all but
+an in-order client's sleeps) varies by a relative amount measured at calibration for the run's
+regime (the points' run-to-run spread and misfit, lab.measure.fitting.spread), and its non-sleep
+parts also by how far the machine may have moved since the calibration: little right after a
+control measured it (the expectation is then scaled by the control's factor, lab.measure.drift),
+UNCORRECTED_DRIFT otherwise. A run outside its interval gets a verdict (`slower-than-model`,
+`faster-than-model`) and the part most likely off (the largest variable part).
 
 The coefficients are per client kind (qemu-img, nbdcopy, an era client at queue depth 1 or
 deeper) and server build (one process, or the two-process chain), measured by
@@ -78,10 +79,11 @@ VERDICTS: tuple[str, ...] = get_args(ModelVerdict)
 
 COVERAGE = 0.90  # the share of runs an interval is built to hold
 Z = NormalDist().inv_cdf(0.5 + COVERAGE / 2)
-# The least each part varies, relative (its scatter is measured; this keeps a lucky calibration, whose
-# few points happened to agree, from promising more than the machine keeps): a large copy varies by
-# +-5% run to run on a quiet machine, a request's handling and a process start by more.
-SPREAD_FLOORS = {"delays_s": 0.0, "per_request_s": 0.05, "per_byte_s": 0.03, "fixed_s": 0.10}
+# The least the variable part of an expectation varies per regime, relative (its scatter is measured;
+# this keeps a lucky calibration, whose few points happened to agree, from promising more than the
+# machine keeps): a large copy varies by +-5% run to run on a quiet machine, a request's handling and a
+# timer's overshoot by more.
+SPREAD_FLOORS = {"delay-bound": 0.05, "per-request-bound": 0.05, "bandwidth-bound": 0.03}
 ABS_FLOOR_S = 0.003  # and every copy by a few ms however short (the clock, a scheduler tick)
 
 
@@ -187,31 +189,43 @@ class Calibration:
         fit = self.fit_for(client, queue_depth, build)
         if fit is None:
             return None
-        parts = fitting.parts({t: fit.coef.get(t, 0.0) for t in TERMS}, features, GROUPS)
         factor = control.factor if control is not None else None
-        if factor is not None:  # the machine moves bytes and requests this much slower (or faster) now
-            parts = {g: v if g == "delays_s" else v * factor for g, v in parts.items()}
+        parts = _scaled(fitting.parts({t: fit.coef.get(t, 0.0) for t in TERMS}, features, GROUPS), factor)
         total = sum(parts.values())
-        sd = _part_sd(fit, parts, control)
-        half = Z * math.sqrt(sum(v * v for v in sd.values()) + fit.spread.get("abs_s", ABS_FLOOR_S) ** 2)
-        floor = parts["delays_s"] if fit.key in _SERIAL else 0.0  # a serial client never beats its sleeps
+        serial = fit.key in _SERIAL
+        variable = {g: v for g, v in parts.items() if not (serial and g == "delays_s")}
+        sd = _sd(fit, parts, sum(variable.values()), control)
+        floor = parts["delays_s"] if serial else 0.0  # a serial client never beats its sleeps
         cpu = fitting.predict(fit.cpu_coef, features) * (factor or 1.0) if fit.cpu_coef else None
         return Expectation(
             round(total, 4), {k: round(v, 4) for k, v in parts.items()}, fit.key, self.fingerprint,
-            None if cpu is None else round(cpu, 4), low_s=round(max(total - half, floor), 4),
-            high_s=round(total + half, 4), regime=regime(parts), likely=max(sd, key=lambda g: sd[g]),
+            None if cpu is None else round(cpu, 4), low_s=round(max(total - Z * sd, floor), 4),
+            high_s=round(total + Z * sd, 4), regime=regime(parts), likely=max(variable, key=lambda g: variable[g]),
             machine_factor=factor, control_age_s=None if control is None else round(time.time() - control.at, 1))
 
 
-def _part_sd(fit: Fit, parts: dict[str, float], control: drift.Control | None) -> dict[str, float]:
-    """Each part's standard deviation in seconds: its own spread, and for the non-sleep parts the
-    machine's drift since the calibration (known to the control's precision right after one)."""
+def _scaled(parts: dict[str, float], factor: float | None) -> dict[str, float]:
+    """The non-sleep parts scaled by a control's factor: the machine moves bytes and requests that much
+    slower (or faster) now than at its calibration."""
+    return parts if factor is None else {g: v if g == "delays_s" else v * factor for g, v in parts.items()}
+
+
+def _sd(fit: Fit, parts: dict[str, float], variable: float, control: drift.Control | None) -> float:
+    """A run's standard deviation around its expectation (seconds): the variable part's spread for the
+    run's regime, the machine's drift on the non-sleep parts, a copy's absolute jitter."""
+    r = regime(parts)
+    return math.sqrt((fit.spread.get(r, SPREAD_FLOORS[r]) * variable) ** 2
+                     + (_moved(control) * (sum(parts.values()) - parts["delays_s"])) ** 2
+                     + fit.spread.get("abs_s", ABS_FLOOR_S) ** 2)
+
+
+def _moved(control: drift.Control | None) -> float:
+    """How far the machine may have moved since the calibration, relative, for the non-sleep parts:
+    known to the control's precision right after one, else UNCORRECTED_DRIFT. (A run's own scatter is
+    the regime's spread; this is the machine's state between the calibration and the run.)"""
     if control is not None and control.clean_s:
-        moved = control.spread / math.sqrt(len(control.clean_s))
-    else:
-        moved = math.hypot(fit.control.get("spread", 0.0), drift.UNCORRECTED_DRIFT)
-    return {g: parts[g] * math.hypot(fit.spread.get(g, SPREAD_FLOORS[g]), 0.0 if g == "delays_s" else moved)
-            for g in PARTS}
+        return control.spread / math.sqrt(len(control.clean_s))
+    return drift.UNCORRECTED_DRIFT
 
 
 def regime(parts: dict[str, float]) -> str:

@@ -25,7 +25,7 @@ def planted(tmp_path: Path, scale: float) -> Path:
     from lab.measure import expectation
 
     fits = {k: expectation.Fit(k, {**{t: v * scale for t, v in REAL.items()}, "delays": 1.0}, [], {},
-                               {"per_request_s": 0.1, "per_byte_s": 0.04, "fixed_s": 0.1, "abs_s": 0.003})
+                               {"delay-bound": 0.2, "per-request-bound": 0.1, "bandwidth-bound": 0.04, "abs_s": 0.003})
             for k in ("qemu-img/single", "era-q1/single", "era-qN/single", "nbdcopy/single", "era-q1/chain")}
     cal = expectation.Calibration(expectation.fingerprint(expectation.machine()), {"cpu": "planted"}, fits)
     path = tmp_path / "calibration.json"
