@@ -239,11 +239,13 @@ class Cluster:
             raise
         return self
 
-    def add_worker(self, i: int, name: str | None = None) -> Worker:
+    def add_worker(self, i: int, name: str | None = None, env: dict[str, str] | None = None,
+                   drain_s: float = 5.0) -> Worker:
+        """Start machine i's worker (`env`: its own settings beside the cluster's)."""
         ns = self.netns[i] if self.isolated else None
         url = self.broker.tcp_url(ns.host_ip) if ns else self.broker.url
-        env = {**self.env, **({"LAB_IMAGE_DIR": self.image_dir} if self.image_dir else {})}
-        w = Worker(self.root / f"w{i}", name or f"w{i}-{self.tag}", url, ns, self.slots, env)
+        env = {**self.env, **({"LAB_IMAGE_DIR": self.image_dir} if self.image_dir else {}), **(env or {})}
+        w = Worker(self.root / f"w{i}", name or f"w{i}-{self.tag}", url, ns, self.slots, env, drain_s)
         self.workers.append(w)
         return w.start()
 

@@ -18,7 +18,7 @@ from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.service.jobs import Job, run_job
 from lab.service.remote import CeleryExecutor
-from lab.service.scheduler import Admission, Scheduler
+from lab.service.scheduler import Admission, Scheduler, Stop
 from testkit import wait_for
 from testkit.cluster import Cluster
 
@@ -61,7 +61,7 @@ def scheduled(cluster: Cluster) -> Iterator[tuple[Scheduler, CeleryExecutor, Rec
     try:
         yield sched, ex, rec
     finally:
-        sched.shutdown(__import__("lab.service.scheduler", fromlist=["Stop"]).Stop("interrupted", "test over"), 20)
+        sched.shutdown(Stop("interrupted", "test over"), 20)
 
 
 def _run(fields: dict[str, str], client: str = "qemu-2.8") -> Job:
@@ -152,7 +152,7 @@ def test_a_job_lost_before_it_started_copying_runs_again_elsewhere(tmp_path: Pat
             assert job.attempt == 1 and job.run.worker is not None and job.run.worker["name"] == other.name
         finally:
             c.workers[0].proc.send_signal(signal.SIGKILL)
-            sched.shutdown(__import__("lab.service.scheduler", fromlist=["Stop"]).Stop("interrupted", "over"), 20)
+            sched.shutdown(Stop("interrupted", "over"), 20)
 
 
 def test_a_worker_refuses_pickled_messages(cluster: Cluster) -> None:
@@ -178,3 +178,149 @@ def test_a_worker_refuses_pickled_messages(cluster: Cluster) -> None:
     wait_for(lambda: plain.id in ended(), 60, 0.1, what="the JSON job done")
     wait_for(lambda: "untrusted content" in worker.log_text(), 10, 0.1, what="the pickled job refused")
     assert pickled.id not in {f["job"] for _id, f in r.xrange(broker.events_key("svc-t"))}
+
+
+def _overlap(a: Run, b: Run) -> bool:
+    assert a.started_at and a.finished_at and b.started_at and b.finished_at
+    return a.started_at < b.finished_at and b.started_at < a.finished_at
+
+
+def test_a_cpu_bound_run_has_its_worker_alone(scheduled: Any, cluster: Cluster) -> None:
+    """nbdcopy without delays is CPU-bound (needs.alone): on whichever worker it runs, nothing else runs
+    beside it there; sleep-bound runs share the workers meanwhile."""
+    sched, _ex, rec = scheduled
+    cpu = {"size": "32M", "delay_write": "0ms", "delay_zero": "0ms"}
+    jobs = sched.submit([_run(FAST), _run(cpu, "nbdcopy"), _run(FAST), _run(FAST), _run(cpu, "nbdcopy"),
+                         _run(FAST), _run(FAST)])
+    assert [j.needs.alone for j in jobs] == [False, True, False, False, True, False, False]
+    wait_for(lambda: len(rec.done) == len(jobs), 180, 0.1, what="all done")
+    runs = [j.run for j in jobs if j.run is not None]
+    assert all(r.status == "succeeded" for r in runs), [(r.status, r.error) for r in runs]
+    for alone in (r for j, r in zip(jobs, runs, strict=True) if j.needs.alone):
+        assert alone.worker is not None
+        beside = [r for r in runs if r is not alone and r.worker and r.worker["name"] == alone.worker["name"]
+                  and _overlap(r, alone)]
+        assert not beside, f"{alone.id} ran beside {[r.id for r in beside]} on {alone.worker['name']}"
+
+
+def test_students_take_turns_across_workers_and_the_teacher_goes_first(tmp_path: Path) -> None:
+    """One queue for every machine: with a slot on each of two workers, three students' runs start
+    round-robin (not first come, first served), and a teacher's run queued last starts next."""
+    from lab.service.jobs import TEACHER, Who
+
+    rec, order = Recorder(), []
+
+    def on_event(job: Job, ev: dict[str, Any]) -> None:  # who started when, as the service would publish it
+        if ev.get("phase") == "setup":
+            order.append(job.who.name or job.who.lane)
+        rec.on_event(job, ev)
+
+    with Cluster(tmp_path, n=2, slots=1) as c:
+        ex = CeleryExecutor(c.url).start()
+        sched = Scheduler([ex], Admission(queue_size=64), on_finish=rec.on_finish, on_event=on_event)
+        ex.bind(sched)
+        try:
+            jobs = [run_job(Run(client="qemu-2.8", server=build_spec(FAST), student=student), Who("student", student),
+                            timeout_s=120) for student in ("ana", "ben", "cleo") for _ in range(3)]
+            teacher = run_job(Run(client="qemu-2.8", server=build_spec(FAST)), TEACHER, timeout_s=120)
+            for i in (0, 3, 6):  # ana queues all hers first, then ben, then cleo; the teacher last
+                sched.submit(jobs[i:i + 3])
+            sched.submit([teacher])
+            wait_for(lambda: len(sched.workers()) == 2, 30, what="both workers")
+            sched.start()
+            wait_for(lambda: len(rec.done) == 10, 180, 0.1, what="ten runs done")
+        finally:
+            sched.shutdown(Stop("interrupted", "over"), 20)
+    assert order[0] == "teacher", order  # queued last, in the teacher's lane: first
+    students = order[1:]
+    assert sorted(students[:3]) == ["ana", "ben", "cleo"], order  # one each before anyone's second
+    assert sorted(students[3:6]) == ["ana", "ben", "cleo"], order
+    assert {r.worker["name"] for r in (j.run for j in [*jobs, teacher]) if r and r.worker} == \
+        {w.name for w in c.workers}
+
+
+def _path_without(root: Path, missing: set[str]) -> str:
+    """A PATH on which every program of this machine is found but `missing`: a machine without them."""
+    import os
+    import sys
+
+    farm = root / "bin"
+    farm.mkdir(parents=True)
+    for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        if not Path(d).is_dir():
+            continue
+        for entry in os.scandir(d):
+            if entry.name not in missing and not (farm / entry.name).exists():
+                (farm / entry.name).symlink_to(entry.path)
+    return f"{farm}:{Path(sys.executable).parent}"
+
+
+def test_a_run_goes_only_where_its_server_kind_is(tmp_path: Path) -> None:
+    """Routing by capability: a worker without qemu-nbd does not offer kind:qemu-nbd, so qemu-nbd runs go
+    to the worker that has it; nbdkit runs go to both."""
+    with Cluster(tmp_path, n=2, slots=2, started=1) as c:
+        lacking = c.add_worker(1, env={"PATH": _path_without(tmp_path / "w1-path", {"qemu-nbd"})})
+        lacking.wait_ready(c.broker)
+        full = c.workers[0]
+        assert "kind:qemu-nbd" in full.heartbeat(c.broker)["capabilities"]
+        assert "kind:qemu-nbd" not in lacking.heartbeat(c.broker)["capabilities"]
+        ex = CeleryExecutor(c.url).start()
+        rec = Recorder()
+        sched = Scheduler([ex], Admission(), on_finish=rec.on_finish, on_event=rec.on_event).start()
+        ex.bind(sched)
+        try:
+            wait_for(lambda: len(sched.workers()) == 2, 30, what="two workers")
+            jobs = sched.submit([_run({**FAST, "kind": "qemu-nbd"}) for _ in range(4)] +
+                                [_run(FAST) for _ in range(4)])
+            wait_for(lambda: len(rec.done) == len(jobs), 180, 0.1, what="all done")
+        finally:
+            sched.shutdown(Stop("interrupted", "over"), 20)
+    runs = [j.run for j in jobs if j.run is not None]
+    assert all(r.status == "succeeded" and r.worker for r in runs), [(r.status, r.error) for r in runs]
+    assert {r.worker["name"] for r in runs[:4]} == {full.name}  # type: ignore[index]
+    assert {r.server.kind for r in runs[:4]} == {"qemu-nbd"}
+
+
+def test_a_worker_that_leaves_is_drained(scheduled: Any, cluster: Cluster) -> None:
+    """SIGTERM mid-run: the worker says it is draining (no longer a machine: new runs go to the other),
+    lets its run finish (within its --drain-s), and exits 0 with nothing left."""
+    import signal
+
+    sched, _ex, rec = scheduled
+    (slow,) = sched.submit([_run({**SLOW, "zeromode": "plugin"})])  # ~3 s of sleeps: within the 5 s of drain
+    wait_for(lambda: any(e.get("phase") == "copy" for e in rec.events[slow.id]), 60, 0.02, what="copying")
+    leaving = next(w for w in cluster.workers if w.watch())
+    leaving.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: leaving.name not in [w.id for w in sched.workers()], 10, 0.05, what="draining seen")
+    (later,) = sched.submit([_run(FAST)])
+    wait_for(lambda: slow.id in rec.done and later.id in rec.done, 60, 0.1, what="both done")
+    assert slow.run is not None and slow.run.status == "succeeded", (slow.run.status, slow.run.error)
+    assert later.run is not None and later.run.worker is not None and later.run.worker["name"] != leaving.name
+    assert leaving.proc.wait(30) == 0, leaving.log_text()[-2000:]
+    assert not leaving.left()
+
+
+def test_a_run_longer_than_the_drain_ends_interrupted(tmp_path: Path) -> None:
+    """A worker leaving with a run that outlasts its --drain-s stops the run, reports it, and exits 0: the
+    run is `interrupted` (it had started copying), never left running."""
+    import signal
+
+    with Cluster(tmp_path, n=1, slots=1, started=0) as c:
+        w = c.add_worker(0, drain_s=0.5)
+        w.wait_ready(c.broker)
+        ex = CeleryExecutor(c.url).start()
+        rec = Recorder()
+        sched = Scheduler([ex], Admission(), on_finish=rec.on_finish, on_event=rec.on_event).start()
+        ex.bind(sched)
+        try:
+            wait_for(lambda: len(sched.workers()) == 1, 30, what="the worker")
+            (job,) = sched.submit([_run(SLOW)])
+            wait_for(lambda: any(e.get("phase") == "copy" for e in rec.events[job.id]), 60, 0.02, what="copying")
+            w.watch()
+            w.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: job.id in rec.done, 30, 0.05, what="the run ended")
+            assert job.run is not None and job.run.status == "interrupted", (job.run.status, job.run.error)
+            assert w.proc.wait(30) == 0, w.log_text()[-2000:]
+            wait_for(lambda: not w.left(), 10, 0.05, what="nothing left")
+        finally:
+            sched.shutdown(Stop("interrupted", "over"), 20)

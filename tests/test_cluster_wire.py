@@ -75,3 +75,28 @@ def test_helpers_never_see_the_broker_url(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("LAB_BROKER_URL", "redis://:s3cret@h:6379/0")
     env = procs.child_env()
     assert "LAB_BROKER_URL" not in env and not any("s3cret" in v for v in env.values())
+
+
+def test_in_cluster_mode_fields_are_checked_against_what_the_workers_offer() -> None:
+    """lab.service.fleet: a kind or storage no connected worker offers is refused naming the field and the
+    workers; with no worker connected nothing is refused (the run waits for one)."""
+    from lab.domain.scenarios import get_scenario
+    from lab.domain.spec import SpecError, build_spec
+    from lab.service.fleet import Fleet
+    from lab.service.scheduler import LOCAL, Worker
+
+    workers = [Worker(LOCAL, 2, frozenset({"managed", "kind:qemu-nbd", "storage:xfs"})),
+               Worker("w1", 2, frozenset({"kind:nbdkit", "storage:datadir"})),
+               Worker("w2", 2, frozenset({"kind:nbdkit", "kind:nbd-server"}))]
+    fleet = Fleet(lambda: workers)
+    assert build_spec({"kind": "nbd-server"}, machine=fleet).kind == "nbd-server"
+    with pytest.raises(SpecError) as e:
+        build_spec({"kind": "qemu-nbd"}, machine=fleet)  # only the service itself has it: not a worker
+    assert e.value.field == "kind" and "no worker offers kind qemu-nbd (workers: w1, w2)" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        build_spec({"plugin": "file", "storage": "xfs"}, machine=fleet)
+    assert e.value.field == "storage"
+    none_yet = Fleet(lambda: workers[:1])  # no worker connected yet: the run waits for one
+    assert build_spec({"plugin": "file", "storage": "xfs"}, machine=none_yet).storage == "xfs"
+    rows, skipped = fleet.runnable(list(get_scenario("reference").rows))
+    assert len(rows) == 7 and not skipped

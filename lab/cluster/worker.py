@@ -199,7 +199,9 @@ class LabWorker:
         trace = result.pop("trace", None) or [] if isinstance(result, dict) else []
         for i in range(0, len(trace), wire.TRACE_CHUNK):  # lab.nbd.diskmap.TraceRow as JSON
             send("trace", [row.to_dict() for row in trace[i:i + wire.TRACE_CHUNK]])
-        if job.stop_reason:
+        if job.stop_reason:  # stopped here, not by its service: the run says so, the service decides the rest
+            if isinstance(result.get("run"), dict) and result["run"].get("status") == "cancelled":
+                result["run"].update(status="interrupted", error=job.stop_reason[0])
             return wire.outcome("lost", result, job.stop_reason[0], job.copying)
         return wire.outcome("cancelled" if job.cancel.is_set() else "succeeded", result, None, job.copying)
 
