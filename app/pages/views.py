@@ -22,7 +22,7 @@ templates = Jinja2Templates(directory=dashboard_dir("templates"))
 router = APIRouter(include_in_schema=False)
 
 PAGES = (("lab", "/", "Lab"), ("results", "/results", "Case study"), ("talk", "/talk", "Talk"),
-         ("class", "/class", "Class"), ("audits", "/audits", "Audit"))
+         ("class", "/class", "Class"), ("audits", "/audits", "Audit"), ("workers", "/workers", "Workers"))
 
 
 def lab_token(request: Request) -> str | None:
@@ -38,8 +38,10 @@ def page_config(request: Request) -> dict[str, Any]:
 
 def _render(request: Request, template: str, page: str) -> HTMLResponse:
     config = page_config(request)
+    # the Workers tab only where there are workers (cluster mode, LAB_BROKER_URL)
+    pages = PAGES if request.app.state.manager.cluster()["cluster"] else [p for p in PAGES if p[0] != "workers"]
     return templates.TemplateResponse(
-        request, template, {"page": page, "pages": PAGES, "config": config},
+        request, template, {"page": page, "pages": pages, "config": config},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -69,6 +71,12 @@ def class_page(request: Request) -> HTMLResponse:
 def audits_page(request: Request) -> HTMLResponse:
     """The zero audit: start one, follow them, read one, compare several side by side."""
     return _render(request, "audits.html", "audits")
+
+
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(request: Request) -> HTMLResponse:
+    """Cluster mode's workers: fingerprint, calibration age, load, running jobs, last heartbeat."""
+    return _render(request, "workers.html", "workers")
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
