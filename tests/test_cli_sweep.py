@@ -72,3 +72,24 @@ def test_workers_out_of_range_exit_2_for_sweep_and_scenario(tmp_path):
         out = subprocess.run([LAB, *argv], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "--workers: must be between 1 and 16" in out.stderr, (argv, out.stderr)
         assert out.stdout == ""
+
+
+SLOW_ROW = '{"name": "slow", "rows": [{"client": "qemu-4.2", "server": {"size": "8M", "delay_write": "500ms"}}]}'
+
+
+def test_a_sweep_honours_lab_run_timeout_s_and_timeout(tmp_path, no_leftovers):
+    """A row still going after the run timeout is stopped and failed (about 8 s of sleeps, cut at 1 s):
+    LAB_RUN_TIMEOUT_S by default, --timeout over it; a bad --timeout is refused before anything runs."""
+    f = tmp_path / "slow.json"
+    f.write_text(SLOW_ROW)
+    env = {**os.environ, "LAB_RUN_TIMEOUT_S": "1"}
+    out = subprocess.run([LAB, "sweep", str(f), "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 1, out.stderr
+    [run] = json.loads(out.stdout)["runs"]
+    assert run["status"] == "failed" and "timed out after 1 s" in run["error"]
+    out = subprocess.run([LAB, "sweep", str(f), "--json", "--timeout", "1.5"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "timed out after 1.5 s" in json.loads(out.stdout)["runs"][0]["error"]
+    for bad in ("0", "-3", "1e9"):
+        out = subprocess.run([LAB, "sweep", str(f), "--timeout", bad], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "--timeout" in out.stderr, (bad, out.stderr)

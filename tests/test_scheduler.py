@@ -466,3 +466,30 @@ def test_a_calibration_is_jobs_one_point_at_a_time_each_alone_before_the_queued_
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two calibration points overlapped"
     assert row["started_at"] >= spans[-1][1], "the student's run went before the calibration's points"
     assert here.calibration_file.exists(), "saved where this service keeps its calibration"
+
+
+@pytest.mark.parametrize("cores, together", [(0.1, True), (0.3, False)])
+def test_a_sweep_without_a_parallelism_does_not_contend_with_itself(cores: float, together: bool):
+    """Its rows share the machine only while their estimated CPU together stays within the contention
+    limit: light sleep-bound rows run side by side, heavier ones one after another (a CPU-bound one is
+    alone anyway). An explicit parallelism is the sweep's own choice."""
+    from lab.measure.contention import CONTENDED_CORES
+
+    spans = Spans()
+    sched = Scheduler(LocalExecutor(6), Admission(16), on_finish=spans.finish, cores=lambda _j: cores).start()
+    try:
+        rows = [hold(who=TEACHER, s=0.4) for _ in range(3)]
+        for j in rows:
+            j.group, j.group_cores = "sweep-1", CONTENDED_CORES
+        mine = [hold(who=TEACHER, s=0.4) for _ in range(2)]
+        for j in mine:
+            j.group, j.group_limit = "sweep-2", 2
+        sched.submit(rows)
+        sched.submit(mine)
+        for j in [*rows, *mine]:
+            assert j.done.wait(30)
+    finally:
+        sched.shutdown(Stop(), grace=5)
+    overlaps = [spans.overlap(a, b) for a, b in itertools.combinations(rows, 2)]
+    assert any(overlaps) if together else not any(overlaps), overlaps
+    assert spans.overlap(*mine), "a sweep's own parallelism holds whatever its rows cost"

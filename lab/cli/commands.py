@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lab.cli import audit, broker, report, sweep, worker
-from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, workers_problem
+from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, timeout_problem, workers_problem
 from lab.config import Settings
 from lab.domain import spec
 from lab.domain.clients import CATALOG, client_ids, client_info
@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     spec.add_cli_options(r, _settings().limits)
     r.add_argument("--queue-depth", type=int, default=1,
                    help="requests in flight for the lab's own clients (default 1)")
-    r.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
+    r.add_argument("--timeout", type=float, default=None,
+                   help="give up after this many seconds (default: LAB_RUN_TIMEOUT_S, 600)")
     r.add_argument("--repeat", type=int, default=1, metavar="N",
                    help=f"run it N times (1-{MAX_REPEATS}), each on a fresh server, and report the median and "
                         "spread (a copy without delays varies by 5-10%% from run to run)")
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"rows run at once, 1 to {MAX_WORKERS} (default 1: strictly one after another)")
     s.add_argument("--only", help="comma-separated row keys to run (default all)")
     s.add_argument("--size", help="image size for every row, e.g. 256M (drops the 2019 reference figures)")
+    s.add_argument("--timeout", type=float, default=None,
+                   help="a row still going after this many seconds is stopped and failed (default: LAB_RUN_TIMEOUT_S)")
     s.add_argument("--json", action="store_true",
                    help='print {"name":..., "rows":[run...], "skipped":[{"key":..., "reason":...}]}')
 
@@ -115,8 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return bad(f"--client: unknown client {args.client!r}; choose one of {', '.join(client_ids())}")
     if not 1 <= args.queue_depth <= 64:
         return bad(f"--queue-depth: must be between 1 and 64 (got {args.queue_depth})")
-    if not 0 < args.timeout <= 86400:
-        return bad(f"--timeout: must be a positive number of seconds (got {args.timeout})")
+    if problem := timeout_problem(args.timeout):
+        return bad(problem)
+    args.timeout = args.timeout if args.timeout is not None else _settings().run_timeout_s
     if not 1 <= args.repeat <= MAX_REPEATS:
         return bad(f"--repeat: must be between 1 and {MAX_REPEATS} (got {args.repeat})")
     try:
@@ -154,10 +158,11 @@ def _runs(args: argparse.Namespace, server: spec.ServerSpec, core: Core) -> list
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    if problem := workers_problem(args.workers):
+    if problem := workers_problem(args.workers) or timeout_problem(args.timeout):
         return bad(problem)
     only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
-    here = LocalSweep(args.workers, "lab-scenario", quiet=args.json, core=_core())
+    timeout = args.timeout if args.timeout is not None else _settings().run_timeout_s
+    here = LocalSweep(args.workers, "lab-scenario", quiet=args.json, core=_core(), timeout_s=timeout)
     # CPU-hungry parallel clients (nbdcopy) start first, so they are done before the
     # sleep-bound rows pile up beside them on a small machine.
     order = (lambda r: not client_info(r.client).parallel) if args.workers > 1 else None
@@ -191,7 +196,7 @@ def _print_scenario(args: argparse.Namespace, runs: list[Run], wall: float, skip
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    return sweep.cmd_sweep(args, _core())
+    return sweep.cmd_sweep(args, _core(), _settings().run_timeout_s)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

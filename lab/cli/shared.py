@@ -11,6 +11,7 @@ import time
 
 from lab.host.places import Core
 from lab.nbd.backends import Machine
+from lab.service.estimate import Estimator
 from lab.service.jobs import Job, LocalContext
 from lab.service.scheduler import Admission, LocalExecutor, Scheduler, Stop
 from lab.service.sweeps import Sweep, SweepService
@@ -23,6 +24,16 @@ def bad(message: str) -> int:
     """A bad argument: say which and what is wrong; the command returns this (2) as its exit status."""
     print(f"lab: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+MAX_TIMEOUT_S = 86_400
+
+
+def timeout_problem(timeout: float | None) -> str | None:
+    """--timeout's problem, if any (None: not given, the setting's value applies)."""
+    if timeout is None or 0 < timeout <= MAX_TIMEOUT_S:
+        return None
+    return f"--timeout: must be a positive number of seconds up to {MAX_TIMEOUT_S} (got {timeout:g})"
 
 
 def workers_problem(workers: int) -> str | None:
@@ -61,7 +72,9 @@ class LocalSweep:
         self.quiet = quiet
         core = core or Core()
         executor = LocalExecutor(workers, context=lambda job, emit: LocalContext(emit, job.cancel, core), name=name)
-        self.scheduler = Scheduler(executor, Admission(queue_size), on_finish=self._finished, name=name)
+        guess = Estimator(lambda _client: [])  # no history here: the request x delay floor
+        self.scheduler = Scheduler(executor, Admission(queue_size), on_finish=self._finished, estimate=guess,
+                                   cores=guess.cores, name=name)
         self.service = SweepService(self.scheduler, core.limits, timeout_s=timeout_s,
                                     machine=Machine(core.places))
         self._sweep: Sweep | None = None

@@ -20,7 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from lab.cli.shared import MAX_WORKERS, LocalSweep, bad, workers_problem
+from lab.cli.shared import MAX_WORKERS, LocalSweep, bad, timeout_problem, workers_problem
 from lab.domain import sweepspec
 from lab.host.places import Core
 from lab.nbd.backends import Machine
@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("file", help="the sweep definition: FILE.toml or FILE.json (see docs/api.md#custom-sweeps)")
     s.add_argument("--workers", type=int, default=1,
                    help=f"runs at once, 1 to {MAX_WORKERS} (default 1: timings stay honest)")
+    s.add_argument("--timeout", type=float, default=None,
+                   help="a run still going after this many seconds is stopped and failed (default: LAB_RUN_TIMEOUT_S)")
     s.add_argument("--json", action="store_true", help="print the sweep, its runs and the per-row statistics")
 
 
@@ -60,12 +62,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def cmd_sweep(args: argparse.Namespace, core: Core) -> int:
+def cmd_sweep(args: argparse.Namespace, core: Core, run_timeout_s: float) -> int:
     """`core`: the settings' limits (LAB_MAX_SIZE and co., as for `lab run` and POST /api/v1/sweeps)
-    and places."""
+    and places; `run_timeout_s`: LAB_RUN_TIMEOUT_S, unless --timeout says otherwise."""
     if problem := workers_problem(args.workers):
         return bad(problem)
-    here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, core=core, queue_size=sweepspec.MAX_RUNS)
+    if problem := timeout_problem(args.timeout):
+        return bad(problem)
+    timeout = args.timeout if args.timeout is not None else run_timeout_s
+    here = LocalSweep(args.workers, "lab-sweep", quiet=args.json, core=core, queue_size=sweepspec.MAX_RUNS,
+                      timeout_s=timeout)
     try:
         planned = sweepspec.plan(load(args.file), core.limits, Machine(core.places))
     except OSError as e:

@@ -116,6 +116,9 @@ class Job:
     id: str = field(default_factory=new_id)
     group: str | None = None  # a sweep whose rows share `group_limit` (its parallelism)
     group_limit: int | None = None
+    # ... or, a sweep without a parallelism of its own: its rows run beside each other only while their
+    # estimated CPU together stays within this many cores (so none sees its siblings as contention)
+    group_cores: float | None = None
     priority: int = 0  # higher starts first within a lane
     created_at: float = field(default_factory=time.time)
     attempt: int = 0  # 1 once re-queued after its machine was lost before it started copying
@@ -131,18 +134,21 @@ class Job:
     outcome: dict[str, Any] | None = None
     seq: int = 0  # queue order, set by the scheduler
     estimate_s: float | None = None  # how long it should take (the scheduler asks its owner once)
+    cores: float | None = None  # how much CPU it should use while it runs (likewise)
     listener: Callable[[dict[str, Any]], None] | None = None  # the events of a job that is not a run
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "payload": self.payload, "who": self.who.to_dict(),
                 "needs": self.needs.to_dict(), "group": self.group, "group_limit": self.group_limit,
+                "group_cores": self.group_cores,
                 "priority": self.priority, "created_at": self.created_at, "attempt": self.attempt}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
         return cls(kind=d["kind"], payload=d["payload"], who=Who.from_dict(d.get("who")),
                    needs=Needs.from_dict(d.get("needs")), id=d["id"], group=d.get("group"),
-                   group_limit=d.get("group_limit"), priority=int(d.get("priority") or 0),
+                   group_limit=d.get("group_limit"), group_cores=d.get("group_cores"),
+                   priority=int(d.get("priority") or 0),
                    created_at=float(d.get("created_at") or time.time()), attempt=int(d.get("attempt") or 0))
 
     @property
@@ -154,12 +160,12 @@ class Job:
 
 
 def run_job(run: Run, who: Who | None = None, timeout_s: float | None = None, group: str | None = None,
-            group_limit: int | None = None, priority: int = 0) -> Job:
+            group_limit: int | None = None, priority: int = 0, group_cores: float | None = None) -> Job:
     """The job that carries out `run` (its id is the run's); the run records its lane."""
     who = who or who_for(run.student)
     run.lane = who.lane
     return Job("run", {"run": run.to_dict(), "timeout_s": timeout_s}, who, run_needs(run),
-               id=run.id, group=group, group_limit=group_limit, priority=priority, run=run)
+               id=run.id, group=group, group_limit=group_limit, group_cores=group_cores, priority=priority, run=run)
 
 
 # -- carrying a job out (on whichever machine it was sent to) ---------------------------------------------

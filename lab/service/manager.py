@@ -148,7 +148,8 @@ class Manager:
         self.estimator = Estimator(lambda client: self.store.list_runs(status="succeeded", client=client, limit=200)[0])
         self.remote = remote
         self.scheduler = Scheduler([self.local, remote] if remote else self.local, admission, on_finish=self._finish,
-                                   on_event=self._on_event, on_queued=self._queued, estimate=self.estimator)
+                                   on_event=self._on_event, on_queued=self._queued, estimate=self.estimator,
+                                   cores=self.estimator.cores)
         if remote is not None:
             remote.bind(self.scheduler)
         # what runs may ask for: this machine's kinds and storages, or in cluster mode the workers'

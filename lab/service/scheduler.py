@@ -8,7 +8,8 @@ What it decides, per machine (this one, and remote workers when an executor offe
 - a job timed from a process's spawn (`needs.spawn_clocked`, a real binary) starts only when no
   job started on its machine in the last LAUNCH_QUIET_S, and nothing starts beside it for as long;
 - a managed server (`needs.server_id`) serves one job at a time; a sweep (`group`) runs at most
-  `group_limit` of its rows at once;
+  `group_limit` of its rows at once, or, without one, its rows run beside each other only while their
+  estimated CPU together stays within `group_cores` (a sweep does not contend with itself);
 - order: the service's own jobs, then the teacher's, then the fair lane where each student and
   the anonymous callers (as one) take turns (round-robin), and anonymous callers take turns among
   themselves; `priority` orders one owner's own jobs, then queue order.
@@ -48,6 +49,7 @@ log = logging.getLogger("lab.service.scheduler")
 # burst of servers and client processes starting at once would otherwise land inside its measurement.
 LAUNCH_QUIET_S = 1.0
 LOCAL = "local"  # the service's own machine
+SIBLING_SHARE = 0.7  # of a sweep's group_cores, what its rows on one worker may use beside each other
 LOST_ERROR = "the worker running it was lost"
 
 
@@ -193,13 +195,14 @@ class Scheduler:
     def __init__(self, executors: Executor | Sequence[Executor], admission: Admission | None = None, *,
                  on_finish: Callable[[Job], None], on_event: Callable[[Job, dict[str, Any]], None] | None = None,
                  on_queued: Callable[[Job], None] | None = None, estimate: Callable[[Job], float] | None = None,
-                 name: str = "lab-scheduler") -> None:
+                 cores: Callable[[Job], float] | None = None, name: str = "lab-scheduler") -> None:
         self.executors: list[Executor] = list(executors) if isinstance(executors, Sequence) else [executors]
         self.admission = admission or Admission()
         self.name = name
         self._on_finish, self._on_event = on_finish, on_event or (lambda _j, _e: None)
         self._on_queued = on_queued or (lambda _j: None)
         self._estimate = estimate or (lambda _j: 5.0)
+        self._cores = cores or (lambda j: 1.0 if j.alone else 0.1)
         self.lock = threading.Condition(threading.RLock())
         self._pending: dict[str, Job] = {}  # queue order = insertion order (seq)
         self._active: dict[str, Job] = {}
@@ -407,6 +410,16 @@ class Scheduler:
         return {j.id: {"queue_position": i + 1, "estimated_start_s": round(starts[j.id], 1)}
                 for i, j in enumerate(order)}
 
+    def cores(self, job: Job) -> float:
+        """How much CPU `job` should use while it runs, in cores (its owner's estimate, asked once)."""
+        if job.cores is None:
+            try:
+                job.cores = max(0.0, float(self._cores(job)))
+            except Exception:
+                log.exception("estimating job %s's CPU", job.id)
+                job.cores = 1.0
+        return job.cores
+
     def estimate(self, job: Job) -> float:
         """How long `job` should take, in seconds (its owner's estimate, asked once)."""
         if job.estimate_s is None:
@@ -590,6 +603,7 @@ class Scheduler:
                 continue
             if job.group_limit is not None and running_in.get(job.group or "", 0) >= job.group_limit:
                 continue
+
             fits = [(m, ex) for m, ex in machines if _eligible(job, m) and m.id not in reserved]
             for m, ex in sorted(fits, key=lambda p: len(self._on.get(p[0].id, {}))):
                 if self._fits(job, m, now):
@@ -602,11 +616,22 @@ class Scheduler:
         there = self._on.get(machine.id, {}).values()
         if len(there) >= machine.slots:
             return False
+        if job.group_cores is not None and not self._light_enough(job, [j for j in there if j.group == job.group]):
+            return False
         if any(j.alone or (j.needs.spawn_clocked and j.launching(now, LAUNCH_QUIET_S)) for j in there):
             return False
         if job.alone and there:
             return False
         return not (job.needs.spawn_clocked and any(j.launching(now, LAUNCH_QUIET_S) for j in there))
+
+    def _light_enough(self, job: Job, siblings: list[Job]) -> bool:
+        """A row of a sweep without a parallelism joins its siblings on a worker only if none of them would
+        see the others use more than SIBLING_SHARE of the sweep's `group_cores` (the rest is left for the
+        worker's other work): each row's contention is the CPU of the others."""
+        if not siblings:
+            return True
+        cores = [self.cores(j) for j in (*siblings, job)]
+        return sum(cores) - min(cores) <= SIBLING_SHARE * (job.group_cores or 0.0)
 
     def _launch_window_left(self) -> float | None:
         """Seconds until the youngest running job's start-up window ends (None: none is open), so the

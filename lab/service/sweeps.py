@@ -20,6 +20,7 @@ from lab.domain.run import Run, new_id
 from lab.domain.scenarios import Row, get_scenario
 from lab.domain.spec import build_spec
 from lab.domain.sweepspec import Planned
+from lab.measure.contention import CONTENDED_CORES
 from lab.nbd.backends import Machine
 from lab.service.fleet import Fleet
 from lab.service.jobs import TEACHER, Who, run_job
@@ -157,7 +158,9 @@ class SweepService:
             d = sweep.to_dict()
             self._publish("sweep", None, sweep.id, save_sweep=d, **sweep_event_fields(d))
 
-        jobs = [run_job(run, who, self.timeout_s, group=sweep.id, group_limit=sweep.parallelism,
+        # no parallelism given: rows share the machine only while they would not contend with each other
+        cores = CONTENDED_CORES if sweep.parallelism is None else None
+        jobs = [run_job(run, who, self.timeout_s, group=sweep.id, group_limit=sweep.parallelism, group_cores=cores,
                         priority=sweep.priority) for run in queue_order]
         self.scheduler.submit(jobs, admit=admit)
         if not runs:
