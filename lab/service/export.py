@@ -22,6 +22,7 @@ from lab.domain.flags import ServerFlags
 from lab.domain.run import DiskMap, Reached, Run, StatsCheck
 from lab.domain.spec import ServerSpec
 from lab.domain.students import PREDICTION_FIELDS
+from lab.domain.sweepspec import STAT_FIELDS
 from lab.measure.contention import FIELDS as CONTENTION_FIELDS
 
 
@@ -144,8 +145,6 @@ def row_csv(rows: Iterable[dict[str, Any]]) -> str:
     """A sweep's rows (lab.domain.sweepspec.group_rows) as CSV: one line per row; statistics as
     `duration_s.p50`, `backend.write_ops.p95`, ...; the row's server fields as `server.size`; its
     warnings' types joined (`contended | slow-copy-path`)."""
-    from lab.domain.sweepspec import STAT_FIELDS
-
     stat_keys = ("p50", "p95", "min", "max", "spread", "rel_spread", "n")
     head = ["key", "client", "runs", "succeeded", "contended", "warnings",
             *(f"server.{f}" for f in PROTOTYPE["server"]), *(f"{f}.{k}" for f in STAT_FIELDS for k in stat_keys)]
