@@ -14,6 +14,9 @@ Meanwhile:
   client's own event loop does not colour the figure): latency while the workers are busy.
 - The service's RSS is sampled every second: flat means the second half's median is within
   10% (and 16 MiB) of the first half's, after a warm-up of a fifth of the run.
+- Before the load, each read's CPU cost in the service (one request at a time): a route that
+  costs tens of ms holds the GIL and stalls the event loop under load (GET /api/scenarios did:
+  ~500 ms, found with py-spy; docs/benchmarks.md).
 
     .venv/bin/python bench/load.py [--quick] [--subscribers 200] [--rate 50] [--seconds 60]
 """
@@ -251,6 +254,31 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
             "cpu_cores": cpu_used / load_s, "catch_up_s": catch_up_s, "runs": run_ids, "queued": queued_seen}
 
 
+ROUTE_CPU_TARGET_MS = 20.0  # a sync route costing more holds the GIL long enough to stall the event loop
+
+
+def route_costs(svc: Service, run_id: str, times: int) -> list[tuple[str, float]]:
+    """Each read's CPU in the service per request, asked one at a time on an idle service: the
+    figure that would have caught GET /api/scenarios at ~500 ms of CPU (every row's spec checked
+    three times, each pattern's extents built), which stalled /health under load (issue 24)."""
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
+    out = []
+    try:
+        for path in dict.fromkeys(READS):
+            path = f"/api/runs/{run_id}" if path == "RUN" else path
+            for _ in range(2):  # warm: caches, imports
+                conn.request("GET", path)
+                conn.getresponse().read()
+            before = cpu_s(svc.pid)
+            for _ in range(times):
+                conn.request("GET", path)
+                conn.getresponse().read()
+            out.append((path, (cpu_s(svc.pid) - before) * 1000 / times))
+    finally:
+        conn.close()
+    return out
+
+
 def stored_events(db: Path, start: int, end: int) -> tuple[list[int], int]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -289,6 +317,7 @@ def main() -> int:
         warm = svc.post("/api/runs", {"client": "qemu-img", "server": QUICK_RUN if args.quick else RUN})
         while svc.get(f"/api/runs/{warm['id']}")["status"] in ("queued", "running"):  # images built before timing
             time.sleep(0.2)
+        costs = route_costs(svc, warm["id"], 3 if args.quick else 20)
         start = svc.get("/api/runs")["last_event_id"]
         print(f"  {args.subscribers} subscribers from event {start}, {args.rate:g} req/s for {args.seconds:g} s",
               file=sys.stderr)
@@ -345,6 +374,10 @@ def main() -> int:
                 title=f"Load: {args.subscribers} SSE subscribers + {args.rate:g} req/s for {args.seconds:g} s, "
                       f"workers saturated{quick}"))
     print()
+    print(table(["read (idle service, one at a time)", "service CPU per request", "target", "verdict"],
+                [[path, f"{ms:.1f} ms", f"< {ROUTE_CPU_TARGET_MS:.0f} ms", verdict(ms < ROUTE_CPU_TARGET_MS)]
+                 for path, ms in costs], title="What each read costs the service"))
+    print()
     print("RSS samples (s, MiB): " + ", ".join(f"{t:.0f}:{k / 1024:.0f}" for t, k in got["rss"][:: max(1, len(
         got["rss"]) // 12)]))
     if errors:
@@ -357,7 +390,8 @@ def main() -> int:
                            "api_errors": len(bad), "api_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99)},
                            "health_ms": {"p50": percentile(h_ms, 50), "p99": percentile(h_ms, 99), "max": max(h_ms)},
                            "rss_mib": {"first": a, "second": b, "max": top, "hwm": hwm}, "runs": len(statuses),
-                           "runs_succeeded": runs_ok, "saturated": saturated, "cpu_cores": got["cpu_cores"]})
+                           "runs_succeeded": runs_ok, "saturated": saturated, "cpu_cores": got["cpu_cores"],
+                           "route_cpu_ms": dict(costs)})
     # Correctness failures fail the script; timing and memory are verdicts in the table.
     correct = events_ok and lost == 0 and dup == 0 and not bad and runs_ok == len(statuses) and subscribers_after == 0
     return 0 if correct else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -21,11 +23,22 @@ from lab.service.manager import NotFound
 router = APIRouter(tags=["scenarios"])
 
 
+# The listing checks every row's fields against this machine (several hundred build_spec calls,
+# ~60 ms of CPU holding the GIL): made at most once per LISTING_TTL_S, as what the machine has
+# changes seldom. Found with py-spy under bench/load.py (docs/benchmarks.md#load).
+LISTING_TTL_S = 5.0
+
+
 @router.get("/scenarios", response_model=ScenarioList, response_model_exclude_unset=True)
-def list_scenarios(manager: ManagerDep) -> dict[str, Any]:
+def list_scenarios(manager: ManagerDep, request: Request) -> Response:
     """Every scenario with its rows (client, server fields, reference figures) and acts, as this machine
     runs them: a row it cannot run is listed with `available: false` and the `reason`."""
-    return {"scenarios": [normalised(s.to_dict()) for s in manager.scenarios_here(SCENARIOS.values())]}
+    made = getattr(request.app.state, "scenario_listing", None)
+    if made is None or time.monotonic() - made[0] >= LISTING_TTL_S:
+        out = {"scenarios": [normalised(s.to_dict()) for s in manager.scenarios_here(SCENARIOS.values())]}
+        body = ScenarioList.model_validate(out).model_dump_json(exclude_unset=True).encode()
+        made = request.app.state.scenario_listing = (time.monotonic(), body)
+    return Response(made[1], media_type="application/json")
 
 
 @router.get("/scenarios/{name}", response_model=ScenarioOut, response_model_exclude_unset=True,
@@ -40,8 +53,14 @@ def get_scenario(name: str, manager: ManagerDep) -> dict[str, Any]:
 
 def _fields(server: dict[str, Any]) -> dict[str, Any]:
     """A row's server fields as runs echo them (bytes, milliseconds): only those the row sets."""
-    spec = build_spec(server).to_dict()
-    return {k: spec[k] for k in server if k in spec}
+    return dict(_normal(tuple(server.items())))
+
+
+@lru_cache(maxsize=1024)
+def _normal(items: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
+    """_fields of a row's (hashable, fixed) fields: the same rows are normalised on every listing."""
+    spec = build_spec(dict(items)).to_dict()
+    return tuple((k, spec[k]) for k, _ in items if k in spec)
 
 
 def normalised(scenario: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from pydantic import (
     field_validator,
 )
 
-from lab.domain.layout import parse_pattern
+from lab.domain.layout import check_pattern
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.targets import ExternalError, check_target
 from lab.domain.units import (
@@ -288,7 +288,7 @@ def _delay_in(api: bool) -> Any:
     return check
 
 
-# The grammar of a source layout; lab.domain.layout.parse_pattern then checks alignment and extents.
+# The grammar of a source layout; lab.domain.layout.check_pattern then checks alignment and extents.
 LAYOUT_PATTERN = rf"^\s*(full|empty|alternate:{SIZE_SPELLING}(:{SIZE_SPELLING})?)\s*$"
 
 # The API's spellings: a subset of the above (a whole number with a unit, no spaces), narrow enough
@@ -296,7 +296,7 @@ LAYOUT_PATTERN = rf"^\s*(full|empty|alternate:{SIZE_SPELLING}(:{SIZE_SPELLING})?
 # further to an instance's bounds). The CLI and the core take every spelling of lab.domain.units.
 API_SIZE_PATTERN = r"^[1-9][0-9]{0,14}[kKmMgG]$"
 API_DELAY_PATTERN = r"^(0|[1-9][0-9]{0,11})(ms|s)$"
-# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.domain.layout.parse_pattern needs.
+# A pattern's lengths: M or G, or k in multiples of 4 (4k-aligned), as lab.domain.layout.check_pattern needs.
 _LENGTH = r"([1-9][0-9]{0,5}[mMgG]|([48]|[2468][048]|[13579][26]|[1-9][0-9]{0,3}([02468][048]|[13579][26]))[kK])"
 API_LAYOUT_PATTERN = rf"^(full|empty|alternate:{_LENGTH}(:{_LENGTH})?)$"
 
@@ -501,7 +501,7 @@ def _bound_problems(spec: ServerSpec, limits: Limits) -> Iterator[FieldProblem]:
 
 def _layout_problem(spec: ServerSpec) -> FieldProblem | None:
     try:
-        parse_pattern(spec.pattern, spec.size)
+        check_pattern(spec.pattern, spec.size)
     except ValueError as e:
         return FieldProblem("pattern", str(e))
     return None

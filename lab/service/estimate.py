@@ -9,14 +9,13 @@ as one: it orders nothing, it only tells a student roughly when.
 
 from __future__ import annotations
 
-import math
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from lab.domain.layout import parse_pattern
+from lab.domain.layout import pattern_counts
 from lab.domain.run import Run
 from lab.domain.spec import ServerSpec
 
@@ -35,12 +34,10 @@ CACHE_S = 30.0
 def floor_s(spec: ServerSpec) -> float:
     """The request x delay floor of a copy of `spec`'s source, plus start-up (see the module doc)."""
     try:
-        extents = parse_pattern(spec.pattern, spec.size)
+        extents, data, writes = pattern_counts(spec.pattern, spec.size, spec.maxdata)
     except ValueError:
         return START_UP_S
-    writes = sum(math.ceil(n / spec.maxdata) for _off, n in extents)
-    data = sum(n for _off, n in extents)
-    holes = len(extents) + 1 if data < spec.size else 0
+    holes = extents + 1 if data < spec.size else 0
     sleeps = (writes * spec.delay_write + holes * spec.delay_zero) / 1000.0
     return round(START_UP_S + sleeps + data / BYTES_PER_S, 3)
 
