@@ -45,11 +45,10 @@ def floor_s(spec: ServerSpec) -> float:
 def requests(spec: ServerSpec) -> int:
     """Backend requests a copy of `spec`'s source makes, at least: its data in maxdata pieces, a zero per hole."""
     try:
-        extents = parse_pattern(spec.pattern, spec.size)
+        extents, data, writes = pattern_counts(spec.pattern, spec.size, spec.maxdata)
     except ValueError:
         return 0
-    data = sum(n for _off, n in extents)
-    return sum(math.ceil(n / spec.maxdata) for _off, n in extents) + (len(extents) + 1 if data < spec.size else 0)
+    return writes + (extents + 1 if data < spec.size else 0)
 
 
 def held_s(row: dict[str, Any]) -> float | None:
