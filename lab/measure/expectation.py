@@ -58,7 +58,7 @@ from lab.host.images import parse_pattern
 from lab.host.places import Places, resolve
 from lab.measure import drift, fitting
 
-VERSION = 4  # 4: intervals (per-part spread), controls, the blind-spot terms
+VERSION = 5  # 4: intervals, controls, the blind-spot terms; 5: the spread per regime (was per part)
 MiB = 1 << 20
 WARM_MIB = 32  # a fresh server's first MiB: measured slower per MiB up to about this far into a copy
 GROWN_MIB = 128  # past this many MiB stored, a fresh server's growth may cost another rate
