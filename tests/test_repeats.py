@@ -57,3 +57,17 @@ def test_lab_run_repeat_reports_median_and_spread(no_leftovers):
 def test_lab_run_repeat_out_of_range_exits_2(n, no_leftovers):
     p = lab("run", "--size", "8M", "--repeat", n)
     assert p.returncode == 2 and "--repeat" in p.stderr and p.stdout == ""
+
+
+def test_a_sweep_row_carries_its_expectation_and_warns_of_runs_outside_it():
+    from lab.domain.sweepspec import group_rows
+
+    def run(i: int, t: float, verdict: str) -> dict:
+        return {"id": f"r{i}", "label": "row", "status": "succeeded", "duration_s": t, "expected_s": 0.5,
+                "expected_low_s": 0.45, "expected_high_s": 0.55, "model_verdict": verdict}
+
+    [row] = group_rows([run(0, 0.5, "within"), run(1, 0.7, "slower-than-model"), run(2, 0.52, "within")])
+    assert row["stats"]["expected_s"]["p50"] == 0.5 and row["stats"]["expected_high_s"]["p50"] == 0.55
+    [warning] = [w for w in row["warnings"] if w["type"] == "outside-model"]
+    assert warning["message"].startswith("1 of 3 succeeded runs fell outside") and "1 slower, 0 faster" in warning[
+        "message"]

@@ -239,9 +239,11 @@ def _scenario_row(r: Run) -> str:
     writes, zeroes = (b.write_ops, b.zero_ops) if b else (0, 0)
     fast, fast_failed = (w.fast_zero, w.fast_zero_failed) if w else (0, 0)
     ok = ("yes" if r.verified else "NO") + ("" if r.status == "succeeded" else " " + r.status)
+    expected = interval(r.expected_s, r.expected_low_s, r.expected_high_s)
     return (f"{(r.label or r.id)[:21]:22}{r.client:10}{r.server.zeromode:9}{r.server.fastzeromode:9}"
-            f"{(r.duration_s or 0):8.2f}{(r.predicted_s or 0):8.2f}{(r.ratio or 0):7.3f}"
-            f"{(f'{ref:.2f}' if ref else '-'):>7}{vs_ref:>6}{writes:7}{zeroes:7}{fast:4}{fast_failed:4}  {ok}")
+            f"{(r.duration_s or 0):8.2f}{(r.predicted_s or 0):8.2f}{(r.ratio or 0):7.3f}{expected:>22}"
+            f"{(f'{ref:.2f}' if ref else '-'):>7}{vs_ref:>6}{writes:7}{zeroes:7}{fast:4}{fast_failed:4}  {ok}"
+            + OUTSIDE_MARK.get(r.model_verdict or "", ""))
 
 
 def _nbdkit_notes(runs: list[Run]) -> list[str]:
@@ -260,7 +262,7 @@ def _nbdkit_notes(runs: list[Run]) -> list[str]:
 
 def scenario_table(title: str, runs: list[Run]) -> str:
     head = (f"{'row':22}{'client':10}{'zeromode':9}{'fastzero':9}{'time':>8}{'pred':>8}{'ratio':>7}"
-            f"{'ref':>7}{'/ref':>6}{'writes':>7}{'zeroes':>7}{'fz':>4}{'fzf':>4}  ok")
+            f"{'expected (interval)':>22}{'ref':>7}{'/ref':>6}{'writes':>7}{'zeroes':>7}{'fz':>4}{'fzf':>4}  ok")
     return "\n".join([title, "", head, "-" * len(head), *map(_scenario_row, runs), *_nbdkit_notes(runs)])
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from lab.cli.shared import MAX_WORKERS, LocalSweep, bad, timeout_problem, workers_problem
 from lab.domain import sweepspec
+from lab.domain.units import format_interval
 from lab.host.places import Core
 from lab.nbd.backends import Machine
 
@@ -50,13 +51,20 @@ def _fmt(stats: dict[str, Any] | None, unit: str = "", digits: int = 2) -> str:
     return med if stats["n"] < 2 else f"{med} ±{stats['spread'] / 2:.{digits}f}"
 
 
+def _expected(st: dict[str, Any]) -> str:
+    """The row's median expectation and interval (lab.measure.expectation), "-" where it has none."""
+    e, lo, hi = (st.get(k) for k in ("expected_s", "expected_low_s", "expected_high_s"))
+    return "-" if not e else format_interval(e["p50"], lo and lo["p50"], hi and hi["p50"])
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("row", "client", "ok", "time (median ± half spread)", "predicted", "writes", "zeroes")
+    head = ("row", "client", "ok", "time (median ± half spread)", "expected (interval)", "predicted", "writes",
+            "zeroes")
     lines = [head]
     for r in rows:
         st = r["stats"]
         lines.append((r["key"], str(r["client"]), f"{r['succeeded']}/{r['runs']}", _fmt(st["duration_s"], " s"),
-                      _fmt(st["predicted_s"], " s"), _fmt(st["backend.write_ops"], digits=0),
+                      _expected(st), _fmt(st["predicted_s"], " s"), _fmt(st["backend.write_ops"], digits=0),
                       _fmt(st["backend.zero_ops"], digits=0)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
@@ -85,7 +93,8 @@ def cmd_sweep(args: argparse.Namespace, core: Core, run_timeout_s: float) -> int
     if args.json:
         print(json.dumps({"sweep": sweep.to_dict(), "wall_s": round(wall, 3), "rows": rows, "runs": runs}))
     else:
-        print(f"{planned.name}: {len(planned.rows)} rows x {planned.repeats}")
+        print(f"{planned.name}: {len(planned.rows)} rows x {planned.repeats} ({len(runs)} runs: a row without delays "
+              f"runs at least {sweepspec.BANDWIDTH_REPEATS} times)")
         print(table(rows))
         print(f"\n{len(runs)} runs in {wall:.1f} s wall time")
     return 0 if all(r["status"] == "succeeded" for r in runs) else 1

@@ -247,7 +247,8 @@ def _grid_rows(grid: Any, base: dict[str, Any], limits: Limits,
 
 # -- results grouped per row --------------------------------------------------------------
 
-STAT_FIELDS = ("duration_s", "predicted_s", "ratio", "backend.write_ops", "backend.zero_ops")
+STAT_FIELDS = ("duration_s", "predicted_s", "ratio", "backend.write_ops", "backend.zero_ops", "expected_s",
+               "expected_low_s", "expected_high_s")
 
 
 def _get(run: dict[str, Any], path: str) -> float | None:
@@ -286,6 +287,11 @@ def _warnings(ok: Sequence[dict[str, Any]], contended: int, counted: bool) -> li
         out.append({"type": "contended", "message": f"{contended} of {len(ok)} succeeded runs were contended "
                     "(others' CPU use during the copy): their times say more about the neighbours than the "
                     "protocol; leave them out with contended=false"})
+    outside = {v: sum(1 for r in ok if r.get("model_verdict") == v) for v in ("slower-than-model", "faster-than-model")}
+    if any(outside.values()):
+        out.append({"type": "outside-model", "message": f"{sum(outside.values())} of {len(ok)} succeeded runs fell "
+                    f"outside their expectation's interval ({outside['slower-than-model']} slower, "
+                    f"{outside['faster-than-model']} faster): their notes say which part was most likely off"})
     slow = sum(1 for r in ok if (r.get("contention") or {}).get("slow_copy_path"))
     if slow:
         out.append({"type": "slow-copy-path", "message": f"{slow} of {len(ok)} succeeded runs took the slow copy "
