@@ -1,8 +1,10 @@
-.PHONY: run test lint bench
+.PHONY: run test check lint bench
 run:
 	bash scripts/run.sh
 test:
 	bash scripts/test.sh
+check:
+	bash scripts/test.sh --fast
 lint:
 	.venv/bin/ruff check .
 bench:

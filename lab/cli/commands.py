@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--length", default="64M", help="bytes per probed range; 4 ranges are used (default 64M)")
     pr.add_argument("--deadline", type=float, default=120.0, help="give up after this many seconds (default 120)")
     pr.add_argument("--all", action="store_true",
-                    help="probe every available kind x storage (the README table); server options are ignored")
+                    help="probe every available kind x storage (docs/servers.md's table); server options are ignored")
     pr.add_argument("--json", action="store_true",
                     help='print {"server":..., "flags":..., "results":[...], "verdict":...} (a list with --all)')
 

@@ -358,7 +358,7 @@ def probe_server(fields: dict[str, Any], length: int = DEFAULT_LENGTH, deadline_
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Rows for README and the CLI: one per probed server."""
+    """Rows for docs/servers.md and the CLI: one per probed server."""
     head = ("| server | zero | fast zero | trim | write (written) | zero | fast zero | trim | one big zero "
             "| verdict |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
@@ -405,7 +405,7 @@ def _yn(v: bool) -> str:
 
 
 def matrix(places: Places | None = None) -> list[dict[str, Any]]:
-    """Every available kind x storage worth probing (README's table); external is left out."""
+    """Every available kind x storage worth probing (docs/servers.md's table); external is left out."""
     k_ok = {k for k, a in backends.availability().items() if a["available"]}
     stores = [s for s, a in storage.availability(places).items() if a["available"]]
     out: list[dict[str, Any]] = [{"kind": "nbdkit", "plugin": "memory"}]
