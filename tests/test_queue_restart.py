@@ -52,3 +52,32 @@ def test_a_restart_keeps_the_queue_in_its_order(live_service) -> None:
     assert started == before, "they started in the order they were queued in before the stop"
     # the teacher's sweep first, then the students taking turns
     assert started == [*sweep["run_ids"], students[0]["id"], students[2]["id"], students[1]["id"], students[3]["id"]]
+
+
+def test_lab_queue_shows_the_order_and_the_estimates(live_service) -> None:
+    """`lab queue` prints what GET /api/v1/queue says: the teacher's run first, then students in turns."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lab = str(Path(sys.executable).with_name("lab"))
+    svc = live_service(LAB_WORKERS="1", token="teach", log_level="warning")
+    with svc.http() as http:
+        blocker = http.post("/api/v1/runs", json={"client": "qemu-4.2", "server": SLOW}).json()
+        ids = [http.post("/api/v1/runs", json={"client": "qemu-4.2", "server": FAST, "student": s}).json()["id"]
+               for s in ("ana", "ana", "ben")]
+        teacher = http.post("/api/v1/runs", json={"client": "qemu-4.2", "server": FAST}).json()["id"]
+        out = subprocess.run([lab, "queue", "--url", svc.url, "--json"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        q = json.loads(out.stdout)
+        order = [r["id"] for r in q["runs"]]
+        assert order[0] == teacher and order[1:] == [ids[0], ids[2], ids[1]], q
+        assert [r["queue_position"] for r in q["runs"]] == [1, 2, 3, 4]
+        starts = [r["estimated_start_s"] for r in q["runs"]]
+        assert starts == sorted(starts) and starts[-1] > 0
+        assert q["workers"] == [{"id": "local", "slots": 1, "running": [blocker["id"]]}]
+        text = subprocess.run([lab, "queue", "--url", svc.url], capture_output=True, text=True, timeout=30).stdout
+        assert "teacher" in text and "ana" in text and "worker local: 1 of 1 slots" in text, text
+        for rid in [blocker["id"], *ids, teacher]:
+            http.post(f"/api/v1/runs/{rid}/cancel")

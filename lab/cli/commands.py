@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lab.cli import audit, broker, report, sweep, worker
+from lab.cli import audit, broker, queue, report, sweep, worker
 from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, timeout_problem, workers_problem
 from lab.config import Settings
 from lab.domain import spec
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("clients", help="list the copy clients")
     sub.add_parser("scenarios", help="list the scenarios")
     sweep.add_parser(sub)
+    queue.add_parser(sub)
     audit.add_parsers(sub)
     worker.add_parser(sub)
     broker.add_parser(sub)
@@ -371,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"run": cmd_run, "scenario": cmd_scenario, "serve": cmd_serve, "sweep": cmd_sweep,
                "clients": cmd_clients, "probe": cmd_probe, "kinds": cmd_kinds, "scenarios": cmd_scenarios,
                "calibrate": cmd_calibrate, "audit": cmd_audit,
-               "audit-report": audit.cmd_audit_report, "worker": cmd_worker, "broker": cmd_broker}[args.command]
+               "audit-report": audit.cmd_audit_report, "worker": cmd_worker, "broker": cmd_broker,
+               "queue": queue.cmd_queue}[args.command]
     return handler(args)
 
 

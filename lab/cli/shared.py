@@ -86,6 +86,8 @@ class LocalSweep:
         """Run the queued `sweep` to its end, or until Ctrl-C/SIGTERM cancels it; returns the wall
         time since this LocalSweep was made (planning and queueing included)."""
         self._sweep = sweep
+        if not self.quiet and sweep.runs:
+            print(f"{len(sweep.runs)} runs queued; {self.outlook()}", file=sys.stderr)
         self.scheduler.start()
         with Interrupt() as cancel:
             while not sweep.done.wait(0.1):
@@ -93,6 +95,18 @@ class LocalSweep:
                     self.service.cancel(sweep.id, wait=0)
         self.scheduler.shutdown(Stop(), grace=5)
         return time.perf_counter() - self._t0
+
+    def outlook(self) -> str:
+        """When the last queued run should start and about when all should be done, from each run's
+        estimate (the request x delay floor: a lower bound) and the workers."""
+        waiting = self.scheduler.waiting()
+        if not waiting:
+            return "nothing waits"
+        last_id = max(waiting, key=lambda rid: waiting[rid]["queue_position"])
+        last = self.scheduler.find(last_id)
+        took = self.scheduler.estimate(last) if last is not None else 0.0
+        return (f"the last should start in about {waiting[last_id]['estimated_start_s']:.0f} s and all be done "
+                f"in about {waiting[last_id]['estimated_start_s'] + took:.0f} s (at least: estimates are floors)")
 
     def _finished(self, job: Job) -> None:
         with self._lock:
