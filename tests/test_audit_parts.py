@@ -181,3 +181,16 @@ def test_plan_round_trips_through_its_json():
     plan = Plan(tuple(parse_sizes(["64M+4K", "1M@512"])))
     d = plan.to_dict()
     assert d["sizes"] == ["1M @+512", "64M+4k"] and d["disk_size"] == plan.disk_size()
+
+
+def test_without_mount_rights_the_default_storage_is_a_tmpfs_already_mounted(monkeypatch):
+    from lab.host import storage
+
+    real = storage.availability()
+    fake = {**real, "tmpfs": {"available": False, "reason": "mounting needs root"},
+            "shm": {"available": True}}
+    monkeypatch.setattr(storage, "availability", lambda places=None: fake)
+    assert audit.check_request({"kind": "nbd-server"}, audit.make_plan(["1M"]))["storage"] == "shm"
+    with pytest.raises(audit.AuditError) as e:  # asked for by name: refused, with the reason
+        audit.check_request({"kind": "nbd-server", "storage": "tmpfs"}, audit.make_plan(["1M"]))
+    assert e.value.field == "storage" and "root" in e.value.message

@@ -104,6 +104,8 @@ def check_request(fields: dict[str, Any], plan: Plan, limits: Limits = DEFAULT_L
     from lab.nbd import backends
 
     server = server_fields(fields)
+    if server.get("storage") == "tmpfs" and not fields.get("storage"):
+        server["storage"] = _default_storage(places)
     kind = server["kind"]
     if kind not in ("nbdkit", "qemu-nbd", "nbd-server", "external"):
         raise AuditError("kind", f"must be one of nbdkit, qemu-nbd, nbd-server, external (got {kind!r})")
@@ -123,6 +125,14 @@ def check_request(fields: dict[str, Any], plan: Plan, limits: Limits = DEFAULT_L
     except userstore.StorageError as e:
         raise AuditError("storage", str(e)) from None
     return server
+
+
+def _default_storage(places: Places | None) -> str:
+    """tmpfs where the lab may mount one, else a tmpfs already mounted (shm), else the data dir."""
+    from lab.host import storage
+
+    have = storage.availability(places)
+    return next((s for s in ("tmpfs", "shm", "datadir") if have.get(s, {}).get("available")), "tmpfs")
 
 
 def label(server: dict[str, Any]) -> str:

@@ -140,7 +140,7 @@ def reproducer(a: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
     store = s.get("storage") if isinstance(s.get("storage"), dict) else {}
     place = str(store.get("place") or ("memory" if s.get("plugin") == "memory" else ""))
     setup, disk, cleanup = _storage_lines(place, a["plan_disk_size"])
-    base = f"/{place[5:].strip('/')}" if place.startswith("path:") else "/var/tmp"
+    base = f"/{place[5:].strip('/')}" if place.startswith("path:") else "/dev/shm" if place == "shm" else "/var/tmp"
     start, uri, stop = _server_lines(a, disk)
     make_disk = [f"truncate -s {a['plan_disk_size']} {disk}"] if disk.startswith('"$D') and \
         s.get("kind") != "external" and not (s.get("kind") == "qemu-nbd" and s.get("disk_format") == "qcow2") else []
