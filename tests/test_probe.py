@@ -28,8 +28,8 @@ BASE = {"maxdata": "256k", "delay_write": "10ms"}
     ({"zeromode": "plugin", "fastzeromode": "slow", "delay_zero": 0}, "refused-but-cheap"),
     # plain zeroes are emulated as writes (as dear as the overwrite); fast zero refused
     ({"zeromode": "emulate", "fastzeromode": "default"}, "refused-quickly"),
-    ({"zeromode": "plugin", "fastzeromode": "none"}, "not-advertised"),
-    ({"zeromode": "none"}, "not-advertised"),
+    ({"zeromode": "plugin", "fastzeromode": "none", "delay_zero": 0}, "not-advertised-cheap"),
+    ({"zeromode": "none"}, "no-zero"),
 ])
 def test_verdicts_against_real_servers(fields, verdict, no_leftovers):
     p = probe.probe_server({**BASE, **fields}, length=2 << 20)
@@ -66,8 +66,9 @@ def _steps(write: float, zero: float | None, fast: float | str | None) -> list[S
     (_steps(1.0, 0.9, 0.9), {"can_zero": True, "can_fast_zero": True}, "advertised-but-slow"),
     (_steps(1.0, 0.01, "refused"), {"can_zero": True, "can_fast_zero": True}, "refused-but-cheap"),
     (_steps(1.0, 2.0, "refused"), {"can_zero": True, "can_fast_zero": True}, "refused-quickly"),
-    (_steps(1.0, 0.01, None), {"can_zero": True, "can_fast_zero": False}, "not-advertised"),
-    (_steps(1.0, None, None), {"can_zero": False, "can_fast_zero": False}, "not-advertised"),
+    (_steps(1.0, 0.01, None), {"can_zero": True, "can_fast_zero": False}, "not-advertised-cheap"),
+    (_steps(1.0, 0.9, None), {"can_zero": True, "can_fast_zero": False}, "not-advertised-dear"),
+    (_steps(1.0, None, None), {"can_zero": False, "can_fast_zero": False}, "no-zero"),
 ])
 def test_decide(steps, flags, verdict):
     v, why, figures = decide(steps, flags)
@@ -109,3 +110,11 @@ def test_one_big_zero_catches_a_server_that_zeroes_only_part(no_leftovers):
     assert not p["all_zero_ranges_read_zero"]
     # the 32 MiB zeroes of the other steps were right
     assert all(s["reads_zero"] for s in p["results"] if s["range"] != "whole" and s["reads_zero"] is not None)
+
+
+def test_a_server_that_loses_data_is_unsafe_before_anything_else(no_leftovers):
+    """nbd-server 3.24 zeroes only the first 64 MiB of its one big zero (4 x 32 MiB): the verdict says
+    `unsafe`, not a speed verdict (issue 25)."""
+    p = probe.probe_server({"kind": "nbd-server", "maxdata": "256k"}, length=32 << 20)
+    assert p["verdict"] == "unsafe", p["why"]
+    assert "64M" in p["why"] and p["problems"]

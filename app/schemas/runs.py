@@ -430,11 +430,14 @@ class ProbeCreate(_Strict):
 
 
 class ProbeVerdict(StrEnum):
+    unsafe = "unsafe"
     fast = "fast"
     advertised_but_slow = "advertised-but-slow"
     refused_but_cheap = "refused-but-cheap"
     refused_quickly = "refused-quickly"
-    not_advertised = "not-advertised"
+    not_advertised_cheap = "not-advertised-cheap"
+    not_advertised_dear = "not-advertised-dear"
+    no_zero = "no-zero"
 
 
 class StorageOut(_Open):

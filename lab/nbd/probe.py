@@ -9,11 +9,17 @@ and every range that was zeroed is read back: it must read as zeroes. The verdic
 the zeroes of the *written* range with the overwrite of it (fresh sparse ranges are cheap
 to zero on almost any storage; the question is the range that holds data):
 
+    unsafe               a zero answered success and does not read back as zeroes: overrides the rest
     fast                 fast zero advertised, accepted, and cheap
     advertised-but-slow  fast zero accepted but about as dear as writing: what the flag exists to prevent
     refused-but-cheap    fast zero refused (ENOTSUP) although a plain zero is cheap: a lost opportunity
     refused-quickly      fast zero refused, and a plain zero is indeed dear: the flag doing its job
-    not-advertised       no fast zero (or no zero at all) advertised
+    not-advertised-cheap no fast zero advertised, and a plain zero is cheap (the opportunity a client cannot see)
+    not-advertised-dear  no fast zero advertised, and a plain zero costs what writing does
+    no-zero              no write-zeroes at all
+
+(The zero audit, lab.nbd.audit, asks the same of every request size and flag, and judges "cheap" by
+what the storage did; the probe is its quick, timed sketch.)
 
 "Cheap" is at most CHEAP_RATIO (half) of the overwrite's time. Bounded: at most MAX_LENGTH per
 range (four ranges), and a deadline after which the probe stops and says so.
@@ -37,7 +43,8 @@ from lab.nbd.backends import Machine
 from lab.nbd.handle import close_handle
 from lab.nbd.servers import Server
 
-VERDICTS = ("fast", "advertised-but-slow", "refused-but-cheap", "refused-quickly", "not-advertised")
+VERDICTS = ("unsafe", "fast", "advertised-but-slow", "refused-but-cheap", "refused-quickly", "not-advertised-cheap",
+            "not-advertised-dear", "no-zero")
 CHEAP_RATIO = 0.5  # a zero costing at most half an overwrite is cheap; about as much or more is not
 REPEATS = 3
 DEFAULT_LENGTH = 64 << 20
@@ -305,12 +312,15 @@ def decide(steps: list[Step], flags: dict[str, Any]) -> tuple[str, str, dict[str
                "zero_vs_write": ratio(zero), "fast_zero_vs_write": ratio(fast), "cheap_ratio": CHEAP_RATIO}
     zr, fr = ratio(zero), ratio(fast)
     zero_cheap = zr is not None and zr <= CHEAP_RATIO
+    wrong = [s for s in steps if s.reads_zero is False]
+    if wrong:  # safety first: a zero that answered success and left data behind
+        return "unsafe", f"{problems(wrong)[0]}: the server acknowledged a zero it did not do", figures
     if not flags.get("can_zero"):
-        return "not-advertised", "no write-zeroes at all: a client must write zero bytes", figures
+        return "no-zero", "no write-zeroes at all: a client must write zero bytes", figures
     if not flags.get("can_fast_zero"):
         how = "cheap" if zero_cheap else "as dear as writing"
-        return "not-advertised", f"fast zero not advertised; a plain zero of written data is {how} " \
-                                 f"({_pct(zr)} of an overwrite)", figures
+        return f"not-advertised-{'cheap' if zero_cheap else 'dear'}", \
+            f"fast zero not advertised; a plain zero of written data is {how} ({_pct(zr)} of an overwrite)", figures
     if fast is not None and fast.outcome == "refused":
         if zero_cheap:
             return "refused-but-cheap", f"fast zero refused although a plain zero costs {_pct(zr)} " \
@@ -318,7 +328,8 @@ def decide(steps: list[Step], flags: dict[str, Any]) -> tuple[str, str, dict[str
         return "refused-quickly", f"fast zero refused in {_ms(fast)} ms; a plain zero costs {_pct(zr)} " \
                                   "of an overwrite: the refusal saved that", figures
     if fr is None:
-        return "not-advertised", f"fast zero advertised but failed ({fast.error if fast else 'not run'})", figures
+        return f"not-advertised-{'cheap' if zero_cheap else 'dear'}", \
+            f"fast zero advertised but failed ({fast.error if fast else 'not run'})", figures
     if fr <= CHEAP_RATIO:
         return "fast", f"fast zero accepted and cheap: {_pct(fr)} of an overwrite", figures
     return "advertised-but-slow", f"fast zero accepted but costs {_pct(fr)} of an overwrite", figures
