@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from app import openapi
 from app.api import (
     API_PREFIX,
     LEGACY_PREFIX,
@@ -47,7 +48,6 @@ from app.http.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.http.query import only_known_query
 from app.pages import apidocs, views
 from app.pages.assets import dashboard_dir
-from app.schemas import openapi
 from app.settings import Settings
 from lab.service.manager import Manager, tool_versions, use_as_default
 

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.http.jsonbody import escaped
+from app.schemas.problem import Problem as ProblemModel
 from lab.domain.errors import BadJoinCode, Forbidden, GuessesLocked, NameTaken, RateLimited
 from lab.domain.spec import SpecError
 from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, ShuttingDown
@@ -292,10 +293,8 @@ def install(app: FastAPI) -> None:
 
 
 # For OpenAPI: which problems an operation may answer (the content type and the rest are
-# filled in by app/schemas/openapi.py).
+# filled in by app/openapi.py).
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    from app.schemas.runs import Problem as ProblemModel
-
     out: dict[int | str, dict[str, Any]] = {}
     for status in codes:
         kinds = [f"`{c}`: {text}" for c, (s, _, text) in CODES.items() if s == status]

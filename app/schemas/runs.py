@@ -2,7 +2,7 @@
 
 Nothing here restates a server field or a run field: the server-field request models are
 made from lab.domain.spec.ServerSpec (its units, choices and help; bounds are added to the
-OpenAPI schema per settings by app/schemas/openapi.py, and checked by lab.domain.spec.build_spec), and
+OpenAPI schema per settings by app/openapi.py, and checked by lab.domain.spec.build_spec), and
 the run and server responses are the core's own models (lab.domain.run.Run, lab.domain.spec.ServerSpec,
 lab.nbd.servers.ServerFlags). Requests are strict: unknown fields are refused, a boolean is not
 a size. Responses echo values normalised (bytes, milliseconds) and allow extra fields.
@@ -80,7 +80,7 @@ class ServerCreate(ServerFields):
     """A long-lived server: its fields, and how long it may live."""
 
     # strict: a number (7 or 7.0), never a boolean or a string; at most LAB_SERVER_TTL_S (the route
-    # checks the setting, app/schemas/openapi.py writes it into the schema's maximum)
+    # checks the setting, app/openapi.py writes it into the schema's maximum)
     ttl_s: Annotated[float, Field(gt=0, le=MAX_TTL_S, strict=True)] | None = Field(
         None, description="stop it this many seconds after it starts (default and most: LAB_SERVER_TTL_S)")
 
@@ -383,29 +383,6 @@ class ClientOut(_Open):
     description: str
     parallel: bool
     real_binary: bool
-
-
-class ProblemItem(BaseModel):
-    """One invalid field."""
-
-    loc: list[str | int] = Field(description="where: body/query/header/path, then the field names and indexes")
-    message: str
-    code: str = Field(description="what kind of error (pydantic's type: missing, extra_forbidden, value_error...)")
-    value: Any = Field(None, description="the value exactly as the request sent it (any JSON); absent when missing")
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details (application/problem+json), the shape of every error."""
-
-    type: str = Field(description="stable URI of the kind of error: tag:fastzero-lab,2026:CODE")
-    code: str = Field(description="the last part of `type`: not-found, invalid-request, limit-reached...")
-    status: int
-    title: str
-    detail: str = Field(description="what went wrong, for people")
-    instance: str | None = Field(None, description="the request path")
-    errors: list[ProblemItem] = Field(default_factory=list, description="the invalid fields (422)")
-    limit: str | None = Field(None, description="limit-reached and never-fits: which limit (queue-full, "
-                              "per-student, anonymous, servers)")
 
 
 # -- kinds and probes -----------------------------------------------------------------------

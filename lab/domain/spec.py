@@ -292,7 +292,7 @@ def _delay_in(api: bool) -> Any:
 LAYOUT_PATTERN = rf"^\s*(full|empty|alternate:{SIZE_SPELLING}(:{SIZE_SPELLING})?)\s*$"
 
 # The API's spellings: a subset of the above (a whole number with a unit, no spaces), narrow enough
-# that the OpenAPI document says exactly which strings are accepted (app/schemas/openapi.py narrows them
+# that the OpenAPI document says exactly which strings are accepted (app/openapi.py narrows them
 # further to an instance's bounds). The CLI and the core take every spelling of lab.domain.units.
 API_SIZE_PATTERN = r"^[1-9][0-9]{0,14}[kKmMgG]$"
 API_DELAY_PATTERN = r"^(0|[1-9][0-9]{0,11})(ms|s)$"
