@@ -10,11 +10,13 @@ Every pass goes through a real `lab serve` (testkit.LiveService), the path users
   worker`s with the same slots each (testkit.cluster: own dirs, own network namespace when root);
 - dispatch overhead per job: the same rows one at a time (parallelism 1), locally and on one worker:
   (remote wall - local wall) / rows is what the broker round trip adds to each job;
-- each row's copy time (duration_s) against the same row's local median: rows within 5%.
+- each row's copy time (duration_s) against the same row's local median: rows within 5%;
+- cancel: a run copying on a worker, cancelled through the API: until the API says so, and until its
+  nbdkit and qemu-img on the worker are gone.
 
 The workers share this machine's cores, so "2 workers" shows the dispatch and the placement, not a
 second machine's CPU: sleep-bound rows do not need one. Targets: < 50 ms dispatch overhead per job;
-every row within 5% of its local time; 2 workers' wall about half of 1 worker's.
+every row within 5% of its local time; 2 workers' wall about half of 1 worker's; cancel < 1 s.
 """
 
 from __future__ import annotations
@@ -52,6 +54,30 @@ def sweep(svc: LiveService, rows: int, parallelism: int, name: str) -> dict[str,
     return done
 
 
+CANCEL: dict[str, float] = {}
+
+
+def cancel_latency(svc: LiveService, c: Cluster) -> dict[str, float]:
+    """A run copying on a worker is cancelled through the API: seconds until the API says cancelled, and
+    until the worker's nbdkit and qemu-img are gone (seen from their pids, polled every 5 ms)."""
+    run = svc.post("/api/v1/runs", {"client": "qemu-img", "server": {"size": "64M", "delay_write": "20ms"}})
+    worker = c.workers[0]
+    wait_for(lambda: {"nbdkit", "qemu-img"} <= {p.name for p in worker.watch()}, 60, 0.01, what="copying")
+    t0 = time.perf_counter()
+    svc.post(f"/api/v1/runs/{run['id']}/cancel")
+    status_s = gone_s = None
+    while status_s is None or gone_s is None:
+        now = time.perf_counter() - t0
+        if gone_s is None and not worker.left():
+            gone_s = now
+        if status_s is None and svc.get(f"/api/v1/runs/{run['id']}")["status"] == "cancelled":
+            status_s = time.perf_counter() - t0
+        if now > 30:
+            raise SystemExit("cancel: the run was not cancelled, or its processes still there, after 30 s")
+        time.sleep(0.005)
+    return {"gone_s": gone_s, "status_s": status_s}
+
+
 def wall(s: dict[str, Any]) -> float:
     return round(s["finished_at"] - s["created_at"], 3)
 
@@ -72,6 +98,7 @@ def passes(root: Path, rows: int, slots: int) -> dict[str, dict[str, Any]]:
             out[f"{n} worker{'s' if n > 1 else ''}"] = sweep(svc, rows, n * slots, f"{n} workers")
             if n == 1:
                 out["1 worker, one at a time"] = sweep(svc, rows, 1, "1 worker serial")
+                CANCEL.update(cancel_latency(svc, c))
             print(f"  {n} worker(s): isolated in network namespaces: {c.isolated}", file=sys.stderr)
     return out
 
@@ -108,10 +135,14 @@ def main() -> int:
                   f"< {OVERHEAD_TARGET_S * 1000:.0f} ms", verdict(overhead < OVERHEAD_TARGET_S)],
                  ["wall, 1 worker / 2 workers", f"{speedup:.2f}", "about 2", verdict(speedup >= 1.6)],
                  ["every row within 5% of its local time", "yes" if all(row_ok.values()) else "no", "yes",
-                  verdict(all(row_ok.values()))]]))
+                  verdict(all(row_ok.values()))],
+                 ["cancel of a remote run -> the API says cancelled", f"{CANCEL['status_s'] * 1000:.0f} ms", "< 1 s",
+                  verdict(CANCEL["status_s"] < 1.0)],
+                 ["cancel of a remote run -> its processes on the worker gone", f"{CANCEL['gone_s'] * 1000:.0f} ms",
+                  "< 1 s", verdict(CANCEL["gone_s"] < 1.0)]]))
     print(f"\nwhole bench: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     write_json(args.json, {"rows": rows, "slots": args.slots, "overhead_s": overhead, "speedup": speedup,
-                           "walls": {k: wall(v) for k, v in got.items()}})
+                           "walls": {k: wall(v) for k, v in got.items()}, "cancel": CANCEL})
     return 0
 
 

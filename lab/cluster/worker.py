@@ -26,6 +26,7 @@ import os
 import secrets
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,11 @@ class LabWorker:
                 log.info("calibrating this worker once (about a minute)")
                 calibrate(places=self.core.places)
             app = self._celery()
+            if os.geteuid() == 0:  # Celery warns about root; here it is a choice (loop devices), and JSON only
+                from celery.exceptions import SecurityWarning
+
+                warnings.filterwarnings("ignore", category=SecurityWarning)
+                log.info("running as root: the storages that need it (loop devices, mounts) are offered")
             # purge: a job that waited in this queue was sent to a predecessor of this name, and the
             # service has placed it again since (it sends only to a worker whose heartbeat says ready)
             w = app.Worker(hostname=self.node, pool="threads", concurrency=self.slots, loglevel=loglevel,
