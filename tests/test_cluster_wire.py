@@ -1,12 +1,19 @@
 """Cluster mode's rules that need no broker: URLs with passwords, JSON-only messages that name their own
-stream, the broker's password kept from helpers and logs."""
+stream, the broker's password kept from helpers and logs, bad arguments refused (exit 2)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from lab.host import procs
 from lab.service import broker, wire
+
+LAB = Path(sys.executable).with_name("lab")
 
 
 @pytest.mark.parametrize("url", ["redis://:pw@127.0.0.1:6379/0", "rediss://user:pw@broker.example:6380/2",
@@ -22,7 +29,8 @@ def test_a_redis_url_with_a_password_is_taken(url: str) -> None:
     ("sqs://:pw@x", "must be Redis"),
     ("redis+socket://:pw@", "socket's path"),
     ("redis://:pw@:6379/0", "host"),
-    ("not a url", "must be Redis"),
+    ("not a url", "space"),
+    ("redis://:pw@h:6379/0 ", "space"),
 ])
 def test_other_urls_are_refused_saying_why_without_the_password(url: str, says: str) -> None:
     with pytest.raises(broker.BrokerError) as e:
@@ -100,3 +108,24 @@ def test_in_cluster_mode_fields_are_checked_against_what_the_workers_offer() -> 
     assert build_spec({"plugin": "file", "storage": "xfs"}, machine=none_yet).storage == "xfs"
     rows, skipped = fleet.runnable(list(get_scenario("reference").rows))
     assert len(rows) == 7 and not skipped
+
+
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (["worker", "--broker", "redis://127.0.0.1:6379/0"], {}, "--broker: the broker URL must carry a password"),
+    (["worker"], {}, "--broker: give the broker URL"),
+    (["worker", "--broker", "redis://:pw@127.0.0.1:1/0", "--name", "a b"], {}, "--name"),
+    (["worker", "--broker", "redis://:pw@127.0.0.1:1/0", "--name", "local"], {}, "--name"),
+    (["worker", "--broker", "redis://:pw@127.0.0.1:1/0", "--slots", "0"], {}, "--slots"),
+    (["worker"], {"LAB_BROKER_URL": "http://:pw@x"}, "must be Redis"),
+    (["serve", "--port", "1"], {"LAB_BROKER_URL": "redis://h:6379/0"}, "LAB_BROKER_URL: the broker URL must carry"),
+    (["broker"], {}, "LAB_BROKER_URL: set it"),
+    (["broker"], {"LAB_BROKER_URL": "redis+socket://:pw@/tmp/b.sock"}, "LAB_BROKER_URL: `lab broker` serves redis://"),
+])
+def test_bad_cluster_arguments_exit_2_naming_them(args: list[str], env: dict[str, str], says: str) -> None:
+    """`lab worker`, `lab serve` and `lab broker` refuse a broker they cannot use before starting anything,
+    and never print the password."""
+    base = {k: v for k, v in os.environ.items() if k != "LAB_BROKER_URL"}
+    r = subprocess.run([str(LAB), *args], capture_output=True, text=True, timeout=60, env={**base, **env})
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr
+    assert "pw@" not in r.stderr

@@ -43,6 +43,9 @@ def check_url(url: str) -> str:
     """`url` when it is a Redis URL with a password, else BrokerError saying why."""
     from kombu.utils.url import url_to_parts
 
+    if url != url.strip() or any(c.isspace() for c in url):
+        raise BrokerError("the broker URL has a space in it (quote it whole; a password with spaces must be "
+                          "percent-encoded)")
     try:
         parts = url_to_parts(url)
     except Exception as e:  # kombu raises what urllib raises: a bad port, say
