@@ -177,3 +177,47 @@ def test_cli_exit_codes_and_json(clean, tmp_path):
                              timeout=60)
         assert got.returncode == 2, (bad, got.stderr)
         assert got.stderr.strip() and "Traceback" not in got.stderr
+
+
+def test_a_directory_of_the_users(clean, tmp_path):
+    """path:/DIR: a private scratch dir made inside it, removed afterwards."""
+    a = run({"plugin": "file", "storage": f"path:{tmp_path}"}, ["1M"], flags=("none",), disks=("dirty",))
+    assert a["status"] == "done" and not a["safety"]["unsafe"]
+    assert a["server"]["storage"]["place"] == f"path:{tmp_path}"
+    assert a["server"]["storage"]["capabilities"]["fallocate"]  # tried on a scratch file beside the disk
+    assert list(tmp_path.iterdir()) == []  # nothing left in the user's directory
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A loop device of this test's own (over a sparse file in tmp_path), detached by its name."""
+    if not AVAIL["blockdev"]["available"]:
+        pytest.skip(AVAIL["blockdev"]["reason"])
+    backing = tmp_path / "dev.img"
+    with open(backing, "wb") as f:
+        f.truncate(256 * MiB)
+    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_a_block_device_is_used_only_when_listed_and_destructive(clean, loop_device):
+    from lab.domain.limits import Limits
+
+    plan = audit.make_plan(["64M+4K"], flags=("none",), disks=("dirty",), inflight=1)
+    for fields, limits, field in (({"kind": "nbd-server", "storage": f"dev:{loop_device}", "destructive": True},
+                                   Limits(), "storage"),
+                                  ({"kind": "nbd-server", "storage": f"dev:{loop_device}"},
+                                   Limits(audit_devices=(loop_device,)), "storage")):
+        with pytest.raises(audit.AuditError) as e:
+            audit.check_request(fields, plan, limits)
+        assert e.value.field == field
+    a = audit.run_audit({"kind": "nbd-server", "storage": f"dev:{loop_device}", "destructive": True}, plan,
+                        limits=Limits(audit_devices=(loop_device,)))
+    assert a["verdict"] == "unsafe"  # nbd-server on a block device: the same stale 4 KiB
+    caps = a["server"]["storage"]["capabilities"]
+    assert caps["blkzeroout"] == "yes" and caps["device"].startswith("/dev/loop")
+    assert a["reproducers"][0]["script"].count(loop_device) >= 1

@@ -310,29 +310,40 @@ def decide(steps: list[Step], flags: dict[str, Any]) -> tuple[str, str, dict[str
 
     figures = {"write_ms": _ms(write), "zero_ms": _ms(zero), "fast_zero_ms": _ms(fast),
                "zero_vs_write": ratio(zero), "fast_zero_vs_write": ratio(fast), "cheap_ratio": CHEAP_RATIO}
-    zr, fr = ratio(zero), ratio(fast)
-    zero_cheap = zr is not None and zr <= CHEAP_RATIO
+    verdict, why = _before_speed(steps, flags, ratio(zero)) or _speed(fast, ratio(zero), ratio(fast))
+    return verdict, why, figures
+
+
+def _before_speed(steps: list[Step], flags: dict[str, Any], zr: float | None) -> tuple[str, str] | None:
+    """Safety first (a zero that answered success and left data behind), then what is not advertised."""
     wrong = [s for s in steps if s.reads_zero is False]
-    if wrong:  # safety first: a zero that answered success and left data behind
-        return "unsafe", f"{problems(wrong)[0]}: the server acknowledged a zero it did not do", figures
+    if wrong:
+        return "unsafe", f"{problems(wrong)[0]}: the server acknowledged a zero it did not do"
     if not flags.get("can_zero"):
-        return "no-zero", "no write-zeroes at all: a client must write zero bytes", figures
+        return "no-zero", "no write-zeroes at all: a client must write zero bytes"
     if not flags.get("can_fast_zero"):
-        how = "cheap" if zero_cheap else "as dear as writing"
-        return f"not-advertised-{'cheap' if zero_cheap else 'dear'}", \
-            f"fast zero not advertised; a plain zero of written data is {how} ({_pct(zr)} of an overwrite)", figures
+        cheap = zr is not None and zr <= CHEAP_RATIO
+        return f"not-advertised-{'cheap' if cheap else 'dear'}", \
+            f"fast zero not advertised; a plain zero of written data is {'cheap' if cheap else 'as dear as writing'}" \
+            f" ({_pct(zr)} of an overwrite)"
+    return None
+
+
+def _speed(fast: Step | None, zr: float | None, fr: float | None) -> tuple[str, str]:
+    """The verdict of an advertised fast zero: accepted or refused, cheap or dear."""
+    zero_cheap = zr is not None and zr <= CHEAP_RATIO
     if fast is not None and fast.outcome == "refused":
         if zero_cheap:
             return "refused-but-cheap", f"fast zero refused although a plain zero costs {_pct(zr)} " \
-                                        "of an overwrite: a lost opportunity", figures
+                                        "of an overwrite: a lost opportunity"
         return "refused-quickly", f"fast zero refused in {_ms(fast)} ms; a plain zero costs {_pct(zr)} " \
-                                  "of an overwrite: the refusal saved that", figures
+                                  "of an overwrite: the refusal saved that"
     if fr is None:
         return f"not-advertised-{'cheap' if zero_cheap else 'dear'}", \
-            f"fast zero advertised but failed ({fast.error if fast else 'not run'})", figures
+            f"fast zero advertised but failed ({fast.error if fast else 'not run'})"
     if fr <= CHEAP_RATIO:
-        return "fast", f"fast zero accepted and cheap: {_pct(fr)} of an overwrite", figures
-    return "advertised-but-slow", f"fast zero accepted but costs {_pct(fr)} of an overwrite", figures
+        return "fast", f"fast zero accepted and cheap: {_pct(fr)} of an overwrite"
+    return "advertised-but-slow", f"fast zero accepted but costs {_pct(fr)} of an overwrite"
 
 
 def _ms(s: Step | None) -> float | None:
