@@ -13,7 +13,6 @@ from app.http.identity import who_of
 from app.schemas.runs import KindsOut, ProbeCreate, ProbeOut
 from lab.domain.spec import DISK_FORMATS, SpecError
 from lab.domain.targets import allowed_targets
-from lab.nbd import probe
 from lab.service.jobs import JobFailed
 
 router = APIRouter(tags=["servers"])
@@ -32,13 +31,10 @@ async def create_probe(body: ProbeCreate, manager: ManagerDep, request: Request)
     """Start a server from `server`, probe its zeroing (as `lab probe --json`), stop it; answers when done.
     The probe is a job of the one scheduler: it waits for runs that need the machine alone."""
     raw = body.server.raw() if body.server else {}
-    length = body.length or probe.DEFAULT_LENGTH
-    if not probe.MIN_LENGTH <= length <= probe.MAX_LENGTH or length % 4096:
-        raise spec_error(SpecError("length", "must be a multiple of 4K between 1M and 256M"), ("body",))
     try:
-        return await run_in_threadpool(manager.probe, raw, length, probe.DEFAULT_DEADLINE_S, who_of(request))
+        return await run_in_threadpool(lambda: manager.probe(raw, body.length, who=who_of(request)))
     except SpecError as e:
-        raise spec_error(e, ("body", "server")) from None
+        raise spec_error(e, ("body",) if e.field == "length" else ("body", "server")) from None
     except JobFailed as e:
         if e.field is not None and e.kind in ("SpecError", "ExternalError"):
             raise spec_error(SpecError(e.field, e.message), ("body", "server")) from None

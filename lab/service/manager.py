@@ -30,7 +30,7 @@ from lab.domain.errors import Conflict, LimitExceeded, ManagerError, NotFound, N
 from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
 from lab.domain.scenarios import Scenario
-from lab.domain.spec import FormCheck, ServerSpec, build_spec, check_fields
+from lab.domain.spec import FormCheck, ServerSpec, SpecError, build_spec, check_fields
 from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
@@ -296,12 +296,16 @@ class Manager:
         return self.calibrating.state()
 
     # -- probes --------------------------------------------------------------------------------
-    def probe(self, fields: dict[str, Any], length: int, deadline_s: float, who: Who | None = None,
-              wait_s: float = PROBE_WAIT_S) -> dict[str, Any]:
-        """Probe a server made from `fields` (lab.nbd.probe) as a job of the scheduler: it waits for the
-        machine to itself (a CPU-bound run ahead of it first ends) and answers when done. SpecError
-        before anything is queued; JobFailed when it failed (its kind and field say why); QueueFull
+    def probe(self, fields: dict[str, Any], length: int | None = None, deadline_s: float = probe.DEFAULT_DEADLINE_S,
+              who: Who | None = None, wait_s: float = PROBE_WAIT_S) -> dict[str, Any]:
+        """Probe a server made from `fields` (lab.nbd.probe) on ranges of `length` bytes (default
+        probe.DEFAULT_LENGTH) as a job of the scheduler: it waits for the machine to itself (a CPU-bound
+        run ahead of it first ends) and answers when done. SpecError before anything is queued (field
+        `length`, or a server field); JobFailed when it failed (its kind and field say why); QueueFull
         and the like when it may not queue; ShuttingDown; JobFailed("timeout") after `wait_s` in all."""
+        length = length or probe.DEFAULT_LENGTH
+        if not probe.MIN_LENGTH <= length <= probe.MAX_LENGTH or length % 4096:
+            raise SpecError("length", "must be a multiple of 4K between 1M and 256M")
         probe.probe_spec(fields, length, self.config.limits, self.config.places)  # the fields' errors first
         job = probe_job(fields, length, deadline_s, who or TEACHER)
         self.scheduler.submit([job])
