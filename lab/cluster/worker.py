@@ -226,6 +226,8 @@ class LabWorker:
             try:
                 self.redis.xadd(msg.reply_to, wire.entry(msg.job.id, self.name, seq, "end", outcome),
                                 maxlen=broker.STREAM_MAXLEN, approximate=True)
+                # a stream whose service is gone (it deletes its own when it stops) does not stay forever
+                self.redis.expire(msg.reply_to, broker.STREAM_KEEP_S, nx=True)
                 return
             except Exception as e:
                 log.warning("job %s: end not sent (attempt %d): %s", msg.job.id, attempt + 1, e)

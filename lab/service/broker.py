@@ -31,7 +31,8 @@ TASK = "lab.job"  # the one task name: its argument says what kind of job it is
 CANCEL = "lab_cancel"  # the remote-control command a worker registers
 HEARTBEAT_S = 1.0  # a worker (and the service) refreshes its key this often ...
 LOST_AFTER_S = 5.0  # ... and the key expires this long after the last refresh: then it is gone
-STREAM_MAXLEN = 200_000  # a service's event stream is capped (approximately) at this many entries
+STREAM_MAXLEN = 200_000  # a service's event stream is capped (approximately) at this many entries ...
+STREAM_KEEP_S = 24 * 3600  # ... and expires this long after a job ended on it (its service gone: nobody reads it)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # a worker's or a service's name on the broker
 
 

@@ -166,6 +166,7 @@ class CeleryExecutor:
 
     def _refresh(self) -> None:
         self.redis.set(broker.service_key(self.service), "1", px=int(broker.LOST_AFTER_S * 1000))
+        self.redis.expire(self.stream, broker.STREAM_KEEP_S)  # kept while this service reads it
         keys = list(self.redis.scan_iter(match=broker.worker_key("*"), count=1000))
         beats: dict[str, dict[str, Any]] = {}
         for raw in self.redis.mget(keys) if keys else []:
