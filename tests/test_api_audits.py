@@ -25,6 +25,7 @@ def final(api, aid: str, timeout: float = 240) -> dict:
     return wait_for(done, timeout)
 
 
+@pytest.mark.slow
 def test_an_audit_is_queued_followed_and_reported(api):
     if not AVAIL["tmpfs"]["available"]:
         pytest.skip(AVAIL["tmpfs"]["reason"])
@@ -69,6 +70,7 @@ def test_bad_audit_requests_name_the_field(api):
     assert api.get("/api/v1/audits").json() == {"audits": []}  # nothing was queued
 
 
+@pytest.mark.slow
 def test_cancel_keeps_what_was_done(api):
     if not AVAIL["tmpfs"]["available"]:
         pytest.skip(AVAIL["tmpfs"]["reason"])

@@ -26,6 +26,7 @@ from lab.nbd import audit
 from testkit import mentioning, own_helpers
 
 MiB = 1 << 20
+pytestmark = pytest.mark.slow  # real servers writing hundreds of MiB: minutes in all
 AVAIL = storage.availability()
 STD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # Debian's: nbdsh runs /usr/bin/python3 with the bindings
 

@@ -17,6 +17,7 @@ from lab.measure.execute import execute
 
 AVAIL = storage.availability()
 MiB = 1 << 20
+pytestmark = pytest.mark.slow  # real servers writing hundreds of MiB: minutes in all
 
 
 def row_server(key: str, size: str) -> tuple[str, dict]:
