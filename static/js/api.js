@@ -19,6 +19,24 @@ export function isPresenter() {
   return !config.auth_required || Boolean(token());
 }
 
+// A student's key (POST /api/v1/class/join gave it for the teacher's code and a name), kept in this
+// browser: it names them on their runs and guesses (static/js/student.js joins and leaves).
+const STUDENT_KEY = "lab-student-key";
+export function studentKey() {
+  try { return localStorage.getItem(STUDENT_KEY) || ""; } catch { return ""; }
+}
+export function setStudentKey(value) {
+  try {
+    if (value) localStorage.setItem(STUDENT_KEY, value);
+    else localStorage.removeItem(STUDENT_KEY);
+  } catch { /* private mode: the key lives as long as the page */ }
+  document.dispatchEvent(new CustomEvent("lab-student-key"));
+}
+// May start runs of their own: the presenter, or a student who joined the class.
+export function canRun() {
+  return isPresenter() || Boolean(studentKey());
+}
+
 export class ApiError extends Error {
   constructor(status, message, field = null, body = null) {
     super(message);
@@ -60,13 +78,14 @@ function detailText(body) {
   return { text: String(d), field: null };
 }
 
-// Every page's one way to call the service: the presenter's token on writes, errors as ApiError
-// with a sentence for people. `announce401`: a refused token signs the presenter out (not for the
-// sign-in check itself); `headers`: extra ones (an Idempotency-Key).
+// Every page's one way to call the service: the presenter's token (else a joined student's key) on
+// every request, errors as ApiError with a sentence for people. `announce401`: a refused token signs
+// the presenter out (not for the sign-in check itself); `headers`: extra ones (an Idempotency-Key).
 export async function request(method, path, body, { announce401 = true, headers: extra = {} } = {}) {
   const headers = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && token()) headers.Authorization = `Bearer ${token()}`;
+  const asStudent = !token() && Boolean(studentKey());
+  if (token() || asStudent) headers.Authorization = `Bearer ${token() || studentKey()}`;
   let res;
   try {
     res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
@@ -81,15 +100,21 @@ export async function request(method, path, body, { announce401 = true, headers:
   let message;
   switch (res.status) {
     case 401:
-    case 403:
+      if (asStudent) { // the class session ended (a new join code) or the teacher removed this name
+        setStudentKey("");
+        message = "Your class key is no longer valid: join the class again with the teacher's code.";
+        break;
+      }
+      if (!token()) { message = detail || "This needs the teacher's token, or joining the class."; break; }
       setToken("");
       if (announce401) listeners.forEach((fn) => fn());
       message = "The presenter token was refused. Sign in again to start runs.";
       break;
+    case 403: message = detail || "That is not yours to do: it needs the teacher's token."; break;
     case 404: message = detail || "Not found."; break;
     case 409: message = detail || "That run has already finished."; break;
     case 422: message = detail || "Some field is not valid."; break;
-    case 429: message = `The run queue is full. ${detail ? detail + " " : ""}Wait for a run to finish, then try again.`; break;
+    case 429: message = detail || "Too many requests: wait a moment, then try again."; break; // names the limit
     default: message = detail || `The lab service answered ${res.status}.`;
   }
   const error = new ApiError(res.status, message, field, data);

@@ -1,11 +1,17 @@
-// The teacher's view (/class): students and their runs, the class's guesses per act.
+// The teacher's view (/class), made for a projector: the join code, each act's guesses on one time
+// axis per act (A and B lanes side by side on the same scale, each dot named, the measured time and
+// the model's marked, a contended run said so), the closest guesses first, the students and who ran
+// what. It redraws live while runs go on: at most every REDRAW_MS, however many events arrive
+// (a stream of events never postpones the next redraw).
 import { request } from "./api.js";
-import { init } from "./common.js";
+import { init, showMessage } from "./common.js";
 import { $ } from "./format.js";
 import * as f from "./format.js";
 import { start, subscribe } from "./live.js";
 
 const SVG = "http://www.w3.org/2000/svg";
+const REDRAW_MS = 700;
+const POLL_MS = 4000; // guesses have no events: they are read again this often
 
 function svg(tag, attrs = {}, text = null) {
   const n = document.createElementNS(SVG, tag);
@@ -14,89 +20,221 @@ function svg(tag, attrs = {}, text = null) {
   return n;
 }
 
-// A strip plot of the guessed copy times: one dot per guess (stacked when close), the measured
-// time as a solid line, the model's as a dashed one.
-export function distribution(guesses, measured, model) {
-  const W = 560, H = 86, L = 36, R = 16, base = 58;
-  const values = [...guesses, measured, model].filter((v) => v != null);
-  const max = Math.max(1, ...values) * 1.1;
-  const x = (v) => L + (v / max) * (W - L - R);
+// At most one call every `ms`: the first event draws at once, the ones during the wait share one
+// trailing call. Unlike a debounce, a steady stream of events cannot keep postponing it.
+export function throttle(fn, ms) {
+  let last = 0;
+  let timer = null;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - Date.now());
+    timer = setTimeout(() => { timer = null; last = Date.now(); fn(); }, wait);
+  };
+}
+
+function niceMax(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].map((m) => m * p).find((m) => m >= v) || v;
+}
+
+// One shared axis per act: wide enough for every measured and model time, and for the guesses up
+// to three times those (a wild guess does not flatten the others: it sits at the edge, marked).
+export function axisMax(rows) {
+  const known = rows.flatMap((r) => [r.measured && r.measured.duration_s, r.measured && r.measured.predicted_s])
+    .filter((v) => v != null && v > 0);
+  const guesses = rows.flatMap((r) => r.points.map((p) => p.duration_s)).filter((v) => v != null && v >= 0)
+    .sort((a, b) => a - b);
+  let base = known.length ? Math.max(...known) : 0;
+  if (!base && guesses.length) base = guesses[Math.floor(guesses.length / 2)] || 1;
+  const top = guesses.length ? Math.min(guesses[guesses.length - 1], 3 * base) : 0;
+  return niceMax(Math.max(1, base * 1.25, top * 1.05));
+}
+
+function laneName(row, rows) {
+  const g = row.group || "";
+  const same = rows.filter((r) => r.group === g).length > 1;
+  const size = (row.label.match(/(\d+ MiB)/) || [])[1];
+  return `${g ? `Server ${g}` : "Time"}${same && size ? `, ${size}` : ""}`;
+}
+
+// The act's guesses, one lane per row on one axis: a dot per guess with its name beside it (names
+// never overlap: a name that would runs on the next line of the lane), the measured time (solid;
+// orange and dashed when the run was contended) and the model's (dashed).
+export function actPlot(rows) {
+  const W = 760, L = 118, R = 44, LINE = 15, PAD = 8;
+  const max = axisMax(rows);
+  const x = (v) => L + (Math.min(v, max) / max) * (W - L - R);
+  const lanes = rows.map((row) => {
+    const pts = row.points.filter((p) => p.duration_s != null).sort((a, b) => a.duration_s - b.duration_s);
+    const ends = [];
+    const placed = pts.map((p) => {
+      const px = x(p.duration_s);
+      const width = 7 * p.student.length + 12;
+      let level = ends.findIndex((end) => end < px - 3);
+      if (level < 0) { level = ends.length; ends.push(0); }
+      ends[level] = px + width;
+      return { ...p, px, level, beyond: p.duration_s > max };
+    });
+    return { row, placed, height: PAD * 2 + Math.max(1, ends.length) * LINE };
+  });
+  const H = lanes.reduce((h, l) => h + l.height, 0) + 30;
   const plot = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "dist", role: "img",
-    "aria-label": `${guesses.length} guesses; measured ${measured == null ? "not yet" : f.seconds(measured)}` });
-  plot.append(svg("line", { x1: L, x2: W - R, y1: base, y2: base, class: "axis" }));
-  const step = max > 20 ? 5 : max > 8 ? 2 : 1;
-  for (let t = 0; t <= max; t += step) {
-    plot.append(svg("line", { x1: x(t), x2: x(t), y1: base, y2: base + 4, class: "axis" }));
-    plot.append(svg("text", { x: x(t), y: base + 16, "text-anchor": "middle" }, `${t} s`));
+    "aria-label": rows.map((r) => `${laneName(r, rows)}: ${r.points.length} guesses, measured ` +
+      `${r.measured ? f.seconds(r.measured.duration_s) : "not yet"}`).join("; ") });
+  let top = 0;
+  for (const { row, placed, height } of lanes) {
+    plot.append(svg("rect", { x: 0, y: top, width: W, height, class: `lane-bg grp-${row.group || "N"}` }));
+    plot.append(svg("text", { x: 6, y: top + height / 2 + 5, class: "lane-label" }, laneName(row, rows)));
+    const m = row.measured;
+    if (m && m.predicted_s != null) {
+      plot.append(svg("line", { x1: x(m.predicted_s), x2: x(m.predicted_s), y1: top + 2, y2: top + height - 2,
+        class: "model" }, null));
+    }
+    if (m && m.duration_s != null) {
+      const cls = m.contended ? "measured contended" : "measured";
+      const line = svg("line", { x1: x(m.duration_s), x2: x(m.duration_s), y1: top + 2, y2: top + height - 2, class: cls });
+      line.append(svg("title", {}, `measured ${f.seconds(m.duration_s)}${m.contended ? " (contended)" : ""}`));
+      plot.append(line);
+      if (m.contended) plot.append(svg("text", { x: x(m.duration_s) + 4, y: top + 12, class: "contended-label" }, "contended"));
+    }
+    for (const p of placed) {
+      const cy = top + PAD + p.level * LINE + LINE / 2;
+      const g = svg("g", { class: p.beyond ? "guess beyond" : "guess", "data-student": p.student });
+      g.append(svg("title", {}, `${p.student}: ${f.seconds(p.duration_s)}${p.error_s != null ? ` (off by ${f.seconds(Math.abs(p.error_s))})` : ""}`));
+      g.append(p.beyond ? svg("path", { d: `M${p.px - 4},${cy - 5} L${p.px + 4},${cy} L${p.px - 4},${cy + 5} Z`, class: "dot" })
+        : svg("circle", { cx: p.px, cy, r: 4.2, class: "dot" }));
+      g.append(svg("text", { x: p.beyond ? p.px - 8 : p.px + 6, y: cy + 4, class: "name",
+        "text-anchor": p.beyond ? "end" : "start" }, p.beyond ? `${p.student} ${f.seconds(p.duration_s)} →` : p.student));
+      plot.append(g);
+    }
+    top += height;
   }
-  const stacks = new Map();
-  for (const v of guesses) {
-    const bin = Math.round(x(v) / 8);
-    const n = stacks.get(bin) || 0;
-    stacks.set(bin, n + 1);
-    plot.append(svg("circle", { cx: x(v), cy: base - 6 - n * 8, r: 3.6, class: "dot" }));
+  plot.append(svg("line", { x1: L, x2: W - R, y1: top + 2, y2: top + 2, class: "axis" }));
+  const step = niceMax(max / 5);
+  for (let t = 0; t <= max + 1e-9; t += step) {
+    plot.append(svg("line", { x1: x(t), x2: x(t), y1: top + 2, y2: top + 7, class: "axis" }));
+    plot.append(svg("text", { x: x(t), y: top + 20, "text-anchor": "middle", class: "tick" }, f.seconds(t, t < 10 ? 1 : 0)));
   }
-  if (model != null) plot.append(svg("line", { x1: x(model), x2: x(model), y1: 4, y2: base, class: "model" }));
-  if (measured != null) plot.append(svg("line", { x1: x(measured), x2: x(measured), y1: 4, y2: base, class: "measured" }));
   return plot;
 }
 
-async function refreshStudents() {
-  // Both tables from reads made together, drawn together: never students without their runs.
-  const [view, list] = await Promise.all([request("GET", "/api/v1/class"), request("GET", "/api/v1/runs?limit=50")]);
-  const body = $("students-rows");
-  body.replaceChildren();
-  for (const s of view.students) {
-    body.append(f.el("tr", { "data-student": s.student }, f.el("td", {}, s.student), f.el("td", {}, String(s.total)),
-      f.el("td", {}, String(s.unfinished)), f.el("td", {}, String(s.by_status.succeeded || 0)),
-      f.el("td", {}, f.clock(s.last_at))));
-  }
-  $("students-empty").hidden = view.students.length > 0;
-  $("class-limit").textContent = view.max_queued_per_student
-    ? `at most ${view.max_queued_per_student} runs waiting or running per student` : "no per-student limit";
-  const runs = list.runs.filter((r) => r.student);
-  const rbody = $("class-runs");
-  rbody.replaceChildren();
-  for (const r of runs.slice(0, 25)) {
-    rbody.append(f.el("tr", { "data-run": r.id }, f.el("td", {}, f.clock(r.created_at)), f.el("td", {}, r.student),
-      f.el("td", {}, r.client), f.el("td", {}, f.serverSummary(r.server)),
-      f.el("td", { class: `status status-${r.status}` }, r.status),
-      f.el("td", {}, r.duration_s == null ? "–" : f.seconds(r.duration_s))));
-  }
+function stateText(state) {
+  if (!state.locked) return "guesses open";
+  if (!state.revealed) return state.running ? "closed: the act is running" : "closed";
+  return "revealed";
 }
 
-async function refreshActs() {
-  const { acts } = await request("GET", "/api/v1/class/acts");
+let teaches = false;
+
+function renderActs(acts, guesses) {
   const box = $("acts");
+  const open = new Set([...box.querySelectorAll("details[open]")].map((d) => d.dataset.act));
   box.replaceChildren();
   for (const act of acts) {
-    const sec = f.el("div", { class: "act-plot", "data-act": act.key }, f.el("h3", {}, act.title));
-    for (const row of act.rows) {
-      const n = row.guesses.duration_s.length;
-      const m = row.measured;
-      sec.append(f.el("div", { class: "hint", "data-row": row.key },
-        `${row.group ? `Server ${row.group}` : row.key} · ${row.client}: ${n} ${n === 1 ? "guess" : "guesses"}` +
-        (m ? ` · measured ${f.seconds(m.duration_s)}, model ${f.seconds(m.predicted_s)}` : " · not run yet")));
-      if (n || m) sec.append(distribution(row.guesses.duration_s, m ? m.duration_s : null, m ? m.predicted_s : null));
+    const n = act.rows.reduce((k, r) => k + r.students.length, 0);
+    const head = f.el("div", { class: "act-head" },
+      f.el("h3", {}, act.title),
+      f.el("span", { class: `act-state state-${act.state.revealed ? "revealed" : act.state.locked ? "closed" : "open"}` },
+        stateText(act.state)),
+      f.el("span", { class: "hint" }, `${n} ${n === 1 ? "guess" : "guesses"}`));
+    if (teaches) {
+      if (act.state.locked && !act.state.revealed) {
+        head.append(f.el("button", { type: "button", class: "btn btn-small", "data-reveal": act.key,
+          onclick: () => teacher("POST", `/api/v1/class/acts/${act.key}/reveal`) }, "Reveal"));
+      }
+      if (act.state.locked) {
+        head.append(f.el("button", { type: "button", class: "btn btn-small", "data-reopen": act.key,
+          onclick: () => teacher("POST", `/api/v1/class/acts/${act.key}/reopen`) }, "Reopen guesses"));
+      }
+    }
+    const sec = f.el("div", { class: "act-plot", "data-act": act.key }, head);
+    const shown = act.rows.some((r) => r.points.some((p) => p.duration_s != null) || r.measured);
+    if (shown) sec.append(actPlot(act.rows));
+    else if (n) sec.append(f.el("p", { class: "hint" }, `Guessed so far: ${[...new Set(act.rows.flatMap((r) => r.students))].join(", ")} (shown at the reveal)`));
+    if (act.ranking.length) {
+      sec.append(f.el("ol", { class: "ranking", "aria-label": `Closest guesses, ${act.title}` },
+        ...act.ranking.slice(0, 8).map((r) => f.el("li", { "data-student": r.student },
+          f.el("b", {}, r.student), ` ${Math.round(r.error * 100)} % off`))));
+    }
+    const mine = guesses.filter((g) => act.rows.some((r) => r.key === g.target));
+    if (teaches && mine.length) {
+      const details = f.el("details", { "data-act": act.key, open: open.has(act.key) },
+        f.el("summary", {}, `Manage guesses (${mine.length})`),
+        f.el("ul", { class: "guess-list" }, ...mine.map((g) => f.el("li", {},
+          `${g.student} · ${g.target}: ${g.prediction ? f.seconds(g.prediction.duration_s) : "–"} `,
+          f.el("button", { type: "button", class: "icon-btn icon-btn-small", title: `Delete ${g.student}'s guess`,
+            "aria-label": `Delete ${g.student}'s guess of ${g.target}`,
+            onclick: () => teacher("DELETE", `/api/v1/guesses/${g.id}`) }, "×")))));
+      sec.append(details);
     }
     box.append(sec);
   }
 }
 
-// Runs change over the live event stream; guesses have no events, so they are polled.
-let pending = null;
-function soon() {
-  clearTimeout(pending);
-  pending = setTimeout(() => Promise.all([refreshStudents(), refreshActs()]).catch(() => {}), 300);
+function renderStudents(view) {
+  const byName = new Map(view.students.map((s) => [s.student, s]));
+  const names = [...new Set([...view.members.map((m) => m.student), ...byName.keys()])].sort((a, b) => a.localeCompare(b));
+  const body = $("students-rows");
+  body.replaceChildren(...names.map((name) => {
+    const s = byName.get(name) || { total: 0, unfinished: 0, by_status: {}, last_at: null };
+    return f.el("tr", { "data-student": name }, f.el("td", {}, name), f.el("td", {}, String(s.total)),
+      f.el("td", {}, String(s.unfinished)), f.el("td", {}, String(s.by_status.succeeded || 0)),
+      f.el("td", {}, s.last_at ? f.clock(s.last_at) : "–"));
+  }));
+  $("students-empty").hidden = names.length > 0;
+  $("students-title").textContent = names.length ? `Students (${names.length})` : "Students";
+  $("class-limit").textContent = view.max_queued_per_student
+    ? `at most ${view.max_queued_per_student} runs waiting or running each` : "no per-student limit";
 }
 
-async function poll() {
-  try { await refreshActs(); } catch { /* the connection pill says the service is away */ }
-  setTimeout(poll, 4000);
+function renderRuns(list) {
+  const rbody = $("class-runs");
+  rbody.replaceChildren(...list.runs.filter((r) => r.student).slice(0, 20).map((r) => f.el("tr", {
+    "data-run": r.id, title: f.serverSummary(r.server) },
+  f.el("td", {}, f.clock(r.created_at)), f.el("td", {}, r.student), f.el("td", {}, r.client),
+  f.el("td", { class: `status status-${r.status}` }, r.status),
+  f.el("td", {}, r.duration_s == null ? "–" : `${f.seconds(r.duration_s)}${r.contended ? " (contended)" : ""}`))));
+}
+
+function renderHead(view) {
+  teaches = view.you === "teacher" || (view.mode === "open" && view.you === "anonymous");
+  const code = view.session.code;
+  $("class-join").hidden = !code;
+  if (code) { $("class-code").textContent = code; $("class-url").textContent = location.host; }
+  $("class-new-code").hidden = !(teaches && view.mode === "class");
+  $("class-mode").textContent = view.mode === "class"
+    ? (teaches ? "Students join with the code; only you (the teacher's token) cancel others' runs and manage guesses."
+      : "The teacher shows the code to join.")
+    : "Open lab (no LAB_TOKEN): students type a name; nothing is guarded. Set LAB_TOKEN for a class.";
+}
+
+async function teacher(method, path) {
+  try { await request(method, path); } catch (err) { showMessage(err.message, "error", 6000); }
+  redraw();
+}
+
+async function refresh() {
+  const [view, list, { acts }] = await Promise.all([request("GET", "/api/v1/class"),
+    request("GET", "/api/v1/runs?limit=60"), request("GET", "/api/v1/class/acts")]);
+  renderHead(view);
+  const guesses = teaches ? (await request("GET", "/api/v1/guesses")).guesses : [];
+  renderActs(acts, guesses);
+  renderStudents(view);
+  renderRuns(list);
+}
+
+const redraw = throttle(() => refresh().catch(() => {}), REDRAW_MS);
+
+function poll() {
+  redraw();
+  setTimeout(poll, POLL_MS);
 }
 
 init();
-subscribe(soon);
+$("class-new-code").addEventListener("click", async () => {
+  if (!confirm("A new code starts a new class session: every student joins again. Go on?")) return;
+  await teacher("POST", "/api/v1/class/session");
+});
+subscribe(redraw);
 start();
-refreshStudents().catch(() => {});
 poll();

@@ -3,7 +3,7 @@
 // Everything here holds still under a person's pointer: live cards are updated in place,
 // the flags box keeps its height while a probe runs, history rows are added one by one.
 
-import { ApiError, api, config, isPresenter } from "./api.js";
+import { ApiError, api, canRun, config, isPresenter } from "./api.js";
 import { init, onKey, onRoleChange, showMessage } from "./common.js";
 import { DELAY_FIELDS, FIELDS, TYPED, formServer } from "./fields.js";
 import { $ } from "./format.js";
@@ -95,7 +95,7 @@ async function check() {
   const v = formValues();
   const key = JSON.stringify(v.server);
   if (checked.key === key) return checked;
-  if (!isPresenter()) return checked;
+  if (!canRun()) return checked;
   const seq = ++checkSeq;
   try {
     const res = await api.checkFields(v.server);
@@ -371,7 +371,7 @@ function main() {
     try { await loadMore(); } catch (err) { showMessage(err.message, "error", 6000); } finally { btn.disabled = false; }
   });
   onKey((e) => {
-    if (!isPresenter()) return false;
+    if (!canRun()) return false;
     if (e.key === "a") { applyPreset("A"); return true; }
     if (e.key === "b") { applyPreset("B"); return true; }
     if (e.key === "0") { applyPreset("baseline"); return true; }

@@ -1,6 +1,7 @@
 // How one run looks: a live card while it goes, a table row once it is done.
 
-import { config, isPresenter } from "./api.js";
+import { config, isPresenter, studentKey } from "./api.js";
+import { studentName } from "./student.js";
 import * as f from "./format.js";
 import { DiskMap, drawRate, showMap } from "./diskmap.js";
 import { FINAL, liveElapsed, store } from "./live.js";
@@ -122,7 +123,9 @@ export function renderCard(run, node = null) {
   r.spec.title = `${f.serverSummary(run.server)} · ${f.geometry(run.server)}`;
   r.status.className = `status status-${run.status}`;
   setText(r.status, statusLabel(run));
-  const canCancel = !done && isPresenter();
+  // the presenter cancels any run; a joined student their own (the service checks it too)
+  const mine = Boolean(studentKey()) && Boolean(run.student) && run.student === studentName();
+  const canCancel = !done && (isPresenter() || mine);
   r.cancel.hidden = !canCancel;
   if (done) r.cancel.disabled = true;
 

@@ -1,7 +1,9 @@
 // A student's name (typed once, remembered in this browser) and guesses before a run.
 // Loaded on every page: it adds `student` (and, on the lab page, `prediction`) to the runs
 // and sweeps this browser starts, and fills the "My runs" card (guess beside result and model).
-import { api, request } from "./api.js";
+// With LAB_TOKEN set (a class), the name is joined with the teacher's code: the key it gets names
+// the student on every request (api.js); without one (an open lab) the typed name is sent.
+import { api, config, request, setStudentKey, studentKey } from "./api.js";
 import { $ } from "./format.js";
 import * as f from "./format.js";
 
@@ -52,29 +54,50 @@ api.startScenario = (scenario, body) => {
   return startScenario(scenario, name ? { ...(body || {}), student: name } : body);
 };
 
-// -- the name box in the top bar ------------------------------------------------------------
+// -- the name box in the top bar: a name (open lab) or a name and the join code (a class) --------
+const joining = () => Boolean(config.auth_required);
+
 function initNameBox() {
   const form = $("student-form");
   if (!form) return;
   const input = $("student-name");
+  const code = $("student-code");
   const shown = $("student-shown");
+  const state = $("student-state");
+  form.dataset.join = joining() ? "true" : "false";
+  $("student-save").textContent = joining() ? "Join" : "Save";
+  if (code) code.hidden = !joining();
   const show = () => {
     const name = studentName();
+    const named = Boolean(name) && (!joining() || Boolean(studentKey()));
     input.value = name;
-    shown.textContent = name || "";
-    form.dataset.named = name ? "true" : "false";
+    shown.textContent = named ? name : "";
+    form.dataset.named = named ? "true" : "false";
+    document.body.classList.toggle("student", joining() && Boolean(studentKey()));
   };
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    setStudentName(input.value);
+    if (!joining()) { setStudentName(input.value); show(); input.blur(); return; }
+    state.textContent = "";
+    try {
+      const joined = await request("POST", "/api/v1/class/join", { code: code.value.trim(), name: input.value });
+      setStudentKey(joined.key);
+      setStudentName(joined.student);
+      code.value = "";
+      input.blur();
+    } catch (err) {
+      state.textContent = err.message;
+    }
     show();
-    input.blur();
   });
   $("student-edit").addEventListener("click", () => {
+    if (joining()) { setStudentKey(""); setStudentName(""); } // leave: join again, maybe as someone else
     form.dataset.named = "false";
+    show();
     input.focus();
     input.select();
   });
+  document.addEventListener("lab-student-key", show); // a refused key (a new session) asks to join again
   show();
 }
 
@@ -144,7 +167,13 @@ function initMine() {
 }
 
 export async function submitGuess(target, prediction) {
-  return request("POST", "/api/v1/guesses", { student: studentName(), target, prediction });
+  // a joined student's key names them; in an open lab the typed name does
+  return request("POST", "/api/v1/guesses", studentKey() ? { target, prediction } : { student: studentName(), target, prediction });
+}
+
+// Who this browser guesses as: a name (open lab) or a joined student (a class).
+export function canGuess() {
+  return joining() ? Boolean(studentKey()) : Boolean(studentName());
 }
 
 initNameBox();
