@@ -64,26 +64,80 @@ def test_a_guess_before_a_run_appears_beside_its_result(service: LabService, new
 
 
 def test_class_view_shows_who_ran_what_and_guesses_per_act(service: LabService, new_page) -> None:
+    """An open lab: typed names; the act's guesses on one axis, named, with the measured and model times."""
     base = service.url
-    for name, secs in (("Cy", 0.2), ("Di", 0.9), ("Ed", 0.5)):
+    for name, secs in (("Cy", 0.2), ("Di", 0.9), ("Ed", 0.5), ("Wild", 86400)):
         r = httpx.post(f"{base}/api/v1/guesses", timeout=10,
                        json={"student": name, "target": "act1-baseline", "prediction": {"duration_s": secs}})
         assert r.status_code == 201
     run = httpx.post(f"{base}/api/v1/runs", timeout=10, json={"client": "qemu-2.7", "server": SMALL,
                                                                "label": "act1-baseline", "student": "Cy"}).json()
     httpx.get(f"{base}/api/v1/runs/{run['id']}", params={"wait": 60}, timeout=70)
-    page = new_page()
+    page = new_page(1280, 640)
     page.goto(base + "/class")
     page.wait_for_selector('#students-rows tr[data-student="Cy"]')
+    assert page.locator("h1").inner_text() == "Class"
     plot = page.locator('[data-act="baseline"] svg.dist')
     plot.locator("circle.dot").nth(2).wait_for()
-    assert plot.locator("circle.dot").count() == 3
+    assert plot.locator("circle.dot").count() == 3 and plot.locator(".beyond").count() == 1  # 86400 s at the edge
+    names = plot.locator("text.name").all_inner_texts()
+    assert {"Cy", "Di", "Ed"} <= set(names) and any(n.startswith("Wild") for n in names)
     assert plot.locator("line.measured").count() == 1 and plot.locator("line.model").count() == 1
-    assert "3 guesses" in page.inner_text('[data-act="baseline"]')
+    assert "4 guesses" in page.inner_text('[data-act="baseline"]')
+    ranking = page.locator('[data-act="baseline"] .ranking li').all_inner_texts()
+    assert ranking and ranking[0].startswith("Cy")  # the closest to the measured time first
     page.wait_for_selector('#class-runs tr td:text("Cy")')  # who ran what, drawn with the students table
+    # at 1280 px the runs table shows Status and Copy time without scrolling sideways
+    for cell in ("#class-runs tr td:nth-child(4)", "#class-runs tr td:nth-child(5)"):
+        box = page.locator(cell).first.bounding_box()
+        assert box and box["x"] + box["width"] <= 1280, cell
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "class-view.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "class-view-1280x640.png"))
     assert page.console.errors == []
+
+
+def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new_page) -> None:
+    """A class (LAB_TOKEN set): the teacher's /class shows the join code; a student types name and code,
+    guesses before the act; the act starts (guesses close), its runs end (revealed), /class redraws."""
+    service = service_factory(token="teach")
+    teacher = new_page(1280, 640)
+    teacher.goto(service.url + "/class?presenter")
+    type_into(teacher, "#token-input", "teach")
+    teacher.keyboard.press("Enter")
+    teacher.wait_for_selector("#class-code:not(:empty)")
+    code = teacher.inner_text("#class-code")
+    assert len(code) == 6
+    student = new_page(390, 844)
+    student.goto(service.url + "/talk")
+    type_into(student, "#student-name", "Ana")
+    type_into(student, "#student-code", code.lower())
+    press(student, "#student-save")
+    student.wait_for_selector('#student-form[data-named="true"]')
+    assert student.inner_text("#student-shown") == "Ana"
+    student.wait_for_selector("#talk-guess:not([hidden]) input[data-row='act1-baseline']")
+    type_into(student, "#talk-guess-act1-baseline", "0.3")
+    press(student, "#talk-guess-send")
+    student.wait_for_selector("#talk-guess-state:text('you 0.30 s')")
+    # a look-alike name cannot join: it is Ana's
+    other = new_page(390, 844)
+    other.goto(service.url + "/")
+    type_into(other, "#student-name", "ana.")
+    type_into(other, "#student-code", code)
+    press(other, "#student-save")
+    other.wait_for_selector("#student-state:text('too alike')")
+    # the teacher sees who guessed (not what: not revealed), then runs the act
+    teacher.wait_for_selector('#students-rows tr[data-student="Ana"]')
+    teacher.wait_for_selector('[data-act="baseline"] .act-state:text("guesses open")')
+    run = service.post("/api/v1/runs", {"client": "qemu-2.7", "server": SMALL, "label": "act1-baseline"}).json()
+    student.wait_for_selector("#talk-guess-send:disabled", timeout=15_000)
+    service.wait_run(run["id"])
+    teacher.wait_for_selector('[data-act="baseline"] .act-state:text("revealed")', timeout=15_000)
+    teacher.wait_for_selector('[data-act="baseline"] svg.dist text.name:text("Ana")')
+    student.wait_for_selector("#talk-guess-state:text('measured')", timeout=15_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    teacher.screenshot(path=str(ARTIFACTS / "class-teacher-1280x640.png"))
+    student.screenshot(path=str(ARTIFACTS / "class-student-390x844.png"))
+    assert teacher.console.errors == [] and student.console.errors == []
 
 
 def test_a_guess_before_an_act_of_the_talk(service: LabService, new_page) -> None:
@@ -94,7 +148,8 @@ def test_a_guess_before_an_act_of_the_talk(service: LabService, new_page) -> Non
     page.wait_for_selector("#talk-guess:not([hidden]) input[data-row='act1-baseline']")
     type_into(page, "#talk-guess-act1-baseline", "0.3")
     press(page, "#talk-guess-send")
-    page.wait_for_selector("#talk-guess-state:text('you 0.30 s, not run yet')")
+    page.wait_for_selector("#talk-guess-state:text('you 0.30 s')")
+    assert "replaces" in page.inner_text("#talk-guess-state")
     guesses = httpx.get(f"{service.url}/api/v1/guesses", params={"student": "Flo"}, timeout=10).json()["guesses"]
     assert [(g["target"], g["prediction"]) for g in guesses] == [("act1-baseline", {"duration_s": 0.3})]
     run = httpx.post(f"{service.url}/api/v1/runs", timeout=10,
