@@ -89,10 +89,17 @@ class Settings(BaseSettings):
         500_000, ge=0,
         description="at most this many progress events are kept, oldest finished runs' go first (0: no cap)")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
-        "info", description="uvicorn's log level for `lab serve`")
+        "info", description="the log level of `lab serve` (its own lines and uvicorn's)")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`lab serve`'s log lines: text, or json (one JSON object per line: ts, level, logger, "
+                            "msg, and an event's fields such as event, run_id, who, student, status, reason)")
+    log_health: bool = Field(
+        False, description="log the access lines of health probes (GET /api/v1/health: the container's "
+                           "healthcheck asks every 5 s); off: left out")
     auto_calibrate: bool | None = Field(
-        None, description="calibrate this machine before the first `lab run` or `lab serve`: 1 always, 0 never; "
-                          "unset: only on a terminal")
+        None, description="calibrate this machine at the first `lab run`, or in the background at `lab serve`'s "
+                          "first start (it answers meanwhile, health says starting): 1 always, 0 never; unset: "
+                          "only on a terminal")
     # -- cluster mode (docs/design.md#cluster-mode)
     broker_url: SecretStr | None = Field(
         None, description="the Redis broker of cluster mode, with its password: redis://:PASSWORD@HOST:6379/0 or "

@@ -226,7 +226,7 @@ class LiveService:
             if self.proc.poll() is not None:
                 raise ServiceError(f"lab serve exited with {self.proc.returncode}: {self.log_text()[-2000:]}")
             with contextlib.suppress(OSError, ValueError, ServiceError):
-                if self.get("/api/health")["status"] == "ok":
+                if self.get("/api/health")["status"] in ("ok", "starting"):  # starting: first calibration
                     return self
             time.sleep(0.05)
         self.kill()

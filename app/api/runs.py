@@ -104,7 +104,7 @@ def cancel_runs(body: RunFilter, manager: ManagerDep, caller: CallerDep) -> dict
                 return False
         return True
 
-    rows = manager.cancel_where(match)
+    rows = manager.cancel_where(match, by=caller.label)
     return {"count": len(rows), "runs": rows}
 
 
@@ -120,7 +120,7 @@ def cancel_run(run_id: str, manager: ManagerDep, caller: CallerDep, response: Re
     owner = manager.get_run(run_id).get("student")
     if not caller.may_change(owner):
         raise Forbidden(f"run {run_id} is not yours ({owner or 'nobody named'}): only the teacher may cancel it")
-    row = manager.cancel(run_id)
+    row = manager.cancel(run_id, by=caller.label)
     if row["status"] in ("queued", "running"):
         response.status_code = 202
     return row

@@ -45,6 +45,15 @@ class Caller:
         """May use the teacher's controls: the token, or anyone not a student in an open lab."""
         return self.tier == "teacher" or (self.open_lab and self.tier == "anonymous")
 
+    @property
+    def label(self) -> str:
+        """Who, in a log line: the teacher, student Ana, an anonymous caller (its address)."""
+        if self.tier == "teacher":
+            return "the teacher"
+        if self.tier == "student":
+            return f"student {self.display}"
+        return f"an anonymous caller ({self.client or 'unknown address'})"
+
     def may_change(self, student: str | None) -> bool:
         """May cancel (or delete) something that belongs to `student` (a display name, None: nobody's)."""
         if self.teaches:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typing
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -369,11 +369,18 @@ class ManagerStats(_Open):
     stopping: bool
 
 
+class Calibrating(BaseModel):
+    step: int = Field(description="calibration points measured")
+    steps: int = Field(description="calibration points in all")
+
+
 class HealthOut(BaseModel):
-    status: str
+    status: Literal["ok", "starting"] = Field(description="starting: the first start's calibration runs in the "
+                                                         "background (the service answers; runs queue behind it)")
     version: str
     versions: dict[str, str]
     manager: ManagerStats
+    calibrating: Calibrating | None = None
 
 
 class ClientOut(_Open):

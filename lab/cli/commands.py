@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lab.cli import audit, broker, queue, report, sweep, worker
+from lab.cli import audit, broker, logs, queue, report, sweep, worker
 from lab.cli.shared import MAX_WORKERS, Interrupt, LocalSweep, bad, timeout_problem, workers_problem
 from lab.config import Settings
 from lab.domain import spec
@@ -217,8 +217,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             broker.check_url(settings.broker)
         except broker.BrokerError as e:
             return bad(f"LAB_BROKER_URL: {e}")
-    else:
-        _ensure_calibrated()  # before serving: the first runs then carry an expectation
+    # else a machine never calibrated is calibrated by the service itself, in the background: it answers at
+    # once, says `starting` meanwhile (lab.service.calibrating.Calibrating.first_start)
 
     # By name, so the core never imports the web layer.
     # Open event streams never end by themselves: after 3 s of graceful shutdown they are
@@ -230,7 +230,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda sig, _frame: terms.append(sig))
     try:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                    log_level=_settings().log_level, timeout_graceful_shutdown=3)
+                    log_level=settings.log_level, timeout_graceful_shutdown=3,
+                    log_config=logs.log_config(settings.log_level, settings.log_format, settings.log_health))
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

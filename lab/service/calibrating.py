@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -37,6 +38,7 @@ class Calibrating:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.error: str | None = None
+        self.first = False  # this is the service's first-start calibration (lab serve on a new machine)
 
     @property
     def running(self) -> bool:
@@ -88,6 +90,30 @@ class Calibrating:
             log.warning("calibration failed: %s", self.error)
         finally:
             self.finished_at = time.time()
+
+    def first_start(self, auto_calibrate: bool | None) -> bool:
+        """A machine never calibrated (for these tool versions) is calibrated at the service's first start, in
+        the background: the service answers at once, says `starting` (health) and "calibrating (n of m)"
+        (pages), and runs asked for meanwhile queue behind its points. `auto_calibrate`: LAB_AUTO_CALIBRATE
+        (None: only when started from a terminal)."""
+        if auto_calibrate is False or (auto_calibrate is None and not sys.stderr.isatty()):
+            return False
+        if expectation.load(places=self.places) is not None or not self.start():
+            return False
+        self.first = True
+        log.info("first start on this machine: calibrating it in the background (%d points, about a minute); "
+                 "runs queue behind it", self.progress()[1])
+        return True
+
+    def starting(self) -> tuple[int, int] | None:
+        """(points measured, points in all) while the first start's calibration runs, else None. Instant
+        (no lock, no file read): /api/v1/health asks it."""
+        return self.progress() if self.first and self.running else None
+
+    def progress(self) -> tuple[int, int]:
+        """(points measured, points in all) of the calibration under way or last made; no file read."""
+        jobs = [job for _k, job in self._jobs]
+        return sum(1 for j in jobs if j.done.is_set() and j.status == "succeeded"), len(jobs)
 
     def state(self) -> dict[str, Any]:
         """`status`: none (never calibrated), queued (waiting for the machine), running, done or failed;

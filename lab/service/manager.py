@@ -35,6 +35,7 @@ from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
 from lab.nbd.backends import Machine
+from lab.service import runlog
 from lab.service.audits import AuditBook
 from lab.service.calibrating import Calibrating
 from lab.service.classroom import ClassRoom, Member, is_student_key
@@ -161,6 +162,8 @@ class Manager:
                                       core=self.config.core)
         self.retention = Retention(store, self.config.progress_retention_s, self.config.max_progress_events)
         self.classroom = ClassRoom(store)  # the class session, its members and their guesses
+        self._cancelled_by: dict[str, str] = {}  # run id -> who asked for its cancel (the log's reason)
+        self._started_logged: set[str] = set()  # runs whose start the log has said
         self.audits = AuditBook(self.scheduler, self.config.places, self.config.limits)  # zero audits, as jobs
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
         self._started = False
@@ -178,7 +181,14 @@ class Manager:
             log.warning("marked %d runs/sweeps interrupted (left active by a previous service)", len(store.recovered))
         # cluster mode (LAB_BROKER_URL): the measurements go to `lab worker`s (lab.service.remote)
         remote = CeleryExecutor(settings.broker).start() if settings.broker else None
-        return cls(store, ManagerConfig.from_settings(settings), remote=remote).start()
+        manager = cls(store, ManagerConfig.from_settings(settings), remote=remote).start()
+        if not settings.broker:  # workers calibrate themselves; here, in the background: the service answers
+            manager.calibrating.first_start(settings.auto_calibrate)
+        return manager
+
+    def starting(self) -> tuple[int, int] | None:
+        """(points measured, points in all) while the first start's calibration runs, else None (instant)."""
+        return self.calibrating.starting()
 
     def close(self) -> None:
         """shutdown(), then close the store (the manager is not used again)."""
@@ -263,8 +273,11 @@ class Manager:
         self.scheduler.submit([job], admit=admit)
         return row
 
-    def cancel(self, run_id: str, wait: float = 5.0) -> dict[str, Any]:
-        """Cancel a run: queued -> cancelled now; running -> cancel requested (waits up to `wait` s)."""
+    def cancel(self, run_id: str, wait: float = 5.0, by: str | None = None) -> dict[str, Any]:
+        """Cancel a run: queued -> cancelled now; running -> cancel requested (waits up to `wait` s).
+        `by`: who asked (the log says so)."""
+        if by:
+            self._cancelled_by[run_id] = by
         jobs = self.scheduler.cancel(lambda j: j.id == run_id and j.run is not None, wait=wait)
         if not jobs:
             row = self.store.get_run(run_id)
@@ -361,9 +374,18 @@ class Manager:
                                 student=student, who=who_for(student) if student else who)
 
     # -- clean-up ----------------------------------------------------------------------------
-    def cancel_where(self, match: Callable[[Run], bool], wait: float = 5.0) -> list[dict[str, Any]]:
-        """Cancel every queued or running run `match` picks; returns their rows (final, or still stopping)."""
-        jobs = self.scheduler.cancel(lambda j: j.run is not None and match(j.run), wait=wait)
+    def cancel_where(self, match: Callable[[Run], bool], wait: float = 5.0,
+                     by: str | None = None) -> list[dict[str, Any]]:
+        """Cancel every queued or running run `match` picks; returns their rows (final, or still stopping).
+        `by`: who asked (the log says so)."""
+        def picked(j: Job) -> bool:
+            if j.run is None or not match(j.run):
+                return False
+            if by:
+                self._cancelled_by[j.run.id] = by
+            return True
+
+        jobs = self.scheduler.cancel(picked, wait=wait)
         return [self.store.get_run(j.run.id) or j.run.to_dict() for j in jobs]
 
     def delete_server(self, server_id: str, wait: float = 5.0, reason: str = "deleted") -> dict[str, Any]:
@@ -490,6 +512,9 @@ class Manager:
         type_ = ev.get("type", "progress")
         row = ev.get("row") if type_ == "state" else None
         if row is not None:  # the service's Run follows (filters such as cancel-by-status read it)
+            if row["status"] == "running" and run.id not in self._started_logged:
+                self._started_logged.add(run.id)
+                runlog.started(run, job.who)
             run.status, run.started_at = row["status"], row.get("started_at")
         self.bus.publish_safe(type_, run.id, run.sweep_id, save_run=row, **fields)
         if type_ == "state":
@@ -511,6 +536,8 @@ class Manager:
             with contextlib.suppress(Exception):
                 self.store.save_run(row)
         self.faults.after_commit(run.id)
+        self._started_logged.discard(run.id)
+        runlog.ended(run, job.who, self._cancelled_by.pop(run.id, None))
         self.estimator.learned(run)
         self.bus.publish_safe("done", run.id, run.sweep_id, status=run.status, run=row)
         if run.sweep_id is not None:

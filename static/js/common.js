@@ -1,6 +1,7 @@
 // What every page shares: connection indicator, presenter sign-in, theme, help, messages, keys.
 
 import { api, config, isPresenter, onAuthLost, setToken, token } from "./api.js";
+import { watchStarting } from "./starting.js";
 import { onConnection } from "./live.js";
 import { $ } from "./format.js";
 
@@ -152,6 +153,7 @@ async function showVersions() {
 
 export function init() {
   showVersions();
+  watchStarting();
   $("theme-toggle").addEventListener("click", toggleTheme);
   $("help-open").addEventListener("click", toggleHelp);
   $("banner-msg").querySelector(".banner-close").addEventListener("click", hideMessage);
