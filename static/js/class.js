@@ -61,23 +61,27 @@ function laneName(row, rows) {
 // never overlap: a name that would runs on the next line of the lane), the measured time (solid;
 // orange and dashed when the run was contended) and the model's (dashed).
 export function actPlot(rows) {
-  const W = 760, L = 118, R = 44, LINE = 15, PAD = 8;
+  const W = 760, L = 118, R = 16, LINE = 21, PAD = 7, CHAR = 8.2;
   const max = axisMax(rows);
   const x = (v) => L + (Math.min(v, max) / max) * (W - L - R);
   const lanes = rows.map((row) => {
     const pts = row.points.filter((p) => p.duration_s != null).sort((a, b) => a.duration_s - b.duration_s);
-    const ends = [];
+    // each label takes [from, to] on its line; a guess beyond the axis sits at its end, labelled leftwards
+    const lines = [];
     const placed = pts.map((p) => {
       const px = x(p.duration_s);
-      const width = 7 * p.student.length + 12;
-      let level = ends.findIndex((end) => end < px - 3);
-      if (level < 0) { level = ends.length; ends.push(0); }
-      ends[level] = px + width;
-      return { ...p, px, level, beyond: p.duration_s > max };
+      const beyond = p.duration_s > max;
+      const text = beyond ? `${p.student} ${f.seconds(p.duration_s)} →` : p.student;
+      const width = CHAR * text.length + 14;
+      const [from, to] = beyond ? [px - width, px + 6] : [px - 6, px + width];
+      let level = lines.findIndex((spans) => spans.every(([a, z]) => to < a || from > z));
+      if (level < 0) { level = lines.length; lines.push([]); }
+      lines[level].push([from, to]);
+      return { ...p, px, level, beyond, text };
     });
-    return { row, placed, height: PAD * 2 + Math.max(1, ends.length) * LINE };
+    return { row, placed, height: PAD * 2 + Math.max(1, lines.length) * LINE };
   });
-  const H = lanes.reduce((h, l) => h + l.height, 0) + 30;
+  const H = lanes.reduce((h, l) => h + l.height, 0) + 34;
   const plot = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "dist", role: "img",
     "aria-label": rows.map((r) => `${laneName(r, rows)}: ${r.points.length} guesses, measured ` +
       `${r.measured ? f.seconds(r.measured.duration_s) : "not yet"}`).join("; ") });
@@ -101,10 +105,10 @@ export function actPlot(rows) {
       const cy = top + PAD + p.level * LINE + LINE / 2;
       const g = svg("g", { class: p.beyond ? "guess beyond" : "guess", "data-student": p.student });
       g.append(svg("title", {}, `${p.student}: ${f.seconds(p.duration_s)}${p.error_s != null ? ` (off by ${f.seconds(Math.abs(p.error_s))})` : ""}`));
-      g.append(p.beyond ? svg("path", { d: `M${p.px - 4},${cy - 5} L${p.px + 4},${cy} L${p.px - 4},${cy + 5} Z`, class: "dot" })
-        : svg("circle", { cx: p.px, cy, r: 4.2, class: "dot" }));
-      g.append(svg("text", { x: p.beyond ? p.px - 8 : p.px + 6, y: cy + 4, class: "name",
-        "text-anchor": p.beyond ? "end" : "start" }, p.beyond ? `${p.student} ${f.seconds(p.duration_s)} →` : p.student));
+      g.append(p.beyond ? svg("path", { d: `M${p.px - 5},${cy - 6} L${p.px + 5},${cy} L${p.px - 5},${cy + 6} Z`, class: "dot" })
+        : svg("circle", { cx: p.px, cy, r: 5.5, class: "dot" }));
+      g.append(svg("text", { x: p.beyond ? p.px - 9 : p.px + 8, y: cy + 5, class: "name",
+        "text-anchor": p.beyond ? "end" : "start" }, p.text));
       plot.append(g);
     }
     top += height;
@@ -113,9 +117,14 @@ export function actPlot(rows) {
   const step = niceMax(max / 5);
   for (let t = 0; t <= max + 1e-9; t += step) {
     plot.append(svg("line", { x1: x(t), x2: x(t), y1: top + 2, y2: top + 7, class: "axis" }));
-    plot.append(svg("text", { x: x(t), y: top + 20, "text-anchor": "middle", class: "tick" }, f.seconds(t, t < 10 ? 1 : 0)));
+    plot.append(svg("text", { x: x(t), y: top + 24, "text-anchor": "middle", class: "tick" }, f.seconds(t, t < 10 ? 1 : 0)));
   }
   return plot;
+}
+
+// How far a guess was from the measured time: "4 % off", "3.2× off" once it is more than double.
+function offText(error) {
+  return error < 1 ? `${Math.round(error * 100)} % off` : `${error < 10 ? (1 + error).toFixed(1) : Math.round(1 + error)}× off`;
 }
 
 function stateText(state) {
@@ -153,8 +162,8 @@ function renderActs(acts, guesses) {
     else if (n) sec.append(f.el("p", { class: "hint" }, `Guessed so far: ${[...new Set(act.rows.flatMap((r) => r.students))].join(", ")} (shown at the reveal)`));
     if (act.ranking.length) {
       sec.append(f.el("ol", { class: "ranking", "aria-label": `Closest guesses, ${act.title}` },
-        ...act.ranking.slice(0, 8).map((r) => f.el("li", { "data-student": r.student },
-          f.el("b", {}, r.student), ` ${Math.round(r.error * 100)} % off`))));
+        ...act.ranking.slice(0, 8).map((r, i) => f.el("li", { "data-student": r.student },
+          `${i + 1}. `, f.el("b", {}, r.student), ` ${offText(r.error)}`))));
     }
     const mine = guesses.filter((g) => act.rows.some((r) => r.key === g.target));
     if (teaches && mine.length) {
@@ -193,7 +202,8 @@ function renderRuns(list) {
     "data-run": r.id, title: f.serverSummary(r.server) },
   f.el("td", {}, f.clock(r.created_at)), f.el("td", {}, r.student), f.el("td", {}, r.client),
   f.el("td", { class: `status status-${r.status}` }, r.status),
-  f.el("td", {}, r.duration_s == null ? "–" : `${f.seconds(r.duration_s)}${r.contended ? " (contended)" : ""}`))));
+  f.el("td", { title: r.contended ? "contended: the machine was busy with other work during the copy" : "" },
+    r.duration_s == null ? "–" : `${f.seconds(r.duration_s)}${r.contended ? " ⚠" : ""}`))));
 }
 
 function renderHead(view) {

@@ -81,8 +81,8 @@ function initNameBox() {
     state.textContent = "";
     try {
       const joined = await request("POST", "/api/v1/class/join", { code: code.value.trim(), name: input.value });
+      setStudentName(joined.student); // the name first: the key's event asks for the student's guesses by name
       setStudentKey(joined.key);
-      setStudentName(joined.student);
       code.value = "";
       input.blur();
     } catch (err) {

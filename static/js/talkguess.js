@@ -29,7 +29,7 @@ async function showResult() {
   if (!current) return;
   const state = $("talk-guess-state");
   const send = $("talk-guess-send");
-  if (!canGuess()) {
+  if (!canGuess() || !studentName()) {
     for (const i of inputs()) i.disabled = true;
     send.disabled = true;
     state.textContent = config.auth_required ? "Join the class (name and code, top right) to guess."
@@ -80,7 +80,7 @@ function render() {
 
 async function send(e) {
   e.preventDefault();
-  if (!canGuess()) { showResult().catch(() => {}); return; }
+  if (!canGuess() || !studentName()) { showResult().catch(() => {}); return; }
   const filled = inputs().filter((i) => i.value.trim() !== "");
   try {
     for (const input of filled) await submitGuess(input.dataset.row, { duration_s: Number(input.value) });

@@ -80,19 +80,19 @@ def test_class_view_shows_who_ran_what_and_guesses_per_act(service: LabService, 
     plot = page.locator('[data-act="baseline"] svg.dist')
     plot.locator("circle.dot").nth(2).wait_for()
     assert plot.locator("circle.dot").count() == 3 and plot.locator(".beyond").count() == 1  # 86400 s at the edge
-    names = plot.locator("text.name").all_inner_texts()
+    names = plot.locator("text.name").all_text_contents()
     assert {"Cy", "Di", "Ed"} <= set(names) and any(n.startswith("Wild") for n in names)
     assert plot.locator("line.measured").count() == 1 and plot.locator("line.model").count() == 1
     assert "4 guesses" in page.inner_text('[data-act="baseline"]')
     ranking = page.locator('[data-act="baseline"] .ranking li').all_inner_texts()
-    assert ranking and ranking[0].startswith("Cy")  # the closest to the measured time first
+    assert ranking and ranking[0].startswith("1. Cy")  # the closest to the measured time first
     page.wait_for_selector('#class-runs tr td:text("Cy")')  # who ran what, drawn with the students table
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "class-view-1280x640.png"))
     # at 1280 px the runs table shows Status and Copy time without scrolling sideways
     for cell in ("#class-runs tr td:nth-child(4)", "#class-runs tr td:nth-child(5)"):
         box = page.locator(cell).first.bounding_box()
         assert box and box["x"] + box["width"] <= 1280, cell
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "class-view-1280x640.png"))
     assert page.console.errors == []
 
 
@@ -108,6 +108,8 @@ def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new
     code = teacher.inner_text("#class-code")
     assert len(code) == 6
     student = new_page(390, 844)
+    bad: list[str] = []
+    student.on("response", lambda r: bad.append(f"{r.request.method} {r.url} {r.status}") if r.status >= 400 else None)
     student.goto(service.url + "/talk")
     type_into(student, "#student-name", "Ana")
     type_into(student, "#student-code", code.lower())
@@ -137,7 +139,7 @@ def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new
     ARTIFACTS.mkdir(exist_ok=True)
     teacher.screenshot(path=str(ARTIFACTS / "class-teacher-1280x640.png"))
     student.screenshot(path=str(ARTIFACTS / "class-student-390x844.png"))
-    assert teacher.console.errors == [] and student.console.errors == []
+    assert teacher.console.errors == [] and student.console.errors == [], bad
 
 
 def test_a_guess_before_an_act_of_the_talk(service: LabService, new_page) -> None:
