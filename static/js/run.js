@@ -61,8 +61,22 @@ function renderRun(run) {
   $("run-verify").textContent = run.verified === true ? `The destination matches the source: ${run.verify_detail || "every chunk"}.`
     : run.verified === false ? `The destination does NOT match the source: ${run.verify_detail || ""}` : "Not verified (the run did not get that far).";
   $("run-notes").replaceChildren(...(run.notes || []).map((n) => el("li", {}, n)));
+  $("run-latency").replaceChildren(...latencyTable(run.request_stats));
   $("trace-csv").href = `/api/v1/runs/${encodeURIComponent(run.id)}/trace?format=csv`;
   $("trace-ndjson").href = `/api/v1/runs/${encodeURIComponent(run.id)}/trace`;
+}
+
+// Per-operation latency as the log filter timed each request, and the zero requests' sizes (run.request_stats).
+function latencyTable(stats) {
+  const rows = Object.entries((stats && stats.latency) || {}).filter(([, p]) => p);
+  if (!rows.length) return [];
+  const head = el("tr", {}, ...["request", "n", "p50", "p90", "p99", "max"].map((h) => el("th", { scope: "col" }, h)));
+  const body = rows.map(([op, p]) => el("tr", {}, el("th", { scope: "row" }, op), el("td", {}, String(p.n)),
+    ...[p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms].map((v) => el("td", {}, `${v.toFixed(2)} ms`))));
+  const sizes = ((stats && stats.zero_sizes) || []).map((b) => `≤${f.size(b.le)}: ${b.count}`).join(", ");
+  return [el("h3", { class: "sub-h" }, "Latency per request"), el("table", { class: "runs-table" },
+    el("thead", {}, head), el("tbody", {}, ...body)),
+    ...(sizes ? [el("p", { class: "hint" }, `Zero request sizes: ${sizes}`)] : [])];
 }
 
 // --- the map: live while the run goes, from the trace once it is done --------------------

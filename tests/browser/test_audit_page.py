@@ -51,3 +51,19 @@ def test_a_person_audits_nbd_server_and_reads_unsafe(service: LabService, new_pa
     assert "STALE +64M" in report.content()
     report.screenshot(path=str(OUT / "audit-report.png"), full_page=False)
     assert page.console.errors == []
+
+
+def test_a_runs_page_shows_its_latency_per_request(service: LabService, new_page) -> None:
+    run = service.post("/api/runs", {"client": "qemu-img", "server": {
+        "size": "8M", "delay_write": "2ms", "delay_zero": "1ms", "zeromode": "plugin"}}).json()
+    done = service.wait_run(run["id"])
+    assert done["status"] == "succeeded" and done["request_stats"]["latency"]["Zero"]["n"] == 4
+    page = new_page(1024, 576)
+    page.goto(service.url + f"/runs/{run['id']}")
+    page.wait_for_selector("#run-latency table")
+    text = page.inner_text("#run-latency").lower()  # the table's headings are set in capitals
+    assert "write" in text and "zero" in text and "p99" in text and "zero request sizes: ≤1m: 4" in text
+    page.locator("#run-latency").scroll_into_view_if_needed()
+    OUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUT / "run-latency-1024x576.png"))
+    assert page.console.errors == []
