@@ -268,7 +268,8 @@ class LabWorker:
                 "started_at": self.started_at, "heartbeat_at": time.time(), "fingerprint": self._fingerprint,
                 "machine": self._machine, "capabilities": self._caps,
                 "calibration": None if cal is None else {"created_at": cal.created_at, "took_s": cal.took_s,
-                                                         "fingerprint": cal.fingerprint}}
+                                                         "fingerprint": cal.fingerprint,
+                                                         "age_s": round(time.time() - cal.created_at, 1)}}
 
     def _beat_once(self) -> None:
         import json

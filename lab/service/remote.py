@@ -126,7 +126,6 @@ class CeleryExecutor:
     # -- what the service shows -----------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """Every worker alive now, as its heartbeat says, with the jobs this service has on it."""
-        now = time.time()
         with self._lock:
             on: dict[str, list[str]] = {}
             for r in self._jobs.values():
@@ -141,17 +140,12 @@ class CeleryExecutor:
                 "load": b.get("load"), "cores": b.get("cores"), "fingerprint": b.get("fingerprint"),
                 "machine": b.get("machine"), "capabilities": b.get("capabilities") or [],
                 "calibrated_at": cal.get("created_at") if cal else None,
-                "calibration_age_s": round(now - cal["created_at"], 1) if cal and cal.get("created_at") else None,
-                "heartbeat_at": b.get("heartbeat_at"),
-                "heartbeat_age_s": round(max(0.0, now - float(b.get("heartbeat_at") or now)), 2),
+                # ages as the worker's own clock measures them, plus how old the heartbeat is (its key's
+                # expiry, on the broker's clock): no two machines' clocks are compared
+                "calibration_age_s": round(cal["age_s"] + b["_age_s"], 1) if cal and "age_s" in cal else None,
+                "heartbeat_at": b.get("heartbeat_at"), "heartbeat_age_s": round(b["_age_s"], 2),
                 "started_at": b.get("started_at")})
         return out
-
-    def stamp(self, job_id: str) -> dict[str, Any] | None:
-        """Which worker took a job and the calibration behind its expectation (None: not taken yet)."""
-        with self._lock:
-            r = self._jobs.get(job_id)
-            return dict(r.stamp) if r is not None and r.stamp else None
 
     # -- the monitor: heartbeats, lost workers ---------------------------------------------------
     def _monitor(self) -> None:
@@ -169,10 +163,16 @@ class CeleryExecutor:
         self.redis.expire(self.stream, broker.STREAM_KEEP_S)  # kept while this service reads it
         keys = list(self.redis.scan_iter(match=broker.worker_key("*"), count=1000))
         beats: dict[str, dict[str, Any]] = {}
-        for raw in self.redis.mget(keys) if keys else []:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        got = pipe.execute() if keys else []
+        for raw, ttl_ms in zip(got[::2], got[1::2], strict=True):
             with contextlib.suppress(ValueError, TypeError):
                 b = json.loads(raw) if raw else None
                 if isinstance(b, dict) and isinstance(b.get("name"), str) and b["name"] != LOCAL:
+                    b["_age_s"] = max(0.0, broker.LOST_AFTER_S - max(0, int(ttl_ms)) / 1000)
                     beats[b["name"]] = b
         self._broker_ok_at = time.monotonic()
         self._set_workers(beats)
@@ -218,9 +218,9 @@ class CeleryExecutor:
                 return
             del self._jobs[r.job.id]
         log.warning("job %s: %s", r.job.id, why)
-        self._send_cancel(r.worker, r.job.id)  # should it still be running there, it stops
         threading.Thread(target=r.report.finished, name=f"lab-cluster-lost-{r.job.id}", daemon=True,
                          args=(r.job.id, wire.outcome("lost", None, why, r.copying))).start()
+        self._send_cancel(r.worker, r.job.id)  # should it still be running there, it stops
 
     def _send_cancel(self, worker: str, job_id: str) -> None:
         try:
