@@ -559,3 +559,25 @@ def test_a_control_beside_a_calibration_this_process_may_not_write_is_kept_in_me
     drift.path_for(path).mkdir()  # where the records would go is not a file: the write fails
     drift.record(path, drift.Control("era-q1/single", cal.id, [0.11], [0.11], 0.1, stale_beyond=0.08))
     assert drift.fresh(path, cal.id, "era-q1/single").factor == pytest.approx(1.1)
+
+
+def test_lab_calibrate_control_measures_every_kind_and_exits_1_when_stale(data_dir, no_leftovers):
+    """`lab calibrate --control` against a planted calibration whose control took 10 s: every kind's
+    control now runs in a fraction of that, so the calibration is stale (exit 1), and --show says so."""
+    import os
+    import subprocess
+    import sys
+
+    path = data_dir / "calibration.json"
+    _plant(dataclasses.replace(places.current(), calibration_file=path), reference_s=10.0)
+    env = {**os.environ, "LAB_CALIBRATION_FILE": str(path)}
+    lab = str(Path(sys.executable).with_name("lab"))
+    p = subprocess.run([lab, "calibrate", "--control"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.count("control: 3 copies of 128M") == len(expectation.KINDS), p.stderr
+    assert "STALE: the newest control of" in p.stdout and "qemu-img/single" in p.stdout
+    shown = subprocess.run([lab, "calibrate", "--show", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    got = json.loads(shown.stdout)
+    assert shown.returncode == 0 and got["stale"] is True
+    assert set(got["stale_kinds"]) == {k.key for k in expectation.KINDS}
+    assert len(got["controls"]) == len(expectation.KINDS)

@@ -316,7 +316,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if args.control:
             with Interrupt() as cancel:
                 for kind in expectation.KINDS:
-                    c = calibration.control(kind, cancel, where)
+                    try:
+                        c = calibration.control(kind, cancel, where)
+                    except calibration.Cancelled:
+                        print("lab calibrate: cancelled (the controls measured so far are kept)", file=sys.stderr)
+                        return 1
                     if c is not None and not args.json:
                         print(f"  {kind.key}: {calibration.control_note(c)}", file=sys.stderr)
     else:
