@@ -42,7 +42,7 @@ from app.api import (
     workers,
 )
 from app.http import auth, errors
-from app.http.allow import AllowMiddleware
+from app.http.allow import Allowed
 from app.http.hosts import HostGuard
 from app.http.middleware import HeadMiddleware, LegacyPrefix, RequestGuard
 from app.http.query import only_known_query
@@ -85,8 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="fastzero-lab", version=_version(), description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=lambda route: route.name, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    # outermost last: Host -> HEAD -> guard (origin, content type, body size) -> token -> 405 Allow -> routes
-    app.add_middleware(AllowMiddleware, paths=lambda: _with_legacy(app.openapi().get("paths", {})))
+    app.state.streams = events.Streams(events.stream_cap(settings.max_streams))
+    # outermost last: Host -> HEAD -> guard (origin, content type, body size) -> token -> routes
+    app.state.allowed = Allowed(lambda: _with_legacy(app.openapi().get("paths", {})))  # for 405's Allow
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
     app.add_middleware(RequestGuard, max_body=settings.max_body_bytes, origins=settings.origins)
     app.add_middleware(HeadMiddleware)

@@ -1,21 +1,21 @@
-"""Load: 200 SSE subscribers on /api/events plus 50 API requests a second for 60 s, runs going.
+"""Load: 200 SSE subscribers on /api/v1/events plus 50 API requests a second for 60 s, runs going.
 
 A real `lab serve` (free loopback port, private data and runtime dirs, LAB_WORKERS=2) is
 kept saturated: a feeder keeps runs queued (32M images, 20 ms writes, clients qemu-img,
 qemu-4.2, nbdcopy, qemu-2.8 in turn; about 25 progress events a second per running run).
 Meanwhile:
-- N subscribers hold /api/events from one starting id. Each records every event id it
+- N subscribers hold /api/v1/events from one starting id. Each records every event id it
   receives and a CRC of the event data, in order. At the end, when the service is idle,
   every subscriber must hold exactly the ids the database holds after the start id, with
   the same CRC: no event lost, repeated, reordered or altered.
 - 50 requests a second (reads of every kind, plus the feeder's POSTs) with their status
   and latency: no 5xx, no transport error; 429 is the documented answer to a full queue.
-- A separate process asks /api/health every 50 ms on a kept-alive connection (so the
+- A separate process asks /api/v1/health every 50 ms on a kept-alive connection (so the
   client's own event loop does not colour the figure): latency while the workers are busy.
 - The service's RSS is sampled every second: flat means the second half's median is within
   10% (and 16 MiB) of the first half's, after a warm-up of a fifth of the run.
 - Before the load, each read's CPU cost in the service (one request at a time): a route that
-  costs tens of ms holds the GIL and stalls the event loop under load (GET /api/scenarios did:
+  costs tens of ms holds the GIL and stalls the event loop under load (GET /api/v1/scenarios did:
   ~500 ms, found with py-spy; docs/benchmarks.md).
 
     .venv/bin/python bench/load.py [--quick] [--subscribers 200] [--rate 50] [--seconds 60]
@@ -47,8 +47,9 @@ HEALTH_P99_TARGET_MS = 100.0
 RUN = {"size": "32M", "delay_write": "20ms", "delay_zero": "5ms"}
 QUICK_RUN = {"size": "8M", "delay_write": "5ms", "delay_zero": "1ms"}
 CLIENTS = ["qemu-img", "qemu-4.2", "nbdcopy", "qemu-2.8"]
-READS = ["/api/health", "/api/runs?limit=20", "/api/runs?status=succeeded&limit=5", "/api/results.json?limit=50",
-         "/api/results.csv?limit=50", "/api/sweeps", "/api/servers", "/api/scenarios", "/api/clients", "RUN"]
+READS = ["/api/v1/health", "/api/v1/runs?limit=20", "/api/v1/runs?status=succeeded&limit=5",
+         "/api/v1/results.json?limit=50", "/api/v1/results.csv?limit=50", "/api/v1/sweeps", "/api/v1/servers",
+         "/api/v1/scenarios", "/api/v1/clients", "RUN"]
 
 
 @dataclass
@@ -84,14 +85,14 @@ async def http_request(port: int, method: str, path: str, body: dict[str, Any] |
 
 
 async def subscriber(port: int, start: int, sub: Sub, stop: asyncio.Event) -> None:
-    """Hold /api/events from `start`; record ids and a CRC of each event's data, in order."""
+    """Hold /api/v1/events from `start`; record ids and a CRC of each event's data, in order."""
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     except OSError as e:
         sub.error = f"connect: {e}"
         return
     try:
-        writer.write(f"GET /api/events?last_event_id={start} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET /api/v1/events?last_event_id={start} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
@@ -127,7 +128,7 @@ async def subscriber(port: int, start: int, sub: Sub, stop: asyncio.Event) -> No
 
 
 def health_probe(port: int, seconds: float, out: Any) -> None:
-    """In its own process: GET /api/health every 50 ms on one kept-alive connection."""
+    """In its own process: GET /api/v1/health every 50 ms on one kept-alive connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     lat: list[float] = []
     running: list[int] = []
@@ -136,7 +137,7 @@ def health_probe(port: int, seconds: float, out: Any) -> None:
     while time.monotonic() < end:
         t0 = time.perf_counter()
         try:
-            conn.request("GET", "/api/health")
+            conn.request("GET", "/api/v1/health")
             resp = conn.getresponse()
             body = resp.read()
             lat.append(time.perf_counter() - t0)
@@ -182,12 +183,12 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
             if path == "POST":
                 client = CLIENTS[feeder_i % len(CLIENTS)]
                 feeder_i += 1
-                status, body = await http_request(port, "POST", "/api/runs", {"client": client, "server": server})
+                status, body = await http_request(port, "POST", "/api/v1/runs", {"client": client, "server": server})
                 if status == 202:
                     run_ids.append(json.loads(body)["id"])
             else:
                 if path == "RUN":
-                    path = f"/api/runs/{rng.choice(run_ids)}" if run_ids else "/api/health"
+                    path = f"/api/v1/runs/{rng.choice(run_ids)}" if run_ids else "/api/v1/health"
                 status, _ = await http_request(port, "GET", path)
         except (OSError, ValueError, IndexError) as e:
             status = 0
@@ -211,8 +212,8 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
             rss.append((now - t0, svc.rss_kib()))
             next_rss += 1.0
         if now >= next_feed:  # keep the queue topped up: the workers never idle
-            status, body = await http_request(port, "GET", "/api/health")
-            reqs.append(Req("/api/health (feeder)", status, 0.0))
+            status, body = await http_request(port, "GET", "/api/v1/health")
+            reqs.append(Req("/api/v1/health (feeder)", status, 0.0))
             queued = json.loads(body)["manager"]["queued"] if status == 200 else 0
             queued_seen.append(queued)
             for _ in range(max(0, 3 - queued)):
@@ -232,7 +233,7 @@ async def drive(svc: Service, args: Any, start: int) -> dict[str, Any]:
     # Drain: let the runs finish, then every subscriber must reach the last event.
     t_drain = time.monotonic()
     while True:
-        status, body = await http_request(port, "GET", "/api/health")
+        status, body = await http_request(port, "GET", "/api/v1/health")
         m = json.loads(body)["manager"]
         if m["queued"] == 0 and m["running"] == 0:
             break
@@ -259,13 +260,13 @@ ROUTE_CPU_TARGET_MS = 20.0  # a sync route costing more holds the GIL long enoug
 
 def route_costs(svc: Service, run_id: str, times: int) -> list[tuple[str, float]]:
     """Each read's CPU in the service per request, asked one at a time on an idle service: the
-    figure that would have caught GET /api/scenarios at ~500 ms of CPU (every row's spec checked
+    figure that would have caught GET /api/v1/scenarios at ~500 ms of CPU (every row's spec checked
     three times, each pattern's extents built), which stalled /health under load (issue 24)."""
     conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
     out = []
     try:
         for path in dict.fromkeys(READS):
-            path = f"/api/runs/{run_id}" if path == "RUN" else path
+            path = f"/api/v1/runs/{run_id}" if path == "RUN" else path
             for _ in range(2):  # warm: caches, imports
                 conn.request("GET", path)
                 conn.getresponse().read()
@@ -314,17 +315,17 @@ def main() -> int:
         args.subscribers, args.rate, args.seconds = 20, 10.0, 6.0
     print(machine_note(), file=sys.stderr)
     with Service(LAB_WORKERS="2", LAB_QUEUE_SIZE="64") as svc:
-        warm = svc.post("/api/runs", {"client": "qemu-img", "server": QUICK_RUN if args.quick else RUN})
-        while svc.get(f"/api/runs/{warm['id']}")["status"] in ("queued", "running"):  # images built before timing
+        warm = svc.post("/api/v1/runs", {"client": "qemu-img", "server": QUICK_RUN if args.quick else RUN})
+        while svc.get(f"/api/v1/runs/{warm['id']}")["status"] in ("queued", "running"):  # images built before timing
             time.sleep(0.2)
         costs = route_costs(svc, warm["id"], 3 if args.quick else 20)
-        start = svc.get("/api/runs")["last_event_id"]
+        start = svc.get("/api/v1/runs")["last_event_id"]
         print(f"  {args.subscribers} subscribers from event {start}, {args.rate:g} req/s for {args.seconds:g} s",
               file=sys.stderr)
         got = asyncio.run(drive(svc, args, start))
-        subscribers_after = svc.get("/api/health")["manager"]["subscribers"]
+        subscribers_after = svc.get("/api/v1/health")["manager"]["subscribers"]
         db = svc.data_dir / "lab.sqlite3"
-        statuses = [svc.get(f"/api/runs/{rid}")["status"] for rid in got["runs"]]
+        statuses = [svc.get(f"/api/v1/runs/{rid}")["status"] for rid in got["runs"]]
         hwm = svc.hwm_kib() / 1024
     want_ids, want_crc = stored_events(db, start, got["end_id"])
     subs: list[Sub] = got["subs"]

@@ -13,7 +13,8 @@ clock. For a progress event reporting n backend ops:
   the run's deliberate coalescing (lab/measure/execute.py: at most one progress event per 50 ms).
 - per event:   line of the newest request it reports -> its arrival (how stale what the
   viewer sees is).
-Fan-out: the same with 500 subscribers on one run: every subscriber must get every event
+Fan-out: the same with 1,000 subscribers on one run (spread over client processes, so the
+clients' own parsing does not colour the figure): every subscriber must get every event
 (compared with a late subscriber's replay of the stored stream), and the service's CPU
 (utime+stime of the `lab serve` process, all threads, which includes the in-process
 qemu-2.8 client and the debug-stream parsing) is averaged over the run's copy phase.
@@ -22,6 +23,7 @@ qemu-2.8 client and the debug-stream parsing) is averaged over the run's copy ph
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -70,18 +72,39 @@ def latencies(events: list[Received], t_ret: list[float]) -> dict[str, list[floa
     return {"per_request": per_request, "per_event": per_event, "publish": publish, "deliver": deliver}
 
 
-async def fan_out(svc: Service, run_id: str, blocker_id: str, n: int) -> dict[str, Any]:
-    results = [SseResult() for _ in range(n)]
-    connected = [asyncio.Event() for _ in range(n)]
-    path = f"/api/runs/{run_id}/events"
+def _listen(port: int, path: str, n: int, ready: Any, out: Any) -> None:
+    """In a client process of its own: hold `n` streams of `path`, say when all are subscribed,
+    then send back every event with its arrival time."""
+    async def go() -> list[SseResult]:
+        results = [SseResult() for _ in range(n)]
+        connected = [asyncio.Event() for _ in range(n)]
+        tasks = []
+        for i in range(n):
+            tasks.append(asyncio.create_task(subscribe(port, path, results[i], "done", connected[i])))
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # let the service accept in batches
+        await asyncio.wait_for(asyncio.gather(*(c.wait() for c in connected)), timeout=120)
+        ready.put(n)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
+        return results
+
+    out.put(asyncio.run(go()))
+
+
+async def fan_out(svc: Service, run_id: str, blocker_id: str, n: int, procs: int) -> dict[str, Any]:
+    """`n` subscribers of the run, spread over `procs` client processes (one Python process parsing
+    a thousand streams would measure itself, not the service)."""
+    ctx = multiprocessing.get_context("fork")
+    ready, out = ctx.Queue(), ctx.Queue()
+    path = f"/api/v1/runs/{run_id}/events"
+    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     t_connect = time.perf_counter()
-    tasks = []
-    for i in range(n):
-        tasks.append(asyncio.create_task(subscribe(svc.port, path, results[i], "done", connected[i])))
-        if i % 50 == 49:
-            await asyncio.sleep(0)  # let the service accept in batches
-    await asyncio.wait_for(asyncio.gather(*(c.wait() for c in connected)), timeout=120)
-    while (await asyncio.to_thread(svc.get, "/api/health"))["manager"]["subscribers"] < n:
+    workers = [ctx.Process(target=_listen, args=(svc.port, path, k, ready, out)) for k in shares if k]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        await asyncio.to_thread(ready.get, True, 180)
+    while (await asyncio.to_thread(svc.get, "/api/v1/health"))["manager"]["subscribers"] < n:
         await asyncio.sleep(0.02)
     connect_s = time.perf_counter() - t_connect
     samples: list[tuple[float, float]] = []
@@ -93,11 +116,15 @@ async def fan_out(svc: Service, run_id: str, blocker_id: str, n: int) -> dict[st
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
-    await asyncio.to_thread(svc.post, f"/api/runs/{blocker_id}/cancel")
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
+    await asyncio.to_thread(svc.post, f"/api/v1/runs/{blocker_id}/cancel")
+    results: list[SseResult] = []
+    for _ in workers:
+        results += await asyncio.to_thread(out.get, True, 360)
     done.set()
     await sampler
     samples.append((time.time(), svc.cpu_s()))
+    for w in workers:
+        w.join(30)
     return {"results": results, "samples": samples, "connect_s": connect_s}
 
 
@@ -112,15 +139,15 @@ def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> flo
     return (b[1] - a[1]) / (b[0] - a[0])
 
 
-def one_round(svc: Service, server: dict[str, Any], client: str, n: int) -> dict[str, Any]:
-    blocker = svc.post("/api/runs", BLOCKER)
-    run = svc.post("/api/runs", {"client": client, "server_id": server["id"]})
-    got = asyncio.run(fan_out(svc, run["id"], blocker["id"], n))
+def one_round(svc: Service, server: dict[str, Any], client: str, n: int, procs: int) -> dict[str, Any]:
+    blocker = svc.post("/api/v1/runs", BLOCKER)
+    run = svc.post("/api/v1/runs", {"client": client, "server_id": server["id"]})
+    got = asyncio.run(fan_out(svc, run["id"], blocker["id"], n, max(1, min(procs, n // 50))))
     # The stored stream, replayed by a late subscriber: what every live subscriber must have had.
     ref = SseResult()
-    asyncio.run(subscribe(svc.port, f"/api/runs/{run['id']}/events", ref))
+    asyncio.run(subscribe(svc.port, f"/api/v1/runs/{run['id']}/events", ref))
     ref_ids = [e.id for e in ref.events]
-    final = svc.get(f"/api/runs/{run['id']}")
+    final = svc.get(f"/api/v1/runs/{run['id']}")
     comps = _timeline.completions(log_path(server).read_text(errors="replace"))
     conn = max(comps)  # the newest connection that wrote: this run's copy
     t_ret = comps[conn]
@@ -152,7 +179,9 @@ def _ms(xs: list[float], q: float) -> float | None:
 
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--subscribers", type=int, default=500, help="fan-out subscribers (default 500)")
+    p.add_argument("--subscribers", type=int, default=1000, help="fan-out subscribers (default 1000)")
+    p.add_argument("--client-procs", type=int, default=4,
+                   help="client processes the subscribers are spread over (default 4; 50 subscribers each at least)")
     args = p.parse_args()
     server_fields = {**TARGET_SERVER, **({"size": "16M", "delay_write": "2ms", "delay_zero": "1ms"}
                                           if args.quick else {})}
@@ -160,13 +189,13 @@ def main() -> int:
     print(machine_note(), file=sys.stderr)
     rounds = []
     with Service(LAB_WORKERS="1") as svc:
-        server = svc.post("/api/servers", server_fields)
+        server = svc.post("/api/v1/servers", server_fields)
         for n in (1, fan):
-            r = one_round(svc, server, "qemu-2.8", n)
+            r = one_round(svc, server, "qemu-2.8", n, args.client_procs)
             rounds.append(r)
             print(f"  {n} subscriber(s): {r['events']} events, lost {r['lost']}, cpu {r['cpu_cores']}",
                   file=sys.stderr)
-        svc.delete(f"/api/servers/{server['id']}")
+        svc.delete(f"/api/v1/servers/{server['id']}")
 
     single, many = rounds
     rows = []

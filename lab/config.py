@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         None, description='when set, POST and DELETE need "Authorization: Bearer <token>"; reads stay open')
     sse_keepalive_s: float = Field(
         15.0, gt=0, le=300, description="idle event streams get a comment line this often (proxies cut silent ones)")
+    max_streams: int = Field(
+        2000, ge=1, le=100_000,
+        description="event streams (SSE) open at once; past it GET .../events answers 503 with Retry-After "
+                    "(each holds a connection: the service raises its open-files limit to fit, or lowers this)")
     event_queue: int = Field(1000, ge=10, le=1_000_000,
                              description="events buffered per subscriber before it is resynced from the database")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger request bodies are refused (413)")

@@ -117,7 +117,7 @@ def test_idle_stream_gets_keepalive_comments(tmp_path):
                     comments.append(ev)
                 if len(comments) >= 3:
                     break
-        assert comments[0].get("retry") == "2000"
+        assert comments[0] == {"comment": "fastzero-lab events"}, "the opening block is a comment, not an event"
         assert [c["comment"] for c in comments[1:]] == ["keepalive", "keepalive"]
 
 

@@ -17,21 +17,25 @@ it ends (stream over, client gone, service stopping), and the keepalive is ours 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import resource
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import format_sse_event
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.http.deps import ManagerDep, SettingsDep
-from app.http.errors import responses
+from app.http.errors import Problem, responses
 from lab.domain.vocabulary import EVENT_TYPES
 from lab.service.manager import Event, Subscription
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger("app.events")
 
 RETRY_MS = 2000
 
@@ -52,24 +56,72 @@ def resume_after(
 ResumeDep = Annotated[int | None, Depends(resume_after)]
 
 
+class Streams:
+    """How many event streams are open, and at most how many may be (LAB_MAX_STREAMS): past it a
+    stream is refused with 503 and Retry-After before it subscribes. Counted on the event loop
+    (the routes are async), so no lock."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open = 0
+
+    def enter(self) -> None:
+        if self.open >= self.cap:
+            raise Problem("too-many-streams", f"{self.open} event streams are open, as many as this service takes "
+                          "(LAB_MAX_STREAMS): retry after Retry-After, or watch /api/v1/events, which carries "
+                          "every run's events on one stream")
+        self.open += 1
+
+    def leave(self) -> None:
+        self.open -= 1
+
+
+FD_HEADROOM = 512  # open files besides the streams: the database, sockets of servers and clients, logs
+
+
+def stream_cap(wanted: int) -> int:
+    """How many streams this process can hold: LAB_MAX_STREAMS, raising the open-files soft limit
+    (each stream is a socket) up to the hard limit if need be; less, with a warning, if it cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    cap = max(1, soft - FD_HEADROOM)
+    log.warning("open files limited to %d: at most %d event streams (LAB_MAX_STREAMS is %d)", soft, cap, wanted)
+    return cap
+
+
+def streams(request: Request) -> Streams:
+    return request.app.state.streams  # type: ignore[no-any-return]
+
+
+StreamsDep = Annotated[Streams, Depends(streams)]
+
+
 class SseResponse(StreamingResponse):
-    """text/event-stream from a subscription; the subscription is closed when the response ends."""
+    """text/event-stream from a subscription; the subscription is closed, and its place among the
+    open streams given back, when the response ends (stream over, client gone, service stopping)."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, sub: Subscription | None, body: AsyncIterator[bytes]) -> None:
+    def __init__(self, sub: Subscription, body: AsyncIterator[bytes], gate: Streams) -> None:
         super().__init__(body, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.sub = sub
+        self.sub, self.gate = sub, gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            self.gate.leave()
             body = self.body_iterator
             if hasattr(body, "aclose"):
                 await body.aclose()  # type: ignore[union-attr]
-            if self.sub is not None:
-                self.sub.close()
+            self.sub.close()
 
 
 @lru_cache(maxsize=4096)
@@ -80,9 +132,17 @@ def frame(ev: Event) -> bytes:
     return f"event: {ev.type}\ndata: {ev.json}\nid: {ev.id}\n\n".encode()
 
 
+# The stream's first bytes: a comment, so the headers and a first chunk leave at once, and no
+# client sees an event in it (a block holding only `retry:` is an empty "message" to some, such
+# as httpx-sse). The reconnection hint rides on the first real event instead.
+OPENING = format_sse_event(comment="fastzero-lab events")
+RETRY_LINE = f"retry: {RETRY_MS}\n".encode()
+
+
 async def _frames(sub: Subscription, keepalive_s: float,
                   last: Callable[[Event], bool] | None = None) -> AsyncIterator[bytes]:
-    yield format_sse_event(comment="fastzero-lab events", retry=RETRY_MS)
+    yield OPENING
+    retry = RETRY_LINE
     while True:
         batch = await sub.aget(timeout=keepalive_s)
         if not batch:
@@ -92,7 +152,8 @@ async def _frames(sub: Subscription, keepalive_s: float,
             continue
         # One write per batch: a replay page or a burst costs one send, not one per event.
         # Each frame is encoded once per event, shared by every live subscriber (frame()).
-        out = bytearray()
+        out = bytearray(retry)
+        retry = b""
         for ev in batch:
             out += frame(ev)
             if last is not None and last(ev):
@@ -137,8 +198,15 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _stream(sub: Subscription, keepalive_s: float, last: Callable[[Event], bool] | None = None) -> SseResponse:
-    return SseResponse(sub, _frames(sub, keepalive_s, last))
+def _stream(gate: Streams, subscribe: Callable[[], Subscription], keepalive_s: float,
+            last: Callable[[Event], bool] | None = None) -> SseResponse:
+    gate.enter()  # 503 past LAB_MAX_STREAMS, before anything is subscribed
+    try:
+        sub = subscribe()
+    except BaseException:
+        gate.leave()
+        raise
+    return SseResponse(sub, _frames(sub, keepalive_s, last), gate)
 
 
 def _finished_before(manager: ManagerDep, kind: str, key: str, after: int | None) -> bool:
@@ -161,15 +229,15 @@ def sweep_stream(sweep_id: str, manager: ManagerDep, after: ResumeDep) -> tuple[
     return after, _finished_before(manager, "sweep", sweep_id, after)
 
 
-def _one_stream(manager: ManagerDep, keepalive_s: float, plan: tuple[int | None, bool], closing: str,
+def _one_stream(manager: ManagerDep, gate: Streams, keepalive_s: float, plan: tuple[int | None, bool], closing: str,
                 **which: str) -> Response:
     """A run's or sweep's stream (`which`: run_id= or sweep_id=): history, then live until its
     `closing` event; 204 when resumed after that event (an EventSource then stops reconnecting)."""
     after, done = plan
     if done:
         return Response(status_code=204, headers={"Cache-Control": "no-cache"})
-    sub = manager.subscribe(after=after or 0, **which)
-    return _stream(sub, keepalive_s, lambda ev: ev.type == closing)
+    return _stream(gate, lambda: manager.subscribe(after=after or 0, **which), keepalive_s,
+                   lambda ev: ev.type == closing)
 
 
 def global_start(manager: ManagerDep, after: ResumeDep) -> int:
@@ -177,24 +245,25 @@ def global_start(manager: ManagerDep, after: ResumeDep) -> int:
 
 
 @router.get("/runs/{run_id}/events", response_class=SseResponse, status_code=200, tags=["runs"],
-            responses={**STREAM_DOC, **FINISHED_DOC, **responses(404, 422)})
-async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep,
+            responses={**STREAM_DOC, **FINISHED_DOC, **responses(404, 422, 503)})
+async def run_events(run_id: str, manager: ManagerDep, settings: SettingsDep, gate: StreamsDep,
                      plan: Annotated[tuple[int | None, bool], Depends(run_stream)]) -> Response:
     """The run's history so far, then live events; the stream ends after its `done` event."""
-    return _one_stream(manager, settings.sse_keepalive_s, plan, "done", run_id=run_id)
+    return _one_stream(manager, gate, settings.sse_keepalive_s, plan, "done", run_id=run_id)
 
 
 @router.get("/sweeps/{sweep_id}/events", response_class=SseResponse, status_code=200, tags=["sweeps"],
-            responses={**STREAM_DOC, **FINISHED_DOC, **responses(404, 422)})
-async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep,
+            responses={**STREAM_DOC, **FINISHED_DOC, **responses(404, 422, 503)})
+async def sweep_events(sweep_id: str, manager: ManagerDep, settings: SettingsDep, gate: StreamsDep,
                        plan: Annotated[tuple[int | None, bool], Depends(sweep_stream)]) -> Response:
     """Events of the sweep and of its runs, history first; ends after `sweep_done`."""
-    return _one_stream(manager, settings.sse_keepalive_s, plan, "sweep_done", sweep_id=sweep_id)
+    return _one_stream(manager, gate, settings.sse_keepalive_s, plan, "sweep_done", sweep_id=sweep_id)
 
 
-@router.get("/events", response_class=SseResponse, status_code=200, responses={**STREAM_DOC, **responses(422)})
-async def all_events(manager: ManagerDep, settings: SettingsDep,
+@router.get("/events", response_class=SseResponse, status_code=200,
+            responses={**STREAM_DOC, **responses(422, 503)})
+async def all_events(manager: ManagerDep, settings: SettingsDep, gate: StreamsDep,
                      start: Annotated[int, Depends(global_start)]) -> SseResponse:
     """Everything, live. Without an id it starts with the history of whatever is still queued or
     running (a late watcher sees their progress so far); it never ends by itself."""
-    return _stream(manager.subscribe(after=start), settings.sse_keepalive_s)
+    return _stream(gate, lambda: manager.subscribe(after=start), settings.sse_keepalive_s)

@@ -25,7 +25,7 @@ router = APIRouter(tags=["scenarios"])
 
 # The listing checks every row's fields against this machine (several hundred build_spec calls,
 # ~60 ms of CPU holding the GIL): made at most once per LISTING_TTL_S, as what the machine has
-# changes seldom. Found with py-spy under bench/load.py (docs/benchmarks.md#load).
+# changes seldom. Found with py-spy under bench/load.py (docs/benchmarks.md#load-and-the-event-loop).
 LISTING_TTL_S = 5.0
 
 

@@ -1,8 +1,9 @@
 """405 answers list every method the path supports (RFC 9110), not just one route's.
 
-A path such as /api/runs is served by two operations (GET list, POST create); Starlette's
-405 names only the methods of the first route that matched the path. This middleware
-rewrites the Allow header of a 405 from the OpenAPI paths.
+A path such as /api/v1/runs is served by two operations (GET list, POST create); Starlette's
+405 names only the methods of the first route that matched the path. The 405 handler
+(app/http/errors.py) asks `Allowed` for the path's methods, from the OpenAPI paths (and their
+/api aliases). Not a middleware: one wrapping every `send` cost each event of every stream.
 """
 
 from __future__ import annotations
@@ -10,21 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 
 def _compile(template: str) -> re.Pattern[str]:
     parts = re.split(r"(\{[^}]+\})", template)
     return re.compile("^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$")
 
 
-class AllowMiddleware:
-    def __init__(self, app: ASGIApp, paths: Callable[[], dict[str, dict]]) -> None:
-        self.app = app
+class Allowed:
+    """The methods of each documented path; `paths` is read once, on the first 405."""
+
+    def __init__(self, paths: Callable[[], dict[str, dict]]) -> None:
         self._paths = paths
         self._table: list[tuple[re.Pattern[str], str]] | None = None
 
-    def _allowed(self, path: str) -> str | None:
+    def __call__(self, path: str) -> str | None:
         if self._table is None:
             table = []
             for template, ops in self._paths().items():
@@ -38,18 +38,3 @@ class AllowMiddleware:
             if pattern.match(path):
                 return methods
         return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_fixed(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                allowed = self._allowed(scope["path"])
-                if allowed:
-                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
-                    message = {**message, "headers": [*headers, (b"allow", allowed.encode())]}
-            await send(message)
-
-        await self.app(scope, receive, send_fixed)

@@ -72,6 +72,8 @@ CODES: dict[str, tuple[int, str, str]] = {
     "limit-reached": (429, "Limit reached", "the run queue, a per-student budget or the server limit is full now; "
                                             "retry after Retry-After; `limit` names the limit"),
     "shutting-down": (503, "Shutting down", "the service is stopping; retry after Retry-After"),
+    "too-many-streams": (503, "Too many event streams", "LAB_MAX_STREAMS event streams are open; retry after "
+                                                        "Retry-After (or share /api/v1/events)"),
     "probe-failed": (502, "Probe failed", "the probed server could not be started or answered with an error"),
 }
 
@@ -167,11 +169,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "bad-request")
     detail = exc.detail if isinstance(exc.detail, str) else CODES[code][1]
+    headers = dict(exc.headers or {})
     if code == "not-found" and detail == "Not Found":
         detail = f"nothing at {request.url.path}"
     elif code == "method-not-allowed":
         detail = f"{request.method} is not allowed on {request.url.path}"
-    resp = problem_response(code, detail, request, headers=dict(exc.headers or {}))
+        allowed = getattr(request.app.state, "allowed", None)
+        methods = allowed(request.url.path) if allowed is not None else None
+        if methods:  # every method of the path (app/http/allow.py), not just the first route's
+            headers["Allow"] = methods
+    resp = problem_response(code, detail, request, headers=headers)
     resp.status_code = exc.status_code
     return resp
 

@@ -7,7 +7,10 @@ and, on its next read, catches up from the store by its last id (drop-to-resync)
 slow reader never slows a run or another reader, and never misses or repeats an event.
 
 Subscribers are read from threads (`get`) or from an asyncio loop (`aget`); a wake-up
-crosses into the loop with `call_soon_threadsafe`, only when the reader is waiting.
+crosses into the loop with `call_soon_threadsafe`, only when the reader is waiting, once per
+publish for all of that loop's waiting readers. An asyncio reader waits on a bare future (no
+task, no timer per wait: with a thousand readers of one run those were a third of the
+fan-out's CPU) and its idle time-out is one timer at a time, moved on only when it fires.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ REPLAY_PAGE = 500
 log = logging.getLogger("lab.service.events")
 
 
-def _set_all(flags: list[asyncio.Event]) -> None:
-    for flag in flags:
-        flag.set()
+def _wake_all(waiters: list[asyncio.Future[bool]]) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(True)
 
 
 class EventBus:
@@ -54,19 +58,19 @@ class EventBus:
         **fields: Any,
     ) -> Event:
         """Persist (with the `save_run`/`save_sweep`/`save_job` rows in the same transaction), then fan out."""
-        wake: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+        wake: dict[asyncio.AbstractEventLoop, list[asyncio.Future[bool]]] = {}
         with self._lock:
             ev = self.store.append_event(type_, run_id, sweep_id, fields, run=save_run, sweep=save_sweep,
                                          job=save_job)
             for sub in self._subs:
-                loop = sub._offer(ev)
-                if loop is not None and sub._async_wake is not None:
-                    wake.setdefault(loop, []).append(sub._async_wake)
+                waiter = sub._offer(ev)
+                if waiter is not None:
+                    wake.setdefault(waiter.get_loop(), []).append(waiter)
         # One cross-thread wake-up per loop for all its waiting readers, not one per reader:
         # with hundreds of event streams that is most of the fan-out's system calls.
-        for loop, flags in wake.items():
+        for loop, waiters in wake.items():
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_set_all, flags)
+                loop.call_soon_threadsafe(_wake_all, waiters)
         return ev
 
     def publish_safe(self, type_: str, run_id: str | None = None, sweep_id: str | None = None, **kw: Any) -> None:
@@ -142,9 +146,10 @@ class Subscription:
         self._overflowed = False
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._async_wake: asyncio.Event | None = None
-        self._async_waiting = False
+        self._thread_waiting = False  # a thread reader is in get(): notify it
+        self._waiter: asyncio.Future[bool] | None = None  # an asyncio reader's wait in aget()
+        self._timer: asyncio.TimerHandle | None = None  # its idle time-out (see _idle)
+        self._last = 0.0  # loop time of aget's last answer: the idle time-out counts from it
         self._closed = False
 
     @property
@@ -157,8 +162,8 @@ class Subscription:
         return not (self.sweep_id is not None and ev.sweep_id != self.sweep_id)
 
     # -- publisher side (under the bus lock; must never block) -----------------------------
-    def _offer(self, ev: Event) -> asyncio.AbstractEventLoop | None:
-        """Queue ev; returns the loop of an asyncio reader waiting for it (the bus wakes it)."""
+    def _offer(self, ev: Event) -> asyncio.Future[bool] | None:
+        """Queue ev; returns the future an asyncio reader waits on (the bus wakes it in its loop)."""
         if not self.matches(ev):
             return None
         with self._lock:
@@ -170,11 +175,10 @@ class Subscription:
                 self._items.clear()
             else:
                 self._items.append(ev)
-            self._cond.notify()
-            if self._async_waiting and self._loop is not None and self._async_wake is not None:
-                self._async_waiting = False
-                return self._loop
-        return None
+            if self._thread_waiting:
+                self._cond.notify()
+            waiter, self._waiter = self._waiter, None
+        return waiter
 
     def _reset_overflow(self) -> None:
         with self._lock:
@@ -222,36 +226,63 @@ class Subscription:
             return batch
         with self._lock:
             if not self._items and not self._overflowed and not self._closed:
-                self._cond.wait(timeout)
+                self._thread_waiting = True
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self._thread_waiting = False
         return self.poll()
 
     async def aget(self, timeout: float | None = None) -> list[Event]:
-        """The asyncio flavour of get(): store reads run in a worker thread."""
+        """The asyncio flavour of get(): store reads run in a worker thread. One reader per
+        subscription; `timeout` counts from this reader's previous answer."""
         loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-            self._async_wake = asyncio.Event()
-        assert self._async_wake is not None
+        if not self._last:
+            self._last = loop.time()
         for attempt in range(2):
             if self._needs_store():
-                return await asyncio.to_thread(self._read_store)
+                batch = await asyncio.to_thread(self._read_store)
+                self._last = loop.time()
+                return batch
             batch = self._take_live()
             if batch or attempt:
+                self._last = loop.time()
                 return batch
             with self._lock:
-                ready = bool(self._items) or self._overflowed or self._closed
-                if not ready:
-                    self._async_wake.clear()
-                    self._async_waiting = True
-            if not ready:
+                waiter = None
+                if not (self._items or self._overflowed or self._closed):
+                    waiter = self._waiter = loop.create_future()
+            if waiter is not None:
+                if timeout is not None and self._timer is None:
+                    self._timer = loop.call_at(self._last + timeout, self._idle, timeout)
                 try:
-                    await asyncio.wait_for(self._async_wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+                    await waiter
                 finally:
                     with self._lock:
-                        self._async_waiting = False
+                        if self._waiter is waiter:
+                            self._waiter = None
+        self._last = loop.time()
         return []
+
+    def _idle(self, timeout: float) -> None:
+        """The idle timer (in the reader's loop): wake a reader that has waited `timeout` since its
+        last answer (aget answers []); else move on to that moment. Never more than one timer."""
+        self._timer = None
+        with self._lock:
+            waiter = self._waiter
+            if self._closed or waiter is None:
+                return  # not waiting: its next aget() sets the timer again
+            due = self._last + timeout
+            loop = waiter.get_loop()
+            if loop.time() >= due - 0.001:
+                self._waiter = None
+            else:
+                waiter = None
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(False)
+        else:
+            self._timer = loop.call_at(due, self._idle, timeout)
 
     @property
     def closed(self) -> bool:
@@ -262,10 +293,10 @@ class Subscription:
         with self._lock:
             self._closed = True
             self._cond.notify_all()
-            if self._async_waiting and self._loop is not None and self._async_wake is not None:
-                self._async_waiting = False
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self._async_wake.set)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):
+                waiter.get_loop().call_soon_threadsafe(_wake_all, [waiter])
 
     def close(self) -> None:
         self._end()
