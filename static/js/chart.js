@@ -289,20 +289,14 @@ export function drawChart(model, width, opts = {}) {
   let height = plotBottom + 46 * k + (opts.title ? 12 * k : 0);
   if (outside) {
     height += 14 * k;
-    svg.append(node("text", { x: x0, y: height, fill: p.muted, "font-size": 13 * k },
-      "▲ slower, ▼ faster than this machine's calibrated expectation (its interval: the whisker)"));
-    height += 8 * k;
+    const lines = wrap("▲ slower, ▼ faster than this machine's calibrated expectation (its interval: the whisker)",
+      width - x0 * 2 - 8, 13 * k);
+    lines.forEach((l, i) => svg.append(node("text", { x: x0, y: height + i * 18 * k, fill: p.muted, "font-size": 13 * k }, l)));
+    height += (lines.length - 1) * 18 * k + 8 * k;
   }
   if (footnote) {
     const words = "† On this lab's nbdkit (1.32) this row cannot behave as in 2019: zeromode=emulate now runs in nbdkit's core, which refuses the fast-zero flag before the nozero filter could ignore it.";
-    // SVG text does not wrap by itself
-    const lines = [];
-    let line = "";
-    for (const w of words.split(" ")) {
-      const next = line ? `${line} ${w}` : w;
-      if (line && textWidth(next, 13 * k) > width - x0 * 2 - 8) { lines.push(line); line = w; } else line = next;
-    }
-    lines.push(line);
+    const lines = wrap(words, width - x0 * 2 - 8, 13 * k);
     height += 14 * k;
     lines.forEach((l, i) => svg.append(node("text", { x: x0, y: height + i * 18 * k, fill: p.muted, "font-size": 13 * k }, l)));
     height += lines.length * 18 * k;
@@ -314,6 +308,18 @@ export function drawChart(model, width, opts = {}) {
 }
 
 const OUTSIDE = { "slower-than-model": "▲", "faster-than-model": "▼" };
+
+// SVG text does not wrap by itself: the words in lines no wider than `room` at font size `size`.
+function wrap(words, room, size) {
+  const lines = [];
+  let line = "";
+  for (const w of words.split(" ")) {
+    const next = line ? `${line} ${w}` : w;
+    if (line && textWidth(next, size) > room) { lines.push(line); line = w; } else line = next;
+  }
+  lines.push(line);
+  return lines;
+}
 
 // A reference row whose counts or time this nbdkit cannot reproduce (lab.domain.scenarios notes it).
 export function differs(row) {
