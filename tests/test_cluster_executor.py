@@ -324,3 +324,26 @@ def test_a_run_longer_than_the_drain_ends_interrupted(tmp_path: Path) -> None:
             wait_for(lambda: not w.left(), 10, 0.05, what="nothing left")
         finally:
             sched.shutdown(Stop("interrupted", "over"), 20)
+
+
+def test_a_broker_that_goes_away_ends_remote_runs_interrupted(tmp_path: Path) -> None:
+    """The broker stops mid-run (the service can reach no worker, no worker can answer): after
+    BROKER_GONE_S the service ends the run `interrupted` rather than leaving it running, and offers no worker."""
+    from lab.service.remote import BROKER_GONE_S
+
+    with Cluster(tmp_path, n=1, slots=1) as c:
+        ex = CeleryExecutor(c.url).start()
+        rec = Recorder()
+        sched = Scheduler([ex], Admission(), on_finish=rec.on_finish, on_event=rec.on_event).start()
+        ex.bind(sched)
+        try:
+            wait_for(lambda: len(sched.workers()) == 1, 30, what="the worker")
+            (job,) = sched.submit([_run(SLOW)])
+            wait_for(lambda: any(e.get("phase") == "copy" for e in rec.events[job.id]), 60, 0.02, what="copying")
+            c.broker.stop()
+            wait_for(lambda: job.id in rec.done, BROKER_GONE_S + 15, 0.1, what="the run ended")
+            assert job.run is not None and job.run.status == "interrupted", (job.run.status, job.run.error)
+            wait_for(lambda: ex.workers() == [], 5, what="no worker offered while the broker is away")
+        finally:
+            sched.shutdown(Stop("interrupted", "over"), 5)
+            c.workers[0].kill9()  # its broker is gone: nothing to drain to
