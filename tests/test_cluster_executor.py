@@ -347,3 +347,27 @@ def test_a_broker_that_goes_away_ends_remote_runs_interrupted(tmp_path: Path) ->
         finally:
             sched.shutdown(Stop("interrupted", "over"), 5)
             c.workers[0].kill9()  # its broker is gone: nothing to drain to
+
+
+def test_with_workers_the_service_machine_takes_only_what_needs_it(cluster: Cluster) -> None:
+    """Beside the workers, the service's own executor (only "managed") gets no run and no probe: both go
+    to a worker, the probe's verdict comes back from there."""
+    from lab.service.jobs import TEACHER, probe_job
+    from lab.service.scheduler import LOCAL, LocalExecutor
+
+    ex = CeleryExecutor(cluster.url).start()
+    local = LocalExecutor(2, capabilities=("managed", "kind:nbdkit"), only=("managed",))
+    rec = Recorder()
+    sched = Scheduler([local, ex], Admission(), on_finish=rec.on_finish, on_event=rec.on_event).start()
+    ex.bind(sched)
+    try:
+        wait_for(lambda: len(sched.workers()) == 3, 30, what="the service and two workers")
+        probe = probe_job({"size": "16M"}, 1 << 20, 60.0, TEACHER)
+        jobs = sched.submit([_run(FAST), probe, _run(FAST)])
+        wait_for(lambda: len(rec.done) == 3, 120, 0.1, what="all done")
+    finally:
+        sched.shutdown(Stop("interrupted", "over"), 20)
+    names = {w.name for w in cluster.workers}
+    assert all(j.worker in names for j in jobs), [j.worker for j in jobs]
+    assert LOCAL not in {j.worker for j in jobs}
+    assert probe.status == "succeeded" and probe.outcome and probe.outcome["result"]["verdict"], probe.outcome

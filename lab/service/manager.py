@@ -142,8 +142,11 @@ class Manager:
         self.bus = EventBus(store, self.config.subscriber_queue)
         self.faults = faults if faults is not None else Faults.from_setting(self.config.fault)
         self.machine = Machine(self.config.places)  # what this machine has: fields asking for more are refused
-        local_caps = ("managed",) if remote else ("managed", *self.machine.capabilities(self.config.limits))
-        self.local = LocalExecutor(self.config.workers, context=self._context, capabilities=local_caps)
+        # in cluster mode this machine takes only the jobs that need it: runs on its managed servers, and
+        # what is pinned to it (its own calibration's points); everything else goes to the workers
+        local_caps = ("managed", *self.machine.capabilities(self.config.limits))
+        self.local = LocalExecutor(self.config.workers, context=self._context, capabilities=local_caps,
+                                   only=("managed",) if remote else ())
         admission = Admission(self.config.queue_size, self.config.max_queued_per_student,
                               self.config.max_queued_anonymous)
         self.estimator = Estimator(lambda client: self.store.list_runs(status="succeeded", client=client, limit=200)[0])
