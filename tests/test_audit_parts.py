@@ -194,3 +194,21 @@ def test_without_mount_rights_the_default_storage_is_a_tmpfs_already_mounted(mon
     with pytest.raises(audit.AuditError) as e:  # asked for by name: refused, with the reason
         audit.check_request({"kind": "nbd-server", "storage": "tmpfs"}, audit.make_plan(["1M"]))
     assert e.value.field == "storage" and "root" in e.value.message
+
+
+def test_an_audit_a_stopped_service_left_running_reads_back_interrupted(tmp_path):
+    import json
+
+    from lab.host.places import Places
+    from lab.service.audits import AuditBook
+
+    book = AuditBook(scheduler=None, places=Places.under(tmp_path))
+    book.dir.mkdir(parents=True)
+    (book.dir / "abc123.json").write_text(json.dumps({"id": "abc123", "status": "running", "label": "x",
+                                                      "created_at": 1.0}))
+    assert book.get("abc123")["status"] == "interrupted"
+    assert [a["status"] for a in book.list()] == ["interrupted"]
+    for bad in ("nope", "../etc", "a" * 80):
+        with pytest.raises(Exception) as e:
+            book.get(bad)
+        assert type(e.value).__name__ == "NotFound"

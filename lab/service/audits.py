@@ -69,6 +69,7 @@ class AuditBook:
                 self._live.pop(aid, None)
                 self._jobs.pop(aid, None)
             raise
+        self._write(aid, summary)  # on record at once: a service that stops before it ends shows it interrupted
         threading.Thread(target=self._await, args=(aid, job), name=f"audit-{aid}", daemon=True).start()
         return dict(summary)
 
@@ -123,6 +124,8 @@ class AuditBook:
         for p in files[:limit]:
             with contextlib.suppress(OSError, ValueError):
                 out.append(summary_of(json.loads(p.read_text())))
+        seen: set[str] = set()
+        out = [s for s in out if not (s["id"] in seen or seen.add(s["id"]))]  # a live one also has its file
         out.sort(key=lambda s: s.get("created_at") or 0, reverse=True)
         return out[:limit]
 
@@ -171,6 +174,6 @@ def summary_of(record: dict[str, Any]) -> dict[str, Any]:
             "seconds", "stopped")
     out = {k: record.get(k) for k in keep}
     out["unsafe"] = bool((record.get("safety") or {}).get("unsafe"))
-    if out["status"] not in FINAL and out["status"] not in ("queued", "running"):
+    if out["status"] not in FINAL:  # on file but not live here: its service stopped before it ended
         out["status"] = "interrupted"
     return out
