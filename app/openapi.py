@@ -118,8 +118,9 @@ def install(app: FastAPI, settings: Settings) -> None:
                         responses.setdefault(str(status), {"description": _describe(status)})
                 if op.get("parameters") or op.get("requestBody"):
                     responses.setdefault("422", {"description": _describe(422)})
-                if op.get("requestBody"):
-                    responses.setdefault("400", {"description": _describe(400)})
+                # every operation refuses a query parameter it does not take (app/http/query.py);
+                # a body that is not JSON is a 400 too
+                responses.setdefault("400", {"description": _describe(400)})
                 for code, resp in responses.items():
                     if code[:1] in ("4", "5"):  # every error is a problem (app/http/errors.py)
                         resp["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -130,9 +130,10 @@ def test_queue_full_429_and_cancel_409(tmp_path):
         assert r.json()["verified"] is not True, "a cancelled run is never counted as a success"
         r = api.post(f"/api/runs/{first['id']}/cancel")
         assert r.status_code == 409 and "finished" in r.json()["detail"]
-        # a sweep that does not fit is refused whole
+        # a sweep that can never fit (7 rows, a queue of 1) is refused whole, and told waiting will not help
         r = api.post("/api/scenarios/reference/runs", json={"server": FAST})
-        assert r.status_code == 429
+        assert r.status_code == 422 and r.json()["code"] == "never-fits" and "retry-after" not in r.headers
+        assert "7 runs" in r.json()["detail"] and r.json()["limit"] == "queue-full"
         assert api.get("/api/runs").json()["total"] == 2
 
 

@@ -191,6 +191,11 @@ def _adopt(run: Run, row: dict[str, Any]) -> None:
         run.__pydantic_extra__ = dict(new.__pydantic_extra__)
 
 
+def _too_many(n: int, most: int, limit: str) -> str:
+    """The words of a refusal that waiting cannot help: `n` runs where a limit allows `most`."""
+    return f"this needs {n} runs and {limit.format(most=most)}: it can never fit; queue fewer (a sweep's `only`)"
+
+
 class Scheduler:
     def __init__(self, executors: Executor | Sequence[Executor], admission: Admission | None = None, *,
                  on_finish: Callable[[Job], None], on_event: Callable[[Job, dict[str, Any]], None] | None = None,
@@ -313,26 +318,35 @@ class Scheduler:
             waiting = sum(1 for j in self._pending.values() if j.who.lane == "teacher")
             free = a.queue_size - waiting
             if n > free:
-                raise QueueFull(f"the teacher's queue is full ({a.queue_size} waiting): this needs {n} places "
-                                f"and {max(free, 0)} are free", can_wait=n <= a.queue_size)
+                raise QueueFull(_too_many(n, a.queue_size, "the queue holds at most {most} runs (LAB_QUEUE_SIZE)")
+                                if n > a.queue_size else f"the teacher's queue is full: {max(free, 0)} of "
+                                f"{a.queue_size} places are free and this needs {n}; retry when some have started",
+                                can_wait=n <= a.queue_size)
             return free
         fair = [j for j in self._pending.values() if j.who.lane in ("student", "anonymous")]
         free = a.queue_size - len(fair)
         mine = self.count(lambda j: j.who.owner == who.owner)
         if who.lane == "student" and a.per_student and mine + n > a.per_student:
             shown = (jobs[0].payload.get("run") or {}).get("student") or who.name  # the name as typed
-            raise StudentLimit(f"{shown} already has {mine} of at most {a.per_student} runs queued or running "
-                               f"and this needs {n} more (the per-student limit keeps the queue fair): wait until "
-                               f"one finishes", can_wait=n <= a.per_student)
+            raise StudentLimit(
+                _too_many(n, a.per_student, f"{shown} may have at most {{most}} runs queued or running "
+                          "(the per-student limit keeps the queue fair)") if n > a.per_student else
+                f"{shown} already has {mine} of at most {a.per_student} runs queued or running and this needs {n} "
+                f"more (the per-student limit keeps the queue fair): wait until one finishes",
+                can_wait=n <= a.per_student)
         if who.lane == "anonymous" and a.anonymous and mine + n > a.anonymous:
-            raise AnonymousLimit(f"runs without a student name already hold {mine} of the {a.anonymous} places they "
-                                 f"share and this needs {n} more (the anonymous budget keeps the queue for "
-                                 f"everyone): give a student name, or wait until one finishes",
-                                 can_wait=n <= a.anonymous)
+            raise AnonymousLimit(
+                _too_many(n, a.anonymous, "runs without a student name share {most} places (give a student name)")
+                if n > a.anonymous else
+                f"runs without a student name already hold {mine} of the {a.anonymous} places they share and this "
+                f"needs {n} more (the anonymous budget keeps the queue for everyone): give a student name, or wait "
+                f"until one finishes", can_wait=n <= a.anonymous)
         newcomer = who.lane == "student" and mine == 0 and n == 1 and len(fair) < 2 * a.queue_size
         if n > free and not newcomer:
-            raise QueueFull(f"the run queue is full ({a.queue_size} runs waiting)" if n == 1 else
-                            f"the queue has {max(free, 0)} free places of {a.queue_size} and this needs {n}",
+            raise QueueFull(_too_many(n, a.queue_size, "the queue holds at most {most} runs (LAB_QUEUE_SIZE)")
+                            if n > a.queue_size else f"the run queue is full ({a.queue_size} runs waiting): retry "
+                            "in a moment" if n == 1 else f"the queue is full: {max(free, 0)} of {a.queue_size} "
+                            f"places are free and this needs {n}; retry when some have started",
                             can_wait=n <= a.queue_size)
         return max(free, 1 if newcomer else 0)
 
