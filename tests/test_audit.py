@@ -222,3 +222,12 @@ def test_a_block_device_is_used_only_when_listed_and_destructive(clean, loop_dev
     caps = a["server"]["storage"]["capabilities"]
     assert caps["blkzeroout"] == "yes" and caps["device"].startswith("/dev/loop")
     assert a["reproducers"][0]["script"].count(loop_device) >= 1
+
+
+def test_the_deadline_stops_it_and_keeps_what_was_done(clean):
+    need("tmpfs")
+    a = audit.run_audit({"kind": "nbd-server", "storage": "tmpfs"},
+                        audit.make_plan(["4K", "1M", "64M", "128M"], inflight=1), deadline_s=4)
+    assert a["status"] == "incomplete" and a["stopped"] == "deadline"
+    assert 0 < a["groups"]["done"] < a["groups"]["total"]
+    assert all(c["outcome"] != "ok" or "unsafe" in c for c in a["cells"])  # a cell cut short is not judged
