@@ -115,6 +115,16 @@ def test_a_20_row_sweep_spreads_over_both_workers_and_watchers_see_it_live(clust
         assert (r["backend"], r["wire"]) == (twin["backend"], twin["wire"]), (r["client"], r["server"]["zeromode"])
 
 
+def test_a_running_remote_run_says_where_it_runs(cluster: tuple[Cluster, LiveService]) -> None:
+    c, svc = cluster
+    run = svc.post("/api/v1/runs", {"client": "qemu-img", "server": SLOW})
+    row = wait_for(lambda: (lambda r: r if r["status"] == "running" and r.get("worker") else None)(
+        svc.get(f"/api/v1/runs/{run['id']}")), 60, 0.05, what="running, with its worker")
+    assert row["worker"]["name"] in {w.name for w in c.workers}
+    svc.post(f"/api/v1/runs/{run['id']}/cancel")
+    wait_for(lambda: svc.get(f"/api/v1/runs/{run['id']}")["status"] == "cancelled", 30, 0.05, what="cancelled")
+
+
 def test_cancel_of_a_remote_run_frees_its_processes(cluster: tuple[Cluster, LiveService]) -> None:
     c, svc = cluster
     run = svc.post("/api/v1/runs", {"client": "qemu-img", "server": SLOW})

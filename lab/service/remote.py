@@ -267,6 +267,8 @@ class CeleryExecutor:
         elif type_ == "event":
             if data.get("type") == "state" and data.get("phase") == "copy":
                 r.copying = True
+            if isinstance(data.get("row"), dict) and r.stamp:  # watchers see where it runs while it runs
+                data["row"]["worker"] = r.stamp
             r.report.event(job_id, data)
         elif type_ == "trace":
             r.trace.extend(TraceRow(**row) for row in data)
