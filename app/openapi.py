@@ -21,10 +21,11 @@ from fastapi import FastAPI
 
 from app.api import API_PREFIX
 from app.http.errors import CODES, PROBLEM_JSON
-from app.schemas.runs import MAX_TTL_S
+from app.schemas.runs import DISPLAY_NAME, MAX_TTL_S
 from app.schemas.unitregex import with_units
 from app.settings import Settings
 from lab.domain import spec
+from lab.domain.students import name_pattern
 from lab.domain.units import parse_delay, parse_size
 
 _PARSE: dict[str, Callable[[Any], float]] = {"size": parse_size, "delay": parse_delay}
@@ -149,6 +150,7 @@ def install(app: FastAPI, settings: Settings) -> None:
                   else None)
         for name, variants in ONE_OF.items():
             _split_one_of(schema["components"]["schemas"], name, variants)
+        _name_patterns(schema)
         _add_links(schema)
         app.openapi_schema = schema
         return schema
@@ -210,6 +212,19 @@ LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str], dict
         "StartSweep": (_P + "/scenarios/{name}/runs", "post", {"name": "$response.body#/scenarios/0/name"}, None),
     },
 }
+
+
+def _name_patterns(schema: dict[str, Any]) -> None:
+    """Every display name (app.schemas.runs.DISPLAY_NAME) gets the pattern clean_name's rule makes."""
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.pop(DISPLAY_NAME, None):
+                node["pattern"] = name_pattern()
+            stack += list(node.values())
+        elif isinstance(node, list):
+            stack += node
 
 
 def _add_links(schema: dict[str, Any]) -> None:

@@ -73,17 +73,22 @@ SKIPPED = {
 # backend fields (lab.domain.spec.kind_problems: target/destructive only for kind external, storage only
 # on a file-backed server, disk_format qcow2 only with qemu-nbd, disk_init data only on a raw
 # file-backed disk, plugin only for kind nbdkit, kinds and storages this machine lacks; the
-# fields of layer "backend"), the same across a grid's product, and a student's name (no control,
-# format or unassigned characters: Unicode categories a JSON Schema pattern cannot name).
-CROSS_FIELD = {*fields_on("backend"), "student"}
+# fields of layer "backend"), the same across a grid's product, and NEVER_FITS: a sweep with more
+# runs than this instance's queue holds (LAB_QUEUE_SIZE is 4 here; the case study has 19 rows), a
+# limit of the instance that no request schema states.
+CROSS_FIELD = {*fields_on("backend")}
+NEVER_FITS = "never-fits"
 
 
 def cross_field_rejections(text: str) -> list[str]:
     """The fields named by each positive_data_acceptance failure ("Schema-valid request rejected"),
-    when every one is a CROSS_FIELD rule; a last element "other" when any is not."""
+    when every one is a CROSS_FIELD rule (or NEVER_FITS); a last element "other" when any is not."""
     fields = []
     for block in re.split(r"\n_{3,} .+? _{3,}\n", text)[1:]:
         if "Schema-valid request rejected" not in block:
+            continue
+        if f'"code":"{NEVER_FITS}"' in block:
+            fields.append(NEVER_FITS)
             continue
         m = re.search(r'"errors":\[\{"loc":\[([^\]]*)\]', block)
         names = re.findall(r'"([a-z_]+)"', m.group(1)) if m else []
@@ -154,7 +159,7 @@ def main() -> int:
     operations = rep.get("operations", {})
     tolerated = cross_field_rejections(out.stdout) if rep["failures"] else []
     real = [f for f in rep["failures"] if not (f["type"] == "RejectedPositiveData" and tolerated
-                                                and tolerated[-1] != "other")]
+                                                and "other" not in tolerated)]
     if real:
         problems.append(f"schemathesis failures: {json.dumps(real)}")
     if rep["errors"]:

@@ -106,3 +106,27 @@ def test_results_and_traces_have_etags(api):
     _etag_round(api, f"/sweeps/{api.post(f'{B}/sweeps', json={'rows': _rows(1)}).json()['id']}/results", wait=30)
     wait_final(api, start_run(api)["id"])  # a new run: the results change, so does their tag
     assert api.get(f"{B}/results.json", params={"limit": 5}).headers["etag"] != tag
+
+
+def test_a_server_that_does_not_start_is_a_502_that_says_why(api, monkeypatch):
+    from lab.nbd.servers import Server
+
+    def broken(self):
+        raise RuntimeError("nbdkit exited at once (planted)")
+
+    monkeypatch.setattr(Server, "start", broken)
+    r = api.post(f"{B}/servers", json=FAST)
+    assert r.status_code == 502 and r.json()["code"] == "server-failed", r.text
+    assert "planted" in r.json()["detail"]
+    monkeypatch.undo()
+    ok = api.post(f"{B}/servers", json=FAST)  # the failed one held no place
+    assert ok.status_code == 201, ok.text
+    api.delete(f"{B}/servers/{ok.json()['id']}")
+
+
+def test_a_qemu_nbd_disk_of_any_512_multiple_starts(api):
+    """qemu refuses an O_DIRECT image whose size is not a multiple of 4k: such a disk goes through
+    the page cache (found by scripts/fuzz_api.py: a 500 before)."""
+    r = api.post(f"{B}/servers", json={**FAST, "size": 8356352, "kind": "qemu-nbd"})
+    assert r.status_code == 201, r.text
+    assert api.delete(f"{B}/servers/{r.json()['id']}").status_code == 200

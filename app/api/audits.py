@@ -44,7 +44,7 @@ def list_audits(manager: ManagerDep, limit: int = Query(50, ge=1, le=200)) -> di
 
 
 @router.get("/report.html", response_class=HTMLResponse, responses=responses(404, 422))
-def audits_report(manager: ManagerDep, ids: str = Query(..., max_length=400,
+def audits_report(manager: ManagerDep, ids: str = Query(..., max_length=400, pattern=r"[^,\s]",
                                                         description="audit ids, comma-separated")) -> HTMLResponse:
     """Finished audits side by side: one self-contained HTML page (no script, nothing loaded)."""
     wanted = [i.strip() for i in ids.split(",") if i.strip()][:8]

@@ -24,7 +24,7 @@ def ttl_most(settings: Settings) -> float:
 
 
 @router.post("", status_code=201, response_model=ManagedServerOut,
-             responses=located(201, "started", 400, 401, 409, 413, 422, 429, 503))
+             responses=located(201, "started", 400, 401, 409, 413, 422, 429, 502, 503))
 def create_server(fields: ServerCreate, manager: ManagerDep, settings: SettingsDep, request: Request,
                   response: Response, idempotency_key: IdempotencyKey = None) -> Any:
     """Start an nbdkit server with these fields; runs may then target it with `server_id`."""

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.http.jsonbody import escaped
 from app.schemas.problem import Problem as ProblemModel
-from lab.domain.errors import BadJoinCode, Forbidden, GuessesLocked, NameTaken, RateLimited
+from lab.domain.errors import BadJoinCode, Forbidden, GuessesLocked, NameTaken, RateLimited, StartFailed
 from lab.domain.spec import SpecError
 from lab.service.manager import Conflict, LimitExceeded, ManagerError, NotFound, NotRunnable, ShuttingDown
 
@@ -74,6 +74,8 @@ CODES: dict[str, tuple[int, str, str]] = {
     "shutting-down": (503, "Shutting down", "the service is stopping; retry after Retry-After"),
     "too-many-streams": (503, "Too many event streams", "LAB_MAX_STREAMS event streams are open; retry after "
                                                         "Retry-After (or share /api/v1/events)"),
+    "server-failed": (502, "Server did not start", "the long-lived server (or what serves its disk) did not start "
+                                                   "on this machine: `detail` says why; nothing was left running"),
     "probe-failed": (502, "Probe failed", "the probed server could not be started or answered with an error"),
 }
 
@@ -139,6 +141,7 @@ _STATUS: tuple[tuple[type[ManagerError], str], ...] = (
     (NotRunnable, "not-runnable"),
     (LimitExceeded, "limit-reached"),
     (ShuttingDown, "shutting-down"),
+    (StartFailed, "server-failed"),
 )
 
 

@@ -37,10 +37,15 @@ RunStatus = StrEnum("RunStatus", {s: s for s in STATUSES})
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Label = Annotated[str, StringConstraints(max_length=80)]
 RowKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-# A display name, typed once by a student (no password); stored trimmed, spaces collapsed.
+# A display name, typed once by a student (no password); stored trimmed, spaces collapsed. Its
+# pattern (lab.domain.students.name_pattern, from the Unicode tables) is written into the OpenAPI
+# document where this marker is, by app/openapi.py, once: it takes a quarter second to make.
+DISPLAY_NAME = "x-display-name"
 Student = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME * 2), AfterValidator(clean_name),
                     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME,
-                                    "examples": ["Ana", "Group 3"]})]
+                                    "examples": ["Ana", "Group 3"], DISPLAY_NAME: True})]
+
+
 def _whole(v: Any) -> Any:
     """JSON's integers: 7 or 7.0 (JSON Schema's `integer` takes both), never a boolean or a string."""
     if isinstance(v, float) and v.is_integer():

@@ -82,5 +82,9 @@ class ServerLimit(LimitExceeded):
     limit = "servers"
 
 
+class StartFailed(ManagerError):
+    """A long-lived server (or what serves its disk) did not start on this machine."""
+
+
 class ShuttingDown(ManagerError):
     pass

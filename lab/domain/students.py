@@ -12,6 +12,7 @@ exported with it; the pages put it beside the measurement and the model.
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 from typing import Any
 
 from lab.domain.spec import SpecError
@@ -29,11 +30,37 @@ def clean_name(raw: Any, field: str = "student") -> str:
     name = " ".join(unicodedata.normalize("NFC", raw).split())
     if not name:
         raise SpecError(field, "must not be empty")
-    if len(name) > MAX_NAME:
+    if len(" ".join(raw.split())) > MAX_NAME:  # as typed (NFC may compose or, rarely, expand)
         raise SpecError(field, f"at most {MAX_NAME} characters")
-    if any(unicodedata.category(c)[0] == "C" for c in name):
+    if any(unicodedata.category(c) in FORBIDDEN for c in name):
         raise SpecError(field, "must not contain control or format characters")
     return name
+
+
+# What a name may not hold: control (Cc), format (Cf: bidi overrides, zero-width joiners, soft
+# hyphens) and surrogate (Cs) characters. Unassigned and private-use code points are left to fonts.
+FORBIDDEN = frozenset({"Cc", "Cf", "Cs"})
+
+
+@lru_cache(maxsize=1)
+def name_pattern() -> str:
+    """The JSON Schema pattern of a name: clean_name's character rule and at least one character
+    that is not a space, made from the same Unicode tables (so a schema-valid name is accepted)."""
+    ranges: list[list[int]] = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # no JSON text holds a lone surrogate (the API refuses one with 422)
+        if unicodedata.category(chr(cp)) in FORBIDDEN:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+
+    def char(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+    bad = "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+    return f"^[^{bad}]*[^\\s{bad}][^{bad}]*$"
 
 
 # Letters that look like Latin ones (Unicode TR39's confusables for Cyrillic and Greek, the ones a

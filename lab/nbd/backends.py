@@ -243,8 +243,10 @@ class QemuNbdBackend(Backend):
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), str(self.spec.size)],
                            check=True, capture_output=True, timeout=60, env=procs.child_env())
         sock = dir / "backend.sock"
-        # O_DIRECT where the storage has it (real I/O, no double caching); tmpfs may not.
-        direct = _supports_o_direct(disk)
+        # O_DIRECT where the storage has it (real I/O, no double caching); tmpfs may not. qemu refuses to open
+        # an image under O_DIRECT whose size is not a multiple of the request alignment (4k), so such a size
+        # is served through the page cache instead.
+        direct = _supports_o_direct(disk) and self.spec.size % 4096 == 0
         cache = ["--cache=none", "--aio=native"] if direct else ["--cache=writeback", "--aio=threads"]
         self.notes.append(f"qemu-nbd -f {fmt} {' '.join(cache)} --discard=unmap --detect-zeroes=off")
         argv = ["qemu-nbd", "-f", fmt, "-k", str(sock), "-t", "-e", "8", *cache,

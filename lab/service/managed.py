@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.domain.errors import NotFound, ServerLimit, ShuttingDown
+from lab.domain.errors import ManagerError, NotFound, ServerLimit, ShuttingDown, StartFailed
 from lab.domain.spec import ServerSpec
 from lab.host.places import Core
 from lab.nbd.servers import Server
@@ -57,9 +57,11 @@ class ServerRegistry:
             self._servers[srv.id] = managed  # holds the slot while nbdkit starts
         try:
             srv.start()
-        except BaseException:
+        except BaseException as e:
             with self._lock:
                 self._servers.pop(srv.id, None)
+            if isinstance(e, Exception) and not isinstance(e, ManagerError):
+                raise StartFailed(f"the server did not start: {type(e).__name__}: {e}") from e
             raise
         with self._lock:
             stale = self._closed or srv.id not in self._servers
