@@ -119,8 +119,10 @@ export function renderCard(run, node = null) {
 
   r.tag.className = `grp-tag ${g}`;
   setText(r.tag, g === "N" ? "–" : g);
-  setText(r.spec, f.serverSummary(run.server));
-  r.spec.title = `${f.serverSummary(run.server)} · ${f.geometry(run.server)}`;
+  // cluster mode: which worker carries it out (its expected_s is that worker's calibration)
+  const where = run.worker ? ` · on ${run.worker.name}` : "";
+  setText(r.spec, f.serverSummary(run.server) + where);
+  r.spec.title = `${f.serverSummary(run.server)} · ${f.geometry(run.server)}${where}`;
   r.status.className = `status status-${run.status}`;
   setText(r.status, statusLabel(run));
   // the presenter cancels any run; a joined student their own (the service checks it too)

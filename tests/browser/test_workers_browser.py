@@ -15,7 +15,7 @@ from testkit.cluster import Cluster
 
 pytestmark = pytest.mark.browser
 OUT = Path(os.environ.get("LAB_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "test-artifacts"))
-SLOW = {"size": "64M", "delay_write": "20ms", "delay_zero": "5ms"}
+SLOW = {"size": "64M", "delay_write": "50ms", "delay_zero": "5ms"}  # ~13 s: long enough to look around
 
 
 def test_the_workers_tab_shows_each_worker_its_runs_and_who_left(service_factory, new_page, tmp_path) -> None:
@@ -47,6 +47,11 @@ def test_the_workers_tab_shows_each_worker_its_runs_and_who_left(service_factory
         phone.screenshot(path=str(OUT / "workers-390x844.png"), full_page=True)
 
         busy = next(w for w in c.workers if page.locator(f"#workers-body tr[data-worker='{w.name}'] a").count())
+        lab = new_page(1024, 576)  # the run's card on the lab page says where it runs
+        lab.goto(svc.url + "/")
+        lab.wait_for_selector(f".run-spec:has-text('on {busy.name}')", timeout=30_000)
+        lab.locator(f".run-card:has(.run-spec:has-text('on {busy.name}'))").first.screenshot(
+            path=str(OUT / "run-card-on-a-worker.png"))
         press(page, f"#workers-body a[href='/runs/{run['id']}']")
         page.wait_for_url(f"**/runs/{run['id']}")
         page.go_back()
@@ -54,4 +59,4 @@ def test_the_workers_tab_shows_each_worker_its_runs_and_who_left(service_factory
         page.wait_for_selector(f"#workers-body tr[data-worker='{busy.name}']", state="detached", timeout=30_000)
         assert page.inner_text("#workers-count") == "1 worker"
         assert wait_for(lambda: svc.get(f"/api/v1/runs/{run['id']}").json()["status"] == "interrupted", 30)
-        assert page.console.errors == [] and phone.console.errors == []
+        assert page.console.errors == [] and phone.console.errors == [] and lab.console.errors == []
