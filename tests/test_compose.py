@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pagedata
 import pytest
 from dockerengine import COMPOSE, DOCKER, EngineError, PrivateDockerd, unavailable
 
@@ -114,6 +115,24 @@ class Classroom:
             time.sleep(0.25)
         raise AssertionError(f"{service} not healthy after {timeout} s: {state.get('Health')}")
 
+    def first_start(self, timeout: float = 600) -> None:
+        """A new volume: the service answers at once and calibrates in the background, its pages say so;
+        wait (recorded) until it is done, so the tests below measure a calibrated machine."""
+        t0 = time.monotonic()
+        health = httpx.get(f"{self.url}/api/v1/health", timeout=10).json()
+        assert health["status"] in ("starting", "ok"), health
+        if health["status"] == "starting":
+            assert health["calibrating"]["steps"] > 0, health
+            talk = httpx.get(f"{self.url}/talk", timeout=10)
+            assert talk.status_code == 200 and 'id="banner-start"' in talk.text
+        while health["status"] == "starting":
+            assert time.monotonic() - t0 < timeout, health
+            time.sleep(1)
+            health = httpx.get(f"{self.url}/api/v1/health", timeout=10).json()
+        self.timings.append({"what": "first start: healthy at once, calibrating in the background until ok",
+                             "command": "(GET /api/v1/health until status ok)",
+                             "seconds": round(time.monotonic() - t0, 1), "exit": 0})
+
     def processes(self, cid: str) -> list[dict[str, Any]]:
         """Every process in the container: pid, uid, capability sets, command (read from /proc inside)."""
         script = (
@@ -185,6 +204,7 @@ def classroom() -> Iterator[Classroom]:
                              "seconds": 0, "bytes": int(size), "exit": 0})
         room.compose("up", "-d", what="docker-compose up -d")
         room.wait_healthy("lab", "up -d -> healthy")
+        room.first_start()
         yield room
     finally:
         with contextlib.suppress(Exception):
@@ -331,7 +351,7 @@ def test_groups_profile_second_instance_and_env_reaches_both(classroom: Classroo
     assert _wait_run(classroom.url2, r.json()["id"])["status"] == "succeeded"
     assert httpx.post(f"{classroom.url}/api/v1/runs", json={"server": FAST}, timeout=10).status_code == 401
     volumes = classroom.engine.ids("volumes")
-    assert {"fastzero-lab_lab-data", "fastzero-lab_lab-group2-data"} <= set(volumes), volumes
+    assert {"fastzero-lab-data", "fastzero-lab-group2-data"} <= set(volumes), volumes  # fixed names
 
 
 def test_what_an_unprivileged_container_can_and_cannot_do(classroom: Classroom) -> None:
@@ -339,12 +359,99 @@ def test_what_an_unprivileged_container_can_and_cannot_do(classroom: Classroom) 
     info = httpx.get(f"{classroom.url}/api/v1/kinds", timeout=10).json()
     storages = info["storages"]
     (ARTIFACTS / "kinds.json").write_text(json.dumps(info, indent=1))
-    assert storages["datadir"]["available"] is True, storages
+    assert storages["datadir"]["available"] is True and storages["shm"]["available"] is True, storages
     for name in ("tmpfs", "ext4", "xfs", "btrfs", "blockdev"):
         if name in storages:
             assert storages[name]["available"] is False and storages[name]["reason"], (name, storages[name])
     for kind, state in info["kinds"].items():  # every server program is in the image
         assert state.get("available", True) is True or "external" in kind, (kind, state)
+    # the block-status act on what the container has: a tmpfs (its /dev/shm) and the /data volume's disk
+    acts = httpx.get(f"{classroom.url}/api/v1/scenarios/acts", timeout=10).json()["acts"]
+    bs = next(a for a in acts if a["key"] == "block-status")
+    assert [(r["group"], r["server"]["storage"], r["available"]) for r in bs["rows"]] == \
+        [(g, {"A": "shm", "B": "datadir"}[g], True) for _ in range(3) for g in "AB"], bs["rows"]
+    today = httpx.get(f"{classroom.url}/api/v1/scenarios/today", timeout=10).json()["rows"]
+    assert any(not r["available"] and "root" in r["reason"] for r in today)  # listed, with the reason
+
+
+def test_every_page_and_its_data_requests_answer_in_the_container(classroom: Classroom) -> None:
+    """As the image's unprivileged user: every page, every GET of the OpenAPI without a parameter, and
+    every request the pages' scripts make (tests/pagedata.py) answers < 500."""
+    spec = httpx.get(f"{classroom.url}/openapi.json", timeout=10).json()
+    gets = [p for p, ops in spec["paths"].items() if "get" in ops and "{" not in p and not p.endswith("events")
+            and not any(q.get("required") for q in ops["get"].get("parameters", []))]
+    runs = httpx.get(f"{classroom.url}/api/v1/runs?limit=1", timeout=10).json()["runs"]
+    run_id = runs[0]["id"] if runs else "0" * 12
+    names = [s["name"] for s in httpx.get(f"{classroom.url}/api/v1/scenarios", timeout=30).json()["scenarios"]]
+    values = {"id": [run_id], "run.id": [run_id], "name": names, "perRow": ["3"], "LIMIT": ["20"],
+              "lastEventId": ["0"], "params": [""], "act.key": ["baseline"]}
+    bad = []
+    for path in [*pagedata.PAGES, *gets, *pagedata.paths(values)]:
+        if "/events" in path:
+            continue
+        r = httpx.get(f"{classroom.url}{path}", timeout=60)
+        if r.status_code >= 500:
+            bad.append(f"GET {path} -> {r.status_code}")
+    assert not bad, bad
+
+
+def test_the_talk_in_chromium_runs_act_one_in_the_container(classroom: Classroom) -> None:
+    """The presenter's /talk against the container, in Debian's Chromium: it leaves "Loading the story",
+    shows every act (2b on the container's storages), and act 1 runs to its outcome (a person's keys)."""
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is not installed (scripts/install.sh --dev installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            page = browser.new_context(viewport={"width": 1024, "height": 576}).new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: errors.append(f"{r.url} {r.status}") if r.status >= 500 else None)
+            page.goto(f"{classroom.url}/talk?presenter#baseline")
+            page.locator("#token-input").click()  # the sign-in dialog ?presenter opens: typed as a person does
+            page.keyboard.type(TOKEN, delay=20)
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#token-dialog", state="hidden")
+            page.wait_for_function("document.querySelector('#act-title').textContent.indexOf('Loading') < 0")
+            assert page.locator("#act-dots button").count() >= 7  # six acts (2b too) and the summary
+            page.wait_for_selector("#act-run:not([disabled])")
+            page.keyboard.press("Enter")  # Enter runs the act on screen
+            page.wait_for_selector("#outcome:not([hidden])", timeout=180_000)
+            outcome = page.inner_text("#outcome")
+            page.screenshot(path=str(ARTIFACTS / "talk-act1-1024x576.png"))
+            assert "failed" not in outcome.lower(), outcome
+            assert page.locator(".lane").first.get_attribute("data-state") == "done"
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_stop_with_twenty_queued_runs_then_start_runs_them_all(classroom: Classroom) -> None:
+    """`docker-compose stop` with 20 runs waiting, then `start`: the 20 run to the end (only the runs that
+    were running end `interrupted`)."""
+    slow = {"client": "qemu-img", "server": {"zeromode": "none", "size": "8M", "delay_write": "200ms"}}  # ~6.4 s
+    workers = httpx.get(f"{classroom.url}/api/v1/health", timeout=10).json()["manager"]["workers"]
+    busy = [httpx.post(f"{classroom.url}/api/v1/runs", json=slow, headers=classroom.auth, timeout=10).json()["id"]
+            for _ in range(workers)]
+    queued = []
+    for i in range(20):
+        r = httpx.post(f"{classroom.url}/api/v1/runs", headers=classroom.auth, timeout=10,
+                       json={"client": "qemu-img", "server": FAST, "label": f"queued-{i}"})
+        assert r.status_code == 202, r.text
+        queued.append(r.json()["id"])
+    assert all(httpx.get(f"{classroom.url}/api/v1/runs/{q}", timeout=10).json()["status"] == "queued"
+               for q in queued)
+    classroom.compose("stop", "lab", what="docker-compose stop lab (20 runs queued)")
+    classroom.compose("start", "lab", what="docker-compose start lab")
+    classroom.wait_healthy("lab", "start -> healthy (queue kept)")
+    ends = [_wait_run(classroom.url, q, timeout=300) for q in queued]
+    assert [e["status"] for e in ends] == ["succeeded"] * 20, [(e["label"], e["status"], e.get("error")) for e in ends]
+    for b in busy:
+        assert httpx.get(f"{classroom.url}/api/v1/runs/{b}", timeout=10).json()["status"] in (
+            "interrupted", "succeeded"), b
 
 
 def test_reset_one_instance_keeps_the_other(classroom: Classroom) -> None:
@@ -352,7 +459,7 @@ def test_reset_one_instance_keeps_the_other(classroom: Classroom) -> None:
     kept = httpx.get(f"{classroom.url2}/api/v1/runs", timeout=10).json()["total"]
     assert kept >= 1
     classroom.compose("rm", "-sf", "lab", what="docker-compose rm -sf lab (reset group 1 only)")
-    classroom.run([DOCKER, "volume", "rm", "fastzero-lab_lab-data"], "docker volume rm fastzero-lab_lab-data")
+    classroom.run([DOCKER, "volume", "rm", "fastzero-lab-data"], "docker volume rm fastzero-lab-data")
     classroom.compose("up", "-d", what="docker-compose up -d (after the reset)")
     classroom.wait_healthy("lab", "group 1 reset -> healthy")
     assert httpx.get(f"{classroom.url}/api/v1/runs", timeout=10).json()["total"] == 0

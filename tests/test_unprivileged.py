@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 import shutil
 import tempfile
 import time
@@ -17,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pagedata
 import pytest
 
 from lab.domain.run import FINAL
-from testkit import REPO, LiveService
+from testkit import LiveService
 
 USER = "nobody"
 TOKEN = "unprivileged-teacher"
-PAGES = ("/", "/results", "/talk", "/talk?follow", "/class")
 
 
 def _as_user() -> pwd.struct_passwd | None:
@@ -153,14 +152,6 @@ def test_the_block_status_act_runs_on_what_an_unprivileged_user_has(lab: LiveSer
     assert found["act-bs-A-32M"] >= 1 and found["act-bs-B-32M"] >= 1
 
 
-def _data_requests() -> list[str]:
-    """Every API path the pages' scripts and templates ask for (a GET answers each, or 405)."""
-    found: set[str] = set()
-    for f in [*(REPO / "static/js").glob("*.js"), *(REPO / "templates").rglob("*.html")]:
-        found |= set(re.findall(r'["`](/api/v1/[^"`\s]*)["`]', f.read_text()))
-    return sorted(found)
-
-
 def test_every_page_and_every_request_its_scripts_make_answers(lab: LiveService) -> None:
     """What a browser asks for when the pages load, not only 200 on the HTML: < 500 for all."""
     with _client(lab) as c:
@@ -174,16 +165,7 @@ def test_every_page_and_every_request_its_scripts_make_answers(lab: LiveService)
         values = {"id": [run["id"]], "run.id": [run["id"]], "sweep.id": [sweep["id"]], "name": names,
                   "perRow": ["3"], "LIMIT": ["20"], "lastEventId": ["0"], "params": ["", "?status=succeeded"],
                   "act.key": ["baseline"], "g.id": ["0" * 12]}
-        paths: list[str] = [*PAGES, f"/runs/{run['id']}"]
-        for template in _data_requests():
-            expanded = [template]
-            for expr in re.findall(r"\$\{([^}]*)\}", template):
-                key = re.sub(r"^encodeURIComponent\((.*)\)$", r"\1", expr)
-                # an id this test made none of (an audit's): one that does not exist must answer < 500 too
-                known = values.get(key) or (["0" * 12] if key == "id" or key.endswith(".id") else None)
-                assert known, f"a new data request {template}: teach this test a value for {expr}"
-                expanded = [p.replace("${" + expr + "}", v) for p in expanded for v in known]
-            paths += expanded
+        paths = [*pagedata.PAGES, f"/runs/{run['id']}", *pagedata.paths(values)]
         bad = []
         for path in paths:
             if path.startswith("/api/v1/events"):
