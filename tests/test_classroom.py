@@ -149,8 +149,8 @@ def test_guesses_are_rate_limited_per_student(api) -> None:
 
 def test_join_codes_cannot_be_tried_in_bulk(api) -> None:
     codes = [api.post("/api/v1/class/join", json={"code": f"X{i:05d}", "name": "Ana"}).status_code
-             for i in range(12)]
-    assert codes[:10] == [403] * 10 and codes[10:] == [429, 429]
+             for i in range(70)]
+    assert codes[:60] == [403] * 60 and 429 in codes[60:]  # a class joins at once; a bot tries one a second
 
 
 def test_an_open_lab_makes_look_alike_typed_names_one_student(tmp_path) -> None:

@@ -66,10 +66,19 @@ function initNameBox() {
   const state = $("student-state");
   form.dataset.join = joining() ? "true" : "false";
   $("student-save").textContent = joining() ? "Join" : "Save";
+  const opener = $("student-open");
+  opener.textContent = joining() ? "Join the class" : "Your name";
+  opener.addEventListener("click", () => {
+    const open = form.dataset.open !== "true";
+    form.dataset.open = open ? "true" : "false";
+    opener.setAttribute("aria-expanded", String(open));
+    if (open) input.focus();
+  });
   if (code) code.hidden = !joining();
   const show = () => {
     const name = studentName();
     const named = Boolean(name) && (!joining() || Boolean(studentKey()));
+    if (named) form.dataset.open = "false";
     input.value = name;
     shown.textContent = named ? name : "";
     form.dataset.named = named ? "true" : "false";

@@ -32,7 +32,7 @@ async function showResult() {
   if (!canGuess() || !studentName()) {
     for (const i of inputs()) i.disabled = true;
     send.disabled = true;
-    state.textContent = config.auth_required ? "Join the class (name and code, top right) to guess."
+    state.textContent = config.auth_required ? "Join the class (name and code, at the top) to guess."
       : "Type your name at the top to guess.";
     return;
   }

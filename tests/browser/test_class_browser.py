@@ -111,6 +111,7 @@ def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new
     bad: list[str] = []
     student.on("response", lambda r: bad.append(f"{r.request.method} {r.url} {r.status}") if r.status >= 400 else None)
     student.goto(service.url + "/talk")
+    press(student, "#student-open")  # on a phone the join fields open from one button in the bar
     type_into(student, "#student-name", "Ana")
     type_into(student, "#student-code", code.lower())
     press(student, "#student-save")
@@ -123,6 +124,7 @@ def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new
     # a look-alike name cannot join: it is Ana's
     other = new_page(390, 844)
     other.goto(service.url + "/")
+    press(other, "#student-open")
     type_into(other, "#student-name", "ana.")
     type_into(other, "#student-code", code)
     press(other, "#student-save")
@@ -136,6 +138,8 @@ def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new
     teacher.wait_for_selector('[data-act="baseline"] .act-state:text("revealed")', timeout=15_000)
     teacher.wait_for_selector('[data-act="baseline"] svg.dist text.name:text("Ana")')
     student.wait_for_selector("#talk-guess-state:text('measured')", timeout=15_000)
+    # the phone's top bar does not overflow (the join fields closed again once joined)
+    assert student.evaluate("document.querySelector('.topbar').scrollWidth <= window.innerWidth")
     ARTIFACTS.mkdir(exist_ok=True)
     teacher.screenshot(path=str(ARTIFACTS / "class-teacher-1280x640.png"))
     student.screenshot(path=str(ARTIFACTS / "class-student-390x844.png"))
