@@ -166,3 +166,40 @@ def test_a_guess_before_an_act_of_the_talk(service: LabService, new_page) -> Non
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "class-talk-guess.png"))
     assert page.console.errors == []
+
+
+def test_a_joined_student_runs_from_the_lab_page_and_cancels_only_their_own(service_factory, new_page) -> None:
+    """A class: the run form is there for a joined student (not for the audience); their run carries their
+    name whatever they typed; its card has Cancel, the teacher's run's card has none."""
+    service = service_factory(token="teach")
+    code = httpx.get(f"{service.url}/api/v1/class/session", headers=service.headers(), timeout=10).json()["code"]
+    slow = {"zeromode": "none", "size": "8M", "delay_write": "300ms"}
+    teachers = service.post("/api/v1/runs", {"client": "qemu-img", "server": slow}).json()["id"]
+    page = new_page(1280, 720)
+    page.goto(service.url + "/")
+    page.wait_for_selector('#conn[data-state="live"]')
+    assert not page.locator("#run-form").is_visible()  # the audience watches
+    type_into(page, "#student-name", "Ana")
+    type_into(page, "#student-code", code)
+    press(page, "#student-save")
+    page.wait_for_function("document.getElementById('student-form').dataset.named === 'true' || "
+                           "document.getElementById('student-state').textContent !== ''")
+    assert page.get_attribute("#student-form", "data-named") == "true", page.inner_text("#student-state")
+    page.wait_for_selector("#run-form", state="visible")
+    page.select_option("#f-client", "qemu-img")
+    for name, value in slow.items():
+        if page.locator(f"#f-{name}").count():
+            type_into(page, f"#f-{name}", value)
+    press(page, "#run-btn")
+    card = page.wait_for_selector('#mine-rows tr[data-run]', timeout=30_000)
+    run_id = card.get_attribute("data-run")
+    run = httpx.get(f"{service.url}/api/v1/runs/{run_id}", timeout=10).json()
+    assert run["student"] == "Ana"
+    mine = page.locator(f'[data-run="{run_id}"] button', has_text="Cancel")
+    theirs = page.locator(f'[data-run="{teachers}"] button', has_text="Cancel")
+    if mine.count():  # the live card of a run still going
+        assert mine.first.is_visible() and (theirs.count() == 0 or not theirs.first.is_visible())
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "class-student-lab-1280x720.png"))
+    assert page.console.errors == []
+    service.post("/api/v1/runs/cancel", {})
