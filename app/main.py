@@ -33,6 +33,7 @@ from app.api import (
     events,
     health,
     kinds,
+    metrics,
     queue,
     results,
     runs,
@@ -75,10 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.manager = manager
         app.state.versions = await run_in_threadpool(tool_versions)
         restore = _end_streams_on_signal(manager)
+        app.state.metrics.start(manager)
         try:
             yield
         finally:
             restore()
+            app.state.metrics.stop()
             manager.close_streams()
             await run_in_threadpool(manager.close)
 
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   generate_unique_id_function=lambda route: route.name, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.streams = events.Streams(events.stream_cap(settings.max_streams))
+    app.state.metrics = metrics.Metrics(app.state.streams)
     # outermost last: Host -> HEAD -> guard (origin, content type, body size) -> token -> routes
     app.state.allowed = Allowed(lambda: _with_legacy(app.openapi().get("paths", {})))  # for 405's Allow
     app.add_middleware(auth.TokenMiddleware, token=settings.token_value)
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router, prefix=LEGACY_PREFIX, include_in_schema=False, dependencies=strict_query,
                            generate_unique_id_function=lambda route: f"legacy_{route.name}")
+    app.include_router(metrics.router, dependencies=strict_query)  # /metrics, where Prometheus looks
     apidocs.install(app)
     _add_pages(app)
     openapi.install(app, settings)

@@ -41,6 +41,8 @@ class EventBus:
         self.queue_size = queue_size
         self._lock = threading.Lock()
         self._subs: set[Subscription] = set()
+        self.published = 0  # events published since the bus started (GET /metrics)
+        self._dropped_gone = 0  # events dropped from the live queues of subscriptions since closed
 
     @property
     def last_id(self) -> int:
@@ -62,6 +64,7 @@ class EventBus:
         with self._lock:
             ev = self.store.append_event(type_, run_id, sweep_id, fields, run=save_run, sweep=save_sweep,
                                          job=save_job)
+            self.published += 1
             for sub in self._subs:
                 waiter = sub._offer(ev)
                 if waiter is not None:
@@ -124,7 +127,16 @@ class EventBus:
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
-            self._subs.discard(sub)
+            if sub in self._subs:
+                self._subs.discard(sub)
+                self._dropped_gone += sub.dropped
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped from a subscriber's live queue when it fell behind (each caught up from the
+        database: none is lost to the reader), since the bus started."""
+        with self._lock:
+            return self._dropped_gone + sum(sub.dropped for sub in self._subs)
 
     @property
     def subscriber_count(self) -> int:
@@ -140,6 +152,7 @@ class Subscription:
         self.sweep_id = sweep_id
         self.maxsize = maxsize
         self.overflows = 0  # how many times this reader fell behind and resynced
+        self.dropped = 0  # events its live queue let go (read from the store instead)
         self._cursor = 0  # every matching event with id <= cursor has been delivered
         self._replay_upto: int | None = None  # read the store up to here before the live queue
         self._items: deque[Event] = deque()
@@ -167,11 +180,15 @@ class Subscription:
         if not self.matches(ev):
             return None
         with self._lock:
-            if self._closed or self._overflowed:
+            if self._closed:
+                return None
+            if self._overflowed:
+                self.dropped += 1
                 return None
             if len(self._items) >= self.maxsize:
                 self._overflowed = True
                 self.overflows += 1
+                self.dropped += len(self._items) + 1
                 self._items.clear()
             else:
                 self._items.append(ev)

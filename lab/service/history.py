@@ -27,6 +27,10 @@ class History:
         """One page of runs or sweeps (lab.service.store.Store.page: filters in SQL, keyset order)."""
         return self._store.page(table, filters, sort, after, limit, since, until)
 
+    def run_counts(self) -> dict[str, int]:
+        """{status: runs in it}, over the whole history."""
+        return self._store.run_counts()
+
     def row_runs(self, row: Row, limit: int) -> tuple[list[dict[str, Any]], int]:
         """The runs that measure a scenario row (lab.domain.scenarios.rows_of, as of now), newest first:
         the newest `limit` of them, each with its `scenario_rows`, and how many in all."""

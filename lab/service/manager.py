@@ -454,6 +454,14 @@ class Manager:
                 "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
                 "last_event_id": self.bus.last_id, "stopping": self.scheduler.stopping}
 
+    def metrics(self) -> dict[str, Any]:
+        """What GET /metrics exports besides its own counters: runs by status (the history), the queue,
+        the event bus's subscribers and its events published and dropped (since the service started)."""
+        return {"runs": self.history.run_counts(), "queued": self.scheduler.queued,
+                "running": self.scheduler.running, "queue_size": self.config.queue_size,
+                "subscribers": self.bus.subscriber_count, "events_published": self.bus.published,
+                "events_dropped": self.bus.dropped}
+
     def cluster(self) -> dict[str, Any]:
         """Whether measurements go to `lab worker`s, and every worker alive, as its heartbeat says
         (GET /api/v1/workers); without a broker, no cluster and no workers."""
