@@ -40,6 +40,7 @@ from app.api import (
     scenarios,
     servers,
     sweeps,
+    talk,
     workers,
 )
 from app.http import auth, errors
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # (not in the schema; answers carry `Deprecation` and a `Link` to the successor).
     strict_query = [Depends(only_known_query)]  # an unknown query parameter is a 400 naming it
     routers = (health, config, servers, kinds, runs, queue, sweeps, scenarios, results, events, classroom, calibration,
-               workers, audits)
+               workers, audits, talk)
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX, dependencies=strict_query)
     for module in routers:

@@ -577,6 +577,7 @@ class ActOut(_Open):
     takeaway: str = ""
     heading: str = Field("", description="the heading of the 2019 talk's notes this act follows")
     no_reference: str = Field("", description="why the act has no 2019 time, when it has none")
+    beside: str = Field("", description="the act whose results this act's servers are shown beside")
     rows: list[ScenarioRowOut]
 
 

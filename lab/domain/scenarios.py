@@ -54,10 +54,12 @@ class Act:
     takeaway: str = ""
     heading: str = ""  # the heading of the talk's notes this act follows (docs/talk.md)
     no_reference: str = ""  # why the act has no 2019 time (the talk showed no run there)
+    beside: str = ""  # the act whose result each server is shown beside (act 5: B against its act 3)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "title": self.title, "era": self.era, "summary": self.summary,
                 "takeaway": self.takeaway, "heading": self.heading, "no_reference": self.no_reference,
+                "beside": self.beside,
                 "rows": [r.to_dict() for r in self.rows]}
 
 
@@ -200,14 +202,13 @@ ACTS = (
         "becomes four 20 ms writes: no real gain over the baseline. Can we do better?",
         heading="Writing zeroes: much ado about nothing"),
     Act("block-status", "2b. What's the status? Ask the destination first", "qemu 2.12, Apr 2018: an experiment",
-        "BLOCK_STATUS tells whether a range is a hole. A client could ask before each hole and skip the zero "
+        "BLOCK_STATUS says whether a range is a hole: a client could ask before each hole and skip the zero "
         "where the destination already reads as zero. Here it asks on a reused disk (data everywhere, so each "
-        "answer is 'data'), kept on tmpfs and on ext4, as the disk grows from 32 to 128 MiB.",
+        "answer is 'data'), on tmpfs and on ext4, the disk growing from 32 to 128 MiB.",
         BLOCK_STATUS_ROWS,
-        "Two reasons qemu-img convert does not ask. If zeroing is fast, a question at best replaces a zero "
-        "request and at worst comes before one. If zeroing is slow, skipping pays only while the answer is fast: "
-        "tmpfs answers lseek(SEEK_HOLE) by walking the file, so the questions cost grows with the square of "
-        "the disk.",
+        "Two reasons not to ask. If zeroing is fast, a question at best replaces a zero and at worst comes "
+        "before one. If zeroing is slow, asking pays only while answers are fast, and tmpfs walks the file for "
+        "lseek(SEEK_HOLE): the questions cost grows with the square of the disk.",
         heading="What's the status?",
         no_reference="The talk showed a slide here, not a run: no 2019 time."),
     Act("pre-zero", "3. Pre-zeroing: a tale of two servers", "qemu 3.1, Dec 2018",
@@ -232,7 +233,7 @@ ACTS = (
         _pair("qemu-4.2", "act5", "default", REFERENCE_ROWS[6], REFERENCE_ROWS[5]),
         "Both servers at their best out of the box: A pre-zeroes in 4 requests; B pays one refused request and "
         "none of act 3's doubled writes.",
-        heading="Protocol extension: time to pull a fast one"),
+        heading="Protocol extension: time to pull a fast one", beside="pre-zero"),
 )
 
 # --- today: the 2019 question asked of today's servers and storage ----------------------

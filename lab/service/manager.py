@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -169,6 +170,7 @@ class Manager:
         self._started_logged: set[str] = set()  # runs whose start the log has said
         self.audits = AuditBook(self.scheduler, self.config.places, self.config.limits)  # zero audits, as jobs
         self.reaper = Reaper(self.servers.expired, lambda sid: self.delete_server(sid, reason="expired"))
+        self._talk: dict[str, Any] = {"act": None, "at": None}
         self._started = False
         # What the web layer may use of the store: the read side, and the log of retried POSTs.
         self.history = History(store)
@@ -491,6 +493,16 @@ class Manager:
             if job.run is not None and job.run.student is not None:
                 out[job.run.student] = out.get(job.run.student, 0) + 1
         return out
+
+    # -- the talk: the act the presenter shows, for the audience to follow ---------------------
+    def show_act(self, act: str) -> dict[str, Any]:
+        """The presenter shows `act` (a key of lab.domain.scenarios.ACTS, or "summary"): a `talk` event."""
+        self._talk = {"act": act, "at": time.time()}
+        self.bus.publish("talk", **self._talk)
+        return dict(self._talk)
+
+    def shown_act(self) -> dict[str, Any]:
+        return dict(self._talk)
 
     def prune_events(self) -> int:
         """Delete progress events of long-finished runs (config retention and cap); returns how many."""

@@ -208,6 +208,7 @@ export function drawChart(model, width, opts = {}) {
   const xs = (v) => left + (Math.max(0, v) / max) * (right - left);
   const plotTop = y;
   let footnote = false;
+  let contended = false; // a time measured while other work kept the machine busy
   let outside = false;
   const grid = node("g");
   svg.append(grid);
@@ -242,6 +243,7 @@ export function drawChart(model, width, opts = {}) {
       else if (bar.state === "failed") text = bar.value ? `${f.seconds(bar.value)} ✗` : "failed";
       else if (bar.state === "done") text = f.seconds(bar.value);
       if (text && differs(bar.row)) { text += " †"; footnote = true; }
+      if (text && bar.state !== "running" && bar.run && bar.run.contended) { text += " ⚠"; contended = true; }
       // a measured run outside its expectation's interval is marked (lab.measure.expectation)
       const verdict = bar.state === "done" && bar.run ? bar.run.model_verdict : null;
       if (text && OUTSIDE[verdict]) { text += ` ${OUTSIDE[verdict]}`; outside = true; }
@@ -293,6 +295,12 @@ export function drawChart(model, width, opts = {}) {
       width - x0 * 2 - 8, 13 * k);
     lines.forEach((l, i) => svg.append(node("text", { x: x0, y: height + i * 18 * k, fill: p.muted, "font-size": 13 * k }, l)));
     height += (lines.length - 1) * 18 * k + 8 * k;
+  }
+  if (contended) {
+    height += 14 * k;
+    svg.append(node("text", { x: x0, y: height, fill: p.muted, "font-size": 13 * k },
+      "⚠ contended: other work kept the machine busy during that run; its time is not a clean measurement"));
+    height += 8 * k;
   }
   if (footnote) {
     const words = "† On this lab's nbdkit (1.32) this row cannot behave as in 2019: zeromode=emulate now runs in nbdkit's core, which refuses the fast-zero flag before the nozero filter could ignore it.";

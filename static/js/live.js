@@ -20,6 +20,7 @@ export const store = {
   cells: new Map(),     // id -> {cells (run-length encoded), cell_size}: the live disk map
   series: new Map(),    // id -> [{t, w, z}] cumulative backend writes/zeroes over copy time
   waiting: new Map(),   // id -> {queue_position, estimated_start_s, at (ms)}: a queued run's place (GET /api/v1/queue)
+  talk: null,           // {act, at}: the act the presenter shows (the talk's audience follows it)
   total: null,          // runs the service has (from the last page read)
   nextCursor: null,     // where the next history page starts
   pages: 0,             // history pages read
@@ -59,14 +60,19 @@ export function upsertRun(run) {
   notify(old ? "run" : "new", run.id);
 }
 
-// Elapsed copy time now, extrapolated from the last progress event between events.
+// How long a clock may run on past the last progress event: a run that sends nothing for longer
+// (a stalled copy, a lost connection) shows the time it was last heard of, never a made-up one.
+export const EXTRAPOLATE_S = 2;
+
+// Elapsed copy time now, extrapolated from the last progress event between events, only while the
+// event stream is live and for at most EXTRAPOLATE_S.
 export function liveElapsed(id) {
   const p = store.progress.get(id);
   if (!p) return null;
   const run = store.runs.get(id);
   if (run && FINAL.has(run.status)) return p.elapsed_s;
-  if (store.phase.get(id) === "verify") return p.elapsed_s;
-  return p.elapsed_s + (performance.now() - p.receivedAt) / 1000;
+  if (store.phase.get(id) === "verify" || conn.state !== "live") return p.elapsed_s;
+  return p.elapsed_s + Math.min(EXTRAPOLATE_S, (performance.now() - p.receivedAt) / 1000);
 }
 
 // A queued run's place and estimate change whenever the queue moves: read GET /api/v1/queue again
@@ -126,7 +132,7 @@ function handle(ev) {
       const run = store.runs.get(id);
       if (run && FINAL.has(run.status)) return; // replayed history of a finished run
       store.progress.set(id, { ...ev, receivedAt: performance.now() });
-      if (ev.cells) store.cells.set(id, { cells: ev.cells, cell_size: ev.cell_size });
+      if (ev.cells) store.cells.set(id, { cells: ev.cells, under: ev.under, marks: ev.marks, cell_size: ev.cell_size });
       if (ev.backend) {
         const list = store.series.get(id) || [];
         if (list.length < 5000) list.push({ t: ev.elapsed_s, w: ev.backend.write_ops || 0, z: ev.backend.zero_ops || 0 });
@@ -151,6 +157,10 @@ function handle(ev) {
       notify("done", id);
       return;
     }
+    case "talk": // the act the presenter shows (PUT /api/v1/talk)
+      store.talk = { act: ev.act, at: ev.at };
+      notify("talk");
+      return;
     default:
       // queued / created / sweep events: anything carrying a run is taken as is.
       if (ev.run && typeof ev.run === "object" && ev.run.client) upsertRun(ev.run);
@@ -259,7 +269,7 @@ async function afterReconnect() {
   connect();
 }
 
-const EVENT_NAMES = ["message", "state", "progress", "done", "sweep", "sweep_done", "server"];
+const EVENT_NAMES = ["message", "state", "progress", "done", "sweep", "sweep_done", "server", "talk"];
 let source = null;
 let retryTimer = null;
 let everOpened = false;

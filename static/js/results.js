@@ -29,14 +29,25 @@ function model() {
   return current ? buildModel(current.rows) : { cats: [], max: 1 };
 }
 
-// What geometry the shown bars were measured at: the talk's, or say which.
+// At what geometry the shown bars were measured: each row's own (the service says so per run:
+// scenario_rows[key] is true), or say which others.
 function geometryText(m) {
-  const geos = new Set(m.cats.flatMap((c) => c.bars).filter((b) => b.run && b.run.server)
-    .map((b) => f.shortGeometry(b.run.server, config.spec_defaults)));
-  const other = [...geos].filter(Boolean);
-  const talk = "100 MiB sparse image into nbdkit memory, 20 ms per write, 5 ms per zero";
-  if (!other.length) return talk;
-  return `Measured at ${other.join("; ")}${geos.has("") ? " and at the talk's geometry" : ""} (talk: 100M, 20ms/5ms)`;
+  const bars = m.cats.flatMap((c) => c.bars).filter((b) => b.run && b.run.server);
+  if (!bars.length) return "Not measured yet";
+  const other = new Set(bars.filter((b) => !(b.run.scenario_rows || {})[b.row.key])
+    .map((b) => f.shortGeometry(b.run.server, config.spec_defaults) || "another geometry"));
+  const own = bars.length - bars.filter((b) => !(b.run.scenario_rows || {})[b.row.key]).length;
+  const talk = "each row's own geometry (the talk's: 100 MiB sparse image into nbdkit memory, 20 ms per write, 5 ms per zero)";
+  if (!other.size) return `Measured at ${talk}`;
+  return `Measured at ${[...other].join("; ")}${own ? `, and ${own} at ${talk}` : ""}`;
+}
+
+// How much of the scenario has been measured, in words: the page's status line and the export's subtitle.
+function countText(m) {
+  const bars = m.cats.flatMap((c) => c.bars);
+  const done = bars.filter((b) => b.state === "done" || b.state === "failed").length;
+  const contended = bars.filter((b) => b.state === "done" && b.run && b.run.contended).length;
+  return `${done} of ${bars.length} rows measured${contended ? `, ${contended} contended ⚠` : ""}`;
 }
 
 function redrawChart() {
@@ -49,11 +60,10 @@ function redrawChart() {
   box.closest(".chart-scroll")?.classList.toggle("scrolls", box.scrollWidth > box.clientWidth + 1);
   // status line: how much of the scenario has been measured
   const bars = m.cats.flatMap((c) => c.bars);
-  const done = bars.filter((b) => b.state === "done" || b.state === "failed").length;
   const running = bars.filter((b) => b.state === "running").length;
   const queued = bars.filter((b) => b.state === "queued").length;
   const bad = bars.filter((b) => b.state === "failed").length;
-  const parts = [`${done} of ${bars.length} rows measured`];
+  const parts = [countText(m)];
   if (running) parts.push(`${running} running`);
   if (queued) parts.push(`${queued} queued`);
   if (bad) parts.push(`${bad} failed`);
@@ -96,6 +106,8 @@ function redrawRows(m) {
         el("td", { "data-label": "Server", class: "mono wide" }, f.serverSummary({ fastzeromode: "default", ...bar.row.server })),
         el("td", { "data-label": "Measured", class: "num" },
           bar.state === "running" ? `${f.seconds(bar.value, 1)}…` : bar.state === "queued" && !bar.value ? "queued" : f.seconds(bar.value),
+          run && run.contended && bar.state !== "running"
+            ? el("span", { class: "contended", title: "contended: other work kept the machine busy during this run" }, " ⚠") : null,
           run && bar.state === "done" && run.expected_s != null
             ? el("div", { class: "hint" }, `${f.interval(run.expected_s, run.expected_low_s, run.expected_high_s)} exp.`) : null,
           run && bar.state === "done" && f.outsideText(run)
@@ -122,7 +134,7 @@ function exportChart(kind) {
   if (!current) return;
   const m = model();
   const svg = drawChart(m, 1280, { title: TITLES[current.name] || current.title, background: true, scale: 1.15,
-    subtitle: `Measured with fastzero-lab: ${geometryText(m)} · ◆ 2019 reference` });
+    subtitle: `fastzero-lab, ${new Date().toISOString().slice(0, 10)}: ${countText(m)}. ${geometryText(m)}. ◆ the 2019 time (Blake, 2019).` });
   const name = `fastzero-${current.name}`;
   if (kind === "svg") exportSvg(svg, `${name}.svg`);
   else exportPng(svg, `${name}.png`).catch((e) => showMessage(e.message, "error", 5000));
@@ -162,7 +174,6 @@ async function main() {
     redrawChart();
   });
   onKey((e) => {
-    if (e.key === "c" && isPresenter()) { runAll(); return true; }
     if (e.key === "s") { exportChart("svg"); return true; }
     if (e.key === "p") { exportChart("png"); return true; }
     return false;

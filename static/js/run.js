@@ -7,7 +7,7 @@ import { DiskMap, cellSizeFor, drawRate, legend, showMap } from "./diskmap.js";
 import { $ } from "./format.js";
 import * as f from "./format.js";
 import { FINAL, start, store, subscribe, upsertRun } from "./live.js";
-import { failed, fastZeroText, predictedLabel, statusLabel } from "./runview.js";
+import { contendedNote, failed, fastZeroText, predictedLabel, slowPath, statusLabel } from "./runview.js";
 
 const el = f.el;
 const runId = decodeURIComponent(location.pathname.split("/").pop());
@@ -30,7 +30,7 @@ function renderRun(run) {
   const b = run.backend || {};
   const reached = run.reached;
   $("run-counts").replaceChildren(...[
-    dd("copy time", f.seconds(run.duration_s), "time"),
+    dd("copy time", f.seconds(run.duration_s) + (run.contended || slowPath(run) ? " ⚠" : ""), "time"),
     dd(predictedLabel(run), f.seconds(run.predicted_s), "predicted"),
     dd("backend writes", b.write_ops ?? "–", "writes"),
     dd("backend zeroes", b.zero_ops ?? "–", "zeroes"),
@@ -39,6 +39,8 @@ function renderRun(run) {
     dd("verified", run.verified === true ? "yes" : run.verified === false ? "NO" : "–", "verified"),
     reached && run.status !== "succeeded" ? dd("reached", `${Math.round((reached.fraction || 0) * 100)}%`, "reached") : [],
   ].flat());
+  // a time that is not a clean measurement says so beside it (others' CPU, or the slow copy path)
+  $("run-contended").replaceChildren(...(FINAL.has(run.status) ? contendedNote(run) : []));
   $("run-error").hidden = !(run.error && (failed(run) || run.status === "cancelled"));
   $("run-error").textContent = run.error || "";
   const times = [["setup (image, server)", run.setup_s], ["copy", run.duration_s], ["verify (read back)", run.verify_s]];

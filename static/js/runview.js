@@ -213,7 +213,7 @@ export function renderCard(run, node = null) {
   return card;
 }
 
-const slowPath = (run) => Boolean(run.contention && run.contention.slow_copy_path);
+export const slowPath = (run) => Boolean(run.contention && run.contention.slow_copy_path);
 
 // The expected time of a run that fell outside its interval is marked, and says which way.
 function markOutside(node, run) {
@@ -226,7 +226,7 @@ function markOutside(node, run) {
 
 // Why this time is not a clean measurement: others competed for the CPU, and/or the run's own
 // processes burned more CPU than the calibration expects for its counts (both can be true).
-function contendedNote(run) {
+export function contendedNote(run) {
   const c = run.contention || {};
   const notes = [];
   if (run.contended) {

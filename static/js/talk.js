@@ -1,25 +1,29 @@
-// Guided mode for a talk: one act per screen, its runs racing side by side with a live
-// disk map under each lane, then why.
+// The talk: one act per screen, its runs racing on one time axis, then the outcome and why.
 //
-// For a projector: Enter always means "run this act" (never "press the focused button"),
-// and does nothing while the act runs; banners float over the page and never move the
-// controls; ?kiosk (or k) drops the top bar and pins the controls to the bottom.
+// For a stage: Enter runs this act (never "press the focused button") and does nothing while it
+// runs; anything that starts more than one act asks first, in a dialog Enter alone cannot pass;
+// Space is left to the browser. ?kiosk (or k) drops the top bar. ?follow is the audience's view:
+// read-only, it follows the act the presenter shows (with or without a token).
 
-import { api, isPresenter } from "./api.js";
-import { barFor, buildModel, drawChart, rowSpec, runsByKey, runsForRow } from "./chart.js";
+import { api, isPresenter, request } from "./api.js";
 import { init, onKey, onRoleChange, onThemeChange, showMessage, typing } from "./common.js";
-import { DiskMap, cellSizeFor, legend, unrle } from "./diskmap.js";
+import { KINDS } from "./diskmap.js";
 import { $ } from "./format.js";
 import * as f from "./format.js";
-import { start, store, subscribe, watchScenario } from "./live.js";
-import { reachedOf } from "./runview.js";
+import { connection, onConnection, start, store, subscribe, watchScenario } from "./live.js";
+import { rowSpec, runsByKey } from "./chart.js";
+import { ago, asksFirst, axisScale, buildLane, drawAxis, laneOf, laneTitle, updateLane } from "./talklane.js";
+import { renderSummary } from "./talksummary.js";
 
 const el = f.el;
+const params = new URLSearchParams(location.search);
+const follow = params.has("follow");
 let acts = [];
 let index = 0;
 const RESET_KEY = "lab-talk-since";
 let since = loadSince();
 let starting = false; // a press of Enter is between its POSTs and their answers
+const cancelling = new Set(); // run ids whose cancel was asked for
 
 function loadSince() {
   try { return JSON.parse(sessionStorage.getItem(RESET_KEY)) || {}; } catch { return {}; }
@@ -28,10 +32,13 @@ function saveSince() {
   try { sessionStorage.setItem(RESET_KEY, JSON.stringify(since)); } catch { /* ignore */ }
 }
 
+// The audience's view (?follow, or no presenter token) never starts anything and follows the presenter.
+const presenter = () => isPresenter() && !follow;
+const following = () => !presenter();
 const isSummary = () => index === acts.length;
 const act = () => acts[index] || null;
-// An act's own number, as its title gives it ("3b. Ask the destination first?" -> "3b").
-const actNumber = (a, i) => ((a.title || "").match(/^(\w+)\./) || [null, String(i + 1)])[1];
+// An act's own number, as its title gives it ("2b. What's the status?" -> "2b").
+export const actNumber = (a, i) => ((a.title || "").match(/^(\w+)\./) || [null, String(i + 1)])[1];
 
 // #3 (position) or #pre-zero (an act's key) or #summary
 function indexFromHash() {
@@ -43,210 +50,7 @@ function indexFromHash() {
   return Number.isFinite(n) ? Math.max(0, Math.min(acts.length, n - 1)) : null;
 }
 
-function lanesScale(bars) {
-  const values = bars.flatMap((b) => [b.value || 0, b.ref || 0]);
-  return Math.max(1, ...values) * 1.12;
-}
-
-function laneName(row, g) {
-  if (g === "A") return "Server A";
-  if (g === "B") return "Server B";
-  return rowSpec(row).zeromode === "none" ? "No write-zeroes" : "Server";
-}
-
-// What tells a lane apart from its neighbours: rows that differ by storage and size (the
-// block-status act) carry that in their label; the others differ by their zero modes.
-function laneSpec(row) {
-  const spec = rowSpec(row);
-  if (row.server && row.server.storage) return row.label;
-  return `${row.client} · zeromode=${spec.zeromode} · fastzeromode=${spec.fastzeromode}`;
-}
-
-// A lane's name in a sentence: "Server A" alone is ambiguous when an act has several A rows.
-function laneTitle(bar) {
-  const name = laneName(bar.row, bar.group || f.group(rowSpec(bar.row)));
-  return bar.row.server && bar.row.server.storage ? `${name} (${bar.row.label.replace(/ \(.*\)$/, "")})` : name;
-}
-
-// The counts a lane shows: live, final, or how far a failed/cancelled run got.
-function countsOf(bar) {
-  const run = bar.run;
-  if (!run) return null;
-  if (bar.state === "running") {
-    const p = store.progress.get(run.id);
-    return p ? { b: p.backend, wire: (p.client && p.client.wire) || p.server_wire } : null;
-  }
-  const reached = reachedOf(run);
-  return { b: run.backend || (reached && reached.backend), wire: run.wire };
-}
-
-function countsText(bar) {
-  const c = countsOf(bar);
-  if (!c || !c.b) return bar.state === "running" ? "starting…" : "";
-  const parts = [f.plural(c.b.write_ops ?? 0, "write"), f.plural(c.b.zero_ops ?? 0, "zero", "zeroes")];
-  const wire = c.wire;
-  if (wire && (wire.fast_zero || wire.fast_zero_failed)) {
-    parts.push(`${wire.fast_zero} fast zero${wire.fast_zero_failed ? `, ${wire.fast_zero_failed} refused` : ""}`);
-  }
-  if (wire && wire.block_status) parts.push(`${wire.block_status} block status`);
-  return parts.join(" · ");
-}
-
-function phaseText(bar) {
-  if (bar.state === "queued") return "queued";
-  if (bar.state !== "running") return "";
-  const phase = store.phase.get(bar.run.id);
-  return { setup: "setting up", "pre-zero": "pre-zero pass", copy: "copying", verify: "verifying" }[phase] || "running";
-}
-
-// --- lanes: built once per act, then only their texts, widths and maps change -------------
-const lanes = new Map(); // row key -> {node, refs}
-
-function buildLane(row, many) {
-  const refs = {};
-  const mk = (name, tag, attrs, ...children) => (refs[name] = el(tag, attrs, ...children));
-  const node = el("div", { class: "lane", dataset: { row: row.key } },
-    el("div", { class: "lane-head" }, mk("name", "div", { class: "lane-name" }),
-      el("div", { class: "lane-spec", title: `client ${row.client}` }, laneSpec(row))),
-    el("div", { class: "lane-mid" },
-      el("div", { class: "lane-line" }, mk("counts", "div", { class: "lane-counts" }), mk("phase", "span", { class: "lane-phase" })),
-      mk("track", "div", { class: "lane-track" }, mk("fill", "div", { class: "lane-fill" }))),
-    el("div", { class: "lane-time" }, mk("time", "span", {}), mk("status", "small", {})),
-    mk("mapbox", "div", { class: "lane-map" }),
-    mk("error", "p", { class: "lane-error", hidden: true }));
-  refs.map = new DiskMap(many ? { rows: 2, height: 16, label: `Disk map, ${row.key}` }
-    : { rows: 4, height: 34, label: `Disk map, ${row.key}` });
-  refs.mapbox.append(refs.map.node);
-  refs.ref = null;
-  return { node, refs };
-}
-
-function set(node, text) {
-  if (node.textContent !== text) node.textContent = text;
-}
-
-function updateLane(lane, bar, scale) {
-  const { node, refs } = lane;
-  const g = bar.group || f.group(rowSpec(bar.row));
-  const cls = `lane grp-${g} is-${bar.state}${bar.state === "failed" ? " is-failed" : ""}`;
-  if (node.className !== cls) node.className = cls;
-  node.dataset.state = bar.state;
-  node.dataset.phase = bar.state === "running" ? store.phase.get(bar.run.id) || "setup" : "";
-  set(refs.name, laneName(bar.row, g));
-  refs.fill.style.width = `${bar.value ? Math.min(100, (bar.value / scale) * 100) : 0}%`;
-  refs.fill.style.opacity = bar.stale ? "0.4" : "";
-  if (bar.ref) {
-    if (!refs.ref) { refs.ref = el("span", { class: "lane-ref", title: "2019 reference time" }); refs.track.append(refs.ref); }
-    refs.ref.dataset.label = `2019: ${f.seconds(bar.ref)}`;
-    const at = bar.ref / scale;
-    refs.ref.style.left = `${at * 100}%`;
-    refs.ref.classList.toggle("ref-end", at > 0.8);
-  } else if (refs.ref) { refs.ref.remove(); refs.ref = null; }
-  set(refs.counts, countsText(bar) || " ");
-  set(refs.phase, phaseText(bar));
-  let status = "ready";
-  if (bar.state === "running") status = "running…";
-  else if (bar.state === "queued") status = "queued";
-  else if (bar.state === "done") status = bar.run.verified ? "✓ verified" : "done";
-  else if (bar.state === "failed") status = bar.run.verified === false ? "✗ NOT verified" : `✗ ${bar.run.status}`;
-  set(refs.time, bar.value === null || bar.value === undefined ? "–" : f.seconds(bar.value, bar.state === "running" ? 1 : 2));
-  set(refs.status, status);
-  const error = bar.state === "failed" ? bar.run.error || "not verified" : "";
-  set(refs.error, error);
-  refs.error.hidden = !error;
-  // the map: live cells while it runs, the run's own map once done, blank when reset
-  const run = bar.run;
-  const live = run && store.cells.get(run.id);
-  // (the last live cells may still show BLOCK_STATUS questions: a finished run shows its own map)
-  const m = run && bar.state !== "empty" ? (bar.state === "running" ? live || run.diskmap : run.diskmap || live) : null;
-  if (m) {
-    refs.map.setCells(unrle(m.cells), m.cell_size);
-    // a refused fast zero changes nothing on disk: it flashes over the disk as it happens
-    const refused = bar.state === "running" ? (countsOf(bar)?.wire?.fast_zero_failed || 0) : 0;
-    if (refused > (refs.refused || 0)) refs.map.flash("R", 0, refs.map.cells.length);
-    refs.refused = refused;
-  } else {
-    // nothing written yet: the whole disk, untouched
-    const size = rowSpec(bar.row).size;
-    if (typeof size === "number") { const cell = cellSizeFor(size); refs.map.setCells(".".repeat(Math.ceil(size / cell)), cell); }
-  }
-  refs.mapbox.classList.toggle("is-blank", !m);
-}
-
-// The previous good result of a failed act, clearly labelled as such.
-function lastGood(row) {
-  const list = runsForRow(row, runsByKey()).filter((r) => (r.created_at || 0) >= (since[act().key] || 0));
-  return list.find((r) => r.status === "succeeded" && r.verified !== false) || null;
-}
-
-function outcome(bars) {
-  const box = $("outcome");
-  const finished = bars.length > 0 && bars.every((b) => b.state === "done" || b.state === "failed");
-  if (!finished) { box.hidden = true; return; }
-  const failedBars = bars.filter((b) => b.state === "failed");
-  if (failedBars.length) {
-    // A failed act shows what went wrong, never the success story.
-    const items = failedBars.map((b) => {
-      const name = laneTitle(b);
-      const good = lastGood(b.row);
-      return el("li", {}, el("b", {}, `${name}: `), b.run.error || `${b.run.status}`,
-        good ? el("span", { class: "fallback" }, ` Last good result (earlier run, shown for comparison only): ${f.seconds(good.duration_s)}.`) : null);
-    });
-    box.className = "outcome is-failed";
-    box.replaceChildren(el("h2", { class: "outcome-h" }, "This act failed"), el("ul", { class: "verdict-list" }, items),
-      el("p", { class: "hint" }, "Press Enter to run it again, or r to reset."));
-    box.hidden = false;
-    return;
-  }
-  box.className = "outcome";
-  const times = bars.map((b) => `${laneTitle(b)} took ${f.seconds(b.value)}`);
-  let verdict = times.join(", ") + ".";
-  const [a, b] = bars;
-  if (bars.length === 2 && a.value && b.value) {
-    const ratio = b.value / a.value;
-    verdict += ratio > 1.15 ? ` Server A was ${ratio.toFixed(1)}× faster.` : ratio < 1 / 1.15
-      ? ` Server B was ${(1 / ratio).toFixed(1)}× faster.` : " About the same time.";
-  } else if (bars.length > 2) {
-    // one line per server: its times as the disk grows, and how much they grew
-    const groups = new Map();
-    for (const bar of bars) {
-      const name = laneName(bar.row, bar.group || f.group(rowSpec(bar.row)));
-      groups.set(name, [...(groups.get(name) || []), bar.value]);
-    }
-    verdict = [...groups].map(([name, vs]) => `${name}: ${vs.map((v) => f.seconds(v)).join(" → ")}`
-      + (vs.length > 1 && vs[0] ? ` (${(vs[vs.length - 1] / vs[0]).toFixed(1)}×)` : "")).join("; ") + ".";
-  } else if (bars.length === 1 && a.run.predicted_s) {
-    verdict += ` The delay model predicted ${f.seconds(a.run.predicted_s)}.`;
-  }
-  box.replaceChildren(
-    el("h2", { class: "outcome-h" }, "Outcome"),
-    el("p", { class: "verdict" }, verdict),
-    act().takeaway ? el("p", { class: "why" }, el("b", {}, "Why: "), act().takeaway) : null,
-  );
-  box.hidden = false;
-}
-
-let dotsKey = "";
-function renderDots() {
-  const byKey = runsByKey();
-  const done = [...acts, { key: "summary", title: "Summary" }].map((a) => Boolean(a.rows && a.rows.every((r) => barFor(r, byKey, since[a.key] || 0).state === "done")));
-  const key = `${index}|${done.join(",")}|${acts.length}`;
-  if (key === dotsKey) return; // the buttons stay the same elements (a press in progress lands)
-  dotsKey = key;
-  const dots = $("act-dots");
-  const all = [...acts, { key: "summary", title: "Summary" }];
-  if (dots.children.length !== all.length) {
-    dots.replaceChildren(...all.map((a, i) => el("li", {}, el("button", {
-      type: "button", "aria-label": i < acts.length ? a.title : "Σ Summary", title: a.title, onclick: () => go(i),
-    }, i < acts.length ? actNumber(a, i) : "Σ"))));
-  }
-  [...dots.querySelectorAll("button")].forEach((b, i) => {
-    if (i === index) b.setAttribute("aria-current", "step"); else b.removeAttribute("aria-current");
-    b.classList.toggle("done", done[i]);
-  });
-}
-
-// Rows this machine cannot run (GET /api/v1/scenarios says `available: false` and why) are no
+// Rows this machine cannot run (GET /api/v1/scenarios/acts says `available: false` and why) are no
 // lanes: the act runs the others, and a note under the lanes names what is missing and why.
 function splitAvailable(a) {
   return { ...a, rows: a.rows.filter((r) => r.available !== false), unavailable: a.rows.filter((r) => r.available === false) };
@@ -256,101 +60,247 @@ function renderUnavailable(a) {
   const box = $("lanes-unavailable");
   const missing = (a && a.unavailable) || [];
   box.hidden = !missing.length;
-  if (!missing.length) { box.replaceChildren(); return; }
   const byReason = new Map();
   for (const r of missing) byReason.set(r.reason || "", [...(byReason.get(r.reason || "") || []), r]);
   box.replaceChildren(...[...byReason].map(([reason, rows]) => el("p", {},
-    el("b", {}, `${rows.map((r) => laneTitle({ row: r, group: r.group })).join(", ")}: `),
-    `not available here${reason ? `: ${reason}` : ""}.`)));
+    el("b", {}, `${rows.map((r) => laneTitle(r)).join(", ")}: `), `not available here${reason ? `: ${reason}` : ""}.`)));
 }
 
-function busyBars() {
-  if (!act()) return [];
-  const byKey = runsByKey();
-  return act().rows.map((r) => barFor(r, byKey, since[act().key] || 0)).filter((b) => b.state === "running" || b.state === "queued");
-}
-
+// --- one act on screen ------------------------------------------------------------------------
+let doms = new Map(); // row key -> lane DOM
 let shownAct = -1;
+
+function ctxFor(a) {
+  return { act: a, acts, byRow: runsByKey(), since: since[a.key] || 0, cancelling };
+}
+
+function lanesOf(a) {
+  const ctx = ctxFor(a);
+  return a.rows.map((r) => laneOf(r, ctx));
+}
+
+// The maps' height in pixels (the canvas draws in pixels): 1.6rem of two rows, 0.8rem in the grid.
+function mapHeight(rem) {
+  return Math.round(parseFloat(getComputedStyle(document.documentElement).fontSize) * rem);
+}
+
+function buildAct(a) {
+  const grid = a.rows.length > 2; // the block-status act: two columns (the storages), a row per size
+  const box = $("lanes");
+  box.className = grid ? "lanes lanes-grid" : "lanes";
+  $("talk").classList.toggle("is-grid", grid);
+  box.style.setProperty("--lane-rows", String(Math.ceil(a.rows.length / 2)));
+  // the grid is filled column by column: all of A (tmpfs), then all of B (ext4)
+  const rows = grid ? [...a.rows.filter((r) => r.group === "A"), ...a.rows.filter((r) => r.group !== "A")] : a.rows;
+  doms = new Map(rows.map((r) => [r.key, buildLane(r, { mapRows: grid ? 1 : 2, short: grid })]));
+  const nodes = [...doms.values()].map((d) => d.node);
+  if (grid) { // each column headed by its storage
+    // "tmpfs, reused disk, 32 MiB (256 holes)" -> "tmpfs" (where the machine keeps this column's disks)
+    const head = (r) => el("div", { class: "lanes-head" }, r.label.split(",")[0]);
+    const split = rows.findIndex((r) => r.group !== "A");
+    nodes.splice(split, 0, head(rows[split]));
+    nodes.unshift(head(rows[0]));
+  }
+  box.replaceChildren(...nodes);
+  const phone = !matchMedia("(min-aspect-ratio: 4/3) and (min-width: 900px)").matches;
+  const h = mapHeight(grid ? 0.8 : phone ? 1.1 : 1.6);
+  for (const d of doms.values()) { d.refs.map.height = h; d.refs.map.canvas.style.height = `${h}px`; }
+  $("axes").replaceChildren(...(grid ? [el("div", { class: "axis" }), el("div", { class: "axis" })] : [el("div", { class: "axis" })]));
+  renderUnavailable(a);
+  const kinds = asksFirst(a) ? ["D", "Z", "S"] : mapKinds(a);
+  $("lane-legend").replaceChildren(...kinds.map((k) => el("span", { class: "item" },
+    el("span", { class: "swatch", style: `background: var(${KINDS[k][1]})` }), LEGEND[k])));
+}
+
+// The map's colours in the talk's few words (diskmap.js KINDS has the long ones).
+const LEGEND = { D: "data", W: "zero written out", P: "pre-zero written out", Z: "zero as metadata",
+  p: "pre-zero as metadata", R: "fast zero refused", S: "BLOCK_STATUS asked", T: "trim", ".": "not written" };
+
+// The map colours an act can show: its story's, not all of them.
+function mapKinds(a) {
+  const codes = { "baseline": ["D", "W"], "write-zeroes": ["D", "Z", "W"], "pre-zero": ["D", "p", "P"],
+    "no-fallback": ["D", "Z", "W"], "fast-zero": ["D", "p", "W", "R"] }[a.key];
+  return codes || ["D", "W", "P", "Z", "p", "R"];
+}
+
+function renderAct() {
+  const a = act();
+  const talk = $("talk");
+  talk.classList.remove("is-summary");
+  $("talk-chart").hidden = true;
+  set($("act-count"), `Act ${actNumber(a, index)} · ${index + 1} of ${acts.length}`);
+  set($("act-era"), a.era);
+  set($("act-title"), a.title.replace(/^\w+\.\s*/, ""));
+  set($("act-summary"), a.summary);
+  if (shownAct !== index) { buildAct(a); shownAct = index; }
+  const lanes = lanesOf(a);
+  const scale = axisScale(lanes);
+  const connected = connection().state === "live";
+  for (const lane of lanes) updateLane(doms.get(lane.row.key), lane, { act: a, scale: scale.end, connected });
+  for (const axis of $("axes").children) drawAxis(axis, scale);
+  renderOutcome(a, lanes);
+  // the controls
+  const busy = starting || lanes.some((l) => ["running", "queued", "cancelling"].includes(l.state));
+  const btn = $("act-run");
+  btn.disabled = busy || !presenter() || !lanes.length; // no lanes: nothing of this act runs on this machine
+  const label = !lanes.length ? "Not available here " : busy ? "Running…" : lanes.some((l) => l.state !== "ready") ? "Run again " : lanes.length > 2
+    ? `Run all ${lanes.length} ` : lanes.length > 1 ? "Run both " : "Run ";
+  if (btn.dataset.label !== label) { btn.dataset.label = label; btn.replaceChildren(label, busy || !lanes.length ? "" : el("kbd", {}, "Enter")); }
+  $("act-cancel").hidden = !busy || starting;
+  $("act-reset").hidden = false;
+}
+
+// --- the outcome: the same box from the start; its words follow the lanes, honestly ------------
+function renderOutcome(a, lanes) {
+  const box = $("outcome");
+  const states = lanes.map((l) => l.state);
+  let state = "idle";
+  if (states.some((s) => ["running", "queued", "cancelling"].includes(s))) state = "running";
+  else if (states.some((s) => s === "failed" || s === "interrupted")) state = "failed";
+  else if (states.some((s) => s === "cancelled")) state = "cancelled";
+  else if (states.length && states.every((s) => s === "done")) state = "done";
+  else if (states.some((s) => s === "done")) state = "partial";
+  const parts = outcomeParts(a, lanes, state);
+  const key = `${state}|${parts.map((p) => p.textContent).join("|")}`;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.dataset.state = state;
+  box.replaceChildren(...parts);
+}
+
+const H = (text) => el("h2", { class: "outcome-h" }, text);
+
+function outcomeParts(a, lanes, state) {
+  switch (state) {
+    case "idle":
+      return [H("Before it runs"),
+        el("p", { class: "why" }, presenter() ? `Press Enter to run ${lanes.length > 1 ? "the lanes side by side" : "it"}.`
+          : "Waiting for the presenter to run this act."),
+        a.no_reference ? el("p", { class: "hint" }, a.no_reference) : null].filter(Boolean);
+    case "running": {
+      const queued = lanes.filter((l) => l.state === "queued");
+      return [H("Running"),
+        el("p", { class: "why" }, asksFirst(a) ? "Each lane asks BLOCK_STATUS before every hole; the violet part of a bar is the time spent asking."
+          : "The bars grow in real seconds on one axis; ◆ marks the 2019 time."),
+        queued.length ? el("p", { class: "hint" }, `Waiting in the queue: ${queued.map((l) => laneTitle(l.row)).join(", ")}.`) : null,
+      ].filter(Boolean);
+    }
+    case "failed": {
+      const bad = lanes.filter((l) => l.state === "failed" || l.state === "interrupted");
+      return [H("This act failed"),
+        el("ul", {}, bad.map((l) => el("li", {}, el("b", {}, `${laneTitle(l.row)}: `),
+          l.state === "interrupted" ? "interrupted: the service stopped during the run" : l.run.verified === false
+            ? "the copy is NOT what the source held" : l.run.error || l.run.status,
+          l.last ? el("span", { class: "earlier" }, ` (last run, ${ago(l.last.created_at)}: ${f.seconds(l.last.duration_s)})`) : null))),
+        el("p", { class: "hint" }, presenter() ? "Press Enter to run it again, or r to reset." : "The presenter may run it again.")];
+    }
+    case "cancelled":
+      return [H("Cancelled"),
+        el("p", { class: "why" }, "The act was stopped before the end: no result to compare."),
+        el("p", { class: "hint" }, presenter() ? "Press Enter to run it again." : "The presenter may run it again.")];
+    case "partial":
+      return [H("Partly run"), el("p", { class: "why" }, "Not every lane has a result since the last reset."),
+        el("p", { class: "hint" }, presenter() ? "Press Enter to run the act." : "")];
+    default:
+      return [H("Outcome"), el("p", { class: "verdict" }, verdict(a, lanes)),
+        a.takeaway ? el("p", { class: "why" }, el("b", {}, "Why: "), a.takeaway) : null].filter(Boolean);
+  }
+}
+
+function verdict(a, lanes) {
+  if (asksFirst(a)) {
+    // per storage: how much the time spent asking grew, against how much the disk grew
+    const by = new Map();
+    for (const l of lanes) by.set(l.row.server.storage, [...(by.get(l.row.server.storage) || []), l]);
+    const growth = [...by].map(([name, ls]) => {
+      const first = ls[0].part;
+      const last = ls[ls.length - 1].part;
+      return first && last != null ? `${(last / first).toFixed(last / first < 10 ? 1 : 0)}× on ${name}` : null;
+    }).filter(Boolean);
+    const [small, big] = [lanes[0], lanes[lanes.length - 1]].map((l) => rowSpec(l.row).size);
+    return `Asking grew ${growth.join(", ")}, for ${Math.round(big / small)}× the disk.`;
+  }
+  const text = lanes.map((l) => `${laneTitle(l.row).split(" (")[0]}: ${f.seconds(l.value)}`).join(", ");
+  if (lanes.length === 2) {
+    const [A, B] = lanes;
+    const ratio = B.value / A.value;
+    let out = `${text}. ${ratio > 1.15 ? `A was ${ratio.toFixed(1)}× faster.` : ratio < 1 / 1.15
+      ? `B was ${(1 / ratio).toFixed(1)}× faster.` : "About the same time."}`;
+    const b = B.beside;
+    if (b) out += ` B took ${f.seconds(b.s)} in ${b.label}: ${f.seconds(b.s - B.value)} saved.`;
+    return out;
+  }
+  const run = lanes[0].run;
+  return `${text}.${run && run.predicted_s ? ` The delays alone come to ${f.seconds(run.predicted_s)}.` : ""}`;
+}
+
+// --- the act list -----------------------------------------------------------------------------
+let dotsKey = "";
+function renderDots() {
+  const all = [...acts, { key: "summary", title: "Σ. Summary", rows: [] }];
+  const done = all.map((a) => a.rows.length > 0 && lanesOf(a).every((l) => l.state === "done"));
+  const key = `${index}|${done.join(",")}|${acts.length}`;
+  if (key === dotsKey) return; // the buttons stay the same elements (a press in progress lands)
+  dotsKey = key;
+  const dots = $("act-dots");
+  if (dots.children.length !== all.length) {
+    dots.replaceChildren(...all.map((a, i) => el("li", {}, el("button", {
+      type: "button", "aria-label": i < acts.length ? a.title : "Summary", title: a.title, onclick: () => go(i, true),
+    }, i < acts.length ? actNumber(a, i) : "Σ"))));
+  }
+  [...dots.querySelectorAll("button")].forEach((b, i) => {
+    if (i === index) b.setAttribute("aria-current", "step"); else b.removeAttribute("aria-current");
+    b.classList.toggle("done", done[i]);
+  });
+}
+
+function set(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function render() {
   if (!acts.length) return;
   renderDots();
   $("act-prev").disabled = index === 0;
   $("act-next").disabled = index === acts.length;
   if (isSummary()) {
+    shownAct = index;
+    $("talk").classList.add("is-summary");
     set($("act-count"), "Summary");
-    set($("act-era"), "all acts, measured here");
+    set($("act-era"), "2016-2019, measured here");
     set($("act-title"), "Who wins, act by act");
-    set($("act-summary"), "Every act as measured in this room; ◆ marks the 2019 time.");
-    if (shownAct !== index) { $("lanes").replaceChildren(); lanes.clear(); shownAct = index; $("talk").classList.remove("talk-many"); }
-    $("lane-legend").hidden = true;
     renderUnavailable(null);
-    $("outcome").hidden = true;
     const chart = $("talk-chart");
     chart.hidden = false;
-    const rows = acts.flatMap((a) => a.rows.map((r) => ({ ...r, _act: a })));
-    // "2. Writing zeroes: same requests, two servers" -> "2. Writing zeroes"
-    const short = (t) => t.split(":")[0];
-    const m = buildModel(rows, { labelFor: (r) => ({ label: short(r._act.title), sub: r._act.era }) });
-    const width = Math.max(300, chart.clientWidth || 900);
-    // On a projector every text of the chart is at least 20 px; a phone gets a smaller scale.
-    chart.replaceChildren(drawChart(m, width, { scale: width >= 900 ? 1.62 : 1.1 }));
-    set($("act-run"), "Run all acts");
-    $("act-run").disabled = false;
+    renderSummary(chart, acts, (a) => lanesOf(a), actNumber);
+    set($("act-run"), "Run all acts…");
+    $("act-run").disabled = !presenter();
     $("act-reset").hidden = true;
     $("act-cancel").hidden = true;
     return;
   }
-  $("talk-chart").hidden = true;
-  $("act-reset").hidden = false;
-  $("lane-legend").hidden = false;
-  const a = act();
-  set($("act-count"), `Act ${actNumber(a, index)} · ${index + 1} of ${acts.length}`);
-  set($("act-era"), a.era);
-  set($("act-title"), a.title.replace(/^\d+\.\s*/, ""));
-  set($("act-summary"), a.summary);
-  if (shownAct !== index) {
-    lanes.clear();
-    // two lanes stand side by side (A beside B) on a wide screen; more than two become a
-    // compact grid, one row per server (the sizes left to right)
-    const many = a.rows.length > 2;
-    const box = $("lanes");
-    box.className = `lanes lanes-${Math.min(a.rows.length, 3)}`;
-    $("talk").classList.toggle("talk-many", many);
-    box.style.setProperty("--lane-cols", String(Math.ceil(a.rows.length / 2)));
-    box.replaceChildren(...a.rows.map((r) => { const lane = buildLane(r, many); lanes.set(r.key, lane); return lane.node; }));
-    // BLOCK_STATUS questions light up live where a row lets the client see extents
-    const asks = a.rows.some((r) => r.server && r.server.noextents === false);
-    $("lane-legend").replaceChildren(legend(asks ? ["D", "Z", "S", "."] : ["D", "W", "P", "Z", "p", "R", "."]));
-    renderUnavailable(a);
-    shownAct = index;
-  }
-  const byKey = runsByKey();
-  const bars = a.rows.map((r) => barFor(r, byKey, since[a.key] || 0));
-  const scale = lanesScale(bars);
-  bars.forEach((b) => updateLane(lanes.get(b.row.key), b, scale));
-  outcome(bars);
-  const busy = starting || bars.some((b) => b.state === "running" || b.state === "queued");
-  const btn = $("act-run");
-  btn.disabled = busy;
-  if (!bars.length) btn.disabled = true; // nothing of this act runs on this machine
-  const label = !bars.length ? "Not available here " : busy ? "Running…" : bars.some((b) => b.state === "failed") ? "Run again " : bars.length > 2 ? `Run all ${bars.length} ` : bars.length > 1 ? "Run both servers " : "Run ";
-  if (btn.dataset.label !== label) { btn.dataset.label = label; btn.replaceChildren(label, busy || !bars.length ? "" : el("kbd", {}, "Enter")); }
-  $("act-cancel").hidden = !busy || starting;
+  renderAct();
 }
 
 const renderSoon = f.throttleFrame(render);
 
-function go(i) {
+// `mine`: the presenter moved (a key, a press), so the audience is told.
+function go(i, mine = false) {
   index = Math.max(0, Math.min(acts.length, i));
   history.replaceState(null, "", `${location.search}#${index === acts.length ? "summary" : acts[index].key}`);
   render();
+  if (mine) announce();
 }
 
-// Enter, Space and the Run button all come here; a second press while the act runs does nothing.
+// --- running, cancelling -----------------------------------------------------------------------
+function busyLanes() {
+  return act() ? lanesOf(act()).filter((l) => ["running", "queued", "cancelling"].includes(l.state)) : [];
+}
+
 async function runAct() {
-  if (!isPresenter() || starting) return;
-  if (isSummary()) { runScenario("acts"); return; }
-  if (busyBars().length || !act().rows.length) return;
+  if (!presenter() || starting) return;
+  if (isSummary()) { confirmMany("acts"); return; }
+  if (busyLanes().length || !act().rows.length) return;
   const a = act();
   starting = true;
   render();
@@ -366,8 +316,14 @@ async function runAct() {
 }
 
 async function cancelAct() {
-  const ids = busyBars().map((b) => b.run.id);
-  await Promise.all(ids.map((id) => api.cancelRun(id).catch((err) => showMessage(err.message, "error", 6000))));
+  if (!presenter()) return;
+  const ids = busyLanes().map((l) => l.run.id);
+  for (const id of ids) cancelling.add(id);
+  render();
+  await Promise.all(ids.map((id) => api.cancelRun(id).catch((err) => {
+    if (err.status !== 409) showMessage(err.message, "error", 6000); // 409: it had just finished
+  })));
+  render();
 }
 
 async function restartAct() {
@@ -378,63 +334,92 @@ async function restartAct() {
 
 function resetAct() {
   const a = act();
-  if (!a) return;
+  if (!a || !presenter()) return;
   // Hide every run this act has so far; compare server timestamps only with each other.
-  const byKey = runsByKey();
   let latest = 0;
-  for (const r of a.rows) for (const run of runsForRow(r, byKey)) latest = Math.max(latest, run.created_at || 0);
+  const byRow = runsByKey();
+  for (const r of a.rows) for (const run of byRow.get(r.key) || []) latest = Math.max(latest, run.created_at || 0);
   since[a.key] = latest + 1e-3;
   saveSince();
   render();
 }
 
-async function runScenario(name) {
-  if (!isPresenter()) return;
+// More than one act's runs: a dialog whose focus starts on "Not now", so Enter alone never confirms.
+const MANY = {
+  acts: () => `All ${acts.length} acts, ${acts.reduce((n, a) => n + a.rows.length, 0)} runs, one after another. The acts you run next wait behind them.`,
+  "case-study": () => "The whole case study: every row of the 2019 table and every client on A and B. It fills the queue for several minutes, and the acts wait behind it.",
+};
+let pending = null;
+function confirmMany(name) {
+  if (!presenter()) return;
+  pending = name;
+  $("confirm-text").textContent = MANY[name]();
+  $("confirm-dialog").showModal();
+  $("confirm-no").focus();
+}
+
+async function confirmed() {
+  const name = pending;
+  pending = null;
+  $("confirm-dialog").close();
+  if (!name) return;
   try {
     await api.startScenario(name);
-    showMessage(name === "case-study" ? "The whole case study is queued: watch it fill in on the Case study page." : "All acts queued.", "ok", 6000);
+    showMessage(name === "case-study" ? "The whole case study is queued: the Case study page fills in as it runs." : "All acts queued.", "ok", 6000);
   } catch (err) {
     showMessage(err.message, "error", 8000);
   }
 }
 
+// --- the audience follows the presenter ---------------------------------------------------------
+// The presenter's page says which act it shows (PUT /api/v1/talk); every follower hears it on the
+// event stream ("talk" events) and reads it once when it opens.
+function announce() {
+  if (!isPresenter() || follow) return;
+  const key = isSummary() ? "summary" : act().key;
+  request("PUT", "/api/v1/talk", { act: key }).catch(() => {}); // an audience without a presenter loses nothing
+}
+
+function followTo(key) {
+  if (!following() || !key) return;
+  const at = key === "summary" ? acts.length : acts.findIndex((a) => a.key === key);
+  if (at >= 0 && (at !== index || location.hash !== `#${key}`)) go(at);
+}
+
 function setKiosk(on) {
   document.body.classList.toggle("kiosk", on);
-  const params = new URLSearchParams(location.search);
   if (on) params.set("kiosk", ""); else params.delete("kiosk");
   const q = params.toString().replace(/=(&|$)/g, "$1");
   history.replaceState(null, "", `${q ? `?${q}` : location.pathname}${location.hash}`);
+  shownAct = -1; // the map's height follows the new root size
   renderSoon();
 }
 
-async function main() {
-  init();
-  $("act-prev").addEventListener("click", () => go(index - 1));
-  $("act-next").addEventListener("click", () => go(index + 1));
-  $("act-run").addEventListener("click", runAct);
-  $("act-reset").addEventListener("click", resetAct);
-  $("act-cancel").addEventListener("click", cancelAct);
-  if (new URLSearchParams(location.search).has("kiosk")) document.body.classList.add("kiosk");
-  // Enter and Space run the act wherever the focus is (a focused arrow or dot included):
-  // taken in the capture phase, before the focused button could act on them.
+function keys() {
+  // Enter runs the act wherever the focus is (a focused arrow or dot included): taken in the
+  // capture phase, before the focused button could act on it. Space is the browser's.
   document.addEventListener("keydown", (e) => {
-    if (e.key !== "Enter" && e.key !== " ") return;
+    if (e.key !== "Enter") return;
     if (e.ctrlKey || e.metaKey || e.altKey || typing(e) || document.querySelector("dialog[open]")) return;
     e.preventDefault();
     e.stopPropagation();
     if (!e.repeat) runAct();
   }, true);
+  $("confirm-dialog").addEventListener("keydown", (e) => {
+    if (e.key === "y" && !e.repeat) { e.preventDefault(); confirmed(); }
+  });
   onKey((e) => {
     switch (e.key) {
-      case "ArrowRight": case "PageDown": go(index + 1); return true;
-      case "ArrowLeft": case "PageUp": go(index - 1); return true;
-      case "Home": go(0); return true;
-      case "End": go(acts.length); return true;
+      // a presenter's clicker sends PageDown / PageUp: the stage fits the screen, nothing to scroll
+      case "ArrowRight": case "PageDown": go(index + 1, true); return true;
+      case "ArrowLeft": case "PageUp": go(index - 1, true); return true;
+      case "Home": go(0, true); return true;
+      case "End": go(acts.length, true); return true;
       case "r": resetAct(); return true;
       case "x": cancelAct(); return true;
       case "R": restartAct(); return true;
       case "k": setKiosk(!document.body.classList.contains("kiosk")); return true;
-      case "c": runScenario("case-study"); return true;
+      case "c": confirmMany("case-study"); return true;
       case "f":
         if (document.fullscreenElement) document.exitFullscreen();
         else document.documentElement.requestFullscreen?.().catch(() => {});
@@ -442,43 +427,66 @@ async function main() {
       default: return false;
     }
   });
+}
+
+async function main() {
+  init();
+  const showRole = () => {
+    document.body.classList.toggle("follow", following());
+    $("follow-pill").hidden = !following();
+  };
+  showRole();
+  onRoleChange(showRole);
+  if (params.has("kiosk")) document.body.classList.add("kiosk");
+  $("act-prev").addEventListener("click", () => go(index - 1, true));
+  $("act-next").addEventListener("click", () => go(index + 1, true));
+  $("act-run").addEventListener("click", runAct);
+  $("act-reset").addEventListener("click", resetAct);
+  $("act-cancel").addEventListener("click", cancelAct);
+  $("confirm-yes").addEventListener("click", confirmed);
+  $("confirm-no").addEventListener("click", () => { pending = null; $("confirm-dialog").close(); });
+  keys();
   window.addEventListener("hashchange", () => {
     const at = indexFromHash();
-    if (at !== null && at !== index) go(at);
+    if (at !== null && at !== index) go(at, true);
   });
-  onThemeChange(() => { for (const l of lanes.values()) l.refs.map.draw(); renderSoon(); });
+  onThemeChange(() => { for (const d of doms.values()) d.refs.map.draw(); renderSoon(); });
   onRoleChange(renderSoon);
-  window.addEventListener("resize", () => { for (const l of lanes.values()) l.refs.map.draw(); renderSoon(); });
+  onConnection(renderSoon);
+  window.addEventListener("resize", () => { shownAct = -1; renderSoon(); });
   subscribe(renderSoon);
-  // A run of this act that fails is announced (a banner over the page, not in its flow).
   subscribe((kind, id) => {
+    if (kind === "talk") followTo(store.talk && store.talk.act);
+    // a run of an act started elsewhere (a script, another presenter tab) brings that act up too
+    if (kind === "new" && following() && store.loaded) {
+      const run = store.runs.get(id);
+      const at = run && !run.sweep_id && ["queued", "running"].includes(run.status)
+        ? acts.findIndex((a) => a.rows.some((r) => r.key === run.label && r.key in (run.scenario_rows || {}))) : -1;
+      if (at >= 0 && at !== index) go(at);
+    }
     if (kind !== "done" || !act()) return;
+    cancelling.delete(id);
+    // a run of this act that fails is announced (a banner over the page, not in its flow)
     const run = store.runs.get(id);
-    if (run && act().rows.some((r) => r.key === run.label) && ["failed", "interrupted"].includes(run.status)) {
-      showMessage(`${run.label}: ${run.error || run.status}`, "error", 10000);
+    const row = run && act().rows.find((r) => r.key in (run.scenario_rows || {}));
+    if (row && ["failed", "interrupted"].includes(run.status)) {
+      showMessage(`${laneTitle(row)}: ${run.error || run.status}`, "error", 10000);
     }
   });
-  // The audience follows the presenter: a run of an act starting elsewhere brings that act up.
-  subscribe((kind, id) => {
-    if (kind !== "new" || isPresenter() || !store.loaded) return;
-    const run = store.runs.get(id);
-    if (!run || !run.label || !["queued", "running"].includes(run.status)) return;
-    const at = acts.findIndex((a) => a.rows.some((r) => r.key === run.label));
-    if (at >= 0 && at !== index && !(run.sweep_id)) go(at);
-  });
   try {
-    const scenarios = await api.scenarios();
-    const withActs = scenarios.find((s) => s.acts && s.acts.length);
-    acts = withActs ? withActs.acts.map(splitAvailable) : [];
-    if (withActs) watchScenario(withActs.name, 3); // only the runs the acts need
+    const scenario = await request("GET", "/api/v1/scenarios/acts");
+    acts = (scenario.acts || []).map(splitAvailable);
+    watchScenario("acts", 3); // only the runs the acts need
   } catch (err) {
     showMessage(`Cannot read the acts: ${err.message}`, "error");
   }
   index = indexFromHash() ?? 0;
+  render();
   await start({ history: false });
+  if (following()) {
+    try { followTo((await request("GET", "/api/v1/talk")).act); } catch { /* no presenter yet */ }
+  } else if (location.hash) announce();
   render();
 }
 
 main();
-
-

@@ -6,8 +6,9 @@ Without --url it starts its own `lab serve` on a temporary data dir. It makes su
 case study and the acts have been measured at the talk's geometry (that takes a few
 minutes the first time), then shoots the lab with two runs live, the case-study chart,
 one act with its outcome and disk maps (A beside B), act 3b's six lanes in kiosk mode,
-the talk's summary, the talk in kiosk mode while an act runs, and one run's page (its disk
-map replayed from the trace).
+the talk's summary, the talk in kiosk mode while an act runs, one run's page (its disk
+map replayed from the trace), and every act of the talk at 1024x576 in kiosk mode (--talk:
+those alone).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def wait_sweep(url: str, sweep_id: str) -> None:
         time.sleep(5)
 
 
-def ensure_measured(url: str, headers: dict[str, str]) -> None:
+def ensure_measured(url: str, headers: dict[str, str], names: tuple[str, ...] = ("case-study", "acts")) -> None:
     done = {s["name"] for s in httpx.get(f"{url}/api/v1/sweeps?status=succeeded", timeout=30).json()["sweeps"]}
-    for name in ("case-study", "acts"):
+    for name in names:
         if name in done:
             continue
         print(f"running the {name} sweep", file=sys.stderr)
@@ -48,10 +49,30 @@ def ensure_measured(url: str, headers: dict[str, str]) -> None:
         wait_sweep(url, r.json()["id"])
 
 
-def shoot(url: str, out: Path, headers: dict[str, str], token: str | None) -> None:
+ACTS = ("baseline", "write-zeroes", "block-status", "pre-zero", "no-fallback", "fast-zero", "summary")
+
+
+def shoot_acts(browser, url: str, out: Path) -> None:
+    """Every act of the talk (and its summary) as a 1024x576 projector shows it in kiosk mode."""
+    page = browser.new_page(viewport={"width": 1024, "height": 576})
+    page.goto(url + "/talk?kiosk#baseline")
+    page.wait_for_function("window.lab && window.lab.store.loaded")
+    for key in ACTS:
+        page.evaluate(f"location.hash = '#{key}'")
+        page.wait_for_selector("#talk-chart .summary" if key == "summary" else '#outcome[data-state="done"]')
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / f"talk-act-{key}-1024x576.png"))
+    page.close()
+
+
+def shoot(url: str, out: Path, headers: dict[str, str], token: str | None, only_talk: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        shoot_acts(browser, url, out)
+        if only_talk:
+            browser.close()
+            return
         for width, height in SIZES:
             page = browser.new_page(viewport={"width": width, "height": height})
             if token:  # the presenter's view
@@ -65,18 +86,18 @@ def shoot(url: str, out: Path, headers: dict[str, str], token: str | None) -> No
             page.screenshot(path=str(out / f"case-study-{suffix}.png"))
 
             page.goto(url + "/talk#pre-zero")
-            page.wait_for_selector("#outcome:not([hidden])")
+            page.wait_for_selector('#outcome[data-state="done"]')
             page.screenshot(path=str(out / f"talk-{suffix}.png"))
 
             if width >= 1280:  # act 3b: six lanes on a projector, kiosk
                 page.goto(url + "/talk?kiosk#block-status")
-                page.wait_for_selector("#outcome:not([hidden])")
+                page.wait_for_selector('#outcome[data-state="done"]')
                 page.wait_for_timeout(300)
                 page.screenshot(path=str(out / f"talk-kiosk-block-status-{suffix}.png"))
                 page.goto(url + "/")  # leave kiosk
 
             page.goto(url + "/talk#summary")
-            page.wait_for_selector("#talk-chart svg")
+            page.wait_for_selector("#talk-chart .summary")
             page.wait_for_timeout(300)
             page.screenshot(path=str(out / f"talk-summary-{suffix}.png"))
 
@@ -116,6 +137,7 @@ def main() -> int:
     ap.add_argument("--url", help="a running lab (default: start one on a temporary data dir)")
     ap.add_argument("--token", help="LAB_TOKEN of that lab, if it has one")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    ap.add_argument("--talk", action="store_true", help="only the talk's acts at 1024x576 (measures the acts only)")
     args = ap.parse_args()
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     service = None
@@ -124,8 +146,8 @@ def main() -> int:
         service = LabService(Path(tempfile.mkdtemp(prefix="fzl-shots-")) / "data").start()
         url = service.url
     try:
-        ensure_measured(url, headers)
-        shoot(url, args.out, headers, args.token)
+        ensure_measured(url, headers, ("acts",) if args.talk else ("case-study", "acts"))
+        shoot(url, args.out, headers, args.token, only_talk=args.talk)
     finally:
         if service is not None:
             service.stop()
