@@ -9,7 +9,7 @@ import { rowSpec, runsForRow } from "./chart.js";
 import { DiskMap, cellSizeFor, showMap } from "./diskmap.js";
 import * as f from "./format.js";
 import { FINAL, liveElapsed, store } from "./live.js";
-import { reachedOf } from "./runview.js";
+import { reachedOf, waitingText } from "./runview.js";
 
 const el = f.el;
 
@@ -45,7 +45,6 @@ export function ago(epoch) {
 }
 
 const ok = (r) => r.status === "succeeded" && r.verified !== false;
-const ordinal = (n) => `${n}${n % 100 >= 11 && n % 100 <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] || "th"}`;
 
 // The block-status act measures the questions: its lanes lead with BLOCK_STATUS time.
 export const asksFirst = (act) => act.rows.some((r) => r.client === "qemu-bs");
@@ -133,12 +132,7 @@ export function stateWords(lane, act, connected) {
   const run = lane.run;
   switch (lane.state) {
     case "ready": return ["ready", ""];
-    case "queued": {
-      const parts = [];
-      if (Number.isInteger(run.queue_position)) parts.push(`${ordinal(run.queue_position)} in line`);
-      if (run.estimated_start_s != null) parts.push(`starts in about ${Math.max(1, Math.round(run.estimated_start_s))} s`);
-      return ["queued", parts.join(" · ")];
-    }
+    case "queued": return ["queued", waitingText(run)]; // its place in line (GET /api/v1/queue, the scheduler's)
     case "cancelling": return ["cancelling…", countParts(lane, act).join(" · ")];
     case "running": {
       const phase = PHASES[store.phase.get(run.id)] || "running";
