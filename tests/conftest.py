@@ -32,6 +32,33 @@ places.use(places.Places.from_settings(Settings()))
 FAST = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
 
 
+# The fast tier (`scripts/test.sh --fast`, docs/testing.md) leaves out tests marked slow. Besides the marks
+# in the files, these are slow by measurement (pytest --durations on the whole suite): each takes many
+# seconds (a cluster of workers, a live service restarted, a wheel or a client generated, a full matrix).
+SLOW_FILES = frozenset({
+    "test_cluster_executor.py", "test_cluster_service.py",  # a redis-server and lab workers per test
+    "test_bench_smoke.py",  # every bench script at its quick size
+    "test_audit.py", "test_api_audits.py", "test_today_dirty.py",  # the zero audit's matrices, 512 MiB copies
+    "test_fuzz_api.py",  # schemathesis over the live OpenAPI
+    "test_api_client.py",  # a client generated from the schema, mypy --strict over a script
+    "test_api_restart.py", "test_queue_restart.py",  # kill -9 and restart of a live service
+})
+SLOW_TESTS = frozenset({
+    "test_reliability_streams.py::test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription",
+    "test_scenarios.py::test_reference_rows_reproduce_the_table_counts",  # the seven rows at full size
+    "test_class.py::test_ten_students_at_once_limit_holds_nothing_lost",
+    "test_eras.py::test_lose_performance_never_contents",  # every zeromode x fastzeromode (the fast tier
+    "test_eras.py::test_other_geometries",  # keeps exact counts on A and B, fast zero, fallbacks, depth)
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if item.path.name in SLOW_FILES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Shape notes for the review (tests/test_code_shape.py): long classes, complex functions; never a failure."""
     from test_code_shape import notes
