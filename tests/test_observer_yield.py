@@ -11,7 +11,7 @@ import threading
 from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.measure.execute import execute
-from lab.nbd.servers import Server, observers_yield
+from lab.nbd.servers import Server
 
 
 def _progress_classes(spec_fields: dict, client: str = "qemu-4.2", depth: int = 16) -> set[int]:
@@ -44,9 +44,9 @@ def test_the_debug_readers_switch_class_and_back(no_leftovers):
     with Server(spec) as srv:
         tids = [n.thread.native_id for n in srv._nbdkits if n.thread is not None]
         assert tids and all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in tids)
-        observers_yield(srv, True)
+        srv.observers_yield(True)
         srv.sync()  # a request: each reader reads its lines, and applies the wish to itself
         assert all(os.sched_getscheduler(t) == os.SCHED_IDLE for t in tids)
-        observers_yield(srv, False)
+        srv.observers_yield(False)
         srv.sync()
         assert all(os.sched_getscheduler(t) == os.SCHED_OTHER for t in tids)

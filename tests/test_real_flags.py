@@ -19,7 +19,7 @@ from lab.domain.spec import build_spec
 from lab.host import procs
 from lab.nbd import audit
 from lab.nbd.backends import wait_for_socket
-from lab.nbd.servers import Server, kind_notes
+from lab.nbd.servers import Server
 
 FLAGS = ("can_zero", "can_fast_zero", "can_trim", "can_flush", "can_fua", "can_multi_conn")
 
@@ -55,7 +55,7 @@ def test_an_external_nbdkit_file_target_advertises_what_nbdinfo_says(no_leftover
     with Server(spec, limits=limits) as srv:
         seen = srv.flags.to_dict()
         info = srv.info()
-        notes = " ".join(kind_notes(srv))
+        notes = " ".join(srv.kind_notes())
     assert {k: seen[k] for k in FLAGS} == {k: want[k] for k in FLAGS}
     assert {k: info["real_server"]["flags"][k] for k in FLAGS} == {k: want[k] for k in FLAGS}
     assert "--filter=offset" in info["argv"] and "--filter=truncate" not in info["argv"]

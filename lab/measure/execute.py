@@ -23,7 +23,7 @@ from lab.host.places import Core, Places
 from lab.measure import contention, expectation
 from lab.nbd import diskmap
 from lab.nbd.clients import Cancelled, Client, CopyContext, get_client
-from lab.nbd.servers import SINGLE, Server, describe_build, kind_notes, observers_yield, server_pids
+from lab.nbd.servers import SINGLE, Server, describe_build
 from lab.nbd.verify import verify
 
 PROGRESS_INTERVAL = 0.04  # at most 25 progress events a second per run
@@ -222,7 +222,7 @@ def _start_or_attach(run: Run, server: Server | None, cancel: threading.Event, c
             run.server_id = None if server is None else srv.id
             if srv.topology != SINGLE:
                 run.notes.append("server build: " + describe_build(srv.spec, srv.topology)["note"])
-            run.notes.extend(kind_notes(srv))
+            run.notes.extend(srv.kind_notes())
             yield srv
     finally:
         if server is None:
@@ -244,14 +244,14 @@ def _copy(run: Run, srv: Server, image: images.Image, client: Client, sink: Even
     t0 = time.perf_counter()
     progress = _Progress(run, srv, sink, t0, yielding)
     ctx.report = progress.client_report
-    observers_yield(srv, yielding)
-    stack.callback(observers_yield, srv, False)
+    srv.observers_yield(yielding)
+    stack.callback(srv.observers_yield, False)
     progress.start()
     stack.callback(_end_progress, run, progress)
     _state(run, sink, "running", phase="copy")
-    window = contention.Window().start(server_pids(srv))
+    window = contention.Window().start(srv.pids())
     result = client.copy(ctx)
-    observers_yield(srv, False)
+    srv.observers_yield(False)
     run.contention = window.finish(result.cpu_s)
     run.contended = run.contention["contended"]
     run.duration_s = round(time.perf_counter() - t0, 4)

@@ -483,39 +483,45 @@ class Server:
         return failure_text(what, tail, n.proc if n is not None else self.proc)
 
     def info(self) -> dict[str, Any]:
-        return server_info(self)
+        return {
+            "id": self.id,
+            "uri": self.uri if self.dir else None,
+            "running": self.running,
+            "pid": self.proc.pid if self.proc else None,
+            "server": self.spec.to_dict(),
+            "flags": self.flags.to_dict() if self.flags else None,
+            "started_at": self.started_at,
+            "build": describe_build(self.spec, self.topology),
+            **shown_argv(self.spec, self.topology, self.backend_kind),
+            "real_server": self.backend_kind.info(),
+            "proxy_cost": self.proxy_cost,
+        }
 
+    def kind_notes(self) -> list[str]:
+        """For a run's notes: what serves the disk, where, and what the proxy in front costs."""
+        be = self.backend_kind
+        notes = list(be.notes)
+        if be.store is not None:
+            notes.append(f"disk on {be.store.storage} ({be.store.fs_type}): {be.disk}")
+        if be.real_flags is not None and self.flags is not None:
+            notes.append(proxy_flags_note(self.spec, be.real_flags, self.flags))
+        if self.proxy_cost:
+            c = self.proxy_cost
+            notes.append(f"nbdkit nbd proxy in front of {self.spec.kind}: {c['added_us_per_request']:+.0f} us per "
+                         f"request ({c['direct_us']:.0f} us direct, {c['proxied_us']:.0f} us proxied, "
+                         f"{c['reads']} 4 KiB reads)")
+        return notes
 
-def server_info(srv: Server) -> dict[str, Any]:
-    return {
-        "id": srv.id,
-        "uri": srv.uri if srv.dir else None,
-        "running": srv.running,
-        "pid": srv.proc.pid if srv.proc else None,
-        "server": srv.spec.to_dict(),
-        "flags": srv.flags.to_dict() if srv.flags else None,
-        "started_at": srv.started_at,
-        "build": describe_build(srv.spec, srv.topology),
-        **shown_argv(srv.spec, srv.topology, srv.backend_kind),
-        "real_server": srv.backend_kind.info(),
-        "proxy_cost": srv.proxy_cost,
-    }
+    def observers_yield(self, on: bool) -> None:
+        """Let a server's debug readers yield the CPU to a copy (`on`) or not; each reader applies it
+        to itself at its next read (lab.measure.contention: why, and what it saves)."""
+        for n in self._nbdkits:
+            n.yielding = on
 
-
-def kind_notes(srv: Server) -> list[str]:
-    """For a run's notes: what serves the disk, where, and what the proxy in front costs."""
-    be = srv.backend_kind
-    notes = list(be.notes)
-    if be.store is not None:
-        notes.append(f"disk on {be.store.storage} ({be.store.fs_type}): {be.disk}")
-    if be.real_flags is not None and srv.flags is not None:
-        notes.append(proxy_flags_note(srv.spec, be.real_flags, srv.flags))
-    if srv.proxy_cost:
-        c = srv.proxy_cost
-        notes.append(f"nbdkit nbd proxy in front of {srv.spec.kind}: {c['added_us_per_request']:+.0f} us per "
-                     f"request ({c['direct_us']:.0f} us direct, {c['proxied_us']:.0f} us proxied, "
-                     f"{c['reads']} 4 KiB reads)")
-    return notes
+    def pids(self) -> tuple[int, ...]:
+        """Every process serving `srv`: its nbdkit(s) and the real server under a proxy (lab.measure.contention)."""
+        procs_ = [n.proc for n in self._nbdkits] + [self.backend_kind.proc]
+        return tuple(p.pid for p in procs_ if p is not None)
 
 
 ZERO_FLAGS = ("can_zero", "can_fast_zero", "can_trim")
@@ -537,19 +543,6 @@ def proxy_flags_note(spec: ServerSpec, real: ServerFlags, seen: ServerFlags) -> 
 def flag_text(f: ServerFlags) -> str:
     return ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in f.to_dict().items() if k in
                      ("can_zero", "can_fast_zero", "can_trim", "can_flush", "can_fua"))
-
-
-def observers_yield(srv: Server, on: bool) -> None:
-    """Let a server's debug readers yield the CPU to a copy (`on`) or not; each reader applies it
-    to itself at its next read (lab.measure.contention: why, and what it saves)."""
-    for n in srv._nbdkits:
-        n.yielding = on
-
-
-def server_pids(srv: Server) -> tuple[int, ...]:
-    """Every process serving `srv`: its nbdkit(s) and the real server under a proxy (lab.measure.contention)."""
-    procs_ = [n.proc for n in srv._nbdkits] + [srv.backend_kind.proc]
-    return tuple(p.pid for p in procs_ if p is not None)
 
 
 def shown_argv(spec: ServerSpec, build: str, be: Any) -> dict[str, list[str]]:
