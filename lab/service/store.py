@@ -190,13 +190,161 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class _Reads:
-    """The store's queries: each on the calling thread's own read-only connection (`_r()`), so a
-    long replay never waits behind a write. Mixed into Store, which provides `_r()`."""
+class Store(ClassBook):
+    """The lab's database. Thread-safe; close() when done.
 
+    Queries run on the calling thread's own read-only connection (`_r()`), so a long replay never waits
+    behind a write; writes go through one writer connection (`_transaction()`). Opening it recovers
+    what a dead service left queued or running (`recover`)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], recover: bool = True) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "lab.sqlite3"
+        self._wlock = threading.Lock()
+        self._w = _connect(self.path)
+        mode = self._w.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
+        self._w.execute("PRAGMA synchronous=FULL")
+        try:
+            found, now = migrate(self._w, self.path)
+        except BaseException:
+            self._w.close()
+            raise
+        if found and found != now:
+            log.warning("migrated %s from schema version %d to %d", self.path, found, now)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._last_event_id = self._max_event_id()
+        self.announced: list[str] = []  # finished runs whose `done` recover() sent late
+        self.recovered: list[str] = self.recover() if recover else []
+
+    # -- connections ---------------------------------------------------------------------
     def _r(self) -> sqlite3.Connection:
-        raise NotImplementedError
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
 
+    def close(self) -> None:
+        with self._wlock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._w.close()
+
+    def _max_event_id(self) -> int:
+        row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        top = self._w.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        return max(int(row[0]) if row else 0, int(top))
+
+    @property
+    def last_event_id(self) -> int:
+        return self._last_event_id
+
+    # -- writes ----------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection, under the write lock; rolled back
+        (and the event id counter re-read) if anything in it fails."""
+        with self._wlock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._w
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                self._last_event_id = self._max_event_id()
+                raise
+
+    def _upsert_job(self, job: dict[str, Any]) -> None:
+        self._w.execute("INSERT OR REPLACE INTO jobs(id, seq, data) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
+                        "FROM jobs), ?)", (job["id"], _dumps(job)))
+
+    def queued_jobs(self) -> list[dict[str, Any]]:
+        """The jobs of queued runs a previous service left (lab.service.jobs.Job.to_dict()), in queue order."""
+        return [json.loads(text) for (text,) in self._r().execute(
+            "SELECT data FROM jobs WHERE id IN (SELECT id FROM runs WHERE status = 'queued') ORDER BY seq")]
+
+    def _upsert_run(self, run: dict[str, Any]) -> None:
+        if run["status"] != "queued":  # its job has left the queue
+            self._w.execute("DELETE FROM jobs WHERE id = ?", (run["id"],))
+        self._w.execute(
+            """INSERT INTO runs(id, status, client, sweep_id, server_id, label, student, created_at, finished_at,
+                 data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET status=excluded.status, client=excluded.client,
+                 sweep_id=excluded.sweep_id, server_id=excluded.server_id, label=excluded.label,
+                 student=excluded.student, created_at=excluded.created_at, finished_at=excluded.finished_at,
+                 data=excluded.data""",
+            (run["id"], run["status"], run["client"], run.get("sweep_id"), run.get("server_id"), run.get("label"),
+             run.get("student"), run.get("created_at"), run.get("finished_at"), _dumps(run)),
+        )
+
+    def _upsert_sweep(self, sweep: dict[str, Any]) -> None:
+        self._w.execute(
+            """INSERT INTO sweeps(id, name, status, created_at, finished_at, data) VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET name=excluded.name, status=excluded.status,
+                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
+            (sweep["id"], sweep["name"], sweep["status"], sweep.get("created_at"), sweep.get("finished_at"),
+             _dumps(sweep)),
+        )
+
+    def _insert_event(self, type_: str, run_id: str | None, sweep_id: str | None, fields: dict[str, Any]) -> Event:
+        eid = self._last_event_id + 1
+        ts = time.time()
+        payload = {"id": eid, "type": type_, "ts": round(ts, 6), "run_id": run_id, "sweep_id": sweep_id, **fields}
+        text = _dumps(payload)
+        self._w.execute("INSERT INTO events(id, ts, type, run_id, sweep_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                        (eid, ts, type_, run_id, sweep_id, text))
+        return Event(eid, type_, run_id, sweep_id, text)
+
+    def append_event(
+        self,
+        type_: str,
+        run_id: str | None = None,
+        sweep_id: str | None = None,
+        fields: dict[str, Any] | None = None,
+        run: dict[str, Any] | None = None,
+        sweep: dict[str, Any] | None = None,
+        job: dict[str, Any] | None = None,
+    ) -> Event:
+        """Write an event (and the run/sweep it announces, and a queued run's job) in one transaction;
+        return it with its id."""
+        with self._transaction():
+            if run is not None:
+                self._upsert_run(run)
+            if job is not None:
+                self._upsert_job(job)
+            if sweep is not None:
+                self._upsert_sweep(sweep)
+            ev = self._insert_event(type_, run_id, sweep_id, fields or {})
+        self._last_event_id = ev.id  # after the commit: a reader's cut-off never runs ahead of the database
+        return ev
+
+    def save_run(self, run: dict[str, Any]) -> None:
+        with self._transaction():
+            self._upsert_run(run)
+
+    def save_sweep(self, sweep: dict[str, Any]) -> None:
+        with self._transaction():
+            self._upsert_sweep(sweep)
+
+    # -- reads -----------------------------------------------------------------------------
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._r().execute("SELECT data FROM runs WHERE id=?", (run_id,)).fetchone()
         return json.loads(row[0]) if row else None
@@ -346,15 +494,7 @@ class _Reads:
         sweeps = [r[0] for r in conn.execute(f"SELECT id FROM sweeps WHERE status IN ({marks})", ACTIVE)]
         return runs, sweeps
 
-
-class _Recovery:
-    """Crash recovery at open: what a dead service left queued or running ends `interrupted`,
-    with the events a watcher expects. Mixed into Store (its writer connection and helpers)."""
-
-    _w: sqlite3.Connection
-    _last_event_id: int
-    announced: list[str]
-
+    # -- recovery at open: what a dead service left queued or running ends `interrupted` --
     def recover(self) -> list[str]:
         """Runs and sweeps a dead service left active become `interrupted` (with events); ids returned.
 
@@ -428,157 +568,6 @@ class _Recovery:
             if row:
                 out.append(row[0])
         return out
-
-
-class Store(_Reads, _Recovery, ClassBook):
-    """The lab's database. Thread-safe; close() when done."""
-
-    def __init__(self, data_dir: str | os.PathLike[str], recover: bool = True) -> None:
-        self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "lab.sqlite3"
-        self._wlock = threading.Lock()
-        self._w = _connect(self.path)
-        mode = self._w.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
-        self._w.execute("PRAGMA synchronous=FULL")
-        try:
-            found, now = migrate(self._w, self.path)
-        except BaseException:
-            self._w.close()
-            raise
-        if found and found != now:
-            log.warning("migrated %s from schema version %d to %d", self.path, found, now)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._closed = False
-        self._last_event_id = self._max_event_id()
-        self.announced: list[str] = []  # finished runs whose `done` recover() sent late
-        self.recovered: list[str] = self.recover() if recover else []
-
-    # -- connections ---------------------------------------------------------------------
-    def _r(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._wlock:
-            if self._closed:
-                return
-            self._closed = True
-            with self._readers_lock:
-                for conn in self._readers:
-                    conn.close()
-                self._readers.clear()
-            self._w.close()
-
-    def _max_event_id(self) -> int:
-        row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
-        top = self._w.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-        return max(int(row[0]) if row else 0, int(top))
-
-    @property
-    def last_event_id(self) -> int:
-        return self._last_event_id
-
-    # -- writes ----------------------------------------------------------------------------
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on the writer connection, under the write lock; rolled back
-        (and the event id counter re-read) if anything in it fails."""
-        with self._wlock:
-            if self._closed:
-                raise RuntimeError("the store is closed")
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._w
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                self._last_event_id = self._max_event_id()
-                raise
-
-    def _upsert_job(self, job: dict[str, Any]) -> None:
-        self._w.execute("INSERT OR REPLACE INTO jobs(id, seq, data) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
-                        "FROM jobs), ?)", (job["id"], _dumps(job)))
-
-    def queued_jobs(self) -> list[dict[str, Any]]:
-        """The jobs of queued runs a previous service left (lab.service.jobs.Job.to_dict()), in queue order."""
-        return [json.loads(text) for (text,) in self._r().execute(
-            "SELECT data FROM jobs WHERE id IN (SELECT id FROM runs WHERE status = 'queued') ORDER BY seq")]
-
-    def _upsert_run(self, run: dict[str, Any]) -> None:
-        if run["status"] != "queued":  # its job has left the queue
-            self._w.execute("DELETE FROM jobs WHERE id = ?", (run["id"],))
-        self._w.execute(
-            """INSERT INTO runs(id, status, client, sweep_id, server_id, label, student, created_at, finished_at,
-                 data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(id) DO UPDATE SET status=excluded.status, client=excluded.client,
-                 sweep_id=excluded.sweep_id, server_id=excluded.server_id, label=excluded.label,
-                 student=excluded.student, created_at=excluded.created_at, finished_at=excluded.finished_at,
-                 data=excluded.data""",
-            (run["id"], run["status"], run["client"], run.get("sweep_id"), run.get("server_id"), run.get("label"),
-             run.get("student"), run.get("created_at"), run.get("finished_at"), _dumps(run)),
-        )
-
-    def _upsert_sweep(self, sweep: dict[str, Any]) -> None:
-        self._w.execute(
-            """INSERT INTO sweeps(id, name, status, created_at, finished_at, data) VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT(id) DO UPDATE SET name=excluded.name, status=excluded.status,
-                 created_at=excluded.created_at, finished_at=excluded.finished_at, data=excluded.data""",
-            (sweep["id"], sweep["name"], sweep["status"], sweep.get("created_at"), sweep.get("finished_at"),
-             _dumps(sweep)),
-        )
-
-    def _insert_event(self, type_: str, run_id: str | None, sweep_id: str | None, fields: dict[str, Any]) -> Event:
-        eid = self._last_event_id + 1
-        ts = time.time()
-        payload = {"id": eid, "type": type_, "ts": round(ts, 6), "run_id": run_id, "sweep_id": sweep_id, **fields}
-        text = _dumps(payload)
-        self._w.execute("INSERT INTO events(id, ts, type, run_id, sweep_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                        (eid, ts, type_, run_id, sweep_id, text))
-        return Event(eid, type_, run_id, sweep_id, text)
-
-    def append_event(
-        self,
-        type_: str,
-        run_id: str | None = None,
-        sweep_id: str | None = None,
-        fields: dict[str, Any] | None = None,
-        run: dict[str, Any] | None = None,
-        sweep: dict[str, Any] | None = None,
-        job: dict[str, Any] | None = None,
-    ) -> Event:
-        """Write an event (and the run/sweep it announces, and a queued run's job) in one transaction;
-        return it with its id."""
-        with self._transaction():
-            if run is not None:
-                self._upsert_run(run)
-            if job is not None:
-                self._upsert_job(job)
-            if sweep is not None:
-                self._upsert_sweep(sweep)
-            ev = self._insert_event(type_, run_id, sweep_id, fields or {})
-        self._last_event_id = ev.id  # after the commit: a reader's cut-off never runs ahead of the database
-        return ev
-
-    def save_run(self, run: dict[str, Any]) -> None:
-        with self._transaction():
-            self._upsert_run(run)
-
-    def save_sweep(self, sweep: dict[str, Any]) -> None:
-        with self._transaction():
-            self._upsert_sweep(sweep)
 
     # -- idempotency keys (the API's retried POSTs) -------------------------------------------
     def idem_claim(self, key: str, fingerprint: str, keep_s: float,
