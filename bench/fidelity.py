@@ -58,10 +58,10 @@ TMP = setup_env()
 
 from _runs import QUICK_SERVER, TOLERANCE, Case, case_study, run_case, warm_up  # noqa: E402
 
+from lab.domain.layout import parse_pattern  # noqa: E402
 from lab.domain.spec import build_spec  # noqa: E402
 from lab.domain.units import format_delay, format_size  # noqa: E402
 from lab.domain.units import format_interval as interval  # noqa: E402
-from lab.host.images import parse_pattern  # noqa: E402
 from lab.measure.calibration import CONTROL, CONTROL_RUNS, SWEEP_CONTROL_S  # noqa: E402
 from lab.measure.expectation import COVERAGE, REGIMES  # noqa: E402
 

@@ -14,8 +14,8 @@ import random
 import statistics
 
 from lab.domain.counts import BackendCounts, WireCounts
+from lab.domain.layout import parse_pattern
 from lab.domain.spec import build_spec
-from lab.host.images import parse_pattern
 from lab.measure import drift, expectation, fitting
 from lab.measure.calibration import CONTROL, PLAN_SERIAL
 

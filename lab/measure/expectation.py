@@ -53,8 +53,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any, get_args
 
+from lab.domain.counts import BackendCounts, WireCounts
+from lab.domain.layout import parse_pattern
 from lab.domain.run import ModelVerdict, Regime
-from lab.host.images import parse_pattern
+from lab.domain.spec import ServerSpec
 from lab.host.places import Places, resolve
 from lab.measure import drift, fitting
 
@@ -264,7 +266,7 @@ class Expectation:
 # --- features of a finished run -----------------------------------------------------------
 
 
-def features(spec: Any, backend: Any, server_log: Any, floor_s: float) -> dict[str, float]:
+def features(spec: ServerSpec, backend: BackendCounts, server_log: WireCounts, floor_s: float) -> dict[str, float]:
     """The model's inputs from a run's exact counts (backend: BackendCounts, server_log: WireCounts).
 
     Bytes stored are the plugin's writes (a zero the server emulates is stored as written zeroes,
@@ -368,8 +370,8 @@ def forget() -> None:
         _cached.clear()
 
 
-def expectation(client: str, queue_depth: int, build: str, spec: Any, backend: Any, server_log: Any,
-                floor_s: float, places: Places | None = None) -> Expectation | None:
+def expectation(client: str, queue_depth: int, build: str, spec: ServerSpec, backend: BackendCounts | None,
+                server_log: WireCounts | None, floor_s: float, places: Places | None = None) -> Expectation | None:
     """The calibrated expectation of a finished run, scaled by a fresh control of its kind if there
     is one, or None when this machine is not calibrated."""
     cal = load(places=places)
