@@ -23,6 +23,7 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # testkit/, beside lab/
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from labservice import ROOT, LabService
 
