@@ -176,10 +176,12 @@ export function drawChart(model, width, opts = {}) {
   if (opts.title) {
     svg.append(node("text", { x: 24 * k, y: y + 22 * k, fill: p.text, "font-size": 26 * k, "font-weight": 800 }, opts.title));
     y += 34 * k;
-    if (opts.subtitle) {
-      svg.append(node("text", { x: 24 * k, y: y + 14 * k, fill: p.muted, "font-size": 15 * k },
-        fit(opts.subtitle, width - 48 * k, 15 * k)));
-      y += 28 * k;
+    if (opts.subtitle) { // wrapped, never cut: it says what was measured and how
+      for (const line of wrap(opts.subtitle, width - 48 * k, 15 * k)) {
+        svg.append(node("text", { x: 24 * k, y: y + 14 * k, fill: p.muted, "font-size": 15 * k }, line));
+        y += 20 * k;
+      }
+      y += 8 * k;
     }
   }
 

@@ -186,6 +186,17 @@ function updateHint() {
     : "Starts a fresh server with these settings.";
 }
 
+// The card of the run just started comes into view (one column: it is below the form; two: the
+// page may have scrolled down to the Run button), once it is drawn.
+function showStarted(id) {
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    const card = document.querySelector(`#live-list .run-card[data-run-id="${CSS.escape(id)}"]`);
+    if (!card) return;
+    const r = card.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > innerHeight) card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }));
+}
+
 async function submitRun(e) {
   if (e) e.preventDefault();
   const btn = $("run-btn");
@@ -205,8 +216,7 @@ async function submitRun(e) {
       if (!store.runs.has(run.id)) upsertRun(run);
       dirty.add(run.id);
       redrawSoon();
-      // one column: the live list is below the form, out of sight after pressing Run
-      if (matchMedia("(max-width: 900px)").matches) $("live-title").scrollIntoView({ behavior: "smooth" });
+      showStarted(run.id);
     }
   } catch (err) {
     if (err instanceof ApiError && err.status === 422 && err.field && FIELDS.includes(err.field)) {

@@ -134,7 +134,7 @@ function exportChart(kind) {
   if (!current) return;
   const m = model();
   const svg = drawChart(m, 1280, { title: TITLES[current.name] || current.title, background: true, scale: 1.15,
-    subtitle: `fastzero-lab, ${new Date().toISOString().slice(0, 10)}: ${countText(m)}. ${geometryText(m)}. ◆ the 2019 time (Blake, 2019).` });
+    subtitle: `fastzero-lab, ${new Date().toISOString().slice(0, 10)}: ${countText(m)}. ${geometryText(m)}. ◆ the 2019 time (Eric Blake's cover letter, 2019).` });
   const name = `fastzero-${current.name}`;
   if (kind === "svg") exportSvg(svg, `${name}.svg`);
   else exportPng(svg, `${name}.png`).catch((e) => showMessage(e.message, "error", 5000));

@@ -81,7 +81,7 @@ def test_run_from_the_form_shows_live_progress_then_a_history_row(service: LabSe
         page.fill(f"#f-{name}", value)
     page.click("#run-btn")
     row = page.wait_for_selector('#history-body tr[data-status="succeeded"]')
-    text = row.inner_text()
+    text = row.text_content()  # (a row far below the fold is not laid out: content-visibility, so no innerText)
     assert "qemu-4.2" in text and "plugin / default" in text and "✓" in text
     seen = page.evaluate("window.seenCards")
     statuses = [s["status"] for s in seen]

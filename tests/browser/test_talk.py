@@ -9,6 +9,8 @@ them in docs/screenshots/).
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,3 +338,61 @@ def test_no_act_jumps_at_its_payoff(service: LabService, new_page) -> None:
         cls = sum(s["v"] for s in shifts)
         assert cls < 0.02, (key, cls, shifts)
     assert page.console.errors == []
+
+
+def test_results_count_the_talks_runs_in_their_rows_and_the_export_says_so(acted: LabService, new_page,
+                                                                           tmp_path: Path) -> None:
+    """The case study's rows that the acts measure (the service's one rule: same client and server)
+    count the talk's runs: qemu-2.8, 3.1 and 4.0 on A and B, and qemu 4.2's two fast-zero rows."""
+    page = new_page(1280, 720)
+    open_live(page, acted.url + "/results?scenario=case-study")
+    page.wait_for_function("document.querySelector('#sweep-status').textContent.includes('rows measured')")
+    status = page.inner_text("#sweep-status")
+    assert status.startswith("8 of 19 rows measured"), status
+    for key in ("qemu-2.8-A", "qemu-3.1-B", "qemu-4.0-A", "ref-plugin-default", "ref-emulate-default"):
+        assert page.get_attribute(f'#chart svg g.bar[data-row="{key}"]', "data-state") == "done", key
+    # the 2019 marker stays on a measured reference row at its own geometry
+    titles = page.eval_on_selector_all('#chart svg g.bar[data-row="ref-plugin-default"] title',
+                                       "ns => ns.map(n => n.textContent)")
+    assert any("2019 reference" in t for t in titles), titles
+    with page.expect_download() as dl:
+        page.click("#export-svg")
+    svg = Path(dl.value.path()).read_text()
+    assert "8 of 19 rows measured" in svg and "own geometry" in svg, svg[:2000]
+    assert "Measured with fastzero-lab: Measured" not in svg
+    page.goto(acted.url + "/results?scenario=acts")
+    page.wait_for_function("document.querySelector('#sweep-status').textContent.includes('rows measured')")
+    assert page.inner_text("#sweep-status").startswith("15 of 15 rows measured")
+
+
+def test_a_contended_run_is_marked_wherever_its_time_is_shown(service: LabService, new_page) -> None:
+    """Two busy processes of ours (the machine's other work) during a run: the service marks it
+    contended, and the talk lane, the /results row and chart, /runs/{id} and the CSV all say so."""
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        run = service.post("/api/runs", {"client": "qemu-2.8", "label": "act2-A", "server": {
+            "zeromode": "plugin", "fastzeromode": "none", **SMALL, "delay_write": "20ms"}}).json()
+        done = service.wait_run(run["id"])
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    if not done.get("contended"):
+        pytest.skip(f"the run was not contended (contention {done.get('contention')})")
+    page = new_page(1280, 640)
+    open_live(page, service.url + "/talk?kiosk#write-zeroes")
+    page.wait_for_selector('.lane[data-row="act2-A"][data-state="done"]')
+    assert page.inner_text('.lane[data-row="act2-A"] .lane-flag') == "⚠"
+    assert "contended" in page.inner_text('.lane[data-row="act2-A"] .lane-marks')
+    page.goto(service.url + "/results?scenario=acts")
+    page.wait_for_selector('#rows-body tr[data-row="act2-A"] .contended')
+    assert "⚠" in page.text_content('#chart svg g.bar[data-row="act2-A"]')
+    assert "1 contended" in page.inner_text("#sweep-status")
+    page.goto(service.url + f"/runs/{run['id']}")
+    page.wait_for_selector("#run-contended .contended")
+    assert "⚠" in page.inner_text('#run-counts dd[data-stat="time"]')
+    [row] = csv.DictReader(io.StringIO(service.get("/api/v1/results.csv?label=act2-A").text))
+    assert row["contended"] == "true"
