@@ -32,6 +32,7 @@ from lab.domain.limits import DEFAULT_LIMITS, Limits
 from lab.domain.run import Run
 from lab.domain.scenarios import Scenario
 from lab.domain.spec import FormCheck, ServerSpec, SpecError, build_spec, check_fields
+from lab.domain.students import canonical
 from lab.host import leftovers, places, procs
 from lab.host.places import Core, Places
 from lab.nbd import diskmap, probe
@@ -374,9 +375,9 @@ class Manager:
         old = self.get_sweep(sweep_id)
         if old.get("definition"):
             return self.start_custom_sweep(old["definition"], who=who)
-        student = old.get("student")  # a student's sweep again is that student's
+        student = old.get("student")  # a student's sweep again is that student's turn (its canonical name)
         return self.start_sweep(old["name"], only=old.get("only"), overrides=old.get("overrides"),
-                                student=student, who=who_for(student) if student else who)
+                                student=student, who=who_for(canonical(student) or student) if student else who)
 
     # -- clean-up ----------------------------------------------------------------------------
     def cancel_where(self, match: Callable[[Run], bool], wait: float = 5.0,
