@@ -1,7 +1,8 @@
 """The OpenAPI document, made to say exactly what the service does.
 
 FastAPI's generated schema is adjusted in three ways:
-- every POST/DELETE is marked as needing the bearer token (enforced by TokenMiddleware);
+- security is anonymous or bearer, once for the whole document (TokenMiddleware enforces the
+  token on POST/DELETE when LAB_TOKEN is set; 401 is documented there);
 - error answers are documented as application/json even on event-stream routes;
 - server-field bounds (declared in lab.domain.spec) come from this instance's settings, so a
   client or a fuzzer reading the schema knows what will be accepted;
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 
 from app.api import API_PREFIX
 from app.http.errors import CODES, PROBLEM_JSON
+from app.schemas import examples, serverunion
 from app.schemas.runs import DISPLAY_NAME, MAX_TTL_S
 from app.schemas.unitregex import with_units
 from app.settings import Settings
@@ -105,8 +107,15 @@ def install(app: FastAPI, settings: Settings) -> None:
             return app.openapi_schema
         schema = original()
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http", "scheme": "bearer", "description": "only when the service runs with LAB_TOKEN set",
+            "type": "http", "scheme": "bearer",
+            "description": "the teacher's token (LAB_TOKEN) or a joined student's key; needed by POST and DELETE "
+                           "only when the service runs with LAB_TOKEN set (401 otherwise); reads never need it",
         }
+        # Anonymous or bearer, for the whole API, once: a per-operation requirement makes generated
+        # clients (openapi-python-client) demand an AuthenticatedClient, and an empty token then
+        # cannot be sent at all (httpx refuses "Bearer " as a header), so a tokenless service could
+        # not be used without inventing a token.
+        schema["security"] = [{}, {"bearer": []}]
         components = schema["components"].setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape: ours is a Problem
             components.pop(name, None)
@@ -114,7 +123,6 @@ def install(app: FastAPI, settings: Settings) -> None:
             for method, op in path.items():
                 responses = op.setdefault("responses", {})
                 if method in ("post", "delete", "put", "patch"):
-                    op["security"] = [{"bearer": []}, {}]
                     for status in (401, 403, 415, 413):
                         responses.setdefault(str(status), {"description": _describe(status)})
                 if op.get("parameters") or op.get("requestBody"):
@@ -148,9 +156,15 @@ def install(app: FastAPI, settings: Settings) -> None:
         if ttl is not None:  # the longest a request may ask: LAB_SERVER_TTL_S (app/api/servers.py checks it)
             _each(ttl, lambda s: s.update(maximum=settings.server_ttl_s or MAX_TTL_S) if s["type"] == "number"
                   else None)
+        for name, fields in ALWAYS_PRESENT.items():
+            out = schema["components"]["schemas"].get(name)
+            if out is not None:
+                out["required"] = [*out.get("required", []), *(f for f in fields if f not in out.get("required", []))]
+        _server_union(app, schema, settings)
         for name, variants in ONE_OF.items():
             _split_one_of(schema["components"]["schemas"], name, variants)
         _name_patterns(schema)
+        examples.install(schema)
         _add_links(schema)
         app.openapi_schema = schema
         return schema
@@ -212,6 +226,31 @@ LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str], dict
         "StartSweep": (_P + "/scenarios/{name}/runs", "post", {"name": "$response.body#/scenarios/0/name"}, None),
     },
 }
+
+
+# Response fields with a default in the model that every answer carries all the same (a stored
+# run has had them from the start): required, so a generated client types them `str`, not `str | Unset`.
+ALWAYS_PRESENT = {"RunOut": ("id", "status", "created_at", "queue_depth")}
+
+# Components whose `server` is a part of a server (merged into each row's): the plain object.
+SERVER_PARTS = ("SweepRowIn", "CustomSweepCreate", "SweepDefinition")
+
+
+def _server_union(app: FastAPI, schema: dict[str, Any], settings: Settings) -> None:
+    """ServerFields and ServerCreate as a union keyed on kind (app/schemas/serverunion.py), with the
+    kinds and storages this machine has when a running service makes the document."""
+    manager = getattr(app.state, "manager", None)
+    have = manager.availability() if manager is not None else None
+
+    def usable(field: str) -> list[str]:
+        choices = list(spec.SERVER_FIELDS[field].choices)
+        return [c for c in choices if have is None or have.get(field, {}).get(c, {}).get("available", True)]
+
+    components = schema["components"]["schemas"]
+    serverunion.parts(schema, SERVER_PARTS)
+    targets = list(settings.limits.external_targets)
+    for name, suffix in (("ServerFields", ""), ("ServerCreate", "Create")):
+        serverunion.split(components, name, suffix, usable("storage"), usable("kind"), targets)
 
 
 def _name_patterns(schema: dict[str, Any]) -> None:

@@ -27,7 +27,8 @@ from lab_client import AuthenticatedClient
 from lab_client.api.results import results_csv
 from lab_client.api.sweeps import get_sweep, start_custom_sweep, sweep_results
 from lab_client.models import (
-    ClientId, Problem, RowStats, RunStatus, ServerFields, SweepGrid, SweepOfGrid, SweepOut, SweepRowsOut, ZeroMode,
+    ClientId, Problem, RowStats, RunStatus, SweepGrid, SweepOfGrid, SweepOut, SweepRowsOut, SweepServerFields,
+    ZeroMode,
 )
 
 
@@ -37,7 +38,7 @@ def main(base: str) -> int:
                                  raise_on_unexpected_status=True, timeout=None)
     body = SweepOfGrid(
         grid=SweepGrid(client=[ClientId.QEMU_IMG, ClientId.QEMU_4_2], zeromode=[ZeroMode.PLUGIN, ZeroMode.NONE]),
-        server=ServerFields(size="8M", delay_write="1ms", delay_zero=1), repeats=2, name="typed")
+        server=SweepServerFields(size="8M", delay_write="1ms", delay_zero=1), repeats=2, name="typed")
     sweep = start_custom_sweep.sync(client=client, body=body, idempotency_key="typed-sweep-1")
     if isinstance(sweep, Problem) or sweep is None:
         print(sweep)
@@ -57,6 +58,38 @@ def main(base: str) -> int:
     csv = results_csv.sync(client=client, sweep_id=sweep.id, limit=100)
     assert isinstance(csv, str)
     print(csv.splitlines()[0])
+    return 0 if done.status == RunStatus.SUCCEEDED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
+'''
+
+
+TOKENLESS = '''
+"""One run through the generated client, with no token at all (a plain Client): the service has none."""
+import sys
+
+from lab_client import Client
+from lab_client.api.runs import get_run, start_run
+from lab_client.models import ClientId, NbdkitMemoryServer, Problem, RunOnNewServer, RunOut, RunStatus, ZeroMode
+
+
+def main(base: str) -> int:
+    client = Client(base_url=base, raise_on_unexpected_status=True, timeout=None)
+    body = RunOnNewServer(client=ClientId.QEMU_4_2, label="tokenless",
+                          server=NbdkitMemoryServer(zeromode=ZeroMode.PLUGIN, size="8M", delay_write="1ms",
+                                                    delay_zero=1))
+    run = start_run.sync(client=client, body=body)
+    if not isinstance(run, RunOut):
+        print(run)
+        return 2
+    done: RunOut | Problem | None = run
+    while isinstance(done, RunOut) and done.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+        done = get_run.sync(run.id, client=client, wait=30.0)
+    if not isinstance(done, RunOut):
+        return 2
+    print(f"{done.id} {done.status.value} {done.duration_s}")
     return 0 if done.status == RunStatus.SUCCEEDED else 1
 
 
@@ -87,8 +120,64 @@ def test_the_document_passes_openapi_spec_validator(spec):
     assert spec["paths"]["/api/v1/runs"]["post"]["responses"]["202"]["headers"]["Location"]
     assert spec["paths"]["/api/v1/runs"]["post"]["responses"]["429"]["headers"]["Retry-After"]
     assert spec["paths"]["/api/v1/runs/{run_id}"]["get"]["responses"]["200"]["headers"]["ETag"]
-    assert spec["paths"]["/api/v1/runs"]["post"]["security"] == [{"bearer": []}, {}], "optional auth"
+    assert spec["security"] == [{}, {"bearer": []}], "anonymous or bearer, for the whole document"
+    assert not [op["operationId"] for op in ops if "security" in op], "no operation demands a token of its own"
     assert spec["components"]["schemas"]["RunCreate"]["oneOf"], "server and server_id exclude each other"
+    assert len(spec["components"]["schemas"]["ServerFields"]["oneOf"]) >= 4, "a server is a union keyed on kind"
+
+
+def _validator(spec: dict, schema: dict):
+    """A validator of `schema` whose #/components/... refs resolve in the document."""
+    from openapi_schema_validator import OAS31Validator
+
+    return OAS31Validator({"components": spec["components"], "allOf": [schema]})
+
+
+def test_every_request_body_has_examples_the_schema_accepts(spec):
+    from jsonschema.exceptions import ValidationError
+
+    bodies = [(op["operationId"], op["requestBody"]["content"]["application/json"])
+              for path in spec["paths"].values() for op in path.values() if "requestBody" in op]
+    assert bodies
+    for op_id, media in bodies:
+        assert media.get("examples"), f"{op_id} has no example body"
+        validator = _validator(spec, media["schema"])
+        for name, example in media["examples"].items():
+            try:
+                validator.validate(example["value"])
+            except ValidationError as e:
+                pytest.fail(f"{op_id} example {name!r} does not fit its schema: {e.message}")
+
+
+@pytest.mark.parametrize(("body", "variant"), [
+    ({}, "NbdkitMemoryServer"), ({"plugin": "file", "disk_init": "data"}, "NbdkitFileServer"),
+    ({"kind": "qemu-nbd", "disk_format": "qcow2"}, "QemuNbdQcow2Server"),
+    ({"kind": "nbd-server", "disk_init": "data"}, "NbdServerServer"),
+    ({"target": "/run/x.sock"}, None), ({"disk_init": "data"}, None), ({"kind": "qemu-nbd", "disk_format": "qcow2",
+                                                                       "disk_init": "data"}, None),
+    ({"storage": "tmpfs"}, None), ({"destructive": True}, None),
+])
+def test_the_server_union_states_the_rules_between_fields(spec, body, variant):
+    """The rules kind_problems checks, as the schema says them: exactly one variant fits a body the
+    service takes; none fits one it refuses (target without kind external, data on a memory disk...)."""
+    from jsonschema.exceptions import ValidationError
+
+    from lab.domain.spec import SpecError, build_spec
+
+    fits = []
+    for ref in spec["components"]["schemas"]["ServerFields"]["oneOf"]:
+        try:
+            _validator(spec, ref).validate(body)
+            fits.append(ref["$ref"].rsplit("/", 1)[1])
+        except ValidationError:
+            pass
+    assert fits == ([variant] if variant else []), fits
+    try:
+        build_spec(body)
+        accepted = True
+    except SpecError:
+        accepted = False
+    assert accepted == (variant is not None), "the schema and the validator agree"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +221,20 @@ def test_mypy_checks_a_custom_sweep_script_that_runs_end_to_end(client_dir, live
     assert "qemu-4.2/none: 2/2" in run.stdout and "backend.write_ops" in run.stdout
 
 
+def test_a_client_without_a_token_starts_a_run_on_a_tokenless_service(client_dir, live_service, no_leftovers):
+    """Anonymous or bearer: a plain Client (no token configured) is what every operation takes."""
+    script = client_dir / "tokenless.py"
+    script.write_text(textwrap.dedent(TOKENLESS))
+    p = subprocess.run([str(BIN / "mypy"), "--strict", "--no-incremental", "--cache-dir", str(client_dir / ".mypy2"),
+                        str(script), "lab_client"], capture_output=True, text=True, timeout=300, cwd=client_dir)
+    assert p.returncode == 0, p.stdout[-4000:]
+    svc = live_service(LAB_WORKERS="1")
+    run = subprocess.run([sys.executable, str(script), svc.base], capture_output=True, text=True, timeout=300,
+                         cwd=client_dir)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " succeeded " in run.stdout
+
+
 def test_the_docs_five_line_script(live_service, no_leftovers):
     text = (ROOT / "docs" / "api.md").read_text()
     block = text.split("## A script: sweep a grid, wait, fetch the latest results as CSV", 1)[1]
@@ -143,3 +246,27 @@ def test_the_docs_five_line_script(live_service, no_leftovers):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()
     assert lines[0].startswith("client,server.zeromode,") and len(lines) == 5, p.stdout[:2000]
+
+
+def test_the_docs_sse_helper_follows_a_run(client_dir, live_service, no_leftovers):
+    """docs/api.md's `follow()` (httpx-sse on the generated client's httpx client), as written."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    block = text.split("### Following a stream from a generated client", 1)[1]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    svc = live_service(LAB_WORKERS="1")
+    script = client_dir / "follow.py"
+    script.write_text(code + textwrap.dedent(f"""
+        import sys
+        from lab_client import Client
+        from lab_client.api.runs import start_run
+        from lab_client.models import NbdkitMemoryServer, RunOnNewServer
+
+        client = Client(base_url={svc.base!r})
+        run = start_run.sync(client=client, body=RunOnNewServer(server=NbdkitMemoryServer(size="8M",
+                             delay_write="1ms", delay_zero=1)))
+        done = follow(client, run.id)
+        print("final", done["status"])
+        """))
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=client_dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "final succeeded" in p.stdout and "100%" in p.stdout

@@ -179,8 +179,10 @@ def test_health_clients_and_openapi(api):
 def test_openapi_bounds_follow_the_settings_and_405_lists_every_method(tmp_path):
     with client_for(tmp_path / "data", max_size=16 << 20, max_delay_ms=50) as api:
         spec = api.get("/openapi.json").json()
-        props = spec["components"]["schemas"]["ServerFields"]["properties"]
-        ints = [s for s in props["size"]["anyOf"][0]["anyOf"] if s["type"] == "integer"]
+        for variant in [*spec["components"]["schemas"]["ServerFields"]["oneOf"], {"$ref": "/SweepServerFields"}]:
+            props = spec["components"]["schemas"][variant["$ref"].rsplit("/", 1)[1]]["properties"]
+            ints = [s for s in props["size"]["anyOf"][0]["anyOf"] if s["type"] == "integer"]
+            assert (ints[0]["minimum"], ints[0]["maximum"], ints[0]["multipleOf"]) == (1 << 20, 16 << 20, 512)
         assert (ints[0]["minimum"], ints[0]["maximum"], ints[0]["multipleOf"]) == (1 << 20, 16 << 20, 512)
         nums = [s for s in props["delay_write"]["anyOf"][0]["anyOf"] if s["type"] == "number"]
         assert nums[0]["maximum"] == 50

@@ -132,17 +132,17 @@ def test_no_request_field_or_parameter_is_a_path(tmp_path):
     schemas = spec["components"]["schemas"]
     request_models = {"RunCreate", "SweepCreate", "ServerFields", "GeometryFields", "ProbeCreate", "ServerCreate",
                       "RunFilter", "CustomSweepCreate", "SweepGrid", "SweepRowIn", "GuessCreate", "Prediction",
-                      "JoinCreate", "TalkShow"}
+                      "JoinCreate", "TalkShow", "SweepServerFields", "AuditCreate"}
     variants = {m: [r["$ref"].rsplit("/", 1)[-1] for r in schemas[m].get("oneOf", [])] or [m] for m in request_models}
     fields = {f"{m}.{f}" for m in request_models for v in variants[m] for f in schemas[v]["properties"]} \
-        - {"ServerFields.target", "ServerCreate.target", "SweepGrid.target"}
+        - {"ServerFields.target", "ServerCreate.target", "SweepGrid.target", "SweepServerFields.target"}
     params = {f"{path} {p['name']}" for path, ops in spec["paths"].items() for op in ops.values()
               for p in op.get("parameters", [])}
     bodies = {op["requestBody"]["content"]["application/json"]["schema"].get("$ref", "").rsplit("/", 1)[-1]
               for ops in spec["paths"].values() for op in ops.values() if "requestBody" in op}
     assert bodies - {""} <= request_models, bodies
     assert not [f for f in fields | params if PATHY.search(f.rsplit(" ", 1)[-1].split(".")[-1])], fields | params
-    assert schemas["ServerFields"]["properties"]["plugin"]["anyOf"][0]["$ref"].endswith("/Plugin")
+    assert schemas["SweepServerFields"]["properties"]["plugin"]["anyOf"][0]["$ref"].endswith("/Plugin")
     assert schemas["Plugin"]["enum"] == ["memory", "file"], "a plugin name, never a path"
 
 

@@ -32,8 +32,12 @@ from lab.service import export
 out = {}
 app = create_app(Settings(data_dir="data", max_maxdata="1M"))
 with TestClient(app, base_url="http://localhost") as c:
-    props = c.get("/openapi.json").json()["components"]["schemas"]["ServerFields"]["properties"]
-    out["schema"] = props.get("frobnicate")
+    schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    # every variant of the server union (app/schemas/serverunion.py) and a sweep's plain server fields
+    props = [schemas[r["$ref"].rsplit("/", 1)[1]]["properties"] for r in schemas["ServerFields"]["oneOf"]]
+    props.append(schemas["SweepServerFields"]["properties"])
+    same = all(p.get("frobnicate") == props[0].get("frobnicate") for p in props)
+    out["schema"] = props[0].get("frobnicate") if same else "differs between the variants"
     cfg = c.get("/api/v1/config").json()
     out["config"] = [f for f in cfg["server_fields"] if f["name"] == "frobnicate"]
     out["form"] = 'id="f-frobnicate"' in c.get("/").text

@@ -19,7 +19,7 @@ from lab.domain import spec
 from lab.domain.spec import API_DELAY_PATTERN, API_SIZE_PATTERN, MAX_JSON_INT, ServerField
 from lab.domain.units import parse_delay, parse_size
 
-_NUMBER = re.compile(r"^[0-9]{1,16}(\.[0-9]{0,6})?$")
+_NUMBER = re.compile(r"^-?[0-9]{1,16}(\.[0-9]*)?([eE][-+]?[0-9]{1,3})?$")  # JSON's numbers
 
 
 def _size(v: Any) -> int:
@@ -36,14 +36,20 @@ def _size(v: Any) -> int:
 
 
 def _delay(v: Any) -> float:
+    """Milliseconds as any JSON number (5, 5.0, 5e0) or a whole number with a unit; a filter value that
+    no run has (5.5) simply matches nothing."""
     text = str(v).strip()
-    if _NUMBER.match(text):
-        ms = float(text)
-    elif re.match(API_DELAY_PATTERN, text):
+    if re.match(API_DELAY_PATTERN, text):
         ms = parse_delay(text)
     else:
-        raise ValueError(f"{text[:40]!r} is not a delay: milliseconds, or a whole number with ms or s (such as 20ms)")
-    if not math.isfinite(ms) or ms > MAX_JSON_INT:
+        try:
+            ms = float(text) if _NUMBER.match(text) else math.nan
+        except ValueError:
+            ms = math.nan
+        if math.isnan(ms):
+            raise ValueError(f"{text[:40]!r} is not a delay: milliseconds, or a whole number with ms or s "
+                             "(such as 20ms)")
+    if not 0 <= ms <= MAX_JSON_INT:
         raise ValueError(f"a delay must be between 0 and {MAX_JSON_INT} milliseconds")
     return ms
 

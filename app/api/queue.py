@@ -20,7 +20,9 @@ class QueuedRun(BaseModel):
     student: str | None = None
 
 
-class WorkerOut(BaseModel):
+class QueueSlotsOut(BaseModel):
+    """A place runs are carried out (this service's threads, or a cluster worker) and what runs there."""
+
     id: str = Field(description="'local' (this service's threads) or a worker's name")
     slots: int
     running: list[str] = Field(description="ids of the runs and jobs running there")
@@ -30,7 +32,7 @@ class QueueOut(BaseModel):
     runs: list[QueuedRun] = Field(description="queued runs in the order they will start")
     queued: int
     running: int
-    workers: list[WorkerOut]
+    workers: list[QueueSlotsOut]
 
 
 @router.get("/queue", response_model=QueueOut)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
+from app.schemas.runs import whole
 from lab.domain.spec import STORAGES, SizeIn
 
 # A storage the lab makes, path:/DIR (below a directory in LAB_AUDIT_PATHS) or dev:/dev/X (LAB_AUDIT_DEVICES).
@@ -64,9 +65,10 @@ class AuditCreate(BaseModel):
     max_size: SizeIn | None = Field(None, description="leave out requests larger than this (at most LAB_MAX_SIZE)")
     flags: list[AuditFlags] | None = Field(None, max_length=4, description="zero flags (default all four)")
     disks: list[AuditDisk] | None = Field(None, max_length=2, description="disk states (default both)")
-    inflight: Annotated[int, Field(ge=1, le=16)] | None = Field(
+    inflight: whole(1, 16) | None = Field(  # type: ignore[valid-type]
         None, description="requests at once in the 'several in flight' groups (1: none; default 4)")
-    deadline_s: Annotated[float, Field(gt=0, le=14400)] = Field(1800.0, description="stop after this many seconds")
+    deadline_s: Annotated[float, Field(gt=0, le=14400, strict=True)] = Field(
+        1800.0, description="stop after this many seconds")
 
 
 class AuditProgress(BaseModel):

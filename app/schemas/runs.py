@@ -119,7 +119,7 @@ class Prediction(_Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     # not nullable: leave a field out rather than send null (so at least one given field is a number)
-    duration_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S)] = Field(  # type: ignore[assignment]
+    duration_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, strict=True)] = Field(  # type: ignore[assignment]
         None, json_schema_extra=no_default, description="the copy's wall time in seconds")
     write_ops: Ops = Field(None, json_schema_extra=no_default,  # type: ignore[assignment]
                            description="write requests that reach the backend")
@@ -288,6 +288,7 @@ ServerPartial = partial_model(
 class RunOut(Run):
     """lab.domain.run.Run: the same object `lab run --json` prints (typed reference figures)."""
 
+    status: RunStatus = Field(RunStatus("queued"))  # type: ignore[assignment]  # the one status enum
     reference: Reference | None = None  # type: ignore[assignment]
     contention: Contention | None = Field(  # type: ignore[assignment]
         None, description="machine_cores, own_cores, others_cores, limit_cores during the copy")

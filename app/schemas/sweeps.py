@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas.runs import ServerFields, ServerOut, SweepGrid, SweepRowIn, no_default, whole
+from app.schemas.runs import RunStatus, ServerFields, ServerOut, SweepGrid, SweepRowIn, no_default, whole
 
 MAX_ROWS = 1000
 Repeats = whole(1, 20)
@@ -87,7 +87,7 @@ class RowResult(BaseModel):
 class SweepRowsOut(BaseModel):
     sweep_id: str
     name: str
-    status: str
+    status: RunStatus
     repeats: int
     contended: bool | None = Field(None, description="as asked: null all runs, false without contended ones, true "
                                                      "only them")
