@@ -54,6 +54,8 @@ EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
     "add_guess": {"act 1": {"summary": "a guess before the act runs (a joined student's key names them; in an "
                                        "open lab they name themselves)",
                             "value": {"student": "Ana", "target": "act1-baseline", "prediction": {"duration_s": 8}}}},
+    "show": {"act 2": {"summary": "the presenter moves the audience's screens to act 2",
+                       "value": {"act": "write-zeroes"}}},
     "create_audit": {"a quick audit": {"summary": "nbdkit's file plugin, the short list of sizes",
                                        "value": {"server": {"kind": "nbdkit", "plugin": "file"}, "quick": True}}},
 }
