@@ -203,3 +203,21 @@ def test_a_joined_student_runs_from_the_lab_page_and_cancels_only_their_own(serv
     page.screenshot(path=str(ARTIFACTS / "class-student-lab-1280x720.png"))
     assert page.console.errors == []
     service.post("/api/v1/runs/cancel", {})
+
+
+def test_the_class_view_redraws_while_runs_go_on(service: LabService, new_page) -> None:
+    """A long run streams progress events all along; a student's run that ends meanwhile shows up in the
+    students table at once (the redraw is throttled, never postponed by each new event)."""
+    long = service.post("/api/v1/runs", {"client": "qemu-img",
+                                         "server": {"zeromode": "none", "size": "8M", "delay_write": "500ms"}}).json()
+    page = new_page(1280, 640)
+    page.goto(service.url + "/class")
+    page.wait_for_selector('#conn[data-state="live"]')
+    while service.get(f"/api/v1/runs/{long['id']}").json()["status"] != "running":
+        page.wait_for_timeout(100)
+    quick = service.post("/api/v1/runs", {"client": "qemu-img", "server": SMALL, "student": "Zed"}).json()
+    service.wait_run(quick["id"])
+    page.wait_for_selector('#students-rows tr[data-student="Zed"] td:nth-child(4):text-is("1")', timeout=10_000)
+    assert service.get(f"/api/v1/runs/{long['id']}").json()["status"] == "running"  # events still streaming
+    assert page.console.errors == []
+    service.post(f"/api/v1/runs/{long['id']}/cancel")
