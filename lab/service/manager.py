@@ -239,8 +239,12 @@ class Manager:
         """Interrupt running runs and stop all servers (nothing of ours survives); queued runs stay
         queued in the store for the next start (those on a managed server end: it stops too)."""
         self.reaper.close()
+        kept = self.scheduler.queued  # the log says what the next start will run
         stuck = self.scheduler.shutdown(Stop("interrupted", SHUTDOWN_ERROR), self.config.shutdown_grace_s,
                                         keep=lambda j: j.run is not None and j.needs.server_id is None)
+        if kept:
+            log.info("stopping: %d queued jobs kept for the next start (runs that were running: interrupted)",
+                     kept, extra={"event": "service.stopping", "queued_kept": kept})
         if stuck is None:
             return
         self.servers.close()
