@@ -204,7 +204,7 @@ ACTS = (
     Act("block-status", "2b. What's the status? Ask the destination first", "qemu 2.12, Apr 2018: an experiment",
         "BLOCK_STATUS says whether a range is a hole: a client could ask before each hole and skip the zero "
         "where the destination already reads as zero. Here it asks on a reused disk (data everywhere, so each "
-        "answer is 'data'), on tmpfs and on ext4, the disk growing from 32 to 128 MiB.",
+        "answer is 'data'), kept in RAM (tmpfs) and on a disk's filesystem, the disk growing from 32 to 128 MiB.",
         BLOCK_STATUS_ROWS,
         "Two reasons not to ask. If zeroing is fast, a question at best replaces a zero and at worst comes "
         "before one. If zeroing is slow, asking pays only while answers are fast, and tmpfs walks the file for "

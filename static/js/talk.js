@@ -211,7 +211,8 @@ function verdict(a, lanes) {
   if (asksFirst(a)) {
     // per storage: how much the time spent asking grew, against how much the disk grew
     const by = new Map();
-    for (const l of lanes) by.set(l.row.server.storage, [...(by.get(l.row.server.storage) || []), l]);
+    const where = (l) => l.row.label.split(",")[0]; // "tmpfs", "ext4", "tmpfs already mounted", ...
+    for (const l of lanes) by.set(where(l), [...(by.get(where(l)) || []), l]);
     const growth = [...by].map(([name, ls]) => {
       const first = ls[0].part;
       const last = ls[ls.length - 1].part;

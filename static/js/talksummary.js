@@ -36,7 +36,8 @@ function asking(a, lanes) {
   const by = new Map();
   for (const l of lanes) {
     if (l.state !== "done" || l.part == null) continue;
-    by.set(l.row.server.storage, [...(by.get(l.row.server.storage) || []), l.part]);
+    const where = l.row.label.split(",")[0];
+    by.set(where, [...(by.get(where) || []), l.part]);
   }
   if (!by.size) return `${a.title.split(":")[0]}: not run yet.`;
   return `${a.title.split(":")[0]}: time spent asking BLOCK_STATUS as the disk grew 4×: ${[...by].map(([st, vs]) =>
