@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from lab.domain.clients import CLIENTS
-from lab.domain.run import Run, new_id
+from lab.domain.run import FINAL, Run, new_id
 from lab.host.places import Core
 from lab.measure import contention
 from lab.nbd.backends import needs
@@ -166,6 +166,49 @@ def run_job(run: Run, who: Who | None = None, timeout_s: float | None = None, gr
     run.lane = who.lane
     return Job("run", {"run": run.to_dict(), "timeout_s": timeout_s}, who, run_needs(run),
                id=run.id, group=group, group_limit=group_limit, group_cores=group_cores, priority=priority, run=run)
+
+
+# -- an outcome, read ------------------------------------------------------------------------------------
+
+LOST_ERROR = "the worker running it was lost"
+
+
+def adopt(run: Run, row: dict[str, Any]) -> None:
+    """Make `run` (the owner's object, which sweeps and callers hold) the finished run `row`."""
+    new = Run.model_validate(row)
+    for name in Run.model_fields:
+        if name != "trace":
+            run.__dict__[name] = new.__dict__[name]
+    if new.__pydantic_extra__:
+        run.__pydantic_extra__ = dict(new.__pydantic_extra__)
+
+
+def settle(job: Job, outcome: dict[str, Any]) -> None:
+    """A job's final status and error from its outcome (the JOB CONTRACT's) and why it was stopped
+    (`job.stop`, lab.service.scheduler.Stop): a run's are its result's, its Run adopts the result; `lost`
+    reaches here only when it will not be tried again: `interrupted`; a stopped job that reports itself
+    cancelled ends as its stop says; anything not final is a failure."""
+    job.outcome = outcome
+    status, error = outcome.get("status") or "failed", outcome.get("error")
+    result = outcome.get("result") or {}
+    run = job.run
+    if run is not None and isinstance(result.get("run"), dict):
+        adopt(run, result["run"])
+        run.trace = result.get("trace")
+        status, error = run.status, run.error
+    if status == "lost":
+        status, error = "interrupted", f"{LOST_ERROR} ({job.worker})"
+    stop = job.stop
+    if status == "cancelled" and stop is not None:
+        status, error = stop.status, stop.error_running or stop.error
+    elif status not in FINAL:
+        status, error = "failed", error or f"the job ended in state {status}"
+    job.status = status
+    if run is not None:
+        run.status, run.error = status, error  # type: ignore[assignment]
+        run.finished_at = run.finished_at or time.time()
+    elif error is not None:
+        outcome["error"] = error
 
 
 # -- carrying a job out (on whichever machine it was sent to) ---------------------------------------------

@@ -14,7 +14,9 @@ What it decides, per machine (this one, and remote workers when an executor offe
   the anonymous callers (as one) take turns (round-robin), and anonymous callers take turns among
   themselves; `priority` orders one owner's own jobs, then queue order.
 
-Who may queue (admission, all or none per submit): see `Admission`.
+The policy (who may queue how much, the order, where and beside what a job may start, when each
+queued job may start) is lab.service.policy's pure functions; this module keeps the bookkeeping:
+the queue, what runs where, the dispatcher, the one cancel and what executors report.
 
 Jobs are plain data (lab.service.jobs.Job); an `Executor` carries them out on a machine and reports
 events and the outcome back through the scheduler (`Report`). `LocalExecutor` runs them in threads
@@ -27,30 +29,24 @@ run or not; a queued job stopped by cancel is finished under the lock, so nothin
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lab.domain.errors import AnonymousLimit, QueueFull, ShuttingDown, StudentLimit
-from lab.domain.run import FINAL, Run
+from lab.domain.errors import ShuttingDown
 from lab.nbd.backends import Machine
-from lab.service.jobs import HANDLERS, LANE_RANK, Context, Job, LocalContext
+from lab.service.jobs import HANDLERS, Context, Job, LocalContext, settle
+from lab.service.policy import LAUNCH_QUIET_S, LOCAL, Admission, Outlook, Worker, eligible, fits, order, simulate
+
+__all__ = ["CANCELLED", "LAUNCH_QUIET_S", "LOCAL", "Admission", "Executor", "LocalExecutor", "Report", "Scheduler",
+           "Stop", "Worker"]
 
 log = logging.getLogger("lab.service.scheduler")
 
-# A real binary (qemu-img) is clocked from spawn to exit, so its own start-up is in its time; the
-# era clients clock themselves once connected. A job clocked from spawn starts only when no other
-# job started on its machine less than this long ago, and none starts beside it for as long: a
-# burst of servers and client processes starting at once would otherwise land inside its measurement.
-LAUNCH_QUIET_S = 1.0
-LOCAL = "local"  # the service's own machine
-SIBLING_SHARE = 0.7  # of a sweep's group_cores, what its rows on one worker may use beside each other
-LOST_ERROR = "the worker running it was lost"
 
 
 @dataclass(frozen=True)
@@ -63,20 +59,6 @@ class Stop:
 
 
 CANCELLED = Stop()  # a user's cancel: the job reports itself cancelled
-
-
-@dataclass(frozen=True)
-class Worker:
-    """Where jobs run: this process's threads (LOCAL) or a `lab worker` on some machine; `slots`: jobs at
-    once; `capabilities`: what jobs may ask for (lab.service.jobs.Needs)."""
-
-    id: str
-    slots: int
-    capabilities: frozenset[str] = frozenset()
-    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    # When set, it takes only jobs that ask for one of these (the service's own threads beside remote
-    # workers take only runs on its managed servers: "managed").
-    only: frozenset[str] = frozenset()
 
 
 class Report(Protocol):
@@ -165,37 +147,6 @@ class LocalExecutor:
                 self._threads.pop(job.id, None)
 
 
-@dataclass(frozen=True)
-class Admission:
-    """Who may queue how much (0 or None: no limit).
-
-    - `queue_size`: jobs waiting in the fair lane (students and anonymous callers); a student who
-      has nothing queued or running is let in even when it is full (everyone gets a turn; at most
-      `2 * queue_size` wait in all). The teacher's and the system's jobs are never refused because
-      students filled it: they have a queue of `queue_size` of their own.
-    - `per_student`: jobs one student may have queued or running.
-    - `anonymous`: jobs all nameless callers together may have queued or running."""
-
-    queue_size: int = 64
-    per_student: int | None = None
-    anonymous: int | None = None
-
-
-def _adopt(run: Run, row: dict[str, Any]) -> None:
-    """Make `run` (the owner's object, which sweeps and callers hold) the finished run `row`."""
-    new = Run.model_validate(row)
-    for name in Run.model_fields:
-        if name != "trace":
-            run.__dict__[name] = new.__dict__[name]
-    if new.__pydantic_extra__:
-        run.__pydantic_extra__ = dict(new.__pydantic_extra__)
-
-
-def _too_many(n: int, most: int, limit: str) -> str:
-    """The words of a refusal that waiting cannot help: `n` runs where a limit allows `most`."""
-    return f"this needs {n} runs and {limit.format(most=most)}: it can never fit; queue fewer (a sweep's `only`)"
-
-
 class Scheduler:
     def __init__(self, executors: Executor | Sequence[Executor], admission: Admission | None = None, *,
                  on_finish: Callable[[Job], None], on_event: Callable[[Job, dict[str, Any]], None] | None = None,
@@ -206,8 +157,7 @@ class Scheduler:
         self.name = name
         self._on_finish, self._on_event = on_finish, on_event or (lambda _j, _e: None)
         self._on_queued = on_queued or (lambda _j: None)
-        self._estimate = estimate or (lambda _j: 5.0)
-        self._cores = cores or (lambda j: 1.0 if j.alone else 0.1)
+        self.outlook = Outlook(estimate, cores)
         self.lock = threading.Condition(threading.RLock())
         self._pending: dict[str, Job] = {}  # queue order = insertion order (seq)
         self._active: dict[str, Job] = {}
@@ -307,48 +257,9 @@ class Scheduler:
             return list(jobs)
 
     def _admit(self, jobs: Sequence[Job]) -> int:
-        """Check the admission rules for `jobs` (one submit: one caller); returns the free places."""
-        a, n = self.admission, len(jobs)
-        if not jobs:
-            return a.queue_size
-        who = jobs[0].who
-        if who.lane == "system":  # the service's own jobs (a calibration's points)
-            return a.queue_size
-        if who.lane == "teacher":
-            waiting = sum(1 for j in self._pending.values() if j.who.lane == "teacher")
-            free = a.queue_size - waiting
-            if n > free:
-                raise QueueFull(_too_many(n, a.queue_size, "the queue holds at most {most} runs (LAB_QUEUE_SIZE)")
-                                if n > a.queue_size else f"the teacher's queue is full: {max(free, 0)} of "
-                                f"{a.queue_size} places are free and this needs {n}; retry when some have started",
-                                can_wait=n <= a.queue_size)
-            return free
-        fair = [j for j in self._pending.values() if j.who.lane in ("student", "anonymous")]
-        free = a.queue_size - len(fair)
-        mine = self.count(lambda j: j.who.owner == who.owner)
-        if who.lane == "student" and a.per_student and mine + n > a.per_student:
-            shown = (jobs[0].payload.get("run") or {}).get("student") or who.name  # the name as typed
-            raise StudentLimit(
-                _too_many(n, a.per_student, f"{shown} may have at most {{most}} runs queued or running "
-                          "(the per-student limit keeps the queue fair)") if n > a.per_student else
-                f"{shown} already has {mine} of at most {a.per_student} runs queued or running and this needs {n} "
-                f"more (the per-student limit keeps the queue fair): wait until one finishes",
-                can_wait=n <= a.per_student)
-        if who.lane == "anonymous" and a.anonymous and mine + n > a.anonymous:
-            raise AnonymousLimit(
-                _too_many(n, a.anonymous, "runs without a student name share {most} places (give a student name)")
-                if n > a.anonymous else
-                f"runs without a student name already hold {mine} of the {a.anonymous} places they share and this "
-                f"needs {n} more (the anonymous budget keeps the queue for everyone): give a student name, or wait "
-                f"until one finishes", can_wait=n <= a.anonymous)
-        newcomer = who.lane == "student" and mine == 0 and n == 1 and len(fair) < 2 * a.queue_size
-        if n > free and not newcomer:
-            raise QueueFull(_too_many(n, a.queue_size, "the queue holds at most {most} runs (LAB_QUEUE_SIZE)")
-                            if n > a.queue_size else f"the run queue is full ({a.queue_size} runs waiting): retry "
-                            "in a moment" if n == 1 else f"the queue is full: {max(free, 0)} of {a.queue_size} "
-                            f"places are free and this needs {n}; retry when some have started",
-                            can_wait=n <= a.queue_size)
-        return max(free, 1 if newcomer else 0)
+        """The admission rules for `jobs` (lab.service.policy.Admission); the free places of their lane."""
+        return self.admission.check(jobs, self._pending.values(),
+                                    lambda owner: self.count(lambda j: j.who.owner == owner))
 
     # -- cancel ----------------------------------------------------------------------------------
     def cancel(self, match: Callable[[Job], bool], stop: Stop = CANCELLED, wait: float = 0.0) -> list[Job]:
@@ -415,34 +326,22 @@ class Scheduler:
         when it may start (`estimated_start_s`, seconds from now, from the estimates of the jobs
         running and ahead of it and the machines' slots). A snapshot; new arrivals may change it."""
         with self.lock:
-            order = self._order()
+            queued = self._order()
             active = [(j, j.started_at) for j in self._active.values()]
             machines = [m for m, _ex in self._current_machines()]
         now = time.monotonic()
         running = [(j, max(0.0, self.estimate(j) - (now - (t or now)))) for j, t in active]
-        starts = _simulate(order, running, machines, self.estimate)
+        starts = simulate(queued, running, machines, self.estimate)
         return {j.id: {"queue_position": i + 1, "estimated_start_s": round(starts[j.id], 1)}
-                for i, j in enumerate(order)}
+                for i, j in enumerate(queued)}
 
     def cores(self, job: Job) -> float:
-        """How much CPU `job` should use while it runs, in cores (its owner's estimate, asked once)."""
-        if job.cores is None:
-            try:
-                job.cores = max(0.0, float(self._cores(job)))
-            except Exception:
-                log.exception("estimating job %s's CPU", job.id)
-                job.cores = 1.0
-        return job.cores
+        """How much CPU `job` should use while it runs, in cores (lab.service.policy.Outlook)."""
+        return self.outlook.cores(job)
 
     def estimate(self, job: Job) -> float:
-        """How long `job` should take, in seconds (its owner's estimate, asked once)."""
-        if job.estimate_s is None:
-            try:
-                job.estimate_s = max(0.0, float(self._estimate(job)))
-            except Exception:
-                log.exception("estimating job %s", job.id)
-                job.estimate_s = 0.0
-        return job.estimate_s
+        """How long `job` should take, in seconds (lab.service.policy.Outlook)."""
+        return self.outlook.estimate(job)
 
     def position(self, job_id: str) -> int | None:
         """1-based place of a queued job in the order they would start; None when it is not queued."""
@@ -479,7 +378,7 @@ class Scheduler:
             log.warning("job %s: its worker was lost before it started copying; queued again", job_id)
             return
         try:
-            self._settle(job, outcome)
+            settle(job, outcome)
             self._end(job)
         finally:
             self._release(job)
@@ -490,30 +389,6 @@ class Scheduler:
             self.lock.notify_all()
 
     # -- internals --------------------------------------------------------------------------------
-    def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
-        """The job's final status and error from its outcome and why it was stopped."""
-        job.outcome = outcome
-        status, error = outcome.get("status") or "failed", outcome.get("error")
-        result = outcome.get("result") or {}
-        run = job.run
-        if run is not None and isinstance(result.get("run"), dict):
-            _adopt(run, result["run"])
-            run.trace = result.get("trace")
-            status, error = run.status, run.error
-        if status == "lost":
-            status, error = "interrupted", f"{LOST_ERROR} ({job.worker})"
-        stop = job.stop
-        if status == "cancelled" and stop is not None:
-            status, error = stop.status, stop.error_running or stop.error
-        elif status not in FINAL:
-            status, error = "failed", error or f"the job ended in state {status}"
-        job.status = status
-        if run is not None:
-            run.status, run.error = status, error  # type: ignore[assignment]
-            run.finished_at = run.finished_at or time.time()
-        elif error is not None:
-            outcome["error"] = error
-
     def _end_unstarted(self, job: Job, stop: Stop) -> None:
         job.status = stop.status
         job.outcome = {"status": stop.status, "result": None, "error": stop.error, "started_copying": False}
@@ -565,7 +440,7 @@ class Scheduler:
 
     def _order(self) -> list[Job]:
         """Queued jobs in the order they would start if nothing else arrived (see the module doc)."""
-        return _order(self._pending.values(), self._served, self._served_client)
+        return order(self._pending.values(), self._served, self._served_client)
 
     def _dispatch_loop(self) -> None:
         while True:
@@ -613,39 +488,22 @@ class Scheduler:
         running_in = Counter(j.group for j in self._active.values() if j.group is not None)
         reserved: set[str] = set()  # machines a CPU-bound job waits to have to itself
         for job in self._order():
-            if job.needs.server_id is not None and job.needs.server_id in self._busy:
-                continue
-            if job.group_limit is not None and running_in.get(job.group or "", 0) >= job.group_limit:
+            if self._waits_for_its_own(job, running_in):
                 continue
 
-            fits = [(m, ex) for m, ex in machines if _eligible(job, m) and m.id not in reserved]
-            for m, ex in sorted(fits, key=lambda p: len(self._on.get(p[0].id, {}))):
-                if self._fits(job, m, now):
+            candidates = [(m, ex) for m, ex in machines if eligible(job, m) and m.id not in reserved]
+            for m, ex in sorted(candidates, key=lambda p: len(self._on.get(p[0].id, {}))):
+                if fits(job, m, list(self._on.get(m.id, {}).values()), now, self.cores):
                     return job, m, ex
-            if job.alone and fits:  # it waits for the least busy one to empty; nothing after it starts there
-                reserved.add(min(fits, key=lambda p: len(self._on.get(p[0].id, {})))[0].id)
+            if job.alone and candidates:  # it waits for the least busy one to empty; nothing after it starts there
+                reserved.add(min(candidates, key=lambda p: len(self._on.get(p[0].id, {})))[0].id)
         return None
 
-    def _fits(self, job: Job, machine: Worker, now: float) -> bool:
-        there = self._on.get(machine.id, {}).values()
-        if len(there) >= machine.slots:
-            return False
-        if job.group_cores is not None and not self._light_enough(job, [j for j in there if j.group == job.group]):
-            return False
-        if any(j.alone or (j.needs.spawn_clocked and j.launching(now, LAUNCH_QUIET_S)) for j in there):
-            return False
-        if job.alone and there:
-            return False
-        return not (job.needs.spawn_clocked and any(j.launching(now, LAUNCH_QUIET_S) for j in there))
-
-    def _light_enough(self, job: Job, siblings: list[Job]) -> bool:
-        """A row of a sweep without a parallelism joins its siblings on a worker only if none of them would
-        see the others use more than SIBLING_SHARE of the sweep's `group_cores` (the rest is left for the
-        worker's other work): each row's contention is the CPU of the others."""
-        if not siblings:
+    def _waits_for_its_own(self, job: Job, running_in: Counter[str]) -> bool:
+        """Its managed server is busy, or its sweep runs as many rows as its parallelism allows."""
+        if job.needs.server_id is not None and job.needs.server_id in self._busy:
             return True
-        cores = [self.cores(j) for j in (*siblings, job)]
-        return sum(cores) - min(cores) <= SIBLING_SHARE * (job.group_cores or 0.0)
+        return job.group_limit is not None and running_in.get(job.group or "", 0) >= job.group_limit
 
     def _launch_window_left(self) -> float | None:
         """Seconds until the youngest running job's start-up window ends (None: none is open), so the
@@ -657,118 +515,3 @@ class Scheduler:
         if left:
             return max(0.01, min(left))
         return 2.0 if self._machines_stale and self._pending else None
-
-
-def _eligible(job: Job, machine: Worker) -> bool:
-    n = job.needs
-    if n.worker is not None and n.worker != machine.id:
-        return False
-    if machine.only and not (machine.only & set(n.capabilities)) and n.worker != machine.id:
-        return False
-    return all(c in machine.capabilities for c in n.capabilities)
-
-
-def _order(pending: Iterable[Job], served: dict[str, int], served_client: dict[str, int]) -> list[Job]:
-    """Jobs in the order they would start: by lane; within the teacher's and the system's lane by
-    priority then queue order; in the fair lane round-robin across owners (the one that started a
-    job longest ago goes next; anonymous callers are one owner and take turns among themselves),
-    each owner's own jobs by priority then queue order."""
-    by_lane: dict[int, list[Job]] = {}
-    for job in pending:
-        by_lane.setdefault(LANE_RANK.get(job.who.lane, 2), []).append(job)
-    out: list[Job] = []
-    for rank in sorted(by_lane):
-        jobs = by_lane[rank]
-        if rank < 2:
-            out += sorted(jobs, key=lambda j: (-j.priority, j.seq))
-        else:
-            out += _round_robin(jobs, served, served_client)
-    return out
-
-
-def _own_order(j: Job) -> tuple[int, int]:
-    return (-j.priority, j.seq)
-
-
-def _round_robin(jobs: list[Job], served: dict[str, int], served_client: dict[str, int]) -> list[Job]:
-    owners: dict[str, list[Job]] = {}
-    for job in jobs:
-        owners.setdefault(job.who.owner, []).append(job)
-    queues: dict[str, Any] = {}
-    for owner, js in owners.items():
-        if owner == "anonymous":  # its own round-robin across clients
-            queues[owner] = iter(_round_robin_clients(js, served_client))
-        else:
-            queues[owner] = iter(sorted(js, key=_own_order))
-    first = {o: min(j.seq for j in js) for o, js in owners.items()}
-    heap = [(served.get(o, -1), first[o], o) for o in owners]
-    heapq.heapify(heap)
-    turn = max(served.values(), default=0)
-    out = []
-    while heap:
-        _t, f, o = heapq.heappop(heap)
-        job = next(queues[o], None)
-        if job is None:
-            continue
-        out.append(job)
-        turn += 1
-        heapq.heappush(heap, (turn, f, o))
-    return out
-
-
-def _round_robin_clients(jobs: list[Job], served_client: dict[str, int]) -> list[Job]:
-    clients: dict[str, list[Job]] = {}
-    for job in jobs:
-        clients.setdefault(job.who.client or "", []).append(job)
-    queues = {c: iter(sorted(js, key=_own_order)) for c, js in clients.items()}
-    heap = [(served_client.get(c, -1), min(j.seq for j in js), c) for c, js in clients.items()]
-    heapq.heapify(heap)
-    turn = max(served_client.values(), default=0)
-    out = []
-    while heap:
-        _t, f, c = heapq.heappop(heap)
-        job = next(queues[c], None)
-        if job is None:
-            continue
-        out.append(job)
-        turn += 1
-        heapq.heappush(heap, (turn, f, c))
-    return out
-
-
-def _simulate(order: list[Job], running: list[tuple[Job, float]], machines: list[Worker],
-              estimate: Callable[[Job], float]) -> dict[str, float]:
-    """When each job of `order` would start (seconds from now) if each took its estimate: every
-    machine's slots free up as their jobs end; a CPU-bound job waits for its machine to empty."""
-    free: dict[str, list[float]] = {m.id: [0.0] * max(1, m.slots) for m in machines}
-    for job, left in running:
-        slots = free.get(job.worker or LOCAL)
-        if slots is None:
-            continue
-        if job.alone:
-            slots[:] = [left] * len(slots)
-        else:
-            i = slots.index(min(slots))
-            slots[i] = max(slots[i], left)
-    out: dict[str, float] = {}
-    for job in order:
-        best: tuple[float, str] | None = None
-        for m in machines:
-            if not _eligible(job, m):
-                continue
-            slots = free[m.id]
-            at = max(slots) if job.alone else min(slots)
-            if best is None or at < best[0]:
-                best = (at, m.id)
-        if best is None:
-            out[job.id] = 0.0
-            continue
-        at, mid = best
-        took = max(0.0, estimate(job))
-        slots = free[mid]
-        if job.alone:
-            slots[:] = [at + took] * len(slots)
-        else:
-            slots[slots.index(min(slots))] = at + took
-        out[job.id] = at
-    return out
