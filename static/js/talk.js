@@ -89,7 +89,9 @@ function buildAct(a) {
   const box = $("lanes");
   box.className = grid ? "lanes lanes-grid" : "lanes";
   $("talk").classList.toggle("is-grid", grid);
-  box.style.setProperty("--lane-rows", String(Math.ceil(a.rows.length / 2)));
+  // a row per size: as many as the longer column (a column this machine lacks is a note, not lanes)
+  const perColumn = Math.max(a.rows.filter((r) => r.group === "A").length, a.rows.filter((r) => r.group !== "A").length);
+  box.style.setProperty("--lane-rows", String(perColumn));
   // the grid is filled column by column: all of A (tmpfs), then all of B (ext4)
   const rows = grid ? [...a.rows.filter((r) => r.group === "A"), ...a.rows.filter((r) => r.group !== "A")] : a.rows;
   doms = new Map(rows.map((r) => [r.key, buildLane(r, { mapRows: grid ? 1 : 2, short: grid })]));
@@ -98,7 +100,7 @@ function buildAct(a) {
     // "tmpfs, reused disk, 32 MiB (256 holes)" -> "tmpfs" (where the machine keeps this column's disks)
     const head = (r) => el("div", { class: "lanes-head" }, r.label.split(",")[0]);
     const split = rows.findIndex((r) => r.group !== "A");
-    nodes.splice(split, 0, head(rows[split]));
+    if (split > 0) nodes.splice(split, 0, head(rows[split])); // (a column this machine lacks has no lanes)
     nodes.unshift(head(rows[0]));
   }
   box.replaceChildren(...nodes);

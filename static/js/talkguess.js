@@ -16,11 +16,11 @@ function actOnScreen() {
   return i >= 0 && i < acts.length ? acts[i] : null;
 }
 
-// "Server A", or "Server A, 32 MiB" where an act has several rows per server (the block-status act).
+// "Server A", or "A 32.0 MiB" where an act has several rows per server (the block-status act).
 function rowName(row, rows) {
   if (!row.group) return "Time";
   const same = rows.filter((r) => r.group === row.group).length > 1;
-  return same && row.spec && row.spec.size ? `Server ${row.group}, ${f.bytes(row.spec.size)}` : `Server ${row.group}`;
+  return same && row.spec && row.spec.size ? `${row.group} ${f.bytes(row.spec.size)}` : `Server ${row.group}`;
 }
 
 function inputs() { return [...document.querySelectorAll("#talk-guess-fields input")]; }
