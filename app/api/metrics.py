@@ -12,15 +12,14 @@
                                               again from the database, so no stream misses one
     process_*                                 the service process (CPU, memory, open files)
 
-Runs by status and the queue are read when scraped; the histogram follows the `done` events on a
-subscription of its own (one thread, one subscriber). The registry is the app's own (not the
+Runs by status and the queue are read when scraped; the histogram follows the `done` events (a
+listener of the event bus: no thread, no subscriber). The registry is the app's own (not the
 global one), so two apps in one process never share a series. Reads are open, like the rest.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,29 +84,19 @@ class Metrics:
                                 ["status"], registry=self.registry)
         ProcessCollector(registry=self.registry)
         self.registry.register(_Now(self))
-        self._thread: threading.Thread | None = None
-        self._sub: Any = None
 
     def start(self, manager: Manager) -> None:
         self.manager = manager
-        self._sub = manager.subscribe()  # from now on: the history is in fastzero_runs
-        self._thread = threading.Thread(target=self._follow, args=(self._sub,), name="metrics", daemon=True)
-        self._thread.start()
+        manager.on_event(self._event)  # from now on: the history is in fastzero_runs
 
     def stop(self) -> None:
-        if self._sub is not None:
-            self._sub.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self.manager is not None:
+            self.manager.on_event(self._event, stop=True)
 
-    def _follow(self, sub: Any) -> None:
-        while not sub.closed:
-            for ev in sub.get(timeout=1.0):
-                if ev.type == "done":
-                    try:
-                        self.observe(ev.data.get("run") or {})
-                    except Exception:  # a metric must never take the service down
-                        log.exception("metrics: event %s", ev.id)
+    def _event(self, ev: Any) -> None:
+        """In the publishing thread: only a finished run's event is read (its JSON parsed once)."""
+        if ev.type == "done":
+            self.observe(ev.data.get("run") or {})
 
     def observe(self, run: dict[str, Any]) -> None:
         status = str(run.get("status") or "unknown")

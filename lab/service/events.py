@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from lab.service.store import Event, Store
@@ -42,6 +43,7 @@ class EventBus:
         self._lock = threading.Lock()
         self._subs: set[Subscription] = set()
         self.published = 0  # events published since the bus started (GET /metrics)
+        self._listeners: list[Callable[[Event], None]] = []  # called with each event, after the fan-out
         self._dropped_gone = 0  # events dropped from the live queues of subscriptions since closed
 
     @property
@@ -74,7 +76,21 @@ class EventBus:
         for loop, waiters in wake.items():
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 loop.call_soon_threadsafe(_wake_all, waiters)
+        for listen in self._listeners:
+            try:
+                listen(ev)
+            except Exception:  # a listener (metrics) must never fail a publish
+                log.exception("event listener %r on event %d", listen, ev.id)
         return ev
+
+    def listen(self, fn: Callable[[Event], None]) -> None:
+        """Call fn(event) for every event published from now on, in the publisher's thread, after
+        the fan-out: for cheap bookkeeping (counters), not a subscriber (nothing queued, not counted)."""
+        self._listeners.append(fn)
+
+    def unlisten(self, fn: Callable[[Event], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
 
     def publish_safe(self, type_: str, run_id: str | None = None, sweep_id: str | None = None, **kw: Any) -> None:
         """publish(), logging a failure instead of raising (for announcements nothing waits on)."""

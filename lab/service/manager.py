@@ -461,6 +461,12 @@ class Manager:
                 "max_servers": self.config.max_servers, "subscribers": self.bus.subscriber_count,
                 "last_event_id": self.bus.last_id, "stopping": self.scheduler.stopping}
 
+    def on_event(self, fn: Callable[[Event], None] | None, stop: bool = False) -> None:
+        """Have fn(event) called for every event from now on (stop=True: no more), in the publishing
+        thread: bookkeeping such as GET /metrics' counters, not a subscription."""
+        if fn is not None:
+            (self.bus.unlisten if stop else self.bus.listen)(fn)
+
     def metrics(self) -> dict[str, Any]:
         """What GET /metrics exports besides its own counters: runs by status (the history), the queue,
         the event bus's subscribers and its events published and dropped (since the service started)."""
