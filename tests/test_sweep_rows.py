@@ -79,7 +79,9 @@ def test_no_cell_of_the_results_csv_holds_json():
               reached={"fraction": 1.0, "bytes_done": 8 << 20, "elapsed_s": 1.0, "backend": {"write_ops": 3},
                        "phase": "copy"},
               diskmap={"cell_size": 65536, "size": 8 << 20, "cells": "d4z4", "requests": 8, "truncated": False},
-              scenario_rows={"act1-A": True, "ref-none": False})
+              scenario_rows={"act1-A": True, "ref-none": False},
+              request_stats={"latency": {"Write": {"n": 3, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 2.0, "max_ms": 2.0}},
+                             "zero_sizes": [{"le": 4096, "count": 10}, {"le": 65536, "count": 2}]})
     table = list(csv.reader(io.StringIO(to_csv([run.to_dict()]))))
     header, row = table[0], table[1]
     jsonish = {h: v for h, v in zip(header, row, strict=True) if v[:1] in ("{", "[")}
@@ -88,6 +90,8 @@ def test_no_cell_of_the_results_csv_holds_json():
     assert cells["contention.others_cores"] == "0.2" and cells["reached.backend.write_ops"] == "3"
     assert cells["diskmap.cells"] == "d4z4" and cells["notes"] == "first note | second; note"
     assert cells["scenario_rows"] == "act1-A ref-none~"
+    assert cells["request_stats.latency.Write.p90_ms"] == "2.0" and cells["request_stats.latency.Zero.n"] == ""
+    assert cells["request_stats.zero_sizes"] == "le=4096 count=10 | le=65536 count=2"
 
 
 def test_the_api_names_rows_as_the_cli_does_and_keeps_them_when_posted_back(tmp_path):

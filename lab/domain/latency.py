@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from typing import Any
 
 PERCENTILES = (50, 90, 99)
+# What percentiles() gives per operation, and the operations nbdkit's log filter names (the CSV's
+# columns: lab.service.export).
+FIGURES = ("n", *(f"p{p}_ms" for p in PERCENTILES), "max_ms")
+OPERATIONS = ("Read", "Write", "Zero", "Trim", "Flush", "Extents", "Cache")
 
 
 def percentiles(values: Iterable[float]) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@ Nested objects become dotted columns (`backend.write_ops`, `contention.others_co
 `reached.backend.write_ops`). The column set is fixed by a prototype run with every nested
 object present, so a failed run (no `backend` yet) still has the same columns, empty, and the
 columns do not depend on which rows a filter picked; an object the prototype does not know
-still becomes columns (appended). No cell holds JSON: a list is its items joined with " | ",
+still becomes columns (appended). No cell holds JSON: a list is its items joined with " | " (an
+object in it as key=value pairs: `request_stats.zero_sizes` "le=4096 count=10 | le=65536 count=2"),
 `scenario_rows` the keys of the rows a run measures ("act1-A ref-none~": `~` when at another
 geometry than the row's own).
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from lab.domain.counts import BackendCounts, WireCounts
 from lab.domain.flags import ServerFlags
+from lab.domain.latency import FIGURES, OPERATIONS
 from lab.domain.run import DiskMap, Reached, Run, StatsCheck
 from lab.domain.spec import ServerSpec
 from lab.domain.students import PREDICTION_FIELDS
@@ -51,7 +53,9 @@ def _prototype() -> dict[str, Any]:
                               student="", prediction=dict.fromkeys(PREDICTION_FIELDS),
                               breakdown={"delays_s": 0.0, "per_request_s": 0.0, "per_byte_s": 0.0, "fixed_s": 0.0},
                               contention=dict.fromkeys(CONTENTION_FIELDS), reached=reached,
-                              diskmap=dict.fromkeys(DiskMap.__annotations__))
+                              diskmap=dict.fromkeys(DiskMap.__annotations__),
+                              request_stats={"latency": {op: dict.fromkeys(FIGURES) for op in OPERATIONS},
+                                             "zero_sizes": None})
     return run.to_dict()
 
 
