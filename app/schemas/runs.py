@@ -285,9 +285,34 @@ ServerPartial = partial_model(
     "ServerPartial", _Open, "Some server fields (those a scenario row, a sweep's overrides or a filter sets).")
 
 
+class LatencyFigures(_Open):
+    """One operation's latencies (lab.domain.latency.percentiles), nearest-rank, in milliseconds."""
+
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class SizeBucket(_Open):
+    le: int = Field(description="requests of at most this many bytes (a power of two)")
+    count: int
+
+
+class RequestStats(_Open):
+    """lab.domain.latency.by_operation: per log-filter operation, and the zero requests' sizes."""
+
+    latency: dict[str, LatencyFigures | None] = Field(description="operation (Write, Zero, ...) -> its latencies")
+    zero_sizes: list[SizeBucket] = Field(description="zero requests per power-of-two size bucket")
+
+
 class RunOut(Run):
     """lab.domain.run.Run: the same object `lab run --json` prints (typed reference figures)."""
 
+    request_stats: RequestStats | None = Field(  # type: ignore[assignment]
+        None, description="per-operation latency percentiles (ms) as the log filter timed each request, and the "
+                          "zero requests' size histogram (power-of-two buckets)")
     status: RunStatus = Field(RunStatus("queued"))  # type: ignore[assignment]  # the one status enum
     reference: Reference | None = None  # type: ignore[assignment]
     contention: Contention | None = Field(  # type: ignore[assignment]
