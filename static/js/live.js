@@ -236,7 +236,6 @@ export async function loadMore() {
 
 // Pages that show a scenario read only its rows' runs (GET /api/v1/scenarios/{name}/rows).
 let rowsSources = [];
-export const rowsData = new Map(); // scenario name -> rows (with match and runs)
 let started = false;
 export function watchScenario(name, perRow = 3) {
   rowsSources = rowsSources.filter((s) => s.name !== name);
@@ -249,7 +248,6 @@ function syncRows() {
     for (const { name, perRow } of rowsSources) {
       store.fetches.rows += 1;
       const data = await api.scenarioRows(name, perRow);
-      rowsData.set(name, data.rows || []);
       for (const row of data.rows || []) takeList(row.runs || []);
       takeLastEventId(data);
     }
