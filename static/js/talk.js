@@ -389,6 +389,18 @@ function followTo(key) {
   if (at >= 0 && (at !== index || location.hash !== `#${key}`)) go(at);
 }
 
+// The stage is sized from the height the top bar leaves (talk.css reads --topbar-h). The bar's height
+// follows the root size it helps to set, so it is only ever raised (a bar that wraps at one size and
+// not at the next cannot make them take turns); a new window size measures afresh.
+let topbarH = 0;
+function measureTopbar(fresh = false) {
+  const bar = document.querySelector(".topbar");
+  const h = bar ? Math.ceil(bar.getBoundingClientRect().height) : 0;
+  if (!fresh && h <= topbarH) return;
+  topbarH = h;
+  document.documentElement.style.setProperty("--topbar-h", `${h}px`);
+}
+
 function setKiosk(on) {
   document.body.classList.toggle("kiosk", on);
   if (on) params.set("kiosk", ""); else params.delete("kiosk");
@@ -456,7 +468,10 @@ async function main() {
   onThemeChange(() => { for (const d of doms.values()) d.refs.map.draw(); renderSoon(); });
   onRoleChange(renderSoon);
   onConnection(renderSoon);
-  window.addEventListener("resize", () => { shownAct = -1; renderSoon(); });
+  window.addEventListener("resize", () => { measureTopbar(true); shownAct = -1; renderSoon(); });
+  const bar = document.querySelector(".topbar");
+  if (bar) new ResizeObserver(() => { measureTopbar(); shownAct = -1; renderSoon(); }).observe(bar);
+  measureTopbar(true);
   subscribe(renderSoon);
   subscribe((kind, id) => {
     if (kind === "talk") followTo(store.talk && store.talk.act);
