@@ -90,10 +90,10 @@ def show(page, key: str) -> None:
     page.wait_for_timeout(200)
 
 
-@pytest.mark.parametrize("width,height,kiosk", [(1024, 576, True), (1024, 576, False), (1280, 640, True),
-                                                (1280, 640, False), (1280, 720, True), (1920, 1080, True)],
-                         ids=["1024x576-kiosk", "1024x576", "1280x640-kiosk", "1280x640", "1280x720-kiosk",
-                              "1920x1080-kiosk"])
+SIZES = [(w, h, kiosk) for w, h in ((1024, 576), (1280, 640), (1280, 720), (1920, 1080)) for kiosk in (True, False)]
+
+
+@pytest.mark.parametrize("width,height,kiosk", SIZES, ids=[f"{w}x{h}{'-kiosk' if k else ''}" for w, h, k in SIZES])
 def test_every_act_fits_the_stage_with_its_outcome_whole_and_uncovered(acted: LabService, new_page, width, height,
                                                                        kiosk) -> None:
     page = new_page(width, height)
