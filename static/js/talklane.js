@@ -240,14 +240,14 @@ export function updateLane(dom, lane, { act, scale, connected }) {
   // the marks, in words
   const marks = [];
   if (lane.ref) marks.push(el("span", {}, el("span", { class: "sym-ref" }, "◆"), ` 2019: ${f.seconds(lane.ref)}`));
-  else if (lane.refHidden) marks.push(el("span", {}, "2019 time not shown: this run is not at the talk's geometry"));
+
   if (lane.expected) {
-    const e = lane.expected;
-    const range = e.low != null && e.high != null ? ` (${e.low.toFixed(1)}-${e.high.toFixed(1)})` : "";
-    marks.push(el("span", {}, el("span", { class: "sym-exp" }, "┆"), ` expected ${f.seconds(e.s, 1)}${range}`));
+    const e = lane.expected; // spelt as everywhere else: "expected 3.3 s (3.1–3.5)" (format.js interval)
+    marks.push(el("span", { class: "mark-expected" }, el("span", { class: "sym-exp" }, "┆"), ` expected ${f.interval(e.s, e.low, e.high)}`));
   }
   if (lane.beside) marks.push(el("span", {}, el("span", { class: "sym-beside" }, "●"), ` ${lane.beside.label}: ${f.seconds(lane.beside.s)}`));
   if (!marks.length && act.no_reference) marks.push(el("span", {}, "no 2019 time for this act"));
+  if (lane.refHidden) marks.push(el("span", { title: "the 2019 time holds for the talk's geometry only" }, "not at the talk's geometry: no 2019 mark"));
   if (lane.run && lane.run.contended && FINAL.has(lane.run.status)) {
     marks.push(el("span", { class: "contended-tag" }, "⚠ contended: the machine was busy"));
   }

@@ -396,3 +396,26 @@ def test_a_contended_run_is_marked_wherever_its_time_is_shown(service: LabServic
     assert "⚠" in page.inner_text('#run-counts dd[data-stat="time"]')
     [row] = csv.DictReader(io.StringIO(service.get("/api/v1/results.csv?label=act2-A").text))
     assert row["contended"] == "true"
+
+
+def test_the_models_expected_time_is_marked_on_the_lane_with_its_interval(service_factory, new_page,
+                                                                          tmp_path: Path) -> None:
+    """With this machine calibrated (a planted calibration of realistic costs), a finished lane marks the
+    model's expected time on its axis and says it as the cards do: "expected 0.31 s (0.29 to 0.33)"."""
+    from test_model_display import planted
+
+    from lab.domain.units import format_interval
+
+    service = service_factory(LAB_CALIBRATION_FILE=str(planted(tmp_path, 1.0)))
+    run = service.post("/api/runs", {"client": "qemu-2.8", "label": "act2-A",
+                                     "server": {"zeromode": "plugin", "fastzeromode": "none", **SMALL}}).json()
+    run = service.wait_run(run["id"])
+    assert run["expected_s"] is not None, run
+    page = new_page(1280, 640)
+    open_live(page, service.url + "/talk?kiosk#write-zeroes")
+    lane = '.lane[data-row="act2-A"]'
+    page.wait_for_selector(f"{lane}[data-state='done'] .mark-exp:not([hidden])")
+    words = format_interval(run["expected_s"], run["expected_low_s"], run["expected_high_s"]).replace("-", "\u2013")
+    assert page.inner_text(f"{lane} .mark-expected").endswith(f"expected {words}")
+    assert page.is_visible(f"{lane} .mark-band"), "the interval is drawn as a band on the axis"
+    shot(page, "talk-expected-1280x640.png")
