@@ -491,13 +491,18 @@ async function main() {
       showMessage(`${laneTitle(row)}: ${run.error || run.status}`, "error", 10000);
     }
   });
-  try {
-    const scenario = await request("GET", "/api/v1/scenarios/acts");
-    acts = (scenario.acts || []).map(splitAvailable);
-    watchScenario("acts", 3); // only the runs the acts need
-  } catch (err) {
-    showMessage(`Cannot read the acts: ${err.message}`, "error");
+  // The page may be opened before the lab is up (a projector set up early): read the acts until it answers.
+  for (let tries = 0, read = false; !read; tries++) {
+    try {
+      const scenario = await request("GET", "/api/v1/scenarios/acts");
+      acts = (scenario.acts || []).map(splitAvailable);
+      read = true;
+    } catch (err) {
+      if (tries === 0) showMessage(`Cannot read the acts yet: ${err.message} Trying again…`, "error");
+      await new Promise((r) => setTimeout(r, 2000));
+    }
   }
+  watchScenario("acts", 3); // only the runs the acts need
   index = indexFromHash() ?? 0;
   render();
   await start({ history: false });

@@ -419,3 +419,24 @@ def test_the_models_expected_time_is_marked_on_the_lane_with_its_interval(servic
     assert page.inner_text(f"{lane} .mark-expected").endswith(f"expected {words}")
     assert page.is_visible(f"{lane} .mark-band"), "the interval is drawn as a band on the axis"
     shot(page, "talk-expected-1280x640.png")
+
+
+def test_a_talk_whose_acts_cannot_be_read_yet_tries_again(service: LabService, new_page) -> None:
+    """A projector set up before the lab answers: the first reads of the acts fail (the network drops
+    them), the page says so and tries again, and the act comes up without a reload."""
+    page = new_page(1024, 576)
+    failures = {"left": 2}
+
+    def flaky(route) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            route.abort("connectionrefused")
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/scenarios/acts", flaky)
+    page.goto(service.url + "/talk?kiosk#pre-zero")
+    page.wait_for_selector("#banner-msg:not([hidden])")
+    assert "Trying again" in page.inner_text("#banner-msg")
+    page.wait_for_selector("#act-count:text('Act 3 ·')", timeout=30_000)
+    assert failures["left"] == 0 and page.locator("#lanes .lane").count() == 2
