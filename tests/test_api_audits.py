@@ -37,6 +37,8 @@ def test_an_audit_is_queued_followed_and_reported(api):
     assert a["status"] == "done" and a["verdict"] == "unsafe"
     assert a["safety"]["first_bad"]["offset_in_request"] == 64 << 20
     assert a["reproducers"] and "nbdsh" in a["reproducers"][0]["script"]
+    # the typed answer (app/schemas/audits.py) is the record as kept, every key and value, nothing added
+    assert a == api.app.state.manager.audits.get(aid)
     listed = api.get("/api/v1/audits").json()["audits"]
     assert listed[0]["id"] == aid and listed[0]["verdict"] == "unsafe" and "cells" not in listed[0]
     page = api.get(f"/api/v1/audits/{aid}/report.html")
