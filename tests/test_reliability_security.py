@@ -121,29 +121,104 @@ def test_ruff_refuses_a_shell():
 PATHY = re.compile(r"path|file|dir|sock|uri|url|cmd|command|argv|exec|script|host|log", re.I)
 
 
-def test_no_request_field_or_parameter_is_a_path(tmp_path):
-    """Nothing a client sends names a file, a directory, a socket or a command.
+# A request field whose value may name a place on the host, and the allow-list that guards it (empty by
+# default: nothing is reachable until the operator lists it). A server's own fields are a union keyed on kind
+# whose external variant exists only on an instance with LAB_EXTERNAL_TARGETS set (here: none, so no variant).
+GUARDED = {
+    "SweepGrid.target": "LAB_EXTERNAL_TARGETS", "SweepServerFields.target": "LAB_EXTERNAL_TARGETS",
+    "AuditServer.target": "LAB_EXTERNAL_TARGETS",
+    "AuditServer.storage": "LAB_AUDIT_PATHS (path:/DIR), LAB_AUDIT_DEVICES (dev:/dev/X, with destructive)",
+}
+# Free text that may contain a slash but is never opened: labels, names, ids looked up in the database.
+TEXT = {"RunOnServer.label", "RunOnNewServer.label", "RunFilter.label", "RunOnServer.server_id",
+        "RunFilter.server_id", "RunFilter.sweep_id", "RunFilter.student", "RunOnServer.student",
+        "RunOnNewServer.student", "SweepCreate.student", "SweepCreate.only", "SweepOfGrid.name", "SweepOfRows.name",
+        "SweepRowIn.key", "GuessCreate.student", "GuessCreate.target", "JoinCreate.name", "JoinCreate.code"}
+HOST_PATHS = ["/etc/passwd", "../../etc/passwd", "path:/etc", "dev:/dev/sda"]
 
-    One exception, by design: `target` (kind external) names a socket or host:port, and is
-    accepted only when the operator listed it in LAB_EXTERNAL_TARGETS (tests/test_external.py).
-    """
+
+def _refs(node: object) -> set[str]:
+    if isinstance(node, dict):
+        own = {node["$ref"].rsplit("/", 1)[-1]} if "$ref" in node else set()
+        return own.union(*(_refs(v) for v in node.values()))
+    return set().union(*(_refs(v) for v in node)) if isinstance(node, list) else set()
+
+
+def _request_models(spec: dict) -> set[str]:
+    """Every schema a request body reaches ($ref by $ref): a nested model added later is seen too."""
+    schemas, todo, seen = spec["components"]["schemas"], [], set()
+    for ops in spec["paths"].values():
+        todo += [m for op in ops.values() if "requestBody" in op for m in _refs(op["requestBody"])]
+    while todo:
+        if (m := todo.pop()) not in seen:
+            seen.add(m)
+            todo += _refs(schemas[m])
+    return seen
+
+
+def _string_forms(prop: dict) -> list[dict]:
+    """The string schemas a property admits (itself, a union's members, a list's items; $refs aside)."""
+    out = []
+    for alt in prop.get("anyOf") or prop.get("oneOf") or [prop]:
+        if alt.get("type") == "string":
+            out.append(alt)
+        elif alt.get("type") == "array":
+            out += _string_forms(alt.get("items", {}))
+    return out
+
+
+def _admits_a_path(form: dict) -> bool:
+    if "enum" in form or "const" in form:
+        return any(p in form.get("enum", [form.get("const")]) for p in HOST_PATHS)
+    return any(re.search(form.get("pattern", ""), p) for p in HOST_PATHS)
+
+
+def test_no_request_field_or_parameter_is_a_path(tmp_path):
+    """Nothing a client sends names a file, a directory, a socket or a command: no field or parameter is
+    named so, and no field takes a path as its value, but the GUARDED ones, each behind an allow-list the
+    operator fills (tests/test_external.py for targets, test_audit_places_are_only_the_listed_ones below).
+
+    Every field a request body reaches is decided here: a new one that admits a slash-path is either text
+    never opened (TEXT) or a guarded place (GUARDED); the test fails until someone says which."""
     with client_for(tmp_path / "data") as api:
         spec = api.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    request_models = {"RunCreate", "SweepCreate", "ServerFields", "GeometryFields", "ProbeCreate", "ServerCreate",
-                      "RunFilter", "CustomSweepCreate", "SweepGrid", "SweepRowIn", "GuessCreate", "Prediction",
-                      "JoinCreate", "TalkShow", "SweepServerFields", "AuditCreate"}
-    variants = {m: [r["$ref"].rsplit("/", 1)[-1] for r in schemas[m].get("oneOf", [])] or [m] for m in request_models}
-    fields = {f"{m}.{f}" for m in request_models for v in variants[m] for f in schemas[v]["properties"]} \
-        - {"ServerFields.target", "ServerCreate.target", "SweepGrid.target", "SweepServerFields.target"}
+    models = _request_models(spec)
+    assert {"RunCreate", "ServerFields", "SweepServerFields", "AuditCreate", "AuditServer"} <= models, models
+    props = {f"{m}.{f}": p for m in models for f, p in schemas[m].get("properties", {}).items()}
     params = {f"{path} {p['name']}" for path, ops in spec["paths"].items() for op in ops.values()
               for p in op.get("parameters", [])}
-    bodies = {op["requestBody"]["content"]["application/json"]["schema"].get("$ref", "").rsplit("/", 1)[-1]
-              for ops in spec["paths"].values() for op in ops.values() if "requestBody" in op}
-    assert bodies - {""} <= request_models, bodies
-    assert not [f for f in fields | params if PATHY.search(f.rsplit(" ", 1)[-1].split(".")[-1])], fields | params
+    named = [f for f in set(props) - set(GUARDED) | params if PATHY.search(f.rsplit(" ", 1)[-1].split(".")[-1])]
+    assert not named, named
+    takes_a_path = {f for f, p in props.items() if any(_admits_a_path(s) for s in _string_forms(p))}
+    assert takes_a_path - TEXT == set(GUARDED), sorted(takes_a_path - TEXT)
+    assert takes_a_path >= TEXT, TEXT - takes_a_path  # the list holds no field that went away or got an enum
     assert schemas["SweepServerFields"]["properties"]["plugin"]["anyOf"][0]["$ref"].endswith("/Plugin")
     assert schemas["Plugin"]["enum"] == ["memory", "file"], "a plugin name, never a path"
+
+
+def test_audit_places_are_only_the_listed_ones(tmp_path):
+    """AuditServer.storage's path:/DIR and dev:/dev/X: refused unless below LAB_AUDIT_PATHS or listed in
+    LAB_AUDIT_DEVICES, a symlink or `..` out of a listed directory too; a listed directory works and is left
+    as it was."""
+    allowed, other = tmp_path / "allowed", tmp_path / "other"
+    allowed.mkdir()
+    other.mkdir()
+    (allowed / "out").symlink_to(other)
+    small = {"sizes": ["4K"], "flags": ["none"], "disks": ["dirty"], "inflight": 1}
+    with client_for(tmp_path / "data", audit_paths=str(allowed)) as api:
+        for place in (f"path:{other}", f"path:{allowed}/out", f"path:{allowed}/../other", "path:/etc",
+                      "dev:/dev/null", "dev:/dev/sda"):
+            r = api.post("/api/v1/audits", json={"server": {"storage": place, "destructive": True}, **small})
+            assert r.status_code == 422, (place, r.text)
+            assert r.json()["errors"][0]["loc"] == ["body", "server", "storage"], (place, r.text)
+        assert api.get("/api/v1/audits").json() == {"audits": []}
+        r = api.post("/api/v1/audits", json={"server": {"storage": f"path:{allowed}"}, **small})
+        assert r.status_code == 202, r.text
+        done = wait_for(lambda: (a := api.get(f"/api/v1/audits/{r.json()['id']}").json())["status"] not in (
+            "queued", "running") and a, 120)
+        assert done["status"] == "done", done
+    assert sorted(p.name for p in allowed.iterdir()) == ["out"] and not any(other.iterdir())
 
 
 @pytest.mark.parametrize("pattern", ["../../etc/passwd", "/etc/passwd", "alternate:1M/../../x", "..", "a\x00b",
