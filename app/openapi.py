@@ -24,7 +24,7 @@ from app.api import API_PREFIX
 from app.http.errors import CODES, PROBLEM_JSON
 from app.schemas import examples, serverunion
 from app.schemas.runs import DISPLAY_NAME, MAX_TTL_S
-from app.schemas.unitregex import with_units
+from app.schemas.unitregex import DELAY_UNITS, SIZE_UNITS, with_units
 from app.settings import Settings
 from lab.domain import spec
 from lab.domain.students import name_pattern
@@ -45,8 +45,6 @@ def _each(schema: Any, fn: Callable[[dict[str, Any]], None]) -> None:
             _each(v, fn)
 
 
-SIZE_UNITS = {"[kK]": 1 << 10, "[mM]": 1 << 20, "[gG]": 1 << 30}
-DELAY_UNITS = {"ms": 1, "s": 1000}
 _UNITS = {"size": SIZE_UNITS, "delay": DELAY_UNITS}
 
 

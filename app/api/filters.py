@@ -15,10 +15,12 @@ from fastapi import Depends, Query
 from pydantic import PlainValidator, WithJsonSchema
 
 from app.schemas.runs import ClientId, RunStatus
+from app.schemas.unitregex import SIZE_UNITS, with_units
 from lab.domain import spec
-from lab.domain.spec import API_DELAY_PATTERN, API_SIZE_PATTERN, MAX_JSON_INT, ServerField
+from lab.domain.spec import API_DELAY_PATTERN, MAX_JSON_INT, ServerField
 from lab.domain.units import parse_delay, parse_size
 
+_SIZE_WITH_UNIT = r"^(0|[1-9][0-9]{0,14})[kKmMgG]$"  # as a body's API_SIZE_PATTERN, 0K too (a filter matches it)
 _NUMBER = re.compile(r"^-?[0-9]{1,16}(\.[0-9]*)?([eE][-+]?[0-9]{1,3})?$")  # JSON's numbers
 
 
@@ -26,7 +28,7 @@ def _size(v: Any) -> int:
     text = str(v).strip()
     if text.isdigit() and len(text) <= 16:
         n = int(text)
-    elif re.match(API_SIZE_PATTERN, text):
+    elif re.match(_SIZE_WITH_UNIT, text):
         n = parse_size(text)
     else:
         raise ValueError(f"{text[:40]!r} is not a size: bytes, or a whole number with k, M or G (such as 16M)")
@@ -54,9 +56,11 @@ def _delay(v: Any) -> float:
     return ms
 
 
+# The document's size pattern says the bound too (a size above 2^53 bytes is refused, as the number is);
+# a delay's pattern is bounded already (12 digits of seconds).
 SizeQ = Annotated[int, PlainValidator(_size), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_JSON_INT},
-              {"type": "string", "pattern": API_SIZE_PATTERN}]})]
+              {"type": "string", "pattern": with_units(0, MAX_JSON_INT, SIZE_UNITS)}]})]
 DelayQ = Annotated[float, PlainValidator(_delay), WithJsonSchema({
     "anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_JSON_INT},
               {"type": "string", "pattern": API_DELAY_PATTERN}]})]

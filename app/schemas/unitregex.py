@@ -3,6 +3,10 @@ unit strings ("16M", "20ms") this instance accepts: exactly those, no more, no f
 
 from __future__ import annotations
 
+# The unit suffixes of the API's spellings (lab.domain.spec API_SIZE_PATTERN, API_DELAY_PATTERN), as regex.
+SIZE_UNITS = {"[kK]": 1 << 10, "[mM]": 1 << 20, "[gG]": 1 << 30}
+DELAY_UNITS = {"ms": 1, "s": 1000}
+
 
 def _same_length(a: str, b: str) -> list[str]:
     """Alternatives matching every number from a to b (strings of one length, a <= b)."""
