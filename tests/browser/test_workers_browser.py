@@ -15,7 +15,8 @@ from testkit.cluster import Cluster
 
 pytestmark = pytest.mark.browser
 OUT = Path(os.environ.get("LAB_SCREENSHOT_DIR", Path(__file__).resolve().parents[2] / "test-artifacts"))
-SLOW = {"size": "64M", "delay_write": "50ms", "delay_zero": "5ms"}  # ~13 s: long enough to look around
+# ~80 s: still running when the test, having looked around (slowly on a loaded machine), kills its worker
+SLOW = {"size": "64M", "delay_write": "300ms", "delay_zero": "5ms"}
 
 
 def test_the_workers_tab_shows_each_worker_its_runs_and_who_left(service_factory, new_page, tmp_path) -> None:
