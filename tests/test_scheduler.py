@@ -324,7 +324,8 @@ class LosingExecutor:
             if self.copied:
                 report.event(job.id, {"type": "state", "phase": "copy"})
             report.finished(job.id, {"status": "lost" if first else "succeeded", "result": {"ok": True},
-                                     "error": None, "started_copying": self.copied and first})
+                                     "error": "w1 restarted during the job" if first else None,
+                                     "started_copying": self.copied and first})
 
         threading.Thread(target=go, daemon=True).start()
 
@@ -346,7 +347,7 @@ def test_a_lost_job_is_tried_again_once_unless_it_had_started_copying(copied: bo
         sched.shutdown(Stop(), grace=5)
     if copied:
         assert (job.status, ex.launches) == ("interrupted", 1)
-        assert "lost" in job.outcome["error"] and "w1" in job.outcome["error"]
+        assert job.outcome["error"] == "the worker running it was lost (w1: w1 restarted during the job)"
     else:
         assert (job.status, ex.launches, job.attempt) == ("succeeded", 2, 1)
 
@@ -366,6 +367,8 @@ def test_jobs_go_only_where_their_capabilities_are():
         picked = {j.id: j.worker for j, _ex in sched._pick()}
     assert picked == {local_only.id: "local", pinned.id: "w1"}, "the job no machine offers waits"
     assert nowhere.status == "queued"
+    waiting = sched.waiting()  # no machine offers what it needs: nobody can say when it starts
+    assert waiting[nowhere.id] == {"queue_position": 1, "estimated_start_s": None}
     sched.cancel(lambda _j: True)
 
 

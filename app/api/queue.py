@@ -15,7 +15,8 @@ router = APIRouter(tags=["runs"])
 class QueuedRun(BaseModel):
     id: str
     queue_position: int = Field(description="its place in the order runs will start (1: next)")
-    estimated_start_s: float = Field(description="seconds from now until it may start (a snapshot)")
+    estimated_start_s: float | None = Field(description="seconds from now until it may start (a snapshot); null "
+                                                   "while no worker offers what it needs")
     lane: str = Field(description="teacher, student or anonymous: the teacher's runs go first, students take turns")
     student: str | None = None
 

@@ -23,7 +23,9 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="print GET /api/v1/queue's answer as it is")
 
 
-def when(seconds: float) -> str:
+def when(seconds: float | None) -> str:
+    if seconds is None:
+        return "no worker yet"
     if seconds < 1:
         return "now"
     return f"~{seconds:.0f} s" if seconds < 90 else f"~{seconds / 60:.0f} min"

@@ -105,8 +105,11 @@ class LocalSweep:
         last_id = max(waiting, key=lambda rid: waiting[rid]["queue_position"])
         last = self.scheduler.find(last_id)
         took = self.scheduler.estimate(last) if last is not None else 0.0
-        return (f"the last should start in about {waiting[last_id]['estimated_start_s']:.0f} s and all be done "
-                f"in about {waiting[last_id]['estimated_start_s'] + took:.0f} s (at least: estimates are floors)")
+        start = waiting[last_id]["estimated_start_s"]
+        if start is None:
+            return "no worker here can run the last one"
+        return (f"the last should start in about {start:.0f} s and all be done "
+                f"in about {start + took:.0f} s (at least: estimates are floors)")
 
     def _finished(self, job: Job) -> None:
         with self._lock:

@@ -196,8 +196,9 @@ def settle(job: Job, outcome: dict[str, Any]) -> None:
         adopt(run, result["run"])
         run.trace = result.get("trace")
         status, error = run.status, run.error
-    if status == "lost":
-        status, error = "interrupted", f"{LOST_ERROR} ({job.worker})"
+    if status == "lost":  # the executor's reason, when it gave one ("worker W restarted during the job")
+        why = outcome.get("error")
+        status, error = "interrupted", f"{LOST_ERROR} ({job.worker}{f': {why}' if why else ''})"
     stop = job.stop
     if status == "cancelled" and stop is not None:
         status, error = stop.status, stop.error_running or stop.error

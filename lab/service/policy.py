@@ -261,7 +261,8 @@ def simulate(queued: list[Job], running: list[tuple[Job, float]], workers: list[
              estimate: Callable[[Job], float]) -> dict[str, float]:
     """When each job of `queued` (in start order) would start, in seconds from now, if each took its
     estimate: `running` are (job, seconds it has left); every worker's slots free up as their jobs end;
-    a CPU-bound job waits for its worker to empty and holds it whole."""
+    a CPU-bound job waits for its worker to empty and holds it whole. A job no worker offers what it
+    needs is left out: nobody can say when it starts (a cluster with no worker connected yet)."""
     free: dict[str, list[float]] = {w.id: [0.0] * max(1, w.slots) for w in workers}
     for job, left in running:
         slots = free.get(job.worker or LOCAL)
@@ -276,7 +277,6 @@ def simulate(queued: list[Job], running: list[tuple[Job, float]], workers: list[
     for job in queued:
         starts = [(max(free[w.id]) if job.alone else min(free[w.id]), w.id) for w in workers if eligible(job, w)]
         if not starts:
-            out[job.id] = 0.0
             continue
         at, wid = min(starts)
         took = max(0.0, estimate(job))

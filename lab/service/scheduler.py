@@ -324,7 +324,8 @@ class Scheduler:
     def waiting(self) -> dict[str, dict[str, Any]]:
         """Each queued job's place in the order they would start (`queue_position`, 1: next) and
         when it may start (`estimated_start_s`, seconds from now, from the estimates of the jobs
-        running and ahead of it and the machines' slots). A snapshot; new arrivals may change it."""
+        running and ahead of it and the machines' slots; None while no worker can take it). A snapshot;
+        new arrivals may change it."""
         with self.lock:
             queued = self._order()
             active = [(j, j.started_at) for j in self._active.values()]
@@ -332,7 +333,8 @@ class Scheduler:
         now = time.monotonic()
         running = [(j, max(0.0, self.estimate(j) - (now - (t or now)))) for j, t in active]
         starts = simulate(queued, running, machines, self.estimate)
-        return {j.id: {"queue_position": i + 1, "estimated_start_s": round(starts[j.id], 1)}
+        return {j.id: {"queue_position": i + 1,
+                       "estimated_start_s": round(starts[j.id], 1) if j.id in starts else None}
                 for i, j in enumerate(queued)}
 
     def cores(self, job: Job) -> float:

@@ -101,8 +101,9 @@ function setStats(dl, items) {
 export function waitingText(run) {
   const w = store.waiting.get(run.id);
   if (!w) return "for a worker";
-  const left = Math.max(0, w.estimated_start_s - (Date.now() - w.at) / 1000);
   const place = w.queue_position === 1 ? "next in line" : `#${w.queue_position} in line`;
+  if (w.estimated_start_s == null) return `${place} · no worker can take it yet`;
+  const left = Math.max(0, w.estimated_start_s - (Date.now() - w.at) / 1000);
   if (left < 1) return place;
   return `${place} · about ${left < 90 ? `${Math.round(left)} s` : `${Math.round(left / 60)} min`}`;
 }
