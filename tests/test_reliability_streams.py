@@ -31,8 +31,10 @@ def test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription(tmp_path,
         for i in range(40):
             with socket.create_connection((host, int(port)), timeout=10) as s:
                 path = "/api/events" if i % 2 else "/api/runs/r1/events"
-                s.sendall(f"GET {path}?last_event_id={i * 7} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                for _ in range(1 + i % 5):  # read a little of the burst, then vanish
+                s.sendall(f"GET {path}?last_event_id={i * 7} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                head = s.recv(65536)
+                assert head.startswith(b"HTTP/1.1 200"), head[:200]  # a stream, not a refusal
+                for _ in range(i % 5):  # read a little more of the burst, then vanish
                     s.recv(65536)
         wait_for(lambda: http.get("/api/health").json()["manager"]["subscribers"] == 0, 10)
         log = svc.log_text()
