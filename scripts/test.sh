@@ -3,13 +3,29 @@
 #   bash scripts/test.sh            the whole suite: what CI runs
 #   bash scripts/test.sh --fast     the fast tier (`make check`): without the tests marked slow, browser or compose
 # Further arguments go to pytest (bash scripts/test.sh --fast -k probe).
+#
+# The fast tier runs in three pytest workers (pytest-xdist, a test file to a worker: its tests are
+# small real runs, mostly waiting on their servers' delays). What is marked slow, browser or compose
+# runs one test at a time after it: full-size rows, audits and browsers judge time and CPU, and must
+# not share the machine with other tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=()
+tier=whole
 if [ "${1:-}" = "--fast" ]; then
   shift
-  fast=(-m "not slow and not browser and not compose")
+  tier=fast
 fi
 scripts/install.sh --dev
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "${fast[@]}" "$@"
+parallel=(-m "not slow and not browser and not compose" -n 3 --dist loadfile)
+if [ "$tier" = fast ]; then
+  exec .venv/bin/python -m pytest "${parallel[@]}" "$@"
+fi
+# pytest's exit code 5 is "no test selected" (a -k that matches only one part): not a failure here
+rc=0
+.venv/bin/python -m pytest "${parallel[@]}" "$@" || rc=$?
+[ "$rc" = 5 ] && rc=0
+rc2=0
+.venv/bin/python -m pytest -m "slow or browser or compose" "$@" || rc2=$?
+[ "$rc2" = 5 ] && rc2=0
+exit $(( rc || rc2 ))

@@ -47,6 +47,8 @@ SLOW_TESTS = frozenset({
     "test_reliability_streams.py::test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription",
     "test_scenarios.py::test_reference_rows_reproduce_the_table_counts",  # the seven rows at full size
     "test_class.py::test_ten_students_at_once_limit_holds_nothing_lost",
+    "test_class_simulation.py::test_thirty_students_take_turns_behind_the_teacher",  # 30 students' runs, ~25 s
+    "test_scenarios.py::test_act_rows_reproduce_their_reference_counts",  # every act's rows, ~18 s
     "test_eras.py::test_lose_performance_never_contents",  # every zeromode x fastzeromode (the fast tier
     "test_eras.py::test_other_geometries",  # keeps exact counts on A and B, fast zero, fallbacks, depth)
 })
