@@ -472,3 +472,64 @@ def test_reset_one_instance_keeps_the_other(classroom: Classroom) -> None:
     classroom.wait_healthy("lab", "group 1 reset -> healthy")
     assert httpx.get(f"{classroom.url}/api/v1/runs", timeout=10).json()["total"] == 0
     assert httpx.get(f"{classroom.url2}/api/v1/runs", timeout=10).json()["total"] == kept
+
+
+def test_cluster_profile_two_workers_run_the_reference_scenario(classroom: Classroom) -> None:
+    """More machines (docs/classroom.md#more-machines): the `cluster` profile's broker and two workers from
+    the same image; the service sends the reference scenario's rows to them, the counts are the table's."""
+    password = os.urandom(16).hex()
+    classroom.write_env(COMPOSE_PROFILES="cluster", LAB_BROKER_URL=f"redis://:{password}@redis:6379/0",
+                        LAB_AUTO_CALIBRATE="0")
+    try:
+        classroom.compose("up", "-d", "--scale", "worker=2", what="docker-compose up -d --scale worker=2 "
+                          "(COMPOSE_PROFILES=cluster)", timeout=300)
+        classroom.wait_healthy("redis", "cluster: broker healthy")
+        classroom.wait_healthy("lab", "cluster: lab recreated with LAB_BROKER_URL -> healthy")
+        t0 = time.monotonic()
+        while True:
+            got = httpx.get(f"{classroom.url}/api/v1/workers", timeout=10).json()
+            ready = [w for w in got["workers"] if w["state"] == "ready"]
+            if got["cluster"] and len(ready) == 2:
+                break
+            assert time.monotonic() - t0 < 120, got
+            time.sleep(0.5)
+        classroom.timings.append({"what": "cluster: two workers ready", "command": "GET /api/v1/workers",
+                                  "seconds": round(time.monotonic() - t0, 1), "exit": 0})
+        names = {w["name"] for w in ready}
+        r = httpx.post(f"{classroom.url}/api/v1/scenarios/reference/runs", headers=classroom.auth, timeout=10,
+                       json={"server": {"delay_write": "1ms", "delay_zero": "1ms"}})
+        assert r.status_code == 202, r.text
+        sweep_id = r.json()["id"]
+        t0 = time.monotonic()
+        while True:
+            sweep = httpx.get(f"{classroom.url}/api/v1/sweeps/{sweep_id}", timeout=10).json()
+            if sweep["status"] not in ("queued", "running"):
+                break
+            assert time.monotonic() - t0 < 240, sweep["counts"]
+            time.sleep(0.5)
+        classroom.timings.append({"what": "cluster: reference scenario, 7 rows on 2 workers", "command":
+                                  "POST /api/v1/scenarios/reference/runs", "seconds": round(time.monotonic() - t0, 1),
+                                  "exit": 0})
+        assert sweep["status"] == "succeeded", sweep["counts"]
+        runs = sweep["runs"]
+        assert len(runs) == 7 == len(REFERENCE_ROWS)
+        for row, run in zip(REFERENCE_ROWS, runs, strict=True):
+            assert run["client"] == row.client and run["verified"] is True, run
+            assert run["worker"] is not None and run["worker"]["name"] in names, run["worker"]
+            ref = row.reference or {}
+            here = ref.get("nbdkit_1_32") or {}  # the image has bookworm's nbdkit 1.32
+            want = (here.get("write_ops", ref["write_ops"]), here.get("zero_ops", ref["zero_ops"] or 0))
+            assert (run["backend"]["write_ops"], run["backend"]["zero_ops"]) == want, (row.key, run["backend"])
+        (ARTIFACTS / "cluster-runs.json").write_text(json.dumps(
+            [{"key": row.key, "worker": run["worker"]["name"], "duration_s": run["duration_s"]}
+             for row, run in zip(REFERENCE_ROWS, runs, strict=True)], indent=1))
+        for cid in classroom.compose("ps", "-q", "worker", what="worker containers", record=False).stdout.split():
+            workers = [p for p in classroom.processes(cid) if "lab worker" in p["cmd"]]
+            assert len(workers) == 1 and set(workers[0]["uid"]) == {"10001"}, workers
+            assert workers[0]["cap_eff"] == "0000000000000000", workers
+    finally:  # what the broker, the workers and the service said, for the artifacts (commands.log)
+        classroom.compose("logs", "--no-color", "--tail", "150", "redis", "worker", "lab",
+                          what="docker-compose logs (cluster)", check=False)
+        classroom.compose("rm", "-sf", "worker", "redis", what="docker-compose rm -sf worker redis", check=False)
+        classroom.write_env(LAB_AUTO_CALIBRATE="0")
+        classroom.compose("up", "-d", "lab", what="docker-compose up -d lab (no broker again)", check=False)
