@@ -251,8 +251,9 @@ def test_token_guards_runs_and_a_run_is_followed_to_done(classroom: Classroom) -
     assert run["backend"]["write_ops"] == 16 and run["backend"]["zero_ops"] == 4, run["backend"]
 
 
-def test_reference_scenario_seven_rows_with_their_counts(classroom: Classroom) -> None:
-    # The talk's geometry (100 MiB, alternating 1 MiB, 256k), 1 ms delays: the counts are the table's.
+def _reference_scenario(classroom: Classroom, what: str) -> list[dict[str, Any]]:
+    """The reference scenario at the talk's geometry (100 MiB, alternating 1 MiB, 256k) with 1 ms delays,
+    run to its end: its seven runs, each verified with the table's counts."""
     r = httpx.post(f"{classroom.url}/api/v1/scenarios/reference/runs", headers=classroom.auth, timeout=10,
                    json={"server": {"delay_write": "1ms", "delay_zero": "1ms"}})
     assert r.status_code == 202, r.text
@@ -264,9 +265,8 @@ def test_reference_scenario_seven_rows_with_their_counts(classroom: Classroom) -
             break
         assert time.monotonic() - t0 < 240, sweep["counts"]
         time.sleep(0.5)
-    classroom.timings.append({"what": "reference scenario, 7 rows, 100 MiB at 1 ms", "command":
-                              "POST /api/v1/scenarios/reference/runs", "seconds": round(time.monotonic() - t0, 1),
-                              "exit": 0})
+    classroom.timings.append({"what": what, "command": "POST /api/v1/scenarios/reference/runs",
+                              "seconds": round(time.monotonic() - t0, 1), "exit": 0})
     assert sweep["status"] == "succeeded", sweep["counts"]
     runs = sweep["runs"]
     assert len(runs) == 7 == len(REFERENCE_ROWS)
@@ -276,6 +276,11 @@ def test_reference_scenario_seven_rows_with_their_counts(classroom: Classroom) -
         here = ref.get("nbdkit_1_32") or {}  # the image has bookworm's nbdkit 1.32
         want = (here.get("write_ops", ref["write_ops"]), here.get("zero_ops", ref["zero_ops"] or 0))
         assert (run["backend"]["write_ops"], run["backend"]["zero_ops"]) == want, (row.key, run["backend"])
+    return runs
+
+
+def test_reference_scenario_seven_rows_with_their_counts(classroom: Classroom) -> None:
+    _reference_scenario(classroom, "reference scenario, 7 rows, 100 MiB at 1 ms")
 
 
 def test_service_runs_as_uid_10001_without_capabilities(classroom: Classroom) -> None:
@@ -496,30 +501,8 @@ def test_cluster_profile_two_workers_run_the_reference_scenario(classroom: Class
         classroom.timings.append({"what": "cluster: two workers ready", "command": "GET /api/v1/workers",
                                   "seconds": round(time.monotonic() - t0, 1), "exit": 0})
         names = {w["name"] for w in ready}
-        r = httpx.post(f"{classroom.url}/api/v1/scenarios/reference/runs", headers=classroom.auth, timeout=10,
-                       json={"server": {"delay_write": "1ms", "delay_zero": "1ms"}})
-        assert r.status_code == 202, r.text
-        sweep_id = r.json()["id"]
-        t0 = time.monotonic()
-        while True:
-            sweep = httpx.get(f"{classroom.url}/api/v1/sweeps/{sweep_id}", timeout=10).json()
-            if sweep["status"] not in ("queued", "running"):
-                break
-            assert time.monotonic() - t0 < 240, sweep["counts"]
-            time.sleep(0.5)
-        classroom.timings.append({"what": "cluster: reference scenario, 7 rows on 2 workers", "command":
-                                  "POST /api/v1/scenarios/reference/runs", "seconds": round(time.monotonic() - t0, 1),
-                                  "exit": 0})
-        assert sweep["status"] == "succeeded", sweep["counts"]
-        runs = sweep["runs"]
-        assert len(runs) == 7 == len(REFERENCE_ROWS)
-        for row, run in zip(REFERENCE_ROWS, runs, strict=True):
-            assert run["client"] == row.client and run["verified"] is True, run
-            assert run["worker"] is not None and run["worker"]["name"] in names, run["worker"]
-            ref = row.reference or {}
-            here = ref.get("nbdkit_1_32") or {}  # the image has bookworm's nbdkit 1.32
-            want = (here.get("write_ops", ref["write_ops"]), here.get("zero_ops", ref["zero_ops"] or 0))
-            assert (run["backend"]["write_ops"], run["backend"]["zero_ops"]) == want, (row.key, run["backend"])
+        runs = _reference_scenario(classroom, "cluster: reference scenario, 7 rows on 2 workers")
+        assert all(run["worker"] is not None and run["worker"]["name"] in names for run in runs), runs
         (ARTIFACTS / "cluster-runs.json").write_text(json.dumps(
             [{"key": row.key, "worker": run["worker"]["name"], "duration_s": run["duration_s"]}
              for row, run in zip(REFERENCE_ROWS, runs, strict=True)], indent=1))
