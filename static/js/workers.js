@@ -49,6 +49,22 @@ function row(w) {
     cell("Offers", { class: "wide", title: w.capabilities.join(", ") }, offers(w.capabilities)));
 }
 
+// The table is read every 2 s: only what changed is replaced, so a link under the pointer stays the same
+// element while a run goes on (a row rebuilt between press and release would swallow the click).
+function patch(body, rows) {
+  const old = new Map([...body.children].map((tr) => [tr.dataset.worker, tr]));
+  const next = rows.map((tr) => {
+    const cur = old.get(tr.dataset.worker);
+    if (!cur || cur.children.length !== tr.children.length) return tr;
+    cur.dataset.state = tr.dataset.state;
+    [...tr.children].forEach((td, i) => {
+      if (cur.children[i].outerHTML !== td.outerHTML) cur.children[i].replaceWith(td);
+    });
+    return cur;
+  });
+  if (next.length !== body.children.length || next.some((tr, i) => body.children[i] !== tr)) body.replaceChildren(...next);
+}
+
 async function refresh() {
   let data;
   try {
@@ -57,7 +73,7 @@ async function refresh() {
     $("workers-count").textContent = "not reachable";
     return;
   }
-  $("workers-body").replaceChildren(...data.workers.map(row));
+  patch($("workers-body"), data.workers.map(row));
   const n = data.workers.length;
   $("workers-count").textContent = `${n} ${n === 1 ? "worker" : "workers"}`;
   const empty = $("workers-empty");

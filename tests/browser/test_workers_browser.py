@@ -40,6 +40,9 @@ def test_the_workers_tab_shows_each_worker_its_runs_and_who_left(service_factory
         run = svc.post("/api/v1/runs", {"client": "qemu-img", "server": SLOW}).json()
         link = page.locator(f"#workers-body a[href='/runs/{run['id']}']")
         link.wait_for(timeout=30_000)
+        held = link.element_handle()  # the table is read again every 2 s: the link stays the same element
+        page.wait_for_timeout(2500)
+        assert held.evaluate("e => e.isConnected"), "the running run's link was rebuilt under the pointer"
         OUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(OUT / "workers-1024x576.png"))
         phone = new_page(390, 844)
