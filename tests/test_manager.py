@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from lab.service.events import EventBus
+from lab.service.events import SPACING_PER_READER_S, EventBus, LoopWaker, Subscription
 from lab.service.manager import Conflict, Manager, ManagerConfig, NotFound, QueueFull
 from lab.service.store import Store
 
@@ -115,6 +116,62 @@ def test_close_all_ends_waiting_readers(store: Store):
         return sub.closed
 
     assert asyncio.run(main())
+
+
+def _all_waiting(subs: list[Subscription]) -> bool:
+    return all(sub._waiter is not None for sub in subs)
+
+
+def test_many_readers_get_a_burst_in_one_write_a_lone_reader_at_once(store: Store):
+    """A loop's waiting readers are woken together, spaced by how many there are: 400 readers of one
+    run get three quick events in one batch each (one write per stream, not three), while a lone
+    reader gets events 20 ms apart one by one, as they come."""
+    bus = EventBus(store)
+
+    async def read_twice(sub: Subscription) -> tuple[list[int], list[int]]:
+        first = [e.id for e in await sub.aget(timeout=10)]
+        return first, [e.id for e in await sub.aget(timeout=10)]
+
+    async def until(cond: Callable[[], bool]) -> None:
+        for _ in range(2000):
+            if cond():
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError("the readers never waited")
+
+    async def many() -> tuple[list[tuple[list[int], list[int]]], LoopWaker]:
+        subs = [bus.subscribe(after=None, run_id="r1") for _ in range(400)]
+        tasks = [asyncio.create_task(read_twice(sub)) for sub in subs]
+        await until(lambda: _all_waiting(subs))
+        await asyncio.to_thread(bus.publish, "progress", "r1")
+        await until(lambda: _all_waiting(subs))  # each has its first batch and waits again
+        await asyncio.to_thread(lambda: [bus.publish("progress", "r1", n=i) for i in range(3)])
+        got = await asyncio.gather(*tasks)
+        for sub in subs:
+            sub.close()
+        return got, bus.waker(asyncio.get_running_loop())
+
+    got, waker = asyncio.run(many())
+    assert all(first == [1] and second == [2, 3, 4] for first, second in got), got[:3]
+    assert waker.wakeups == 2 and waker.spacing == pytest.approx(400 * SPACING_PER_READER_S)
+
+    async def lone() -> list[list[int]]:
+        sub = bus.subscribe(after=None, run_id="r2")
+        batches: list[list[int]] = []
+
+        def publisher() -> None:
+            for _ in range(3):
+                time.sleep(0.02)
+                bus.publish("progress", "r2")
+
+        pub = asyncio.create_task(asyncio.to_thread(publisher))
+        while sum(map(len, batches)) < 3:
+            batches.append([e.id for e in await sub.aget(timeout=10)])
+        await pub
+        sub.close()
+        return batches
+
+    assert asyncio.run(lone()) == [[5], [6], [7]]
 
 
 # -- runs ------------------------------------------------------------------------------------------
