@@ -54,11 +54,30 @@ SLOW_TESTS = frozenset({
 })
 
 
+# Slow tests that judge no time and no CPU share (what they assert is behaviour: clusters, restarts, fuzzing,
+# generated clients, the benches' quick runs, exact counts and contents): the whole suite runs them among the
+# parallel tests (marked `shared`). The other slow tests, the browser and the compose tests judge time or want
+# the machine to themselves, and run one at a time after them.
+SHARED_FILES = frozenset({
+    "test_cluster_executor.py", "test_cluster_service.py", "test_bench_smoke.py", "test_today_dirty.py",
+    "test_fuzz_api.py", "test_api_client.py", "test_api_restart.py", "test_queue_restart.py",
+})
+SHARED_TESTS = frozenset({
+    "test_reliability_streams.py::test_watchers_leaving_mid_burst_leave_no_error_and_no_subscription",
+    "test_class.py::test_ten_students_at_once_limit_holds_nothing_lost",
+    "test_eras.py::test_lose_performance_never_contents",
+    "test_eras.py::test_other_geometries",
+    "test_api_results.py::test_sweep_rows_match_the_cli_scenario",
+})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
         if item.path.name in SLOW_FILES or name in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+        if item.path.name in SHARED_FILES or name in SHARED_TESTS:
+            item.add_marker(pytest.mark.shared)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
