@@ -40,6 +40,14 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
 
 
+def _free_subnet() -> int:
+    """A 169.254.N.0/24 no interface of ours uses (clusters of tests running side by side must not
+    share addresses); random among the free ones."""
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=20).stdout
+    free = [n for n in range(1, 255) if f" 169.254.{n}." not in shown]
+    return free[secrets.randbelow(len(free))] if free else 1 + secrets.randbelow(254)
+
+
 class Netns:
     """A network namespace with one veth pair to ours: host side HOST_IP, namespace side NS_IP."""
 
@@ -217,7 +225,7 @@ class Cluster:
         self.root = root
         self.tag = secrets.token_hex(2)
         self.isolated = isolate and netns_possible() is None
-        subnet = 1 + secrets.randbelow(254)
+        subnet = _free_subnet() if self.isolated else 0
         self.netns = [Netns(self.tag, i, subnet) for i in range(n)] if self.isolated else []
         self.broker = Broker(root / "broker", tuple(ns.host_ip for ns in self.netns))
         self.workers: list[Worker] = []
