@@ -357,6 +357,23 @@ def test_each_regime_inherits_the_scatter_of_its_points_and_short_copies_the_jit
     assert 0.005 < got["abs_s"] < 0.012 and got["bandwidth-bound"] < 0.05, got
 
 
+def test_a_run_on_the_slow_copy_path_is_not_counted_as_the_models_scatter():
+    """A point's repeats vary by 1%, but one of them took the machine's slow copy path (3x): its variance
+    is that of the runs off the path, and the regime's spread stays what those say."""
+    coef = fitting.fit(POINTS, expectation.TERMS, {"delays": 1.0})
+    steady = [{**p, "runs_s": [p["measured_s"] * 0.99, p["measured_s"] * 1.01]} for p in POINTS]
+    slow = [{**p, "runs_s": [*p["runs_s"], p["measured_s"] * 3], "clean_runs_s": p["runs_s"]} for p in steady]
+    assert fitting.run_variance(slow[1]) == pytest.approx(fitting.run_variance(steady[1]))
+    assert fitting.run_variance({"runs_s": slow[1]["runs_s"]}) > 100 * fitting.run_variance(steady[1])
+
+    def spread(pts: list) -> dict:
+        return fitting.spread(pts, coef, expectation.GROUPS, 7, expectation.regime, expectation.SPREAD_FLOORS,
+                              exact=("delays_s",), abs_floor=0.001)
+
+    assert spread(slow) == spread(steady)
+    assert spread([{**p, "clean_runs_s": []} for p in slow])["bandwidth-bound"] > 0.5  # counted: as it was
+
+
 def _calibrated(spread: dict | None = None, control: dict | None = None) -> expectation.Calibration:
     cal = _calibration("x")
     for f in cal.fits.values():

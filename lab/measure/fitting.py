@@ -3,7 +3,8 @@ much each part of an expectation varies. Pure functions over calibration points;
 
 A point is a dict with `features` (term -> count, lab.measure.expectation.features), `measured_s`
 (the time that stands for the point) and, when the point ran more than once, `runs_s` (every
-run's time). Fits minimise the relative error, so a 2 MiB copy and a 384 MiB copy weigh alike.
+run's time) and `clean_runs_s` (those off the machine's slow copy path, lab.measure.contention).
+Fits minimise the relative error, so a 2 MiB copy and a 384 MiB copy weigh alike.
 """
 
 from __future__ import annotations
@@ -81,8 +82,13 @@ def sse(points: Sequence[Point], coef: Mapping[str, float]) -> float:
 
 
 def run_variance(p: Point) -> float:
-    """A point's relative run-to-run variance (0 with fewer than two runs)."""
-    runs = [r for r in p.get("runs_s") or [] if r]
+    """A point's relative run-to-run variance (0 with fewer than two runs), from its runs off the machine's
+    slow copy path (`clean_runs_s`, when the point says which they are): a run on that path is a typed
+    outlier, as hyperfine types its own, and not scatter the model's parts should be credited with (one
+    such runs among a control's six, and one of a point's two, had set a client's bandwidth-bound spread
+    to 58% instead of 19%)."""
+    clean = p.get("clean_runs_s")
+    runs = [r for r in (clean if clean else p.get("runs_s")) or [] if r]
     if len(runs) < 2:
         return 0.0
     return statistics.variance(runs) / statistics.median(runs) ** 2
