@@ -413,18 +413,31 @@ def test_a_run_outside_its_interval_says_which_way_and_the_part_most_likely_off(
     assert e.verdict(e.low_s * 0.9) == ("faster-than-model", "per_byte_s")
 
 
-def test_a_fresh_control_scales_the_non_sleep_parts_and_is_shown():
+def test_a_fresh_control_scales_the_per_byte_part_and_is_shown():
+    """The control is a copy of bytes: its factor scales what it measured (the per-byte part), not a
+    sleeping row's per-request costs or the sleeps, and only for those parts does it narrow the interval."""
     cal = _calibrated()
     plain = cal.expect("qemu-4.2", 1, "single", GIB_FULL)
     slow = drift.Control("era-q1/single", cal.id, [0.12, 0.121, 0.119], [0.12, 0.121, 0.119], 0.1,
                          stale_beyond=0.08)
     e = cal.expect("qemu-4.2", 1, "single", GIB_FULL, slow)
     assert slow.factor == pytest.approx(1.2) and e.machine_factor == slow.factor
-    assert e.expected_s == pytest.approx(plain.expected_s * 1.2, rel=1e-3)
-    # measured just now, the machine's drift is known to the control's precision: a narrower interval
+    assert e.breakdown["per_byte_s"] == pytest.approx(plain.breakdown["per_byte_s"] * 1.2, rel=1e-3)
+    for part in ("per_request_s", "fixed_s"):
+        assert e.breakdown[part] == plain.breakdown[part]
+    assert plain.expected_s * 1.1 < e.expected_s < plain.expected_s * 1.2
+    # measured just now, the machine's drift on the bytes is known to the control's precision: a
+    # narrower interval for a row of bytes
     assert (e.high_s - e.low_s) / e.expected_s < (plain.high_s - plain.low_s) / plain.expected_s
     sleepy = cal.expect("qemu-4.2", 1, "single", TALK_ROW, slow)
+    plain_sleepy = cal.expect("qemu-4.2", 1, "single", TALK_ROW)
     assert sleepy.breakdown["delays_s"] == 4.25  # sleeps do not scale
+    assert sleepy.breakdown["per_request_s"] == plain_sleepy.breakdown["per_request_s"]
+    # a row of requests and sleeps keeps the uncorrected drift on its per-request part: the control
+    # narrows its interval only by what it knows of its bytes
+    requests = {"fixed": 1.0, "wire_requests": 2000.0, "backend_requests": 2000.0, "sleeps": 2000.0, "delays": 2.0}
+    a, b = cal.expect("qemu-4.2", 1, "single", requests), cal.expect("qemu-4.2", 1, "single", requests, slow)
+    assert b.expected_s == a.expected_s and b.high_s - b.low_s == pytest.approx(a.high_s - a.low_s, rel=1e-3)
 
 
 def test_a_control_beyond_the_spread_marks_the_calibration_stale(data_dir):
