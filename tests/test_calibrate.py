@@ -89,11 +89,15 @@ def test_features_come_from_exact_counts():
     log = WireCounts(write=50, write_bytes=50 << 20, zero=4, flush=1)
     f = expectation.features(spec, backend, log, 8.0)
     assert f == {"fixed": 1.0, "wire_requests": 55.0, "backend_requests": 405.0, "sleeps": 400.0, "short_sleeps": 0.0,
-                 "mib": 100.0, "warm_mib": float(expectation.WARM_MIB), "grown_mib": 0.0, "slept_mib": 100.0,
-                 "zero_mib": 0.0, "delays": 8.0}
+                 "long_sleeps": 400.0, "mib": 100.0, "warm_mib": float(expectation.WARM_MIB), "grown_mib": 0.0,
+                 "slept_mib": 100.0, "zero_mib": 0.0, "delays": 8.0}
     small = expectation.features(build_spec({"delay_write": "0ms", "delay_zero": "5ms"}),
                                BackendCounts(write_ops=8, write_bytes=8 << 20, zero_ops=2), log, 0.01)
     assert (small["mib"], small["warm_mib"], small["slept_mib"], small["sleeps"]) == (8.0, 8.0, 0.0, 2.0)
+    assert (small["long_sleeps"], small["short_sleeps"]) == (0.0, 0.0)  # 5 ms: neither long nor short
+    mixed = expectation.features(build_spec({"delay_write": "1ms", "delay_zero": "10ms"}),
+                                 BackendCounts(write_ops=8, write_bytes=8 << 20, zero_ops=2), log, 0.028)
+    assert (mixed["short_sleeps"], mixed["long_sleeps"], mixed["sleeps"]) == (8.0, 2.0, 10.0)
 
 
 def test_a_model_fitted_on_the_plan_extrapolates_to_a_bandwidth_bound_gigabyte():

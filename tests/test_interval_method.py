@@ -19,8 +19,9 @@ from lab.domain.spec import build_spec
 from lab.measure import drift, expectation, fitting
 from lab.measure.calibration import CONTROL, PLAN_SERIAL
 
-TRUE = {"fixed": 0.012, "wire_requests": 25e-6, "backend_requests": 4.5e-6, "sleeps": 90e-6, "mib": 0.72e-3,
-        "warm_mib": 0.3e-3, "slept_mib": 0.1e-3, "delays": 1.0}
+# long sleeps: the extra of a 10 ms or longer sleep, as measured (lab.measure.expectation.LONG_SLEEP_MS)
+TRUE = {"fixed": 0.012, "wire_requests": 25e-6, "backend_requests": 4.5e-6, "sleeps": 90e-6, "long_sleeps": 100e-6,
+        "mib": 0.72e-3, "warm_mib": 0.3e-3, "slept_mib": 0.1e-3, "delays": 1.0}
 SCATTER = {"delays_s": 0.0, "per_request_s": 0.2, "per_byte_s": 0.05, "fixed_s": 0.15}
 DISTURBED, DRIFT, JITTER_S = 0.1, 0.03, 0.002
 HELD_OUT = (("16M", "alternate:1M", "64k", 10, 5), ("32M", "full", "64k", 1, 1),
@@ -81,9 +82,11 @@ def test_intervals_hold_about_their_coverage_in_each_regime():
     inside: dict[str, list[bool]] = {r: [] for r in expectation.REGIMES}
     half: dict[str, list[float]] = {r: [] for r in expectation.REGIMES}
     control_point = features(*CONTROL[:5])
+    long_sleeps = []
     for _ in range(80):
         cal = calibrate(rng)
         fit = cal.fits["era-q1/single"]
+        long_sleeps.append(fit.coef["long_sleeps"])
         machine = math.exp(rng.gauss(0, DRIFT))  # the machine later, as a sweep finds it
         runs = [run_time(control_point, rng, machine) for _ in range(3)]
         control = drift.Control(fit.key, cal.id, runs, runs, fit.control["reference_s"], stale_beyond=0.1)
@@ -98,3 +101,5 @@ def test_intervals_hold_about_their_coverage_in_each_regime():
         share = sum(inside[regime]) / len(inside[regime])
         assert 0.82 <= share <= 0.97, (regime, share, statistics.median(half[regime]))
     assert statistics.median(half["delay-bound"]) < 0.05 and statistics.median(half["bandwidth-bound"]) < 0.16
+    # the plan's long-sleep points find the long sleeps' extra
+    assert 0.5 < statistics.median(long_sleeps) / TRUE["long_sleeps"] < 1.5, statistics.median(long_sleeps)

@@ -125,24 +125,26 @@ def calibration_table(cal: Any, state: dict[str, Any] | None = None) -> str:
     """The coefficients of a lab.measure.expectation.Calibration, one line per client kind / server
     build; then each kind's spreads, blind spots and control; then the controls since (`state`:
     lab.measure.expectation.state)."""
-    from lab.measure.expectation import COVERAGE, GROWN_MIB, SHORT_SLEEP_MS
+    from lab.measure.expectation import COVERAGE, GROWN_MIB, LONG_SLEEP_MS, SHORT_SLEEP_MS
 
     out = [f"calibration {cal.fingerprint}  ({cal.machine.get('cpu')}, {cal.machine.get('cores')} cores, nbdkit "
            f"{cal.machine.get('nbdkit')}; took {cal.took_s:.0f} s at load {cal.load_before:.1f})",
-           f"{'':18}{'fixed':>7}{'per request, us':>30}{'':>4}{'per MiB, ms':>30}",
-           f"{'kind':18}{'ms':>7}{'wire':>9}{'backend':>9}{'sleep':>8}{'short':>8}{'stored':>8}{'warm':>7}"
+           f"{'':18}{'fixed':>7}{'per request, us':>38}{'':>4}{'per MiB, ms':>30}",
+           f"{'kind':18}{'ms':>7}{'wire':>9}{'backend':>9}{'sleep':>8}{'short':>8}{'long':>8}{'stored':>8}{'warm':>7}"
            f"{'grown':>7}{'slept':>7}{'zeroes':>7}{'delay x':>8}{'worst fit':>10}"]
     for key, f in cal.fits.items():
         c = f.coef
         out.append(f"{key:18}{1e3 * c.get('fixed', 0):7.2f}{1e6 * c.get('wire_requests', 0):9.1f}"
                    f"{1e6 * c.get('backend_requests', 0):9.1f}{1e6 * c.get('sleeps', 0):8.1f}"
-                   f"{1e6 * c.get('short_sleeps', 0):8.1f}{1e3 * c.get('mib', 0):8.3f}"
+                   f"{1e6 * c.get('short_sleeps', 0):8.1f}{1e6 * c.get('long_sleeps', 0):8.1f}"
+                   f"{1e3 * c.get('mib', 0):8.3f}"
                    f"{1e3 * c.get('warm_mib', 0):7.3f}{1e3 * c.get('grown_mib', 0):7.3f}"
                    f"{1e3 * c.get('slept_mib', 0):7.3f}{1e3 * c.get('zero_mib', 0):7.3f}{c.get('delays', 0):8.3f}"
                    f"{100 * f.worst:9.1f}%")
     out.append(f"per MiB stored (the plugin's writes); warm: extra for the first {WARM_MIB} MiB of a fresh server; "
                f"grown: extra past {GROWN_MIB} MiB; slept: extra for bytes that waited out a delay; zeroes: extra for "
-               f"zero-filled MiB the client wrote; short: extra per sleep of at most {SHORT_SLEEP_MS:g} ms")
+               f"zero-filled MiB the client wrote; short: extra per sleep of at most {SHORT_SLEEP_MS:g} ms; long: "
+               f"extra per sleep of at least {LONG_SLEEP_MS:g} ms")
     out += ["", f"{'kind':18}{'spread of the variable part (relative sd)':>44}{'abs ms':>8}   {'blind spots kept':24}"
             f"{'control s (spread)':>20}",
             f"{'':18}{'delay-bound':>16}{'per-request':>14}{'bandwidth':>14}"]

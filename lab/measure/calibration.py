@@ -99,6 +99,10 @@ PLAN_SERIAL = (
     Point("24M", "alternate:256k", "256k", 2, 1),
     Point("32M", "full", "256k", 0, 0),
     Point("6M", "alternate:1M", "64k", 4, 2),
+    # long sleeps (expectation.LONG_SLEEP_MS): 64 writes behind 10 ms, and 16 behind 20 ms beside 4
+    # zeroes behind 5 ms, so one disturbed run cannot set the long sleeps' extra alone
+    Point("8M", "full", "128k", 10, 10),
+    Point("4M", "alternate:512k", "128k", 20, 5),
 )
 # A parallel client overlaps the sleeps: the delay factor is fitted too, from two delay levels.
 PLAN_PARALLEL = (*PLAN_SERIAL, Point("12M", "full", "64k", 5, 5))
