@@ -22,6 +22,7 @@ from lab.host import images
 from lab.measure.calibration import before_run
 from lab.measure.execute import execute
 from lab.nbd.clients import get_client
+from lab.nbd.servers import topology
 
 TOLERANCE = 0.05
 QUICK_SERVER = {"size": "8M", "delay_write": "1ms", "delay_zero": "1ms"}
@@ -83,6 +84,7 @@ def run_case(case: Case, t_origin: float | None = None, control_age_s: float | N
     origin = t_origin if t_origin is not None else t_start
     uncorrected = _uncorrected(run) if run.machine_factor is not None else None
     exp_ratio = run.duration_s / run.expected_s if run.duration_s and run.expected_s else None
+    feats = _features(run)
     return {
         "key": case.key, "client": case.client, "note": case.note, "parallel": parallel,
         "zeromode": spec.zeromode, "fastzeromode": spec.fastzeromode, "size": spec.size, "pattern": spec.pattern,
@@ -102,10 +104,20 @@ def run_case(case: Case, t_origin: float | None = None, control_age_s: float | N
         "expected_low_s": run.expected_low_s, "expected_high_s": run.expected_high_s, "regime": run.regime,
         "model_verdict": run.model_verdict, "model_term": run.model_term, "machine_factor": run.machine_factor,
         "calibration_stale": run.calibration_stale, "notes": run.notes, "uncorrected": uncorrected,
+        # what the expectation was computed from (bench/fidelity.py: the interval of a row's median)
+        "features": feats, "queue_depth": run.queue_depth, "build": topology(run.server),
         "exp_ratio": exp_ratio, "exp_ok": None if exp_ratio is None or parallel else abs(exp_ratio - 1) <= TOLERANCE,
         "floor_ok": None if parallel or run.predicted_s is None or not run.duration_s
         else run.predicted_s <= run.duration_s,
     }
+
+
+def _features(run: Run) -> dict[str, float] | None:
+    from lab.measure import expectation
+
+    if run.backend is None or run.server_log is None:
+        return None
+    return expectation.features(run.server, run.backend, run.server_log, run.predicted_s or 0.0)
 
 
 def _uncorrected(run: Run) -> list[float | None] | None:

@@ -37,8 +37,10 @@ perf, docs/benchmarks.md), and the rest vary +-5%. The lab marks such a run itse
 used more CPU than the calibration expects for its counts: `slow_copy_path`, lab.measure.contention). So
 such a row runs BANDWIDTH_REPEAT times (as a lab sweep's rows without delays do), and so does a row with
 delays whose expectation is a quarter or more bytes (byte_heavy: the 1 GiB empty qemu-2.7 row), and the
-median of its unmarked runs counts (of all, if every one was marked); every run is kept in the JSON, and
-the coverage table also counts every single run against its own interval. Other rows with delays run once.
+median of its unmarked runs counts (of all, if every one was marked), judged against the interval of a median of
+that many runs (the run-to-run part of the spread shrinks, the model's bias and the drift do not);
+every run is kept in the JSON, and the coverage table also counts every single run against its own
+one-run interval. Other rows with delays run once.
 `--case-study-from FILE` takes the case-study rows from sweep_speed.py's serial pass (run_all
 does this, so the 19 rows run once, one at a time, with no contention from each other).
 """
@@ -164,9 +166,34 @@ def run_row(case: Case) -> dict[str, Any]:
     rows = [first, *(run_case(case, control_age_s=SWEEP_CONTROL_S) for _ in range(BANDWIDTH_REPEAT - 1))]
     clean = [r for r in rows if not r.get("slow_copy_path")] or rows
     ordered = sorted(clean, key=lambda r: r["duration_s"] or 0.0)
-    return {**ordered[(len(ordered) - 1) // 2], "runs_s": [r["duration_s"] for r in rows],
+    median = ordered[(len(ordered) - 1) // 2]
+    return {**median, **median_interval(median, len(clean)), "runs_s": [r["duration_s"] for r in rows],
             "runs": [{k: r.get(k) for k in RUN_KEYS} for r in rows],
             "slow_path_runs": sum(1 for r in rows if r.get("slow_copy_path"))}
+
+
+def median_interval(row: dict[str, Any], runs: int) -> dict[str, Any]:
+    """The expectation of the median of `runs` runs of this row (lab.measure.expectation: the run-to-run
+    part of the spread shrinks, the model's bias and the machine's drift do not), and the median's
+    verdict against it. The row's runs keep their own one-run intervals (RUN_KEYS; the coverage table's
+    "every run" line counts those). {} when the row has no expectation."""
+    from lab.measure import drift, expectation
+
+    cal = expectation.load()
+    feats = row.get("features")
+    if cal is None or not feats or runs < 2 or row.get("expected_s") is None:
+        return {}
+    fit = cal.fit_for(row["client"], row["queue_depth"], row["build"])
+    if fit is None:
+        return {}
+    # the control the runs were scaled by (the newest fresh one: this row's, measured just before its runs)
+    control = drift.fresh(expectation.cache_path(), cal.id, fit.key) if row.get("machine_factor") else None
+    e = cal.expect(row["client"], row["queue_depth"], row["build"], feats, control, runs=runs)
+    if e is None:
+        return {}
+    verdict, term = e.verdict(row["duration_s"])
+    return {"expected_s": e.expected_s, "expected_low_s": e.low_s, "expected_high_s": e.high_s,
+            "model_verdict": verdict, "model_term": term, "interval_runs": runs}
 
 
 RUN_KEYS = ("duration_s", "expected_s", "expected_low_s", "expected_high_s", "model_verdict", "slow_copy_path",
@@ -195,7 +222,9 @@ def _ms(v: float | None) -> str:
 
 
 def _interval(r: dict[str, Any]) -> str:
-    return interval(r.get("expected_s"), r.get("expected_low_s"), r.get("expected_high_s"))
+    n = r.get("interval_runs")
+    return interval(r.get("expected_s"), r.get("expected_low_s"), r.get("expected_high_s")) + (
+        f" (median of {n})" if n else "")
 
 
 def _half(r: dict[str, Any]) -> float | None:

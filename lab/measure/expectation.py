@@ -64,7 +64,7 @@ from lab.measure import drift, fitting
 
 VERSION = 6  # 4: intervals, controls, the blind-spot terms; 5: the spread per regime (was per part);
 # 6: long sleeps (a term and two plan points), a control scales the per-byte part only, the points'
-# variance from their runs off the slow copy path
+# variance from their runs off the slow copy path, each regime's run-to-run part in the spread ("noise:...")
 MiB = 1 << 20
 WARM_MIB = 32  # a fresh server's first MiB: measured slower per MiB up to about this far into a copy
 GROWN_MIB = 128  # past this many MiB stored, a fresh server's growth may cost another rate
@@ -148,7 +148,8 @@ class Fit:
     points: list[dict[str, Any]] = field(default_factory=list)  # features, measured, fitted
     # the same model fitted to the CPU the run's own processes used (no delay term: a sleep costs none)
     cpu_coef: dict[str, float] = field(default_factory=dict)
-    # relative standard deviation of each part (PARTS), and "abs_s": the absolute one (lab.measure.fitting.spread)
+    # per regime, the variable part's relative standard deviation, "abs_s" the absolute one, and "noise:<regime>",
+    # "noise:abs_s" their run-to-run parts alone (lab.measure.fitting.spread)
     spread: dict[str, float] = field(default_factory=dict)
     # the control point's reference: {"geometry", "runs_s", "reference_s", "spread"} (lab.measure.drift)
     control: dict[str, Any] = field(default_factory=dict)
@@ -200,9 +201,9 @@ class Calibration:
             kind_key(client, queue_depth, "single"))
 
     def expect(self, client: str, queue_depth: int, build: str, features: dict[str, float],
-               control: drift.Control | None = None) -> Expectation | None:
+               control: drift.Control | None = None, runs: int = 1) -> Expectation | None:
         """The expectation of a run with these counts; its per-byte part scaled by `control`'s factor when
-        given."""
+        given. `runs` > 1: the interval of the median of that many runs (median_variance)."""
         fit = self.fit_for(client, queue_depth, build)
         if fit is None:
             return None
@@ -211,7 +212,7 @@ class Calibration:
         total = sum(parts.values())
         serial = fit.key in _SERIAL
         variable = {g: v for g, v in parts.items() if not (serial and g == "delays_s")}
-        sd = _sd(fit, parts, sum(variable.values()), control)
+        sd = _sd(fit, parts, sum(variable.values()), control, runs)
         floor = parts["delays_s"] if serial else 0.0  # a serial client never beats its sleeps
         cpu = fitting.predict(fit.cpu_coef, features) * (factor or 1.0) if fit.cpu_coef else None
         return Expectation(
@@ -236,18 +237,31 @@ def _scaled(parts: dict[str, float], factor: float | None) -> dict[str, float]:
     return parts if factor is None else {g: v * factor if g in SCALED_PARTS else v for g, v in parts.items()}
 
 
-def _sd(fit: Fit, parts: dict[str, float], variable: float, control: drift.Control | None) -> float:
+def median_variance(runs: int) -> float:
+    """The variance of the median of `runs` runs, relative to one run's (normal scatter: 1, 0.5 for two
+    (their mean), 0.449 for three, 0.361, 0.287; about pi / 2n beyond)."""
+    known = {1: 1.0, 2: 0.5, 3: 0.449, 4: 0.361, 5: 0.287}
+    return known.get(runs, math.pi / (2 * runs)) if runs >= 1 else 1.0
+
+
+def _sd(fit: Fit, parts: dict[str, float], variable: float, control: drift.Control | None, runs: int = 1) -> float:
     """A run's standard deviation around its expectation (seconds): the variable part's spread for the
     run's regime, the machine's drift on the non-sleep parts (to a control's precision on the parts it
-    measured, UNCORRECTED_DRIFT on the others), a copy's absolute jitter."""
+    measured, UNCORRECTED_DRIFT on the others), a copy's absolute jitter. For the median of `runs` runs
+    the run-to-run part of the spread and of the jitter shrinks (median_variance); the fit's error, the
+    model's bias, the drift and the floors do not."""
     r = regime(parts)
+    less = 1.0 - median_variance(runs)
+    spread = math.sqrt(max(fit.spread.get(r, SPREAD_FLOORS[r]) ** 2 - less * fit.spread.get(f"noise:{r}", 0.0) ** 2,
+                           SPREAD_FLOORS[r] ** 2))
+    jitter = math.sqrt(max(fit.spread.get("abs_s", ABS_FLOOR_S) ** 2 - less * fit.spread.get("noise:abs_s", 0.0) ** 2,
+                           ABS_FLOOR_S ** 2))
     measured = sum(parts[g] for g in SCALED_PARTS)
     others = sum(parts.values()) - parts["delays_s"] - measured
     # the machine moves every part at once as far as anyone knows: the two drifts add (no control: 5% of
     # all the non-sleep parts, as before the control scaled only bytes)
     moved = _moved(control) * measured + drift.UNCORRECTED_DRIFT * others
-    return math.sqrt((fit.spread.get(r, SPREAD_FLOORS[r]) * variable) ** 2 + moved ** 2
-                     + fit.spread.get("abs_s", ABS_FLOOR_S) ** 2)
+    return math.sqrt((spread * variable) ** 2 + moved ** 2 + jitter ** 2)
 
 
 def _moved(control: drift.Control | None) -> float:
@@ -403,9 +417,11 @@ def forget() -> None:
 
 
 def expectation(client: str, queue_depth: int, build: str, spec: ServerSpec, backend: BackendCounts | None,
-                server_log: WireCounts | None, floor_s: float, places: Places | None = None) -> Expectation | None:
+                server_log: WireCounts | None, floor_s: float, places: Places | None = None,
+                runs: int = 1) -> Expectation | None:
     """The calibrated expectation of a finished run, scaled by a fresh control of its kind if there
-    is one, or None when this machine is not calibrated."""
+    is one, or None when this machine is not calibrated. `runs` > 1: the interval of the median of that
+    many runs of this geometry."""
     cal = load(places=places)
     if cal is None or backend is None or server_log is None:
         return None
@@ -414,7 +430,7 @@ def expectation(client: str, queue_depth: int, build: str, spec: ServerSpec, bac
         return None
     path = cache_path(places)
     control = drift.fresh(path, cal.id, fit.key)
-    exp = cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s), control)
+    exp = cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s), control, runs)
     stale = drift.stale_kinds(path, cal.id).get(fit.key)
     return exp if exp is None or stale is None else replace(exp, stale=stale)
 

@@ -140,7 +140,9 @@ def spread(points: Sequence[Point], coef: Mapping[str, float], groups: Mapping[s
     (non-negative least squares) on one indicator per regime (`regime_of` a point's parts) and on one
     over the variable part squared (the absolute jitter): two runs say little of one point's noise,
     all points together say more. A regime without points of its own
-    takes the pooled one; none goes below its floor."""
+    takes the pooled one; none goes below its floor. The run-to-run part is also returned alone, per
+    regime and for the jitter (`noise:<regime>`, `noise:abs_s`), for the interval of a median of
+    several runs (lab.measure.expectation.median_variance)."""
     n = len(points)
     dof = n / (n - free) if n > free else 2.0
     regimes = list(floors)
@@ -172,4 +174,8 @@ def spread(points: Sequence[Point], coef: Mapping[str, float], groups: Mapping[s
     out = {q: round(max(math.sqrt(var(a[q], b[q]) if q in tags else var(pooled, pooled_b)), floors[q]), 5)
            for q in regimes}
     out["abs_s"] = round(max(math.sqrt(var(a["abs"], b["abs"])), abs_floor), 5)
+    # and the run-to-run part of each alone ("noise:<regime>", "noise:abs_s"): what the median of several
+    # runs has less of (the fit's error and the model's bias it keeps)
+    out.update({f"noise:{q}": round(math.sqrt(a[q] if q in tags else pooled), 5) for q in regimes})
+    out["noise:abs_s"] = round(math.sqrt(a["abs"]), 5)
     return out
