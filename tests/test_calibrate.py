@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -404,6 +405,36 @@ def test_an_interval_is_narrow_where_sleeps_dominate_and_wider_where_bytes_do():
     assert talk.low_s >= talk.breakdown["delays_s"]  # an in-order client never beats its sleeps
     # the interval of a parallel client may reach below its serial sleeps (they overlap)
     assert cal.expect("nbdcopy", 1, "single", TALK_ROW).low_s > 0
+
+
+def test_the_median_of_several_runs_gets_a_narrower_interval_where_runs_scatter(monkeypatch):
+    """Only the run-to-run part of a regime's spread shrinks for a median (the fit's error, the bias, the
+    drift do not), never below the floor; a calibration without that part keeps one run's interval."""
+    spread = {"delay-bound": 0.2, "per-request-bound": 0.2, "bandwidth-bound": 0.08, "abs_s": 0.003,
+              "noise:bandwidth-bound": 0.07, "noise:abs_s": 0.0}
+    cal = _calibrated(spread)
+    one, three = cal.expect("qemu-4.2", 1, "single", GIB_FULL), cal.expect("qemu-4.2", 1, "single", GIB_FULL, runs=3)
+    assert three.expected_s == one.expected_s and one.low_s < three.low_s < three.high_s < one.high_s
+    half = (three.high_s - three.low_s) / 2 / three.expected_s
+    # sqrt(0.08^2 - (1 - 0.449) x 0.07^2) = 0.058 of the variable part, beside 5% drift of it (no control)
+    assert half == pytest.approx(expectation.Z * math.hypot(0.0583, 0.05), rel=0.03), half
+    floored = _calibrated({**spread, "noise:bandwidth-bound": 0.08, "bandwidth-bound": 0.08})
+    five, many = (floored.expect("qemu-4.2", 1, "single", GIB_FULL, runs=n) for n in (5, 20))
+    floor = floored.expect("qemu-4.2", 1, "single", GIB_FULL, runs=1000)
+    assert floor.high_s < five.high_s and many.high_s == floor.high_s  # at the floor: 3% of the variable part
+    old = _calibrated()  # no run-to-run part stored: one run's interval
+    assert old.expect("qemu-4.2", 1, "single", GIB_FULL, runs=3).high_s == old.expect(
+        "qemu-4.2", 1, "single", GIB_FULL).high_s
+    # `lab run --repeat 3` judges the median run against the median's interval
+    from lab.cli import report
+
+    runs = [Run(client="qemu-4.2", server=build_spec({}), status="succeeded", duration_s=t, expected_s=one.expected_s,
+                expected_low_s=one.low_s, expected_high_s=one.high_s, backend=BackendCounts(), server_log=WireCounts())
+            for t in (one.high_s * 0.99, one.expected_s, one.low_s)]
+    monkeypatch.setattr(expectation, "expectation", lambda *a, runs=1, **k: three if runs == 3 else None)
+    got = report.repeat_summary(runs)
+    assert (got["expected_low_s"], got["expected_high_s"], got["interval_runs"]) == (three.low_s, three.high_s, 3)
+    assert got["model_verdict"] == "within" and "(the median of 3)" in report.repeat_lines(got)
 
 
 def test_a_run_outside_its_interval_says_which_way_and_the_part_most_likely_off():

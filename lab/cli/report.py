@@ -88,10 +88,30 @@ def repeat_summary(runs: list[Run]) -> dict[str, Any]:
     ok = [r for r in runs if r.status == "succeeded" and r.duration_s is not None]
     mid = median_run(runs)
     verdicts = {v: sum(1 for r in ok if r.model_verdict == v) for v in {r.model_verdict for r in ok} if v}
-    return {"n": len(runs), "succeeded": len(ok), "duration_s": stats([r.duration_s for r in ok]),
-            "runs_s": [r.duration_s for r in runs], "median_run": mid.id, "expected_s": mid.expected_s,
-            "expected_low_s": mid.expected_low_s, "expected_high_s": mid.expected_high_s,
-            "model_verdict": mid.model_verdict, "verdicts": verdicts}
+    out = {"n": len(runs), "succeeded": len(ok), "duration_s": stats([r.duration_s for r in ok]),
+           "runs_s": [r.duration_s for r in runs], "median_run": mid.id, "expected_s": mid.expected_s,
+           "expected_low_s": mid.expected_low_s, "expected_high_s": mid.expected_high_s,
+           "model_verdict": mid.model_verdict, "verdicts": verdicts, "interval_runs": 1}
+    median = _median_expectation(mid, len(ok))
+    if median is not None and mid.duration_s is not None:
+        out.update(expected_s=median.expected_s, expected_low_s=median.low_s, expected_high_s=median.high_s,
+                   model_verdict=median.verdict(mid.duration_s)[0], interval_runs=len(ok))
+    return out
+
+
+def _median_expectation(mid: Run, runs: int) -> Any:
+    """The expectation of the median of `runs` runs of the median run's geometry (a narrower interval
+    than one run's: lab.measure.expectation), or None (one run, or not calibrated)."""
+    from lab.measure import expectation
+    from lab.nbd.servers import topology
+
+    if runs < 2 or mid.expected_s is None or mid.backend is None or mid.server_log is None:
+        return None
+    try:
+        return expectation.expectation(mid.client, mid.queue_depth, topology(mid.server), mid.server, mid.backend,
+                                       mid.server_log, mid.predicted_s or 0.0, runs=runs)
+    except Exception:  # a summary never fails a command: the median run's own interval stands
+        return None
 
 
 def repeat_lines(summary: dict[str, Any]) -> str:
@@ -104,7 +124,8 @@ def repeat_lines(summary: dict[str, Any]) -> str:
     if summary.get("expected_s") is not None:
         counts = ", ".join(f"{n} {v}" for v, n in sorted(summary["verdicts"].items()))
         expected = interval(summary["expected_s"], summary["expected_low_s"], summary["expected_high_s"])
-        out.append(f"{'':16}{'':>12}   expected {expected}; runs: {counts or '-'}")
+        of = f" (the median of {summary['interval_runs']})" if summary.get("interval_runs", 1) > 1 else ""
+        out.append(f"{'':16}{'':>12}   expected {expected}{of}; runs: {counts or '-'}")
     return "\n".join(out)
 
 
