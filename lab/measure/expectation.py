@@ -207,12 +207,12 @@ class Calibration:
         fit = self.fit_for(client, queue_depth, build)
         if fit is None:
             return None
-        factor = control.factor if control is not None else None
+        factor, moved = _correction(fit, control)
         parts = _scaled(fitting.parts({t: fit.coef.get(t, 0.0) for t in TERMS}, features, GROUPS), factor)
         total = sum(parts.values())
         serial = fit.key in _SERIAL
         variable = {g: v for g, v in parts.items() if not (serial and g == "delays_s")}
-        sd = _sd(fit, parts, sum(variable.values()), control, runs)
+        sd = _sd(fit, parts, sum(variable.values()), moved, runs)
         floor = parts["delays_s"] if serial else 0.0  # a serial client never beats its sleeps
         cpu = fitting.predict(fit.cpu_coef, features) * (factor or 1.0) if fit.cpu_coef else None
         return Expectation(
@@ -244,10 +244,10 @@ def median_variance(runs: int) -> float:
     return known.get(runs, math.pi / (2 * runs)) if runs >= 1 else 1.0
 
 
-def _sd(fit: Fit, parts: dict[str, float], variable: float, control: drift.Control | None, runs: int = 1) -> float:
+def _sd(fit: Fit, parts: dict[str, float], variable: float, moved: float, runs: int = 1) -> float:
     """A run's standard deviation around its expectation (seconds): the variable part's spread for the
-    run's regime, the machine's drift on the non-sleep parts (to a control's precision on the parts it
-    measured, UNCORRECTED_DRIFT on the others), a copy's absolute jitter. For the median of `runs` runs
+    run's regime, the machine's drift on the non-sleep parts (`moved` on the parts a control measures,
+    _correction; UNCORRECTED_DRIFT on the others), a copy's absolute jitter. For the median of `runs` runs
     the run-to-run part of the spread and of the jitter shrinks (median_variance); the fit's error, the
     model's bias, the drift and the floors do not."""
     r = regime(parts)
@@ -260,17 +260,34 @@ def _sd(fit: Fit, parts: dict[str, float], variable: float, control: drift.Contr
     others = sum(parts.values()) - parts["delays_s"] - measured
     # the machine moves every part at once as far as anyone knows: the two drifts add (no control: 5% of
     # all the non-sleep parts, as before the control scaled only bytes)
-    moved = _moved(control) * measured + drift.UNCORRECTED_DRIFT * others
-    return math.sqrt((spread * variable) ** 2 + moved ** 2 + jitter ** 2)
+    drifted = moved * measured + drift.UNCORRECTED_DRIFT * others
+    return math.sqrt((spread * variable) ** 2 + drifted ** 2 + jitter ** 2)
 
 
-def _moved(control: drift.Control | None) -> float:
-    """How far the machine may have moved since the calibration, relative, for the parts a control
-    measures: known to the control's precision right after one, else UNCORRECTED_DRIFT. (A run's own
-    scatter is the regime's spread; this is the machine's state between the calibration and the run.)"""
-    if control is not None and control.clean_s:
-        return control.spread / math.sqrt(len(control.clean_s))
-    return drift.UNCORRECTED_DRIFT
+REFERENCE_RUNS = 6  # the control's runs at a calibration's start and end (a reference that does not say)
+
+
+def _correction(fit: Fit, control: drift.Control | None) -> tuple[float | None, float]:
+    """(the factor applied to the parts a control measures, None without one; how far the machine may have
+    moved since the calibration for those parts, relative).
+
+    Without a control the machine may have drifted by UNCORRECTED_DRIFT (D). A control measures the
+    drift as its factor, known to m: its runs' scatter (at least the reference's: three runs can agree
+    by chance) over sqrt(its runs), and the reference's over sqrt(the reference's runs), since the
+    factor is a ratio of the two. The two are weighed as any two measurements of one quantity (on the
+    log scale): the factor applied is factor^w, w = D^2 / (D^2 + m^2), and what is left uncertain is
+    D m / sqrt(D^2 + m^2). A precise control (m of 1%) is applied almost whole; a noisy one (the
+    reference's runs scattering by 23%, as one calibration's did, so m ~ 10%) moves the expectation by a
+    fifth of its factor instead of scaling a row by 1.33 that had not moved (docs/benchmarks.md)."""
+    factor = control.factor if control is not None else None
+    if control is None or factor is None or not control.clean_s:
+        return None, drift.UNCORRECTED_DRIFT
+    ref_spread = float(fit.control.get("spread") or 0.0)
+    ref_runs = len(fit.control.get("clean_s") or []) or REFERENCE_RUNS
+    m2 = max(control.spread, ref_spread) ** 2 / len(control.clean_s) + ref_spread ** 2 / ref_runs
+    d2 = drift.UNCORRECTED_DRIFT ** 2
+    w = d2 / (d2 + m2)
+    return round(math.exp(w * math.log(factor)), 4), math.sqrt(d2 * m2 / (d2 + m2))
 
 
 def regime(parts: dict[str, float]) -> str:
