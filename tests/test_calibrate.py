@@ -315,6 +315,13 @@ def test_a_point_is_measured_by_its_runs_off_the_slow_copy_path():
     assert calibration._chosen(five).duration_s == 0.30  # median of the four clean runs (lower middle)
     assert calibration._chosen([run(0.30, 0.35), run(0.31, 0.36), run(0.35, 0.40)]).duration_s == 0.31
     assert calibration._chosen([slow]).duration_s == 0.9  # all alike: nothing to compare with
+    # the time that stands for the point: the median (two: the mean) of the clean runs nobody disturbed
+    assert calibration._measured([run(0.30, 0.35), slow, run(0.32, 0.36)]) == pytest.approx(0.31)
+    assert calibration._measured(five) == pytest.approx(0.305)
+    busy = Run(client="qemu-img", server=build_spec({}), duration_s=0.5, contention={"own_cpu_s": 0.35},
+               contended=True)
+    assert calibration._measured([run(0.30, 0.35), busy, run(0.32, 0.36)]) == pytest.approx(0.31)
+    assert calibration._measured([busy]) == 0.5
 
 
 # --- intervals, verdicts, blind spots, drift ------------------------------------------------

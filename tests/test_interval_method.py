@@ -58,14 +58,14 @@ def run_time(f: dict[str, float], rng: random.Random, machine: float = 1.0) -> f
 
 
 def calibrate(rng: random.Random) -> expectation.Calibration:
-    """The procedure's choices: two runs per point (the faster counts), five for the steady point
+    """The procedure's choices: two runs per point (their mean counts), five for the steady point
     (the median), the control six times (start and end), one more point of the fit."""
     plan = [(*p[:5], p.zeromode) for p in PLAN_SERIAL] + [(*CONTROL[:5], "plugin")]
     points = []
     for g in plan:
         f = features(*g)
         runs = [run_time(f, rng) for _ in range(5 if g[0] == "384M" else 6 if g == plan[-1] else 2)]
-        chosen = min(runs) if len(runs) < 3 else sorted(runs)[(len(runs) - 1) // 2]
+        chosen = statistics.median(runs)
         points.append({"features": f, "measured_s": chosen, "runs_s": runs})
     coef, kept = fitting.select(points, expectation.TERMS, {"delays": 1.0}, expectation.BLIND_SPOTS)
     free = len([t for t in expectation.TERMS if t != "delays" and (t not in expectation.BLIND_SPOTS or t in kept)])
