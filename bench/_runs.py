@@ -21,6 +21,7 @@ from lab.domain.spec import build_spec
 from lab.host import images
 from lab.measure.calibration import before_run
 from lab.measure.execute import execute
+from lab.measure.expectation import features
 from lab.nbd.clients import get_client
 from lab.nbd.servers import topology
 
@@ -113,11 +114,9 @@ def run_case(case: Case, t_origin: float | None = None, control_age_s: float | N
 
 
 def _features(run: Run) -> dict[str, float] | None:
-    from lab.measure import expectation
-
     if run.backend is None or run.server_log is None:
         return None
-    return expectation.features(run.server, run.backend, run.server_log, run.predicted_s or 0.0)
+    return features(run.server, run.backend, run.server_log, run.predicted_s or 0.0)
 
 
 def _uncorrected(run: Run) -> list[float | None] | None:

@@ -66,7 +66,7 @@ from lab.domain.spec import build_spec  # noqa: E402
 from lab.domain.units import format_delay, format_size  # noqa: E402
 from lab.domain.units import format_interval as interval  # noqa: E402
 from lab.measure.calibration import CONTROL, CONTROL_RUNS, SWEEP_CONTROL_S  # noqa: E402
-from lab.measure.expectation import COVERAGE, REGIMES  # noqa: E402
+from lab.measure.expectation import COVERAGE, REGIMES, of_counts  # noqa: E402
 
 # Geometries chosen so each run predicts 1-4 s: long enough for a 5% reading, short enough
 # to run the whole sweep in about a minute. Sizes 16 MiB-1 GiB, five patterns, delays
@@ -177,18 +177,12 @@ def median_interval(row: dict[str, Any], runs: int) -> dict[str, Any]:
     part of the spread shrinks, the model's bias and the machine's drift do not), and the median's
     verdict against it. The row's runs keep their own one-run intervals (RUN_KEYS; the coverage table's
     "every run" line counts those). {} when the row has no expectation."""
-    from lab.measure import drift, expectation
-
-    cal = expectation.load()
     feats = row.get("features")
-    if cal is None or not feats or runs < 2 or row.get("expected_s") is None:
+    if not feats or runs < 2 or row.get("expected_s") is None:
         return {}
-    fit = cal.fit_for(row["client"], row["queue_depth"], row["build"])
-    if fit is None:
-        return {}
-    # the control the runs were scaled by (the newest fresh one: this row's, measured just before its runs)
-    control = drift.fresh(expectation.cache_path(), cal.id, fit.key) if row.get("machine_factor") else None
-    e = cal.expect(row["client"], row["queue_depth"], row["build"], feats, control, runs=runs)
+    # scaled by the control as the row's runs were (the newest fresh one: this row's, measured just before them)
+    e = of_counts(row["client"], row["queue_depth"], row["build"], feats, runs=runs,
+                  corrected=bool(row.get("machine_factor")))
     if e is None:
         return {}
     verdict, term = e.verdict(row["duration_s"])

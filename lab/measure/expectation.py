@@ -444,15 +444,25 @@ def expectation(client: str, queue_depth: int, build: str, spec: ServerSpec, bac
     """The calibrated expectation of a finished run, scaled by a fresh control of its kind if there
     is one, or None when this machine is not calibrated. `runs` > 1: the interval of the median of that
     many runs of this geometry."""
+    if backend is None or server_log is None:
+        return None
+    return of_counts(client, queue_depth, build, features(spec, backend, server_log, floor_s), places, runs)
+
+
+def of_counts(client: str, queue_depth: int, build: str, feats: dict[str, float], places: Places | None = None,
+              runs: int = 1, corrected: bool = True) -> Expectation | None:
+    """The expectation of a run with these counts (features()): scaled by a fresh control of its kind
+    when `corrected` and there is one, marked stale when its kind is; None when this machine is not
+    calibrated for it."""
     cal = load(places=places)
-    if cal is None or backend is None or server_log is None:
+    if cal is None:
         return None
     fit = cal.fit_for(client, queue_depth, build)
     if fit is None:
         return None
     path = cache_path(places)
-    control = drift.fresh(path, cal.id, fit.key)
-    exp = cal.expect(client, queue_depth, build, features(spec, backend, server_log, floor_s), control, runs)
+    control = drift.fresh(path, cal.id, fit.key) if corrected else None
+    exp = cal.expect(client, queue_depth, build, feats, control, runs)
     stale = drift.stale_kinds(path, cal.id).get(fit.key)
     return exp if exp is None or stale is None else replace(exp, stale=stale)
 

@@ -60,7 +60,7 @@ class LoopWaker:
         self._armed = False  # a wake-up is on its way (call_soon_threadsafe or a timer)
         self.last = -1e9  # loop time of the last wake-up
         self.spacing = 0.0
-        self.wakeups = 0  # how many times readers were woken (tests, metrics)
+        self.wakeups = 0  # how many times readers were woken (what the tests read)
 
     def add(self, waiters: list[asyncio.Future[bool]]) -> None:
         with self._lock:
