@@ -63,6 +63,7 @@ from _runs import QUICK_SERVER, TOLERANCE, Case, case_study, run_case, warm_up  
 
 from lab.domain.layout import parse_pattern  # noqa: E402
 from lab.domain.spec import build_spec  # noqa: E402
+from lab.domain.sweepspec import BANDWIDTH_REPEATS  # noqa: E402
 from lab.domain.units import format_delay, format_size  # noqa: E402
 from lab.domain.units import format_interval as interval  # noqa: E402
 from lab.measure.calibration import CONTROL, CONTROL_RUNS, SWEEP_CONTROL_S  # noqa: E402
@@ -111,7 +112,7 @@ GEOMETRIES: tuple[tuple[str, dict[str, Any], str, tuple[str, ...]], ...] = (
 )
 
 
-BANDWIDTH_REPEAT = 3  # = lab.domain.sweepspec.BANDWIDTH_REPEATS: what a sweep does with such a row
+BANDWIDTH_REPEAT = BANDWIDTH_REPEATS  # what a lab sweep does with such a row
 
 
 def held_out(n: int = 8, seed: int = 27) -> tuple[tuple[str, dict[str, Any], str, tuple[str, ...]], ...]:

@@ -1,4 +1,4 @@
-"""Repeats where they matter: a sweep's rows without delays run at least three times, and `lab run
+"""Repeats where they matter: a sweep's rows without delays run at least BANDWIDTH_REPEATS times, and `lab run
 --repeat N` reports the median and spread (lab.domain.sweepspec, lab.cli)."""
 
 from __future__ import annotations
@@ -16,21 +16,22 @@ from lab.domain.sweepspec import BANDWIDTH_REPEATS, MAX_RUNS, DefinitionError, p
 LAB = str(Path(sys.executable).with_name("lab"))
 
 
-def test_a_sweep_runs_its_bandwidth_bound_rows_at_least_three_times_in_rounds():
+def test_a_sweep_runs_its_bandwidth_bound_rows_at_least_five_times_in_rounds():
     planned = plan({"grid": {"delay_write": ["0ms", "2ms"]}, "server": {"size": "8M", "delay_zero": "0ms"}})
     labels = [r.label for r in planned.runs()]
-    assert labels.count("0ms") == BANDWIDTH_REPEATS == 3 and labels.count("2ms") == 1
-    assert labels == ["0ms", "2ms", "0ms", "0ms"]  # rounds: every row once, then the rows that run again
+    assert labels.count("0ms") == BANDWIDTH_REPEATS == 5 and labels.count("2ms") == 1
+    assert labels == ["0ms", "2ms", "0ms", "0ms", "0ms", "0ms"]  # rounds: every row once, then those that run again
     more = plan({"grid": {"delay_write": ["0ms", "2ms"]}, "server": {"size": "8M", "delay_zero": "0ms"},
-                 "repeats": 5})
-    assert [r.label for r in more.runs()].count("0ms") == 5  # asking for more is never cut down
+                 "repeats": 7})
+    assert [r.label for r in more.runs()].count("0ms") == 7  # asking for more is never cut down
 
 
 def test_the_runs_limit_counts_the_extra_repeats_and_says_why():
-    rows = [{"key": f"r{i}", "server": {"delay_write": "0ms", "delay_zero": "0ms"}} for i in range(MAX_RUNS // 3 + 1)]
+    rows = [{"key": f"r{i}", "server": {"delay_write": "0ms", "delay_zero": "0ms"}}
+            for i in range(MAX_RUNS // BANDWIDTH_REPEATS + 1)]
     with pytest.raises(DefinitionError) as e:
         plan({"rows": rows, "server": {"size": "8M"}})
-    assert "rows without delays run at least 3 times" in str(e.value) and e.value.loc == ["rows"]
+    assert "rows without delays run at least 5 times" in str(e.value) and e.value.loc == ["rows"]
 
 
 def lab(*args: str) -> subprocess.CompletedProcess:
