@@ -29,6 +29,7 @@ rc=0
 .venv/bin/python -m pytest -m "not browser and not compose and (not slow or shared)" "${workers[@]}" "$@" || rc=$?
 [ "$rc" = 5 ] && rc=0
 rc2=0
-.venv/bin/python -m pytest -m "(slow and not shared) or browser or compose" "$@" || rc2=$?
+# --durations: the one-at-a-time part is most of the whole suite's time; every log says where it went
+.venv/bin/python -m pytest -m "(slow and not shared) or browser or compose" --durations=25 "$@" || rc2=$?
 [ "$rc2" = 5 ] && rc2=0
 exit $(( rc || rc2 ))
