@@ -502,6 +502,54 @@ def test_a_noisy_control_moves_an_expectation_less_than_its_factor():
     assert p0.expected_s == n0.expected_s
 
 
+def _controls(factors: list[float], cal_id: str = "x@0") -> list[drift.Control]:
+    """Controls of three close runs (1% apart) at these factors against a 0.1 s reference."""
+    return [drift.Control("era-q1/single", cal_id, [f * 0.1 * k for k in (0.99, 1.0, 1.01)],
+                          [f * 0.1 * k for k in (0.99, 1.0, 1.01)], 0.1) for f in factors]
+
+
+def test_the_machine_drift_is_what_its_controls_showed_beyond_their_own_error():
+    reference = {"era-q1/single": (0.02, 6)}
+    # too few controls to say: the assumed drift
+    assert drift.machine_drift(_controls([0.8, 0.82]), reference) == drift.UNCORRECTED_DRIFT
+    # a machine whose controls all read 0.72-1.0 of the reference (one evening's): it moves by ~15%, not 5%
+    moving = drift.machine_drift(_controls([0.8, 0.87, 0.75, 0.95, 0.82, 0.72]), reference)
+    assert 0.12 < moving < 0.30
+    # a steady machine with one disturbed control (1.5x): the median does not let it set the drift
+    steady = drift.machine_drift(_controls([1.01, 0.99, 1.02, 1.5, 0.98, 1.0]), reference)
+    assert steady == drift.UNCORRECTED_DRIFT
+    # controls of a kind the calibration has no reference for, or with every run disturbed, say nothing
+    other = [drift.Control("nbdcopy/single", "x@0", [0.07], [0.07], 0.1)] * 5
+    disturbed = [drift.Control("era-q1/single", "x@0", [0.3], [], 0.1)] * 5
+    assert drift.machine_drift(other + disturbed, reference) == drift.UNCORRECTED_DRIFT
+
+
+def test_on_a_machine_that_moves_a_precise_control_is_trusted_almost_whole(data_dir):
+    """The sweep's bandwidth-bound rows ran 0.84-0.93 of expectations scaled by 0.89-0.97, while their
+    controls read 0.80-0.87: weighed against an assumed 5% drift, a 4% control got ~60% of its factor.
+    Once the machine's controls showed it moves by ~15%, the same control is applied almost whole, and
+    an expectation without a fresh control is as uncertain as the machine is (wider)."""
+    where = _places(data_dir)
+    cal = _calibrated(control={"reference_s": 0.1, "spread": 0.04})
+    cal.fingerprint = expectation.fingerprint(expectation.machine())
+    expectation.save(cal, where)
+    path = expectation.cache_path(where)
+    now = _controls([0.82], cal.id)[0]
+    before = cal.expect("qemu-4.2", 1, "single", GIB_FULL, now)
+    assert 0.86 < before.machine_factor < 0.92  # an assumed 5%: about 60% of the factor
+    for c in _controls([0.8, 0.87, 0.75, 0.95, 0.82, 0.72], cal.id):
+        drift.record(path, c)
+    learned = expectation.machine_drift(cal, where)
+    assert learned > 0.12 and expectation.state(where)["machine_drift"] == learned
+    after = cal.expect("qemu-4.2", 1, "single", GIB_FULL, now, machine_drift=learned)
+    assert after.machine_factor < 0.84  # almost whole
+    bare, bare_now = (cal.expect("qemu-4.2", 1, "single", GIB_FULL, machine_drift=d) for d in (0.05, learned))
+    assert bare_now.high_s - bare_now.low_s > 2 * (bare.high_s - bare.low_s)  # uncorrected: as unsure as the machine
+    # what a finished run gets: of_counts reads the learned drift and the fresh control from the file
+    got = expectation.of_counts("qemu-4.2", 1, "single", GIB_FULL, where)
+    assert got.machine_factor is not None and got.machine_factor < 0.84
+
+
 def test_a_control_beyond_the_spread_marks_the_calibration_stale(data_dir):
     where = _places(data_dir)
     cal = _calibrated()

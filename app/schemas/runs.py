@@ -258,6 +258,8 @@ class CalibrationState(_Open):
     stale: bool = Field(False, description="a kind's newest control drifted beyond what the intervals allow for")
     stale_kinds: dict[str, float] = Field({}, description="kind -> its control's factor, for the stale kinds")
     controls: list[ControlOut] = Field([], description="the newest controls against this calibration")
+    machine_drift: float = Field(0.05, description="how far this machine's byte rate moves from the calibration "
+                                 "(relative sd), as its controls showed; 0.05 until a few were measured")
 
 
 class ReferenceNote(_Open):

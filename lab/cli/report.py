@@ -183,7 +183,10 @@ def calibration_table(cal: Any, state: dict[str, Any] | None = None) -> str:
         out.append(f"{noisy} of {total} points were measured while other work used the CPU (contended): "
                    "run `lab calibrate` again on a quiet machine for figures to trust")
     if state and state.get("controls"):
-        out += ["", control_table(state["controls"])]
+        out += ["", control_table(state["controls"]),
+                f"this machine's byte rate moves by {100 * state.get('machine_drift', 0.0):.1f}% (relative sd) from "
+                "the calibration, as these controls showed: how much a control is trusted, and how wide an "
+                "uncorrected interval is"]
     if state and state.get("stale"):
         kinds = ", ".join(f"{k} x{v:.2f}" for k, v in state["stale_kinds"].items())
         out.append(f"STALE: the newest control of {kinds} drifted beyond what the intervals allow for: "

@@ -80,6 +80,48 @@ class Control:
                    d.get("at", 0.0), d.get("stale_beyond", 0.0))
 
 
+def measurement_variance(c: Control, reference_spread: float, reference_runs: int) -> float:
+    """How well a control's factor is known (variance of its log): its runs' scatter (at least the
+    reference's: three runs can agree by chance) over their number, and the reference's over its runs',
+    since the factor is a ratio of the two."""
+    return (max(c.spread, reference_spread) ** 2 / max(1, len(c.clean_s))
+            + reference_spread ** 2 / max(1, reference_runs))
+
+
+# Until this many clean controls of a calibration were measured, the machine is assumed to move by
+# UNCORRECTED_DRIFT; from then on by what its controls showed (machine_drift).
+MIN_CONTROLS = 3
+TRIM = 6  # machine_drift leaves out the largest 1 in this many squared log factors
+
+
+def machine_drift(controls: list[Control], reference: dict[str, tuple[float, int]]) -> float:
+    """How far this machine's byte rate moves from its calibration (a relative standard deviation, at
+    least UNCORRECTED_DRIFT), as its controls showed: `reference` holds each kind's control reference
+    (spread, runs). A clean control's log factor is that drift plus its own measurement error
+    (measurement_variance); the drift's variance is what the squared log factors hold on average beyond
+    that error, the largest sixth left out (so one control with a disturbed run cannot set it alone; a
+    median would not do: a machine that moved by one amount, as it does, has all its factors near it).
+
+    Why learned, not assumed: the 5% of UNCORRECTED_DRIFT came from a quiet evening's controls; on a
+    2-vCPU VM another evening (2026-12-07, docs/benchmarks.md issue 27) every kind's control read
+    0.72-1.00 of its reference within ten minutes of the calibration, and the sweep's bandwidth-bound
+    rows 0.84-0.93 of expectations a control had scaled by only 0.89-0.97 (a 4% control weighed
+    against a 5% drift gets ~60% of its factor). Assuming 5% there trusts the calibration over
+    the machine's own word."""
+    logs, errors = [], []
+    for c in controls:
+        f = c.factor
+        if f is None or f <= 0 or c.kind not in reference:
+            continue
+        logs.append(math.log(f) ** 2)
+        errors.append(measurement_variance(c, *reference[c.kind]))
+    if len(logs) < MIN_CONTROLS:
+        return UNCORRECTED_DRIFT
+    kept = sorted(logs)[:len(logs) - len(logs) // TRIM]
+    d2 = statistics.fmean(kept) - statistics.fmean(errors)
+    return round(max(UNCORRECTED_DRIFT, math.sqrt(max(0.0, d2))), 4)
+
+
 def relative_sd(values: list[float]) -> float:
     """Standard deviation over median (0 for fewer than two values)."""
     v = [x for x in values if x]

@@ -30,7 +30,8 @@ an in-order client's sleeps) varies by a relative amount measured at calibration
 regime (the points' run-to-run spread and misfit, lab.measure.fitting.spread), and its non-sleep
 parts also by how far the machine may have moved since the calibration: little right after a
 control measured it (the expectation's per-byte part, what the control's copy measures, is then
-scaled by the control's factor, lab.measure.drift), UNCORRECTED_DRIFT otherwise (and always for the
+scaled by the control's factor, lab.measure.drift), as far as the machine's controls have shown it to
+move otherwise (machine_drift; UNCORRECTED_DRIFT until they showed anything, and always for the
 parts the control does not measure). A run outside its interval gets a verdict (`slower-than-model`,
 `faster-than-model`) and the part most likely off (the largest variable part).
 
@@ -206,13 +207,15 @@ class Calibration:
             kind_key(client, queue_depth, "single"))
 
     def expect(self, client: str, queue_depth: int, build: str, features: dict[str, float],
-               control: drift.Control | None = None, runs: int = 1) -> Expectation | None:
+               control: drift.Control | None = None, runs: int = 1,
+               machine_drift: float = drift.UNCORRECTED_DRIFT) -> Expectation | None:
         """The expectation of a run with these counts; its per-byte part scaled by `control`'s factor when
-        given. `runs` > 1: the interval of the median of that many runs (median_variance)."""
+        given. `runs` > 1: the interval of the median of that many runs (median_variance).
+        `machine_drift`: how far this machine's byte rate moves from the calibration (drift.machine_drift)."""
         fit = self.fit_for(client, queue_depth, build)
         if fit is None:
             return None
-        factor, moved = _correction(fit, control)
+        factor, moved = _correction(fit, control, machine_drift)
         parts = _scaled(fitting.parts({t: fit.coef.get(t, 0.0) for t in TERMS}, features, GROUPS), factor)
         total = sum(parts.values())
         serial = fit.key in _SERIAL
@@ -263,8 +266,9 @@ def _sd(fit: Fit, parts: dict[str, float], variable: float, moved: float, runs: 
                            ABS_FLOOR_S ** 2))
     measured = sum(parts[g] for g in SCALED_PARTS)
     others = sum(parts.values()) - parts["delays_s"] - measured
-    # the machine moves every part at once as far as anyone knows: the two drifts add (no control: 5% of
-    # all the non-sleep parts, as before the control scaled only bytes)
+    # the machine moves every part at once as far as anyone knows: the two drifts add (the parts a control
+    # does not measure by UNCORRECTED_DRIFT: the controls' drift is of bytes, another mechanism than a
+    # sleep's wake-up or a request's round trip)
     drifted = moved * measured + drift.UNCORRECTED_DRIFT * others
     return math.sqrt((spread * variable) ** 2 + drifted ** 2 + jitter ** 2)
 
@@ -272,25 +276,29 @@ def _sd(fit: Fit, parts: dict[str, float], variable: float, moved: float, runs: 
 REFERENCE_RUNS = 6  # the control's runs at a calibration's start and end (a reference that does not say)
 
 
-def _correction(fit: Fit, control: drift.Control | None) -> tuple[float | None, float]:
+def reference_of(fit: Fit) -> tuple[float, int]:
+    """A kind's control reference as drift.measurement_variance needs it: (spread, runs)."""
+    return float(fit.control.get("spread") or 0.0), len(fit.control.get("clean_s") or []) or REFERENCE_RUNS
+
+
+def _correction(fit: Fit, control: drift.Control | None,
+                machine_drift: float = drift.UNCORRECTED_DRIFT) -> tuple[float | None, float]:
     """(the factor applied to the parts a control measures, None without one; how far the machine may have
     moved since the calibration for those parts, relative).
 
-    Without a control the machine may have drifted by UNCORRECTED_DRIFT (D). A control measures the
-    drift as its factor, known to m: its runs' scatter (at least the reference's: three runs can agree
-    by chance) over sqrt(its runs), and the reference's over sqrt(the reference's runs), since the
-    factor is a ratio of the two. The two are weighed as any two measurements of one quantity (on the
-    log scale): the factor applied is factor^w, w = D^2 / (D^2 + m^2), and what is left uncertain is
-    D m / sqrt(D^2 + m^2). A precise control (m of 1%) is applied almost whole; a noisy one (the
-    reference's runs scattering by 23%, as one calibration's did, so m ~ 10%) moves the expectation by a
-    fifth of its factor instead of scaling a row by 1.33 that had not moved (docs/benchmarks.md)."""
+    Without a control the machine may have drifted by D, `machine_drift` (what its controls have shown,
+    drift.machine_drift; UNCORRECTED_DRIFT before they showed anything). A control measures the drift as
+    its factor, known to m (drift.measurement_variance). The two are weighed as any two measurements of
+    one quantity (on the log scale): the factor applied is factor^w, w = D^2 / (D^2 + m^2), and what is
+    left uncertain is D m / sqrt(D^2 + m^2). A precise control on a machine that moves (m of 4%, D of
+    15%) is applied almost whole; a noisy one (the reference's runs scattering by 23%, as one
+    calibration's did, so m ~ 10%) on a steady machine (D of 5%) moves the expectation by a fifth of its
+    factor instead of scaling a row by 1.33 that had not moved (docs/benchmarks.md)."""
+    d2 = max(machine_drift, drift.UNCORRECTED_DRIFT) ** 2
     factor = control.factor if control is not None else None
     if control is None or factor is None or not control.clean_s:
-        return None, drift.UNCORRECTED_DRIFT
-    ref_spread = float(fit.control.get("spread") or 0.0)
-    ref_runs = len(fit.control.get("clean_s") or []) or REFERENCE_RUNS
-    m2 = max(control.spread, ref_spread) ** 2 / len(control.clean_s) + ref_spread ** 2 / ref_runs
-    d2 = drift.UNCORRECTED_DRIFT ** 2
+        return None, math.sqrt(d2)
+    m2 = drift.measurement_variance(control, *reference_of(fit))
     w = d2 / (d2 + m2)
     return round(math.exp(w * math.log(factor)), 4), math.sqrt(d2 * m2 / (d2 + m2))
 
@@ -462,18 +470,26 @@ def of_counts(client: str, queue_depth: int, build: str, feats: dict[str, float]
         return None
     path = cache_path(places)
     control = drift.fresh(path, cal.id, fit.key) if corrected else None
-    exp = cal.expect(client, queue_depth, build, feats, control, runs)
+    exp = cal.expect(client, queue_depth, build, feats, control, runs, machine_drift(cal, places))
     stale = drift.stale_kinds(path, cal.id).get(fit.key)
     return exp if exp is None or stale is None else replace(exp, stale=stale)
 
 
+def machine_drift(cal: Calibration, places: Places | None = None) -> float:
+    """How far this machine's byte rate moves from `cal`, as the controls measured against it showed
+    (drift.machine_drift; UNCORRECTED_DRIFT until a few were measured)."""
+    reference = {k: reference_of(f) for k, f in cal.fits.items() if f.control}
+    return drift.machine_drift(drift.history(cache_path(places), cal.id), reference)
+
+
 def state(places: Places | None = None) -> dict[str, Any]:
     """The calibration's standing against this machine now: `stale` when a kind's newest control
-    drifted beyond what the intervals allow for, with each such kind's factor, and the newest
-    controls (a drift table)."""
+    drifted beyond what the intervals allow for, with each such kind's factor, the newest controls (a
+    drift table) and how far the machine's byte rate moves (machine_drift)."""
     cal = load(places=places)
     if cal is None:
-        return {"stale": False, "stale_kinds": {}, "controls": []}
+        return {"stale": False, "stale_kinds": {}, "controls": [], "machine_drift": drift.UNCORRECTED_DRIFT}
     kinds = drift.stale_kinds(cache_path(places), cal.id)
     recent = drift.history(cache_path(places), cal.id)[-20:]
-    return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in recent]}
+    return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in recent],
+            "machine_drift": machine_drift(cal, places)}
