@@ -100,6 +100,7 @@ def run_case(case: Case, t_origin: float | None = None, control_age_s: float | N
         # others' CPU during the copy (the machine minus the run's own processes): a bandwidth-bound
         # copy keeps the machine busy by itself, so whole-machine busy cannot say whether it was disturbed
         "others_cores": (run.contention or {}).get("others_cores"), "contended": run.contended,
+        "stolen_cores": (run.contention or {}).get("stolen_cores"),
         "slow_copy_path": (run.contention or {}).get("slow_copy_path"),
         "expected_s": run.expected_s, "breakdown": run.breakdown, "calibration": run.calibration,
         "expected_low_s": run.expected_low_s, "expected_high_s": run.expected_high_s, "regime": run.regime,

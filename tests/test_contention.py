@@ -12,7 +12,7 @@ from lab.domain.run import Run
 from lab.domain.spec import build_spec
 from lab.host import procs
 from lab.measure import contention
-from lab.measure.execute import execute
+from lab.measure.execute import execute, outside_note
 
 
 def test_a_process_of_the_run_is_its_own_cpu_not_others():
@@ -43,7 +43,9 @@ def test_every_run_says_whether_it_was_contended(client, no_leftovers):
     assert run.status == "succeeded"
     c = run.contention
     assert set(c) - {"expected_own_cpu_s", "slow_copy_path"} == {
-        "machine_cores", "own_cores", "own_cpu_s", "others_cores", "limit_cores", "client_cpu_known", "contended"}
+        "machine_cores", "own_cores", "own_cpu_s", "others_cores", "stolen_cores", "limit_cores", "client_cpu_known",
+        "contended"}
+    assert 0 <= c["stolen_cores"] <= c["others_cores"]  # the hypervisor's share of others' CPU
     assert c["own_cpu_s"] > 0  # nbdkit and the client did work
     assert c["client_cpu_known"] is True  # the client's CPU came from its exit's rusage
     assert run.contended is c["contended"] and run.to_dict()["contended"] is run.contended
@@ -62,3 +64,24 @@ def test_slow_copy_path_is_judged_against_the_calibrated_cpu(own, expected, slow
     assert (note is not None) is bool(slow)
     if slow:
         assert "0.500 s of CPU" in note and "0.300 s" in note
+
+
+def test_a_sleeping_run_outside_its_interval_names_others_cpu_below_the_contended_line():
+    """Beside 0.2-0.5 cores of others a sleeping copy's variable part ran 1.5-2.3x (measured): a run outside
+    its interval says so though it is not contended, and which share the hypervisor took."""
+
+    def run_with(others: float, stolen: float) -> Run:
+        run = Run(client="qemu-img", server=build_spec({"size": "4M", "delay_write": "5ms"}))
+        run.duration_s, run.expected_s, run.expected_low_s, run.expected_high_s = 4.3, 3.86, 3.79, 3.93
+        run.expected_coverage, run.model_verdict, run.model_term = 0.9, "slower-than-model", "per_request_s"
+        run.breakdown = {"delays_s": 3.58, "per_request_s": 0.19, "per_byte_s": 0.06, "fixed_s": 0.02}
+        run.contention = {"others_cores": others, "stolen_cores": stolen,
+                          "contended": others > contention.CONTENDED_CORES}
+        run.contended = run.contention["contended"]
+        return run
+
+    disturbed = outside_note(run_with(0.25, 0.2))
+    assert "others used 0.25 cores during the copy, 0.20 of them taken by the hypervisor" in disturbed
+    assert "wake-ups wait for them" in disturbed
+    assert "others used" not in outside_note(run_with(0.05, 0.0))  # below DISTURBS_SLEEPS_CORES: not a cause
+    assert "wake-ups" not in outside_note(run_with(0.5, 0.0))  # contended says it already

@@ -174,6 +174,7 @@ class Contention(_Open):
     machine_cores: float | None = None
     own_cores: float | None = None
     others_cores: float | None = None
+    stolen_cores: float | None = Field(None, description="the part of others' CPU the hypervisor took (steal)")
     limit_cores: float | None = None
     client_cpu_known: bool | None = Field(None, description="the client's CPU came from the rusage of its exit")
     contended: bool | None = None

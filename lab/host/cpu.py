@@ -32,6 +32,14 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / _TICK
 
 
+def stolen_s() -> float:
+    """CPU seconds the hypervisor has taken from this machine since boot (every core): time a virtual CPU
+    was ready to run and the host ran someone else (/proc/stat's steal; 0 on bare metal)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return int(fields[7]) / _TICK if len(fields) > 7 else 0.0
+
+
 def process_cpu_s(pid: int) -> float:
     """utime + stime of a live process (0 once it is gone)."""
     try:

@@ -71,8 +71,13 @@ def outside_note(run: Run) -> str:
     why = [f"the {PART_NAMES.get(term, term)} part ({b.get(term, 0.0):.3f} s) is most likely "
            f"{'short' if side == 'slower' else 'over'}"]
     c = run.contention or {}
-    if run.contended:
-        why.append(f"others used {c.get('others_cores', 0):.2f} cores during the copy")
+    others = c.get("others_cores") or 0.0
+    if run.contended or others >= contention.DISTURBS_SLEEPS_CORES:
+        stolen = c.get("stolen_cores") or 0.0
+        host = f", {stolen:.2f} of them taken by the hypervisor" if stolen >= 0.01 else ""
+        why.append(f"others used {others:.2f} cores during the copy{host}"
+                   + ("" if run.contended else " (a sleeping copy's wake-ups wait for them from about "
+                      f"{contention.DISTURBS_SLEEPS_CORES:.2f})"))
     if c.get("slow_copy_path"):
         why.append("its own processes burned more CPU than calibrated (slow copy path)")
     expected = format_interval(run.expected_s, run.expected_low_s, run.expected_high_s)
