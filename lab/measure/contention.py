@@ -33,9 +33,9 @@ CONTENDED_CORES = 0.35  # others' CPU, in cores, above which a run's time is not
 # disturbed, though the run is not marked contended (CPU-bound runs need the 0.35 above; a sleep-bound one
 # shares the machine by design): measured 2026-12-07 (docs/benchmarks.md, issue 27), a 64 MiB qemu-img
 # copy behind 5/2 ms sleeps ran its variable part at 1.33-1.40x its expectation quiet, 1.5-1.7x beside a
-# steady 0.2-core spinner and 2.0-2.3x beside 0.3-0.5 cores; in a fidelity pass every delay-bound row
-# with others at 0.18-0.33 cores fell outside its interval (variable part 1.3-4.3x), and the rows below
-# 0.07 cores inside. A run outside its interval names others' CPU from here on.
+# steady 0.2-core spinner and 2.0-2.3x beside 0.3-0.5 cores; in a fidelity pass the six delay-bound rows
+# with others at 0.17-0.33 cores ran their variable part at 1.3-4.3x (four outside their interval), the
+# rows below 0.07 cores inside. A run outside its interval names others' CPU from here on.
 DISTURBS_SLEEPS_CORES = 0.15
 # A run whose own processes used this much more CPU than the calibration expects for its counts
 # moved its bytes on a slow path of the machine (see slow_copy_path); below the absolute margin the
