@@ -545,7 +545,8 @@ def test_on_a_machine_that_moves_a_precise_control_is_trusted_almost_whole(data_
     assert after.machine_factor < 0.84  # almost whole
     bare, bare_now = (cal.expect("qemu-4.2", 1, "single", GIB_FULL, machine_drift=d) for d in (0.05, learned))
     assert bare_now.high_s - bare_now.low_s > 2 * (bare.high_s - bare.low_s)  # uncorrected: as unsure as the machine
-    # what a finished run gets: of_counts reads the learned drift and the fresh control from the file
+    # what a finished run gets: of_counts reads the learned drift and the fresh control (`now`) from the file
+    drift.record(path, _controls([0.82], cal.id)[0])  # the newest: measured after the others
     got = expectation.of_counts("qemu-4.2", 1, "single", GIB_FULL, where)
     assert got.machine_factor is not None and got.machine_factor < 0.84
 
