@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from labservice import SMALL, LabService, press
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.browser
 
@@ -111,7 +112,17 @@ def test_a_class_joins_guesses_and_the_teacher_sees_it_live(service_factory, new
     bad: list[str] = []
     student.on("response", lambda r: bad.append(f"{r.request.method} {r.url} {r.status}") if r.status >= 400 else None)
     student.goto(service.url + "/talk")
-    press(student, "#student-open")  # on a phone the join fields open from one button in the bar
+    # on a phone the join fields open from one button in the bar; a person taps it once it says "Join the
+    # class" (the page's script is ready), and taps again if nothing opened (a tap lost to the page still
+    # laying itself out: CI saw the fields stay shut once in many runs)
+    student.wait_for_selector("#student-open:has-text('Join the class')")
+    for _ in range(2):
+        press(student, "#student-open")
+        try:
+            student.wait_for_selector("#student-name", state="visible", timeout=3000)
+            break
+        except PlaywrightTimeout:
+            continue
     type_into(student, "#student-name", "Ana")
     type_into(student, "#student-code", code.lower())
     press(student, "#student-save")
