@@ -21,7 +21,7 @@ from lab.domain.spec import build_spec
 from lab.host import images
 from lab.measure.calibration import before_run
 from lab.measure.execute import execute
-from lab.measure.expectation import features
+from lab.measure.expectation import features, of_counts
 from lab.nbd.clients import get_client
 from lab.nbd.servers import topology
 
@@ -123,14 +123,9 @@ def _features(run: Run) -> dict[str, float] | None:
 def _uncorrected(run: Run) -> list[float | None] | None:
     """[expected, low, high] of a run whose expectation a control scaled, as if no control had: what the
     correction changed."""
-    from lab.measure import expectation
-    from lab.nbd.servers import topology
-
-    cal = expectation.load()
-    if cal is None or run.backend is None or run.server_log is None:
-        return None
-    feats = expectation.features(run.server, run.backend, run.server_log, run.predicted_s or 0.0)
-    e = cal.expect(run.client, run.queue_depth, topology(run.server), feats)
+    feats = _features(run)
+    e = None if feats is None else of_counts(run.client, run.queue_depth, topology(run.server), feats,
+                                             corrected=False)
     return None if e is None else [e.expected_s, e.low_s, e.high_s]
 
 

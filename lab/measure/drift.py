@@ -177,26 +177,42 @@ def history(calibration_file: Path, calibration: str | None = None) -> list[Cont
 def latest(calibration_file: Path, calibration: str, kind: str, clean: bool = True) -> Control | None:
     """The newest control of `kind` against `calibration` (with a factor, when `clean`: one whose
     runs were all disturbed says nothing about the machine's speed)."""
-    for c in reversed(history(calibration_file, calibration)):
+    return newest(history(calibration_file, calibration), kind, clean)
+
+
+def fresh(calibration_file: Path, calibration: str, kind: str, now: float | None = None) -> Control | None:
+    """The control that corrects an expectation of `kind` now: the newest clean one, if fresh."""
+    return fresh_among(history(calibration_file, calibration), kind, now)
+
+
+def stale_kinds(calibration_file: Path, calibration: str) -> dict[str, float]:
+    """kind -> factor for each kind whose newest telling control drifted beyond the calibration's spread
+    (stale_among)."""
+    return stale_among(history(calibration_file, calibration))
+
+
+# The same answers from controls already read (history): a run's expectation asks three questions of one
+# calibration's controls, and reads them once.
+def newest(controls: list[Control], kind: str, clean: bool = True) -> Control | None:
+    for c in reversed(controls):
         if c.kind == kind and (c.factor is not None or not clean):
             return c
     return None
 
 
-def fresh(calibration_file: Path, calibration: str, kind: str, now: float | None = None) -> Control | None:
-    """The control that corrects an expectation of `kind` now: the newest clean one, if fresh."""
-    c = latest(calibration_file, calibration, kind)
+def fresh_among(controls: list[Control], kind: str, now: float | None = None) -> Control | None:
+    c = newest(controls, kind)
     return c if c is not None and (now or time.time()) - c.at <= FRESH_S else None
 
 
-def stale_kinds(calibration_file: Path, calibration: str) -> dict[str, float]:
+def stale_among(controls: list[Control]) -> dict[str, float]:
     """kind -> factor (now / calibrated; of the fastest run when every one was disturbed), for each
     kind whose newest telling control drifted beyond the calibration's spread."""
-    newest: dict[str, Control] = {}
-    for c in history(calibration_file, calibration):
+    telling: dict[str, Control] = {}
+    for c in controls:
         if c.factor is not None or c.stale:
-            newest[c.kind] = c
-    return {k: c.factor or round(min(c.runs_s) / c.reference_s, 4) for k, c in newest.items() if c.stale}
+            telling[c.kind] = c
+    return {k: c.factor or round(min(c.runs_s) / c.reference_s, 4) for k, c in telling.items() if c.stale}
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

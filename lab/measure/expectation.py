@@ -468,18 +468,21 @@ def of_counts(client: str, queue_depth: int, build: str, feats: dict[str, float]
     fit = cal.fit_for(client, queue_depth, build)
     if fit is None:
         return None
-    path = cache_path(places)
-    control = drift.fresh(path, cal.id, fit.key) if corrected else None
-    exp = cal.expect(client, queue_depth, build, feats, control, runs, machine_drift(cal, places))
-    stale = drift.stale_kinds(path, cal.id).get(fit.key)
+    controls = drift.history(cache_path(places), cal.id)
+    control = drift.fresh_among(controls, fit.key) if corrected else None
+    exp = cal.expect(client, queue_depth, build, feats, control, runs, machine_drift(cal, places, controls))
+    stale = drift.stale_among(controls).get(fit.key)
     return exp if exp is None or stale is None else replace(exp, stale=stale)
 
 
-def machine_drift(cal: Calibration, places: Places | None = None) -> float:
+def machine_drift(cal: Calibration, places: Places | None = None,
+                  controls: list[drift.Control] | None = None) -> float:
     """How far this machine's byte rate moves from `cal`, as the controls measured against it showed
-    (drift.machine_drift; UNCORRECTED_DRIFT until a few were measured)."""
+    (drift.machine_drift; UNCORRECTED_DRIFT until a few were measured); `controls`: already read."""
     reference = {k: reference_of(f) for k, f in cal.fits.items() if f.control}
-    return drift.machine_drift(drift.history(cache_path(places), cal.id), reference)
+    if controls is None:
+        controls = drift.history(cache_path(places), cal.id)
+    return drift.machine_drift(controls, reference)
 
 
 def state(places: Places | None = None) -> dict[str, Any]:
@@ -489,7 +492,7 @@ def state(places: Places | None = None) -> dict[str, Any]:
     cal = load(places=places)
     if cal is None:
         return {"stale": False, "stale_kinds": {}, "controls": [], "machine_drift": drift.UNCORRECTED_DRIFT}
-    kinds = drift.stale_kinds(cache_path(places), cal.id)
-    recent = drift.history(cache_path(places), cal.id)[-20:]
-    return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in recent],
-            "machine_drift": machine_drift(cal, places)}
+    controls = drift.history(cache_path(places), cal.id)
+    kinds = drift.stale_among(controls)
+    return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in controls[-20:]],
+            "machine_drift": machine_drift(cal, places, controls)}
