@@ -324,6 +324,21 @@ def test_a_point_is_measured_by_its_runs_off_the_slow_copy_path():
     assert calibration._measured([busy]) == 0.5
 
 
+def test_a_control_leaves_out_copies_the_calibration_judged_slow_even_when_all_were():
+    """Relative to each other three copies on the slow path look alike; the calibration's CPU fit
+    (contention.slow_copy_path) still names them, and a control of only such copies corrects nothing."""
+    def run(s: float, cpu: float, slow: bool | None = None, contended: bool = False):
+        c = {"own_cpu_s": cpu} if slow is None else {"own_cpu_s": cpu, "slow_copy_path": slow}
+        return Run(client="qemu-img", server=build_spec({}), duration_s=s, contention=c, contended=contended)
+
+    assert calibration._quiet_runs_s([run(0.45, 0.55, True), run(0.45, 0.55, True), run(0.40, 0.50, True)]) == []
+    assert calibration._quiet_runs_s([run(0.33, 0.36, True), run(0.22, 0.27, False), run(0.21, 0.25, False)]) == [
+        0.22, 0.21]
+    assert calibration._quiet_runs_s([run(0.20, 0.25), run(0.60, 0.70), run(0.21, 0.25, contended=True)]) == [0.20]
+    c = drift.Control("qemu-img/single", "cal", [0.45, 0.45, 0.40], [], 0.19)
+    assert c.factor is None and "no correction" in calibration.control_note(c)
+
+
 # --- intervals, verdicts, blind spots, drift ------------------------------------------------
 
 

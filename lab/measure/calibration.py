@@ -147,6 +147,15 @@ def _off_slow_path(runs: list[Any]) -> list[Any]:
     return [r for r in runs if not burned_too_much(_own_cpu(r), least)] or runs
 
 
+def _judged_slow(run: Any) -> bool:
+    """The calibration in use judged this copy's own CPU the slow path (contention.slow_copy_path; set
+    only once the machine has a calibration). The relative test (_off_slow_path) cannot see a control
+    whose copies all took it: measured 2026-12-08, a control right after 4-8 s idle ran 1.2-2.4x its
+    reference in every copy with 1.3-2.4x the calibrated CPU, while the row after it ran on the fast
+    path (docs/benchmarks.md): such a control says nothing of the rate that row's runs will see."""
+    return bool((run.contention or {}).get("slow_copy_path"))
+
+
 def _chosen(runs: list[Any]) -> Any:
     """The run that stands for a point: the fastest of two (the less disturbed), the median of three or
     more (a large copy varies by +-5% from run to run even on a quiet machine), among the runs off the
@@ -166,6 +175,13 @@ def _measured(runs: list[Any]) -> float:
     return statistics.median(r.duration_s for r in quiet)
 
 
+def _quiet_runs_s(runs: list[Any]) -> list[float]:
+    """A control's runs nobody disturbed: off the slow path (against the other copies and as the
+    calibration in use judged it) and not contended; empty when none was (then no correction)."""
+    off = {id(r) for r in _off_slow_path(runs)}
+    return [r.duration_s for r in runs if id(r) in off and not r.contended and not _judged_slow(r) and r.duration_s]
+
+
 def _point(point: Point, done: list[Run]) -> dict[str, Any]:
     run = _chosen(done)
     off = {id(r) for r in _off_slow_path(done)}
@@ -174,8 +190,7 @@ def _point(point: Point, done: list[Run]) -> dict[str, Any]:
             "runs_s": [r.duration_s for r in done], "runs_cpu_s": [_own_cpu(r) for r in done],
             # the runs that count for the point's spread: a slow-path run says nothing about the model
             "clean_runs_s": [r.duration_s for r in done if id(r) in off],
-            # and for a control, the runs nobody disturbed (not contended either)
-            "quiet_runs_s": [r.duration_s for r in done if id(r) in off and not r.contended and r.duration_s],
+            "quiet_runs_s": _quiet_runs_s(done),
             "features": features(point_spec(point), run.backend, run.server_log, run.predicted_s or 0.0)}
 
 
