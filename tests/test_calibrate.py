@@ -517,10 +517,13 @@ def test_a_noisy_control_moves_an_expectation_less_than_its_factor():
     assert p0.expected_s == n0.expected_s
 
 
-def _controls(factors: list[float], cal_id: str = "x@0") -> list[drift.Control]:
-    """Controls of three close runs (1% apart) at these factors against a 0.1 s reference."""
+def _controls(factors: list[float], cal_id: str = "x@0", apart_s: float = 600.0) -> list[drift.Control]:
+    """Controls of three close runs (1% apart) at these factors against a 0.1 s reference, `apart_s`
+    apart in time (the last one now)."""
+    now = time.time()
     return [drift.Control("era-q1/single", cal_id, [f * 0.1 * k for k in (0.99, 1.0, 1.01)],
-                          [f * 0.1 * k for k in (0.99, 1.0, 1.01)], 0.1) for f in factors]
+                          [f * 0.1 * k for k in (0.99, 1.0, 1.01)], 0.1, at=now - apart_s * (len(factors) - 1 - i))
+            for i, f in enumerate(factors)]
 
 
 def test_the_machine_drift_is_what_its_controls_showed_beyond_their_own_error():
@@ -537,6 +540,30 @@ def test_the_machine_drift_is_what_its_controls_showed_beyond_their_own_error():
     other = [drift.Control("nbdcopy/single", "x@0", [0.07], [0.07], 0.1)] * 5
     disturbed = [drift.Control("era-q1/single", "x@0", [0.3], [], 0.1)] * 5
     assert drift.machine_drift(other + disturbed, reference) == drift.UNCORRECTED_DRIFT
+
+
+def test_controls_that_disagree_within_minutes_are_their_own_noise_not_the_machines_drift():
+    """Two controls a minute apart measure one machine: what they disagree by beyond their runs' scatter
+    is the controls' own error (control_noise), which weighs a control less and is not drift; the same
+    factors ten minutes apart are the machine moving."""
+    reference = {"era-q1/single": (0.02, 6)}
+    factors = [0.8, 0.87, 0.75, 0.95, 0.82, 0.72]
+    close, apart = _controls(factors, apart_s=60), _controls(factors, apart_s=600)
+    assert drift.control_noise(apart, reference) == 0.0  # no pairs within PAIRED_S
+    assert drift.control_noise(close[:3], reference) == 0.0  # too few pairs to say
+    noise = drift.control_noise(close, reference)
+    assert 0.05 < noise < 0.15
+    assert drift.machine_drift(close, reference, noise) < drift.machine_drift(apart, reference) - 0.02
+    steady = _controls([1.0, 1.01, 0.99, 1.0, 1.02, 0.98], apart_s=60)
+    assert drift.control_noise(steady, reference) < 0.02  # agreeing about as well as their runs do: little
+    # a control known to 2% by its runs, on a machine that moves by 15%: almost whole without noise; with
+    # 10% of noise it is weighed as the 10% it is, and the interval keeps what is left unknown
+    cal = _calibrated(control={"reference_s": 0.1, "spread": 0.02})
+    c = _controls([0.82], cal.id)[0]
+    trusting, weighing = (cal.expect("qemu-4.2", 1, "single", GIB_FULL, c, machine_drift=0.15, control_noise=n)
+                          for n in (0.0, 0.10))
+    assert trusting.machine_factor < 0.84 < 0.86 < weighing.machine_factor < 0.95
+    assert weighing.high_s - weighing.low_s > trusting.high_s - trusting.low_s
 
 
 def test_on_a_machine_that_moves_a_precise_control_is_trusted_almost_whole(data_dir):

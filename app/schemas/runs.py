@@ -261,6 +261,9 @@ class CalibrationState(_Open):
     controls: list[ControlOut] = Field([], description="the newest controls against this calibration")
     machine_drift: float = Field(0.05, description="how far this machine's byte rate moves from the calibration "
                                  "(relative sd), as its controls showed; 0.05 until a few were measured")
+    control_noise: float = Field(0.0, description="what a control misses the machine's rate by beyond its own runs' "
+                                 "scatter (relative sd), as controls of one kind minutes apart showed; 0 until a "
+                                 "few pairs were measured")
 
 
 class ReferenceNote(_Open):

@@ -186,7 +186,9 @@ def calibration_table(cal: Any, state: dict[str, Any] | None = None) -> str:
         out += ["", control_table(state["controls"]),
                 f"this machine's byte rate moves by {100 * state.get('machine_drift', 0.0):.1f}% (relative sd) from "
                 "the calibration, as these controls showed: how much a control is trusted, and how wide an "
-                "uncorrected interval is"]
+                "uncorrected interval is",
+                f"a control misses it by {100 * state.get('control_noise', 0.0):.1f}% beyond its own runs' scatter "
+                "(controls of one kind minutes apart disagreed by that much): it is weighed accordingly"]
     if state and state.get("stale"):
         kinds = ", ".join(f"{k} x{v:.2f}" for k, v in state["stale_kinds"].items())
         out.append(f"STALE: the newest control of {kinds} drifted beyond what the intervals allow for: "

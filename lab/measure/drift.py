@@ -15,6 +15,7 @@ process that uses that calibration) and answers from them; it runs no copy.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -80,27 +81,69 @@ class Control:
                    d.get("at", 0.0), d.get("stale_beyond", 0.0))
 
 
-def measurement_variance(c: Control, reference_spread: float, reference_runs: int) -> float:
-    """How well a control's factor is known (variance of its log): its runs' scatter (at least the
-    reference's: three runs can agree by chance) over their number, and the reference's over its runs',
-    since the factor is a ratio of the two."""
-    return (max(c.spread, reference_spread) ** 2 / max(1, len(c.clean_s))
-            + reference_spread ** 2 / max(1, reference_runs))
-
-
 # Until this many clean controls of a calibration were measured, the machine is assumed to move by
 # UNCORRECTED_DRIFT; from then on by what its controls showed (machine_drift).
 MIN_CONTROLS = 3
-TRIM = 6  # machine_drift leaves out the largest 1 in this many squared log factors
+TRIM = 6  # machine_drift and control_noise leave out the largest 1 in this many squared log factors
 
 
-def machine_drift(controls: list[Control], reference: dict[str, tuple[float, int]]) -> float:
+def runs_variance(c: Control, reference_spread: float) -> float:
+    """The part of a control's error its own runs show (variance of its log): their scatter (at least
+    the reference's: three runs can agree by chance) over their number."""
+    return max(c.spread, reference_spread) ** 2 / max(1, len(c.clean_s))
+
+
+def measurement_variance(c: Control, reference_spread: float, reference_runs: int, noise: float = 0.0) -> float:
+    """How well a control's factor is known (variance of its log): its runs' error (runs_variance), the
+    machine state it caught and a row a minute later may not see (`noise`, control_noise), and the
+    reference's error over its runs, since the factor is a ratio of the two."""
+    return runs_variance(c, reference_spread) + noise ** 2 + reference_spread ** 2 / max(1, reference_runs)
+
+
+# Two clean controls of one kind this close measure one machine (its drift is slower than this, so what
+# they disagree by is their own error): the pairs control_noise learns from.
+PAIRED_S = 300.0
+MIN_PAIRS = 3
+
+
+def control_noise(controls: list[Control], reference: dict[str, tuple[float, int]]) -> float:
+    """What a control misses the machine's rate by beyond its own runs' scatter (a relative standard
+    deviation; 0 until MIN_PAIRS pairs were measured): learned from consecutive clean controls of one kind
+    at most PAIRED_S apart. Their log ratio is the two controls' errors (the reference cancels), so half
+    its mean square, the largest sixth left out (TRIM), beyond their runs' variances, is the noise.
+
+    Why: a control's copies share the machine state of their second (measured 2026-12-07: consecutive
+    controls one to four minutes apart differed by a median 6%, rms 11% on the log, where their runs
+    scattered by 4-5%; a row's median of five copies right after a control varied by 5-6%, and 12% once
+    divided by that control, 2026-12-08, docs/benchmarks.md). Its runs' scatter alone said the factor was
+    known to 4-5% and the correction trusted it almost whole."""
+    by_kind: dict[str, list[Control]] = {}
+    for c in sorted(controls, key=lambda c: c.at):
+        if c.factor and c.factor > 0 and c.kind in reference:
+            by_kind.setdefault(c.kind, []).append(c)
+    squares, errors = [], []
+    for kind, seq in by_kind.items():
+        spread = reference[kind][0]
+        for a, b in itertools.pairwise(seq):
+            if b.at - a.at <= PAIRED_S:
+                squares.append(math.log(b.factor / a.factor) ** 2)  # type: ignore[operator]
+                errors.append(runs_variance(a, spread) + runs_variance(b, spread))
+    if len(squares) < MIN_PAIRS:
+        return 0.0
+    keep = len(squares) - len(squares) // TRIM
+    order = sorted(range(len(squares)), key=lambda i: squares[i])[:keep]
+    noise2 = (statistics.fmean(squares[i] for i in order) - statistics.fmean(errors[i] for i in order)) / 2
+    return round(math.sqrt(max(0.0, noise2)), 4)
+
+
+def machine_drift(controls: list[Control], reference: dict[str, tuple[float, int]], noise: float = 0.0) -> float:
     """How far this machine's byte rate moves from its calibration (a relative standard deviation, at
     least UNCORRECTED_DRIFT), as its controls showed: `reference` holds each kind's control reference
     (spread, runs). A clean control's log factor is that drift plus its own measurement error
-    (measurement_variance); the drift's variance is what the squared log factors hold on average beyond
-    that error, the largest sixth left out (so one control with a disturbed run cannot set it alone; a
-    median would not do: a machine that moved by one amount, as it does, has all its factors near it).
+    (measurement_variance, with the learned `noise`: control_noise); the drift's variance is what the squared log
+    factors hold on average beyond that error, the largest sixth left out (so one control with a disturbed run
+    cannot set it alone; a median would not do: a machine that moved by one amount, as it does, has all its factors
+    near it).
 
     Why learned, not assumed: the 5% of UNCORRECTED_DRIFT came from a quiet evening's controls; on a
     2-vCPU VM another evening (2026-12-07, docs/benchmarks.md issue 27) every kind's control read
@@ -114,7 +157,7 @@ def machine_drift(controls: list[Control], reference: dict[str, tuple[float, int
         if f is None or f <= 0 or c.kind not in reference:
             continue
         logs.append(math.log(f) ** 2)
-        errors.append(measurement_variance(c, *reference[c.kind]))
+        errors.append(measurement_variance(c, *reference[c.kind], noise))
     if len(logs) < MIN_CONTROLS:
         return UNCORRECTED_DRIFT
     kept = sorted(logs)[:len(logs) - len(logs) // TRIM]

@@ -208,14 +208,15 @@ class Calibration:
 
     def expect(self, client: str, queue_depth: int, build: str, features: dict[str, float],
                control: drift.Control | None = None, runs: int = 1,
-               machine_drift: float = drift.UNCORRECTED_DRIFT) -> Expectation | None:
+               machine_drift: float = drift.UNCORRECTED_DRIFT, control_noise: float = 0.0) -> Expectation | None:
         """The expectation of a run with these counts; its per-byte part scaled by `control`'s factor when
         given. `runs` > 1: the interval of the median of that many runs (median_variance).
-        `machine_drift`: how far this machine's byte rate moves from the calibration (drift.machine_drift)."""
+        `machine_drift`: how far this machine's byte rate moves from the calibration (drift.machine_drift);
+        `control_noise`: what a control misses it by beyond its runs' scatter (drift.control_noise)."""
         fit = self.fit_for(client, queue_depth, build)
         if fit is None:
             return None
-        factor, moved = _correction(fit, control, machine_drift)
+        factor, moved = _correction(fit, control, machine_drift, control_noise)
         parts = _scaled(fitting.parts({t: fit.coef.get(t, 0.0) for t in TERMS}, features, GROUPS), factor)
         total = sum(parts.values())
         serial = fit.key in _SERIAL
@@ -281,24 +282,25 @@ def reference_of(fit: Fit) -> tuple[float, int]:
     return float(fit.control.get("spread") or 0.0), len(fit.control.get("clean_s") or []) or REFERENCE_RUNS
 
 
-def _correction(fit: Fit, control: drift.Control | None,
-                machine_drift: float = drift.UNCORRECTED_DRIFT) -> tuple[float | None, float]:
+def _correction(fit: Fit, control: drift.Control | None, machine_drift: float = drift.UNCORRECTED_DRIFT,
+                control_noise: float = 0.0) -> tuple[float | None, float]:
     """(the factor applied to the parts a control measures, None without one; how far the machine may have
     moved since the calibration for those parts, relative).
 
     Without a control the machine may have drifted by D, `machine_drift` (what its controls have shown,
     drift.machine_drift; UNCORRECTED_DRIFT before they showed anything). A control measures the drift as
-    its factor, known to m (drift.measurement_variance). The two are weighed as any two measurements of
-    one quantity (on the log scale): the factor applied is factor^w, w = D^2 / (D^2 + m^2), and what is
-    left uncertain is D m / sqrt(D^2 + m^2). A precise control on a machine that moves (m of 4%, D of
-    15%) is applied almost whole; a noisy one (the reference's runs scattering by 23%, as one
-    calibration's did, so m ~ 10%) on a steady machine (D of 5%) moves the expectation by a fifth of its
-    factor instead of scaling a row by 1.33 that had not moved (docs/benchmarks.md)."""
+    its factor, known to m (drift.measurement_variance, with `control_noise`). The two are weighed as
+    any two measurements of one quantity (on the log scale): the factor applied is factor^w,
+    w = D^2 / (D^2 + m^2), and what is left uncertain is D m / sqrt(D^2 + m^2). A precise control on a
+    machine that moves (m of 4%, D of 15%) is applied almost whole; a noisy one (the reference's runs
+    scattering by 23%, as one calibration's did, so m ~ 10%) on a steady machine (D of 5%) moves the
+    expectation by a fifth of its factor instead of scaling a row by 1.33 that had not moved
+    (docs/benchmarks.md)."""
     d2 = max(machine_drift, drift.UNCORRECTED_DRIFT) ** 2
     factor = control.factor if control is not None else None
     if control is None or factor is None or not control.clean_s:
         return None, math.sqrt(d2)
-    m2 = drift.measurement_variance(control, *reference_of(fit))
+    m2 = drift.measurement_variance(control, *reference_of(fit), control_noise)
     w = d2 / (d2 + m2)
     return round(math.exp(w * math.log(factor)), 4), math.sqrt(d2 * m2 / (d2 + m2))
 
@@ -470,19 +472,36 @@ def of_counts(client: str, queue_depth: int, build: str, feats: dict[str, float]
         return None
     controls = drift.history(cache_path(places), cal.id)
     control = drift.fresh_among(controls, fit.key) if corrected else None
-    exp = cal.expect(client, queue_depth, build, feats, control, runs, machine_drift(cal, places, controls))
+    noise = control_noise(cal, places, controls)
+    exp = cal.expect(client, queue_depth, build, feats, control, runs, machine_drift(cal, places, controls, noise),
+                     noise)
     stale = drift.stale_among(controls).get(fit.key)
     return exp if exp is None or stale is None else replace(exp, stale=stale)
 
 
-def machine_drift(cal: Calibration, places: Places | None = None,
+def _references(cal: Calibration) -> dict[str, tuple[float, int]]:
+    return {k: reference_of(f) for k, f in cal.fits.items() if f.control}
+
+
+def control_noise(cal: Calibration, places: Places | None = None,
                   controls: list[drift.Control] | None = None) -> float:
-    """How far this machine's byte rate moves from `cal`, as the controls measured against it showed
-    (drift.machine_drift; UNCORRECTED_DRIFT until a few were measured); `controls`: already read."""
-    reference = {k: reference_of(f) for k, f in cal.fits.items() if f.control}
+    """What a control against `cal` misses the machine's rate by beyond its runs' scatter, as pairs of
+    them showed (drift.control_noise; 0 until a few pairs were measured); `controls`: already read."""
     if controls is None:
         controls = drift.history(cache_path(places), cal.id)
-    return drift.machine_drift(controls, reference)
+    return drift.control_noise(controls, _references(cal))
+
+
+def machine_drift(cal: Calibration, places: Places | None = None,
+                  controls: list[drift.Control] | None = None, noise: float | None = None) -> float:
+    """How far this machine's byte rate moves from `cal`, as the controls measured against it showed
+    beyond their own error (drift.machine_drift; UNCORRECTED_DRIFT until a few were measured);
+    `controls`: already read; `noise`: control_noise, already computed."""
+    if controls is None:
+        controls = drift.history(cache_path(places), cal.id)
+    if noise is None:
+        noise = control_noise(cal, places, controls)
+    return drift.machine_drift(controls, _references(cal), noise)
 
 
 def state(places: Places | None = None) -> dict[str, Any]:
@@ -491,8 +510,10 @@ def state(places: Places | None = None) -> dict[str, Any]:
     drift table) and how far the machine's byte rate moves (machine_drift)."""
     cal = load(places=places)
     if cal is None:
-        return {"stale": False, "stale_kinds": {}, "controls": [], "machine_drift": drift.UNCORRECTED_DRIFT}
+        return {"stale": False, "stale_kinds": {}, "controls": [], "machine_drift": drift.UNCORRECTED_DRIFT,
+                "control_noise": 0.0}
     controls = drift.history(cache_path(places), cal.id)
     kinds = drift.stale_among(controls)
+    noise = control_noise(cal, places, controls)
     return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in controls[-20:]],
-            "machine_drift": machine_drift(cal, places, controls)}
+            "machine_drift": machine_drift(cal, places, controls, noise), "control_noise": noise}
