@@ -420,12 +420,14 @@ def main() -> int:
         print(table(["when", "kind", "runs s", "reference s", "now / calibration", "stale"], drift_rows + made,
                     title=f"Drift: the calibration's control ({CONTROL.size} full 1M, {CONTROL_RUNS} runs) measured "
                     "again: before the sweep, before its CPU-bound rows, after"))
+        print(drift_note(learned := learned_state()))
         print()
     print(uncorrected_note(sweep_rows + [r for got in passes for r in got["held-out"]]))
     print(f"{sum(len(v) for got in passes for v in got.values()) + len(study_rows)} rows here in {wall:.1f} s wall")
     print(calibration_note())
     print(machine_note())
-    write_json(args.json, {"wall_s": wall, "rows": rows, "passes": passes, "coverage": cov, "drift": drift_rows + made})
+    write_json(args.json, {"wall_s": wall, "rows": rows, "passes": passes, "coverage": cov, "drift": drift_rows + made,
+                           "learned": learned if drift_rows or made else learned_state()})
     failed = [r["key"] for r in rows + [r for got in passes for r in got["held-out"]] if r["status"] != "succeeded"]
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
@@ -440,6 +442,20 @@ def calibration_note() -> str:
 
     cal = expectation.load()
     return "expected_s: no calibration" if cal is None else "expected_s from " + calibration_table(cal)
+
+
+def learned_state() -> dict[str, float]:
+    """What the controls against the calibration taught (lab.measure.expectation.state)."""
+    from lab.measure import expectation
+
+    st = expectation.state()
+    return {"machine_drift": st["machine_drift"], "control_noise": st["control_noise"]}
+
+
+def drift_note(learned: dict[str, float]) -> str:
+    return (f"learned from these controls: the machine's byte rate moves by {100 * learned['machine_drift']:.1f}% "
+            f"from the calibration, and a control misses it by {100 * learned['control_noise']:.1f}% beyond its "
+            "runs' scatter (lab.measure.drift): how far a control is trusted, how wide the per-byte part's interval is")
 
 
 def _control_row(when: str, c: Any) -> list[Any]:
