@@ -505,11 +505,17 @@ async function main() {
   watchScenario("acts", 3); // only the runs the acts need
   index = indexFromHash() ?? 0;
   render();
+  // The boxes and controls show once drawn with what the lab knows (its runs set the lanes and the
+  // outcome's words; a follower's act is the presenter's), or after 3 s without it (talk.css).
+  const reveal = () => $("talk").classList.add("is-ready");
+  const fallback = setTimeout(reveal, 3000);
   await start({ history: false });
   if (following()) {
     try { followTo((await request("GET", "/api/v1/talk")).act); } catch { /* no presenter yet */ }
   } else if (location.hash) announce();
   render();
+  clearTimeout(fallback);
+  requestAnimationFrame(reveal); // after the frame that lays them out
 }
 
 main();
