@@ -36,12 +36,12 @@ def page_config(request: Request) -> dict[str, Any]:
     return lab_config(request)
 
 
-def _render(request: Request, template: str, page: str) -> HTMLResponse:
+def _render(request: Request, template: str, page: str, body_class: str = "") -> HTMLResponse:
     config = page_config(request)
     # the Workers tab only where there are workers (cluster mode, LAB_BROKER_URL)
     pages = PAGES if request.app.state.manager.cluster()["cluster"] else [p for p in PAGES if p[0] != "workers"]
     return templates.TemplateResponse(
-        request, template, {"page": page, "pages": pages, "config": config},
+        request, template, {"page": page, "pages": pages, "config": config, "body_class": body_class},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -58,7 +58,8 @@ def results_page(request: Request) -> HTMLResponse:
 
 @router.get("/talk", response_class=HTMLResponse)
 def talk_page(request: Request) -> HTMLResponse:
-    return _render(request, "talk.html", "talk")
+    # ?kiosk hides the top bar: drawn so from the start, not by the script (the stage jumped up at load)
+    return _render(request, "talk.html", "talk", "kiosk" if "kiosk" in request.query_params else "")
 
 
 @router.get("/class", response_class=HTMLResponse)

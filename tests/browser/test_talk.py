@@ -238,6 +238,23 @@ def test_the_talk_loads_on_a_phone_with_nothing_moving_under_a_finger(acted: Lab
     assert sum(s["v"] for s in shifts) < 0.02, shifts
 
 
+def test_the_projector_page_in_kiosk_loads_without_a_jump(service: LabService, new_page) -> None:
+    """?kiosk is drawn without the top bar from the start: the stage used to jump up by the bar's height
+    once the script hid it (0.07-0.09 of layout shift at 1024x576 to 1920x1080)."""
+    page = new_page(1024, 576)
+    page.add_init_script("""window.shifts = [];
+      new PerformanceObserver((l) => { for (const e of l.getEntries()) window.shifts.push(
+        {t: e.startTime, v: e.value, who: e.sources.map((s) => (s.node && (s.node.id || s.node.className)) || '?')
+          .join(',')}); })
+        .observe({type: 'layout-shift', buffered: true});""")
+    open_live(page, service.url + "/talk?kiosk#pre-zero")
+    page.wait_for_selector("#talk.is-ready")
+    page.wait_for_timeout(800)
+    assert page.is_hidden(".topbar")
+    shifts = page.evaluate("window.shifts")
+    assert sum(s["v"] for s in shifts) < 0.02, shifts
+
+
 def test_x_mid_act_says_cancelled_and_never_shows_an_earlier_success(service: LabService, new_page) -> None:
     # an earlier success of both lanes (quick), as the presenter's rehearsal left it
     for key, zeromode in (("act2-A", "plugin"), ("act2-B", "emulate")):
