@@ -14,7 +14,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = ["overhead", "fidelity", "sweep_speed", "throughput", "chain_hop", "streaming", "sse_layer", "footprint",
-           "load", "cancel", "block_status", "cluster", "audit_matrix"]
+           "load", "cancel", "block_status", "cluster", "audit_matrix", "control_pairing"]
 
 
 def _tables(text: str) -> list[str]:
