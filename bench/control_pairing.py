@@ -37,11 +37,12 @@ IDLE_S = (0, 0, 4, 8)
 REPEAT = 5
 
 
-def _control(client: str) -> float | None:
-    """The median of a control's undisturbed copies (None: every one disturbed)."""
+def _control(client: str) -> float:
+    """The median of a control's undisturbed copies (of all, when every one was disturbed, as a
+    calibration's reference does)."""
     kind = calibration.kind_of(client, 1, "single")
     got = calibration.measure_point(kind, calibration.CONTROL, threading.Event())
-    return statistics.median(got["quiet_runs_s"]) if got["quiet_runs_s"] else None
+    return statistics.median(got["quiet_runs_s"] or got["runs_s"])
 
 
 def _row(client: str, server: dict[str, Any], repeat: int) -> tuple[float, int]:
@@ -87,9 +88,8 @@ def main() -> int:
     for client, server in rows:
         mine = [r for r in raw if r["client"] == client]
         alone = _sd([math.log(r["row_s"]) for r in mine])
-        by_before = _sd([math.log(r["row_s"] / r["control_before_s"]) for r in mine if r["control_before_s"]])
-        around = _sd([math.log(r["row_s"] / math.sqrt(r["control_before_s"] * r["control_after_s"]))
-                      for r in mine if r["control_before_s"] and r["control_after_s"]])
+        by_before = _sd([math.log(r["row_s"] / r["control_before_s"]) for r in mine])
+        around = _sd([math.log(r["row_s"] / math.sqrt(r["control_before_s"] * r["control_after_s"])) for r in mine])
         helps = None if alone is None or by_before is None else by_before < alone
         out.append([f"{server['size']} {server['pattern']} {server['maxdata']} / {client}", len(mine),
                     _pct(alone), _pct(by_before), _pct(around), verdict(helps)])
