@@ -471,7 +471,9 @@ async function main() {
   window.addEventListener("resize", () => { measureTopbar(true); shownAct = -1; renderSoon(); });
   const bar = document.querySelector(".topbar");
   if (bar) new ResizeObserver(() => { measureTopbar(); shownAct = -1; renderSoon(); }).observe(bar);
-  measureTopbar(true);
+  // the page measured the bar before its first paint (base.html): start from there, only ever raise it
+  topbarH = parseFloat(getComputedStyle(document.documentElement).getPropertyValue("--topbar-h")) || 0;
+  measureTopbar();
   subscribe(renderSoon);
   subscribe((kind, id) => {
     if (kind === "talk") followTo(store.talk && store.talk.act);
