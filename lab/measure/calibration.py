@@ -150,9 +150,9 @@ def _off_slow_path(runs: list[Any]) -> list[Any]:
 def _judged_slow(run: Any) -> bool:
     """The calibration in use judged this copy's own CPU the slow path (contention.slow_copy_path; set
     only once the machine has a calibration). The relative test (_off_slow_path) cannot see a control
-    whose copies all took it: measured 2026-12-08, a control right after 4-8 s idle ran 1.2-2.4x its
-    reference in every copy with 1.3-2.4x the calibrated CPU, while the row after it ran on the fast
-    path (docs/benchmarks.md): such a control says nothing of the rate that row's runs will see."""
+    whose copies all took it: measured 2026-12-08, control copies after 4-8 s idle ran up to 3.4x the
+    reference with 1.3-3.5x the calibrated CPU, while a row after such a control ran on the fast path
+    (docs/benchmarks.md): such a control says nothing of the rate that row's runs will see."""
     return bool((run.contention or {}).get("slow_copy_path"))
 
 
