@@ -416,18 +416,19 @@ def main() -> int:
         print()
     drift_rows += [] if not drift_rows else controls("after")
     made = during(t0)
+    learned = learned_state()
     if drift_rows or made:
         print(table(["when", "kind", "runs s", "reference s", "now / calibration", "stale"], drift_rows + made,
                     title=f"Drift: the calibration's control ({CONTROL.size} full 1M, {CONTROL_RUNS} runs) measured "
                     "again: before the sweep, before its CPU-bound rows, after"))
-        print(drift_note(learned := learned_state()))
+        print(drift_note(learned))
         print()
     print(uncorrected_note(sweep_rows + [r for got in passes for r in got["held-out"]]))
     print(f"{sum(len(v) for got in passes for v in got.values()) + len(study_rows)} rows here in {wall:.1f} s wall")
     print(calibration_note())
     print(machine_note())
     write_json(args.json, {"wall_s": wall, "rows": rows, "passes": passes, "coverage": cov, "drift": drift_rows + made,
-                           "learned": learned if drift_rows or made else learned_state()})
+                           "learned": learned})
     failed = [r["key"] for r in rows + [r for got in passes for r in got["held-out"]] if r["status"] != "succeeded"]
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)

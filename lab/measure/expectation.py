@@ -472,36 +472,25 @@ def of_counts(client: str, queue_depth: int, build: str, feats: dict[str, float]
         return None
     controls = drift.history(cache_path(places), cal.id)
     control = drift.fresh_among(controls, fit.key) if corrected else None
-    noise = control_noise(cal, places, controls)
-    exp = cal.expect(client, queue_depth, build, feats, control, runs, machine_drift(cal, places, controls, noise),
-                     noise)
+    moves, noise = _learned(cal, controls)
+    exp = cal.expect(client, queue_depth, build, feats, control, runs, moves, noise)
     stale = drift.stale_among(controls).get(fit.key)
     return exp if exp is None or stale is None else replace(exp, stale=stale)
 
 
-def _references(cal: Calibration) -> dict[str, tuple[float, int]]:
-    return {k: reference_of(f) for k, f in cal.fits.items() if f.control}
+def _learned(cal: Calibration, controls: list[drift.Control]) -> tuple[float, float]:
+    """What the controls measured against `cal` taught: (how far the machine's byte rate moves from it,
+    beyond the controls' own error: drift.machine_drift; what a control misses that rate by beyond its
+    runs' scatter: drift.control_noise)."""
+    references = {k: reference_of(f) for k, f in cal.fits.items() if f.control}
+    noise = drift.control_noise(controls, references)
+    return drift.machine_drift(controls, references, noise), noise
 
 
-def control_noise(cal: Calibration, places: Places | None = None,
-                  controls: list[drift.Control] | None = None) -> float:
-    """What a control against `cal` misses the machine's rate by beyond its runs' scatter, as pairs of
-    them showed (drift.control_noise; 0 until a few pairs were measured); `controls`: already read."""
-    if controls is None:
-        controls = drift.history(cache_path(places), cal.id)
-    return drift.control_noise(controls, _references(cal))
-
-
-def machine_drift(cal: Calibration, places: Places | None = None,
-                  controls: list[drift.Control] | None = None, noise: float | None = None) -> float:
+def machine_drift(cal: Calibration, places: Places | None = None) -> float:
     """How far this machine's byte rate moves from `cal`, as the controls measured against it showed
-    beyond their own error (drift.machine_drift; UNCORRECTED_DRIFT until a few were measured);
-    `controls`: already read; `noise`: control_noise, already computed."""
-    if controls is None:
-        controls = drift.history(cache_path(places), cal.id)
-    if noise is None:
-        noise = control_noise(cal, places, controls)
-    return drift.machine_drift(controls, _references(cal), noise)
+    (UNCORRECTED_DRIFT until a few were measured)."""
+    return _learned(cal, drift.history(cache_path(places), cal.id))[0]
 
 
 def state(places: Places | None = None) -> dict[str, Any]:
@@ -514,6 +503,6 @@ def state(places: Places | None = None) -> dict[str, Any]:
                 "control_noise": 0.0}
     controls = drift.history(cache_path(places), cal.id)
     kinds = drift.stale_among(controls)
-    noise = control_noise(cal, places, controls)
+    moves, noise = _learned(cal, controls)
     return {"stale": bool(kinds), "stale_kinds": kinds, "controls": [c.to_dict() for c in controls[-20:]],
-            "machine_drift": machine_drift(cal, places, controls, noise), "control_noise": noise}
+            "machine_drift": moves, "control_noise": noise}
